@@ -1,0 +1,1 @@
+//! The local control plane and helpers of the e2e suite.
