@@ -1,1 +1,16 @@
-//! The local control plane and helpers of the e2e suite.
+//! The local control plane and helpers of svcplane's e2e suite.
+//!
+//! Each e2e test binary starts one [`TestEnv`] (a local etcd + kube-apiserver, or the
+//! cluster `KUBECONFIG` names) and gives every test its own namespace.
+
+pub mod bins;
+pub mod certs;
+pub mod control_plane;
+pub mod env;
+pub mod kubelet;
+pub mod process;
+pub mod view;
+pub mod wait;
+
+pub use control_plane::{ControlPlane, ControlPlaneConfig, ENDPOINT_CONTROLLERS};
+pub use env::{TestEnv, TestNamespace};

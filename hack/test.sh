@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# svcplane's one test command: builds what is missing (the Kubernetes binaries, cached by
+# version), then runs formatting and lint checks, the unit and in-process tests, and the
+# e2e suite against a real etcd + kube-apiserver (or the cluster KUBECONFIG names).
+#
+# Environment:
+#   SVCPLANE_CACHE    cache of built binaries (default: $HOME/.cache/svcplane)
+#   CARGO_TARGET_DIR  cargo's build directory (default: $SVCPLANE_CACHE/target)
+#   KUBECONFIG        run the e2e suite against this cluster instead of a local one
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export SVCPLANE_CACHE=${SVCPLANE_CACHE:-$HOME/.cache/svcplane}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$SVCPLANE_CACHE/target}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+started=$SECONDS
+
+step "Rust components"
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    rustup component add "$component"
+  fi
+done
+
+step "Kubernetes binaries (hack/kube-bins.sh)"
+SVCPLANE_KUBE_BIN_DIR=$(bash hack/kube-bins.sh | tail -n 1)
+export SVCPLANE_KUBE_BIN_DIR
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "unit and in-process tests"
+cargo test --workspace --exclude e2e --locked
+
+step "e2e suite"
+cargo build -p e2e --tests --locked
+tmp=${TMPDIR:-/tmp}
+pids_before=$(pgrep -f "^$SVCPLANE_KUBE_BIN_DIR/" | sort || true)
+dirs_before=$(ls -d "$tmp"/svcplane-control-plane-* 2>/dev/null | sort || true)
+cargo test -p e2e --locked
+
+step "nothing left behind by the e2e suite"
+sleep 1
+left_pids=$(comm -13 <(echo "$pids_before") <(pgrep -f "^$SVCPLANE_KUBE_BIN_DIR/" | sort || true))
+left_dirs=$(comm -13 <(echo "$dirs_before") <(ls -d "$tmp"/svcplane-control-plane-* 2>/dev/null | sort || true))
+if [ -n "$left_pids$left_dirs" ]; then
+  echo "the e2e suite left processes or directories behind:" >&2
+  [ -z "$left_pids" ] || ps -o pid,args -p $left_pids >&2 || true
+  [ -z "$left_dirs" ] || echo "$left_dirs" >&2
+  exit 1
+fi
+
+step "all tests passed in $((SECONDS - started))s"

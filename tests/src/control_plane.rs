@@ -1,0 +1,316 @@
+//! A local Kubernetes control plane: etcd and kube-apiserver on loopback, and on demand
+//! kube-controller-manager running only the in-tree endpoint controllers (the reference
+//! svcplane is compared with).
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::bins::KubeBins;
+use crate::certs::ClusterCerts;
+use crate::process::Process;
+
+/// The in-tree controllers svcplane replaces.
+pub const ENDPOINT_CONTROLLERS: &str =
+    "endpoints-controller,endpointslice-controller,endpointslice-mirroring-controller";
+
+/// How the apiserver is configured.
+#[derive(Clone, Debug)]
+pub struct ControlPlaneConfig {
+    /// `--service-cluster-ip-range`: IPv4 first, then IPv6 for dual-stack Services.
+    pub service_cluster_ip_range: String,
+    /// `--service-node-port-range`.
+    pub service_node_port_range: String,
+    /// Further kube-apiserver flags.
+    pub extra_apiserver_args: Vec<String>,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        Self {
+            service_cluster_ip_range: "10.96.0.0/12,fd00:10:96::/112".to_string(),
+            service_node_port_range: "30000-32767".to_string(),
+            extra_apiserver_args: Vec::new(),
+        }
+    }
+}
+
+/// etcd + kube-apiserver, stopped (and their directory removed) when dropped.
+pub struct ControlPlane {
+    bins: KubeBins,
+    config: ControlPlaneConfig,
+    apiserver_port: u16,
+    etcd_url: String,
+    kubeconfig: PathBuf,
+    // Declared before `dir` so the processes stop before their files go.
+    controller_manager: Mutex<Option<Process>>,
+    apiserver: Mutex<Option<Process>>,
+    etcd: Process,
+    dir: tempfile::TempDir,
+}
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver and waits until the apiserver is ready.
+    pub async fn start(config: ControlPlaneConfig) -> Result<Self> {
+        let bins = KubeBins::locate()?;
+        let dir = tempfile::Builder::new()
+            .prefix("svcplane-control-plane-")
+            .tempdir()
+            .context("creating the control plane's directory")?;
+        write_certs(dir.path(), &ClusterCerts::generate()?)?;
+
+        let (etcd_port, etcd_peer_port, apiserver_port) =
+            (free_port()?, free_port()?, free_port()?);
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let etcd = Process::spawn(
+            "etcd",
+            &bins.etcd,
+            &[
+                format!("--data-dir={}", dir.path().join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
+                format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}"),
+                "--unsafe-no-fsync".to_string(),
+                "--log-level=warn".to_string(),
+            ],
+            dir.path(),
+        )?;
+
+        let kubeconfig = dir.path().join("admin.kubeconfig");
+        std::fs::write(&kubeconfig, admin_kubeconfig(dir.path(), apiserver_port))?;
+
+        let plane = Self {
+            bins,
+            config,
+            apiserver_port,
+            etcd_url,
+            kubeconfig,
+            controller_manager: Mutex::new(None),
+            apiserver: Mutex::new(None),
+            etcd,
+            dir,
+        };
+        plane.start_apiserver().await?;
+        Ok(plane)
+    }
+
+    /// Starts kube-apiserver (again, after [`Self::stop_apiserver`]) on the same port and
+    /// etcd, and waits for `/readyz`.
+    pub async fn start_apiserver(&self) -> Result<()> {
+        let dir = self.dir.path();
+        let file = |name: &str| dir.join(name).display().to_string();
+        let port = self.apiserver_port;
+        let mut args = vec![
+            format!("--etcd-servers={}", self.etcd_url),
+            format!("--secure-port={port}"),
+            "--bind-address=127.0.0.1".to_string(),
+            "--advertise-address=127.0.0.1".to_string(),
+            // The lease reconciler refuses a loopback address for default/kubernetes.
+            "--endpoint-reconciler-type=none".to_string(),
+            format!("--cert-dir={}", file("apiserver-certs")),
+            format!("--tls-cert-file={}", file("apiserver.crt")),
+            format!("--tls-private-key-file={}", file("apiserver.key")),
+            format!("--client-ca-file={}", file("ca.crt")),
+            format!(
+                "--service-cluster-ip-range={}",
+                self.config.service_cluster_ip_range
+            ),
+            format!(
+                "--service-node-port-range={}",
+                self.config.service_node_port_range
+            ),
+            "--authorization-mode=RBAC".to_string(),
+            "--disable-admission-plugins=ServiceAccount".to_string(),
+            "--allow-privileged=true".to_string(),
+            format!("--service-account-issuer=https://127.0.0.1:{port}/"),
+            format!("--service-account-key-file={}", file("service-account.pub")),
+            format!(
+                "--service-account-signing-key-file={}",
+                file("service-account.key")
+            ),
+            "--profiling=false".to_string(),
+        ];
+        args.extend(self.config.extra_apiserver_args.iter().cloned());
+        let process = Process::spawn("kube-apiserver", &self.bins.kube_apiserver, &args, dir)?;
+        *self.apiserver.lock().unwrap() = Some(process);
+        self.wait_ready().await
+    }
+
+    /// Kills kube-apiserver; etcd and its data stay.
+    pub fn stop_apiserver(&self) {
+        self.apiserver.lock().unwrap().take();
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let client = self.client().await?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(apiserver) = self.apiserver.lock().unwrap().as_mut() {
+                apiserver.check_running()?;
+            }
+            let request = http::Request::get("/readyz").body(Vec::new())?;
+            let last = match client.request_text(request).await {
+                Ok(body) if body.trim() == "ok" => return Ok(()),
+                Ok(body) => body,
+                Err(error) => error.to_string(),
+            };
+            if Instant::now() > deadline {
+                let tail = self
+                    .apiserver
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .map(|p| p.log_tail(30))
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "kube-apiserver was not ready after 120s; last /readyz answer: {last}\n{tail}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Starts kube-controller-manager with only `controllers` (e.g. [`ENDPOINT_CONTROLLERS`]).
+    /// Replaces a controller manager this control plane already runs.
+    pub fn start_controller_manager(&self, controllers: &str) -> Result<()> {
+        let mut slot = self.controller_manager.lock().unwrap();
+        slot.take();
+        let args = vec![
+            format!("--kubeconfig={}", self.kubeconfig.display()),
+            format!("--controllers={controllers}"),
+            "--leader-elect=false".to_string(),
+            "--secure-port=0".to_string(),
+            "--profiling=false".to_string(),
+        ];
+        let mut process = Process::spawn(
+            "kube-controller-manager",
+            &self.bins.kube_controller_manager,
+            &args,
+            self.dir.path(),
+        )?;
+        std::thread::sleep(Duration::from_millis(200));
+        process.check_running()?;
+        *slot = Some(process);
+        Ok(())
+    }
+
+    /// Stops kube-controller-manager if it runs.
+    pub fn stop_controller_manager(&self) {
+        self.controller_manager.lock().unwrap().take();
+    }
+
+    /// Whether kube-controller-manager runs.
+    pub fn controller_manager_running(&self) -> bool {
+        self.controller_manager.lock().unwrap().is_some()
+    }
+
+    /// A client with the admin credentials.
+    pub async fn client(&self) -> Result<Client> {
+        client_from_kubeconfig(&self.kubeconfig).await
+    }
+
+    /// The admin kubeconfig (client certificate in `system:masters`).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The control plane's working directory: certificates, logs, etcd data.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The binaries this control plane runs.
+    pub fn bins(&self) -> &KubeBins {
+        &self.bins
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.apiserver_port)
+    }
+
+    /// Process ids of etcd, kube-apiserver and kube-controller-manager (those running).
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.etcd.pid()];
+        pids.extend(self.apiserver.lock().unwrap().as_ref().map(Process::pid));
+        pids.extend(
+            self.controller_manager
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(Process::pid),
+        );
+        pids
+    }
+}
+
+/// A client for the cluster a kubeconfig file names (its current context).
+pub async fn client_from_kubeconfig(path: &Path) -> Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(path)
+        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+fn write_certs(dir: &Path, certs: &ClusterCerts) -> Result<()> {
+    for (name, contents) in [
+        ("ca.crt", &certs.ca_cert),
+        ("apiserver.crt", &certs.serving.cert),
+        ("apiserver.key", &certs.serving.key),
+        ("admin.crt", &certs.admin.cert),
+        ("admin.key", &certs.admin.key),
+        ("service-account.pub", &certs.service_account.cert),
+        ("service-account.key", &certs.service_account.key),
+    ] {
+        std::fs::write(dir.join(name), contents).with_context(|| format!("writing {name}"))?;
+    }
+    Ok(())
+}
+
+fn admin_kubeconfig(dir: &Path, port: u16) -> String {
+    let file = |name: &str| dir.join(name).display().to_string();
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: svcplane-local
+  cluster:
+    server: https://127.0.0.1:{port}
+    certificate-authority: {ca}
+users:
+- name: admin
+  user:
+    client-certificate: {cert}
+    client-key: {key}
+contexts:
+- name: svcplane-local
+  context:
+    cluster: svcplane-local
+    user: admin
+current-context: svcplane-local
+",
+        ca = file("ca.crt"),
+        cert = file("admin.crt"),
+        key = file("admin.key"),
+    )
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// Whether something accepts connections on a loopback port.
+pub fn port_open(port: u16) -> bool {
+    TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
+}
