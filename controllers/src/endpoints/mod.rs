@@ -1,0 +1,467 @@
+//! The core/v1 Endpoints object a Service with a selector should have, and whether the one in
+//! the cluster needs a write.
+//!
+//! Each selected pod contributes one address (of the Service's primary family) per Service port
+//! it serves; addresses are then grouped into subsets by identical port sets, de-duplicated by
+//! (IP, pod UID) with not-ready winning. Order carries no meaning: comparisons are
+//! order-insensitive, so the in-tree controller's hash-driven order need not be copied.
+
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+use crate::pods::{self, addresses_of_family, hostname_for, resolve_target_port};
+use crate::service::{self, endpoints_family, has_cluster_ip, is_headless, publishes_not_ready};
+use crate::well_known::{
+    ANNOTATION_LAST_CHANGE_TRIGGER_TIME, ANNOTATION_OVER_CAPACITY, LABEL_ENDPOINTS_MANAGED_BY,
+    LABEL_HEADLESS, MAX_ENDPOINTS_ADDRESSES, OVER_CAPACITY_TRUNCATED, format_trigger_time,
+};
+
+/// Inputs of [`desired_endpoints`] that do not come from the cluster objects.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EndpointsParams<'a> {
+    /// The earliest pod or Service change not yet reflected in a write, tracked by the caller.
+    /// Written as `endpoints.kubernetes.io/last-change-trigger-time`; `None` removes it.
+    pub trigger_time: Option<&'a Time>,
+    /// Value of the `endpoints.kubernetes.io/managed-by` label; `None` leaves the label off.
+    pub managed_by: Option<&'a str>,
+}
+
+/// A write the Endpoints controller should make.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EndpointsWrite {
+    /// No Endpoints object exists yet: create this one.
+    Create(Endpoints),
+    /// Replace the existing object with this one (same name, resourceVersion kept for
+    /// optimistic concurrency, unrelated annotations kept).
+    Update(Endpoints),
+}
+
+/// A Service port as it appears in Endpoints, comparable and orderable.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct PortKey {
+    name: String,
+    port: i32,
+    protocol: String,
+    app_protocol: Option<String>,
+}
+
+impl PortKey {
+    fn of(port: &EndpointPort) -> Self {
+        PortKey {
+            name: port.name.clone().unwrap_or_default(),
+            port: port.port,
+            protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            app_protocol: port.app_protocol.clone(),
+        }
+    }
+
+    fn to_api(&self) -> EndpointPort {
+        EndpointPort {
+            name: (!self.name.is_empty()).then(|| self.name.clone()),
+            port: self.port,
+            protocol: Some(self.protocol.clone()),
+            app_protocol: self.app_protocol.clone(),
+        }
+    }
+}
+
+/// Addresses are de-duplicated by IP and pod UID.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct AddressKey {
+    ip: String,
+    uid: String,
+}
+
+impl AddressKey {
+    fn of(address: &EndpointAddress) -> Self {
+        AddressKey {
+            ip: address.ip.clone(),
+            uid: address
+                .target_ref
+                .as_ref()
+                .and_then(|r| r.uid.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The Endpoints object the Service should have, or `None` when the pod controllers do not
+/// manage its Endpoints (no selector, or `ExternalName`).
+///
+/// `pods` may hold any pods: those the Service does not select are ignored. The result has no
+/// resourceVersion; use [`plan_endpoints_write`] to turn it into a write.
+pub fn desired_endpoints<P: Borrow<Pod>>(
+    service: &Service,
+    pods: &[P],
+    params: &EndpointsParams<'_>,
+) -> Option<Endpoints> {
+    if !service::manages_endpoints(service) {
+        return None;
+    }
+    let mut subsets = desired_subsets(service, pods);
+    let truncated = truncate_to_capacity(&mut subsets);
+
+    let mut annotations = BTreeMap::new();
+    if let Some(time) = params.trigger_time {
+        annotations.insert(
+            ANNOTATION_LAST_CHANGE_TRIGGER_TIME.to_string(),
+            format_trigger_time(time),
+        );
+    }
+    if truncated {
+        annotations.insert(
+            ANNOTATION_OVER_CAPACITY.to_string(),
+            OVER_CAPACITY_TRUNCATED.to_string(),
+        );
+    }
+    Some(Endpoints {
+        metadata: ObjectMeta {
+            name: service.metadata.name.clone(),
+            namespace: service.metadata.namespace.clone(),
+            labels: Some(endpoints_labels(service, params.managed_by)).filter(|l| !l.is_empty()),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            ..Default::default()
+        },
+        subsets: (!subsets.is_empty()).then_some(subsets),
+    })
+}
+
+fn endpoints_labels(service: &Service, managed_by: Option<&str>) -> BTreeMap<String, String> {
+    let mut labels = service.metadata.labels.clone().unwrap_or_default();
+    if has_cluster_ip(service) {
+        labels.remove(LABEL_HEADLESS);
+    } else {
+        labels.insert(LABEL_HEADLESS.to_string(), String::new());
+    }
+    if let Some(manager) = managed_by {
+        labels.insert(LABEL_ENDPOINTS_MANAGED_BY.to_string(), manager.to_string());
+    }
+    labels
+}
+
+fn pod_address(service: &Service, pod: &Pod) -> Option<EndpointAddress> {
+    let family = endpoints_family(service, pod);
+    let ip = addresses_of_family(pod, family).into_iter().next()?;
+    Some(EndpointAddress {
+        ip,
+        hostname: hostname_for(pod, service),
+        node_name: pods::node_name(pod).map(str::to_string),
+        target_ref: Some(ObjectReference {
+            kind: Some("Pod".into()),
+            namespace: pod.metadata.namespace.clone(),
+            name: pod.metadata.name.clone(),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        }),
+    })
+}
+
+/// Every (port, address, ready) the selected pods contribute, repacked into subsets.
+/// `None` as a port stands for "no ports" (a headless Service without ports).
+fn desired_subsets<P: Borrow<Pod>>(service: &Service, pods: &[P]) -> Vec<EndpointSubset> {
+    let publish_not_ready = publishes_not_ready(service);
+    let service_ports = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default();
+    let mut addresses = BTreeMap::new();
+    let mut readiness_by_port: BTreeMap<Option<PortKey>, BTreeMap<AddressKey, bool>> =
+        BTreeMap::new();
+
+    for pod in pods.iter().map(Borrow::borrow) {
+        if !service::selects(service, pod) || !pods::counts_for_endpoints(pod, publish_not_ready) {
+            continue;
+        }
+        let Some(address) = pod_address(service, pod) else {
+            continue;
+        };
+        let ready = publish_not_ready || pods::is_ready(pod);
+        let ports: Vec<Option<PortKey>> = if service_ports.is_empty() {
+            if is_headless(service) {
+                vec![None]
+            } else {
+                Vec::new()
+            }
+        } else {
+            service_ports
+                .iter()
+                .filter_map(|port| {
+                    let target = resolve_target_port(pod, port)?;
+                    Some(Some(PortKey {
+                        name: port.name.clone().unwrap_or_default(),
+                        port: target,
+                        protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                        app_protocol: port.app_protocol.clone(),
+                    }))
+                })
+                .collect()
+        };
+        if ports.is_empty() {
+            continue;
+        }
+        let key = AddressKey::of(&address);
+        for port in ports {
+            readiness_by_port
+                .entry(port)
+                .or_default()
+                .entry(key.clone())
+                .and_modify(|was_ready| *was_ready &= ready)
+                .or_insert(ready);
+        }
+        addresses.entry(key).or_insert(address);
+    }
+    repack(readiness_by_port, &addresses)
+}
+
+/// Groups ports that share exactly the same addresses (with the same readiness) into one subset.
+fn repack(
+    readiness_by_port: BTreeMap<Option<PortKey>, BTreeMap<AddressKey, bool>>,
+    addresses: &BTreeMap<AddressKey, EndpointAddress>,
+) -> Vec<EndpointSubset> {
+    let mut ports_by_addresses: BTreeMap<Vec<(AddressKey, bool)>, Vec<Option<PortKey>>> =
+        BTreeMap::new();
+    for (port, readiness) in readiness_by_port {
+        ports_by_addresses
+            .entry(readiness.into_iter().collect())
+            .or_default()
+            .push(port);
+    }
+    ports_by_addresses
+        .into_iter()
+        .map(|(members, ports)| {
+            let (ready, not_ready): (Vec<_>, Vec<_>) = members.iter().partition(|(_, r)| *r);
+            let listed = |group: Vec<&(AddressKey, bool)>| {
+                let list: Vec<EndpointAddress> = group
+                    .iter()
+                    .map(|(key, _)| addresses[key].clone())
+                    .collect();
+                (!list.is_empty()).then_some(list)
+            };
+            let ports: Vec<EndpointPort> = ports.iter().flatten().map(PortKey::to_api).collect();
+            EndpointSubset {
+                addresses: listed(ready),
+                not_ready_addresses: listed(not_ready),
+                ports: (!ports.is_empty()).then_some(ports),
+            }
+        })
+        .collect()
+}
+
+fn count(list: &Option<Vec<EndpointAddress>>) -> usize {
+    list.as_ref().map_or(0, Vec::len)
+}
+
+fn keep_first(list: &mut Option<Vec<EndpointAddress>>, n: usize) {
+    if let Some(addresses) = list {
+        addresses.truncate(n);
+        if addresses.is_empty() {
+            *list = None;
+        }
+    }
+}
+
+/// Cuts the subsets down to [`MAX_ENDPOINTS_ADDRESSES`] addresses: ready addresses first, each
+/// subset keeping a share proportional to its size (rounded up, the last ones getting what is
+/// left). Returns whether anything was cut.
+fn truncate_to_capacity(subsets: &mut Vec<EndpointSubset>) -> bool {
+    let ready: usize = subsets.iter().map(|s| count(&s.addresses)).sum();
+    let not_ready: usize = subsets.iter().map(|s| count(&s.not_ready_addresses)).sum();
+    if ready + not_ready <= MAX_ENDPOINTS_ADDRESSES {
+        return false;
+    }
+    let cut_ready = ready > MAX_ENDPOINTS_ADDRESSES;
+    let (budget, total) = if cut_ready {
+        (MAX_ENDPOINTS_ADDRESSES, ready)
+    } else {
+        (MAX_ENDPOINTS_ADDRESSES - ready, not_ready)
+    };
+    let mut left = budget;
+    for subset in subsets.iter_mut() {
+        if cut_ready {
+            subset.not_ready_addresses = None;
+        }
+        let list = if cut_ready {
+            &mut subset.addresses
+        } else {
+            &mut subset.not_ready_addresses
+        };
+        let share = (count(list) * budget).div_ceil(total).min(left);
+        keep_first(list, share);
+        left -= count(list);
+    }
+    // The API rejects a subset without any address.
+    subsets.retain(|s| count(&s.addresses) + count(&s.not_ready_addresses) > 0);
+    true
+}
+
+/// An address as consumers see it: the pod's resourceVersion in targetRef is not part of it.
+type AddressView = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<(
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    )>,
+);
+
+fn address_view(address: &EndpointAddress) -> AddressView {
+    let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+    (
+        address.ip.clone(),
+        non_empty(&address.hostname),
+        non_empty(&address.node_name),
+        address.target_ref.as_ref().map(|r| {
+            (
+                r.kind.clone(),
+                r.namespace.clone(),
+                r.name.clone(),
+                r.uid.clone(),
+                r.api_version.clone(),
+            )
+        }),
+    )
+}
+
+fn expanded(endpoints: &Endpoints) -> BTreeSet<(Option<PortKey>, AddressView, bool)> {
+    let mut expansion = BTreeSet::new();
+    for subset in endpoints.subsets.iter().flatten() {
+        let ports: Vec<Option<PortKey>> = match subset.ports.as_deref() {
+            Some(ports) if !ports.is_empty() => {
+                ports.iter().map(|p| Some(PortKey::of(p))).collect()
+            }
+            _ => vec![None],
+        };
+        for port in &ports {
+            for (list, ready) in [
+                (&subset.addresses, true),
+                (&subset.not_ready_addresses, false),
+            ] {
+                for address in list.iter().flatten() {
+                    expansion.insert((port.clone(), address_view(address), ready));
+                }
+            }
+        }
+    }
+    expansion
+}
+
+/// Whether two Endpoints objects publish the same thing: the same (port, address, readiness)
+/// triples, however they are ordered or grouped into subsets, ignoring the pod resourceVersion
+/// in `targetRef`. Metadata is not compared.
+pub fn endpoints_equivalent(a: &Endpoints, b: &Endpoints) -> bool {
+    expanded(a) == expanded(b)
+}
+
+fn labels_without_manager(endpoints: &Endpoints) -> BTreeMap<&str, &str> {
+    endpoints
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != LABEL_ENDPOINTS_MANAGED_BY)
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+fn annotation<'a>(endpoints: &'a Endpoints, key: &str) -> Option<&'a str> {
+    endpoints
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+/// The write that brings `current` (the cached object, if any) to `desired` (from
+/// [`desired_endpoints`]), or `None` when nothing consumers see changed.
+///
+/// A write is needed when the addresses differ ([`endpoints_equivalent`]), when the labels
+/// differ, or when the over-capacity annotation is wrong. The trigger-time annotation alone never
+/// causes a write, and neither does the managed-by label alone: taking over from the in-tree
+/// controller must not rewrite every Endpoints object.
+pub fn plan_endpoints_write(
+    current: Option<&Endpoints>,
+    desired: &Endpoints,
+) -> Option<EndpointsWrite> {
+    let Some(current) = current else {
+        return Some(EndpointsWrite::Create(desired.clone()));
+    };
+    let unchanged = endpoints_equivalent(current, desired)
+        && labels_without_manager(current) == labels_without_manager(desired)
+        && annotation(current, ANNOTATION_OVER_CAPACITY)
+            == annotation(desired, ANNOTATION_OVER_CAPACITY);
+    if unchanged {
+        return None;
+    }
+    let mut updated = current.clone();
+    updated.subsets = desired.subsets.clone();
+    updated.metadata.labels = desired.metadata.labels.clone();
+    let mut annotations = current.metadata.annotations.clone().unwrap_or_default();
+    for key in [
+        ANNOTATION_LAST_CHANGE_TRIGGER_TIME,
+        ANNOTATION_OVER_CAPACITY,
+    ] {
+        match annotation(desired, key) {
+            Some(value) => annotations.insert(key.to_string(), value.to_string()),
+            None => annotations.remove(key),
+        };
+    }
+    updated.metadata.annotations = (!annotations.is_empty()).then_some(annotations);
+    Some(EndpointsWrite::Update(updated))
+}
+
+/// Remembers which Endpoints versions this controller has replaced, so that a cache still
+/// showing one of them is recognised as stale and the sync retried instead of acting on it.
+#[derive(Debug, Default, Clone)]
+pub struct EndpointsTracker {
+    replaced: HashMap<(String, String), String>,
+}
+
+fn namespaced_name(endpoints: &Endpoints) -> (String, String) {
+    (
+        endpoints.metadata.namespace.clone().unwrap_or_default(),
+        endpoints.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+impl EndpointsTracker {
+    /// Records an update: `previous` is the object the update was computed from, `written` what
+    /// the apiserver returned.
+    pub fn record_update(&mut self, previous: &Endpoints, written: &Endpoints) {
+        let (Some(old), Some(new)) = (
+            &previous.metadata.resource_version,
+            &written.metadata.resource_version,
+        ) else {
+            return;
+        };
+        if old != new {
+            self.replaced.insert(namespaced_name(previous), old.clone());
+        }
+    }
+
+    /// Whether the cached object is a version this controller already replaced.
+    pub fn is_stale(&self, cached: &Endpoints) -> bool {
+        cached.metadata.resource_version.is_some()
+            && self.replaced.get(&namespaced_name(cached))
+                == cached.metadata.resource_version.as_ref()
+    }
+
+    /// Forgets a deleted Service's Endpoints.
+    pub fn forget(&mut self, namespace: &str, name: &str) {
+        self.replaced
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests;

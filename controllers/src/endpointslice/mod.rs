@@ -1,0 +1,13 @@
+//! EndpointSlices: the desired contents, the reconciler that turns them into the fewest writes,
+//! and the tracker that keeps a stale cache from causing duplicate or lost writes.
+
+mod desired;
+mod identity;
+mod reconcile;
+mod tracker;
+
+pub use desired::{
+    DesiredEndpointSlices, EndpointGroup, PodOnMissingNode, desired_endpoint_slices,
+};
+pub use reconcile::{MaxEndpointsPerSlice, SliceParams, SlicePlan, plan_endpoint_slices};
+pub use tracker::SliceTracker;

@@ -1,0 +1,262 @@
+//! Small builders for test objects: each starts from a sensible default (namespace `default`,
+//! uid `uid-<name>`, a ready running pod on `node-1`, a ClusterIP IPv4 Service selecting
+//! `app=<name>` with port `http` 80 -> 8080) and changes one thing at a time.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, Node, Pod, PodCondition, PodIP, PodSpec, PodStatus, Service,
+    ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
+
+pub const NS: &str = "default";
+
+pub fn time(seconds: i64) -> Time {
+    Time(Timestamp::from_second(seconds).unwrap())
+}
+
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+pub fn service_port(name: &str, port: i32, target: IntOrString) -> ServicePort {
+    ServicePort {
+        name: (!name.is_empty()).then(|| name.to_string()),
+        port,
+        protocol: Some("TCP".into()),
+        target_port: Some(target),
+        ..Default::default()
+    }
+}
+
+pub struct ServiceBuilder(Service);
+
+pub fn service(name: &str) -> ServiceBuilder {
+    ServiceBuilder(Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            uid: Some(format!("uid-{name}")),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(labels(&[("app", name)])),
+            cluster_ip: Some("10.96.0.100".into()),
+            ip_families: Some(vec!["IPv4".into()]),
+            type_: Some("ClusterIP".into()),
+            ports: Some(vec![service_port("http", 80, IntOrString::Int(8080))]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+impl ServiceBuilder {
+    fn spec(&mut self) -> &mut ServiceSpec {
+        self.0.spec.as_mut().unwrap()
+    }
+    pub fn selector(mut self, pairs: &[(&str, &str)]) -> Self {
+        self.spec().selector = Some(labels(pairs));
+        self
+    }
+    pub fn no_selector(mut self) -> Self {
+        self.spec().selector = None;
+        self
+    }
+    pub fn ports(mut self, ports: Vec<ServicePort>) -> Self {
+        self.spec().ports = Some(ports);
+        self
+    }
+    pub fn no_ports(mut self) -> Self {
+        self.spec().ports = None;
+        self
+    }
+    pub fn cluster_ip(mut self, ip: &str) -> Self {
+        self.spec().cluster_ip = Some(ip.into());
+        self
+    }
+    pub fn headless(self) -> Self {
+        self.cluster_ip("None")
+    }
+    pub fn families(mut self, families: &[&str]) -> Self {
+        self.spec().ip_families =
+            (!families.is_empty()).then(|| families.iter().map(|f| f.to_string()).collect());
+        self
+    }
+    pub fn external_name(mut self, target: &str) -> Self {
+        let spec = self.spec();
+        spec.type_ = Some("ExternalName".into());
+        spec.external_name = Some(target.into());
+        spec.cluster_ip = None;
+        self
+    }
+    pub fn publish_not_ready(mut self) -> Self {
+        self.spec().publish_not_ready_addresses = Some(true);
+        self
+    }
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.0
+            .metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value.into());
+        self
+    }
+    pub fn uid(mut self, uid: &str) -> Self {
+        self.0.metadata.uid = Some(uid.into());
+        self
+    }
+    pub fn deleting(mut self) -> Self {
+        self.0.metadata.deletion_timestamp = Some(time(1_700_000_000));
+        self
+    }
+    pub fn build(self) -> Service {
+        self.0
+    }
+}
+
+pub struct PodBuilder(Pod);
+
+pub fn pod(name: &str, ip: &str) -> PodBuilder {
+    PodBuilder(Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            uid: Some(format!("uid-{name}")),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some("node-1".into()),
+            containers: vec![Container {
+                name: "app".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: Some(PodStatus {
+            phase: Some("Running".into()),
+            pod_ip: Some(ip.into()),
+            pod_ips: Some(vec![PodIP { ip: ip.into() }]),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+    })
+}
+
+impl PodBuilder {
+    fn spec(&mut self) -> &mut PodSpec {
+        self.0.spec.as_mut().unwrap()
+    }
+    fn status(&mut self) -> &mut PodStatus {
+        self.0.status.as_mut().unwrap()
+    }
+    /// Adds a further IP (the second family of a dual-stack pod).
+    pub fn ip(mut self, ip: &str) -> Self {
+        self.status()
+            .pod_ips
+            .get_or_insert_with(Vec::new)
+            .push(PodIP { ip: ip.into() });
+        self
+    }
+    pub fn no_ip(mut self) -> Self {
+        let status = self.status();
+        status.pod_ip = None;
+        status.pod_ips = None;
+        self
+    }
+    pub fn ready(mut self, ready: bool) -> Self {
+        self.status().conditions = Some(vec![PodCondition {
+            type_: "Ready".into(),
+            status: if ready { "True" } else { "False" }.into(),
+            ..Default::default()
+        }]);
+        self
+    }
+    pub fn not_ready(self) -> Self {
+        self.ready(false)
+    }
+    pub fn phase(mut self, phase: &str) -> Self {
+        self.status().phase = Some(phase.into());
+        self
+    }
+    pub fn terminating(mut self) -> Self {
+        self.0.metadata.deletion_timestamp = Some(time(1_700_000_000));
+        self
+    }
+    pub fn node(mut self, node: &str) -> Self {
+        self.spec().node_name = Some(node.into());
+        self
+    }
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.0
+            .metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value.into());
+        self
+    }
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.0.metadata.namespace = Some(namespace.into());
+        self
+    }
+    pub fn hostname(mut self, hostname: &str, subdomain: &str) -> Self {
+        let spec = self.spec();
+        spec.hostname = Some(hostname.into());
+        spec.subdomain = Some(subdomain.into());
+        self
+    }
+    pub fn container_port(mut self, name: &str, port: i32, protocol: &str) -> Self {
+        self.spec().containers[0]
+            .ports
+            .get_or_insert_with(Vec::new)
+            .push(ContainerPort {
+                name: Some(name.into()),
+                container_port: port,
+                protocol: Some(protocol.into()),
+                ..Default::default()
+            });
+        self
+    }
+    /// Adds an init container exposing a named port; `always` makes it a sidecar.
+    pub fn init_container_port(mut self, name: &str, port: i32, always: bool) -> Self {
+        self.spec()
+            .init_containers
+            .get_or_insert_with(Vec::new)
+            .push(Container {
+                name: format!("init-{name}"),
+                restart_policy: always.then(|| "Always".into()),
+                ports: Some(vec![ContainerPort {
+                    name: Some(name.into()),
+                    container_port: port,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            });
+        self
+    }
+    pub fn build(self) -> Pod {
+        self.0
+    }
+}
+
+pub fn node(name: &str, zone: Option<&str>) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: zone.map(|z| labels(&[("topology.kubernetes.io/zone", z)])),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}

@@ -1,0 +1,51 @@
+//! Label and annotation keys and values that consumers (kube-proxy, CoreDNS, meshes) and the
+//! in-tree controllers agree on.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// Label on an EndpointSlice naming the Service it belongs to.
+pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+/// Label on an EndpointSlice naming the controller that manages it.
+pub const LABEL_SLICE_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+/// Label on an Endpoints object naming the controller that manages it (in-tree since 1.33).
+pub const LABEL_ENDPOINTS_MANAGED_BY: &str = "endpoints.kubernetes.io/managed-by";
+/// Label on Endpoints and EndpointSlices of a Service without a ClusterIP; the value is empty.
+pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
+/// Node label holding the Node's zone.
+pub const LABEL_TOPOLOGY_ZONE: &str = "topology.kubernetes.io/zone";
+
+/// Annotation: the earliest pod or service change that triggered this write (RFC3339Nano, UTC).
+pub const ANNOTATION_LAST_CHANGE_TRIGGER_TIME: &str =
+    "endpoints.kubernetes.io/last-change-trigger-time";
+/// Annotation set on an Endpoints object whose addresses were truncated.
+pub const ANNOTATION_OVER_CAPACITY: &str = "endpoints.kubernetes.io/over-capacity";
+/// Value of [`ANNOTATION_OVER_CAPACITY`].
+pub const OVER_CAPACITY_TRUNCATED: &str = "truncated";
+
+/// The most addresses (ready plus not ready, over all subsets) an Endpoints object carries.
+pub const MAX_ENDPOINTS_ADDRESSES: usize = 1000;
+
+/// `managed-by` value of the in-tree EndpointSlice controller.
+pub const IN_TREE_SLICE_MANAGER: &str = "endpointslice-controller.k8s.io";
+/// `managed-by` value of the in-tree Endpoints controller.
+pub const IN_TREE_ENDPOINTS_MANAGER: &str = "endpoint-controller";
+
+/// Formats a trigger time the way the in-tree controllers do (Go's RFC3339Nano in UTC: no
+/// trailing zeros in the fraction, no fraction at all on a whole second).
+pub fn format_trigger_time(time: &Time) -> String {
+    time.0.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    #[test]
+    fn trigger_time_matches_go_rfc3339_nano() {
+        let whole = Time(Timestamp::new(1_514_764_800, 0).unwrap());
+        let half = Time(Timestamp::new(1_514_764_800, 500_000_000).unwrap());
+        assert_eq!(format_trigger_time(&whole), "2018-01-01T00:00:00Z");
+        assert_eq!(format_trigger_time(&half), "2018-01-01T00:00:00.5Z");
+    }
+}
