@@ -341,7 +341,7 @@ pub fn plan_endpoint_slices<S: Borrow<EndpointSlice>>(
             let existing = by_ports
                 .remove(&PortsKey::of(&group.ports))
                 .unwrap_or_default();
-            let planned = plan_group(existing, group, &new, &labels, max);
+            let planned = plan_group(existing, group, new, &labels, max);
             create.extend(planned.create);
             update.extend(planned.update);
             delete.extend(planned.delete);
