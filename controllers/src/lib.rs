@@ -9,6 +9,7 @@
 //! - [`service`]: what a Service asks for (selection, address families, headless).
 //! - [`endpoints`]: the core/v1 Endpoints object and whether it needs a write.
 //! - [`endpointslice`]: the desired slice contents, the slice reconciler and the write tracker.
+//! - [`trigger_time`]: the honest `last-change-trigger-time` value.
 //! - [`well_known`]: label and annotation keys shared with the in-tree controllers.
 #![warn(missing_docs)]
 
@@ -17,6 +18,7 @@ pub mod endpointslice;
 mod error;
 pub mod pods;
 pub mod service;
+pub mod trigger_time;
 pub mod well_known;
 
 #[cfg(test)]
@@ -32,3 +34,4 @@ pub use endpointslice::{
 };
 pub use error::{Error, Result};
 pub use service::IpFamily;
+pub use trigger_time::{TriggerObservation, TriggerTimeTracker};

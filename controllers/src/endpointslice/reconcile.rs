@@ -192,7 +192,9 @@ fn plan_group(
                 None => changed = true,
             }
         }
-        if changed && kept.is_empty() {
+        // A slice left empty is deleted (or reused for a create): no empty slice sits next to
+        // endpoints.
+        if kept.is_empty() {
             delete.push(slice.clone());
         } else if changed || !labels_current(slice, labels) {
             let mut updated = slice.clone();

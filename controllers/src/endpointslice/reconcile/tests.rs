@@ -258,6 +258,17 @@ fn placeholder_is_dropped_when_endpoints_appear() {
 }
 
 #[test]
+fn an_empty_slice_is_reused_rather_than_left_beside_endpoints() {
+    let svc = service("foo").headless().no_ports().build();
+    let mut cluster = Cluster::default();
+    cluster.apply(&plan(&svc, &[], &[], 100));
+    let planned = plan(&svc, &cluster.slices, &pods(100), 100);
+    assert_eq!(counts(&planned), (0, 1, 0));
+    cluster.apply(&planned);
+    assert_eq!(cluster.lengths(), vec![100]);
+}
+
+#[test]
 fn many_pods_fill_slices_completely() {
     let svc = service("foo").build();
     let planned = plan(&svc, &[], &pods(250), 100);
