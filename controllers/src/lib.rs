@@ -11,6 +11,22 @@
 //! - [`endpointslice`]: the desired slice contents, the slice reconciler and the write tracker.
 //! - [`trigger_time`]: the honest `last-change-trigger-time` value.
 //! - [`well_known`]: label and annotation keys shared with the in-tree controllers.
+//!
+//! # Using it from a controller
+//!
+//! Endpoints sync of a Service: skip it when the cached Endpoints is a version
+//! [`EndpointsTracker::is_stale`] knows was replaced; take the trigger time from
+//! [`TriggerTimeTracker::trigger_time`]; [`desired_endpoints`] (`None`: not ours, leave it);
+//! [`plan_endpoints_write`] against the cached object; write; then
+//! [`EndpointsTracker::record_update`] and [`TriggerTimeTracker::commit`].
+//!
+//! EndpointSlice sync of a Service: list the cached slices labelled with its name and managed
+//! by this controller; if [`SliceTracker::is_stale`], retry later; [`desired_endpoint_slices`]
+//! with a Node lookup; [`plan_endpoint_slices`]; apply creates, updates and deletes, recording
+//! each with [`SliceTracker::record_write`] / [`SliceTracker::record_deletion`]; retry later when
+//! [`DesiredEndpointSlices::needs_retry`]. Slice watch events need a sync only when
+//! [`SliceTracker::is_news`] or, for deletions, when [`SliceTracker::handle_deletion`] says the
+//! controller did not make it.
 #![warn(missing_docs)]
 
 pub mod endpoints;
