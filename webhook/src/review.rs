@@ -1,0 +1,198 @@
+//! AdmissionReview in and out, and denials worded the way kube-apiserver words its own
+//! validation errors, so a kubectl user reads which field is wrong and why.
+
+use std::fmt;
+
+use axum::http::StatusCode;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::response::StatusSummary;
+
+/// An admission request with its object left untyped until a handler knows its kind.
+pub type Request = AdmissionRequest<DynamicObject>;
+
+/// A problem with one field of the object under admission.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the field, as kubectl shows it: `spec.ports[1].nodePort`.
+    pub field: String,
+    /// The offending value, when there is one to show.
+    pub value: Option<String>,
+    /// Why it is refused, in words a user can act on.
+    pub detail: String,
+}
+
+impl FieldError {
+    /// `field: Invalid value: "value": detail`.
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl fmt::Display,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            value: Some(value.to_string()),
+            detail: detail.into(),
+        }
+    }
+
+    /// `field: Forbidden: detail`.
+    pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            value: None,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(value) => write!(
+                f,
+                "{}: Invalid value: {value:?}: {}",
+                self.field, self.detail
+            ),
+            None => write!(f, "{}: Forbidden: {}", self.field, self.detail),
+        }
+    }
+}
+
+/// Decodes an AdmissionReview body into its request.
+pub fn decode(body: &[u8]) -> Result<Request, String> {
+    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
+        .map_err(|error| format!("malformed AdmissionReview: {error}"))?;
+    review
+        .try_into()
+        .map_err(|_| "malformed AdmissionReview: it has no request".to_string())
+}
+
+/// Answers an AdmissionReview body with `admit`'s response. A body that is not an
+/// AdmissionReview gets HTTP 400 and a review that denies with the reason.
+pub fn respond(
+    body: &[u8],
+    admit: impl FnOnce(&Request) -> AdmissionResponse,
+) -> (StatusCode, AdmissionReview<DynamicObject>) {
+    match decode(body) {
+        Ok(request) => (StatusCode::OK, admit(&request).into_review()),
+        Err(reason) => {
+            tracing::warn!(%reason, "refused a request that is not an AdmissionReview");
+            (
+                StatusCode::BAD_REQUEST,
+                AdmissionResponse::invalid(reason).into_review(),
+            )
+        }
+    }
+}
+
+/// Denies `request` as kube-apiserver refuses an invalid object: HTTP 422, reason
+/// `Invalid`, message `<Kind> "<name>" is invalid: <field errors>`.
+pub fn deny_invalid(request: &Request, errors: &[FieldError]) -> AdmissionResponse {
+    let kind = &request.kind.kind;
+    let name = object_name(request);
+    let causes = match errors {
+        [one] => one.to_string(),
+        many => format!(
+            "[{}]",
+            many.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut response =
+        AdmissionResponse::from(request).deny(format!("{kind} {name:?} is invalid: {causes}"));
+    response.result.code = StatusCode::UNPROCESSABLE_ENTITY.as_u16();
+    response.result.reason = "Invalid".to_string();
+    response.result.status = Some(StatusSummary::Failure);
+    response
+}
+
+/// The name of the object under admission; for a create with `generateName`, that prefix.
+pub fn object_name(request: &Request) -> String {
+    if !request.name.is_empty() {
+        return request.name.clone();
+    }
+    request
+        .object
+        .as_ref()
+        .and_then(|o| o.metadata.generate_name.clone())
+        .unwrap_or_default()
+}
+
+/// Converts the request's object to `K`; `Err` explains what is missing or malformed.
+pub fn typed_object<K: serde::de::DeserializeOwned>(
+    request: &Request,
+) -> Result<Option<K>, String> {
+    request
+        .object
+        .as_ref()
+        .map(|object| {
+            serde_json::to_value(object)
+                .and_then(serde_json::from_value)
+                .map_err(|error| {
+                    format!(
+                        "the {} in the request is malformed: {error}",
+                        request.kind.kind
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// Converts the request's old object (updates) to `K`.
+pub fn typed_old_object<K: serde::de::DeserializeOwned>(
+    request: &Request,
+) -> Result<Option<K>, String> {
+    request
+        .old_object
+        .as_ref()
+        .map(|object| {
+            serde_json::to_value(object)
+                .and_then(serde_json::from_value)
+                .map_err(|error| {
+                    format!(
+                        "the old {} in the request is malformed: {error}",
+                        request.kind.kind
+                    )
+                })
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_errors_read_like_apiserver_validation() {
+        assert_eq!(
+            FieldError::invalid(
+                "spec.ports[1].nodePort",
+                30080,
+                "provided port is already allocated"
+            )
+            .to_string(),
+            "spec.ports[1].nodePort: Invalid value: \"30080\": provided port is already allocated"
+        );
+        assert_eq!(
+            FieldError::forbidden("spec.externalIPs", "externalIPs are not allowed").to_string(),
+            "spec.externalIPs: Forbidden: externalIPs are not allowed"
+        );
+    }
+
+    #[test]
+    fn garbage_gets_a_well_formed_denial() {
+        let (status, review) = respond(b"{not json", |_| unreachable!());
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let response = review.response.unwrap();
+        assert!(!response.allowed);
+        assert!(
+            response
+                .result
+                .message
+                .starts_with("malformed AdmissionReview")
+        );
+    }
+}
