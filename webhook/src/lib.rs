@@ -2,7 +2,9 @@
 //!
 //! - [`review`]: AdmissionReview decoding and denials worded like kube-apiserver's.
 //! - [`validate`]: pure admission of user-written Endpoints, EndpointSlices and Services.
+//! - [`server`]: the HTTPS server (hot-reloaded certificates) and the admin port around them.
 #![warn(missing_docs)]
 
 pub mod review;
+pub mod server;
 pub mod validate;

@@ -1,0 +1,68 @@
+//! The webhook's own metrics: how many reviews it answered and how long each took.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of one answered review.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    /// The route: `mutate-services`, `validate-endpoints`, ...
+    pub webhook: String,
+    /// `true` or `false`.
+    pub allowed: String,
+}
+
+/// Labels of a handling-time observation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabel {
+    /// The route.
+    pub webhook: String,
+}
+
+/// Admission metrics, registered under the `svcplane_admission` prefix.
+#[derive(Clone)]
+pub struct AdmissionMetrics {
+    reviews: Family<ReviewLabels, Counter>,
+    duration: Family<WebhookLabel, Histogram>,
+}
+
+impl AdmissionMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        // 25 µs .. ~0.8 s: the handling time is expected well under a millisecond.
+        let duration = Family::<WebhookLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                25e-6, 2.0, 16,
+            ))
+        });
+        let sub = registry.sub_registry_with_prefix("svcplane_admission");
+        sub.register("reviews", "AdmissionReviews answered", reviews.clone());
+        sub.register(
+            "handling_seconds",
+            "Time spent answering one AdmissionReview, from body received to response encoded",
+            duration.clone(),
+        );
+        Self { reviews, duration }
+    }
+
+    /// Records one answered review.
+    pub fn observe(&self, webhook: &str, allowed: bool, elapsed: Duration) {
+        self.reviews
+            .get_or_create(&ReviewLabels {
+                webhook: webhook.to_string(),
+                allowed: allowed.to_string(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&WebhookLabel {
+                webhook: webhook.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+}
