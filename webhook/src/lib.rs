@@ -2,9 +2,13 @@
 //!
 //! - [`review`]: AdmissionReview decoding and denials worded like kube-apiserver's.
 //! - [`validate`]: pure admission of user-written Endpoints, EndpointSlices and Services.
+//! - [`services`]: Service admission: allocation and the allocated values' patch.
+//! - [`state`]: the allocation state shared by replicas through a CRD.
 //! - [`server`]: the HTTPS server (hot-reloaded certificates) and the admin port around them.
 #![warn(missing_docs)]
 
 pub mod review;
 pub mod server;
+pub mod services;
+pub mod state;
 pub mod validate;

@@ -1,0 +1,3 @@
+//! Admission of Services: allocation (mutating) and checks (validating).
+
+pub mod spec;
