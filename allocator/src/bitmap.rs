@@ -141,10 +141,11 @@ impl Offsets {
         }
         match self {
             Offsets::Narrow(set) => {
-                let last = (to - 1) as u32;
-                let run = set.range(from as u32..=last).next_range()?;
-                let end = *run.end();
-                (end < last).then(|| u64::from(end) + 1)
+                let mut iter = set.iter();
+                iter.advance_to(from as u32);
+                let run = iter.next_range()?;
+                let after = u64::from(*run.end()) + 1;
+                (after < to).then_some(after)
             }
             Offsets::Wide(set) => {
                 // `[from, from + taken)` is known to be allocated; gallop, then bisect, for
