@@ -1,3 +1,6 @@
 //! Admission of Services: allocation (mutating) and checks (validating).
 
+pub mod admit;
 pub mod spec;
+
+pub use admit::{mutate_service, validate_service};

@@ -1,6 +1,8 @@
 //! The allocation state shared by every webhook replica through the apiserver.
 
 pub mod crd;
+pub mod held;
+pub mod repair;
 pub mod store;
 
 pub use crd::{RangeAllocation, RangeAllocationSpec, RangeKind};

@@ -1,0 +1,254 @@
+//! Service admission: allocation on create and update (mutating) and the externalIPs
+//! allow-list (validating).
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Service;
+use kube::core::admission::{AdmissionResponse, Operation};
+use kube::core::response::StatusSummary;
+use serde_json::Value as Json;
+
+use super::spec::{patch, to_spec};
+use crate::review::{FieldError, Request, deny_invalid, typed_object, typed_old_object};
+use crate::state::{AdmitRequest, AllocationStore, StoreError};
+
+/// Fills in the ClusterIPs, IP families and node ports of a Service being created or
+/// updated, honouring the values it asks for, or refuses it naming the field and why.
+pub async fn mutate_service(request: &Request, store: &AllocationStore) -> AdmissionResponse {
+    let allowed = AdmissionResponse::from(request);
+    if !matches!(request.operation, Operation::Create | Operation::Update) {
+        return allowed;
+    }
+    let service: Service = match typed_object(request) {
+        Ok(Some(service)) => service,
+        Ok(None) => return allowed.deny("the request carries no Service"),
+        Err(reason) => return allowed.deny(reason),
+    };
+    let new = match to_spec(&service) {
+        Ok(spec) => spec,
+        Err(error) => return deny_invalid(request, &[error]),
+    };
+    // An old object that does not convert is treated as holding nothing: the update then
+    // allocates as a create would, and the apiserver's own validation has the last word.
+    let old = typed_old_object::<Service>(request)
+        .ok()
+        .flatten()
+        .and_then(|old| to_spec(&old).ok());
+    let admit = AdmitRequest {
+        uid: request.uid.clone(),
+        old,
+        new,
+        dry_run: request.dry_run,
+    };
+    match store.admit(admit).await {
+        Ok(filled) => {
+            let patch = patch(&service, &filled);
+            if patch.0.is_empty() {
+                return allowed;
+            }
+            match allowed.clone().with_patch(patch) {
+                Ok(response) => response,
+                Err(error) => internal_error(allowed, &format!("encoding the patch: {error}")),
+            }
+        }
+        Err(StoreError::Allocation(error)) => {
+            let field = error.field().unwrap_or("spec").to_string();
+            let reason = error.reason().to_string();
+            let object = serde_json::to_value(&service).unwrap_or(Json::Null);
+            let error = match field_value(&object, &field) {
+                Some(value) => FieldError::invalid(field, value, reason),
+                None => FieldError::forbidden(field, reason),
+            };
+            deny_invalid(request, &[error])
+        }
+        Err(error) => internal_error(allowed, &error.to_string()),
+    }
+}
+
+/// Refuses externalIPs outside the allowed CIDRs (the CVE-2020-8554 mitigation). `None`
+/// means no allow-list is configured.
+pub fn validate_service(
+    request: &Request,
+    allowed_external_ips: Option<&[IpNet]>,
+) -> AdmissionResponse {
+    let allowed = AdmissionResponse::from(request);
+    let Some(cidrs) = allowed_external_ips else {
+        return allowed;
+    };
+    let service: Service = match typed_object(request) {
+        Ok(Some(service)) => service,
+        Ok(None) => return allowed,
+        Err(reason) => return allowed.deny(reason),
+    };
+    let old_ips: Vec<String> = typed_old_object::<Service>(request)
+        .ok()
+        .flatten()
+        .and_then(|old| old.spec)
+        .and_then(|spec| spec.external_ips)
+        .unwrap_or_default();
+    let errors: Vec<FieldError> = service
+        .spec
+        .iter()
+        .flat_map(|spec| spec.external_ips.iter().flatten())
+        .enumerate()
+        // An address the Service already had stays: tightening the list must not make
+        // every later update of an existing Service fail.
+        .filter(|(_, ip)| !old_ips.contains(ip))
+        .filter_map(|(i, ip)| {
+            let field = format!("spec.externalIPs[{i}]");
+            match ip.parse::<IpAddr>() {
+                Err(_) => Some(FieldError::invalid(field, ip, "must be a valid IP address")),
+                Ok(addr) if cidrs.iter().any(|cidr| cidr.contains(&addr)) => None,
+                Ok(_) => Some(FieldError::invalid(
+                    field,
+                    ip,
+                    format!(
+                        "externalIPs must be inside the allowed CIDRs ({})",
+                        join(cidrs)
+                    ),
+                )),
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        allowed
+    } else {
+        deny_invalid(request, &errors)
+    }
+}
+
+fn join(cidrs: &[IpNet]) -> String {
+    if cidrs.is_empty() {
+        return "none: externalIPs are not allowed".to_string();
+    }
+    cidrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn internal_error(allowed: AdmissionResponse, message: &str) -> AdmissionResponse {
+    let mut response = allowed.deny(message);
+    response.result.code = 500;
+    response.result.reason = "InternalError".to_string();
+    response.result.status = Some(StatusSummary::Failure);
+    response
+}
+
+/// The value at a kubectl-style field path (`spec.ports[1].nodePort`) of `object`.
+fn field_value(object: &Json, path: &str) -> Option<String> {
+    let mut current = object;
+    for part in path.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        current = current.get(name)?;
+        if let Some(index) = index {
+            current = current.get(index)?;
+        }
+    }
+    match current {
+        Json::Null => None,
+        Json::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(object: Json, old: Option<Json>) -> Request {
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "b5f8e3a1-0000-4000-8000-000000000001",
+                "kind": { "group": "", "version": "v1", "kind": "Service" },
+                "resource": { "group": "", "version": "v1", "resource": "services" },
+                "name": "web",
+                "namespace": "default",
+                "operation": if old.is_some() { "UPDATE" } else { "CREATE" },
+                "userInfo": { "username": "alice" },
+                "object": object,
+                "oldObject": old,
+            }
+        });
+        crate::review::decode(&serde_json::to_vec(&review).unwrap()).unwrap()
+    }
+
+    fn with_external_ips(ips: &[&str]) -> Json {
+        json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "web" },
+                "spec": { "ports": [{ "port": 80 }], "externalIPs": ips } })
+    }
+
+    #[test]
+    fn field_paths_resolve_to_values() {
+        let object = json!({ "spec": { "clusterIPs": ["10.96.0.1"], "ports": [{ "port": 80 }, { "nodePort": 30080 }] } });
+        assert_eq!(
+            field_value(&object, "spec.clusterIPs[0]").as_deref(),
+            Some("10.96.0.1")
+        );
+        assert_eq!(
+            field_value(&object, "spec.ports[1].nodePort").as_deref(),
+            Some("30080")
+        );
+        assert_eq!(field_value(&object, "spec.ports[0].nodePort"), None);
+        assert_eq!(field_value(&object, "spec.healthCheckNodePort"), None);
+    }
+
+    #[test]
+    fn external_ips_outside_the_allow_list_are_refused() {
+        let cidrs: Vec<IpNet> = vec!["203.0.113.0/24".parse().unwrap()];
+        let response = validate_service(
+            &request(with_external_ips(&["203.0.113.7", "198.51.100.1"]), None),
+            Some(&cidrs),
+        );
+        assert!(!response.allowed);
+        assert_eq!(
+            response.result.message,
+            "Service \"web\" is invalid: spec.externalIPs[1]: Invalid value: \"198.51.100.1\": externalIPs must be inside the allowed CIDRs (203.0.113.0/24)"
+        );
+        assert!(
+            validate_service(
+                &request(with_external_ips(&["203.0.113.7"]), None),
+                Some(&cidrs)
+            )
+            .allowed
+        );
+    }
+
+    #[test]
+    fn without_an_allow_list_external_ips_pass_and_an_empty_one_forbids_them() {
+        assert!(
+            validate_service(&request(with_external_ips(&["198.51.100.1"]), None), None).allowed
+        );
+        let response = validate_service(
+            &request(with_external_ips(&["198.51.100.1"]), None),
+            Some(&[]),
+        );
+        assert!(
+            response
+                .result
+                .message
+                .contains("none: externalIPs are not allowed"),
+            "{}",
+            response.result.message
+        );
+    }
+
+    #[test]
+    fn addresses_a_service_already_had_stay_allowed() {
+        let cidrs: Vec<IpNet> = vec!["203.0.113.0/24".parse().unwrap()];
+        let old = with_external_ips(&["198.51.100.1"]);
+        let response = validate_service(
+            &request(with_external_ips(&["198.51.100.1"]), Some(old)),
+            Some(&cidrs),
+        );
+        assert!(response.allowed);
+    }
+}

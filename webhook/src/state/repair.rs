@@ -1,0 +1,262 @@
+//! Repair: compares the allocation state with the values the Services hold, and says what
+//! to mark, what to free and what to report.
+
+use std::collections::{BTreeMap, HashMap};
+
+use allocator::{Allocators, Value};
+
+/// Sweeps in a row a value must be seen leaked before it is freed: a value reserved by an
+/// admission whose Service write has not landed yet looks leaked for a moment (in-tree bug
+/// #37488 freed such values).
+pub const LEAK_SWEEPS: u8 = 3;
+
+/// Something repair reports, as an event with the in-tree reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// A Service holds a value the state lacked; it is now marked.
+    NotAllocated {
+        /// `namespace/name`.
+        service: String,
+        /// The value.
+        value: Value,
+    },
+    /// Several Services hold the same value.
+    AlreadyAllocated {
+        /// The Services, `namespace/name`, sorted.
+        services: Vec<String>,
+        /// The value.
+        value: Value,
+    },
+    /// A Service holds a value outside the configured ranges.
+    OutOfRange {
+        /// `namespace/name`.
+        service: String,
+        /// The value.
+        value: Value,
+    },
+}
+
+impl Finding {
+    /// The in-tree event reason.
+    pub fn reason(&self) -> &'static str {
+        let cluster_ip = matches!(self.value(), Value::ClusterIp(_));
+        match (self, cluster_ip) {
+            (Finding::NotAllocated { .. }, true) => "ClusterIPNotAllocated",
+            (Finding::NotAllocated { .. }, false) => "PortNotAllocated",
+            (Finding::AlreadyAllocated { .. }, true) => "ClusterIPAlreadyAllocated",
+            (Finding::AlreadyAllocated { .. }, false) => "PortAlreadyAllocated",
+            (Finding::OutOfRange { .. }, true) => "ClusterIPOutOfRange",
+            (Finding::OutOfRange { .. }, false) => "PortOutOfRange",
+        }
+    }
+
+    /// The value concerned.
+    pub fn value(&self) -> Value {
+        match self {
+            Finding::NotAllocated { value, .. }
+            | Finding::AlreadyAllocated { value, .. }
+            | Finding::OutOfRange { value, .. } => *value,
+        }
+    }
+
+    /// A sentence for the event's note.
+    pub fn message(&self) -> String {
+        match self {
+            Finding::NotAllocated { service, value } => {
+                format!("{value} of Service {service} was not recorded as allocated; repaired")
+            }
+            Finding::AlreadyAllocated { services, value } => {
+                format!(
+                    "{value} is held by more than one Service: {}",
+                    services.join(", ")
+                )
+            }
+            Finding::OutOfRange { service, value } => {
+                format!("{value} of Service {service} is outside the configured range")
+            }
+        }
+    }
+}
+
+/// What one sweep decided.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Values Services hold that the state lacks.
+    pub mark: Vec<Value>,
+    /// Values seen leaked on [`LEAK_SWEEPS`] sweeps in a row.
+    pub release: Vec<Value>,
+    /// Values leaked but not yet for long enough.
+    pub pending_leaks: usize,
+    /// What to report.
+    pub findings: Vec<Finding>,
+}
+
+/// Leak counts carried from one sweep to the next.
+#[derive(Clone, Debug, Default)]
+pub struct Repairer {
+    leaked_sweeps: HashMap<Value, u8>,
+}
+
+impl Repairer {
+    /// Compares `services` (`namespace/name` -> values held) with `state`.
+    pub fn sweep<'a>(
+        &mut self,
+        services: impl IntoIterator<Item = (&'a String, &'a Vec<Value>)>,
+        state: &Allocators,
+    ) -> Sweep {
+        let mut holders: BTreeMap<Value, Vec<String>> = BTreeMap::new();
+        for (service, values) in services {
+            for &value in values {
+                holders.entry(value).or_default().push(service.clone());
+            }
+        }
+        let mut sweep = Sweep::default();
+        for (&value, services) in &mut holders {
+            services.sort();
+            let service = services[0].clone();
+            if !in_range(state, value) {
+                sweep.findings.push(Finding::OutOfRange { service, value });
+                continue;
+            }
+            if services.len() > 1 {
+                sweep.findings.push(Finding::AlreadyAllocated {
+                    services: services.clone(),
+                    value,
+                });
+            }
+            if !state.has(value) {
+                sweep.mark.push(value);
+                sweep
+                    .findings
+                    .push(Finding::NotAllocated { service, value });
+            }
+        }
+
+        let mut leaked_sweeps = HashMap::new();
+        for value in allocated(state) {
+            if holders.contains_key(&value) {
+                continue;
+            }
+            let sweeps = self.leaked_sweeps.get(&value).copied().unwrap_or(0) + 1;
+            if sweeps >= LEAK_SWEEPS {
+                sweep.release.push(value);
+            } else {
+                leaked_sweeps.insert(value, sweeps);
+            }
+        }
+        sweep.pending_leaks = leaked_sweeps.len();
+        self.leaked_sweeps = leaked_sweeps;
+        sweep
+    }
+}
+
+fn in_range(state: &Allocators, value: Value) -> bool {
+    match value {
+        Value::ClusterIp(ip) => state.cluster_ips().iter().any(|a| a.range().contains(ip)),
+        Value::NodePort(port) => state.node_ports().range().contains(port),
+    }
+}
+
+fn allocated(state: &Allocators) -> impl Iterator<Item = Value> + '_ {
+    state
+        .cluster_ips()
+        .iter()
+        .flat_map(|a| a.iter().map(Value::ClusterIp))
+        .chain(state.node_ports().iter().map(Value::NodePort))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allocator::{ClusterIpAllocator, NodePortAllocator, PortRange};
+
+    fn allocators() -> Allocators {
+        Allocators::new(
+            vec![ClusterIpAllocator::new("10.96.0.0/12".parse().unwrap())],
+            NodePortAllocator::new(PortRange::default()),
+        )
+        .unwrap()
+    }
+
+    fn ip(s: &str) -> Value {
+        Value::ClusterIp(s.parse().unwrap())
+    }
+
+    fn services(entries: &[(&str, &[Value])]) -> Vec<(String, Vec<Value>)> {
+        entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect()
+    }
+
+    fn sweep(
+        repairer: &mut Repairer,
+        services: &[(String, Vec<Value>)],
+        state: &Allocators,
+    ) -> Sweep {
+        repairer.sweep(services.iter().map(|(k, v)| (k, v)), state)
+    }
+
+    #[test]
+    fn values_held_without_the_state_knowing_are_marked() {
+        let state = allocators();
+        let held = services(&[
+            ("default/kubernetes", &[ip("10.96.0.1")]),
+            ("default/web", &[Value::NodePort(30080)]),
+        ]);
+        let result = sweep(&mut Repairer::default(), &held, &state);
+        assert_eq!(result.mark, vec![ip("10.96.0.1"), Value::NodePort(30080)]);
+        let reasons: Vec<&str> = result.findings.iter().map(Finding::reason).collect();
+        assert_eq!(reasons, vec!["ClusterIPNotAllocated", "PortNotAllocated"]);
+    }
+
+    #[test]
+    fn duplicates_and_out_of_range_values_are_reported() {
+        let mut state = allocators();
+        state.allocate(Value::NodePort(30080)).unwrap();
+        let held = services(&[
+            ("a/one", &[Value::NodePort(30080), ip("192.168.0.1")]),
+            ("b/two", &[Value::NodePort(30080), Value::NodePort(80)]),
+        ]);
+        let result = sweep(&mut Repairer::default(), &held, &state);
+        assert_eq!(result.mark, vec![]);
+        assert_eq!(
+            result.findings,
+            vec![
+                Finding::OutOfRange {
+                    service: "b/two".into(),
+                    value: Value::NodePort(80)
+                },
+                Finding::AlreadyAllocated {
+                    services: vec!["a/one".into(), "b/two".into()],
+                    value: Value::NodePort(30080)
+                },
+                Finding::OutOfRange {
+                    service: "a/one".into(),
+                    value: ip("192.168.0.1")
+                },
+            ]
+        );
+        assert_eq!(result.findings[1].reason(), "PortAlreadyAllocated");
+        assert_eq!(result.findings[2].reason(), "ClusterIPOutOfRange");
+    }
+
+    #[test]
+    fn a_leak_is_freed_on_the_third_sweep_in_a_row_only() {
+        let mut state = allocators();
+        state.allocate(ip("10.96.0.50")).unwrap();
+        let mut repairer = Repairer::default();
+        let none = services(&[]);
+        assert_eq!(sweep(&mut repairer, &none, &state).pending_leaks, 1);
+        assert_eq!(sweep(&mut repairer, &none, &state).release, vec![]);
+        // The Service write landed in between: the count starts over.
+        let landed = services(&[("a/late", &[ip("10.96.0.50")])]);
+        assert_eq!(sweep(&mut repairer, &landed, &state).pending_leaks, 0);
+        assert_eq!(sweep(&mut repairer, &none, &state).release, vec![]);
+        assert_eq!(sweep(&mut repairer, &none, &state).release, vec![]);
+        assert_eq!(
+            sweep(&mut repairer, &none, &state).release,
+            vec![ip("10.96.0.50")]
+        );
+    }
+}
