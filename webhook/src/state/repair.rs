@@ -224,6 +224,10 @@ mod tests {
             result.findings,
             vec![
                 Finding::OutOfRange {
+                    service: "a/one".into(),
+                    value: ip("192.168.0.1")
+                },
+                Finding::OutOfRange {
                     service: "b/two".into(),
                     value: Value::NodePort(80)
                 },
@@ -231,14 +235,10 @@ mod tests {
                     services: vec!["a/one".into(), "b/two".into()],
                     value: Value::NodePort(30080)
                 },
-                Finding::OutOfRange {
-                    service: "a/one".into(),
-                    value: ip("192.168.0.1")
-                },
             ]
         );
-        assert_eq!(result.findings[1].reason(), "PortAlreadyAllocated");
-        assert_eq!(result.findings[2].reason(), "ClusterIPOutOfRange");
+        assert_eq!(result.findings[0].reason(), "ClusterIPOutOfRange");
+        assert_eq!(result.findings[2].reason(), "PortAlreadyAllocated");
     }
 
     #[test]
