@@ -76,14 +76,18 @@ pub fn respond(
 ) -> (StatusCode, AdmissionReview<DynamicObject>) {
     match decode(body) {
         Ok(request) => (StatusCode::OK, admit(&request).into_review()),
-        Err(reason) => {
-            tracing::warn!(%reason, "refused a request that is not an AdmissionReview");
-            (
-                StatusCode::BAD_REQUEST,
-                AdmissionResponse::invalid(reason).into_review(),
-            )
-        }
+        Err(reason) => respond_invalid(reason),
     }
+}
+
+/// The answer to a body that is not an AdmissionReview: HTTP 400 and a review that denies
+/// with the reason.
+pub fn respond_invalid(reason: String) -> (StatusCode, AdmissionReview<DynamicObject>) {
+    tracing::warn!(%reason, "refused a request that is not an AdmissionReview");
+    (
+        StatusCode::BAD_REQUEST,
+        AdmissionResponse::invalid(reason).into_review(),
+    )
 }
 
 /// Denies `request` as kube-apiserver refuses an invalid object: HTTP 422, reason

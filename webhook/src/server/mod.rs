@@ -4,6 +4,7 @@ pub mod admin;
 pub mod metrics;
 pub mod tls;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,9 +12,12 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::post;
-use kube::core::admission::AdmissionResponse;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionResponse, AdmissionReview};
+use tracing::Instrument;
 
 use crate::review::{self, Request};
 use metrics::AdmissionMetrics;
@@ -22,7 +26,7 @@ use metrics::AdmissionMetrics;
 /// tests implement it with fixtures.
 pub trait Admission: Send + Sync + 'static {
     /// Mutating admission of a Service create or update: allocation.
-    fn mutate_service(&self, request: &Request) -> AdmissionResponse;
+    fn mutate_service(&self, request: &Request) -> impl Future<Output = AdmissionResponse> + Send;
     /// Validating admission of a Service create or update.
     fn validate_service(&self, request: &Request) -> AdmissionResponse;
     /// Validating admission of a user-written Endpoints or EndpointSlice.
@@ -43,60 +47,99 @@ pub mod paths {
 /// review carries the object and the old object.
 pub const MAX_REVIEW_BYTES: usize = 8 * 1024 * 1024;
 
-struct AppState {
-    admission: Arc<dyn Admission>,
+struct AppState<A> {
+    admission: Arc<A>,
     metrics: AdmissionMetrics,
 }
 
 /// The admission routes.
-pub fn router(admission: Arc<dyn Admission>, metrics: AdmissionMetrics) -> Router {
+pub fn router<A: Admission>(admission: Arc<A>, metrics: AdmissionMetrics) -> Router {
     let state = Arc::new(AppState { admission, metrics });
     Router::new()
-        .route(
-            paths::MUTATE_SERVICES,
-            post(|s: State<Arc<AppState>>, body: Bytes| {
-                handle(s, body, "mutate-services", |a, r| a.mutate_service(r))
-            }),
-        )
-        .route(
-            paths::VALIDATE_SERVICES,
-            post(|s: State<Arc<AppState>>, body: Bytes| {
-                handle(s, body, "validate-services", |a, r| a.validate_service(r))
-            }),
-        )
-        .route(
-            paths::VALIDATE_ENDPOINTS,
-            post(|s: State<Arc<AppState>>, body: Bytes| {
-                handle(s, body, "validate-endpoints", |a, r| {
-                    a.validate_endpoints(r)
-                })
-            }),
-        )
+        .route(paths::MUTATE_SERVICES, post(mutate_services::<A>))
+        .route(paths::VALIDATE_SERVICES, post(validate_services::<A>))
+        .route(paths::VALIDATE_ENDPOINTS, post(validate_endpoints::<A>))
         .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
         .with_state(state)
 }
 
-async fn handle(
-    State(state): State<Arc<AppState>>,
+async fn mutate_services<A: Admission>(
+    State(state): State<Arc<AppState<A>>>,
     body: Bytes,
-    webhook: &'static str,
-    decide: fn(&dyn Admission, &Request) -> AdmissionResponse,
+) -> impl IntoResponse {
+    let started = Instant::now();
+    let (status, review) = match review::decode(&body) {
+        Ok(request) => {
+            let response = state
+                .admission
+                .mutate_service(&request)
+                .instrument(span("mutate-services", &request))
+                .await;
+            (StatusCode::OK, response.into_review())
+        }
+        Err(reason) => review::respond_invalid(reason),
+    };
+    finish(&state.metrics, "mutate-services", started, status, review)
+}
+
+async fn validate_services<A: Admission>(
+    State(state): State<Arc<AppState<A>>>,
+    body: Bytes,
 ) -> impl IntoResponse {
     let started = Instant::now();
     let (status, review) = review::respond(&body, |request| {
-        let span = tracing::info_span!("admission", webhook, uid = %request.uid, kind = %request.kind.kind,
-            namespace = request.namespace.as_deref().unwrap_or(""), name = %request.name, operation = ?request.operation);
-        let _entered = span.enter();
-        let response = decide(state.admission.as_ref(), request);
-        if response.allowed {
-            tracing::debug!(patched = response.patch.is_some(), "allowed");
-        } else {
-            tracing::info!(reason = %response.result.message, "denied");
-        }
-        response
+        span("validate-services", request).in_scope(|| state.admission.validate_service(request))
     });
-    let allowed = review.response.as_ref().is_some_and(|r| r.allowed);
-    state.metrics.observe(webhook, allowed, started.elapsed());
+    finish(&state.metrics, "validate-services", started, status, review)
+}
+
+async fn validate_endpoints<A: Admission>(
+    State(state): State<Arc<AppState<A>>>,
+    body: Bytes,
+) -> impl IntoResponse {
+    let started = Instant::now();
+    let (status, review) = review::respond(&body, |request| {
+        span("validate-endpoints", request).in_scope(|| state.admission.validate_endpoints(request))
+    });
+    finish(
+        &state.metrics,
+        "validate-endpoints",
+        started,
+        status,
+        review,
+    )
+}
+
+fn span(webhook: &'static str, request: &Request) -> tracing::Span {
+    tracing::info_span!(
+        "admission",
+        webhook,
+        uid = %request.uid,
+        kind = %request.kind.kind,
+        namespace = request.namespace.as_deref().unwrap_or(""),
+        name = %review::object_name(request),
+        operation = ?request.operation,
+        dry_run = request.dry_run,
+    )
+}
+
+fn finish(
+    metrics: &AdmissionMetrics,
+    webhook: &'static str,
+    started: Instant,
+    status: StatusCode,
+    review: AdmissionReview<DynamicObject>,
+) -> (StatusCode, Json<AdmissionReview<DynamicObject>>) {
+    let response = review.response.as_ref();
+    let allowed = response.is_some_and(|r| r.allowed);
+    match response {
+        Some(r) if !r.allowed => {
+            tracing::info!(webhook, uid = %r.uid, reason = %r.result.message, "denied")
+        }
+        Some(r) => tracing::debug!(webhook, uid = %r.uid, patched = r.patch.is_some(), "allowed"),
+        None => {}
+    }
+    metrics.observe(webhook, allowed, started.elapsed());
     (status, Json(review))
 }
 

@@ -27,12 +27,12 @@ pub struct EndpointPolicy {
 /// Which namespace a pod IP belongs to, as far as the webhook's pod cache knows.
 pub trait PodIps {
     /// The namespace of the pod that has `ip`, if any.
-    fn namespace_of(&self, ip: IpAddr) -> Option<&str>;
+    fn namespace_of(&self, ip: IpAddr) -> Option<String>;
 }
 
 impl PodIps for HashMap<IpAddr, String> {
-    fn namespace_of(&self, ip: IpAddr) -> Option<&str> {
-        self.get(&ip).map(String::as_str)
+    fn namespace_of(&self, ip: IpAddr) -> Option<String> {
+        self.get(&ip).cloned()
     }
 }
 

@@ -1,0 +1,157 @@
+//! The webhook process: the allocation store, the Service and Pod watches, the repair loop,
+//! the HTTPS admission server and the admin port, wired together.
+
+pub mod pods;
+mod watch;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use allocator::{Allocators, ClusterIpAllocator, IpRange, NodePortAllocator, PortRange};
+use ipnet::IpNet;
+use kube::Client;
+use kube::core::admission::AdmissionResponse;
+use prometheus_client::registry::Registry;
+
+use crate::review::Request;
+use crate::server::admin::Readiness;
+use crate::server::metrics::AdmissionMetrics;
+use crate::server::tls::{ReloadingCertificate, TlsError, server_config};
+use crate::server::{Admission, router, serve_tls};
+use crate::services::{mutate_service, validate_service};
+use crate::state::{AllocationStore, StoreError};
+use crate::validate::{EndpointPolicy, admit_endpoints};
+use pods::PodIpIndex;
+
+/// Everything the webhook process needs to know.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    /// `--service-cluster-ip-range`: one CIDR or two of different families.
+    pub service_cluster_ip_ranges: Vec<IpNet>,
+    /// `--service-node-port-range`.
+    pub service_node_port_range: PortRange,
+    /// Where the HTTPS admission server listens.
+    pub bind_address: SocketAddr,
+    /// Serving certificate and key (PEM), reloaded when they change.
+    pub tls_cert_file: PathBuf,
+    /// See [`Self::tls_cert_file`].
+    pub tls_private_key_file: PathBuf,
+    /// How often the certificate files are checked for changes.
+    pub tls_reload_interval: Duration,
+    /// How often repair compares the state with the Services.
+    pub repair_interval: Duration,
+    /// `--allowed-external-ip-cidrs`: `None` leaves externalIPs unchecked.
+    pub allowed_external_ip_cidrs: Option<Vec<IpNet>>,
+    /// Refuse user-written endpoints that point at other namespaces' pods.
+    pub deny_foreign_pod_ips: bool,
+    /// Users whose Endpoints/EndpointSlice writes are not checked.
+    pub trusted_endpoint_writers: BTreeSet<String>,
+    /// How long in-flight admissions may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the webhook could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configured ranges are unusable.
+    #[error("invalid ranges: {0}")]
+    Ranges(#[from] allocator::Error),
+    /// The serving certificate could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The allocation state could not be loaded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The server failed.
+    #[error("admission server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// The admission decisions of a running webhook.
+pub struct Webhook {
+    store: AllocationStore,
+    endpoint_policy: EndpointPolicy,
+    pod_ips: Arc<PodIpIndex>,
+    allowed_external_ip_cidrs: Option<Vec<IpNet>>,
+}
+
+impl Admission for Webhook {
+    async fn mutate_service(&self, request: &Request) -> AdmissionResponse {
+        mutate_service(request, &self.store).await
+    }
+
+    fn validate_service(&self, request: &Request) -> AdmissionResponse {
+        validate_service(request, self.allowed_external_ip_cidrs.as_deref())
+    }
+
+    fn validate_endpoints(&self, request: &Request) -> AdmissionResponse {
+        admit_endpoints(request, &self.endpoint_policy, self.pod_ips.as_ref())
+    }
+}
+
+/// The allocators of the configured ranges, empty.
+pub fn allocators(config: &WebhookConfig) -> Result<Allocators, allocator::Error> {
+    let cluster_ips = config
+        .service_cluster_ip_ranges
+        .iter()
+        .map(|&net| IpRange::new(net).map(ClusterIpAllocator::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    Allocators::new(
+        cluster_ips,
+        NodePortAllocator::new(config.service_node_port_range),
+    )
+}
+
+/// Runs the webhook until `shutdown` resolves: loads the state, learns the values existing
+/// Services hold (ready only after that), then serves admissions and keeps the state true.
+pub async fn run(
+    client: Client,
+    config: WebhookConfig,
+    registry: &mut Registry,
+    readiness: Readiness,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let metrics = AdmissionMetrics::register(registry);
+    let certificate =
+        ReloadingCertificate::load(&config.tls_cert_file, &config.tls_private_key_file)?;
+    let tls = server_config(Arc::clone(&certificate))?;
+    let reloader = certificate.spawn_reloader(config.tls_reload_interval);
+
+    let store = AllocationStore::start(client.clone(), allocators(&config)?).await?;
+    let pod_ips = Arc::new(PodIpIndex::default());
+    let watches = watch::start(client, store.clone(), Arc::clone(&pod_ips), &config).await;
+    tracing::info!(
+        ranges = ?config.service_cluster_ip_ranges,
+        node_ports = %config.service_node_port_range,
+        "allocation state loaded and existing Services learned"
+    );
+    readiness.set(true);
+
+    let webhook = Webhook {
+        store,
+        endpoint_policy: EndpointPolicy {
+            service_cidrs: config.service_cluster_ip_ranges.clone(),
+            deny_foreign_pod_ips: config.deny_foreign_pod_ips,
+            trusted_writers: config.trusted_endpoint_writers.clone(),
+        },
+        pod_ips,
+        allowed_external_ip_cidrs: config.allowed_external_ip_cidrs.clone(),
+    };
+    tracing::info!(address = %config.bind_address, "serving admissions");
+    let served = serve_tls(
+        config.bind_address,
+        router(Arc::new(webhook), metrics),
+        tls,
+        shutdown,
+        config.shutdown_grace,
+    )
+    .await;
+    readiness.set(false);
+    reloader.abort();
+    watches.abort();
+    served?;
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! The watches that keep the allocation state true: Services (releases and repair) and,
+//! when the cross-namespace check is on, Pods.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use super::WebhookConfig;
+use super::pods::PodIpIndex;
+use crate::services::spec::to_spec;
+use crate::state::AllocationStore;
+use crate::state::held::{HeldIndex, held_values};
+use crate::state::repair::{Finding, Repairer};
+
+/// The running watches and repair loop; aborted together.
+pub struct Watches(JoinSet<()>);
+
+impl Watches {
+    /// Stops them.
+    pub fn abort(mut self) {
+        self.0.abort_all();
+    }
+}
+
+/// Starts the watches and returns once the Services have been listed and a first repair
+/// has marked every value they hold.
+pub async fn start(
+    client: Client,
+    store: AllocationStore,
+    pod_ips: Arc<PodIpIndex>,
+    config: &WebhookConfig,
+) -> Watches {
+    let mut tasks = JoinSet::new();
+    let held = Arc::new(Mutex::new(HeldIndex::default()));
+    let (listed, on_listed) = oneshot::channel();
+    tasks.spawn(watch_services(
+        client.clone(),
+        store.clone(),
+        Arc::clone(&held),
+        listed,
+    ));
+    if config.deny_foreign_pod_ips {
+        tasks.spawn(watch_pods(client.clone(), pod_ips));
+    }
+    let _ = on_listed.await;
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "svcplane-webhook".to_string(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
+    let mut repair = RepairLoop {
+        store,
+        held,
+        recorder,
+        repairer: Repairer::default(),
+    };
+    repair.sweep().await;
+    let interval = config.repair_interval;
+    tasks.spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            repair.sweep().await;
+        }
+    });
+    Watches(tasks)
+}
+
+async fn watch_services(
+    client: Client,
+    store: AllocationStore,
+    held: Arc<Mutex<HeldIndex>>,
+    listed: oneshot::Sender<()>,
+) {
+    let mut listed = Some(listed);
+    let api: Api<Service> = Api::all(client);
+    let mut events = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(%error, "Service watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        let released = {
+            let mut index = held.lock().expect("held index lock poisoned");
+            match &event {
+                Event::Init => {
+                    index.relist_start();
+                    Vec::new()
+                }
+                Event::InitApply(service) => {
+                    index.relist_apply(&key(service), values_of(service));
+                    Vec::new()
+                }
+                Event::InitDone => index.relist_done(),
+                Event::Apply(service) => index.apply(&key(service), values_of(service)),
+                Event::Delete(service) => index.delete(&key(service)),
+            }
+        };
+        if matches!(event, Event::InitDone)
+            && let Some(listed) = listed.take()
+        {
+            let _ = listed.send(());
+        }
+        if let Event::Apply(service) = &event {
+            // The apiserver allocates on its own when the webhook was not called (failure
+            // policy Ignore, or Services from before installation): learn those at once.
+            let values = values_of(service);
+            if !values.is_empty()
+                && let Err(error) = store.mark(values).await
+            {
+                tracing::warn!(%error, "values not marked");
+            }
+        }
+        if !released.is_empty() {
+            tracing::info!(values = ?released, "releasing values no Service holds any more");
+            if let Err(error) = store.release(released).await {
+                tracing::warn!(%error, "release not queued");
+            }
+        }
+    }
+}
+
+fn key(service: &Service) -> String {
+    format!(
+        "{}/{}",
+        service.namespace().unwrap_or_default(),
+        service.name_any()
+    )
+}
+
+fn values_of(service: &Service) -> Vec<allocator::Value> {
+    match to_spec(service) {
+        Ok(spec) => held_values(&spec),
+        Err(error) => {
+            tracing::warn!(service = %key(service), %error, "Service not understood; its values are not tracked");
+            Vec::new()
+        }
+    }
+}
+
+async fn watch_pods(client: Client, index: Arc<PodIpIndex>) {
+    let api: Api<Pod> = Api::all(client);
+    let config = watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    while let Some(event) = events.try_next().await.transpose() {
+        match event {
+            Ok(Event::Init) => index.clear(),
+            Ok(Event::InitApply(pod) | Event::Apply(pod)) => index.apply(&pod),
+            Ok(Event::Delete(pod)) => index.delete(&pod),
+            Ok(Event::InitDone) => {}
+            Err(error) => tracing::warn!(%error, "Pod watch failed; retrying with backoff"),
+        }
+    }
+}
+
+struct RepairLoop {
+    store: AllocationStore,
+    held: Arc<Mutex<HeldIndex>>,
+    recorder: Recorder,
+    repairer: Repairer,
+}
+
+impl RepairLoop {
+    #[tracing::instrument(name = "repair", skip_all)]
+    async fn sweep(&mut self) {
+        let state = match self.store.snapshot().await {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::warn!(%error, "repair skipped");
+                return;
+            }
+        };
+        let services: HashMap<String, Vec<allocator::Value>> = {
+            let index = self.held.lock().expect("held index lock poisoned");
+            index
+                .services()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let sweep = self.repairer.sweep(services.iter(), &state);
+        tracing::info!(
+            services = services.len(),
+            marked = sweep.mark.len(),
+            freed = sweep.release.len(),
+            pending_leaks = sweep.pending_leaks,
+            findings = sweep.findings.len(),
+            "repair sweep"
+        );
+        if !sweep.mark.is_empty()
+            && let Err(error) = self.store.mark(sweep.mark).await
+        {
+            tracing::warn!(%error, "repair could not mark values");
+        }
+        if !sweep.release.is_empty() {
+            tracing::info!(values = ?sweep.release, "freeing values leaked for three sweeps");
+            if let Err(error) = self.store.release(sweep.release).await {
+                tracing::warn!(%error, "repair could not free leaked values");
+            }
+        }
+        for finding in sweep.findings {
+            self.report(&finding).await;
+        }
+    }
+
+    async fn report(&self, finding: &Finding) {
+        let service = match finding {
+            Finding::NotAllocated { service, .. } | Finding::OutOfRange { service, .. } => service,
+            Finding::AlreadyAllocated { services, .. } => &services[0],
+        };
+        let (namespace, name) = service.split_once('/').unwrap_or(("", service));
+        let reference = ObjectReference {
+            api_version: Some("v1".to_string()),
+            kind: Some("Service".to_string()),
+            namespace: Some(namespace.to_string()),
+            name: Some(name.to_string()),
+            ..ObjectReference::default()
+        };
+        let event = KubeEvent {
+            type_: match finding {
+                Finding::NotAllocated { .. } => EventType::Normal,
+                _ => EventType::Warning,
+            },
+            reason: finding.reason().to_string(),
+            note: Some(finding.message()),
+            action: "Repair".to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, reason = finding.reason(), "repair event not recorded");
+        }
+    }
+}
