@@ -92,18 +92,21 @@ fn allocate_specific(c: &mut Criterion) {
         .take(1024)
         .collect();
     let mut next = free.iter().cycle();
-    c.bench_function("allocate_release_specific/slash12_fill50", |b| {
+    let mut group = c.benchmark_group("allocate_release_specific");
+    group.bench_function("slash12_fill50", |b| {
         b.iter(|| {
             let ip = *next.next().unwrap();
             alloc.allocate(black_box(ip)).unwrap();
             alloc.release(ip);
         })
     });
+    group.finish();
 }
 
 /// 2768 allocate_next on an empty default NodePort range.
 fn node_port_fill(c: &mut Criterion) {
-    c.bench_function("nodeport_fill/default_range", |b| {
+    let mut group = c.benchmark_group("nodeport_fill");
+    group.bench_function("default_range", |b| {
         b.iter_batched_ref(
             || NodePortAllocator::new(PortRange::default()).with_seed(1),
             |alloc| {
@@ -114,6 +117,7 @@ fn node_port_fill(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    group.finish();
 }
 
 fn slash_12_per_ten_thousand(per_ten_thousand: u64) -> ClusterIpAllocator {

@@ -33,7 +33,10 @@ fn main() -> ExitCode {
         alloc.size(),
         range.band_offset()
     );
-    println!("{:>12} {:>12} {:>10} {:>14}", "used", "free", "used %", "snapshot B");
+    println!(
+        "{:>12} {:>12} {:>10} {:>14}",
+        "used", "free", "used %", "snapshot B"
+    );
     let step = (count / 10).max(1);
     let mut allocated = 0;
     while allocated < count {
@@ -55,7 +58,11 @@ fn main() -> ExitCode {
     }
     let static_used = alloc
         .iter()
-        .filter(|ip| range.offset_of(*ip).is_some_and(|o| o < range.band_offset()))
+        .filter(|ip| {
+            range
+                .offset_of(*ip)
+                .is_some_and(|o| o < range.band_offset())
+        })
         .count();
     println!("addresses taken from the static band: {static_used}");
     ExitCode::SUCCESS

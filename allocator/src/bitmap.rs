@@ -204,28 +204,29 @@ impl Offsets {
 
     fn iter(&self) -> Iter<'_> {
         match self {
-            Offsets::Narrow(set) => Iter::Narrow(set.iter()),
-            Offsets::Wide(set) => Iter::Wide(set.iter()),
+            Offsets::Narrow(set) => Iter(Inner::Narrow(set.iter())),
+            Offsets::Wide(set) => Iter(Inner::Wide(Box::new(set.iter()))),
         }
     }
 }
 
 /// Iterator over the allocated offsets of an [`OffsetAllocator`], in ascending order.
 #[derive(Clone)]
-pub enum Iter<'a> {
-    /// Offsets of a range of at most 2^32.
+pub struct Iter<'a>(Inner<'a>);
+
+#[derive(Clone)]
+enum Inner<'a> {
     Narrow(roaring::bitmap::Iter<'a>),
-    /// Offsets of a larger range.
-    Wide(roaring::treemap::Iter<'a>),
+    Wide(Box<roaring::treemap::Iter<'a>>),
 }
 
 impl Iterator for Iter<'_> {
     type Item = u64;
 
     fn next(&mut self) -> Option<u64> {
-        match self {
-            Iter::Narrow(iter) => iter.next().map(u64::from),
-            Iter::Wide(iter) => iter.next(),
+        match &mut self.0 {
+            Inner::Narrow(iter) => iter.next().map(u64::from),
+            Inner::Wide(iter) => iter.next(),
         }
     }
 }
@@ -469,7 +470,10 @@ mod tests {
         let mut alloc = allocator(size, band);
         for _ in band..size {
             let offset = alloc.allocate_next().unwrap();
-            assert!(offset >= band, "{offset} taken from the static band too early");
+            assert!(
+                offset >= band,
+                "{offset} taken from the static band too early"
+            );
         }
         for _ in 0..band {
             assert!(alloc.allocate_next().unwrap() < band);
@@ -549,7 +553,10 @@ mod tests {
         }
         assert_eq!(alloc.window(), 1 << 18);
         let next = alloc.allocate_next().unwrap();
-        assert!((band + MIN_WINDOW..band + (1 << 18)).contains(&next), "{next}");
+        assert!(
+            (band + MIN_WINDOW..band + (1 << 18)).contains(&next),
+            "{next}"
+        );
     }
 
     #[test]

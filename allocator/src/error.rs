@@ -159,7 +159,9 @@ pub enum Error {
     },
 
     /// `SingleStack` with two `clusterIPs`.
-    #[error("must be 'RequireDualStack' or 'PreferDualStack' when multiple cluster IPs are specified")]
+    #[error(
+        "must be 'RequireDualStack' or 'PreferDualStack' when multiple cluster IPs are specified"
+    )]
     SingleStackWithTwoIps,
 
     /// `SingleStack` with two `ipFamilies`.

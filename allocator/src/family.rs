@@ -159,7 +159,10 @@ pub fn resolve_ip_families(
     let default_family = cluster.first().copied().unwrap_or(IpFamily::V4);
     let headless_without_selector = service.is_headless() && !service.has_selector;
 
-    let policy = match (service.ip_family_policy, old.and_then(|o| o.ip_family_policy)) {
+    let policy = match (
+        service.ip_family_policy,
+        old.and_then(|o| o.ip_family_policy),
+    ) {
         (Some(policy), _) | (None, Some(policy)) => policy,
         (None, None) if headless_without_selector => IpFamilyPolicy::RequireDualStack,
         (None, None) => IpFamilyPolicy::SingleStack,
@@ -182,8 +185,7 @@ pub fn resolve_ip_families(
             {
                 return Err(Error::at(POLICY, Error::ReleaseSecondaryIpNeedsSingleStack));
             }
-            if !service.ip_families.is_empty()
-                && service.ip_families.len() < old.ip_families.len()
+            if !service.ip_families.is_empty() && service.ip_families.len() < old.ip_families.len()
             {
                 return Err(Error::at(
                     POLICY,
@@ -241,9 +243,7 @@ pub fn resolve_ip_families(
     if service.ip_families.is_empty() {
         service.ip_families.push(default_family);
     }
-    if policy != IpFamilyPolicy::SingleStack
-        && service.ip_families.len() == 1
-        && cluster.len() == 2
+    if policy != IpFamilyPolicy::SingleStack && service.ip_families.len() == 1 && cluster.len() == 2
     {
         let other = service.ip_families[0].other();
         service.ip_families.push(other);
@@ -259,7 +259,10 @@ fn is_unchanged_prefer_dual_stack(service: &ServiceSpec, old: Option<&ServiceSpe
     };
     let prefer = Some(IpFamilyPolicy::PreferDualStack);
     service.ip_family_policy == prefer
-        && matches!(old.ip_family_policy, None | Some(IpFamilyPolicy::PreferDualStack))
+        && matches!(
+            old.ip_family_policy,
+            None | Some(IpFamilyPolicy::PreferDualStack)
+        )
         && old.service_type == service.service_type
         && old.cluster_ips == service.cluster_ips
         && old.ip_families == service.ip_families
@@ -358,11 +361,42 @@ mod tests {
         let v6 = &[V6][..];
         let v4v6 = &[V4, V6][..];
         let v6v4 = &[V6, V4][..];
-        let cases: Vec<(&str, &[IpFamily], ServiceSpec, Vec<IpFamily>, IpFamilyPolicy)> = vec![
-            ("default on v4", v4, service(&[], &[], None), vec![V4], SingleStack),
-            ("default on v6", v6, service(&[], &[], None), vec![V6], SingleStack),
-            ("default on dual", v4v6, service(&[], &[], None), vec![V4], SingleStack),
-            ("default on dual v6 first", v6v4, service(&[], &[], None), vec![V6], SingleStack),
+        type Case<'a> = (
+            &'a str,
+            &'a [IpFamily],
+            ServiceSpec,
+            Vec<IpFamily>,
+            IpFamilyPolicy,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "default on v4",
+                v4,
+                service(&[], &[], None),
+                vec![V4],
+                SingleStack,
+            ),
+            (
+                "default on v6",
+                v6,
+                service(&[], &[], None),
+                vec![V6],
+                SingleStack,
+            ),
+            (
+                "default on dual",
+                v4v6,
+                service(&[], &[], None),
+                vec![V4],
+                SingleStack,
+            ),
+            (
+                "default on dual v6 first",
+                v6v4,
+                service(&[], &[], None),
+                vec![V6],
+                SingleStack,
+            ),
             (
                 "prefer on single",
                 v4,

@@ -135,10 +135,13 @@ impl FromStr for IpRange {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let net = s.trim().parse::<IpNet>().map_err(|err| Error::InvalidCidr {
-            cidr: s.to_string(),
-            reason: err.to_string(),
-        })?;
+        let net = s
+            .trim()
+            .parse::<IpNet>()
+            .map_err(|err| Error::InvalidCidr {
+                cidr: s.to_string(),
+                reason: err.to_string(),
+            })?;
         IpRange::new(net)
     }
 }
@@ -214,7 +217,9 @@ impl ClusterIpAllocator {
     /// address or the IPv4 broadcast address, and with [`Error::IpAllocated`] when taken.
     pub fn allocate(&mut self, ip: IpAddr) -> Result<()> {
         let offset = self.offset_of(ip)?;
-        self.offsets.allocate(offset).map_err(|_| Error::IpAllocated)
+        self.offsets
+            .allocate(offset)
+            .map_err(|_| Error::IpAllocated)
     }
 
     /// Reserves a free address, preferring the dynamic band. Fails with [`Error::Full`].
@@ -390,13 +395,23 @@ mod tests {
                 cidr: "2001:db8:1::/112",
                 free: 65_535,
                 released: "2001:db8:1::5",
-                out_of_range: &["2001:db8::1", "2001:db8:1::", "2001:db8:1::1:0", "2001:db8:2::2"],
+                out_of_range: &[
+                    "2001:db8::1",
+                    "2001:db8:1::",
+                    "2001:db8:1::1:0",
+                    "2001:db8:2::2",
+                ],
                 already_allocated: "2001:db8:1::1",
             },
         ];
         for case in cases {
             let mut alloc = allocator(case.cidr);
-            assert_eq!((alloc.free(), alloc.used()), (case.free, 0), "{}", case.cidr);
+            assert_eq!(
+                (alloc.free(), alloc.used()),
+                (case.free, 0),
+                "{}",
+                case.cidr
+            );
             let cidr = range(case.cidr).cidr();
             let mut found = HashSet::new();
             while alloc.free() > 0 {

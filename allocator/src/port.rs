@@ -276,7 +276,10 @@ mod tests {
     #[test]
     fn bad_ranges_say_why() {
         for (input, reason) in [
-            ("", "expected first-last (30000-32767) or base+count (30000+2767)"),
+            (
+                "",
+                "expected first-last (30000-32767) or base+count (30000+2767)",
+            ),
             ("3000x-32767", "\"3000x\" is not a port number"),
             ("30000-", "\"\" is not a port number"),
             ("30000-70000", "the port range cannot be greater than 65535"),
@@ -326,7 +329,10 @@ mod tests {
             }
         }
         assert_eq!(alloc.allocate_next(), Err(Error::Full));
-        assert_eq!(alloc.allocate_next().unwrap_err().to_string(), "range is full");
+        assert_eq!(
+            alloc.allocate_next().unwrap_err().to_string(),
+            "range is full"
+        );
     }
 
     #[test]

@@ -388,11 +388,9 @@ fn drop_type_dependent_fields(old: &ServiceSpec, service: &mut ServiceSpec) {
             service.ip_family_policy = None;
         }
     }
-    let node_ports = |s: &ServiceSpec| -> HashSet<u16> {
-        s.ports.iter().filter_map(|p| p.node_port).collect()
-    };
-    if old.has_node_ports() && !service.has_node_ports() && node_ports(old) == node_ports(service)
-    {
+    let node_ports =
+        |s: &ServiceSpec| -> HashSet<u16> { s.ports.iter().filter_map(|p| p.node_port).collect() };
+    if old.has_node_ports() && !service.has_node_ports() && node_ports(old) == node_ports(service) {
         for port in &mut service.ports {
             port.node_port = None;
         }

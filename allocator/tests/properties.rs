@@ -132,8 +132,18 @@ proptest! {
     }
 }
 
-const PORTS: &[Option<u16>] = &[None, None, None, Some(30000), Some(30080), Some(32767), Some(80)];
-const IPS: &[&str] = &["10.0.0.5", "10.0.0.6", "fd00::5", "fd00::6", "None", "10.9.9.9"];
+const PORTS: &[Option<u16>] = &[
+    None,
+    None,
+    None,
+    Some(30000),
+    Some(30080),
+    Some(32767),
+    Some(80),
+];
+const IPS: &[&str] = &[
+    "10.0.0.5", "10.0.0.6", "fd00::5", "fd00::6", "None", "10.9.9.9",
+];
 
 fn service() -> impl Strategy<Value = ServiceSpec> {
     let service_type = prop::sample::select(vec![
@@ -193,12 +203,20 @@ fn cluster(dual: bool, seed: u64) -> Allocators {
     if dual {
         ranges.push(ClusterIpAllocator::new("fd00::/120".parse().unwrap()).with_seed(seed));
     }
-    Allocators::new(ranges, NodePortAllocator::new(PortRange::default()).with_seed(seed)).unwrap()
+    Allocators::new(
+        ranges,
+        NodePortAllocator::new(PortRange::default()).with_seed(seed),
+    )
+    .unwrap()
 }
 
 fn state(allocators: &Allocators) -> (Vec<Vec<IpAddr>>, Vec<u16>) {
     (
-        allocators.cluster_ips().iter().map(|a| a.iter().collect()).collect(),
+        allocators
+            .cluster_ips()
+            .iter()
+            .map(|a| a.iter().collect())
+            .collect(),
         allocators.node_ports().iter().collect(),
     )
 }

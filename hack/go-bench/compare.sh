@@ -23,18 +23,22 @@ OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 
 say "svcplane: cargo bench (criterion, ${MEASUREMENT_TIME}s per workload)"
-(cd "$ROOT" && cargo bench -p allocator --bench allocator -- \
-  --warm-up-time 1 --measurement-time "$MEASUREMENT_TIME" --noplot) >"$OUT/rust.txt"
-(cd "$ROOT" && cargo bench -p allocator --bench memory) >"$OUT/memory.txt"
+run() { # run <log> <command...>: output to <log>, shown only when the command fails
+  local log=$1
+  shift
+  "$@" >"$log" 2>&1 || { cat "$log" >&2; say "failed: $*"; exit 1; }
+}
+cd "$ROOT"
+run "$OUT/rust.txt" cargo bench -p allocator --bench allocator -- \
+  --warm-up-time 1 --measurement-time "$MEASUREMENT_TIME" --noplot
+run "$OUT/memory.txt" cargo bench -p allocator --bench memory
 
 say "in-tree: go test -bench (k8s.io/kubernetes v1.37.1, ${MEASUREMENT_TIME}s per workload)"
-(
-  cd "$ROOT/hack/go-bench"
-  export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
-  export GOMODCACHE=${GOMODCACHE_OVERRIDE:-$CACHE/go/mod}
-  export GOCACHE=${GOCACHE_OVERRIDE:-$CACHE/go/build}
-  go test -run '^$' -bench . -benchmem -benchtime "${MEASUREMENT_TIME}s"
-) >"$OUT/go.txt"
+cd "$ROOT/hack/go-bench"
+export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
+export GOMODCACHE=${GOMODCACHE_OVERRIDE:-$CACHE/go/mod}
+export GOCACHE=${GOCACHE_OVERRIDE:-$CACHE/go/build}
+run "$OUT/go.txt" go test -run '^$' -bench . -benchmem -benchtime "${MEASUREMENT_TIME}s"
 
 echo "machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 echo "toolchains: $(rustc --version), $(go version | awk '{ print $3 }')"

@@ -1,6 +1,6 @@
 use super::*;
-use crate::family::IpFamilyPolicy::{RequireDualStack, SingleStack};
 use crate::family::IpFamily::{V4, V6};
+use crate::family::IpFamilyPolicy::{RequireDualStack, SingleStack};
 use crate::ip::IpRange;
 use crate::port::PortRange;
 use crate::service::{ExternalTrafficPolicy, ServicePort};
@@ -13,7 +13,11 @@ fn allocators(cidrs: &[&str]) -> Allocators {
             ClusterIpAllocator::new(cidr.parse::<IpRange>().unwrap()).with_seed(seed as u64)
         })
         .collect();
-    Allocators::new(ips, NodePortAllocator::new(PortRange::default()).with_seed(9)).unwrap()
+    Allocators::new(
+        ips,
+        NodePortAllocator::new(PortRange::default()).with_seed(9),
+    )
+    .unwrap()
 }
 
 fn port(name: &str, protocol: &str, number: i32, node_port: Option<u16>) -> ServicePort {
@@ -64,7 +68,9 @@ fn error(result: Result<Transaction>) -> String {
 #[test]
 fn create_cluster_ip_service() {
     let mut allocs = allocators(&["10.96.0.0/12"]);
-    let txn = allocs.create(&service(ServiceType::ClusterIp), false).unwrap();
+    let txn = allocs
+        .create(&service(ServiceType::ClusterIp), false)
+        .unwrap();
     let svc = txn.service();
     assert_eq!(svc.ip_families, vec![V4]);
     assert_eq!(svc.ip_family_policy, Some(SingleStack));
@@ -101,7 +107,10 @@ fn tcp_and_udp_with_the_same_port_share_one_node_port() {
 fn requested_node_port_is_shared_with_the_other_protocol() {
     let mut allocs = allocators(&["10.96.0.0/12"]);
     let spec = ServiceSpec {
-        ports: vec![port("dns", "UDP", 53, None), port("dns-tcp", "TCP", 53, Some(30053))],
+        ports: vec![
+            port("dns", "UDP", 53, None),
+            port("dns-tcp", "TCP", 53, Some(30053)),
+        ],
         ..service(ServiceType::NodePort)
     };
     let svc = created(&mut allocs, &spec);
@@ -164,7 +173,10 @@ fn load_balancer_without_node_port_allocation_honours_explicit_ones() {
     let mut allocs = allocators(&["10.96.0.0/12"]);
     let spec = ServiceSpec {
         allocate_load_balancer_node_ports: Some(false),
-        ports: vec![port("a", "TCP", 80, None), port("b", "TCP", 81, Some(31000))],
+        ports: vec![
+            port("a", "TCP", 80, None),
+            port("b", "TCP", 81, Some(31000)),
+        ],
         ..service(ServiceType::LoadBalancer)
     };
     let svc = created(&mut allocs, &spec);
@@ -330,7 +342,9 @@ fn revert_gives_back_the_reservations() {
     let mut allocs = allocators(&["10.96.0.0/12"]);
     created(&mut allocs, &service(ServiceType::NodePort));
     let before = state(&allocs);
-    let txn = allocs.create(&service(ServiceType::NodePort), false).unwrap();
+    let txn = allocs
+        .create(&service(ServiceType::NodePort), false)
+        .unwrap();
     assert_ne!(state(&allocs), before);
     txn.revert(&mut allocs);
     assert_eq!(state(&allocs), before);
@@ -360,7 +374,10 @@ fn update_that_omits_values_keeps_them() {
     let mut allocs = allocators(&["10.96.0.0/12"]);
     let spec = ServiceSpec {
         external_traffic_policy: ExternalTrafficPolicy::Local,
-        ports: vec![port("http", "TCP", 80, None), port("https", "TCP", 443, None)],
+        ports: vec![
+            port("http", "TCP", 80, None),
+            port("https", "TCP", 443, None),
+        ],
         ..service(ServiceType::LoadBalancer)
     };
     let old = created(&mut allocs, &spec);
@@ -580,7 +597,11 @@ fn allocators_need_one_range_or_two_families() {
     );
     assert_eq!(
         Allocators::new(
-            vec![range("10.0.0.0/24"), range("fd00::/120"), range("fd01::/120")],
+            vec![
+                range("10.0.0.0/24"),
+                range("fd00::/120"),
+                range("fd01::/120")
+            ],
             ports()
         )
         .unwrap_err(),
