@@ -226,6 +226,11 @@ impl ControlPlane {
         self.dir.path()
     }
 
+    /// How the apiserver is configured.
+    pub fn config(&self) -> &ControlPlaneConfig {
+        &self.config
+    }
+
     /// The binaries this control plane runs.
     pub fn bins(&self) -> &KubeBins {
         &self.bins

@@ -8,10 +8,15 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+
 use crate::control_plane::{self, ControlPlane, ControlPlaneConfig, ENDPOINT_CONTROLLERS};
+use crate::svcplane::{self, WebhookReplica};
 
 /// The cluster of one test binary. Tests share it and each works in its own namespace.
 pub struct TestEnv {
+    // Stopped before the cluster it talks to.
+    webhook: tokio::sync::OnceCell<WebhookReplica>,
     cluster: Cluster,
     client: Client,
 }
@@ -32,6 +37,7 @@ impl TestEnv {
                 Ok(Self {
                     cluster: Cluster::External(path),
                     client,
+                    webhook: tokio::sync::OnceCell::new(),
                 })
             }
             None => {
@@ -41,6 +47,7 @@ impl TestEnv {
                 Ok(Self {
                     cluster: Cluster::Local(plane),
                     client,
+                    webhook: tokio::sync::OnceCell::new(),
                 })
             }
         }
@@ -75,6 +82,38 @@ impl TestEnv {
                 plane.start_controller_manager(ENDPOINT_CONTROLLERS)
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Makes sure svcplane's webhook admits this cluster's Services and endpoints: on a
+    /// local control plane, starts a replica in this process (once) and registers it; an
+    /// external cluster must have svcplane installed.
+    pub async fn ensure_svcplane_webhook(&self) -> Result<()> {
+        match &self.cluster {
+            Cluster::Local(plane) => {
+                self.webhook
+                    .get_or_try_init(|| async {
+                        svcplane::install_crd(&self.client).await?;
+                        let config = svcplane::webhook_config(plane)?;
+                        let replica = svcplane::start_replica(self.client.clone(), config).await?;
+                        let ca = std::fs::read(plane.dir().join("ca.crt"))?;
+                        svcplane::register(&self.client, &replica.url, ca, false).await?;
+                        svcplane::wait_until_called(&self.client, &replica).await?;
+                        anyhow::Ok(replica)
+                    })
+                    .await?;
+                Ok(())
+            }
+            Cluster::External(_) => {
+                let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+                anyhow::ensure!(
+                    api.get_opt(webhook::manifests::CONFIGURATION_NAME)
+                        .await?
+                        .is_some(),
+                    "svcplane's webhook is not registered on this cluster: install svcplane first"
+                );
+                Ok(())
+            }
         }
     }
 

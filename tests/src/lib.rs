@@ -9,6 +9,7 @@ pub mod control_plane;
 pub mod env;
 pub mod kubelet;
 pub mod process;
+pub mod svcplane;
 pub mod view;
 pub mod wait;
 

@@ -3,6 +3,7 @@
 //! (`--list`, filters, `--test-threads`).
 
 mod walkthrough;
+mod webhook;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,7 +23,16 @@ macro_rules! cases {
 }
 
 fn cases() -> Vec<(String, Case)> {
-    cases![walkthrough::seed_walkthrough_in_tree]
+    cases![
+        walkthrough::seed_walkthrough_in_tree,
+        webhook::allocates_from_the_persisted_state,
+        webhook::refuses_taken_and_out_of_range_values,
+        webhook::releases_on_delete,
+        webhook::type_transitions_and_shared_ports,
+        webhook::dual_stack,
+        webhook::dry_run_persists_nothing,
+        webhook::validates_user_written_endpoints,
+    ]
 }
 
 fn main() -> ExitCode {

@@ -14,7 +14,6 @@ use allocator::{Allocators, ClusterIpAllocator, IpRange, NodePortAllocator, Port
 use ipnet::IpNet;
 use kube::Client;
 use kube::core::admission::AdmissionResponse;
-use prometheus_client::registry::Registry;
 
 use crate::review::Request;
 use crate::server::admin::Readiness;
@@ -107,14 +106,15 @@ pub fn allocators(config: &WebhookConfig) -> Result<Allocators, allocator::Error
 
 /// Runs the webhook until `shutdown` resolves: loads the state, learns the values existing
 /// Services hold (ready only after that), then serves admissions and keeps the state true.
+///
+/// `metrics` come from [`AdmissionMetrics::register`] on the process's registry.
 pub async fn run(
     client: Client,
     config: WebhookConfig,
-    registry: &mut Registry,
+    metrics: AdmissionMetrics,
     readiness: Readiness,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let metrics = AdmissionMetrics::register(registry);
     let certificate =
         ReloadingCertificate::load(&config.tls_cert_file, &config.tls_private_key_file)?;
     let tls = server_config(Arc::clone(&certificate))?;

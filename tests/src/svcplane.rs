@@ -1,0 +1,249 @@
+//! svcplane's webhook run in-process against a local control plane and registered with its
+//! apiserver, as the local mode and the e2e suite use it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, Resource};
+use prometheus_client::registry::Registry;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use webhook::manifests::{self, Endpoint, Registration};
+use webhook::runtime::WebhookConfig;
+use webhook::server::admin::{self, Readiness};
+use webhook::server::metrics::AdmissionMetrics;
+
+use crate::control_plane::{ControlPlane, free_port};
+use crate::wait;
+
+/// The field manager of what svcplane applies.
+const MANAGER: &str = "svcplane";
+
+/// A webhook replica running in this process. Stops when dropped.
+pub struct WebhookReplica {
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+    /// The plain-HTTP admin address (`/metrics`, `/readyz`).
+    pub admin: SocketAddr,
+    readiness: Readiness,
+    shutdown: Option<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl WebhookReplica {
+    /// Whether it reports ready.
+    pub fn is_ready(&self) -> bool {
+        self.readiness.is_ready()
+    }
+
+    /// Stops it the way SIGKILL would: no grace for in-flight requests.
+    pub fn kill(mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for WebhookReplica {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The webhook configuration matching `plane`'s apiserver flags, serving with the
+/// apiserver's loopback certificate (signed by the plane's CA).
+pub fn webhook_config(plane: &ControlPlane) -> Result<WebhookConfig> {
+    let config = plane.config();
+    Ok(WebhookConfig {
+        service_cluster_ip_ranges: config
+            .service_cluster_ip_range
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<_, _>>()?,
+        service_node_port_range: config.service_node_port_range.parse()?,
+        bind_address: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?)),
+        tls_cert_file: plane.dir().join("apiserver.crt"),
+        tls_private_key_file: plane.dir().join("apiserver.key"),
+        tls_reload_interval: Duration::from_secs(10),
+        repair_interval: Duration::from_secs(180),
+        allowed_external_ip_cidrs: None,
+        deny_foreign_pod_ips: true,
+        trusted_endpoint_writers: manifests::default_trusted_endpoint_writers()
+            .into_iter()
+            .collect(),
+        shutdown_grace: Duration::from_secs(5),
+    })
+}
+
+/// Installs the CRD and waits until it is served.
+pub async fn install_crd(client: &Client) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = manifests::crd();
+    let name = crd.meta().name.clone().context("CRD without a name")?;
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .context("applying the RangeAllocation CRD")?;
+    wait::until(format!("CRD {name} established"), || async {
+        let crd = api.get(&name).await?;
+        let established = crd
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        Ok(if established {
+            Ok(())
+        } else {
+            Err("not established")
+        })
+    })
+    .await
+}
+
+/// Starts a webhook replica with `config` and waits until it is ready.
+pub async fn start_replica(client: Client, config: WebhookConfig) -> Result<WebhookReplica> {
+    let mut registry = Registry::default();
+    let metrics = AdmissionMetrics::register(&mut registry);
+    let readiness = Readiness::default();
+    let admin_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let admin_listener = tokio::net::TcpListener::bind(admin_addr).await?;
+    let admin_router = admin::router(Arc::new(registry), readiness.clone());
+    let admin_task = tokio::spawn(async move {
+        let _ = axum::serve(admin_listener, admin_router).await;
+    });
+
+    let (shutdown, on_shutdown) = oneshot::channel::<()>();
+    let url = format!("https://{}", config.bind_address);
+    let run_readiness = readiness.clone();
+    let webhook_task = tokio::spawn(async move {
+        let stop = async move {
+            let _ = on_shutdown.await;
+        };
+        if let Err(error) =
+            webhook::runtime::run(client, config, metrics, run_readiness, stop).await
+        {
+            tracing::error!(%error, "webhook replica stopped");
+        }
+    });
+    let replica = WebhookReplica {
+        url,
+        admin: admin_addr,
+        readiness,
+        shutdown: Some(shutdown),
+        tasks: vec![webhook_task, admin_task],
+    };
+    wait::until("the webhook replica ready", || async {
+        Ok(if replica.is_ready() {
+            Ok(())
+        } else {
+            Err("not ready")
+        })
+    })
+    .await?;
+    Ok(replica)
+}
+
+/// Registers the webhook at `url` with the apiserver (both configurations).
+pub async fn register(
+    client: &Client,
+    url: &str,
+    ca_bundle: Vec<u8>,
+    validate_services: bool,
+) -> Result<()> {
+    let registration = Registration {
+        endpoint: Endpoint::Url(url.to_string()),
+        ca_bundle,
+        trusted_endpoint_writers: manifests::default_trusted_endpoint_writers(),
+        validate_services,
+    };
+    let params = PatchParams::apply(MANAGER).force();
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    mutating
+        .patch(
+            manifests::CONFIGURATION_NAME,
+            &params,
+            &Patch::Apply(&manifests::mutating(&registration)),
+        )
+        .await
+        .context("registering the mutating webhook")?;
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    validating
+        .patch(
+            manifests::CONFIGURATION_NAME,
+            &params,
+            &Patch::Apply(&manifests::validating(&registration)),
+        )
+        .await
+        .context("registering the validating webhook")?;
+    Ok(())
+}
+
+/// Reads a counter of the replica's `/metrics`: the sum of the samples whose line starts
+/// with `prefix`.
+pub async fn metric_sum(admin: SocketAddr, prefix: &str) -> Result<f64> {
+    let body = http_get(admin, "/metrics").await?;
+    Ok(body
+        .lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default())
+}
+
+/// Waits until the apiserver sends Service admissions to `replica`: a webhook
+/// configuration takes effect once the apiserver's informer has it.
+pub async fn wait_until_called(client: &Client, replica: &WebhookReplica) -> Result<()> {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::PostParams;
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let probe: Service = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "svcplane-webhook-probe" },
+        "spec": { "ports": [{ "port": 80 }] },
+    }))?;
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let counter = "svcplane_admission_reviews_total{webhook=\"mutate-services\"";
+    wait::until("the apiserver calling the webhook", || async {
+        let before = metric_sum(replica.admin, counter).await?;
+        services.create(&dry_run, &probe).await?;
+        let after = metric_sum(replica.admin, counter).await?;
+        Ok(if after > before {
+            Ok(())
+        } else {
+            Err("no admission review received yet")
+        })
+    })
+    .await
+}
