@@ -22,7 +22,7 @@ pub struct TestEnv {
 }
 
 enum Cluster {
-    Local(ControlPlane),
+    Local(Box<ControlPlane>),
     External(PathBuf),
 }
 
@@ -45,7 +45,7 @@ impl TestEnv {
                 let client = plane.client().await?;
                 tracing::info!(url = %plane.url(), "local control plane ready");
                 Ok(Self {
-                    cluster: Cluster::Local(plane),
+                    cluster: Cluster::Local(Box::new(plane)),
                     client,
                     webhook: tokio::sync::OnceCell::new(),
                 })
