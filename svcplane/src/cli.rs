@@ -1,0 +1,428 @@
+//! Command-line flags. Names follow kube-apiserver and kube-controller-manager where the
+//! meaning is the same, so an operator can copy them from the control plane's manifests.
+//! Every flag also reads an environment variable (`SVCPLANE_<FLAG>`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use allocator::{IpFamily, PortRange};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+
+/// svcplane: ClusterIP/NodePort allocation, Endpoints and EndpointSlice controllers and an
+/// admission webhook for Kubernetes Services.
+#[derive(Debug, Parser)]
+#[command(name = "svcplane", version, propagate_version = true)]
+#[command(
+    long_about = "svcplane replaces, out of tree, what Kubernetes does for every Service: \
+it allocates ClusterIPs and NodePorts on admission, maintains Endpoints and EndpointSlices \
+from Services and Pods, and validates user-written Endpoints, EndpointSlices and externalIPs.\n\n\
+Run it next to kube-controller-manager with the in-tree endpoint controllers disabled \
+(`svcplane manifests` prints the flags), or as separate controller and webhook deployments."
+)]
+pub struct Cli {
+    /// Logging.
+    #[command(flatten)]
+    pub logging: LogArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Controllers (leader-elected) and webhook in one process: the sidecar mode.
+    Run(RunArgs),
+    /// Only the Endpoints and EndpointSlice controllers (leader-elected).
+    Controllers(ControllersArgs),
+    /// Only the admission webhook; run any number of replicas.
+    Webhook(WebhookArgs),
+    /// Print the CRD, RBAC, webhook configurations, a Deployment and the
+    /// kube-controller-manager sidecar snippet, as YAML.
+    Manifests(ManifestArgs),
+    /// Show each range's usage, its static/dynamic band split, leaks pending repair and
+    /// conflicts, read from the cluster.
+    Status(StatusArgs),
+    /// Print the version.
+    Version,
+}
+
+/// `svcplane run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub ranges: RangeArgs,
+    #[command(flatten)]
+    pub webhook: WebhookFlags,
+    #[command(flatten)]
+    pub controllers: ControllerFlags,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `svcplane controllers`.
+#[derive(Debug, Args)]
+pub struct ControllersArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub controllers: ControllerFlags,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `svcplane webhook`.
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub ranges: RangeArgs,
+    #[command(flatten)]
+    pub webhook: WebhookFlags,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// How to reach the cluster.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Path to a kubeconfig. Without it: $KUBECONFIG, ~/.kube/config, then the in-cluster
+    /// service account.
+    #[arg(long, env = "SVCPLANE_KUBECONFIG", global = false)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// The ranges, exactly as given to kube-apiserver: they must match, since the apiserver
+/// checks every value svcplane writes against its own ranges.
+#[derive(Debug, Args)]
+pub struct RangeArgs {
+    /// One CIDR, or two of different families for dual-stack (primary first), e.g.
+    /// `10.96.0.0/12,fd00:10:96::/108`. IPv4 down to /8, IPv6 down to /64.
+    #[arg(
+        long,
+        env = "SVCPLANE_SERVICE_CLUSTER_IP_RANGE",
+        value_name = "CIDR[,CIDR]"
+    )]
+    pub service_cluster_ip_range: ServiceCidrs,
+    /// The NodePort range: `30000-32767` or `30000+2767`.
+    #[arg(
+        long,
+        env = "SVCPLANE_SERVICE_NODE_PORT_RANGE",
+        default_value = "30000-32767",
+        value_name = "RANGE"
+    )]
+    pub service_node_port_range: PortRange,
+}
+
+/// The webhook's flags.
+#[derive(Debug, Args)]
+pub struct WebhookFlags {
+    /// Address of the HTTPS admission server.
+    #[arg(
+        long = "webhook-address",
+        env = "SVCPLANE_WEBHOOK_ADDRESS",
+        default_value = "0.0.0.0:9443"
+    )]
+    pub address: SocketAddr,
+    /// Serving certificate (PEM). Reloaded when it changes, Secret symlink swaps included.
+    #[arg(long, env = "SVCPLANE_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: PathBuf,
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, env = "SVCPLANE_TLS_PRIVATE_KEY_FILE", value_name = "FILE")]
+    pub tls_private_key_file: PathBuf,
+    /// How often repair compares the allocation state with the Services (kube-apiserver
+    /// repairs every 3m). A leaked value is freed after three sweeps in a row.
+    #[arg(long, env = "SVCPLANE_REPAIR_INTERVAL", default_value = "3m", value_parser = humantime::parse_duration)]
+    pub repair_interval: Duration,
+    /// Only allow Service externalIPs inside these CIDRs (comma-separated; an empty value
+    /// forbids externalIPs). Unset: externalIPs are not checked. Mitigates CVE-2020-8554.
+    #[arg(
+        long,
+        env = "SVCPLANE_ALLOWED_EXTERNAL_IP_CIDRS",
+        value_name = "CIDR,..."
+    )]
+    pub allowed_external_ip_cidrs: Option<CidrList>,
+    /// Refuse user-written Endpoints/EndpointSlices pointing at pods of another namespace
+    /// (CVE-2021-25740). Needs a Pod watch.
+    #[arg(long, env = "SVCPLANE_DENY_FOREIGN_POD_ENDPOINTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub deny_foreign_pod_endpoints: bool,
+    /// Users whose Endpoints/EndpointSlice writes are not validated (the endpoint
+    /// controllers). Comma-separated.
+    #[arg(long, env = "SVCPLANE_TRUSTED_ENDPOINT_WRITERS", value_delimiter = ',',
+          default_values_t = webhook::manifests::default_trusted_endpoint_writers())]
+    pub trusted_endpoint_writers: Vec<String>,
+}
+
+/// The controllers' flags (kube-controller-manager's names and defaults).
+#[derive(Debug, Args)]
+pub struct ControllerFlags {
+    /// Services whose EndpointSlices are synced at once.
+    #[arg(
+        long,
+        env = "SVCPLANE_CONCURRENT_SERVICE_ENDPOINT_SYNCS",
+        default_value_t = 5
+    )]
+    pub concurrent_service_endpoint_syncs: u16,
+    /// Services whose Endpoints are synced at once.
+    #[arg(long, env = "SVCPLANE_CONCURRENT_ENDPOINT_SYNCS", default_value_t = 5)]
+    pub concurrent_endpoint_syncs: u16,
+    /// Delay before a pod change is written into EndpointSlices, so that changes arriving
+    /// meanwhile share one write.
+    #[arg(long, env = "SVCPLANE_ENDPOINTSLICE_UPDATES_BATCH_PERIOD", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub endpointslice_updates_batch_period: Duration,
+    /// The same for Endpoints.
+    #[arg(long, env = "SVCPLANE_ENDPOINT_UPDATES_BATCH_PERIOD", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub endpoint_updates_batch_period: Duration,
+    /// Most endpoints in one EndpointSlice (1..1000).
+    #[arg(long, env = "SVCPLANE_MAX_ENDPOINTS_PER_SLICE", default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1000))]
+    pub max_endpoints_per_slice: i64,
+    /// Elect a leader on a Lease before running the controllers. Turn off only for a
+    /// single instance.
+    #[arg(long, env = "SVCPLANE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "SVCPLANE_LEADER_ELECT_RESOURCE_NAME",
+        default_value = "svcplane-controllers"
+    )]
+    pub leader_elect_resource_name: String,
+    /// Namespace of the Lease.
+    #[arg(
+        long,
+        env = "SVCPLANE_LEADER_ELECT_RESOURCE_NAMESPACE",
+        default_value = "kube-system"
+    )]
+    pub leader_elect_resource_namespace: String,
+    /// How long others wait after the leader's last renewal before taking over.
+    #[arg(long, env = "SVCPLANE_LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it stops leading.
+    #[arg(long, env = "SVCPLANE_LEADER_ELECT_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// Time between attempts to acquire or renew the Lease.
+    #[arg(long, env = "SVCPLANE_LEADER_ELECT_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub leader_elect_retry_period: Duration,
+}
+
+/// The plain-HTTP admin port.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Address serving /metrics, /livez and /readyz (ready once state is loaded and caches
+    /// synced).
+    #[arg(long, env = "SVCPLANE_ADMIN_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub admin_address: SocketAddr,
+}
+
+/// Logging.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, env = "SVCPLANE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter, in tracing's EnvFilter syntax (also read from RUST_LOG).
+    #[arg(long, env = "SVCPLANE_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+/// Log formats.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `svcplane manifests`.
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    #[command(flatten)]
+    pub ranges: RangeArgs,
+    /// Namespace to install into.
+    #[arg(long, default_value = "svcplane-system")]
+    pub namespace: String,
+    /// Container image.
+    #[arg(long, default_value = concat!("ghcr.io/svcplane/svcplane:v", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
+    /// Webhook replicas of the Deployment.
+    #[arg(long, default_value_t = 2)]
+    pub replicas: i32,
+    /// PEM of the CA that signed the webhook's serving certificate (goes into caBundle).
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle_file: Option<PathBuf>,
+    /// Register the webhook at this URL instead of the in-cluster Service (the sidecar
+    /// mode: `https://127.0.0.1:9443`).
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
+    /// Also validate Services' externalIPs against this allow-list.
+    #[arg(long, value_name = "CIDR,...")]
+    pub allowed_external_ip_cidrs: Option<CidrList>,
+}
+
+/// `svcplane status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// Output formats of `status`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OutputFormat {
+    /// A table with usage bars.
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// `--service-cluster-ip-range`: one CIDR, or two of different families.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceCidrs(pub Vec<IpNet>);
+
+impl FromStr for ServiceCidrs {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let cidrs = parse_cidrs(s)?;
+        match cidrs.as_slice() {
+            [] => Err("give one CIDR, or two of different families".to_string()),
+            [_] => Ok(Self(cidrs)),
+            [a, b] if IpFamily::of_net(a) != IpFamily::of_net(b) => Ok(Self(cidrs)),
+            [_, _] => {
+                Err("two CIDRs must be of different families (one IPv4, one IPv6)".to_string())
+            }
+            _ => Err("at most two CIDRs: one per family".to_string()),
+        }
+    }
+}
+
+impl fmt::Display for ServiceCidrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&list.join(","))
+    }
+}
+
+/// A comma-separated list of CIDRs, possibly empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CidrList(pub Vec<IpNet>);
+
+impl FromStr for CidrList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_cidrs(s).map(Self)
+    }
+}
+
+fn parse_cidrs(s: &str) -> Result<Vec<IpNet>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse::<IpNet>()
+                .map(|net| net.trunc())
+                .map_err(|_| format!("{part:?} is not a CIDR (like 10.96.0.0/12 or fd00::/108)"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("svcplane").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_the_control_plane_flag_names() {
+        let cli = parse(&[
+            "run",
+            "--service-cluster-ip-range=10.96.0.0/12,fd00:10:96::/108",
+            "--service-node-port-range=30000+2767",
+            "--tls-cert-file=/certs/tls.crt",
+            "--tls-private-key-file=/certs/tls.key",
+            "--concurrent-service-endpoint-syncs=10",
+            "--max-endpoints-per-slice=500",
+            "--leader-elect=false",
+            "--repair-interval=30s",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.ranges.service_cluster_ip_range.0.len(), 2);
+        assert_eq!(run.ranges.service_node_port_range.last(), 32767);
+        assert_eq!(run.controllers.concurrent_service_endpoint_syncs, 10);
+        assert_eq!(run.controllers.concurrent_endpoint_syncs, 5);
+        assert_eq!(run.controllers.max_endpoints_per_slice, 500);
+        assert!(!run.controllers.leader_elect);
+        assert_eq!(run.webhook.repair_interval, Duration::from_secs(30));
+        assert!(
+            run.webhook
+                .trusted_endpoint_writers
+                .contains(&"system:kube-controller-manager".to_string())
+        );
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let error = parse(&[
+            "webhook",
+            "--service-cluster-ip-range=10.96.0.0/12,10.112.0.0/12",
+            "--tls-cert-file=a",
+            "--tls-private-key-file=b",
+        ])
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("two CIDRs must be of different families"),
+            "{error}"
+        );
+        let error = parse(&["controllers", "--max-endpoints-per-slice=1001"]).unwrap_err();
+        assert!(error.to_string().contains("1001"), "{error}");
+        let error = parse(&[
+            "webhook",
+            "--service-cluster-ip-range=10.96.0.0/12",
+            "--service-node-port-range=32767-30000",
+            "--tls-cert-file=a",
+            "--tls-private-key-file=b",
+        ])
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("--service-node-port-range"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_empty_allow_list_parses_as_empty() {
+        assert_eq!(CidrList::from_str("").unwrap(), CidrList(vec![]));
+        assert_eq!(
+            CidrList::from_str("203.0.113.0/24, 10.0.0.0/8")
+                .unwrap()
+                .0
+                .len(),
+            2
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! `svcplane status`: each range's usage read from the cluster, with the values no Service
+//! holds (leaks repair will free) and the values several Services hold (conflicts).
+
+use std::collections::{BTreeMap, HashSet};
+
+use allocator::{ClusterIpAllocator, IpRange, NodePortAllocator, PortRange, Snapshot, Value};
+use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+use kube::api::ListParams;
+use serde::Serialize;
+use webhook::services::spec::to_spec;
+use webhook::state::RangeAllocation;
+use webhook::state::held::held_values;
+
+use crate::cli::{OutputFormat, StatusArgs};
+
+/// The state of one range.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RangeStatus {
+    /// The RangeAllocation object.
+    pub name: String,
+    /// The range.
+    pub range: String,
+    pub size: u64,
+    pub used: u64,
+    pub free: u64,
+    /// used / size, in percent.
+    pub utilization: f64,
+    /// Values below this offset form the static band (picked by users, filled last).
+    pub static_band: u64,
+    pub static_used: u64,
+    pub dynamic_used: u64,
+    /// Allocated values no Service holds: repair frees them after three sweeps.
+    pub leaked: u64,
+    /// Values more than one Service holds.
+    pub conflicts: u64,
+}
+
+/// Computes the status of every range from its object and the cluster's Services.
+pub fn compute(objects: &[RangeAllocation], services: &[Service]) -> Result<Vec<RangeStatus>> {
+    let mut holders: BTreeMap<Value, u32> = BTreeMap::new();
+    for service in services {
+        if let Ok(spec) = to_spec(service) {
+            for value in held_values(&spec) {
+                *holders.entry(value).or_default() += 1;
+            }
+        }
+    }
+    let held: HashSet<Value> = holders.keys().copied().collect();
+    let mut statuses = Vec::new();
+    for object in objects {
+        let snapshot = Snapshot {
+            range: object.spec.range.clone(),
+            data: object.spec.data.0.clone(),
+        };
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let (size, band, values): (u64, u64, Vec<(u64, Value)>) = if object.spec.range.contains('/')
+        {
+            let range: IpRange = object.spec.range.parse()?;
+            let ips = ClusterIpAllocator::from_snapshot(&snapshot)
+                .with_context(|| format!("reading {name}"))?;
+            let values = ips
+                .iter()
+                .map(|ip| (range.offset_of(ip).unwrap_or(0), Value::ClusterIp(ip)))
+                .collect();
+            (range.size(), range.band_offset(), values)
+        } else {
+            let range: PortRange = object.spec.range.parse()?;
+            let ports = NodePortAllocator::from_snapshot(&snapshot)
+                .with_context(|| format!("reading {name}"))?;
+            let values = ports
+                .iter()
+                .map(|port| (u64::from(port - range.first()), Value::NodePort(port)))
+                .collect();
+            (range.size(), range.band_offset(), values)
+        };
+        let used = values.len() as u64;
+        let static_used = values.iter().filter(|(offset, _)| *offset < band).count() as u64;
+        let in_range: HashSet<Value> = values.iter().map(|(_, v)| *v).collect();
+        statuses.push(RangeStatus {
+            name,
+            range: object.spec.range.clone(),
+            size,
+            used,
+            free: size - used,
+            utilization: if size == 0 {
+                0.0
+            } else {
+                used as f64 * 100.0 / size as f64
+            },
+            static_band: band,
+            static_used,
+            dynamic_used: used - static_used,
+            leaked: in_range.iter().filter(|v| !held.contains(v)).count() as u64,
+            conflicts: holders
+                .iter()
+                .filter(|(v, n)| **n > 1 && in_range.contains(v))
+                .count() as u64,
+        });
+    }
+    Ok(statuses)
+}
+
+/// A table with one usage bar per range.
+pub fn render(statuses: &[RangeStatus]) -> String {
+    const WIDTH: usize = 30;
+    let mut out = String::new();
+    for s in statuses {
+        let filled = ((s.utilization / 100.0) * WIDTH as f64).ceil() as usize;
+        let filled = if s.used > 0 {
+            filled.clamp(1, WIDTH)
+        } else {
+            0
+        };
+        out.push_str(&format!(
+            "{name:<18} {range:<22} [{bar}{rest}] {pct:>6.2}%  used {used} / {size}, free {free}\n",
+            name = s.name,
+            range = s.range,
+            bar = "#".repeat(filled),
+            rest = ".".repeat(WIDTH - filled),
+            pct = s.utilization,
+            used = s.used,
+            size = s.size,
+            free = s.free,
+        ));
+        out.push_str(&format!(
+            "{:<18} static band (offsets < {}): {} used; dynamic band: {} used; leaked (pending repair): {}; conflicts: {}\n",
+            "", s.static_band, s.static_used, s.dynamic_used, s.leaked, s.conflicts
+        ));
+    }
+    out
+}
+
+/// Reads the ranges and Services and prints their status.
+pub async fn print(args: &StatusArgs) -> Result<()> {
+    let client = crate::run::client(&args.cluster).await?;
+    let objects = Api::<RangeAllocation>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .context("listing RangeAllocations (is svcplane's webhook installed?)")?
+        .items;
+    let services = Api::<Service>::all(client)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let statuses = compute(&objects, &services)?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&statuses)?),
+        OutputFormat::Text if statuses.is_empty() => {
+            println!("no ranges: svcplane's webhook has not started on this cluster")
+        }
+        OutputFormat::Text => print!("{}", render(&statuses)),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use kube::api::ObjectMeta;
+    use serde_json::json;
+    use webhook::state::RangeAllocationSpec;
+
+    fn object(name: &str, snapshot: Snapshot, used: u64, size: u64) -> RangeAllocation {
+        RangeAllocation {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            spec: RangeAllocationSpec {
+                range: snapshot.range,
+                data: ByteString(snapshot.data),
+                used,
+                size,
+            },
+        }
+    }
+
+    fn service(name: &str, ip: &str, node_port: Option<i32>) -> Service {
+        let mut port = json!({ "port": 80 });
+        if let Some(p) = node_port {
+            port["nodePort"] = json!(p);
+        }
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "namespace": "default" },
+            "spec": { "type": if node_port.is_some() { "NodePort" } else { "ClusterIP" },
+                      "clusterIP": ip, "clusterIPs": [ip], "ports": [port] },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn usage_bands_leaks_and_conflicts_are_counted() {
+        let mut ips = ClusterIpAllocator::new("10.96.0.0/28".parse().unwrap());
+        for ip in ["10.96.0.1", "10.96.0.2", "10.96.0.3"] {
+            ips.allocate(ip.parse().unwrap()).unwrap();
+        }
+        let mut ports = NodePortAllocator::new(PortRange::default());
+        ports.allocate(30000).unwrap();
+        ports.allocate(32000).unwrap();
+        let objects = [
+            object("cluster-ips-ipv4", ips.snapshot(), 3, 14),
+            object("node-ports", ports.snapshot(), 2, 2768),
+        ];
+        let services = [
+            service("kubernetes", "10.96.0.1", None),
+            service("a", "10.96.0.2", Some(30000)),
+            service("b", "10.96.0.2", None),
+        ];
+        let statuses = compute(&objects, &services).unwrap();
+        assert_eq!(
+            (statuses[0].used, statuses[0].free, statuses[0].size),
+            (3, 11, 14)
+        );
+        assert_eq!(statuses[0].static_band, 0, "a /28 has no static band");
+        assert_eq!(
+            (statuses[0].leaked, statuses[0].conflicts),
+            (1, 1),
+            "10.96.0.3 leaked, 10.96.0.2 shared"
+        );
+        assert_eq!(statuses[1].static_band, 86);
+        assert_eq!((statuses[1].static_used, statuses[1].dynamic_used), (1, 1));
+        assert_eq!(statuses[1].leaked, 1, "32000 is held by no Service");
+        let text = render(&statuses);
+        assert!(text.contains("cluster-ips-ipv4   10.96.0.0/28"), "{text}");
+        assert!(
+            text.contains("[#######.......................]  21.43%  used 3 / 14, free 11"),
+            "{text}"
+        );
+    }
+}
