@@ -5,7 +5,9 @@ use std::fmt;
 
 use axum::http::StatusCode;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::admission::{
+    AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
+};
 use kube::core::response::StatusSummary;
 
 /// An admission request with its object left untyped until a handler knows its kind.
@@ -59,10 +61,20 @@ impl fmt::Display for FieldError {
     }
 }
 
-/// Decodes an AdmissionReview body into its request.
+/// Decodes an AdmissionReview body into its request. Only `admission.k8s.io/v1` is
+/// accepted: it is the one version the webhook configurations list, and the response
+/// repeats the request's apiVersion and kind, so anything else would get an answer that is
+/// not an AdmissionReview.
 pub fn decode(body: &[u8]) -> Result<Request, String> {
     let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
         .map_err(|error| format!("malformed AdmissionReview: {error}"))?;
+    let types = &review.types;
+    if types.api_version != META_API_VERSION_V1 || types.kind != META_KIND {
+        return Err(format!(
+            "malformed AdmissionReview: expected apiVersion {META_API_VERSION_V1} and kind {META_KIND}, got {:?} and {:?}",
+            types.api_version, types.kind
+        ));
+    }
     review
         .try_into()
         .map_err(|_| "malformed AdmissionReview: it has no request".to_string())
@@ -184,6 +196,31 @@ mod tests {
             FieldError::forbidden("spec.externalIPs", "externalIPs are not allowed").to_string(),
             "spec.externalIPs: Forbidden: externalIPs are not allowed"
         );
+    }
+
+    #[test]
+    fn only_v1_admission_reviews_are_decoded() {
+        let review = |api_version: &str, kind: &str| {
+            serde_json::json!({
+                "apiVersion": api_version,
+                "kind": kind,
+                "request": {
+                    "uid": "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4",
+                    "kind": { "group": "", "version": "v1", "kind": "Service" },
+                    "resource": { "group": "", "version": "v1", "resource": "services" },
+                    "operation": "CREATE",
+                    "userInfo": {},
+                }
+            })
+            .to_string()
+        };
+        let request = decode(review("admission.k8s.io/v1", "AdmissionReview").as_bytes()).unwrap();
+        assert_eq!(request.types.kind, "AdmissionReview");
+        assert_eq!(
+            decode(review("v1", "Pod").as_bytes()).unwrap_err(),
+            "malformed AdmissionReview: expected apiVersion admission.k8s.io/v1 and kind AdmissionReview, got \"v1\" and \"Pod\""
+        );
+        assert!(decode(review("admission.k8s.io/v1beta1", "AdmissionReview").as_bytes()).is_err());
     }
 
     #[test]
