@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Starts a local control plane: etcd + kube-apiserver on loopback with generated
-# certificates, and kube-controller-manager running the in-tree endpoint controllers
-# (pass --without-in-tree-endpoint-controllers to leave them off). Builds what is missing
-# first. Prints how to point kubectl at it; Ctrl-C stops everything cleanly.
+# svcplane's main job, locally: builds what is missing, starts etcd + kube-apiserver on
+# loopback with generated certificates, runs svcplane (controllers + webhook) against them,
+# registers the webhook, plays the seed walkthrough step by step, then stays up and prints
+# how to point kubectl at it. Ctrl-C stops everything and removes its files.
+#
+#   --in-tree          kube-controller-manager's endpoint controllers instead of svcplane's
+#   --no-walkthrough   skip the demo
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +16,7 @@ echo "==> Kubernetes binaries (hack/kube-bins.sh)" >&2
 SVCPLANE_KUBE_BIN_DIR=$(bash hack/kube-bins.sh | tail -n 1)
 export SVCPLANE_KUBE_BIN_DIR
 
-echo "==> building the local control plane runner" >&2
-cargo build --locked -p e2e --bin local-control-plane
-exec "$CARGO_TARGET_DIR/debug/local-control-plane" "$@"
+echo "==> building svcplane and the local runner (cargo)" >&2
+cargo build --locked -p svcplane -p e2e --bin svcplane --bin local-up
+export SVCPLANE_BIN="$CARGO_TARGET_DIR/debug/svcplane"
+exec "$CARGO_TARGET_DIR/debug/local-up" "$@"

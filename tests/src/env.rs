@@ -98,7 +98,7 @@ impl TestEnv {
                         let replica = svcplane::start_replica(self.client.clone(), config).await?;
                         let ca = std::fs::read(plane.dir().join("ca.crt"))?;
                         svcplane::register(&self.client, &replica.url, ca, false).await?;
-                        svcplane::wait_until_called(&self.client, &replica).await?;
+                        svcplane::wait_until_called(&self.client, replica.admin).await?;
                         anyhow::Ok(replica)
                     })
                     .await?;

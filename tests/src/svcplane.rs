@@ -204,7 +204,8 @@ pub async fn metric_sum(admin: SocketAddr, prefix: &str) -> Result<f64> {
         .sum())
 }
 
-async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+/// The body of a plain-HTTP GET on loopback (the admin port).
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
@@ -220,9 +221,10 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
         .unwrap_or_default())
 }
 
-/// Waits until the apiserver sends Service admissions to `replica`: a webhook
+/// Waits until the apiserver sends Service admissions to the webhook whose admin port is
+/// `admin`: a webhook
 /// configuration takes effect once the apiserver's informer has it.
-pub async fn wait_until_called(client: &Client, replica: &WebhookReplica) -> Result<()> {
+pub async fn wait_until_called(client: &Client, admin: SocketAddr) -> Result<()> {
     use k8s_openapi::api::core::v1::Service;
     use kube::api::PostParams;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
@@ -236,9 +238,9 @@ pub async fn wait_until_called(client: &Client, replica: &WebhookReplica) -> Res
     };
     let counter = "svcplane_admission_reviews_total{webhook=\"mutate-services\"";
     wait::until("the apiserver calling the webhook", || async {
-        let before = metric_sum(replica.admin, counter).await?;
+        let before = metric_sum(admin, counter).await?;
         services.create(&dry_run, &probe).await?;
-        let after = metric_sum(replica.admin, counter).await?;
+        let after = metric_sum(admin, counter).await?;
         Ok(if after > before {
             Ok(())
         } else {
