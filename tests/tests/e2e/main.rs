@@ -2,6 +2,7 @@
 //! cluster of `KUBECONFIG`), one namespace per test. Takes libtest's arguments
 //! (`--list`, filters, `--test-threads`).
 
+mod product;
 mod walkthrough;
 mod webhook;
 
@@ -25,6 +26,7 @@ macro_rules! cases {
 fn cases() -> Vec<(String, Case)> {
     cases![
         walkthrough::seed_walkthrough_in_tree,
+        product::manifests_apply_cleanly,
         webhook::allocates_from_the_persisted_state,
         webhook::refuses_taken_and_out_of_range_values,
         webhook::releases_on_delete,
