@@ -1,9 +1,10 @@
 //! The pure core of svcplane's Endpoints and EndpointSlice controllers.
 //!
-//! Everything in this crate is a function of plain Kubernetes objects: a Service, the Pods it
+//! Everything but [`runtime`] is a function of plain Kubernetes objects: a Service, the Pods it
 //! selects and the Nodes they run on go in; the desired Endpoints object, the desired
-//! EndpointSlice contents and the smallest set of slice writes come out. There is no client and
-//! no runtime here; the controllers that watch and write live at the edge and call into this.
+//! EndpointSlice contents and the smallest set of slice writes come out. No client, no async.
+//! [`runtime`] is the edge that watches, queues, writes and elects a leader, calling into the
+//! rest.
 //!
 //! - [`pods`]: which pods count, their readiness, addresses, ports and hostname.
 //! - [`service`]: what a Service asks for (selection, address families, headless).
@@ -11,6 +12,7 @@
 //! - [`endpointslice`]: the desired slice contents, the slice reconciler and the write tracker.
 //! - [`trigger_time`]: the honest `last-change-trigger-time` value.
 //! - [`well_known`]: label and annotation keys shared with the in-tree controllers.
+//! - [`runtime`]: the controllers themselves, started with [`runtime::run`].
 //!
 //! # Using it from a controller
 //!
@@ -33,6 +35,7 @@ pub mod endpoints;
 pub mod endpointslice;
 mod error;
 pub mod pods;
+pub mod runtime;
 pub mod service;
 pub mod trigger_time;
 pub mod well_known;

@@ -30,6 +30,13 @@ pub const IN_TREE_SLICE_MANAGER: &str = "endpointslice-controller.k8s.io";
 /// `managed-by` value of the in-tree Endpoints controller.
 pub const IN_TREE_ENDPOINTS_MANAGER: &str = "endpoint-controller";
 
+/// `managed-by` value of svcplane's EndpointSlice controller. Slices labelled with it or with
+/// [`IN_TREE_SLICE_MANAGER`] are the controller's own: it takes over the in-tree controller's
+/// slices in place (relabelling them when it writes them anyway) instead of replacing them.
+pub const SVCPLANE_SLICE_MANAGER: &str = "endpointslice-controller.svcplane.io";
+/// `managed-by` value of svcplane's Endpoints controller; also its event reporter name.
+pub const SVCPLANE_ENDPOINTS_MANAGER: &str = "endpoints-controller.svcplane.io";
+
 /// Formats a trigger time the way the in-tree controllers do (Go's RFC3339Nano in UTC: no
 /// trailing zeros in the fraction, no fraction at all on a whole second).
 pub fn format_trigger_time(time: &Time) -> String {

@@ -8,10 +8,13 @@ pub mod certs;
 pub mod control_plane;
 pub mod env;
 pub mod kubelet;
+pub mod load;
 pub mod process;
+pub mod proxy;
 pub mod svcplane;
 pub mod view;
 pub mod wait;
+pub mod writes;
 
 pub use control_plane::{ControlPlane, ControlPlaneConfig, ENDPOINT_CONTROLLERS};
 pub use env::{TestEnv, TestNamespace};

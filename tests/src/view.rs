@@ -261,3 +261,46 @@ impl ServiceSlicesView {
         self
     }
 }
+
+/// Everything the endpoint controllers published for one Service, normalised for comparing two
+/// controllers: the Endpoints object (subsets and labels as [`EndpointsView`], plus the
+/// over-capacity annotation), the slices merged as [`ServiceSlicesView`], and how many
+/// endpoints the slices hold in all (more than the merged view holds means a duplicate).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublishedView {
+    pub endpoints: Option<EndpointsView>,
+    /// `endpoints.kubernetes.io/over-capacity` of the Endpoints object.
+    pub over_capacity: Option<String>,
+    pub slices: ServiceSlicesView,
+    /// Endpoints over all slices, duplicates counted.
+    pub slice_endpoints: usize,
+}
+
+impl PublishedView {
+    pub fn of<'a>(
+        endpoints: Option<&Endpoints>,
+        slices: impl IntoIterator<Item = &'a EndpointSlice> + Clone,
+    ) -> Self {
+        Self {
+            endpoints: endpoints.map(EndpointsView::of),
+            over_capacity: endpoints.and_then(|e| {
+                e.metadata
+                    .annotations
+                    .as_ref()?
+                    .get("endpoints.kubernetes.io/over-capacity")
+                    .cloned()
+            }),
+            slices: ServiceSlicesView::of(slices.clone()),
+            slice_endpoints: slices
+                .into_iter()
+                .map(|s| s.endpoints.as_ref().map_or(0, Vec::len))
+                .sum(),
+        }
+    }
+
+    /// The merged view's endpoint count; differs from `slice_endpoints` when an endpoint is in
+    /// two slices.
+    pub fn distinct_slice_endpoints(&self) -> usize {
+        self.slices.groups.values().map(BTreeSet::len).sum()
+    }
+}

@@ -1,0 +1,330 @@
+//! The shared caches, and which Services a change of any watched object queues for a sync.
+//!
+//! - A Service change queues it for both controllers.
+//! - A pod change queues the Services selecting it before or after, and only when something
+//!   they publish changed (labels for selection; IPs, readiness, phase, deletion, node,
+//!   hostname/subdomain, container ports for the endpoints), after the batch period.
+//! - A Node appearing, disappearing or changing zone queues, for the slice controller, the
+//!   Services selecting pods on it (their endpoints carry its zone, or wait for it).
+//! - A deleted Endpoints object queues its Service for the Endpoints controller (to recreate).
+//! - A slice change queues its Service for the slice controller unless it only echoes the
+//!   controller's own write ([`SliceTracker::is_news`]), after at least a second, to batch
+//!   changes to several slices.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::cache::{Cache, Change, ObjectKey};
+use super::queue::WorkQueue;
+use super::trim::{PodChange, node_zone_changed, pod_change};
+use super::watch::WatchEvent;
+use crate::SliceTracker;
+use crate::pods;
+use crate::service::selects;
+use crate::well_known::{IN_TREE_SLICE_MANAGER, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY};
+
+/// The least delay before a sync caused by a slice change, as in-tree: changes to several
+/// slices of one Service are handled in one sync.
+pub(crate) const SLICE_CHANGE_MIN_DELAY: Duration = Duration::from_secs(1);
+
+/// One cache per watched kind, shared by both controllers.
+#[derive(Debug, Default)]
+pub(crate) struct Caches {
+    pub services: Cache<Service>,
+    pub pods: Cache<Pod>,
+    pub nodes: Cache<Node>,
+    pub endpoints: Cache<Endpoints>,
+    pub slices: Cache<EndpointSlice>,
+}
+
+impl Caches {
+    /// Whether every kind has been listed once.
+    pub fn synced(&self) -> bool {
+        self.services.is_synced()
+            && self.pods.is_synced()
+            && self.nodes.is_synced()
+            && self.endpoints.is_synced()
+            && self.slices.is_synced()
+    }
+}
+
+/// A watch event of any of the kinds (boxed: objects differ much in size).
+#[derive(Debug)]
+pub(crate) enum Update {
+    Service(Box<WatchEvent<Service>>),
+    Pod(Box<WatchEvent<Pod>>),
+    Node(Box<WatchEvent<Node>>),
+    Endpoints(Box<WatchEvent<Endpoints>>),
+    Slice(Box<WatchEvent<EndpointSlice>>),
+}
+
+/// Where the router sends Service keys.
+#[derive(Debug)]
+pub(crate) struct Queues {
+    pub endpoints: Arc<WorkQueue<ObjectKey>>,
+    pub slices: Arc<WorkQueue<ObjectKey>>,
+    /// `--endpoint-updates-batch-period`.
+    pub endpoints_batch: Duration,
+    /// `--endpointslice-updates-batch-period`.
+    pub slices_batch: Duration,
+}
+
+/// Applies watch events to the caches and queues the Services they affect.
+#[derive(Debug)]
+pub(crate) struct Router {
+    caches: Arc<Caches>,
+    queues: Queues,
+    slice_tracker: Arc<Mutex<SliceTracker>>,
+    slice_manager: &'static str,
+    pods_by_node: HashMap<String, BTreeSet<ObjectKey>>,
+}
+
+fn apply_event<K: kube::Resource>(cache: &Cache<K>, event: WatchEvent<K>) -> Vec<Change<K>> {
+    match event {
+        WatchEvent::Apply(object) => vec![cache.apply(object)],
+        WatchEvent::Delete(object) => vec![cache.delete(object)],
+        WatchEvent::Unreadable(key) => {
+            cache.keep(key);
+            Vec::new()
+        }
+        WatchEvent::RelistStart => {
+            cache.begin_relist();
+            Vec::new()
+        }
+        WatchEvent::RelistDone => cache
+            .end_relist()
+            .into_iter()
+            .map(Change::Deleted)
+            .collect(),
+    }
+}
+
+fn service_key(service: &Service) -> ObjectKey {
+    ObjectKey::of(service)
+}
+
+impl Router {
+    pub fn new(
+        caches: Arc<Caches>,
+        queues: Queues,
+        slice_tracker: Arc<Mutex<SliceTracker>>,
+        slice_manager: &'static str,
+    ) -> Self {
+        Router {
+            caches,
+            queues,
+            slice_tracker,
+            slice_manager,
+            pods_by_node: HashMap::new(),
+        }
+    }
+
+    /// Applies one watch event.
+    pub fn handle(&mut self, update: Update) {
+        match update {
+            Update::Service(event) => {
+                for change in apply_event(&self.caches.services, *event) {
+                    let key = match change {
+                        Change::Applied { new, .. } => service_key(&new),
+                        Change::Deleted(old) => service_key(&old),
+                    };
+                    self.queues.endpoints.add(key.clone());
+                    self.queues.slices.add(key);
+                }
+            }
+            Update::Pod(event) => {
+                for change in apply_event(&self.caches.pods, *event) {
+                    self.pod_changed(change);
+                }
+            }
+            Update::Node(event) => {
+                for change in apply_event(&self.caches.nodes, *event) {
+                    self.node_changed(change);
+                }
+            }
+            Update::Endpoints(event) => {
+                for change in apply_event(&self.caches.endpoints, *event) {
+                    if let Change::Deleted(old) = change {
+                        self.queues.endpoints.add(ObjectKey::of(old.as_ref()));
+                    }
+                }
+            }
+            Update::Slice(event) => {
+                for change in apply_event(&self.caches.slices, *event) {
+                    self.slice_changed(change);
+                }
+            }
+        }
+    }
+
+    fn index_pod(&mut self, old: Option<&Pod>, new: Option<&Pod>) {
+        let old_node = old.and_then(pods::node_name);
+        let new_node = new.and_then(pods::node_name);
+        if old_node == new_node {
+            return;
+        }
+        if let (Some(node), Some(pod)) = (old_node, old)
+            && let Some(pods) = self.pods_by_node.get_mut(node)
+        {
+            pods.remove(&ObjectKey::of(pod));
+            if pods.is_empty() {
+                self.pods_by_node.remove(node);
+            }
+        }
+        if let (Some(node), Some(pod)) = (new_node, new) {
+            self.pods_by_node
+                .entry(node.to_string())
+                .or_default()
+                .insert(ObjectKey::of(pod));
+        }
+    }
+
+    fn pod_changed(&mut self, change: Change<Pod>) {
+        let (old, new) = match change {
+            Change::Applied { old, new } => (old, Some(new)),
+            Change::Deleted(old) => (Some(old), None),
+        };
+        self.index_pod(old.as_deref(), new.as_deref());
+        let kind = match (&old, &new) {
+            (Some(old), Some(new)) => pod_change(old, new),
+            _ => PodChange::Endpoints,
+        };
+        if kind == PodChange::None {
+            return;
+        }
+        let Some(namespace) = new
+            .as_ref()
+            .or(old.as_ref())
+            .and_then(|p| p.metadata.namespace.clone())
+        else {
+            return;
+        };
+        let selected = |service: &Service, pod: &Option<Arc<Pod>>| {
+            pod.as_ref().is_some_and(|pod| selects(service, pod))
+        };
+        let affected = self.caches.services.list(&namespace, |service| {
+            let (before, after) = (selected(service, &old), selected(service, &new));
+            match kind {
+                PodChange::LabelsOnly => before != after,
+                _ => before || after,
+            }
+        });
+        for service in affected {
+            let key = service_key(&service);
+            self.queues
+                .endpoints
+                .add_after(key.clone(), self.queues.endpoints_batch);
+            self.queues.slices.add_after(key, self.queues.slices_batch);
+        }
+    }
+
+    fn node_changed(&mut self, change: Change<Node>) {
+        let node = match &change {
+            Change::Applied {
+                old: Some(old),
+                new,
+            } => {
+                if !node_zone_changed(old, new) {
+                    return;
+                }
+                new
+            }
+            Change::Applied { old: None, new } => new,
+            Change::Deleted(old) => old,
+        };
+        let Some(pods) = node
+            .metadata
+            .name
+            .as_ref()
+            .and_then(|name| self.pods_by_node.get(name))
+        else {
+            return;
+        };
+        let mut affected = BTreeSet::new();
+        for key in pods {
+            let Some(pod) = self.caches.pods.get(&key.namespace, &key.name) else {
+                continue;
+            };
+            for service in self
+                .caches
+                .services
+                .list(&key.namespace, |service| selects(service, &pod))
+            {
+                affected.insert(service_key(&service));
+            }
+        }
+        for key in affected {
+            self.queues.slices.add(key);
+        }
+    }
+
+    fn is_managed(&self, slice: &EndpointSlice) -> bool {
+        let manager = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_SLICE_MANAGED_BY));
+        manager.is_some_and(|m| m == self.slice_manager || m == IN_TREE_SLICE_MANAGER)
+    }
+
+    fn slice_service(slice: &EndpointSlice) -> Option<ObjectKey> {
+        let name = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
+        Some(ObjectKey::new(
+            slice.metadata.namespace.clone().unwrap_or_default(),
+            name.clone(),
+        ))
+    }
+
+    fn queue_slice_service(&self, slice: &EndpointSlice) {
+        if let Some(key) = Self::slice_service(slice) {
+            let delay = self.queues.slices_batch.max(SLICE_CHANGE_MIN_DELAY);
+            self.queues.slices.add_after(key, delay);
+        }
+    }
+
+    fn slice_changed(&mut self, change: Change<EndpointSlice>) {
+        match change {
+            Change::Applied { old, new } => {
+                if let Some(old) = &old {
+                    let moved = Self::slice_service(old) != Self::slice_service(&new);
+                    let adopted_or_released = self.is_managed(old) != self.is_managed(&new);
+                    if moved || adopted_or_released {
+                        if self.is_managed(old) {
+                            self.queue_slice_service(old);
+                        }
+                        self.queue_slice_service(&new);
+                        return;
+                    }
+                }
+                let news = self
+                    .slice_tracker
+                    .lock()
+                    .expect("tracker lock")
+                    .is_news(&new);
+                if self.is_managed(&new) && news {
+                    self.queue_slice_service(&new);
+                }
+            }
+            Change::Deleted(old) => {
+                if !self.is_managed(&old) {
+                    return;
+                }
+                let ours = self
+                    .slice_tracker
+                    .lock()
+                    .expect("tracker lock")
+                    .handle_deletion(&old);
+                if !ours {
+                    self.queue_slice_service(&old);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,212 @@
+//! Metrics, with the in-tree names where the in-tree controllers have one.
+//!
+//! prometheus-client appends `_total` to counters, so `endpoint_slice_controller_changes` is
+//! exposed as `endpoint_slice_controller_changes_total` (the name in-tree adopts in 1.38) and
+//! `endpoint_slice_controller_syncs` as `endpoint_slice_controller_syncs_total`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::cache::ObjectKey;
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// What the EndpointSlice controller knows of one Service's slices, for the cluster-wide gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ServiceSliceCounts {
+    /// Slices that exist after the last sync.
+    pub slices: i64,
+    /// Slices a perfect packing would need.
+    pub desired_slices: i64,
+    /// Endpoints desired.
+    pub endpoints: i64,
+}
+
+/// The controllers' metrics, registered once in the registry `run` is given.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    slice_changes: Family<Labels, Counter>,
+    endpoints_added_per_sync: Histogram,
+    endpoints_removed_per_sync: Histogram,
+    slices_changed_per_sync: Family<Vec<(&'static str, String)>, Histogram>,
+    slice_syncs: Family<Labels, Counter>,
+    num_endpoint_slices: Gauge,
+    desired_endpoint_slices: Gauge,
+    endpoints_desired: Gauge,
+    api_writes: Family<Labels, Counter>,
+    per_service: Mutex<HashMap<ObjectKey, ServiceSliceCounts>>,
+}
+
+fn per_sync_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(2.0, 2.0, 15))
+}
+
+fn default_buckets_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Metrics {
+            slice_changes: Family::default(),
+            endpoints_added_per_sync: per_sync_histogram(),
+            endpoints_removed_per_sync: per_sync_histogram(),
+            slices_changed_per_sync: Family::new_with_constructor(default_buckets_histogram),
+            slice_syncs: Family::default(),
+            num_endpoint_slices: Gauge::default(),
+            desired_endpoint_slices: Gauge::default(),
+            endpoints_desired: Gauge::default(),
+            api_writes: Family::default(),
+            per_service: Mutex::new(HashMap::new()),
+        };
+        registry.register(
+            "endpoint_slice_controller_changes",
+            "Number of EndpointSlice changes",
+            metrics.slice_changes.clone(),
+        );
+        registry.register(
+            "endpoint_slice_controller_endpoints_added_per_sync",
+            "Number of endpoints added on each Service sync",
+            metrics.endpoints_added_per_sync.clone(),
+        );
+        registry.register(
+            "endpoint_slice_controller_endpoints_removed_per_sync",
+            "Number of endpoints removed on each Service sync",
+            metrics.endpoints_removed_per_sync.clone(),
+        );
+        registry.register(
+            "endpoint_slice_controller_endpointslices_changed_per_sync",
+            "Number of EndpointSlices changed on each Service sync",
+            metrics.slices_changed_per_sync.clone(),
+        );
+        registry.register(
+            "endpoint_slice_controller_syncs",
+            "Number of EndpointSlice syncs",
+            metrics.slice_syncs.clone(),
+        );
+        registry.register(
+            "endpoint_slice_controller_num_endpoint_slices",
+            "Number of EndpointSlices",
+            metrics.num_endpoint_slices.clone(),
+        );
+        registry.register(
+            "endpoint_slice_controller_desired_endpoint_slices",
+            "Number of EndpointSlices that would exist with perfect endpoint allocation",
+            metrics.desired_endpoint_slices.clone(),
+        );
+        registry.register(
+            "endpoint_slice_controller_endpoints_desired",
+            "Number of endpoints desired",
+            metrics.endpoints_desired.clone(),
+        );
+        registry.register(
+            "svcplane_controller_api_writes",
+            "API writes made by svcplane's endpoint controllers, by kind and operation",
+            metrics.api_writes.clone(),
+        );
+        metrics
+    }
+
+    /// Counts one successful write; `kind` is `Endpoints` or `EndpointSlice`, `operation`
+    /// `create`, `update` or `delete`.
+    pub fn api_write(&self, kind: &'static str, operation: &'static str) {
+        self.api_writes
+            .get_or_create(&vec![("kind", kind), ("operation", operation)])
+            .inc();
+        if kind == "EndpointSlice" {
+            self.slice_changes
+                .get_or_create(&vec![("operation", operation)])
+                .inc();
+        }
+    }
+
+    /// Records the outcome of a slice sync: `success`, `stale` or `error`.
+    pub fn slice_sync(&self, result: &'static str) {
+        self.slice_syncs
+            .get_or_create(&vec![("result", result)])
+            .inc();
+    }
+
+    /// Records what a successful slice sync changed.
+    pub fn slice_sync_changes(
+        &self,
+        added: usize,
+        removed: usize,
+        slices_changed: usize,
+        traffic_distribution: &str,
+    ) {
+        self.endpoints_added_per_sync.observe(added as f64);
+        self.endpoints_removed_per_sync.observe(removed as f64);
+        self.slices_changed_per_sync
+            .get_or_create(&vec![
+                ("topology", "Disabled".to_string()),
+                ("traffic_distribution", traffic_distribution.to_string()),
+            ])
+            .observe(slices_changed as f64);
+    }
+
+    /// Sets a Service's share of the cluster-wide slice gauges; `None` removes it.
+    pub fn service_slices(&self, key: &ObjectKey, counts: Option<ServiceSliceCounts>) {
+        let mut per_service = self.per_service.lock().expect("metrics lock");
+        let before = match counts {
+            Some(counts) => per_service.insert(key.clone(), counts),
+            None => per_service.remove(key),
+        }
+        .unwrap_or_default();
+        let after = counts.unwrap_or_default();
+        self.num_endpoint_slices
+            .inc_by(after.slices - before.slices);
+        self.desired_endpoint_slices
+            .inc_by(after.desired_slices - before.desired_slices);
+        self.endpoints_desired
+            .inc_by(after.endpoints - before.endpoints);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+
+    #[test]
+    fn exposes_the_in_tree_names() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.api_write("EndpointSlice", "create");
+        metrics.api_write("Endpoints", "update");
+        metrics.slice_sync("success");
+        metrics.slice_sync_changes(3, 1, 1, "");
+        let key = ObjectKey::new("ns", "web");
+        let counts = ServiceSliceCounts {
+            slices: 2,
+            desired_slices: 1,
+            endpoints: 30,
+        };
+        metrics.service_slices(&key, Some(counts));
+        metrics.service_slices(&ObjectKey::new("ns", "db"), Some(counts));
+        metrics.service_slices(&key, None);
+
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for line in [
+            "endpoint_slice_controller_changes_total{operation=\"create\"} 1",
+            "endpoint_slice_controller_syncs_total{result=\"success\"} 1",
+            "endpoint_slice_controller_endpoints_added_per_sync_sum 3.0",
+            "endpoint_slice_controller_num_endpoint_slices 2",
+            "endpoint_slice_controller_desired_endpoint_slices 1",
+            "endpoint_slice_controller_endpoints_desired 30",
+            "svcplane_controller_api_writes_total{kind=\"Endpoints\",operation=\"update\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+}

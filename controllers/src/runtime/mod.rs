@@ -1,0 +1,319 @@
+//! The controllers at work: watches, caches, work queues, API writes, leader election, metrics
+//! and events around the pure core.
+//!
+//! - [`watch`]: one watch per kind, with backoff, that no single bad object stops.
+//! - [`cache`]: the per-kind caches both controllers share.
+//! - [`informer`]: which Services a change of any object queues for a sync.
+//! - [`queue`]: per-key de-duplicated work queues with delays and retry backoff.
+//! - [`endpoints`] and [`endpointslice`]: one sync of one Service, for each controller.
+//! - [`leader`]: leader election on a Lease.
+//! - [`metrics`]: the in-tree metric names in the registry the caller passes in.
+//!
+//! The entry point is [`run`]; a binary parses flags into a [`ControllersConfig`] and calls it.
+//!
+//! kube-runtime's `Controller` is not used for the work loop: it only reconciles objects its
+//! store holds, while both controllers must also sync a Service that is gone (the Endpoints
+//! controller deletes its Endpoints object, both forget what they tracked), and doing that
+//! outside the queue would race with a sync of the same Service in flight.
+
+pub mod cache;
+mod endpoints;
+mod endpointslice;
+mod error;
+mod informer;
+mod leader;
+mod metrics;
+pub mod queue;
+pub mod trim;
+mod watch;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use prometheus_client::registry::Registry;
+use tokio::task::JoinSet;
+
+pub use cache::ObjectKey;
+pub use error::{Error, Result};
+pub use leader::{LeaderElectionConfig, default_identity};
+
+use self::endpoints::EndpointsController;
+use self::endpointslice::SliceController;
+use self::error::SyncError;
+use self::informer::{Caches, Queues, Router, Update};
+use self::leader::Elector;
+use self::metrics::Metrics;
+use self::queue::{Backoff, WorkQueue};
+use crate::well_known::{SVCPLANE_ENDPOINTS_MANAGER, SVCPLANE_SLICE_MANAGER};
+use crate::{MaxEndpointsPerSlice, SliceTracker};
+
+/// How the controllers run. The defaults are kube-controller-manager's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllersConfig {
+    /// `--concurrent-service-endpoint-syncs`: Services whose EndpointSlices sync at once (5).
+    pub concurrent_service_endpoint_syncs: u16,
+    /// `--concurrent-endpoint-syncs`: Services whose Endpoints sync at once (5).
+    pub concurrent_endpoint_syncs: u16,
+    /// `--endpointslice-updates-batch-period`: delay before a pod change is synced into
+    /// slices, so that changes arriving meanwhile share the write (0).
+    pub endpointslice_updates_batch_period: Duration,
+    /// `--endpoint-updates-batch-period`: the same for Endpoints (0).
+    pub endpoint_updates_batch_period: Duration,
+    /// `--max-endpoints-per-slice` (100).
+    pub max_endpoints_per_slice: MaxEndpointsPerSlice,
+    /// Leader election (on, Lease `kube-system/svcplane-controllers`).
+    pub leader_election: LeaderElectionConfig,
+}
+
+impl Default for ControllersConfig {
+    fn default() -> Self {
+        ControllersConfig {
+            concurrent_service_endpoint_syncs: 5,
+            concurrent_endpoint_syncs: 5,
+            endpointslice_updates_batch_period: Duration::ZERO,
+            endpoint_updates_batch_period: Duration::ZERO,
+            max_endpoints_per_slice: MaxEndpointsPerSlice::DEFAULT,
+            leader_election: LeaderElectionConfig::default(),
+        }
+    }
+}
+
+impl ControllersConfig {
+    fn validate(&self) -> Result<()> {
+        if self.concurrent_service_endpoint_syncs == 0 || self.concurrent_endpoint_syncs == 0 {
+            return Err(Error::InvalidConfig(
+                "--concurrent-service-endpoint-syncs and --concurrent-endpoint-syncs must be at least 1"
+                    .into(),
+            ));
+        }
+        self.leader_election
+            .validate()
+            .map_err(Error::InvalidConfig)
+    }
+}
+
+/// The in-tree retry schedules: 5ms doubling for Endpoints, 1s doubling for slices (slice
+/// syncs can be large), both up to 1000s; a Service is dropped from the queue after 15
+/// failed retries, until its next change.
+const ENDPOINTS_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(5),
+    max: Duration::from_secs(1000),
+};
+const SLICES_BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    max: Duration::from_secs(1000),
+};
+const MAX_RETRIES: u32 = 15;
+
+/// Runs the Endpoints and EndpointSlice controllers until `shutdown` completes.
+///
+/// The metrics are registered in `registry` when `run` is called, before the returned future
+/// is first polled, so the caller can serve the registry while the controllers run.
+///
+/// With leader election on, the controllers only run while this instance holds the Lease:
+/// the future waits for it, and fails with [`Error::LeadershipLost`] if it is lost (the process
+/// should then exit, as kube-controller-manager does). On shutdown, syncs in flight finish, the
+/// Lease is released and the future yields `Ok`.
+pub fn run(
+    client: Client,
+    config: ControllersConfig,
+    registry: &mut Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = Result<()>> + Send + 'static {
+    let metrics = Arc::new(Metrics::register(registry));
+    async move {
+        config.validate()?;
+        let shutdown = shutdown.shared();
+        if !config.leader_election.enabled {
+            return run_controllers(client, &config, metrics, shutdown).await;
+        }
+        let mut elector = Elector::new(client.clone(), config.leader_election.clone());
+        tokio::select! {
+            () = elector.acquire() => {}
+            () = shutdown.clone() => return Ok(()),
+        }
+        let result = tokio::select! {
+            result = run_controllers(client, &config, metrics, shutdown) => result,
+            reason = elector.hold() => {
+                let lease = config.leader_election.lease();
+                tracing::error!(%lease, %reason, "lost the leader Lease; stopping the controllers");
+                return Err(Error::LeadershipLost { lease, reason });
+            }
+        };
+        elector.release().await;
+        result
+    }
+}
+
+fn reporter(controller: &str, config: &ControllersConfig) -> Reporter {
+    Reporter {
+        controller: controller.into(),
+        instance: Some(config.leader_election.identity.clone()),
+    }
+}
+
+async fn run_controllers(
+    client: Client,
+    config: &ControllersConfig,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let caches = Arc::new(Caches::default());
+    let queues = Queues {
+        endpoints: Arc::new(WorkQueue::new(ENDPOINTS_BACKOFF)),
+        slices: Arc::new(WorkQueue::new(SLICES_BACKOFF)),
+        endpoints_batch: config.endpoint_updates_batch_period,
+        slices_batch: config.endpointslice_updates_batch_period,
+    };
+    let (endpoints_queue, slices_queue) = (queues.endpoints.clone(), queues.slices.clone());
+    let slice_tracker = Arc::new(Mutex::new(SliceTracker::default()));
+
+    let mut tasks = JoinSet::new();
+    let (synced_tx, mut synced_rx) = tokio::sync::watch::channel(false);
+    let router = Router::new(
+        caches.clone(),
+        queues,
+        slice_tracker.clone(),
+        SVCPLANE_SLICE_MANAGER,
+    );
+    tasks.spawn(route(client.clone(), router, caches.clone(), synced_tx));
+
+    tokio::pin!(shutdown);
+    tokio::select! {
+        result = synced_rx.wait_for(|synced| *synced) => {
+            if result.is_err() {
+                return Ok(());
+            }
+        }
+        () = &mut shutdown => return Ok(()),
+    }
+    tracing::info!(
+        services = caches.services.len(),
+        pods = caches.pods.len(),
+        nodes = caches.nodes.len(),
+        "caches synced; starting the controllers"
+    );
+    queue_everything(&caches, &endpoints_queue, &slices_queue);
+
+    let endpoints_controller = Arc::new(EndpointsController::new(
+        client.clone(),
+        caches.clone(),
+        metrics.clone(),
+        Recorder::new(client.clone(), reporter(SVCPLANE_ENDPOINTS_MANAGER, config)),
+    ));
+    let slice_controller = Arc::new(SliceController::new(
+        client.clone(),
+        caches.clone(),
+        metrics,
+        Recorder::new(client.clone(), reporter(SVCPLANE_SLICE_MANAGER, config)),
+        SVCPLANE_SLICE_MANAGER,
+        config.max_endpoints_per_slice,
+        slice_tracker,
+    ));
+    let mut workers = JoinSet::new();
+    for _ in 0..config.concurrent_endpoint_syncs {
+        let (queue, controller) = (endpoints_queue.clone(), endpoints_controller.clone());
+        workers.spawn(work(queue, "endpoints", move |key| {
+            let controller = controller.clone();
+            async move { controller.sync(&key).await }
+        }));
+    }
+    for _ in 0..config.concurrent_service_endpoint_syncs {
+        let (queue, controller) = (slices_queue.clone(), slice_controller.clone());
+        workers.spawn(work(queue, "endpointslice", move |key| {
+            let controller = controller.clone();
+            async move { controller.sync(&key).await }
+        }));
+    }
+
+    shutdown.await;
+    tracing::info!("shutting down: letting syncs in flight finish");
+    endpoints_queue.shut_down();
+    slices_queue.shut_down();
+    while workers.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Queues every Service for both controllers, and, as in-tree, every Endpoints object for the
+/// Endpoints controller so that those left behind by a Service deleted while no controller ran
+/// are deleted too.
+fn queue_everything(
+    caches: &Caches,
+    endpoints: &WorkQueue<ObjectKey>,
+    slices: &WorkQueue<ObjectKey>,
+) {
+    for service in caches.services.all() {
+        let key = ObjectKey::of::<Service>(&service);
+        endpoints.add(key.clone());
+        slices.add(key);
+    }
+    for object in caches.endpoints.all() {
+        let leader_record = object
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("control-plane.alpha.kubernetes.io/leader"));
+        if !leader_record {
+            endpoints.add(ObjectKey::of::<Endpoints>(&object));
+        }
+    }
+}
+
+/// Feeds the watch events of every kind to the router, and says when all caches are synced.
+async fn route(
+    client: Client,
+    mut router: Router,
+    caches: Arc<Caches>,
+    synced: tokio::sync::watch::Sender<bool>,
+) {
+    let mut updates = futures::stream::select_all([
+        watch::watch(client.clone(), trim::service)
+            .map(|event| Update::Service(Box::new(event)))
+            .boxed(),
+        watch::watch(client.clone(), trim::pod)
+            .map(|event| Update::Pod(Box::new(event)))
+            .boxed(),
+        watch::watch(client.clone(), trim::node)
+            .map(|event| Update::Node(Box::new(event)))
+            .boxed(),
+        watch::watch(client.clone(), trim::endpoints)
+            .map(|event| Update::Endpoints(Box::new(event)))
+            .boxed(),
+        watch::watch(client, trim::endpoint_slice)
+            .map(|event| Update::Slice(Box::new(event)))
+            .boxed(),
+    ]);
+    while let Some(update) = updates.next().await {
+        router.handle(update);
+        if !*synced.borrow() && caches.synced() {
+            synced.send_replace(true);
+        }
+    }
+}
+
+/// A worker: takes Service keys off the queue and syncs them, retrying failures with backoff.
+async fn work<F, Fut>(queue: Arc<WorkQueue<ObjectKey>>, controller: &'static str, sync: F)
+where
+    F: Fn(ObjectKey) -> Fut,
+    Fut: Future<Output = Result<(), SyncError>>,
+{
+    while let Some(key) = queue.next().await {
+        match sync(key.clone()).await {
+            Ok(()) => queue.forget(&key),
+            Err(error) if queue.failures(&key) < MAX_RETRIES => {
+                tracing::info!(controller, service = %key, %error, "sync failed; retrying");
+                queue.retry(key.clone());
+            }
+            Err(error) => {
+                tracing::warn!(controller, service = %key, %error, "sync failed too often; dropping the Service until it changes again");
+                queue.forget(&key);
+            }
+        }
+        queue.done(&key);
+    }
+}

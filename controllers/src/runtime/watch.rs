@@ -1,0 +1,207 @@
+//! One watch per kind, restarted with backoff, that no single object can stop.
+//!
+//! A typed watch fails as a whole when one object in a list or an event does not deserialize,
+//! and then fails again on every retry. Here each object is read on its own: one that cannot be
+//! read is reported (and kept in the cache as it was) while the watch goes on.
+
+use std::borrow::Cow;
+use std::fmt::Debug;
+
+use futures::{Stream, StreamExt};
+use kube::api::ObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::{Deserialize, DeserializeOwned, Deserializer};
+
+use super::cache::ObjectKey;
+
+/// An object as the watch delivered it: readable as `K`, or only its metadata.
+#[derive(Debug, Clone)]
+pub(crate) enum Lenient<K> {
+    Readable(K),
+    Unreadable {
+        metadata: Box<ObjectMeta>,
+        error: String,
+    },
+}
+
+impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        match K::deserialize(&value) {
+            Ok(object) => Ok(Lenient::Readable(object)),
+            Err(error) => Ok(Lenient::Unreadable {
+                metadata: Box::new(
+                    value
+                        .get("metadata")
+                        .and_then(|m| ObjectMeta::deserialize(m).ok())
+                        .unwrap_or_default(),
+                ),
+                error: error.to_string(),
+            }),
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Resource for Lenient<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        K::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        match self {
+            Lenient::Readable(object) => object.meta(),
+            Lenient::Unreadable { metadata, .. } => metadata,
+        }
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Lenient::Readable(object) => object.meta_mut(),
+            Lenient::Unreadable { metadata, .. } => metadata,
+        }
+    }
+}
+
+/// What the watch of one kind reports.
+#[derive(Debug)]
+pub(crate) enum WatchEvent<K> {
+    /// Added or modified (or listed again during a relist).
+    Apply(K),
+    /// Deleted; the last state the watch saw, perhaps only its metadata.
+    Delete(K),
+    /// An object that could not be read: it stays cached as it was.
+    Unreadable(ObjectKey),
+    /// The watch (re)started: a full list follows.
+    RelistStart,
+    /// The full list is over.
+    RelistDone,
+}
+
+fn readable<K: Resource<DynamicType = ()> + Default>(object: Lenient<K>) -> Result<K, ObjectKey> {
+    match object {
+        Lenient::Readable(object) => Ok(object),
+        Lenient::Unreadable { metadata, error } => {
+            let key = ObjectKey::new(
+                metadata.namespace.unwrap_or_default(),
+                metadata.name.unwrap_or_default(),
+            );
+            tracing::warn!(kind = %K::kind(&()), object = %key, %error, "skipping an object that cannot be read");
+            Err(key)
+        }
+    }
+}
+
+fn convert<K>(event: watcher::Event<Lenient<K>>, trim: fn(K) -> K) -> WatchEvent<K>
+where
+    K: Resource<DynamicType = ()> + Default,
+{
+    match event {
+        watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+            match readable(object) {
+                Ok(object) => WatchEvent::Apply(trim(object)),
+                Err(key) => WatchEvent::Unreadable(key),
+            }
+        }
+        watcher::Event::Delete(object) => WatchEvent::Delete(match object {
+            Lenient::Readable(object) => trim(object),
+            // The key is all a deletion needs.
+            Lenient::Unreadable { metadata, .. } => {
+                let mut object = K::default();
+                *object.meta_mut() = *metadata;
+                object
+            }
+        }),
+        watcher::Event::Init => WatchEvent::RelistStart,
+        watcher::Event::InitDone => WatchEvent::RelistDone,
+    }
+}
+
+/// Watches every object of kind `K` in the cluster, trimmed by `trim`. Errors are logged and
+/// the watch restarted with the default backoff; the stream never ends.
+pub(crate) fn watch<K>(client: Client, trim: fn(K) -> K) -> impl Stream<Item = WatchEvent<K>> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Default + Send + 'static,
+{
+    let api: Api<Lenient<K>> = Api::all(client);
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |event| async move {
+            match event {
+                Ok(event) => Some(convert(event, trim)),
+                Err(error) => {
+                    tracing::warn!(kind = %K::kind(&()), %error, "watch failed; retrying with backoff");
+                    None
+                }
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Pod;
+
+    use super::*;
+
+    #[test]
+    fn an_unreadable_object_keeps_its_metadata() {
+        let good: Lenient<Pod> = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "a", "namespace": "ns" },
+            "spec": { "containers": [{ "name": "app" }] },
+        }))
+        .unwrap();
+        assert!(matches!(good, Lenient::Readable(_)));
+
+        let bad: Lenient<Pod> = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "b", "namespace": "ns" },
+            "spec": { "containers": "not a list" },
+        }))
+        .unwrap();
+        let Lenient::Unreadable { metadata, error } = &bad else {
+            panic!("unreadable expected")
+        };
+        assert_eq!(metadata.name.as_deref(), Some("b"));
+        assert!(error.contains("invalid type"), "{error}");
+
+        let WatchEvent::Delete(deleted) = convert(watcher::Event::Delete(bad.clone()), |p| p)
+        else {
+            panic!("a deletion")
+        };
+        assert_eq!(ObjectKey::of(&deleted), ObjectKey::new("ns", "b"));
+        let WatchEvent::Unreadable(key) = convert(watcher::Event::InitApply(bad), |p| p) else {
+            panic!("unreadable")
+        };
+        assert_eq!(key, ObjectKey::new("ns", "b"));
+    }
+
+    #[test]
+    fn a_list_with_one_bad_item_still_reads_the_others() {
+        let list: kube::core::ObjectList<Lenient<Pod>> =
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "PodList",
+                "metadata": { "resourceVersion": "5" },
+                "items": [
+                    { "metadata": { "name": "a" }, "spec": { "containers": [] } },
+                    { "metadata": { "name": "b" }, "spec": { "nodeName": 7 } },
+                ],
+            }))
+            .unwrap();
+        let readable: Vec<bool> = list
+            .items
+            .iter()
+            .map(|i| matches!(i, Lenient::Readable(_)))
+            .collect();
+        assert_eq!(readable, vec![true, false]);
+    }
+}

@@ -1,0 +1,334 @@
+//! Changes over time: terminating pods, a pod IP change, labels moving a pod between
+//! Services, a selector change, a deleted Service, pods on a Node that does not exist yet.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use e2e::kubelet;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use kube::Api;
+use kube::api::DeleteParams;
+use serde_json::json;
+
+use crate::expect::*;
+use crate::harness::{Planes, Scenario};
+
+const READY: (bool, bool, bool) = (true, true, false);
+const HTTP: [(&str, i32, &str); 1] = [("http", 8080, "TCP")];
+
+fn web_service(name: &str, app: &str) -> serde_json::Value {
+    service(name, &[("app", app)], &[("http", 80, "TCP", "http")])
+}
+
+/// A ready pod is deleted gracefully (it stays terminating, there is no kubelet), then turns
+/// not ready, then is removed.
+pub async fn terminating_pods(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "terminating-node";
+    let s = Scenario::start(&planes, "terminating").await?;
+    s.each(|side| async move {
+        side.node(NODE, None).await?;
+        side.start_pods(&[
+            (
+                pod("stays", "t", NODE, ("http", 8080)),
+                running("10.20.0.1", true),
+            ),
+            (
+                pod("goes", "t", NODE, ("http", 8080)),
+                running("10.20.0.2", true),
+            ),
+        ])
+        .await?;
+        side.create_service(web_service("t", "t")).await?;
+        Ok(())
+    })
+    .await?;
+    let stays = address("10.20.0.1", NODE, "stays");
+    s.converge("t", None).await?;
+
+    s.each(|side| async move { kubelet::terminate_pod(&side.api::<Pod>(), "goes").await })
+        .await?;
+    let expected = |goes: Option<(bool, bool, bool)>| {
+        let mut group = vec![endpoint("10.20.0.1", NODE, None, "stays", READY)];
+        group.extend(goes.map(|c| endpoint("10.20.0.2", NODE, None, "goes", c)));
+        published(
+            Some(endpoints([subset(&HTTP).ready(stays.clone())], &[])),
+            None,
+            slices("t", false).group("IPv4", &HTTP, group),
+        )
+    };
+    s.converge("t", Some(&expected(Some((false, true, true)))))
+        .await?;
+
+    s.each(|side| async move { side.set_pod("goes", &running("10.20.0.2", false)).await })
+        .await?;
+    s.converge("t", Some(&expected(Some((false, false, true)))))
+        .await?;
+
+    s.each(|side| async move { kubelet::force_delete_pod(&side.api::<Pod>(), "goes").await })
+        .await?;
+    s.converge("t", Some(&expected(None))).await?;
+    s.finish(&["t"]).await
+}
+
+/// The kubelet reports a different IP for a pod.
+pub async fn pod_ip_change(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "ip-node";
+    let s = Scenario::start(&planes, "pod-ip-change").await?;
+    s.each(|side| async move {
+        side.node(NODE, None).await?;
+        side.start_pods(&[
+            (
+                pod("a", "ip", NODE, ("http", 8080)),
+                running("10.21.0.1", true),
+            ),
+            (
+                pod("b", "ip", NODE, ("http", 8080)),
+                running("10.21.0.2", true),
+            ),
+        ])
+        .await?;
+        side.create_service(web_service("ip", "ip")).await?;
+        Ok(())
+    })
+    .await?;
+    s.converge("ip", None).await?;
+    s.each(|side| async move { side.set_pod("b", &running("10.21.0.99", true)).await })
+        .await?;
+    let expected = published(
+        Some(endpoints(
+            [subset(&HTTP)
+                .ready(address("10.21.0.1", NODE, "a"))
+                .ready(address("10.21.0.99", NODE, "b"))],
+            &[],
+        )),
+        None,
+        slices("ip", false).group(
+            "IPv4",
+            &HTTP,
+            [
+                endpoint("10.21.0.1", NODE, None, "a", READY),
+                endpoint("10.21.0.99", NODE, None, "b", READY),
+            ],
+        ),
+    );
+    s.converge("ip", Some(&expected)).await?;
+    s.finish(&["ip"]).await
+}
+
+/// Relabelling a pod moves it from one Service to another.
+pub async fn label_change_moves_pod(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "label-node";
+    let s = Scenario::start(&planes, "label-move").await?;
+    s.each(|side| async move {
+        side.node(NODE, None).await?;
+        side.start_pods(&[
+            (
+                pod("p1", "left", NODE, ("http", 8080)),
+                running("10.22.0.1", true),
+            ),
+            (
+                pod("p2", "right", NODE, ("http", 8080)),
+                running("10.22.0.2", true),
+            ),
+        ])
+        .await?;
+        side.create_service(web_service("left", "left")).await?;
+        side.create_service(web_service("right", "right")).await?;
+        Ok(())
+    })
+    .await?;
+    s.converge("left", None).await?;
+    s.converge("right", None).await?;
+
+    s.each(|side| async move {
+        side.merge_patch::<Pod>(
+            "p1",
+            json!({ "metadata": { "labels": { "app": "right" } } }),
+        )
+        .await
+    })
+    .await?;
+    let left = published(
+        Some(endpoints([], &[])),
+        None,
+        slices("left", false).group("IPv4", &[], []),
+    );
+    s.converge("left", Some(&left)).await?;
+    let right = published(
+        Some(endpoints(
+            [subset(&HTTP)
+                .ready(address("10.22.0.1", NODE, "p1"))
+                .ready(address("10.22.0.2", NODE, "p2"))],
+            &[],
+        )),
+        None,
+        slices("right", false).group(
+            "IPv4",
+            &HTTP,
+            [
+                endpoint("10.22.0.1", NODE, None, "p1", READY),
+                endpoint("10.22.0.2", NODE, None, "p2", READY),
+            ],
+        ),
+    );
+    s.converge("right", Some(&right)).await?;
+    s.finish(&["left", "right"]).await
+}
+
+/// The Service's selector changes to other pods, then is removed (the Service becomes
+/// selectorless: what was published stays, for users and the mirroring controller).
+pub async fn selector_change(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "selector-node";
+    let s = Scenario::start(&planes, "selector-change").await?;
+    s.each(|side| async move {
+        side.node(NODE, None).await?;
+        side.start_pods(&[
+            (
+                pod("a1", "a", NODE, ("http", 8080)),
+                running("10.23.0.1", true),
+            ),
+            (
+                pod("a2", "a", NODE, ("http", 8080)),
+                running("10.23.0.2", true),
+            ),
+            (
+                pod("b1", "b", NODE, ("http", 8080)),
+                running("10.23.0.3", true),
+            ),
+        ])
+        .await?;
+        side.create_service(web_service("sel", "a")).await?;
+        Ok(())
+    })
+    .await?;
+    s.converge("sel", None).await?;
+
+    s.each(|side| async move {
+        side.merge_patch::<Service>("sel", json!({ "spec": { "selector": { "app": "b" } } }))
+            .await
+    })
+    .await?;
+    let only_b = published(
+        Some(endpoints(
+            [subset(&HTTP).ready(address("10.23.0.3", NODE, "b1"))],
+            &[],
+        )),
+        None,
+        slices("sel", false).group(
+            "IPv4",
+            &HTTP,
+            [endpoint("10.23.0.3", NODE, None, "b1", READY)],
+        ),
+    );
+    s.converge("sel", Some(&only_b)).await?;
+
+    s.each(|side| async move {
+        side.merge_patch::<Service>("sel", json!({ "spec": { "selector": null } }))
+            .await
+    })
+    .await?;
+    // A pod change that would have mattered before must not change anything now.
+    s.each(|side| async move { side.set_pod("b1", &running("10.23.0.3", false)).await })
+        .await?;
+    s.converge("sel", Some(&only_b)).await?;
+    let (reference, ours) = s
+        .each(|side| async move { Ok(side.slices("sel").await?.1) })
+        .await?;
+    println!(
+        "  selector-change: mirrored slices of the now selectorless Service: in-tree {reference}, svcplane {ours} (svcplane does not mirror)"
+    );
+    s.finish(&["sel"]).await
+}
+
+/// Deleting the Service deletes its Endpoints; its slices are left to the garbage collector
+/// (which these planes do not run, so they stay on both).
+pub async fn service_deleted(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "deleted-node";
+    let s = Scenario::start(&planes, "service-deleted").await?;
+    s.each(|side| async move {
+        side.node(NODE, None).await?;
+        side.start_pods(&[(
+            pod("a", "gone", NODE, ("http", 8080)),
+            running("10.24.0.1", true),
+        )])
+        .await?;
+        side.create_service(web_service("gone", "gone")).await?;
+        Ok(())
+    })
+    .await?;
+    s.converge("gone", None).await?;
+    s.each(|side| async move {
+        side.api::<Service>()
+            .delete("gone", &DeleteParams::default())
+            .await?;
+        Ok(())
+    })
+    .await?;
+    let expected = published(
+        None,
+        None,
+        slices("gone", false).group(
+            "IPv4",
+            &HTTP,
+            [endpoint("10.24.0.1", NODE, None, "a", READY)],
+        ),
+    );
+    s.converge("gone", Some(&expected)).await?;
+    s.finish(&["gone"]).await
+}
+
+/// Pods on a Node that does not exist: left out of the slices (kept in Endpoints) until the
+/// Node appears.
+pub async fn node_missing(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "present-node";
+    const MISSING: &str = "missing-node";
+    let s = Scenario::start(&planes, "node-missing").await?;
+    s.each(|side| async move {
+        let nodes: Api<Node> = Api::all(side.client.clone());
+        if nodes.get_opt(MISSING).await?.is_some() {
+            nodes.delete(MISSING, &DeleteParams::default()).await?;
+        }
+        side.node(NODE, Some("zone-p")).await?;
+        side.start_pods(&[
+            (
+                pod("here", "nm", NODE, ("http", 8080)),
+                running("10.25.0.1", true),
+            ),
+            (
+                pod("nowhere", "nm", MISSING, ("http", 8080)),
+                running("10.25.0.2", true),
+            ),
+        ])
+        .await?;
+        side.create_service(web_service("nm", "nm")).await?;
+        Ok(())
+    })
+    .await?;
+    let both = subset(&HTTP)
+        .ready(address("10.25.0.1", NODE, "here"))
+        .ready(address("10.25.0.2", MISSING, "nowhere"));
+    let here = endpoint("10.25.0.1", NODE, Some("zone-p"), "here", READY);
+    let without = published(
+        Some(endpoints([both.clone()], &[])),
+        None,
+        slices("nm", false).group("IPv4", &HTTP, [here.clone()]),
+    );
+    s.converge("nm", Some(&without)).await?;
+
+    s.each(|side| async move { side.node(MISSING, Some("zone-m")).await })
+        .await?;
+    let with = published(
+        Some(endpoints([both], &[])),
+        None,
+        slices("nm", false).group(
+            "IPv4",
+            &HTTP,
+            [
+                here,
+                endpoint("10.25.0.2", MISSING, Some("zone-m"), "nowhere", READY),
+            ],
+        ),
+    );
+    s.converge("nm", Some(&with)).await?;
+    s.finish(&["nm"]).await
+}

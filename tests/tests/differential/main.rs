@@ -1,0 +1,117 @@
+//! Differential e2e: every scenario runs on two local control planes at once, one maintained
+//! by kube-controller-manager's endpoint controllers, one by svcplane's (in-process), and
+//! passes when both publish the same Endpoints and EndpointSlices (normalised) and what the
+//! scenario expects. Each scenario prints the Endpoints/EndpointSlice writes each side made.
+//! Takes libtest's arguments (`--list`, filters, `--test-threads`).
+//!
+//! It needs two local control planes, so it skips itself when `KUBECONFIG` names a cluster.
+
+mod expect;
+mod harness;
+mod lifecycle;
+mod scale;
+mod shapes;
+mod walkthrough;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use harness::Planes;
+use libtest_mimic::{Arguments, Trial};
+
+type CaseFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+type Case = fn(Arc<Planes>) -> CaseFuture;
+
+macro_rules! cases {
+    ($($path:path),* $(,)?) => {
+        vec![$((stringify!($path).replace(' ', ""), (|planes| Box::pin($path(planes))) as Case)),*]
+    };
+}
+
+fn cases() -> Vec<(String, Case)> {
+    cases![
+        walkthrough::walkthrough,
+        shapes::headless_with_hostnames,
+        shapes::named_ports_per_pod,
+        shapes::dual_stack,
+        lifecycle::terminating_pods,
+        shapes::publish_not_ready_addresses,
+        scale::zero_to_250_to_3,
+        lifecycle::pod_ip_change,
+        lifecycle::label_change_moves_pod,
+        lifecycle::selector_change,
+        lifecycle::service_deleted,
+        lifecycle::node_missing,
+        scale::over_capacity,
+    ]
+}
+
+fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,e2e=info,kube_client::client::builder=off".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    if std::env::var_os("KUBECONFIG").is_some() && !args.list {
+        println!(
+            "differential: skipped; it starts two local control planes and cannot run against the cluster KUBECONFIG names (unset KUBECONFIG to run it)"
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let planes = if args.list {
+        None
+    } else {
+        match runtime.block_on(Planes::start()) {
+            Ok(planes) => Some(Arc::new(planes)),
+            Err(error) => {
+                eprintln!("could not start the two control planes: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+
+    let trials = cases()
+        .into_iter()
+        .map(|(name, case)| {
+            let planes = planes.clone();
+            let handle = runtime.handle().clone();
+            Trial::test(name, move || {
+                let planes = planes.expect("the planes are started unless listing");
+                handle
+                    .block_on(case(planes))
+                    .map_err(|error| format!("{error:#}").into())
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+
+    let mut failed = conclusion.has_failed();
+    if let Some(planes) = planes {
+        println!(
+            "\nAPI writes per scenario (Endpoints + EndpointSlices, created/updated/deleted):"
+        );
+        for report in planes.reports() {
+            println!("  {report}");
+        }
+        println!("svcplane's metrics over the whole run (all scenarios):");
+        for line in planes.svcplane_metrics() {
+            println!("  {line}");
+        }
+        if let Err(error) = runtime.block_on(planes.stop()) {
+            eprintln!("svcplane's controllers: {error:#}");
+            failed = true;
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
