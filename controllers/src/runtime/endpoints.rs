@@ -8,9 +8,10 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client};
 use tracing::instrument;
 
+use super::Shared;
 use super::cache::ObjectKey;
 use super::error::{SyncError, namespace_terminating, not_found};
-use super::informer::Caches;
+use super::informer::{CacheWaiters, Caches};
 use super::metrics::Metrics;
 use crate::service::{manages_endpoints, selects};
 use crate::well_known::SVCPLANE_ENDPOINTS_MANAGER;
@@ -26,22 +27,19 @@ pub(crate) struct EndpointsController {
     caches: Arc<Caches>,
     metrics: Arc<Metrics>,
     recorder: Recorder,
+    waiters: Arc<CacheWaiters>,
     tracker: Mutex<EndpointsTracker>,
     triggers: Mutex<TriggerTimeTracker>,
 }
 
 impl EndpointsController {
-    pub fn new(
-        client: Client,
-        caches: Arc<Caches>,
-        metrics: Arc<Metrics>,
-        recorder: Recorder,
-    ) -> Self {
+    pub fn new(shared: Shared, recorder: Recorder, waiters: Arc<CacheWaiters>) -> Self {
         EndpointsController {
-            client,
-            caches,
-            metrics,
+            client: shared.client,
+            caches: shared.caches,
+            metrics: shared.metrics,
             recorder,
+            waiters,
             tracker: Mutex::default(),
             triggers: Mutex::default(),
         }
@@ -73,12 +71,14 @@ impl EndpointsController {
             return Ok(());
         }
 
+        self.waiters.wait(key);
         let cached = self.caches.endpoints.get(&key.namespace, &key.name);
         if let Some(cached) = &cached
             && self.tracker.lock().expect("tracker lock").is_stale(cached)
         {
             return Err(SyncError::StaleCache("Endpoints"));
         }
+        self.waiters.cancel(key);
         let pods = self
             .caches
             .pods

@@ -11,9 +11,10 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource};
 use tracing::instrument;
 
+use super::Shared;
 use super::cache::ObjectKey;
 use super::error::{SyncError, namespace_terminating, not_found};
-use super::informer::Caches;
+use super::informer::{CacheWaiters, Caches};
 use super::metrics::{Metrics, ServiceSliceCounts};
 use crate::service::{manages_endpoints, selects};
 use crate::well_known::{IN_TREE_SLICE_MANAGER, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY};
@@ -31,6 +32,7 @@ pub(crate) struct SliceController {
     managed_by: &'static str,
     max_endpoints_per_slice: MaxEndpointsPerSlice,
     tracker: Arc<Mutex<SliceTracker>>,
+    waiters: Arc<CacheWaiters>,
     triggers: Mutex<TriggerTimeTracker>,
 }
 
@@ -100,22 +102,22 @@ fn desired_counts(
 
 impl SliceController {
     pub fn new(
-        client: Client,
-        caches: Arc<Caches>,
-        metrics: Arc<Metrics>,
+        shared: Shared,
         recorder: Recorder,
         managed_by: &'static str,
         max_endpoints_per_slice: MaxEndpointsPerSlice,
         tracker: Arc<Mutex<SliceTracker>>,
+        waiters: Arc<CacheWaiters>,
     ) -> Self {
         SliceController {
-            client,
-            caches,
-            metrics,
+            client: shared.client,
+            caches: shared.caches,
+            metrics: shared.metrics,
             recorder,
             managed_by,
             max_endpoints_per_slice,
             tracker,
+            waiters,
             triggers: Mutex::default(),
         }
     }
@@ -161,6 +163,7 @@ impl SliceController {
             return Ok(());
         }
 
+        self.waiters.wait(key);
         let slices = self.caches.slices.list(&key.namespace, |slice| {
             self.is_own(slice, &key.name) && slice.metadata.deletion_timestamp.is_none()
         });
@@ -172,6 +175,7 @@ impl SliceController {
         {
             return Err(SyncError::StaleCache("EndpointSlice"));
         }
+        self.waiters.cancel(key);
         let pods = self
             .caches
             .pods

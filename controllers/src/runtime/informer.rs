@@ -10,8 +10,11 @@
 //! - A slice change queues its Service for the slice controller unless it only echoes the
 //!   controller's own write ([`SliceTracker::is_news`]), after at least a second, to batch
 //!   changes to several slices.
+//! - A sync that found the cache behind the controller's own writes registers with
+//!   [`CacheWaiters`]; the next event of that Service's slices (or Endpoints) queues it again
+//!   at once, instead of waiting for the retry backoff.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,11 +65,34 @@ pub(crate) enum Update {
     Slice(Box<WatchEvent<EndpointSlice>>),
 }
 
+/// Services whose last sync found the cache out of date, waiting for the cache to move.
+#[derive(Debug, Default)]
+pub(crate) struct CacheWaiters(Mutex<HashSet<ObjectKey>>);
+
+impl CacheWaiters {
+    /// Registers before reading the cache, so that an event applied meanwhile is not missed.
+    pub fn wait(&self, key: &ObjectKey) {
+        self.0.lock().expect("waiters lock").insert(key.clone());
+    }
+
+    /// The cache was fresh after all.
+    pub fn cancel(&self, key: &ObjectKey) {
+        self.0.lock().expect("waiters lock").remove(key);
+    }
+
+    /// Whether the Service was waiting (it is not any more).
+    fn take(&self, key: &ObjectKey) -> bool {
+        self.0.lock().expect("waiters lock").remove(key)
+    }
+}
+
 /// Where the router sends Service keys.
 #[derive(Debug)]
 pub(crate) struct Queues {
     pub endpoints: Arc<WorkQueue<ObjectKey>>,
     pub slices: Arc<WorkQueue<ObjectKey>>,
+    pub endpoints_waiters: Arc<CacheWaiters>,
+    pub slice_waiters: Arc<CacheWaiters>,
     /// `--endpoint-updates-batch-period`.
     pub endpoints_batch: Duration,
     /// `--endpointslice-updates-batch-period`.
@@ -148,8 +174,12 @@ impl Router {
             }
             Update::Endpoints(event) => {
                 for change in apply_event(&self.caches.endpoints, *event) {
-                    if let Change::Deleted(old) = change {
-                        self.queues.endpoints.add(ObjectKey::of(old.as_ref()));
+                    let (key, deleted) = match &change {
+                        Change::Applied { new, .. } => (ObjectKey::of(new.as_ref()), false),
+                        Change::Deleted(old) => (ObjectKey::of(old.as_ref()), true),
+                    };
+                    if deleted || self.queues.endpoints_waiters.take(&key) {
+                        self.queues.endpoints.add(key);
                     }
                 }
             }
@@ -287,6 +317,15 @@ impl Router {
     }
 
     fn slice_changed(&mut self, change: Change<EndpointSlice>) {
+        let slice = match &change {
+            Change::Applied { new, .. } => new,
+            Change::Deleted(old) => old,
+        };
+        if let Some(key) = Self::slice_service(slice)
+            && self.queues.slice_waiters.take(&key)
+        {
+            self.queues.slices.add(key);
+        }
         match change {
             Change::Applied { old, new } => {
                 if let Some(old) = &old {

@@ -52,6 +52,14 @@ use self::queue::{Backoff, WorkQueue};
 use crate::well_known::{SVCPLANE_ENDPOINTS_MANAGER, SVCPLANE_SLICE_MANAGER};
 use crate::{MaxEndpointsPerSlice, SliceTracker};
 
+/// What both controllers use: the client, the caches and the metrics.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub client: Client,
+    pub caches: Arc<Caches>,
+    pub metrics: Arc<Metrics>,
+}
+
 /// How the controllers run. The defaults are kube-controller-manager's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControllersConfig {
@@ -169,7 +177,13 @@ async fn run_controllers(
         slices: Arc::new(WorkQueue::new(SLICES_BACKOFF)),
         endpoints_batch: config.endpoint_updates_batch_period,
         slices_batch: config.endpointslice_updates_batch_period,
+        endpoints_waiters: Arc::default(),
+        slice_waiters: Arc::default(),
     };
+    let (endpoints_waiters, slice_waiters) = (
+        queues.endpoints_waiters.clone(),
+        queues.slice_waiters.clone(),
+    );
     let (endpoints_queue, slices_queue) = (queues.endpoints.clone(), queues.slices.clone());
     let slice_tracker = Arc::new(Mutex::new(SliceTracker::default()));
 
@@ -200,20 +214,23 @@ async fn run_controllers(
     );
     queue_everything(&caches, &endpoints_queue, &slices_queue);
 
+    let shared = Shared {
+        client: client.clone(),
+        caches: caches.clone(),
+        metrics,
+    };
     let endpoints_controller = Arc::new(EndpointsController::new(
-        client.clone(),
-        caches.clone(),
-        metrics.clone(),
+        shared.clone(),
         Recorder::new(client.clone(), reporter(SVCPLANE_ENDPOINTS_MANAGER, config)),
+        endpoints_waiters,
     ));
     let slice_controller = Arc::new(SliceController::new(
-        client.clone(),
-        caches.clone(),
-        metrics,
+        shared,
         Recorder::new(client.clone(), reporter(SVCPLANE_SLICE_MANAGER, config)),
         SVCPLANE_SLICE_MANAGER,
         config.max_endpoints_per_slice,
         slice_tracker,
+        slice_waiters,
     ));
     let mut workers = JoinSet::new();
     for _ in 0..config.concurrent_endpoint_syncs {

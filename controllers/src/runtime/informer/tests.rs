@@ -31,6 +31,8 @@ fn fixture(batch: Duration) -> Fixture {
             slices: slices.clone(),
             endpoints_batch: batch,
             slices_batch: batch,
+            endpoints_waiters: Arc::default(),
+            slice_waiters: Arc::default(),
         },
         tracker.clone(),
         SVCPLANE_SLICE_MANAGER,
@@ -331,4 +333,35 @@ fn caches_are_synced_once_every_kind_listed() {
     assert!(!caches.synced());
     drop(caches.slices.end_relist());
     assert!(caches.synced());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_waiting_for_the_cache_is_queued_by_its_next_slice_event() {
+    let mut f = fixture(BATCH);
+    let waiters = f.router.queues.slice_waiters.clone();
+    waiters.wait(&ObjectKey::new(NS, "web"));
+    let ours = slice("web-abc", "web", SVCPLANE_SLICE_MANAGER, 1);
+    f.tracker.lock().unwrap().record_write(&ours);
+    // The echo of the controller's own write, which it was waiting for.
+    f.router
+        .handle(Update::Slice(Box::new(WatchEvent::Apply(ours.clone()))));
+    assert_eq!(waiting(&f.slices), vec![("web".into(), 0)]);
+    drain(&f);
+    f.router
+        .handle(Update::Slice(Box::new(WatchEvent::Apply(ours))));
+    assert!(waiting(&f.slices).is_empty(), "no longer waiting");
+
+    let endpoints_waiters = f.router.queues.endpoints_waiters.clone();
+    endpoints_waiters.wait(&ObjectKey::new(NS, "web"));
+    let endpoints = Endpoints {
+        metadata: kube::api::ObjectMeta {
+            name: Some("web".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        subsets: None,
+    };
+    f.router
+        .handle(Update::Endpoints(Box::new(WatchEvent::Apply(endpoints))));
+    assert_eq!(waiting(&f.endpoints), vec![("web".into(), 0)]);
 }
