@@ -174,16 +174,18 @@ struct Observed {
     since: Instant,
 }
 
-/// Acquires, renews and releases the Lease.
-pub(crate) struct Elector {
+/// Acquires, renews and releases the Lease. [`run`](super::run) uses it; it is public so that
+/// other processes (or tests) can take part in the same election.
+pub struct LeaseElector {
     api: Api<Lease>,
     config: LeaderElectionConfig,
     observed: Option<Observed>,
 }
 
-impl Elector {
+impl LeaseElector {
+    /// An elector for `config`'s Lease and identity.
     pub fn new(client: Client, config: LeaderElectionConfig) -> Self {
-        Elector {
+        LeaseElector {
             api: Api::namespaced(client, &config.lease_namespace),
             config,
             observed: None,
@@ -206,8 +208,11 @@ impl Elector {
         now < since + self.config.lease_duration
     }
 
-    /// One attempt: `Ok(true)` when we hold the Lease afterwards.
-    async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
+    /// One attempt to take or renew the Lease: `Ok(true)` when this identity holds it
+    /// afterwards, `Ok(false)` when another identity holds it and renewed it within the lease
+    /// duration (as observed by this elector), an error when the API refused (a conflict means
+    /// another candidate wrote first).
+    pub async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
         let name = self.config.lease_name.clone();
         let current = match self.api.get(&name).await {
             Ok(lease) => Some(lease),
@@ -294,7 +299,7 @@ impl Elector {
     }
 
     /// Hands the Lease back if this instance holds it, so that another can take over at once.
-    pub async fn release(&mut self) {
+    pub async fn release(&mut self) -> Result<(), kube::Error> {
         let name = &self.config.lease_name;
         let result = async {
             let mut lease = self.api.get(name).await?;
@@ -309,12 +314,13 @@ impl Elector {
             Ok::<_, kube::Error>(())
         }
         .await;
-        match result {
+        match &result {
             Ok(()) => tracing::info!(lease = %self.config.lease(), "released the leader Lease"),
             Err(error) => {
                 tracing::warn!(lease = %self.config.lease(), %error, "could not release the leader Lease")
             }
         }
+        result
     }
 }
 

@@ -1,13 +1,14 @@
 //! The controllers at work: watches, caches, work queues, API writes, leader election, metrics
 //! and events around the pure core.
 //!
-//! - [`watch`]: one watch per kind, with backoff, that no single bad object stops.
+//! - `watch`: one watch per kind, with backoff, that no single bad object stops.
+//! - `trim`: what the caches keep of each object, and which changes matter.
 //! - [`cache`]: the per-kind caches both controllers share.
-//! - [`informer`]: which Services a change of any object queues for a sync.
-//! - [`queue`]: per-key de-duplicated work queues with delays and retry backoff.
-//! - [`endpoints`] and [`endpointslice`]: one sync of one Service, for each controller.
+//! - `informer`: which Services a change of any object queues for a sync.
+//! - `queue`: per-key de-duplicated work queues with delays and retry backoff.
+//! - `endpoints` and `endpointslice`: one sync of one Service, for each controller.
 //! - [`leader`]: leader election on a Lease.
-//! - [`metrics`]: the in-tree metric names in the registry the caller passes in.
+//! - `metrics`: the in-tree metric names in the registry the caller passes in.
 //!
 //! The entry point is [`run`]; a binary parses flags into a [`ControllersConfig`] and calls it.
 //!
@@ -21,10 +22,10 @@ mod endpoints;
 mod endpointslice;
 mod error;
 mod informer;
-mod leader;
+pub mod leader;
 mod metrics;
-pub mod queue;
-pub mod trim;
+mod queue;
+mod trim;
 mod watch;
 
 use std::future::Future;
@@ -40,13 +41,13 @@ use tokio::task::JoinSet;
 
 pub use cache::ObjectKey;
 pub use error::{Error, Result};
-pub use leader::{LeaderElectionConfig, default_identity};
+pub use leader::{LeaderElectionConfig, LeaseElector, default_identity};
 
 use self::endpoints::EndpointsController;
 use self::endpointslice::SliceController;
 use self::error::SyncError;
 use self::informer::{Caches, Queues, Router, Update};
-use self::leader::Elector;
+
 use self::metrics::Metrics;
 use self::queue::{Backoff, WorkQueue};
 use crate::well_known::{SVCPLANE_ENDPOINTS_MANAGER, SVCPLANE_SLICE_MANAGER};
@@ -140,7 +141,7 @@ pub fn run(
         if !config.leader_election.enabled {
             return run_controllers(client, &config, metrics, shutdown).await;
         }
-        let mut elector = Elector::new(client.clone(), config.leader_election.clone());
+        let mut elector = LeaseElector::new(client.clone(), config.leader_election.clone());
         tokio::select! {
             () = elector.acquire() => {}
             () = shutdown.clone() => return Ok(()),
@@ -153,7 +154,8 @@ pub fn run(
                 return Err(Error::LeadershipLost { lease, reason });
             }
         };
-        elector.release().await;
+        // A Lease not handed back expires after the lease duration anyway.
+        let _ = elector.release().await;
         result
     }
 }

@@ -212,21 +212,16 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
         self.state.lock().expect("queue lock").shut_down = true;
         self.notify.notify_waiters();
     }
-
-    /// How many keys are waiting (ready or delayed).
-    pub fn len(&self) -> usize {
-        let state = self.state.lock().expect("queue lock");
-        state.ready.len() + state.delayed.len()
-    }
-
-    /// Whether no key is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
 impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
+    /// How many keys are waiting (ready or delayed).
+    pub(crate) fn len(&self) -> usize {
+        let state = self.state.lock().expect("queue lock");
+        state.ready.len() + state.delayed.len()
+    }
+
     /// The keys waiting, in key order, each with how long until it is due (zero when ready).
     pub(crate) fn waiting(&self) -> Vec<(K, Duration)> {
         let state = self.state.lock().expect("queue lock");

@@ -47,6 +47,7 @@ pub struct Planes {
     stop: Mutex<Option<oneshot::Sender<()>>>,
     controllers: Mutex<Option<JoinHandle<controllers::runtime::Result<()>>>>,
     reports: Mutex<Vec<String>>,
+    svcplane_writes_seen: Mutex<u64>,
 }
 
 impl Planes {
@@ -87,6 +88,7 @@ impl Planes {
             stop: Mutex::new(Some(stop)),
             controllers: Mutex::new(Some(controllers)),
             reports: Mutex::new(Vec::new()),
+            svcplane_writes_seen: Mutex::new(0),
         })
     }
 
@@ -127,6 +129,18 @@ impl Planes {
             })
             .map(str::to_string)
             .collect()
+    }
+
+    /// svcplane's writes as its metric counts them, and as the scenarios' watches saw them
+    /// (less the scenarios' own writes).
+    pub fn svcplane_write_totals(&self) -> (u64, u64) {
+        let metric = self
+            .svcplane_metrics()
+            .iter()
+            .filter(|l| l.starts_with("svcplane_controller_api_writes_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        (metric, *self.svcplane_writes_seen.lock().unwrap())
     }
 
     pub fn reports(&self) -> Vec<String> {
@@ -172,6 +186,18 @@ impl Side {
             .buffer_unordered(16)
             .try_collect::<()>()
             .await
+    }
+
+    /// Creates a pod from a manifest (for shapes `PodTemplate` does not cover) and writes its
+    /// status.
+    pub async fn start_pod_manifest(&self, manifest: Value, state: &PodState) -> Result<()> {
+        let pod: Pod = serde_json::from_value(manifest)?;
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        self.api::<Pod>()
+            .create(&PostParams::default(), &pod)
+            .await
+            .with_context(|| format!("creating pod {name} on {}", self.label))?;
+        self.set_pod(&name, state).await
     }
 
     pub async fn set_pod(&self, name: &str, state: &PodState) -> Result<()> {
@@ -277,6 +303,8 @@ impl Side {
 /// One scenario: the same namespace on both planes, and write counters on each.
 pub struct Scenario {
     name: &'static str,
+    /// Writes the scenario itself made to Endpoints or slices on each plane (tampering).
+    user_writes: Mutex<u64>,
     planes: Arc<Planes>,
     sides: [Side; 2],
     counters: [WriteCounter; 2],
@@ -311,6 +339,7 @@ impl Scenario {
         ];
         Ok(Self {
             name,
+            user_writes: Mutex::new(0),
             planes: planes.clone(),
             sides,
             counters,
@@ -325,6 +354,13 @@ impl Scenario {
     {
         let [a, b] = &self.sides;
         tokio::try_join!(step(a.clone()), step(b.clone()))
+    }
+
+    /// Records that the scenario itself wrote `n` Endpoints or slices on each plane, so that
+    /// they are not taken for the controllers' writes in the cross-check with svcplane's
+    /// metrics.
+    pub fn user_wrote(&self, n: u64) {
+        *self.user_writes.lock().unwrap() += n;
     }
 
     /// Waits until both planes publish the same for `service`, and, when given, what the
@@ -404,8 +440,14 @@ impl Scenario {
             let (r, o) = self.slice_counts(service).await?;
             let _ = write!(slices, " {service}: {r}/{o} slices;");
         }
+        let user_writes = *self.user_writes.lock().unwrap();
+        let by_scenario = if user_writes > 0 {
+            format!(" (each side includes {user_writes} by the scenario itself)")
+        } else {
+            String::new()
+        };
         let report = format!(
-            "{:<24} in-tree {:>4} writes [{}] | svcplane {:>4} writes [{}] |{slices}",
+            "{:<24} in-tree {:>4} writes [{}] | svcplane {:>4} writes [{}] |{slices}{by_scenario}",
             self.name,
             reference.total(),
             reference,
@@ -414,6 +456,8 @@ impl Scenario {
         );
         println!("{report}");
         self.planes.reports.lock().unwrap().push(report);
+        let user_writes = *self.user_writes.lock().unwrap();
+        *self.planes.svcplane_writes_seen.lock().unwrap() += ours.total() - user_writes;
         note_more_writes(self.name, &reference, &ours);
         Ok(())
     }

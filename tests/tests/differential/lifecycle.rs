@@ -332,3 +332,193 @@ pub async fn node_missing(planes: Arc<Planes>) -> Result<()> {
     s.converge("nm", Some(&with)).await?;
     s.finish(&["nm"]).await
 }
+
+/// The Service's ports change: the target moves to a named port, then a port is added.
+pub async fn service_ports_change(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "ports-change-node";
+    let s = Scenario::start(&planes, "ports-change").await?;
+    s.each(|side| async move {
+        side.node(NODE, None).await?;
+        let pods: Vec<_> = (1..=3)
+            .map(|i| {
+                let template =
+                    pod(&format!("p{i}"), "pc", NODE, ("http", 8080)).port("metrics", 9090, "TCP");
+                (template, running(&format!("10.26.0.{i}"), true))
+            })
+            .collect();
+        side.start_pods(&pods).await?;
+        side.create_service(service(
+            "pc",
+            &[("app", "pc")],
+            &[("http", 80, "TCP", "8080")],
+        ))
+        .await?;
+        Ok(())
+    })
+    .await?;
+    s.converge("pc", None).await?;
+
+    s.each(|side| async move {
+        side.merge_patch::<Service>(
+            "pc",
+            json!({ "spec": { "ports": [{ "name": "http", "port": 80, "protocol": "TCP", "targetPort": "metrics" }] } }),
+        )
+        .await
+    })
+    .await?;
+    let group = |ports: &[(&str, i32, &str)]| {
+        let subset = (1..=3).fold(subset(ports), |s, i| {
+            s.ready(address(&format!("10.26.0.{i}"), NODE, &format!("p{i}")))
+        });
+        published(
+            Some(endpoints([subset], &[])),
+            None,
+            slices("pc", false).group(
+                "IPv4",
+                ports,
+                (1..=3).map(|i| {
+                    endpoint(&format!("10.26.0.{i}"), NODE, None, &format!("p{i}"), READY)
+                }),
+            ),
+        )
+    };
+    s.converge("pc", Some(&group(&[("http", 9090, "TCP")])))
+        .await?;
+
+    s.each(|side| async move {
+        side.merge_patch::<Service>(
+            "pc",
+            json!({ "spec": { "ports": [
+                { "name": "http", "port": 80, "protocol": "TCP", "targetPort": "metrics" },
+                { "name": "web", "port": 8080, "protocol": "TCP", "targetPort": "http" },
+            ] } }),
+        )
+        .await
+    })
+    .await?;
+    s.converge(
+        "pc",
+        Some(&group(&[("http", 9090, "TCP"), ("web", 8080, "TCP")])),
+    )
+    .await?;
+    s.finish(&["pc"]).await
+}
+
+/// The Service's labels change: Endpoints and slices follow.
+pub async fn service_labels_change(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "labels-node";
+    let s = Scenario::start(&planes, "service-labels").await?;
+    s.each(|side| async move {
+        side.node(NODE, None).await?;
+        side.start_pods(&[(
+            pod("a", "sl", NODE, ("http", 8080)),
+            running("10.27.0.1", true),
+        )])
+        .await?;
+        let mut manifest = web_service("sl", "sl");
+        manifest["metadata"]["labels"] = json!({ "team": "blue" });
+        side.create_service(manifest).await?;
+        Ok(())
+    })
+    .await?;
+    s.converge("sl", None).await?;
+    s.each(|side| async move {
+        side.merge_patch::<Service>(
+            "sl",
+            json!({ "metadata": { "labels": { "team": "green", "tier": "web" } } }),
+        )
+        .await
+    })
+    .await?;
+    let expected = published(
+        Some(endpoints(
+            [subset(&HTTP).ready(address("10.27.0.1", NODE, "a"))],
+            &[("team", "green"), ("tier", "web")],
+        )),
+        None,
+        slices("sl", false)
+            .labels(&[
+                (SERVICE_NAME_LABEL, "sl"),
+                ("team", "green"),
+                ("tier", "web"),
+            ])
+            .group(
+                "IPv4",
+                &HTTP,
+                [endpoint("10.27.0.1", NODE, None, "a", READY)],
+            ),
+    );
+    s.converge("sl", Some(&expected)).await?;
+    s.finish(&["sl"]).await
+}
+
+/// Ten Services over the same twenty pods, five of which turn not ready.
+pub async fn many_services_same_pods(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "many-services-node";
+    const SERVICES: [&str; 10] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"];
+    let s = Scenario::start(&planes, "many-services").await?;
+    s.each(|side| async move {
+        side.node(NODE, None).await?;
+        let pods: Vec<_> = (0..20)
+            .map(|i| {
+                (
+                    pod(&format!("m{i}"), "shared", NODE, ("http", 8080)),
+                    running(&format!("10.28.0.{}", i + 1), true),
+                )
+            })
+            .collect();
+        side.start_pods(&pods).await?;
+        for name in SERVICES {
+            side.create_service(web_service(name, "shared")).await?;
+        }
+        Ok(())
+    })
+    .await?;
+    for name in SERVICES {
+        s.converge(name, None).await?;
+    }
+    s.each(|side| async move {
+        for i in 0..5 {
+            side.set_pod(
+                &format!("m{i}"),
+                &running(&format!("10.28.0.{}", i + 1), false),
+            )
+            .await?;
+        }
+        Ok(())
+    })
+    .await?;
+    for name in SERVICES {
+        let ready = (5..20).fold(subset(&HTTP), |s, i| {
+            s.ready(address(
+                &format!("10.28.0.{}", i + 1),
+                NODE,
+                &format!("m{i}"),
+            ))
+        });
+        let both = (0..5).fold(ready, |s, i| {
+            s.not_ready(address(
+                &format!("10.28.0.{}", i + 1),
+                NODE,
+                &format!("m{i}"),
+            ))
+        });
+        let group = (0..20).map(|i| {
+            let conditions = if i < 5 { (false, false, false) } else { READY };
+            endpoint(
+                &format!("10.28.0.{}", i + 1),
+                NODE,
+                None,
+                &format!("m{i}"),
+                conditions,
+            )
+        });
+        let expected = published(
+            Some(endpoints([both], &[])),
+            None,
+            slices(name, false).group("IPv4", &HTTP, group),
+        );
+        s.converge(name, Some(&expected)).await?;
+    }
+    s.finish(&SERVICES).await
+}

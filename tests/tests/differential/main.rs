@@ -6,11 +6,13 @@
 //!
 //! It needs two local control planes, so it skips itself when `KUBECONFIG` names a cluster.
 
+mod election;
 mod expect;
 mod harness;
 mod lifecycle;
 mod scale;
 mod shapes;
+mod tampering;
 mod walkthrough;
 
 use std::future::Future;
@@ -45,6 +47,17 @@ fn cases() -> Vec<(String, Case)> {
         lifecycle::service_deleted,
         lifecycle::node_missing,
         scale::over_capacity,
+        tampering::endpoints_deleted_by_user,
+        tampering::slice_deleted_by_user,
+        tampering::slice_edited_by_user,
+        shapes::empty_selector_and_external_name,
+        shapes::sidecar_named_port,
+        shapes::pods_sharing_an_ip,
+        shapes::pod_phases,
+        lifecycle::service_ports_change,
+        lifecycle::service_labels_change,
+        lifecycle::many_services_same_pods,
+        election::lease_handover,
     ]
 }
 
@@ -104,6 +117,15 @@ fn main() -> ExitCode {
         for line in planes.svcplane_metrics() {
             println!("  {line}");
         }
+        let (metric, seen) = planes.svcplane_write_totals();
+        println!(
+            "svcplane's writes: {metric} by its own metric, {seen} seen by the scenarios' watches{}",
+            if metric == seen {
+                ""
+            } else {
+                " (they differ: a write outside a scenario's counting window, or a failed scenario)"
+            }
+        );
         if let Err(error) = runtime.block_on(planes.stop()) {
             eprintln!("svcplane's controllers: {error:#}");
             failed = true;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use e2e::kubelet::{self, PodTemplate};
+use e2e::kubelet::{self, PodState, PodTemplate};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
@@ -305,4 +305,233 @@ pub async fn publish_not_ready_addresses(planes: Arc<Planes>) -> Result<()> {
     );
     s.converge("pnr", Some(&expected)).await?;
     s.finish(&["pnr"]).await
+}
+
+/// A Service created with an empty selector (`{}`), and an ExternalName Service with a
+/// selector.
+pub async fn empty_selector_and_external_name(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "empty-selector-node";
+    let s = Scenario::start(&planes, "empty-selector").await?;
+    s.each(|side| async move {
+        side.node(NODE, None).await?;
+        side.start_pods(&[
+            (
+                pod("x", "x", NODE, ("http", 8080)),
+                running("10.14.0.1", true),
+            ),
+            (
+                PodTemplate::new("unlabelled", NODE).port("http", 8080, "TCP"),
+                running("10.14.0.2", true),
+            ),
+        ])
+        .await?;
+        side.create_service(service("everything", &[], &[("http", 80, "TCP", "http")]))
+            .await?;
+        let mut external = service("outside", &[("app", "x")], &[("http", 80, "TCP", "80")]);
+        external["spec"]["type"] = json!("ExternalName");
+        external["spec"]["externalName"] = json!("example.com");
+        side.create_service(external).await?;
+        Ok(())
+    })
+    .await?;
+    // The apiserver does not keep an empty selector (it is omitted like an absent one), so
+    // the Service is selectorless and gets nothing, from either controller.
+    let nothing = published(None, None, Default::default());
+    s.converge("everything", Some(&nothing)).await?;
+    s.converge("outside", Some(&nothing)).await?;
+    s.finish(&["everything", "outside"]).await
+}
+
+/// A named targetPort found on a sidecar (an init container with `restartPolicy: Always`) and
+/// not on a plain init container.
+pub async fn sidecar_named_port(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "sidecar-node";
+    let s = Scenario::start(&planes, "sidecar-port").await?;
+    s.each(|side| async move {
+        side.node(NODE, None).await?;
+        for (name, ip, restart_policy) in [
+            ("with-sidecar", "10.15.0.1", Some("Always")),
+            ("with-init", "10.15.0.2", None),
+        ] {
+            let mut init = json!({
+                "name": "proxy",
+                "image": "registry.invalid/proxy:1",
+                "ports": [{ "name": "proxy", "containerPort": 15001, "protocol": "TCP" }],
+            });
+            if let Some(policy) = restart_policy {
+                init["restartPolicy"] = json!(policy);
+            }
+            let manifest = json!({
+                "metadata": { "name": name, "labels": { "app": "mesh" } },
+                "spec": {
+                    "nodeName": NODE,
+                    "initContainers": [init],
+                    "containers": [{
+                        "name": "app",
+                        "image": "registry.invalid/app:1",
+                        "ports": [{ "name": "http", "containerPort": 8080, "protocol": "TCP" }],
+                    }],
+                },
+            });
+            side.start_pod_manifest(manifest, &running(ip, true))
+                .await?;
+        }
+        side.create_service(service(
+            "mesh",
+            &[("app", "mesh")],
+            &[
+                ("http", 80, "TCP", "http"),
+                ("proxy", 15001, "TCP", "proxy"),
+            ],
+        ))
+        .await?;
+        Ok(())
+    })
+    .await?;
+    let both = [("http", 8080, "TCP"), ("proxy", 15001, "TCP")];
+    let http = [("http", 8080, "TCP")];
+    // Endpoints group ports by the addresses behind them: http has both pods, proxy one.
+    let expected = published(
+        Some(endpoints(
+            [
+                subset(&http)
+                    .ready(address("10.15.0.1", NODE, "with-sidecar"))
+                    .ready(address("10.15.0.2", NODE, "with-init")),
+                subset(&[("proxy", 15001, "TCP")]).ready(address(
+                    "10.15.0.1",
+                    NODE,
+                    "with-sidecar",
+                )),
+            ],
+            &[],
+        )),
+        None,
+        slices("mesh", false)
+            .group(
+                "IPv4",
+                &both,
+                [endpoint("10.15.0.1", NODE, None, "with-sidecar", READY)],
+            )
+            .group(
+                "IPv4",
+                &http,
+                [endpoint("10.15.0.2", NODE, None, "with-init", READY)],
+            ),
+    );
+    s.converge("mesh", Some(&expected)).await?;
+    s.finish(&["mesh"]).await
+}
+
+/// Two pods reporting the same IP (host networking): both are listed, told apart by UID.
+pub async fn pods_sharing_an_ip(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "shared-ip-node";
+    let s = Scenario::start(&planes, "shared-ip").await?;
+    s.each(|side| async move {
+        side.node(NODE, None).await?;
+        side.start_pods(&[
+            (
+                pod("h1", "h", NODE, ("http", 8080)),
+                running("192.168.50.1", true),
+            ),
+            (
+                pod("h2", "h", NODE, ("http", 8080)),
+                running("192.168.50.1", false),
+            ),
+        ])
+        .await?;
+        side.create_service(service(
+            "h",
+            &[("app", "h")],
+            &[("http", 80, "TCP", "http")],
+        ))
+        .await?;
+        Ok(())
+    })
+    .await?;
+    let http = [("http", 8080, "TCP")];
+    let expected = published(
+        Some(endpoints(
+            [subset(&http)
+                .ready(address("192.168.50.1", NODE, "h1"))
+                .not_ready(address("192.168.50.1", NODE, "h2"))],
+            &[],
+        )),
+        None,
+        slices("h", false).group(
+            "IPv4",
+            &http,
+            [
+                endpoint("192.168.50.1", NODE, None, "h1", READY),
+                endpoint("192.168.50.1", NODE, None, "h2", (false, false, false)),
+            ],
+        ),
+    );
+    s.converge("h", Some(&expected)).await?;
+    s.finish(&["h"]).await
+}
+
+/// Pod phases: a pending pod without IP is left out until it has one; pods that succeeded or
+/// failed are removed.
+pub async fn pod_phases(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "phases-node";
+    let s = Scenario::start(&planes, "pod-phases").await?;
+    let pending = || PodState {
+        ips: Vec::new(),
+        ready: false,
+        phase: "Pending",
+    };
+    s.each(|side| async move {
+        side.node(NODE, None).await?;
+        side.start_pods(&[
+            (pod("pending", "ph", NODE, ("http", 8080)), pending()),
+            (
+                pod("done", "ph", NODE, ("http", 8080)),
+                running("10.16.0.2", true),
+            ),
+            (
+                pod("broken", "ph", NODE, ("http", 8080)),
+                running("10.16.0.3", true),
+            ),
+        ])
+        .await?;
+        side.create_service(service(
+            "ph",
+            &[("app", "ph")],
+            &[("http", 80, "TCP", "http")],
+        ))
+        .await?;
+        Ok(())
+    })
+    .await?;
+    s.converge("ph", None).await?;
+
+    s.each(|side| async move {
+        side.set_pod("pending", &running("10.16.0.1", true)).await?;
+        let finished = |ip: &str, phase| PodState {
+            ips: vec![ip.to_string()],
+            ready: false,
+            phase,
+        };
+        side.set_pod("done", &finished("10.16.0.2", "Succeeded"))
+            .await?;
+        side.set_pod("broken", &finished("10.16.0.3", "Failed"))
+            .await?;
+        Ok(())
+    })
+    .await?;
+    let http = [("http", 8080, "TCP")];
+    let expected = published(
+        Some(endpoints(
+            [subset(&http).ready(address("10.16.0.1", NODE, "pending"))],
+            &[],
+        )),
+        None,
+        slices("ph", false).group(
+            "IPv4",
+            &http,
+            [endpoint("10.16.0.1", NODE, None, "pending", READY)],
+        ),
+    );
+    s.converge("ph", Some(&expected)).await?;
+    s.finish(&["ph"]).await
 }
