@@ -4,8 +4,10 @@
 //! - A pod change queues the Services selecting it before or after, and only when something
 //!   they publish changed (labels for selection; IPs, readiness, phase, deletion, node,
 //!   hostname/subdomain, container ports for the endpoints), after the batch period.
-//! - A Node appearing, disappearing or changing zone queues, for the slice controller, the
-//!   Services selecting pods on it (their endpoints carry its zone, or wait for it).
+//! - A Node appearing or changing zone queues, for the slice controller, the Services
+//!   selecting pods on it (their endpoints wait for it, or carry its zone). A Node
+//!   disappearing queues nothing, as in-tree: its pods' endpoints stay until their Service
+//!   syncs for another reason, so that a Node briefly re-registering does not empty slices.
 //! - A deleted Endpoints object queues its Service for the Endpoints controller (to recreate).
 //! - A slice change queues its Service for the slice controller unless it only echoes the
 //!   controller's own write ([`SliceTracker::is_news`]), after at least a second, to batch
@@ -264,7 +266,7 @@ impl Router {
                 new
             }
             Change::Applied { old: None, new } => new,
-            Change::Deleted(old) => old,
+            Change::Deleted(_) => return,
         };
         let Some(pods) = node
             .metadata

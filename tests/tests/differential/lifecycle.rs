@@ -522,3 +522,187 @@ pub async fn many_services_same_pods(planes: Arc<Planes>) -> Result<()> {
     }
     s.finish(&SERVICES).await
 }
+
+/// A Node is deleted under its pods: nothing changes until their Service syncs for another
+/// reason (as in-tree); then their slice endpoints go, and come back with the Node.
+pub async fn node_deleted(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "doomed-node";
+    let s = Scenario::start(&planes, "node-deleted").await?;
+    s.each(|side| async move {
+        side.node(NODE, Some("zone-x")).await?;
+        side.start_pods(&[
+            (
+                pod("d1", "nd", NODE, ("http", 8080)),
+                running("10.30.0.1", true),
+            ),
+            (
+                pod("d2", "nd", NODE, ("http", 8080)),
+                running("10.30.0.2", true),
+            ),
+        ])
+        .await?;
+        side.create_service(web_service("nd", "nd")).await?;
+        Ok(())
+    })
+    .await?;
+    let d1 = endpoint("10.30.0.1", NODE, Some("zone-x"), "d1", READY);
+    let d2 = endpoint("10.30.0.2", NODE, Some("zone-x"), "d2", READY);
+    let all_ready = published(
+        Some(endpoints(
+            [subset(&HTTP)
+                .ready(address("10.30.0.1", NODE, "d1"))
+                .ready(address("10.30.0.2", NODE, "d2"))],
+            &[],
+        )),
+        None,
+        slices("nd", false).group("IPv4", &HTTP, [d1.clone(), d2.clone()]),
+    );
+    s.converge("nd", Some(&all_ready)).await?;
+
+    s.each(|side| async move {
+        Api::<Node>::all(side.client.clone())
+            .delete(NODE, &DeleteParams::default())
+            .await?;
+        Ok(())
+    })
+    .await?;
+    s.converge("nd", Some(&all_ready)).await?;
+
+    s.each(|side| async move { side.set_pod("d1", &running("10.30.0.1", false)).await })
+        .await?;
+    let endpoints_now = endpoints(
+        [subset(&HTTP)
+            .not_ready(address("10.30.0.1", NODE, "d1"))
+            .ready(address("10.30.0.2", NODE, "d2"))],
+        &[],
+    );
+    let without_node = published(
+        Some(endpoints_now.clone()),
+        None,
+        slices("nd", false).group("IPv4", &[], []),
+    );
+    s.converge("nd", Some(&without_node)).await?;
+
+    s.each(|side| async move { side.node(NODE, Some("zone-x")).await })
+        .await?;
+    let mut d1_not_ready = d1;
+    (d1_not_ready.ready, d1_not_ready.serving) = (Some(false), Some(false));
+    let back = published(
+        Some(endpoints_now),
+        None,
+        slices("nd", false).group("IPv4", &HTTP, [d1_not_ready, d2]),
+    );
+    s.converge("nd", Some(&back)).await?;
+    s.finish(&["nd"]).await
+}
+
+/// A Service deleted and created again under the same name (a new UID): the old incarnation's
+/// slices, left behind without a garbage collector, are replaced.
+pub async fn service_recreated(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "recreated-node";
+    let s = Scenario::start(&planes, "service-recreated").await?;
+    s.each(|side| async move {
+        side.node(NODE, None).await?;
+        side.start_pods(&[(
+            pod("r1", "re", NODE, ("http", 8080)),
+            running("10.31.0.1", true),
+        )])
+        .await?;
+        side.create_service(web_service("re", "re")).await?;
+        Ok(())
+    })
+    .await?;
+    s.converge("re", None).await?;
+    s.each(|side| async move {
+        side.api::<Service>()
+            .delete("re", &DeleteParams::default())
+            .await?;
+        Ok(())
+    })
+    .await?;
+    let orphaned = published(
+        None,
+        None,
+        slices("re", false).group(
+            "IPv4",
+            &HTTP,
+            [endpoint("10.31.0.1", NODE, None, "r1", READY)],
+        ),
+    );
+    s.converge("re", Some(&orphaned)).await?;
+
+    s.each(|side| async move {
+        side.create_service(service(
+            "re",
+            &[("app", "re")],
+            &[("http", 80, "TCP", "9090")],
+        ))
+        .await?;
+        Ok(())
+    })
+    .await?;
+    let renewed = published(
+        Some(endpoints(
+            [subset(&[("http", 9090, "TCP")]).ready(address("10.31.0.1", NODE, "r1"))],
+            &[],
+        )),
+        None,
+        slices("re", false).group(
+            "IPv4",
+            &[("http", 9090, "TCP")],
+            [endpoint("10.31.0.1", NODE, None, "r1", READY)],
+        ),
+    );
+    // The convergence check also requires every slice to belong to the new Service.
+    s.converge("re", Some(&renewed)).await?;
+    s.finish(&["re"]).await
+}
+
+/// Ten pods flap readiness three times in quick succession and end ready.
+pub async fn readiness_flapping(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "flapping-node";
+    let s = Scenario::start(&planes, "readiness-flapping").await?;
+    let ip = |i: usize| format!("10.32.0.{}", i + 1);
+    s.each(|side| async move {
+        side.node(NODE, None).await?;
+        let pods: Vec<_> = (0..10)
+            .map(|i| {
+                (
+                    pod(&format!("f{i}"), "flap", NODE, ("http", 8080)),
+                    running(&ip(i), true),
+                )
+            })
+            .collect();
+        side.start_pods(&pods).await?;
+        side.create_service(web_service("flap", "flap")).await?;
+        Ok(())
+    })
+    .await?;
+    s.converge("flap", None).await?;
+    s.each(|side| async move {
+        for ready in [false, true, false, true] {
+            for i in 0..10 {
+                side.set_pod(&format!("f{i}"), &running(&ip(i), ready))
+                    .await?;
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    let expected = published(
+        Some(endpoints(
+            [(0..10).fold(subset(&HTTP), |s, i| {
+                s.ready(address(&ip(i), NODE, &format!("f{i}")))
+            })],
+            &[],
+        )),
+        None,
+        slices("flap", false).group(
+            "IPv4",
+            &HTTP,
+            (0..10).map(|i| endpoint(&ip(i), NODE, None, &format!("f{i}"), READY)),
+        ),
+    );
+    s.converge("flap", Some(&expected)).await?;
+    s.finish(&["flap"]).await
+}

@@ -57,6 +57,11 @@ fn cases() -> Vec<(String, Case)> {
         lifecycle::service_ports_change,
         lifecycle::service_labels_change,
         lifecycle::many_services_same_pods,
+        lifecycle::node_deleted,
+        lifecycle::service_recreated,
+        lifecycle::readiness_flapping,
+        shapes::address_family_mismatch,
+        shapes::publish_not_ready_on_missing_node,
         election::lease_handover,
     ]
 }

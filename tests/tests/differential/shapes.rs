@@ -535,3 +535,82 @@ pub async fn pod_phases(planes: Arc<Planes>) -> Result<()> {
     s.converge("ph", Some(&expected)).await?;
     s.finish(&["ph"]).await
 }
+
+/// An IPv4 Service over a pod that has only an IPv6 address: it has nothing to offer.
+pub async fn address_family_mismatch(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "family-node";
+    let s = Scenario::start(&planes, "family-mismatch").await?;
+    s.each(|side| async move {
+        side.node(NODE, None).await?;
+        side.start_pods(&[
+            (
+                pod("v4", "fam", NODE, ("http", 8080)),
+                running("10.17.0.1", true),
+            ),
+            (
+                pod("v6", "fam", NODE, ("http", 8080)),
+                running("fd00:17::1", true),
+            ),
+        ])
+        .await?;
+        let mut manifest = service("fam", &[("app", "fam")], &[("http", 80, "TCP", "http")]);
+        manifest["spec"]["ipFamilies"] = json!(["IPv4"]);
+        side.create_service(manifest).await?;
+        Ok(())
+    })
+    .await?;
+    let http = [("http", 8080, "TCP")];
+    let expected = published(
+        Some(endpoints(
+            [subset(&http).ready(address("10.17.0.1", NODE, "v4"))],
+            &[],
+        )),
+        None,
+        slices("fam", false).group(
+            "IPv4",
+            &http,
+            [endpoint("10.17.0.1", NODE, None, "v4", READY)],
+        ),
+    );
+    s.converge("fam", Some(&expected)).await?;
+    s.finish(&["fam"]).await
+}
+
+/// publishNotReadyAddresses publishes a pod whose Node is missing anyway (without a zone).
+pub async fn publish_not_ready_on_missing_node(planes: Arc<Planes>) -> Result<()> {
+    const MISSING: &str = "pnr-missing-node";
+    let s = Scenario::start(&planes, "pnr-missing-node").await?;
+    s.each(|side| async move {
+        side.start_pods(&[(
+            pod("lost", "lost", MISSING, ("http", 8080)),
+            running("10.18.0.1", false),
+        )])
+        .await?;
+        let mut manifest = service("lost", &[("app", "lost")], &[("http", 80, "TCP", "http")]);
+        manifest["spec"]["publishNotReadyAddresses"] = json!(true);
+        side.create_service(manifest).await?;
+        Ok(())
+    })
+    .await?;
+    let http = [("http", 8080, "TCP")];
+    let expected = published(
+        Some(endpoints(
+            [subset(&http).ready(address("10.18.0.1", MISSING, "lost"))],
+            &[],
+        )),
+        None,
+        slices("lost", false).group(
+            "IPv4",
+            &http,
+            [endpoint(
+                "10.18.0.1",
+                MISSING,
+                None,
+                "lost",
+                (true, false, false),
+            )],
+        ),
+    );
+    s.converge("lost", Some(&expected)).await?;
+    s.finish(&["lost"]).await
+}

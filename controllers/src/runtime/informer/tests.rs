@@ -192,8 +192,20 @@ async fn node_changes_queue_services_of_its_pods_for_slices_only() {
 
     let moved = fixtures::node("node-a", Some("zone-2"));
     f.router
-        .handle(Update::Node(Box::new(WatchEvent::Apply(trim::node(moved)))));
+        .handle(Update::Node(Box::new(WatchEvent::Apply(trim::node(
+            moved.clone(),
+        )))));
     assert_eq!(waiting(&f.slices), vec![("web".into(), 0)]);
+    drain(&f);
+
+    f.router
+        .handle(Update::Node(Box::new(WatchEvent::Delete(trim::node(
+            moved,
+        )))));
+    assert!(
+        waiting(&f.slices).is_empty(),
+        "a deleted Node queues nothing"
+    );
 }
 
 #[tokio::test(start_paused = true)]
