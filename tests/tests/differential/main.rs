@@ -12,6 +12,7 @@ mod harness;
 mod lifecycle;
 mod scale;
 mod shapes;
+mod takeover;
 mod tampering;
 mod walkthrough;
 
@@ -63,6 +64,7 @@ fn cases() -> Vec<(String, Case)> {
         shapes::address_family_mismatch,
         shapes::publish_not_ready_on_missing_node,
         election::lease_handover,
+        takeover::from_in_tree,
     ]
 }
 
