@@ -6,6 +6,9 @@ pub enum Error {
     /// A setting the controllers cannot run with.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// The watches stopped (a bug): the caches would go stale, so the controllers stop.
+    #[error("the watches stopped: {0}")]
+    WatchesStopped(String),
     /// Another instance holds the Lease now, or renewing it failed for longer than the renew
     /// deadline. The process should exit so that it does not act beside the new leader.
     #[error("lost the leader election Lease {lease}: {reason}")]
@@ -38,6 +41,9 @@ pub(crate) enum SyncError {
     /// Some pods were left out because their Node is not known (yet).
     #[error("skipped pods on Nodes that do not exist: {0}")]
     PodsOnMissingNodes(String),
+    /// The sync panicked: a bug.
+    #[error("the sync panicked: {0}")]
+    Panicked(String),
 }
 
 impl SyncError {
@@ -59,7 +65,9 @@ impl SyncError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             SyncError::StaleCache(_) => "stale",
-            SyncError::Api { .. } | SyncError::PodsOnMissingNodes(_) => "error",
+            SyncError::Api { .. } | SyncError::PodsOnMissingNodes(_) | SyncError::Panicked(_) => {
+                "error"
+            }
         }
     }
 }

@@ -29,6 +29,7 @@ mod trim;
 mod watch;
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -200,13 +201,12 @@ async fn run_controllers(
     tasks.spawn(route(client.clone(), router, caches.clone(), synced_tx));
 
     tokio::pin!(shutdown);
-    tokio::select! {
-        result = synced_rx.wait_for(|synced| *synced) => {
-            if result.is_err() {
-                return Ok(());
-            }
-        }
+    let synced = tokio::select! {
+        result = synced_rx.wait_for(|synced| *synced) => result.is_ok(),
         () = &mut shutdown => return Ok(()),
+    };
+    if !synced {
+        return Err(watches_stopped(tasks.join_next().await));
     }
     tracing::info!(
         services = caches.services.len(),
@@ -250,12 +250,25 @@ async fn run_controllers(
         }));
     }
 
-    shutdown.await;
-    tracing::info!("shutting down: letting syncs in flight finish");
+    let result = tokio::select! {
+        () = &mut shutdown => {
+            tracing::info!("shutting down: letting syncs in flight finish");
+            Ok(())
+        }
+        ended = tasks.join_next() => Err(watches_stopped(ended)),
+    };
     endpoints_queue.shut_down();
     slices_queue.shut_down();
     while workers.join_next().await.is_some() {}
-    Ok(())
+    result
+}
+
+fn watches_stopped(ended: Option<Result<(), tokio::task::JoinError>>) -> Error {
+    let why = match ended {
+        Some(Err(error)) => error.to_string(),
+        _ => "ended".to_string(),
+    };
+    Error::WatchesStopped(why)
 }
 
 /// Queues every Service for both controllers, and, as in-tree, every Endpoints object for the
@@ -316,23 +329,91 @@ async fn route(
 }
 
 /// A worker: takes Service keys off the queue and syncs them, retrying failures with backoff.
+/// A sync that panics (a bug) counts as a failure, so that neither the worker nor the Service
+/// is lost.
 async fn work<F, Fut>(queue: Arc<WorkQueue<ObjectKey>>, controller: &'static str, sync: F)
 where
     F: Fn(ObjectKey) -> Fut,
     Fut: Future<Output = Result<(), SyncError>>,
 {
     while let Some(key) = queue.next().await {
-        match sync(key.clone()).await {
-            Ok(()) => queue.forget(&key),
-            Err(error) if queue.failures(&key) < MAX_RETRIES => {
-                tracing::info!(controller, service = %key, %error, "sync failed; retrying");
-                queue.retry(key.clone());
-            }
-            Err(error) => {
-                tracing::warn!(controller, service = %key, %error, "sync failed too often; dropping the Service until it changes again");
+        let outcome = AssertUnwindSafe(sync(key.clone())).catch_unwind().await;
+        let error = match outcome {
+            Ok(Ok(())) => {
                 queue.forget(&key);
+                queue.done(&key);
+                continue;
             }
+            Ok(Err(error)) => error,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(controller, service = %key, %message, "sync panicked");
+                SyncError::Panicked(message)
+            }
+        };
+        if queue.failures(&key) < MAX_RETRIES {
+            if matches!(error, SyncError::StaleCache(_)) {
+                tracing::debug!(controller, service = %key, %error, "cache behind; retrying");
+            } else {
+                tracing::info!(controller, service = %key, %error, "sync failed; retrying");
+            }
+            queue.retry(key.clone());
+        } else {
+            tracing::warn!(controller, service = %key, %error, "sync failed too often; dropping the Service until it changes again");
+            queue.forget(&key);
         }
         queue.done(&key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_sync_is_retried_and_the_worker_goes_on() {
+        let queue = Arc::new(WorkQueue::new(SLICES_BACKOFF));
+        let calls = Arc::new(AtomicU32::new(0));
+        queue.add(ObjectKey::new("ns", "flaky"));
+        let worker = tokio::spawn(work(queue.clone(), "test", {
+            let calls = calls.clone();
+            move |key: ObjectKey| {
+                let calls = calls.clone();
+                async move {
+                    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                        panic!("a bug syncing {key}");
+                    }
+                    Ok(())
+                }
+            }
+        }));
+        while calls.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(queue.failures(&ObjectKey::new("ns", "flaky")), 0);
+        queue.shut_down();
+        worker.await.unwrap();
+    }
+
+    #[test]
+    fn defaults_are_kube_controller_managers() {
+        let config = ControllersConfig::default();
+        assert_eq!(config.concurrent_service_endpoint_syncs, 5);
+        assert_eq!(config.concurrent_endpoint_syncs, 5);
+        assert_eq!(config.endpointslice_updates_batch_period, Duration::ZERO);
+        assert_eq!(config.max_endpoints_per_slice.get(), 100);
+        assert!(config.leader_election.enabled);
+        assert!(config.validate().is_ok());
+        let idle = ControllersConfig {
+            concurrent_endpoint_syncs: 0,
+            ..ControllersConfig::default()
+        };
+        assert!(matches!(idle.validate(), Err(Error::InvalidConfig(_))));
     }
 }
