@@ -91,6 +91,15 @@ impl Admission for Webhook {
     }
 }
 
+/// A task aborted when this handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The allocators of the configured ranges, empty.
 pub fn allocators(config: &WebhookConfig) -> Result<Allocators, allocator::Error> {
     let cluster_ips = config
@@ -118,7 +127,8 @@ pub async fn run(
     let certificate =
         ReloadingCertificate::load(&config.tls_cert_file, &config.tls_private_key_file)?;
     let tls = server_config(Arc::clone(&certificate))?;
-    let reloader = certificate.spawn_reloader(config.tls_reload_interval);
+    // Stopped with `run`, including when its future is dropped before it returns.
+    let _reloader = AbortOnDrop(certificate.spawn_reloader(config.tls_reload_interval));
 
     let store = AllocationStore::start(client.clone(), allocators(&config)?).await?;
     let pod_ips = Arc::new(PodIpIndex::default());
@@ -150,8 +160,33 @@ pub async fn run(
     )
     .await;
     readiness.set(false);
-    reloader.abort();
     watches.abort();
     served?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_behind_abort_on_drop_stops_with_its_owner() {
+        let (_keep, never) = tokio::sync::oneshot::channel::<()>();
+        let guard = AbortOnDrop(tokio::spawn(async move {
+            let _ = never.await;
+        }));
+        let task = guard.0.abort_handle();
+        let owner = async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        };
+        // The owner is cancelled, as a `run` future dropped by its caller.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), owner)
+                .await
+                .is_err()
+        );
+        tokio::task::yield_now().await;
+        assert!(task.is_finished());
+    }
 }

@@ -4,11 +4,16 @@
 //!
 //! Replicas never hand out one value twice because a value only reaches a client after the
 //! write that reserves it succeeded against the latest resourceVersion. On a conflict the
-//! actor reloads every range, gives back what it had persisted for the batch (nobody was
-//! told of those values yet) and plans the batch again. Any other failure reloads the state
-//! before the next batch, and the clients get an error they can retry.
+//! actor waits a random moment, reads a fresh copy of each range it has still to write and
+//! replays the batch's changes on it: one read and one write per range, so that a replica
+//! losing races to a busy one still gets through. Only when a value the batch reserved was
+//! taken meanwhile does it reload every range, give back what it had persisted for the
+//! batch (nobody was told of those values yet) and plan the batch again. Any other failure
+//! reloads the state before the next batch, and the clients get an error they can retry.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::hash::BuildHasher;
+use std::time::Duration;
 
 use allocator::{Allocators, ClusterIpAllocator, NodePortAllocator, ServiceSpec, Snapshot, Value};
 use k8s_openapi::ByteString;
@@ -20,9 +25,15 @@ use super::crd::{RangeAllocation, RangeAllocationSpec, RangeKind};
 
 /// How many commands one batch (and so one write per range) takes at most.
 const MAX_BATCH: usize = 256;
-/// How many times a batch is planned again after write conflicts before its clients get
-/// an error.
-const MAX_ATTEMPTS: usize = 8;
+/// How many times a batch is written (replayed or planned again after each conflict)
+/// before its clients get an error.
+const MAX_ATTEMPTS: u32 = 16;
+/// The first cap of the wait before writing again after a conflict; it doubles with each
+/// attempt up to [`CONFLICT_BACKOFF_MAX`]. The waits of all attempts add up to at most
+/// about 0.7 s, well inside the webhook's timeout.
+const CONFLICT_BACKOFF_BASE: Duration = Duration::from_millis(1);
+/// See [`CONFLICT_BACKOFF_BASE`].
+const CONFLICT_BACKOFF_MAX: Duration = Duration::from_millis(64);
 /// How many recent admissions are remembered to answer a reinvocation alike.
 const RECENT_ADMISSIONS: usize = 4096;
 
@@ -52,6 +63,11 @@ pub struct AdmitRequest {
     /// Report what would be allocated; persist nothing.
     pub dry_run: bool,
 }
+
+type PendingAdmit = (
+    AdmitRequest,
+    oneshot::Sender<Result<ServiceSpec, StoreError>>,
+);
 
 enum Command {
     Admit(
@@ -179,86 +195,188 @@ impl Actor {
             return;
         }
 
-        // Values this batch persisted in an attempt that then hit a conflict: given back
-        // before planning again, as no client was told of them.
+        // Values this batch persisted in an attempt that then had to be planned again:
+        // given back first, as no client was told of them.
         let mut persisted_unanswered: Vec<Value> = Vec::new();
-        for attempt in 1..=MAX_ATTEMPTS {
+        let mut attempts = 0;
+        while attempts < MAX_ATTEMPTS {
+            attempts += 1;
             if self.stale
                 && let Err(error) = self.reload().await
             {
                 tracing::warn!(%error, "allocation state not reloaded");
                 break;
             }
-            let mut touched: BTreeSet<RangeKind> = BTreeSet::new();
-            for value in persisted_unanswered.drain(..) {
-                self.allocators.release(value);
-                touched.insert(RangeKind::of(value));
-            }
-            for &value in &releases {
-                if self.allocators.release(value) {
-                    touched.insert(RangeKind::of(value));
-                }
-            }
-            for &value in &marks {
-                if !self.allocators.has(value) && self.allocators.allocate(value).is_ok() {
-                    touched.insert(RangeKind::of(value));
-                }
-            }
-            let mut outcomes = Vec::with_capacity(admits.len());
-            let mut reserved: Vec<Value> = Vec::new();
-            for (request, _) in &admits {
-                let outcome = self.plan(request);
-                if let Ok((_, values)) = &outcome {
-                    reserved.extend(values);
-                    touched.extend(values.iter().map(|&v| RangeKind::of(v)));
-                }
-                outcomes.push(outcome);
-            }
+            let given_back = std::mem::take(&mut persisted_unanswered);
+            let mut planned = self.plan_batch(&admits, &releases, &marks, given_back);
 
-            match self.persist(&touched).await {
-                Ok(()) => {
-                    for ((request, reply), outcome) in admits.into_iter().zip(outcomes) {
-                        let answer = match outcome {
-                            Ok((filled, _)) => {
-                                if !request.dry_run {
-                                    self.remember(&request.uid, &filled);
-                                }
-                                Ok(filled)
-                            }
-                            Err(error) => Err(StoreError::Allocation(error)),
-                        };
-                        let _ = reply.send(answer);
-                    }
+            let rebased = match self.persist(&planned.pending).await {
+                Ok(()) => Ok(Rebased::Written),
+                Err(PersistError::Conflict { written }) => {
+                    planned.pending.retain(|kind| !written.contains(kind));
+                    self.write_rebased(&mut planned, &mut attempts).await
+                }
+                Err(PersistError::Other(error)) => Err(error),
+            };
+            match rebased {
+                Ok(Rebased::Written) => {
+                    self.answer(admits, planned.outcomes);
                     return;
                 }
-                Err(PersistError::Conflict { written }) => {
+                Ok(Rebased::Replan) => {
                     tracing::debug!(
-                        attempt,
-                        "allocation state changed under this replica; planning the batch again"
+                        attempts,
+                        "a value of this batch was taken meanwhile; planning the batch again"
                     );
-                    persisted_unanswered = reserved
-                        .into_iter()
-                        .filter(|v| written.contains(&RangeKind::of(*v)))
-                        .collect();
+                    persisted_unanswered = planned.reserved_written();
                     self.stale = true;
                 }
-                Err(PersistError::Other(error)) => {
+                Ok(Rebased::OutOfAttempts) => break,
+                Err(error) => {
                     tracing::warn!(%error, "allocation state not written");
-                    self.stale = true;
-                    self.deferred_releases = releases;
-                    for (_, reply) in admits {
-                        let _ = reply.send(Err(StoreError::Persist(error.clone())));
-                    }
+                    self.fail(admits, releases, error);
                     return;
                 }
             }
         }
+        self.fail(
+            admits,
+            releases,
+            "the state kept changing under concurrent writers".to_string(),
+        );
+    }
+
+    /// After a write conflict: writes each range `planned` has still to write after a read
+    /// of a fresh copy on which the batch's changes are replayed, so that the window another
+    /// replica can write in is one read and one write; a random wait precedes each try that
+    /// follows a conflict. Counts each write in `attempts`.
+    async fn write_rebased(
+        &mut self,
+        planned: &mut Planned,
+        attempts: &mut u32,
+    ) -> Result<Rebased, String> {
+        let mut conflicted = true;
+        while let Some(&kind) = planned.pending.first() {
+            if *attempts >= MAX_ATTEMPTS {
+                return Ok(Rebased::OutOfAttempts);
+            }
+            if conflicted {
+                let backoff = conflict_backoff(*attempts, random());
+                tracing::debug!(
+                    attempts,
+                    ?backoff,
+                    range = kind.object_name(),
+                    "allocation state changed under this replica; replaying the batch on a fresh copy"
+                );
+                // Replicas busy at once would otherwise retry in lockstep and keep
+                // overwriting each other until every attempt is spent.
+                tokio::time::sleep(backoff).await;
+            }
+            *attempts += 1;
+            let stored = match self.api.get_opt(kind.object_name()).await {
+                Ok(Some(stored)) => stored,
+                Ok(None) => return Ok(Rebased::Replan),
+                Err(error) => return Err(error.to_string()),
+            };
+            let snapshot = Snapshot {
+                range: stored.spec.range.clone(),
+                data: stored.spec.data.0.clone(),
+            };
+            if self.restore(kind, &snapshot).is_err() {
+                return Ok(Rebased::Replan);
+            }
+            self.versions
+                .insert(kind, stored.metadata.resource_version.unwrap_or_default());
+            if !replay(&mut self.allocators, &planned.deltas[&kind]) {
+                return Ok(Rebased::Replan);
+            }
+            match self.persist(&BTreeSet::from([kind])).await {
+                Ok(()) => {
+                    planned.pending.remove(&kind);
+                    conflicted = false;
+                }
+                Err(PersistError::Conflict { .. }) => conflicted = true,
+                Err(PersistError::Other(error)) => return Err(error),
+            }
+        }
+        Ok(Rebased::Written)
+    }
+
+    /// Answers the admissions of a persisted batch.
+    fn answer(
+        &mut self,
+        admits: Vec<PendingAdmit>,
+        outcomes: Vec<Result<ServiceSpec, allocator::Error>>,
+    ) {
+        for ((request, reply), outcome) in admits.into_iter().zip(outcomes) {
+            let answer = match outcome {
+                Ok(filled) => {
+                    if !request.dry_run {
+                        self.remember(&request.uid, &filled);
+                    }
+                    Ok(filled)
+                }
+                Err(error) => Err(StoreError::Allocation(error)),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// Answers every admission of a batch that could not be persisted with an error the
+    /// client can retry; its releases wait for the next batch.
+    fn fail(&mut self, admits: Vec<PendingAdmit>, releases: Vec<Value>, error: String) {
         self.stale = true;
         self.deferred_releases = releases;
         for (_, reply) in admits {
-            let _ = reply.send(Err(StoreError::Persist(
-                "the state kept changing under concurrent writers".to_string(),
-            )));
+            let _ = reply.send(Err(StoreError::Persist(error.clone())));
+        }
+    }
+
+    /// Plans a batch on the in-memory allocators: gives back `given_back`, applies the
+    /// releases and marks, plans every admission.
+    fn plan_batch(
+        &mut self,
+        admits: &[PendingAdmit],
+        releases: &[Value],
+        marks: &[Value],
+        given_back: Vec<Value>,
+    ) -> Planned {
+        let mut deltas: BTreeMap<RangeKind, RangeDelta> = BTreeMap::new();
+        for value in given_back.into_iter().chain(releases.iter().copied()) {
+            if self.allocators.release(value) {
+                deltas
+                    .entry(RangeKind::of(value))
+                    .or_default()
+                    .released
+                    .push(value);
+            }
+        }
+        for &value in marks {
+            if !self.allocators.has(value) && self.allocators.allocate(value).is_ok() {
+                deltas
+                    .entry(RangeKind::of(value))
+                    .or_default()
+                    .marked
+                    .push(value);
+            }
+        }
+        let mut outcomes = Vec::with_capacity(admits.len());
+        for (request, _) in admits {
+            outcomes.push(self.plan(request).map(|(filled, reserved)| {
+                for value in reserved {
+                    deltas
+                        .entry(RangeKind::of(value))
+                        .or_default()
+                        .reserved
+                        .push(value);
+                }
+                filled
+            }));
+        }
+        Planned {
+            outcomes,
+            pending: deltas.keys().copied().collect(),
+            deltas,
         }
     }
 
@@ -413,6 +531,83 @@ impl Actor {
     }
 }
 
+/// How writing a batch after a conflict ended.
+enum Rebased {
+    /// Every range is written.
+    Written,
+    /// A value the batch reserved was taken meanwhile: plan it again.
+    Replan,
+    /// Every attempt is spent.
+    OutOfAttempts,
+}
+
+/// A batch planned on the in-memory allocators, not yet (entirely) persisted.
+struct Planned {
+    /// Each admission's filled Service, or why it is refused.
+    outcomes: Vec<Result<ServiceSpec, allocator::Error>>,
+    /// What the batch changes in each range.
+    deltas: BTreeMap<RangeKind, RangeDelta>,
+    /// Ranges still to write.
+    pending: BTreeSet<RangeKind>,
+}
+
+impl Planned {
+    /// Values reserved in the ranges already written.
+    fn reserved_written(&self) -> Vec<Value> {
+        self.deltas
+            .iter()
+            .filter(|(kind, _)| !self.pending.contains(kind))
+            .flat_map(|(_, delta)| delta.reserved.iter().copied())
+            .collect()
+    }
+}
+
+/// What a batch changed in one range, relative to the copy it was planned on; replayed on a
+/// fresher copy after a write conflict, so that a replica that lost a race writes again
+/// after one read of that range instead of planning the whole batch over.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct RangeDelta {
+    /// Freed: values no Service holds, and reservations given back.
+    released: Vec<Value>,
+    /// Allocated because Services hold them.
+    marked: Vec<Value>,
+    /// Reserved by the batch's admissions: they must still be free in the fresher copy.
+    reserved: Vec<Value>,
+}
+
+/// Replays `delta` on `allocators` in the order it was planned: releases, marks, then
+/// reservations. `false` when a reserved value is taken in this copy.
+fn replay(allocators: &mut Allocators, delta: &RangeDelta) -> bool {
+    for &value in &delta.released {
+        allocators.release(value);
+    }
+    for &value in &delta.marked {
+        if !allocators.has(value) {
+            let _ = allocators.allocate(value);
+        }
+    }
+    delta
+        .reserved
+        .iter()
+        .all(|&value| allocators.allocate(value).is_ok())
+}
+
+/// The wait before attempt `attempt + 1` after a conflict: uniform in `[0, cap]` ("full
+/// jitter"), the cap doubling from [`CONFLICT_BACKOFF_BASE`] up to [`CONFLICT_BACKOFF_MAX`].
+/// `random` is any uniformly random number.
+fn conflict_backoff(attempt: u32, random: u64) -> Duration {
+    let cap = CONFLICT_BACKOFF_BASE
+        .saturating_mul(1 << attempt.min(16))
+        .min(CONFLICT_BACKOFF_MAX);
+    let cap_nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(random % (cap_nanos + 1))
+}
+
+/// A random number from the standard library's per-instance random hasher keys.
+fn random() -> u64 {
+    std::collections::hash_map::RandomState::new().hash_one(0u8)
+}
+
 enum PersistError {
     /// A range changed since it was read; `written` were written before that.
     Conflict {
@@ -423,4 +618,78 @@ enum PersistError {
 
 fn persist(error: kube::Error) -> StoreError {
     StoreError::Persist(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_backoff_is_jittered_under_a_doubling_cap() {
+        assert_eq!(conflict_backoff(1, 0), Duration::ZERO);
+        let mut total = Duration::ZERO;
+        for attempt in 1..MAX_ATTEMPTS {
+            let cap = (CONFLICT_BACKOFF_BASE * 2u32.pow(attempt)).min(CONFLICT_BACKOFF_MAX);
+            for _ in 0..64 {
+                assert!(conflict_backoff(attempt, random()) <= cap);
+            }
+            let at_cap = conflict_backoff(attempt, u64::try_from(cap.as_nanos()).unwrap());
+            assert_eq!(at_cap, cap);
+            total += at_cap;
+        }
+        assert_eq!(total, Duration::from_millis(702));
+    }
+
+    fn allocators() -> Allocators {
+        Allocators::new(
+            vec![ClusterIpAllocator::new("10.96.0.0/24".parse().unwrap())],
+            NodePortAllocator::new(allocator::PortRange::default()),
+        )
+        .unwrap()
+    }
+
+    fn ip(s: &str) -> Value {
+        Value::ClusterIp(s.parse().unwrap())
+    }
+
+    #[test]
+    fn a_delta_replays_on_a_copy_others_changed() {
+        // Another replica allocated .7 and freed .9 since this one read the range.
+        let mut fresher = allocators();
+        fresh_allocate(&mut fresher, &[ip("10.96.0.7"), ip("10.96.0.8")]);
+        let delta = RangeDelta {
+            released: vec![ip("10.96.0.8"), ip("10.96.0.9")],
+            marked: vec![ip("10.96.0.7"), ip("10.96.0.20")],
+            reserved: vec![ip("10.96.0.30"), ip("10.96.0.8")],
+        };
+        assert!(replay(&mut fresher, &delta));
+        let held: Vec<String> = fresher.cluster_ips()[0]
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect();
+        assert_eq!(held, ["10.96.0.7", "10.96.0.8", "10.96.0.20", "10.96.0.30"]);
+    }
+
+    #[test]
+    fn a_reservation_taken_meanwhile_fails_the_replay() {
+        let mut fresher = allocators();
+        fresh_allocate(&mut fresher, &[ip("10.96.0.30")]);
+        let delta = RangeDelta {
+            reserved: vec![ip("10.96.0.30")],
+            ..RangeDelta::default()
+        };
+        assert!(!replay(&mut fresher, &delta));
+    }
+
+    fn fresh_allocate(allocators: &mut Allocators, values: &[Value]) {
+        for &value in values {
+            allocators.allocate(value).unwrap();
+        }
+    }
+
+    #[test]
+    fn random_numbers_differ() {
+        let draws: BTreeSet<u64> = (0..32).map(|_| random()).collect();
+        assert!(draws.len() > 30);
+    }
 }

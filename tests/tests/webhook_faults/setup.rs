@@ -1,0 +1,177 @@
+//! One case's cluster: a local control plane, two webhook replicas and the round-robin
+//! proxy the apiserver calls them through.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use e2e::proxy::{ProxyCerts, RoundRobinProxy};
+use e2e::svcplane::{self, WebhookReplica};
+use e2e::{ControlPlane, ControlPlaneConfig, wait};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use webhook::runtime::WebhookConfig;
+
+const REPLICAS: usize = 2;
+const MUTATIONS: &str = "svcplane_admission_reviews_total{webhook=\"mutate-services\"";
+
+pub struct Setup {
+    // Dropped in this order: the replicas and the proxy before the apiserver they talk to.
+    replicas: Vec<Option<WebhookReplica>>,
+    configs: Vec<WebhookConfig>,
+    pub proxy: RoundRobinProxy,
+    _certs: ProxyCerts,
+    pub client: Client,
+    pub plane: ControlPlane,
+}
+
+impl Setup {
+    /// A fresh control plane with two replicas (repair every `repair_interval`) registered
+    /// through the proxy, and the apiserver calling them.
+    pub async fn start(repair_interval: Duration) -> Result<Self> {
+        let plane = ControlPlane::start(ControlPlaneConfig::default()).await?;
+        let client = plane.client().await?;
+        svcplane::install_crd(&client).await?;
+        let certs = ProxyCerts::generate()?;
+        let mut replicas = Vec::new();
+        let mut configs = Vec::new();
+        for _ in 0..REPLICAS {
+            let mut config = svcplane::webhook_config(&plane)?;
+            config.repair_interval = repair_interval;
+            config.tls_cert_file = certs.cert_file.clone();
+            config.tls_private_key_file = certs.key_file.clone();
+            replicas.push(Some(
+                svcplane::start_replica(client.clone(), config.clone()).await?,
+            ));
+            configs.push(config);
+        }
+        let proxy =
+            RoundRobinProxy::start(configs.iter().map(|c| c.bind_address).collect()).await?;
+        svcplane::register(&client, &proxy.url(), certs.ca.clone(), false).await?;
+        let setup = Self {
+            replicas,
+            configs,
+            proxy,
+            _certs: certs,
+            client,
+            plane,
+        };
+        setup.wait_until_called().await?;
+        Ok(setup)
+    }
+
+    /// Waits until Service admissions reach the replicas through the proxy.
+    async fn wait_until_called(&self) -> Result<()> {
+        let services: Api<Service> = Api::namespaced(self.client.clone(), "default");
+        let probe: Service = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "svcplane-webhook-probe" },
+            "spec": { "ports": [{ "port": 80 }] },
+        }))?;
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        wait::until("the apiserver calling the webhook replicas", || async {
+            let before = self.answered().await?.iter().sum::<f64>();
+            services.create(&dry_run, &probe).await?;
+            let after = self.answered().await?.iter().sum::<f64>();
+            Ok(if after > before {
+                Ok(())
+            } else {
+                Err(format!(
+                    "no admission review received yet; the apiserver's log on webhooks:\n{}",
+                    self.apiserver_log_about("webhook")
+                ))
+            })
+        })
+        .await
+    }
+
+    /// The last lines of the apiserver's log that mention `word`.
+    fn apiserver_log_about(&self, word: &str) -> String {
+        let log = std::fs::read_to_string(self.plane.dir().join("kube-apiserver.log"))
+            .unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(word)).collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+
+    /// Mutating reviews each running replica answered since it started (0 when stopped).
+    pub async fn answered(&self) -> Result<Vec<f64>> {
+        let mut counts = Vec::new();
+        for replica in &self.replicas {
+            let count = match replica {
+                Some(replica) => svcplane::metric_sum(replica.admin, MUTATIONS).await?,
+                None => 0.0,
+            };
+            // A sum over no sample is -0.0: shown as 0.
+            counts.push(count + 0.0);
+        }
+        Ok(counts)
+    }
+
+    /// Kills replica `index` without grace. `WebhookReplica::kill` stops its tasks, but
+    /// connections it had accepted are served by tasks of their own, which the death of a
+    /// process would end too: the proxy cuts them.
+    pub fn kill_replica(&mut self, index: usize) {
+        if let Some(replica) = self.replicas[index].take() {
+            replica.kill();
+        }
+        self.proxy.cut(index);
+    }
+
+    /// Starts replica `index` again, on a fresh port the proxy then sends to.
+    pub async fn restart_replica(&mut self, index: usize) -> Result<SocketAddr> {
+        let mut config = self.configs[index].clone();
+        config.bind_address = svcplane::webhook_config(&self.plane)?.bind_address;
+        let replica = svcplane::start_replica(self.client.clone(), config.clone()).await?;
+        self.proxy.set_backend(index, config.bind_address);
+        self.replicas[index] = Some(replica);
+        let addr = config.bind_address;
+        self.configs[index] = config;
+        Ok(addr)
+    }
+
+    /// Whether every replica runs and reports ready.
+    pub fn replicas_ready(&self) -> bool {
+        self.replicas
+            .iter()
+            .all(|r| r.as_ref().is_some_and(WebhookReplica::is_ready))
+    }
+
+    /// Creates namespace `name`.
+    pub async fn namespace(&self, name: &str) -> Result<String> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        api.create(&PostParams::default(), &namespace)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        Ok(name.to_string())
+    }
+
+    /// `count` clients, each with its own connections, as separate users' tools would be.
+    pub async fn clients(&self, count: usize) -> Result<Vec<Client>> {
+        let mut clients = Vec::with_capacity(count);
+        for _ in 0..count {
+            clients.push(self.plane.client().await?);
+        }
+        Ok(clients)
+    }
+
+    /// The sum of the apiserver's `/metrics` samples whose line starts with `prefix`.
+    pub async fn apiserver_metric(&self, prefix: &str) -> Result<f64> {
+        let request = http::Request::get("/metrics").body(Vec::new())?;
+        let text = self.client.request_text(request).await?;
+        Ok(text
+            .lines()
+            .filter(|line| line.starts_with(prefix))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+}
