@@ -10,7 +10,23 @@
 //! - [`leader`]: leader election on a Lease.
 //! - `metrics`: the in-tree metric names in the registry the caller passes in.
 //!
-//! The entry point is [`run`]; a binary parses flags into a [`ControllersConfig`] and calls it.
+//! The entry point is [`run`]; a binary parses flags into a [`ControllersConfig`] and calls it:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use controllers::runtime::{ControllersConfig, run};
+//!
+//! let client = kube::Client::try_default().await?;
+//! let mut registry = prometheus_client::registry::Registry::default();
+//! let shutdown = async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! };
+//! let controllers = run(client, ControllersConfig::default(), &mut registry, shutdown);
+//! // Serve `registry` on /metrics here; it holds the controllers' metrics already.
+//! controllers.await?;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! kube-runtime's `Controller` is not used for the work loop: it only reconciles objects its
 //! store holds, while both controllers must also sync a Service that is gone (the Endpoints
