@@ -13,8 +13,12 @@ use webhook::runtime::WebhookConfig;
 use webhook::server::admin::{self, Readiness};
 use webhook::server::metrics::AdmissionMetrics;
 
+use controllers::MaxEndpointsPerSlice;
+use controllers::runtime::{ControllersConfig, LeaderElectionConfig};
+
 use crate::cli::{
-    ClusterArgs, ControllersArgs, LogArgs, LogFormat, RangeArgs, RunArgs, WebhookArgs, WebhookFlags,
+    ClusterArgs, ControllerFlags, ControllersArgs, LogArgs, LogFormat, RangeArgs, RunArgs,
+    WebhookArgs, WebhookFlags,
 };
 
 /// Sets up tracing as asked on the command line.
@@ -119,14 +123,70 @@ pub async fn webhook(args: WebhookArgs) -> Result<()> {
     Ok(())
 }
 
-/// `svcplane controllers`.
-pub async fn controllers(_args: ControllersArgs) -> Result<()> {
-    anyhow::bail!("the controllers are not wired into this binary yet (issue #4)")
+fn controllers_config(flags: &ControllerFlags) -> Result<ControllersConfig> {
+    Ok(ControllersConfig {
+        concurrent_service_endpoint_syncs: flags.concurrent_service_endpoint_syncs,
+        concurrent_endpoint_syncs: flags.concurrent_endpoint_syncs,
+        endpointslice_updates_batch_period: flags.endpointslice_updates_batch_period,
+        endpoint_updates_batch_period: flags.endpoint_updates_batch_period,
+        max_endpoints_per_slice: MaxEndpointsPerSlice::new(flags.max_endpoints_per_slice)?,
+        leader_election: LeaderElectionConfig {
+            enabled: flags.leader_elect,
+            lease_name: flags.leader_elect_resource_name.clone(),
+            lease_namespace: flags.leader_elect_resource_namespace.clone(),
+            lease_duration: flags.leader_elect_lease_duration,
+            renew_deadline: flags.leader_elect_renew_deadline,
+            retry_period: flags.leader_elect_retry_period,
+            ..LeaderElectionConfig::default()
+        },
+    })
 }
 
-/// `svcplane run`.
-pub async fn all(_args: RunArgs) -> Result<()> {
-    anyhow::bail!(
-        "`run` needs the controllers, not wired into this binary yet (issue #4); use `svcplane webhook`"
-    )
+/// `svcplane controllers`.
+pub async fn controllers(args: ControllersArgs) -> Result<()> {
+    let client = client(&args.cluster).await?;
+    let shutdown = Shutdown::on_signals()?;
+    let mut registry = Registry::default();
+    let controllers = controllers::runtime::run(
+        client,
+        controllers_config(&args.controllers)?,
+        &mut registry,
+        shutdown.wait(),
+    );
+    let readiness = Readiness::default();
+    serve_admin(args.admin.admin_address, registry, readiness.clone()).await?;
+    readiness.set(true);
+    controllers.await?;
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+/// `svcplane run`: the controllers and the webhook in one process. Either failing stops
+/// the process (a lost Lease included: the orchestrator restarts it, as for
+/// kube-controller-manager).
+pub async fn all(args: RunArgs) -> Result<()> {
+    let client = client(&args.cluster).await?;
+    let shutdown = Shutdown::on_signals()?;
+    let mut registry = Registry::default();
+    let controllers = controllers::runtime::run(
+        client.clone(),
+        controllers_config(&args.controllers)?,
+        &mut registry,
+        shutdown.clone().wait(),
+    );
+    let metrics = AdmissionMetrics::register(&mut registry);
+    let readiness = Readiness::default();
+    serve_admin(args.admin.admin_address, registry, readiness.clone()).await?;
+    let webhook = webhook::runtime::run(
+        client,
+        webhook_config(&args.ranges, &args.webhook),
+        metrics,
+        readiness,
+        shutdown.wait(),
+    );
+    tokio::try_join!(async { controllers.await.context("controllers") }, async {
+        webhook.await.context("webhook")
+    },)?;
+    tracing::info!("stopped");
+    Ok(())
 }

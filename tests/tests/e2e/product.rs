@@ -11,7 +11,9 @@ use kube::discovery::{Discovery, Scope};
 use svcplane::cli::{Cli, Command};
 
 /// Server-side apply of every generated object (dry run; the Namespace for real, since
-/// the namespaced objects need it to exist).
+/// the namespaced objects need it to exist), under svcplane's field manager: on a cluster
+/// where svcplane registered itself by URL (the local mode), the generated Service-based
+/// configuration then replaces svcplane's own fields instead of conflicting with them.
 pub async fn manifests_apply_cleanly(env: Arc<TestEnv>) -> Result<()> {
     let cli = Cli::try_parse_from([
         "svcplane",
@@ -53,7 +55,7 @@ pub async fn manifests_apply_cleanly(env: Arc<TestEnv>) -> Result<()> {
             }
             Scope::Cluster => Api::all_with(client.clone(), &resource),
         };
-        let mut params = PatchParams::apply("svcplane-e2e").force();
+        let mut params = PatchParams::apply("svcplane").force();
         if gvk.kind != "Namespace" {
             params = params.dry_run();
         }

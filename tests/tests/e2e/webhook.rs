@@ -64,6 +64,17 @@ async fn stored_node_ports(client: &Client) -> Result<NodePortAllocator> {
     })?)
 }
 
+/// A nodePort free in svcplane's state, from `start` up, in the static band that automatic
+/// allocation leaves alone: tests that ask for specific ports can run again on a cluster
+/// that still holds an earlier run's Services.
+async fn free_static_port(client: &Client, start: u16) -> Result<i32> {
+    let ports = stored_node_ports(client).await?;
+    (start..30086)
+        .find(|&port| !ports.has(port))
+        .map(i32::from)
+        .with_context(|| format!("no free static nodePort from {start}"))
+}
+
 /// A Service gets its ClusterIP and nodePort from svcplane's persisted state, and the
 /// values existing before svcplane (default/kubernetes) are known to it.
 pub async fn allocates_from_the_persisted_state(env: Arc<TestEnv>) -> Result<()> {
@@ -107,15 +118,16 @@ pub async fn refuses_taken_and_out_of_range_values(env: Arc<TestEnv>) -> Result<
     env.ensure_svcplane_webhook().await?;
     let ns = env.namespace("webhook-refuse").await?;
     let api: Api<Service> = ns.api();
+    let taken = free_static_port(&env.client(), 30010).await?;
     api.create(
         &PostParams::default(),
-        &node_port_service("first", Some(30100))?,
+        &node_port_service("first", Some(taken))?,
     )
     .await?;
 
-    let message = refusal(&api, &node_port_service("second", Some(30100))?).await?;
+    let message = refusal(&api, &node_port_service("second", Some(taken))?).await?;
     let expected = format!(
-        "{WEBHOOK}: Service \"second\" is invalid: spec.ports[0].nodePort: Invalid value: \"30100\": provided port is already allocated"
+        "{WEBHOOK}: Service \"second\" is invalid: spec.ports[0].nodePort: Invalid value: \"{taken}\": provided port is already allocated"
     );
     anyhow::ensure!(
         message == expected,
@@ -147,24 +159,30 @@ pub async fn releases_on_delete(env: Arc<TestEnv>) -> Result<()> {
     env.ensure_svcplane_webhook().await?;
     let ns = env.namespace("webhook-release").await?;
     let api: Api<Service> = ns.api();
+    let port = free_static_port(&env.client(), 30030).await?;
     api.create(
         &PostParams::default(),
-        &node_port_service("holder", Some(30200))?,
+        &node_port_service("holder", Some(port))?,
     )
     .await?;
     api.delete("holder", &DeleteParams::default()).await?;
     let client = env.client();
-    wait::until("nodePort 30200 released in the stored state", || async {
-        Ok(if stored_node_ports(&client).await?.has(30200) {
-            Err("still allocated")
-        } else {
-            Ok(())
-        })
-    })
+    wait::until(
+        format!("nodePort {port} released in the stored state"),
+        || async {
+            Ok(
+                if stored_node_ports(&client).await?.has(u16::try_from(port)?) {
+                    Err("still allocated")
+                } else {
+                    Ok(())
+                },
+            )
+        },
+    )
     .await?;
     api.create(
         &PostParams::default(),
-        &node_port_service("next", Some(30200))?,
+        &node_port_service("next", Some(port))?,
     )
     .await?;
     Ok(())
@@ -294,24 +312,27 @@ pub async fn dry_run_persists_nothing(env: Arc<TestEnv>) -> Result<()> {
     env.ensure_svcplane_webhook().await?;
     let ns = env.namespace("webhook-dry").await?;
     let api: Api<Service> = ns.api();
+    let port = free_static_port(&env.client(), 30050).await?;
     let dry_run = PostParams {
         dry_run: true,
         ..PostParams::default()
     };
     let planned = api
-        .create(&dry_run, &node_port_service("rehearsal", Some(30300))?)
+        .create(&dry_run, &node_port_service("rehearsal", Some(port))?)
         .await?;
     anyhow::ensure!(
         spec(&planned).cluster_ip.is_some(),
         "the dry run reported no clusterIP"
     );
     anyhow::ensure!(
-        !stored_node_ports(&env.client()).await?.has(30300),
-        "the dry run persisted nodePort 30300"
+        !stored_node_ports(&env.client())
+            .await?
+            .has(u16::try_from(port)?),
+        "the dry run persisted nodePort {port}"
     );
     api.create(
         &PostParams::default(),
-        &node_port_service("real", Some(30300))?,
+        &node_port_service("real", Some(port))?,
     )
     .await?;
     Ok(())
