@@ -113,7 +113,11 @@ async fn main() -> Result<()> {
     );
     println!("  {} status", svcplane_bin.display());
     println!("Ctrl-C stops everything and removes its files.");
-    tokio::signal::ctrl_c().await?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = sigterm.recv() => {}
+    }
     println!("stopping");
     drop(process);
     drop(plane);
