@@ -158,6 +158,15 @@ pub struct WebhookFlags {
     #[arg(long, env = "SVCPLANE_TRUSTED_ENDPOINT_WRITERS", value_delimiter = ',',
           default_values_t = webhook::manifests::default_trusted_endpoint_writers())]
     pub trusted_endpoint_writers: Vec<String>,
+    /// The Lease (`namespace/name`) electing the one replica that releases values of
+    /// deleted Services and frees leaks; every replica allocates.
+    #[arg(
+        long,
+        env = "SVCPLANE_RELEASER_LEASE",
+        default_value = "kube-system/svcplane-webhook-releaser",
+        value_name = "NAMESPACE/NAME"
+    )]
+    pub releaser_lease: String,
 }
 
 /// The controllers' flags (kube-controller-manager's names and defaults).

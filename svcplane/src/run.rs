@@ -1,6 +1,7 @@
 //! The long-running modes: wiring of the cluster client, the admin port, the controllers,
 //! the webhook and shutdown on SIGTERM or Ctrl-C.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -9,12 +10,12 @@ use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use webhook::runtime::WebhookConfig;
+use webhook::runtime::{Releaser, WebhookConfig};
 use webhook::server::admin::{self, Readiness};
 use webhook::server::metrics::AdmissionMetrics;
 
 use controllers::MaxEndpointsPerSlice;
-use controllers::runtime::{ControllersConfig, LeaderElectionConfig};
+use controllers::runtime::{ControllersConfig, LeaderElectionConfig, LeaseElector};
 
 use crate::cli::{
     ClusterArgs, ControllerFlags, ControllersArgs, LogArgs, LogFormat, RangeArgs, RunArgs,
@@ -87,7 +88,7 @@ async fn serve_admin(address: SocketAddr, registry: Registry, readiness: Readine
     Ok(())
 }
 
-fn webhook_config(ranges: &RangeArgs, flags: &WebhookFlags) -> WebhookConfig {
+fn webhook_config(ranges: &RangeArgs, flags: &WebhookFlags, releaser: Releaser) -> WebhookConfig {
     WebhookConfig {
         service_cluster_ip_ranges: ranges.service_cluster_ip_range.0.clone(),
         service_node_port_range: ranges.service_node_port_range,
@@ -100,7 +101,47 @@ fn webhook_config(ranges: &RangeArgs, flags: &WebhookFlags) -> WebhookConfig {
         deny_foreign_pod_ips: flags.deny_foreign_pod_endpoints,
         trusted_endpoint_writers: flags.trusted_endpoint_writers.iter().cloned().collect(),
         shutdown_grace: std::time::Duration::from_secs(10),
+        releaser,
     }
+}
+
+/// Elects, on the `--releaser-lease` Lease, the one webhook replica that releases values.
+fn elect_releaser(client: Client, lease: &str, shutdown: Shutdown) -> Result<Releaser> {
+    let (namespace, name) = lease
+        .split_once('/')
+        .with_context(|| format!("--releaser-lease {lease:?} is not namespace/name"))?;
+    let config = LeaderElectionConfig {
+        lease_name: name.to_string(),
+        lease_namespace: namespace.to_string(),
+        ..LeaderElectionConfig::default()
+    };
+    let (active, releaser) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut elector = LeaseElector::new(client, config);
+        loop {
+            tokio::select! {
+                () = elector.acquire() => {}
+                () = shutdown.clone().wait() => return,
+            }
+            tracing::info!("this replica now releases values and frees leaks");
+            let _ = active.send(true);
+            let lost = tokio::select! {
+                reason = elector.hold() => Some(reason),
+                () = shutdown.clone().wait() => None,
+            };
+            let _ = active.send(false);
+            match lost {
+                Some(reason) => {
+                    tracing::warn!(%reason, "lost the releaser Lease; another replica releases")
+                }
+                None => {
+                    let _ = elector.release().await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Releaser::elected(releaser))
 }
 
 /// `svcplane webhook`.
@@ -111,9 +152,14 @@ pub async fn webhook(args: WebhookArgs) -> Result<()> {
     let metrics = AdmissionMetrics::register(&mut registry);
     let readiness = Readiness::default();
     serve_admin(args.admin.admin_address, registry, readiness.clone()).await?;
+    let releaser = elect_releaser(
+        client.clone(),
+        &args.webhook.releaser_lease,
+        shutdown.clone(),
+    )?;
     webhook::runtime::run(
         client,
-        webhook_config(&args.ranges, &args.webhook),
+        webhook_config(&args.ranges, &args.webhook, releaser),
         metrics,
         readiness,
         shutdown.wait(),
@@ -177,9 +223,14 @@ pub async fn all(args: RunArgs) -> Result<()> {
     let metrics = AdmissionMetrics::register(&mut registry);
     let readiness = Readiness::default();
     serve_admin(args.admin.admin_address, registry, readiness.clone()).await?;
+    let releaser = elect_releaser(
+        client.clone(),
+        &args.webhook.releaser_lease,
+        shutdown.clone(),
+    )?;
     let webhook = webhook::runtime::run(
         client,
-        webhook_config(&args.ranges, &args.webhook),
+        webhook_config(&args.ranges, &args.webhook, releaser),
         metrics,
         readiness,
         shutdown.wait(),

@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use webhook::manifests::{self, Endpoint, Registration};
-use webhook::runtime::WebhookConfig;
+use webhook::runtime::{Releaser, WebhookConfig};
 use webhook::server::admin::{self, Readiness};
 use webhook::server::metrics::AdmissionMetrics;
 
@@ -84,6 +84,7 @@ pub fn webhook_config(plane: &ControlPlane) -> Result<WebhookConfig> {
             .into_iter()
             .collect(),
         shutdown_grace: Duration::from_secs(5),
+        releaser: Releaser::always(),
     })
 }
 

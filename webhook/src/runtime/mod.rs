@@ -50,6 +50,34 @@ pub struct WebhookConfig {
     pub trusted_endpoint_writers: BTreeSet<String>,
     /// How long in-flight admissions may take to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Whether this replica is the one that releases values and frees leaks.
+    pub releaser: Releaser,
+}
+
+/// Whether this replica releases values (those of deleted Services, those an update
+/// dropped, leaks repair found). Exactly one replica should: two replicas releasing the
+/// same value from the same watch event race with a third allocating it again in between,
+/// and the late release would free a value a new Service holds. Allocation and marking
+/// are safe from any replica. A process elects its releaser on a Lease; a single replica
+/// uses [`Releaser::always`].
+#[derive(Clone, Debug)]
+pub struct Releaser(tokio::sync::watch::Receiver<bool>);
+
+impl Releaser {
+    /// A replica that always releases (the only one).
+    pub fn always() -> Self {
+        Self(tokio::sync::watch::channel(true).1)
+    }
+
+    /// A replica that releases while `active` says so (set by the Lease holder).
+    pub fn elected(active: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self(active)
+    }
+
+    /// Whether this replica releases now.
+    pub fn is_active(&self) -> bool {
+        *self.0.borrow()
+    }
 }
 
 /// Why the webhook could not start or stopped.

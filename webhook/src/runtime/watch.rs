@@ -13,8 +13,8 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-use super::WebhookConfig;
 use super::pods::PodIpIndex;
+use super::{Releaser, WebhookConfig};
 use crate::services::spec::to_spec;
 use crate::state::AllocationStore;
 use crate::state::held::{HeldIndex, held_values};
@@ -45,6 +45,7 @@ pub async fn start(
         client.clone(),
         store.clone(),
         Arc::clone(&held),
+        config.releaser.clone(),
         listed,
     ));
     if config.deny_foreign_pod_ips {
@@ -61,6 +62,7 @@ pub async fn start(
     );
     let mut repair = RepairLoop {
         store,
+        releaser: config.releaser.clone(),
         held,
         recorder,
         repairer: Repairer::default(),
@@ -82,6 +84,7 @@ async fn watch_services(
     client: Client,
     store: AllocationStore,
     held: Arc<Mutex<HeldIndex>>,
+    releaser: Releaser,
     listed: oneshot::Sender<()>,
 ) {
     let mut listed = Some(listed);
@@ -128,7 +131,9 @@ async fn watch_services(
                 tracing::warn!(%error, "values not marked");
             }
         }
-        if !released.is_empty() {
+        if !released.is_empty() && !releaser.is_active() {
+            tracing::debug!(values = ?released, "values no Service holds any more; the releasing replica frees them");
+        } else if !released.is_empty() {
             tracing::info!(values = ?released, "releasing values no Service holds any more");
             if let Err(error) = store.release(released).await {
                 tracing::warn!(%error, "release not queued");
@@ -172,6 +177,7 @@ async fn watch_pods(client: Client, index: Arc<PodIpIndex>) {
 
 struct RepairLoop {
     store: AllocationStore,
+    releaser: Releaser,
     held: Arc<Mutex<HeldIndex>>,
     recorder: Recorder,
     repairer: Repairer,
@@ -208,7 +214,7 @@ impl RepairLoop {
         {
             tracing::warn!(%error, "repair could not mark values");
         }
-        if !sweep.release.is_empty() {
+        if !sweep.release.is_empty() && self.releaser.is_active() {
             tracing::info!(values = ?sweep.release, "freeing values leaked for three sweeps");
             if let Err(error) = self.store.release(sweep.release).await {
                 tracing::warn!(%error, "repair could not free leaked values");
