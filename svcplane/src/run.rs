@@ -89,6 +89,19 @@ async fn serve_admin(address: SocketAddr, registry: Registry, readiness: Readine
     Ok(())
 }
 
+/// Keeps what `/readyz` answers equal to `ready()`. Polled, because the webhook's readiness is
+/// a flag nothing can wait on; a kubelet probes every few seconds, so a quarter second is
+/// fresh enough.
+fn follow_readiness(served: Readiness, ready: impl Fn() -> bool + Send + 'static) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(250));
+        loop {
+            every.tick().await;
+            served.set(ready());
+        }
+    });
+}
+
 fn webhook_config(ranges: &RangeArgs, flags: &WebhookFlags, releaser: Releaser) -> WebhookConfig {
     WebhookConfig {
         service_cluster_ip_ranges: ranges.service_cluster_ip_range.0.clone(),
@@ -202,7 +215,8 @@ pub async fn controllers(args: ControllersArgs) -> Result<()> {
     );
     let readiness = Readiness::default();
     serve_admin(args.admin.admin_address, registry, readiness.clone()).await?;
-    readiness.set(true);
+    let controllers_ready = controllers.readiness();
+    follow_readiness(readiness, move || controllers_ready.is_ready());
     controllers.await?;
     tracing::info!("controllers stopped");
     Ok(())
@@ -224,6 +238,11 @@ pub async fn all(args: RunArgs) -> Result<()> {
     let metrics = AdmissionMetrics::register(&mut registry);
     let readiness = Readiness::default();
     serve_admin(args.admin.admin_address, registry, readiness.clone()).await?;
+    let (webhook_ready, controllers_ready) = (Readiness::default(), controllers.readiness());
+    follow_readiness(readiness, {
+        let webhook_ready = webhook_ready.clone();
+        move || webhook_ready.is_ready() && controllers_ready.is_ready()
+    });
     let releaser = elect_releaser(
         client.clone(),
         &args.webhook.releaser_lease,
@@ -233,7 +252,7 @@ pub async fn all(args: RunArgs) -> Result<()> {
         client,
         webhook_config(&args.ranges, &args.webhook, releaser),
         metrics,
-        readiness,
+        webhook_ready,
         shutdown.wait(),
     );
     tokio::try_join!(async { controllers.await.context("controllers") }, async {
@@ -241,4 +260,34 @@ pub async fn all(args: RunArgs) -> Result<()> {
     },)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn readyz_answers_ready_only_while_both_parts_are() {
+        let served = Readiness::default();
+        let (webhook, controllers) = (Readiness::default(), Readiness::default());
+        follow_readiness(served.clone(), {
+            let (webhook, controllers) = (webhook.clone(), controllers.clone());
+            move || webhook.is_ready() && controllers.is_ready()
+        });
+        let settle = || tokio::time::sleep(Duration::from_millis(600));
+        webhook.set(true);
+        settle().await;
+        assert!(
+            !served.is_ready(),
+            "ready before the controllers' caches synced"
+        );
+        controllers.set(true);
+        settle().await;
+        assert!(served.is_ready());
+        webhook.set(false);
+        settle().await;
+        assert!(!served.is_ready());
+    }
 }

@@ -8,6 +8,7 @@
 //! - `queue`: per-key de-duplicated work queues with delays and retry backoff.
 //! - `endpoints` and `endpointslice`: one sync of one Service, for each controller.
 //! - [`leader`]: leader election on a Lease.
+//! - `readiness`: whether the controllers are ready, for `/readyz`.
 //! - `metrics`: the in-tree metric names in the registry the caller passes in.
 //!
 //! The entry point is [`run`]; a binary parses flags into a [`ControllersConfig`] and calls it:
@@ -22,7 +23,9 @@
 //!     let _ = tokio::signal::ctrl_c().await;
 //! };
 //! let controllers = run(client, ControllersConfig::default(), &mut registry, shutdown);
-//! // Serve `registry` on /metrics here; it holds the controllers' metrics already.
+//! let readiness = controllers.readiness();
+//! // Serve `registry` on /metrics here (it holds the controllers' metrics already), and
+//! // answer /readyz with `readiness.is_ready()`.
 //! controllers.await?;
 //! # Ok(())
 //! # }
@@ -41,14 +44,18 @@ mod informer;
 pub mod leader;
 mod metrics;
 mod queue;
+mod readiness;
 mod trim;
 mod watch;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::Client;
@@ -59,6 +66,7 @@ use tokio::task::JoinSet;
 pub use cache::ObjectKey;
 pub use error::{Error, Result};
 pub use leader::{LeaderElectionConfig, LeaseElector, default_identity};
+pub use readiness::Readiness;
 
 use self::endpoints::EndpointsController;
 use self::endpointslice::SliceController;
@@ -139,7 +147,8 @@ const MAX_RETRIES: u32 = 15;
 /// Runs the Endpoints and EndpointSlice controllers until `shutdown` completes.
 ///
 /// The metrics are registered in `registry` when `run` is called, before the returned future
-/// is first polled, so the caller can serve the registry while the controllers run.
+/// is first polled, so the caller can serve the registry while the controllers run; the
+/// future's [`Controllers::readiness`] says when they are ready.
 ///
 /// With leader election on, the controllers only run while this instance holds the Lease:
 /// the future waits for it, and fails with [`Error::LeadershipLost`] if it is lost (the process
@@ -150,21 +159,31 @@ pub fn run(
     config: ControllersConfig,
     registry: &mut Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> impl Future<Output = Result<()>> + Send + 'static {
+) -> Controllers {
     let metrics = Arc::new(Metrics::register(registry));
-    async move {
+    let (ready, readiness) = readiness::channel();
+    let run = async move {
         config.validate()?;
         let shutdown = shutdown.shared();
         if !config.leader_election.enabled {
-            return run_controllers(client, &config, metrics, shutdown).await;
+            return run_controllers(client, &config, metrics, &ready, shutdown).await;
         }
         let mut elector = LeaseElector::new(client.clone(), config.leader_election.clone());
-        tokio::select! {
-            () = elector.acquire() => {}
+        let leading = tokio::select! {
+            attempt = elector.try_acquire_or_renew() => matches!(attempt, Ok(true)),
             () = shutdown.clone() => return Ok(()),
+        };
+        if !leading {
+            ready.send_replace(true);
+            tokio::select! {
+                () = elector.acquire() => {}
+                () = shutdown.clone() => return Ok(()),
+            }
+            ready.send_replace(false);
         }
+        tracing::info!(lease = %config.leader_election.lease(), "leading; starting the caches");
         let result = tokio::select! {
-            result = run_controllers(client, &config, metrics, shutdown) => result,
+            result = run_controllers(client, &config, metrics, &ready, shutdown) => result,
             reason = elector.hold() => {
                 let lease = config.leader_election.lease();
                 tracing::error!(%lease, %reason, "lost the leader Lease; stopping the controllers");
@@ -174,6 +193,33 @@ pub fn run(
         // A Lease not handed back expires after the lease duration anyway.
         let _ = elector.release().await;
         result
+    };
+    Controllers {
+        run: run.boxed(),
+        readiness,
+    }
+}
+
+/// The controllers at work, from [`run`]: a future that completes when they stop, and their
+/// readiness.
+#[must_use = "the controllers only run when awaited or spawned"]
+pub struct Controllers {
+    run: BoxFuture<'static, Result<()>>,
+    readiness: Readiness,
+}
+
+impl Controllers {
+    /// Whether the controllers are ready; it stays valid after the future is spawned.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+}
+
+impl Future for Controllers {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.run.as_mut().poll(cx)
     }
 }
 
@@ -188,6 +234,7 @@ async fn run_controllers(
     client: Client,
     config: &ControllersConfig,
     metrics: Arc<Metrics>,
+    ready: &tokio::sync::watch::Sender<bool>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let caches = Arc::new(Caches::default());
@@ -230,6 +277,7 @@ async fn run_controllers(
         nodes = caches.nodes.len(),
         "caches synced; starting the controllers"
     );
+    ready.send_replace(true);
     queue_everything(&caches, &endpoints_queue, &slices_queue);
 
     let shared = Shared {
@@ -273,6 +321,7 @@ async fn run_controllers(
         }
         ended = tasks.join_next() => Err(watches_stopped(ended)),
     };
+    ready.send_replace(false);
     endpoints_queue.shut_down();
     slices_queue.shut_down();
     while workers.join_next().await.is_some() {}

@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
-use anyhow::Result;
-use controllers::runtime::{LeaderElectionConfig, LeaseElector};
+use anyhow::{Context, Result};
+use controllers::runtime::{ControllersConfig, LeaderElectionConfig, LeaseElector};
+use e2e::wait;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
+use prometheus_client::registry::Registry;
+use tokio::sync::oneshot;
 
 use crate::harness::Planes;
 
@@ -74,5 +77,51 @@ pub async fn lease_handover(planes: Arc<Planes>) -> Result<()> {
         controllers.as_deref() == Some("differential-e2e"),
         "svcplane's controllers hold their Lease: {controllers:?}"
     );
+    Ok(())
+}
+
+/// Readiness: the leading controllers are ready (the harness waited for their caches to
+/// sync); a second instance standing by for the same Lease is ready too, and is not once
+/// stopped.
+pub async fn standby_readiness(planes: Arc<Planes>) -> Result<()> {
+    anyhow::ensure!(
+        planes.readiness.is_ready(),
+        "the leading controllers are not ready"
+    );
+    let config = ControllersConfig {
+        leader_election: LeaderElectionConfig {
+            identity: "differential-standby".into(),
+            ..LeaderElectionConfig::default()
+        },
+        ..ControllersConfig::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = controllers::runtime::run(
+        planes.svcplane.client.clone(),
+        config,
+        &mut Registry::default(),
+        async {
+            let _ = stopped.await;
+        },
+    );
+    let mut readiness = run.readiness();
+    let standby = tokio::spawn(run);
+    let ready = tokio::time::timeout(wait::wait_limit(), readiness.ready()).await;
+    anyhow::ensure!(
+        matches!(ready, Ok(true)),
+        "the standby is not ready: {ready:?}"
+    );
+    let system: Api<Lease> = Api::namespaced(planes.svcplane.client.clone(), "kube-system");
+    let (holder, _) = holder(&system, "svcplane-controllers").await?;
+    anyhow::ensure!(
+        holder.as_deref() == Some("differential-e2e"),
+        "the standby took the Lease: {holder:?}"
+    );
+    let _ = stop.send(());
+    standby
+        .await
+        .context("the standby panicked")?
+        .context("the standby failed")?;
+    anyhow::ensure!(!readiness.is_ready(), "the standby is ready after stopping");
     Ok(())
 }

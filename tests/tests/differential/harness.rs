@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use controllers::runtime::{ControllersConfig, LeaderElectionConfig};
+use controllers::runtime::{ControllersConfig, LeaderElectionConfig, Readiness};
 use e2e::kubelet::{self, PodState, PodTemplate};
 use e2e::view::{PublishedView, ServiceSlicesView};
 use e2e::writes::{WriteCounter, Writes};
@@ -44,6 +44,8 @@ pub struct Planes {
     pub in_tree: Plane,
     pub svcplane: Plane,
     pub registry: Registry,
+    /// svcplane's controllers' readiness.
+    pub readiness: Readiness,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     controllers: Mutex<Option<JoinHandle<controllers::runtime::Result<()>>>>,
     reports: Mutex<Vec<String>>,
@@ -70,7 +72,14 @@ impl Planes {
         let run = controllers::runtime::run(client.clone(), config, &mut registry, async {
             let _ = stopped.await;
         });
+        let mut readiness = run.readiness();
         let controllers = tokio::spawn(run);
+        // Scenarios start on synced caches, holding the Lease.
+        let ready = tokio::time::timeout(wait::wait_limit(), readiness.ready()).await;
+        anyhow::ensure!(
+            matches!(ready, Ok(true)),
+            "svcplane's controllers are not ready: {ready:?}"
+        );
         Ok(Self {
             in_tree: Plane {
                 label: "in-tree",
@@ -85,6 +94,7 @@ impl Planes {
                 _plane: ours,
             },
             registry,
+            readiness,
             stop: Mutex::new(Some(stop)),
             controllers: Mutex::new(Some(controllers)),
             reports: Mutex::new(Vec::new()),

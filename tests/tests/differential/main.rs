@@ -64,6 +64,7 @@ fn cases() -> Vec<(String, Case)> {
         shapes::address_family_mismatch,
         shapes::publish_not_ready_on_missing_node,
         election::lease_handover,
+        election::standby_readiness,
         takeover::from_in_tree,
     ]
 }

@@ -158,14 +158,14 @@ pub async fn from_in_tree(_planes: Arc<Planes>) -> Result<()> {
         },
         ..ControllersConfig::default()
     };
-    let controllers = tokio::spawn(controllers::runtime::run(
-        client.clone(),
-        config,
-        &mut registry,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let run = controllers::runtime::run(client.clone(), config, &mut registry, async {
+        let _ = stopped.await;
+    });
+    let mut readiness = run.readiness();
+    anyhow::ensure!(!readiness.is_ready(), "ready before its caches synced");
+    let controllers = tokio::spawn(run);
+    let synced = tokio::time::timeout(wait::wait_limit(), readiness.ready()).await;
+    anyhow::ensure!(matches!(synced, Ok(true)), "not ready: {synced:?}");
 
     // 1. svcplane syncs the Service and writes nothing: the in-tree objects already say it.
     wait::until("svcplane syncs web", || async {
@@ -217,5 +217,6 @@ pub async fn from_in_tree(_planes: Arc<Planes>) -> Result<()> {
         .await
         .context("svcplane's controllers panicked")?
         .context("svcplane's controllers failed")?;
+    anyhow::ensure!(!readiness.is_ready(), "still ready after stopping");
     Ok(())
 }
