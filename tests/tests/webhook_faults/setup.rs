@@ -11,9 +11,10 @@ use e2e::{ControlPlane, ControlPlaneConfig, wait};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
-use webhook::runtime::WebhookConfig;
+use webhook::runtime::{Releaser, WebhookConfig};
 
 const REPLICAS: usize = 2;
+const RELEASER: usize = 0;
 const MUTATIONS: &str = "svcplane_admission_reviews_total{webhook=\"mutate-services\"";
 
 pub struct Setup {
@@ -36,9 +37,14 @@ impl Setup {
         let certs = ProxyCerts::generate()?;
         let mut replicas = Vec::new();
         let mut configs = Vec::new();
-        for _ in 0..REPLICAS {
+        for index in 0..REPLICAS {
             let mut config = svcplane::webhook_config(&plane)?;
             config.repair_interval = repair_interval;
+            // Replica 0 is the one that releases values and frees leaks, as the holder of
+            // the releaser Lease would be; the cases kill and restart replica 1.
+            if index != RELEASER {
+                config.releaser = Releaser::elected(tokio::sync::watch::channel(false).1);
+            }
             config.tls_cert_file = certs.cert_file.clone();
             config.tls_private_key_file = certs.key_file.clone();
             replicas.push(Some(
@@ -110,10 +116,11 @@ impl Setup {
         Ok(counts)
     }
 
-    /// Kills replica `index` without grace. `WebhookReplica::kill` stops its tasks, but
+    /// Kills replica `index` (not the releaser) without grace. `WebhookReplica::kill` stops its tasks, but
     /// connections it had accepted are served by tasks of their own, which the death of a
     /// process would end too: the proxy cuts them.
     pub fn kill_replica(&mut self, index: usize) {
+        assert_ne!(index, RELEASER, "nothing would free the leaks");
         if let Some(replica) = self.replicas[index].take() {
             replica.kill();
         }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# What svcplane's admission webhook costs a Service create: creates SERVICES Services from
+# CLIENTS concurrent clients against a fresh local control plane without the webhook, then
+# against another with it (ROUNDS times, alternating), and prints p50/p99 create latency,
+# total time, the webhook's own handling time (its histogram) and whether the goals hold.
+# Release build. Figures depend on what else the machine runs: the load average is
+# printed with each run.
+#
+# Environment:
+#   SERVICES   creates per run (default 5000)
+#   CLIENTS    concurrent clients (default 50)
+#   WARMUP     unmeasured creates before each run (default 200)
+#   ROUNDS     rounds of a run without then a run with the webhook (default 3)
+#   CARGO_TARGET_DIR   where cargo builds (default ./target)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SERVICES=${SERVICES:-5000}
+CLIENTS=${CLIENTS:-50}
+WARMUP=${WARMUP:-200}
+ROUNDS=${ROUNDS:-3}
+TARGET=${CARGO_TARGET_DIR:-target}
+
+# The Kubernetes binaries first, so that their build is not part of a run.
+bash hack/kube-bins.sh >/dev/null
+cargo build --release -p e2e --bin bench-webhook
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- webhook tests allocator || echo ' (with local changes)')"
+"$TARGET/release/bench-webhook" --services "$SERVICES" --clients "$CLIENTS" --warmup "$WARMUP" --rounds "$ROUNDS"

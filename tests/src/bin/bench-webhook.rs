@@ -1,0 +1,532 @@
+//! What svcplane's admission webhook costs a Service create: the same burst of creates
+//! against a fresh local control plane without the webhook, then against another with it,
+//! side by side. Run by `hack/bench-webhook.sh` (release build).
+//!
+//! `bench-webhook [--services N] [--clients C] [--warmup W] [--rounds R]` (defaults 5000,
+//! 50, 200, 3).
+//!
+//! R rounds, each a run without the webhook then one with it, so that both see the
+//! machine alike; the figures pool every round's creates. Each run: a fresh etcd +
+//! kube-apiserver; W creates from the C clients to warm up (not
+//! measured); then N creates (80 % ClusterIP, 20 % NodePort) from C concurrent clients,
+//! each with its own connections, one try each, timing every create. With the webhook, one
+//! replica runs in this process (as in the e2e suite), registered at its loopback URL, and
+//! its own handling time is read from its `svcplane_admission_handling_seconds` histogram
+//! (the burst's share: after minus before). Last, the decision alone (decode, plan, patch,
+//! encode, without the persisted write) is timed in this process on the same reviews.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allocator::{Allocators, ClusterIpAllocator, NodePortAllocator, PortRange};
+use anyhow::{Context, Result};
+use e2e::load::{self, Burst, BurstReport};
+use e2e::svcplane::{self, WebhookReplica};
+use e2e::{ControlPlane, ControlPlaneConfig};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use kube::core::admission::AdmissionResponse;
+use serde_json::json;
+use webhook::review;
+use webhook::services::spec::{patch, to_spec};
+
+struct Options {
+    services: usize,
+    clients: usize,
+    warmup: usize,
+    rounds: usize,
+}
+
+impl Options {
+    fn parse() -> Result<Self> {
+        let mut options = Self {
+            services: 5000,
+            clients: 50,
+            warmup: 200,
+            rounds: 3,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            let value = args
+                .next()
+                .with_context(|| format!("{flag} needs a value"))?;
+            let value: usize = value
+                .parse()
+                .with_context(|| format!("{flag} {value}: not a number"))?;
+            match flag.as_str() {
+                "--services" => options.services = value,
+                "--clients" => options.clients = value,
+                "--warmup" => options.warmup = value,
+                "--rounds" => options.rounds = value,
+                other => anyhow::bail!(
+                    "unknown flag {other}; usage: bench-webhook [--services N] [--clients C] [--warmup W] [--rounds R]"
+                ),
+            }
+        }
+        anyhow::ensure!(options.clients > 0, "--clients must be at least 1");
+        anyhow::ensure!(options.rounds > 0, "--rounds must be at least 1");
+        Ok(options)
+    }
+}
+
+/// One Service in five is a NodePort: 1,000 of 5,000 fit the default port range.
+fn shape(name: &str, i: usize) -> Service {
+    if i % 5 == 4 {
+        load::node_port_service(name, false)
+    } else {
+        load::cluster_ip_service(name)
+    }
+}
+
+/// Cumulative bucket counts of a histogram (`le` in seconds, count), by `le`, with its
+/// sum and count.
+#[derive(Clone, Debug, Default)]
+struct Histogram {
+    buckets: Vec<(f64, f64)>,
+    sum: f64,
+    count: f64,
+}
+
+impl Histogram {
+    /// The `webhook="mutate-services"` series of the handling-time histogram in a
+    /// `/metrics` text.
+    fn parse(text: &str) -> Self {
+        let mut histogram = Self::default();
+        let name = "svcplane_admission_handling_seconds";
+        for line in text.lines() {
+            if !line.starts_with(name) || !line.contains("webhook=\"mutate-services\"") {
+                continue;
+            }
+            let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+                continue;
+            };
+            if line.starts_with(&format!("{name}_bucket{{")) {
+                let le = line
+                    .split("le=\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .map(|le| {
+                        if le == "+Inf" {
+                            f64::INFINITY
+                        } else {
+                            le.parse().unwrap_or(f64::NAN)
+                        }
+                    });
+                if let Some(le) = le.filter(|le| !le.is_nan()) {
+                    histogram.buckets.push((le, value));
+                }
+            } else if line.starts_with(&format!("{name}_sum{{")) {
+                histogram.sum = value;
+            } else if line.starts_with(&format!("{name}_count{{")) {
+                histogram.count = value;
+            }
+        }
+        histogram.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        histogram
+    }
+
+    /// What was observed between `before` and `self`.
+    fn since(&self, before: &Histogram) -> Histogram {
+        Histogram {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|&(le, count)| {
+                    let earlier = before
+                        .buckets
+                        .iter()
+                        .find(|(other, _)| *other == le)
+                        .map_or(0.0, |&(_, count)| count);
+                    (le, count - earlier)
+                })
+                .collect(),
+            sum: self.sum - before.sum,
+            count: self.count - before.count,
+        }
+    }
+
+    /// `self` and `other` together (same buckets).
+    fn plus(&self, other: &Histogram) -> Histogram {
+        if self.buckets.is_empty() {
+            return other.clone();
+        }
+        let mut sum = self.clone();
+        for (bucket, (_, count)) in sum.buckets.iter_mut().zip(&other.buckets) {
+            bucket.1 += count;
+        }
+        sum.sum += other.sum;
+        sum.count += other.count;
+        sum
+    }
+
+    /// The bucket `(lower, upper]` holding quantile `q`, and the linear interpolation
+    /// inside it (as Prometheus' `histogram_quantile` computes).
+    fn quantile(&self, q: f64) -> Option<(f64, f64, f64)> {
+        let rank = q * self.count;
+        let mut lower = 0.0;
+        let mut below = 0.0;
+        for &(upper, cumulative) in &self.buckets {
+            if cumulative >= rank && cumulative > 0.0 {
+                let inside = cumulative - below;
+                let estimate = if upper.is_infinite() {
+                    lower
+                } else {
+                    lower + (upper - lower) * ((rank - below) / inside)
+                };
+                return Some((lower, upper, estimate));
+            }
+            lower = upper;
+            below = cumulative;
+        }
+        None
+    }
+}
+
+/// The AdmissionReview the apiserver sends for creating Service `i` of the burst.
+fn review_body(i: usize) -> Result<Vec<u8>> {
+    let name = format!("svc-{i}");
+    let mut object = serde_json::to_value(shape(&name, i))?;
+    object["apiVersion"] = json!("v1");
+    object["kind"] = json!("Service");
+    object["metadata"]["namespace"] = json!("bench");
+    object["spec"]["sessionAffinity"] = json!("None");
+    object["spec"]["internalTrafficPolicy"] = json!("Cluster");
+    object["spec"]["ports"][0]["targetPort"] = json!(80);
+    Ok(serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": format!("00000000-0000-4000-8000-{i:012}"),
+            "kind": { "group": "", "version": "v1", "kind": "Service" },
+            "resource": { "group": "", "version": "v1", "resource": "services" },
+            "requestKind": { "group": "", "version": "v1", "kind": "Service" },
+            "requestResource": { "group": "", "version": "v1", "resource": "services" },
+            "name": name,
+            "namespace": "bench",
+            "operation": "CREATE",
+            "userInfo": { "username": "system:admin", "groups": ["system:masters", "system:authenticated"] },
+            "object": object,
+            "oldObject": null,
+            "dryRun": false,
+            "options": { "kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1" },
+        }
+    }))?)
+}
+
+/// The webhook's decision alone, per review, one after the other: decode, plan on
+/// in-memory allocators, patch, encode the answer. What `mutate-services` does besides
+/// queueing for and waiting on the write that persists the allocation.
+fn decision_times(count: usize) -> Result<Vec<Duration>> {
+    let mut allocators = Allocators::new(
+        vec![
+            ClusterIpAllocator::new("10.96.0.0/12".parse()?),
+            ClusterIpAllocator::new("fd00:10:96::/112".parse()?),
+        ],
+        NodePortAllocator::new(PortRange::default()),
+    )?;
+    let bodies = (0..count).map(review_body).collect::<Result<Vec<_>>>()?;
+    let mut times = Vec::with_capacity(count);
+    for body in &bodies {
+        let started = Instant::now();
+        let request = review::decode(body).map_err(anyhow::Error::msg)?;
+        let service: Service = review::typed_object(&request)
+            .map_err(anyhow::Error::msg)?
+            .context("a review without its Service")?;
+        let spec = to_spec(&service).map_err(|error| anyhow::anyhow!("{error}"))?;
+        let filled = allocators.create(&spec, false)?.service().clone();
+        let response = AdmissionResponse::from(&request).with_patch(patch(&service, &filled))?;
+        let encoded = serde_json::to_vec(&response.into_review())?;
+        std::hint::black_box(encoded);
+        times.push(started.elapsed());
+    }
+    times.sort();
+    Ok(times)
+}
+
+struct RunResult {
+    report: BurstReport,
+    handling: Option<Histogram>,
+    /// `/proc/loadavg`'s 1-minute figure when the run started.
+    load: String,
+}
+
+async fn create_namespace(client: &kube::Client, name: &str) -> Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    api.create(&PostParams::default(), &namespace).await?;
+    Ok(())
+}
+
+async fn handling_histogram(replica: &WebhookReplica) -> Result<Histogram> {
+    Ok(Histogram::parse(
+        &svcplane::http_get(replica.admin, "/metrics").await?,
+    ))
+}
+
+async fn run(options: &Options, with_webhook: bool) -> Result<RunResult> {
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split(' ').next().map(str::to_string))
+        .unwrap_or_default();
+    let plane = ControlPlane::start(ControlPlaneConfig::default()).await?;
+    let client = plane.client().await?;
+    let replica = if with_webhook {
+        svcplane::install_crd(&client).await?;
+        let config = svcplane::webhook_config(&plane)?;
+        let replica = svcplane::start_replica(client.clone(), config).await?;
+        let ca = std::fs::read(plane.dir().join("ca.crt"))?;
+        svcplane::register(&client, &replica.url, ca, false).await?;
+        svcplane::wait_until_called(&client, replica.admin).await?;
+        Some(replica)
+    } else {
+        None
+    };
+    let mut clients = Vec::with_capacity(options.clients);
+    for _ in 0..options.clients {
+        clients.push(plane.client().await?);
+    }
+    for namespace in ["warmup", "bench"] {
+        create_namespace(&client, namespace).await?;
+    }
+    let burst = |namespace: &str, count: usize| Burst {
+        namespace: namespace.to_string(),
+        count,
+        prefix: "svc".to_string(),
+        shape,
+        retry_for: None,
+    };
+    let warmup = load::run(&clients, &burst("warmup", options.warmup), Arc::default()).await;
+    anyhow::ensure!(
+        warmup.error_count() == 0,
+        "the warm-up failed: {}",
+        warmup.summary()
+    );
+
+    let before = match &replica {
+        Some(replica) => Some(handling_histogram(replica).await?),
+        None => None,
+    };
+    let report = load::run(&clients, &burst("bench", options.services), Arc::default()).await;
+    let handling = match (&replica, before) {
+        (Some(replica), Some(before)) => Some(handling_histogram(replica).await?.since(&before)),
+        _ => None,
+    };
+    drop(replica);
+    drop(plane);
+    Ok(RunResult {
+        report,
+        handling,
+        load,
+    })
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1e3)
+}
+
+fn seconds_ms(seconds: f64) -> String {
+    if seconds.is_infinite() {
+        "+Inf".to_string()
+    } else {
+        format!("{:.3} ms", seconds * 1e3)
+    }
+}
+
+fn sorted_latencies<'a>(runs: impl IntoIterator<Item = &'a RunResult>) -> Vec<Duration> {
+    let mut latencies: Vec<Duration> = runs
+        .into_iter()
+        .flat_map(|run| run.report.first_try_latencies.iter().copied())
+        .collect();
+    latencies.sort();
+    latencies
+}
+
+fn ratio(with: Duration, without: Duration) -> f64 {
+    with.as_secs_f64() / without.as_secs_f64()
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error,kube_client::client::builder=off".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let options = Options::parse()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    println!(
+        "{} Service creates from {} concurrent clients per run ({} warm-up creates first, not measured); {} rounds of a run without then a run with the webhook",
+        options.services, options.clients, options.warmup, options.rounds
+    );
+
+    let mut without = Vec::new();
+    let mut with = Vec::new();
+    println!();
+    for round in 1..=options.rounds {
+        eprintln!("round {round}/{}: without the webhook", options.rounds);
+        let a = runtime.block_on(run(&options, false))?;
+        eprintln!("round {round}/{}: with the webhook", options.rounds);
+        let b = runtime.block_on(run(&options, true))?;
+        let (la, lb) = (sorted_latencies([&a]), sorted_latencies([&b]));
+        println!(
+            "round {round}: without p50 {} p99 {} total {:.2} s (load {}) | with p50 {} p99 {} total {:.2} s (load {}) | p99 ratio {:.2}x",
+            ms(load::percentile(&la, 50.0)),
+            ms(load::percentile(&la, 99.0)),
+            a.report.elapsed.as_secs_f64(),
+            a.load,
+            ms(load::percentile(&lb, 50.0)),
+            ms(load::percentile(&lb, 99.0)),
+            b.report.elapsed.as_secs_f64(),
+            b.load,
+            ratio(load::percentile(&lb, 99.0), load::percentile(&la, 99.0)),
+        );
+        without.push(a);
+        with.push(b);
+    }
+
+    let (a, b) = (sorted_latencies(&without), sorted_latencies(&with));
+    let mut rows: Vec<(&str, String, String, String)> = Vec::new();
+    for (label, p) in [
+        ("create p50", 50.0),
+        ("create p99", 99.0),
+        ("create max", 100.0),
+    ] {
+        let (x, y) = (load::percentile(&a, p), load::percentile(&b, p));
+        rows.push((label, ms(x), ms(y), format!("{:.2}x", ratio(y, x))));
+    }
+    let total = |runs: &[RunResult]| -> Duration {
+        runs.iter().map(|run| run.report.elapsed).sum::<Duration>() / runs.len() as u32
+    };
+    let (ta, tb) = (total(&without), total(&with));
+    rows.push((
+        "total time",
+        format!("{:.2} s", ta.as_secs_f64()),
+        format!("{:.2} s", tb.as_secs_f64()),
+        format!("{:.2}x", ratio(tb, ta)),
+    ));
+    let created = |runs: &[RunResult]| runs.iter().map(|run| run.report.created).sum::<usize>();
+    let failed = |runs: &[RunResult]| {
+        runs.iter()
+            .map(|run| run.report.error_count())
+            .sum::<usize>()
+    };
+    rows.push((
+        "failed creates",
+        failed(&without).to_string(),
+        failed(&with).to_string(),
+        String::new(),
+    ));
+    println!();
+    println!(
+        "all rounds ({} and {} creates; total time: mean per run)",
+        created(&without),
+        created(&with)
+    );
+    println!(
+        "{:<16}{:>18}{:>18}{:>10}",
+        "", "without webhook", "with webhook", "ratio"
+    );
+    for (label, x, y, ratio) in &rows {
+        println!("{label:<16}{x:>18}{y:>18}{ratio:>10}");
+    }
+    for (name, runs) in [("without", &without), ("with", &with)] {
+        for run in runs.iter().filter(|run| run.report.error_count() > 0) {
+            println!("errors {name} the webhook: {}", run.report.summary());
+        }
+    }
+
+    let handling = with
+        .iter()
+        .filter_map(|run| run.handling.as_ref())
+        .fold(Histogram::default(), |sum, h| sum.plus(h));
+    println!();
+    println!(
+        "webhook handling time (mutate-services, from its histogram, {} reviews of the measured creates):",
+        handling.count
+    );
+    println!(
+        "  mean {} (histogram sum / count)",
+        seconds_ms(handling.sum / handling.count)
+    );
+    let mut handling_p99 = None;
+    for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
+        if let Some((lower, upper, estimate)) = handling.quantile(q) {
+            println!(
+                "  {label}  in bucket ({}, {}], {} interpolated",
+                seconds_ms(lower),
+                seconds_ms(upper),
+                seconds_ms(estimate)
+            );
+            if q == 0.99 {
+                handling_p99 = Some((lower, upper));
+            }
+        }
+    }
+    let decisions = decision_times(options.services)?;
+    println!(
+        "  the decision alone (decode, plan on in-memory allocators, patch, encode; in this process, one at a time, {} reviews): p50 {}, p99 {}, max {}",
+        decisions.len(),
+        ms(load::percentile(&decisions, 50.0)),
+        ms(load::percentile(&decisions, 99.0)),
+        ms(load::percentile(&decisions, 100.0)),
+    );
+
+    let p99_ratio = ratio(load::percentile(&b, 99.0), load::percentile(&a, 99.0));
+    println!();
+    println!(
+        "goal: create p99 with the webhook <= 1.25x without: {:.2}x, {}",
+        p99_ratio,
+        if p99_ratio <= 1.25 { "met" } else { "not met" }
+    );
+    let verdict = match handling_p99 {
+        Some((_, upper)) if upper <= 1e-3 => "met".to_string(),
+        Some((lower, _)) if lower >= 1e-3 => "not met".to_string(),
+        Some((lower, upper)) => format!(
+            "not decided by the buckets (p99 in ({}, {}])",
+            seconds_ms(lower),
+            seconds_ms(upper)
+        ),
+        None => "no data".to_string(),
+    };
+    println!("goal: webhook handling p99 < 1 ms: {verdict}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_inside_their_bucket() {
+        let text = "\
+# TYPE svcplane_admission_handling_seconds histogram
+svcplane_admission_handling_seconds_sum{webhook=\"mutate-services\"} 0.5
+svcplane_admission_handling_seconds_count{webhook=\"mutate-services\"} 100
+svcplane_admission_handling_seconds_bucket{le=\"0.001\",webhook=\"mutate-services\"} 50
+svcplane_admission_handling_seconds_bucket{le=\"0.002\",webhook=\"mutate-services\"} 90
+svcplane_admission_handling_seconds_bucket{le=\"+Inf\",webhook=\"mutate-services\"} 100
+svcplane_admission_handling_seconds_bucket{le=\"0.001\",webhook=\"validate-endpoints\"} 7
+";
+        let histogram = Histogram::parse(text);
+        assert_eq!(histogram.count, 100.0);
+        assert_eq!(histogram.quantile(0.5), Some((0.0, 0.001, 0.001)));
+        let (lower, upper, estimate) = histogram.quantile(0.7).unwrap();
+        assert_eq!((lower, upper), (0.001, 0.002));
+        assert!((estimate - 0.0015).abs() < 1e-12);
+        assert_eq!(
+            histogram.quantile(0.99),
+            Some((0.002, f64::INFINITY, 0.002))
+        );
+        let empty = histogram.since(&histogram);
+        assert_eq!(empty.count, 0.0);
+        assert_eq!(empty.quantile(0.5), None);
+    }
+}
