@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, Node, Pod, PodCondition, PodIP, PodSpec, PodStatus, Service,
-    ServicePort, ServiceSpec,
+    Container, ContainerPort, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Node,
+    NodeCondition, NodeStatus, ObjectReference, Pod, PodCondition, PodIP, PodSpec, PodStatus,
+    Service, ServicePort, ServiceSpec,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
@@ -110,6 +112,18 @@ impl ServiceBuilder {
     }
     pub fn uid(mut self, uid: &str) -> Self {
         self.0.metadata.uid = Some(uid.into());
+        self
+    }
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.0
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value.into());
+        self
+    }
+    pub fn traffic_distribution(mut self, value: &str) -> Self {
+        self.spec().traffic_distribution = Some(value.into());
         self
     }
     pub fn deleting(mut self) -> Self {
@@ -258,5 +272,134 @@ pub fn node(name: &str, zone: Option<&str>) -> Node {
             ..Default::default()
         },
         ..Default::default()
+    }
+}
+
+/// A Ready worker Node in `zone` (none: unlabelled) with `cpu` allocatable.
+pub fn worker_node(name: &str, zone: Option<&str>, cpu: &str) -> Node {
+    let mut node = node(name, zone);
+    node.status = Some(NodeStatus {
+        allocatable: Some([("cpu".to_string(), Quantity(cpu.into()))].into()),
+        conditions: Some(vec![NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    node
+}
+
+/// The Node with its `Ready` condition set to `ready`.
+pub fn node_ready(mut node: Node, ready: bool) -> Node {
+    let status = node.status.get_or_insert_with(Default::default);
+    status.conditions = Some(vec![NodeCondition {
+        type_: "Ready".into(),
+        status: if ready { "True" } else { "False" }.into(),
+        ..Default::default()
+    }]);
+    node
+}
+
+/// The Node with one more label.
+pub fn node_label(mut node: Node, key: &str, value: &str) -> Node {
+    node.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(key.into(), value.into());
+    node
+}
+
+/// An Endpoints port (protocol TCP unless given).
+pub fn endpoints_port(name: &str, port: i32, protocol: &str) -> EndpointPort {
+    EndpointPort {
+        name: (!name.is_empty()).then(|| name.to_string()),
+        port,
+        protocol: Some(protocol.into()),
+        app_protocol: None,
+    }
+}
+
+/// An Endpoints address with a hostname and node named after the last octet or group of the IP.
+pub fn endpoints_address(ip: &str) -> EndpointAddress {
+    let suffix = ip.rsplit(['.', ':']).next().unwrap_or_default();
+    EndpointAddress {
+        ip: ip.into(),
+        hostname: Some(format!("host-{suffix}")),
+        node_name: Some(format!("node-{suffix}")),
+        target_ref: None,
+    }
+}
+
+/// The address pointing at a pod with this UID.
+pub fn targeting(mut address: EndpointAddress, pod: &str, uid: &str) -> EndpointAddress {
+    address.target_ref = Some(ObjectReference {
+        kind: Some("Pod".into()),
+        namespace: Some(NS.into()),
+        name: Some(pod.into()),
+        uid: Some(uid.into()),
+        ..Default::default()
+    });
+    address
+}
+
+/// A subset: these ports, ready addresses and not-ready addresses.
+pub fn subset(ports: Vec<EndpointPort>, ready: &[&str], not_ready: &[&str]) -> EndpointSubset {
+    let listed = |ips: &[&str]| {
+        (!ips.is_empty()).then(|| ips.iter().map(|ip| endpoints_address(ip)).collect())
+    };
+    EndpointSubset {
+        addresses: listed(ready),
+        not_ready_addresses: listed(not_ready),
+        ports: (!ports.is_empty()).then_some(ports),
+    }
+}
+
+pub struct EndpointsBuilder(Endpoints);
+
+/// A user-written Endpoints object (uid `uid-<name>-endpoints`) without subsets.
+pub fn endpoints(name: &str) -> EndpointsBuilder {
+    EndpointsBuilder(Endpoints {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            uid: Some(format!("uid-{name}-endpoints")),
+            ..Default::default()
+        },
+        subsets: None,
+    })
+}
+
+impl EndpointsBuilder {
+    pub fn subsets(mut self, subsets: Vec<EndpointSubset>) -> Self {
+        self.0.subsets = Some(subsets);
+        self
+    }
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.0
+            .metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value.into());
+        self
+    }
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.0
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value.into());
+        self
+    }
+    pub fn uid(mut self, uid: &str) -> Self {
+        self.0.metadata.uid = Some(uid.into());
+        self
+    }
+    pub fn deleting(mut self) -> Self {
+        self.0.metadata.deletion_timestamp = Some(time(1_700_000_000));
+        self
+    }
+    pub fn build(self) -> Endpoints {
+        self.0
     }
 }

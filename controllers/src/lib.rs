@@ -34,9 +34,11 @@
 pub mod endpoints;
 pub mod endpointslice;
 mod error;
+pub mod mirroring;
 pub mod pods;
 pub mod runtime;
 pub mod service;
+pub mod topology;
 pub mod trigger_time;
 pub mod well_known;
 
@@ -52,5 +54,9 @@ pub use endpointslice::{
     SlicePlan, SliceTracker, desired_endpoint_slices, plan_endpoint_slices,
 };
 pub use error::{Error, Result};
+pub use mirroring::{
+    DesiredMirroredSlices, MirroringParams, desired_mirrored_slices, plan_mirrored_slices,
+};
 pub use service::IpFamily;
+pub use topology::{HintsDecision, HintsEventTracker, ZoneCapacity, apply_topology};
 pub use trigger_time::{TriggerObservation, TriggerTimeTracker};

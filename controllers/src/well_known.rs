@@ -37,6 +37,31 @@ pub const SVCPLANE_SLICE_MANAGER: &str = "endpointslice-controller.svcplane.io";
 /// `managed-by` value of svcplane's Endpoints controller; also its event reporter name.
 pub const SVCPLANE_ENDPOINTS_MANAGER: &str = "endpoints-controller.svcplane.io";
 
+/// `managed-by` value of the in-tree EndpointSlice mirroring controller.
+pub const IN_TREE_MIRRORING_MANAGER: &str = "endpointslicemirroring-controller.k8s.io";
+/// `managed-by` value of svcplane's mirroring controller. Slices labelled with it or with
+/// [`IN_TREE_MIRRORING_MANAGER`] are the mirroring controller's own: it takes over the in-tree
+/// controller's mirrored slices in place instead of replacing them.
+pub const SVCPLANE_MIRRORING_MANAGER: &str = "endpointslicemirroring-controller.svcplane.io";
+
+/// Label on a user-written Endpoints object: `"true"` keeps it from being mirrored into
+/// EndpointSlices.
+pub const LABEL_SKIP_MIRROR: &str = "endpointslice.kubernetes.io/skip-mirror";
+/// Annotation of the old Endpoints-based leader election; such objects are not mirrored.
+pub const ANNOTATION_LEADER_ELECTION: &str = "control-plane.alpha.kubernetes.io/leader";
+/// Annotation where `kubectl apply` keeps the applied manifest; never mirrored.
+pub const ANNOTATION_LAST_APPLIED_CONFIGURATION: &str =
+    "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Service annotation asking for topology-aware hints (`Auto`).
+pub const ANNOTATION_TOPOLOGY_MODE: &str = "service.kubernetes.io/topology-mode";
+/// The older spelling of [`ANNOTATION_TOPOLOGY_MODE`]; it wins when both are set.
+pub const ANNOTATION_TOPOLOGY_AWARE_HINTS: &str = "service.kubernetes.io/topology-aware-hints";
+/// Node label marking a control-plane Node, left out of topology capacity.
+pub const LABEL_NODE_ROLE_CONTROL_PLANE: &str = "node-role.kubernetes.io/control-plane";
+/// The older spelling of [`LABEL_NODE_ROLE_CONTROL_PLANE`], also left out.
+pub const LABEL_NODE_ROLE_MASTER: &str = "node-role.kubernetes.io/master";
+
 /// Formats a trigger time the way the in-tree controllers do (Go's RFC3339Nano in UTC: no
 /// trailing zeros in the fraction, no fraction at all on a whole second).
 pub fn format_trigger_time(time: &Time) -> String {

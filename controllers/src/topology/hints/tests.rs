@@ -1,0 +1,430 @@
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::discovery::v1::EndpointConditions;
+
+use super::*;
+
+fn capacity(pairs: &[(&str, f64)]) -> ZoneCapacity {
+    ZoneCapacity::Zones(pairs.iter().map(|(z, r)| (z.to_string(), *r)).collect())
+}
+
+fn endpoint(ip: &str, zone: Option<&str>, ready: Option<bool>) -> Endpoint {
+    Endpoint {
+        addresses: vec![ip.into()],
+        zone: zone.map(str::to_string),
+        conditions: ready.map(|ready| EndpointConditions {
+            ready: Some(ready),
+            ..Default::default()
+        }),
+        target_ref: Some(ObjectReference {
+            kind: Some("Pod".into()),
+            name: Some(format!("pod-{ip}")),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn ready_in(ip: &str, zone: &str) -> Endpoint {
+    endpoint(ip, Some(zone), Some(true))
+}
+
+fn hinted_zone(endpoint: &Endpoint) -> Option<&str> {
+    let zones = endpoint.hints.as_ref()?.for_zones.as_ref()?;
+    assert_eq!(zones.len(), 1);
+    Some(zones[0].name.as_str())
+}
+
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(z, n)| (z.to_string(), *n)).collect()
+}
+
+/// Decides and, when enabled, applies: what the Auto mode does to one address type.
+fn auto(
+    capacity: &ZoneCapacity,
+    endpoints: &mut [Endpoint],
+) -> Result<BTreeMap<String, usize>, HintsDisabled> {
+    match decide_hints(capacity, endpoints.iter()) {
+        HintsDecision::Enabled(assignment) => Ok(apply_zone_hints(
+            &assignment,
+            endpoints.iter_mut(),
+            &PreviousHints::default(),
+        )),
+        HintsDecision::Disabled(reason) => Err(reason),
+    }
+}
+
+#[test]
+fn without_node_information_hints_are_disabled() {
+    let mut endpoints = vec![ready_in("10.1.2.3", "zone-a")];
+    assert_eq!(
+        auto(&ZoneCapacity::InsufficientNodeInfo, &mut endpoints),
+        Err(HintsDisabled::InsufficientNodeInfo)
+    );
+    assert_eq!(
+        auto(&ZoneCapacity::SingleZone, &mut endpoints),
+        Err(HintsDisabled::NodesReadyInOneZoneOnly)
+    );
+    assert_eq!(
+        auto(&ZoneCapacity::InsufficientNodeInfo, &mut []),
+        Err(HintsDisabled::InsufficientNodeInfo)
+    );
+}
+
+#[test]
+fn fewer_endpoints_than_zones_disable_hints() {
+    // In-tree: "slice to create with 2 endpoints, zone ratios require 3".
+    let mut endpoints = vec![
+        ready_in("10.1.2.3", "zone-a"),
+        ready_in("10.1.2.4", "zone-b"),
+    ];
+    let three = capacity(&[("zone-a", 0.3), ("zone-b", 0.4), ("zone-c", 0.3)]);
+    let reason = auto(&three, &mut endpoints).unwrap_err();
+    assert_eq!(
+        reason,
+        HintsDisabled::InsufficientNumberOfEndpoints {
+            endpoints: 2,
+            zones: 3
+        }
+    );
+    assert_eq!(
+        reason.to_string(),
+        "Insufficient number of endpoints (2 endpoints, 3 zones)"
+    );
+    // Not-ready endpoints do not count.
+    endpoints.push(endpoint("10.1.2.5", Some("zone-c"), Some(false)));
+    assert!(matches!(
+        auto(&three, &mut endpoints),
+        Err(HintsDisabled::InsufficientNumberOfEndpoints { endpoints: 2, .. })
+    ));
+}
+
+#[test]
+fn two_endpoints_in_two_zones_get_their_own_zone() {
+    // In-tree: "slice to create with 2 ready, 1 unready, 1 unknown endpoints, zone ratios only
+    // require 2".
+    let mut endpoints = vec![
+        ready_in("10.1.2.3", "zone-a"),
+        ready_in("10.1.2.4", "zone-b"),
+        endpoint("10.1.2.5", Some("zone-b"), Some(false)),
+        endpoint("10.1.2.6", Some("zone-b"), None),
+    ];
+    let hints = auto(
+        &capacity(&[("zone-a", 0.45), ("zone-b", 0.55)]),
+        &mut endpoints,
+    );
+    assert_eq!(hints, Ok(counts(&[("zone-a", 1), ("zone-b", 1)])));
+    let hinted: Vec<Option<&str>> = endpoints.iter().map(hinted_zone).collect();
+    assert_eq!(hinted, vec![Some("zone-a"), Some("zone-b"), None, None]);
+}
+
+#[test]
+fn three_zones_within_the_threshold_move_one_endpoint() {
+    // In-tree: "slices to create and update within 3 zone threshold": 10 endpoints, 5 in
+    // zone-a, 2 in zone-b, 3 in zone-c; zone-a gives one to zone-b.
+    let mut endpoints = vec![
+        ready_in("10.1.2.3", "zone-a"),
+        ready_in("10.1.2.4", "zone-b"),
+        ready_in("10.1.3.3", "zone-c"),
+        ready_in("10.1.3.4", "zone-c"),
+        ready_in("10.1.3.5", "zone-a"),
+        ready_in("10.2.2.3", "zone-a"),
+        ready_in("10.2.2.4", "zone-a"),
+        ready_in("10.2.3.3", "zone-b"),
+        ready_in("10.2.3.4", "zone-c"),
+        ready_in("10.2.3.5", "zone-a"),
+    ];
+    let ratios = capacity(&[("zone-a", 0.35), ("zone-b", 0.35), ("zone-c", 0.30)]);
+    let hints = auto(&ratios, &mut endpoints);
+    assert_eq!(
+        hints,
+        Ok(counts(&[("zone-a", 4), ("zone-b", 3), ("zone-c", 3)]))
+    );
+    // The first zone-a endpoint in order is the one that moves.
+    assert_eq!(hinted_zone(&endpoints[0]), Some("zone-b"));
+    assert!(
+        endpoints[1..]
+            .iter()
+            .all(|e| hinted_zone(e) == e.zone.as_deref())
+    );
+}
+
+#[test]
+fn uneven_cpu_allocates_proportionally() {
+    let ratios = capacity(&[("zone-a", 0.5), ("zone-b", 0.25), ("zone-c", 0.25)]);
+    let assignment = zone_assignment(&ratios, 8).unwrap();
+    let allocation = |zone: &str| assignment.zones[zone];
+    assert_eq!(
+        allocation("zone-a"),
+        ZoneAllocation {
+            minimum: 4,
+            maximum: 4,
+            desired: 4.0
+        }
+    );
+    assert_eq!(
+        allocation("zone-b"),
+        ZoneAllocation {
+            minimum: 2,
+            maximum: 2,
+            desired: 2.0
+        }
+    );
+
+    let mut endpoints = vec![
+        ready_in("10.0.0.1", "zone-a"),
+        ready_in("10.0.0.2", "zone-a"),
+        ready_in("10.0.0.3", "zone-b"),
+        ready_in("10.0.0.4", "zone-b"),
+        ready_in("10.0.0.5", "zone-b"),
+        ready_in("10.0.0.6", "zone-c"),
+        ready_in("10.0.0.7", "zone-c"),
+        ready_in("10.0.0.8", "zone-c"),
+    ];
+    let hints = auto(&ratios, &mut endpoints);
+    assert_eq!(
+        hints,
+        Ok(counts(&[("zone-a", 4), ("zone-b", 2), ("zone-c", 2)]))
+    );
+    assert_eq!(hinted_zone(&endpoints[2]), Some("zone-a"));
+    assert_eq!(hinted_zone(&endpoints[5]), Some("zone-a"));
+}
+
+#[test]
+fn allocations_leave_room_above_the_minimum() {
+    let assignment = zone_assignment(&capacity(&[("zone-a", 0.45), ("zone-b", 0.55)]), 10).unwrap();
+    // zone-a: desired 4.5, minimum ceil(4.5 / 1.2) = 4; zone-b: 5.5 -> 5; 1 endpoint spare.
+    assert_eq!(
+        assignment.zones["zone-a"],
+        ZoneAllocation {
+            minimum: 4,
+            maximum: 5,
+            desired: 4.5
+        }
+    );
+    assert_eq!(assignment.zones["zone-b"].maximum, 6);
+    assert_eq!(assignment.ready_endpoints, 10);
+}
+
+#[test]
+fn overload_disables_hints() {
+    // 1.5 desired per zone needs ceil(1.25) = 2 each: 4 > 3 endpoints.
+    let halves = capacity(&[("zone-a", 0.5), ("zone-b", 0.5)]);
+    let reason = zone_assignment(&halves, 3).unwrap_err();
+    assert_eq!(
+        reason,
+        HintsDisabled::MinAllocationExceedsOverloadThreshold {
+            endpoints: 3,
+            zones: 2
+        }
+    );
+    assert!(reason.to_string().starts_with(
+        "Unable to allocate minimum required endpoints to each zone without exceeding overload threshold"
+    ));
+    assert!(zone_assignment(&halves, 4).is_ok());
+    let thirds = capacity(&[
+        ("zone-a", 1.0 / 3.0),
+        ("zone-b", 1.0 / 3.0),
+        ("zone-c", 1.0 / 3.0),
+    ]);
+    assert!(matches!(
+        zone_assignment(&thirds, 4),
+        Err(HintsDisabled::MinAllocationExceedsOverloadThreshold { .. })
+    ));
+    assert!(zone_assignment(&thirds, 3).is_ok());
+}
+
+#[test]
+fn an_endpoint_without_zone_disables_hints() {
+    let mut endpoints = vec![
+        ready_in("10.0.0.1", "zone-a"),
+        ready_in("10.0.0.2", "zone-b"),
+        ready_in("10.0.0.3", "zone-b"),
+        endpoint("10.0.0.4", None, Some(true)),
+    ];
+    let halves = capacity(&[("zone-a", 0.5), ("zone-b", 0.5)]);
+    assert_eq!(
+        auto(&halves, &mut endpoints),
+        Err(HintsDisabled::NoZoneSpecified)
+    );
+    // A zone-less endpoint that is not ready does not matter.
+    endpoints[3].conditions.as_mut().unwrap().ready = Some(false);
+    endpoints.push(ready_in("10.0.0.5", "zone-a"));
+    assert_eq!(
+        auto(&halves, &mut endpoints),
+        Ok(counts(&[("zone-a", 2), ("zone-b", 2)]))
+    );
+    assert_eq!(endpoints[3].hints, None);
+}
+
+#[test]
+fn previous_cross_zone_hints_are_kept() {
+    let ratios = capacity(&[("zone-a", 0.35), ("zone-b", 0.35), ("zone-c", 0.30)]);
+    let zones = [
+        "zone-a", "zone-b", "zone-c", "zone-c", "zone-a", "zone-a", "zone-a", "zone-b", "zone-c",
+        "zone-a",
+    ];
+    let mut endpoints: Vec<Endpoint> = zones
+        .iter()
+        .enumerate()
+        .map(|(i, zone)| ready_in(&format!("10.0.0.{i}"), zone))
+        .collect();
+    // Last time the fourth zone-a endpoint (10.0.0.6) was the one given to zone-b.
+    let mut last_time = endpoints.clone();
+    last_time[6].hints = hint("zone-b");
+    last_time[0].hints = hint("zone-a");
+    let previous = PreviousHints::from_slices(&[EndpointSlice {
+        endpoints: Some(last_time),
+        ..Default::default()
+    }]);
+    let HintsDecision::Enabled(assignment) = decide_hints(&ratios, endpoints.iter()) else {
+        panic!("hints should be enabled");
+    };
+    apply_zone_hints(&assignment, endpoints.iter_mut(), &previous);
+    assert_eq!(hinted_zone(&endpoints[6]), Some("zone-b"));
+    assert_eq!(hinted_zone(&endpoints[0]), Some("zone-a"));
+}
+
+#[test]
+fn stripping_removes_every_hint() {
+    let mut endpoints = [ready_in("10.0.0.1", "zone-a")];
+    endpoints[0].hints = hint("zone-a");
+    strip_hints(endpoints.iter_mut());
+    assert_eq!(endpoints[0].hints, None);
+}
+
+fn zone_map<T: Copy>(pairs: &[(&str, T)]) -> BTreeMap<String, T> {
+    pairs.iter().map(|(z, v)| (z.to_string(), *v)).collect()
+}
+
+#[test]
+fn in_tree_giving_and_receiving_table() {
+    type Case<'a> = (
+        &'a str,
+        Vec<(&'a str, f64)>,
+        Vec<(&'a str, i64)>,
+        Vec<(&'a str, i64)>,
+        Vec<(&'a str, i64)>,
+    );
+    let cases: Vec<Case> = vec![
+        ("empty", vec![], vec![], vec![], vec![]),
+        (
+            "simple allocation with no need for rebalancing",
+            vec![("zone-a", 1.2), ("zone-b", 1.1), ("zone-c", 1.0)],
+            vec![("zone-a", 1), ("zone-b", 1), ("zone-c", 1)],
+            vec![],
+            vec![],
+        ),
+        (
+            "preference for same zone even when giving an extra endpoint would result in slightly better distribution",
+            vec![("zone-a", 5.1), ("zone-b", 5.1), ("zone-c", 5.8)],
+            vec![("zone-a", 16)],
+            vec![("zone-a", 10)],
+            vec![("zone-b", 5), ("zone-c", 5)],
+        ),
+        (
+            "when 2 zones need < 1 endpoint, give to zone that needs endpoint most",
+            vec![("zone-a", 5.0), ("zone-b", 5.6), ("zone-c", 5.4)],
+            vec![("zone-a", 16)],
+            vec![("zone-a", 11)],
+            vec![("zone-b", 6), ("zone-c", 5)],
+        ),
+        (
+            "when 2 zones have extra endpoints, give from zone with most extra",
+            vec![("zone-a", 5.0), ("zone-b", 5.6), ("zone-c", 5.4)],
+            vec![("zone-b", 8), ("zone-c", 8)],
+            vec![("zone-b", 2), ("zone-c", 3)],
+            vec![("zone-a", 5)],
+        ),
+        (
+            "more allocated than allocations",
+            vec![("zone-a", 5.0), ("zone-b", 5.0), ("zone-c", 5.0)],
+            vec![("zone-a", 6), ("zone-b", 6), ("zone-c", 6)],
+            vec![],
+            vec![],
+        ),
+        (
+            "negative allocations",
+            vec![("zone-a", -5.0), ("zone-b", -5.0), ("zone-c", -5.0)],
+            vec![("zone-a", 6), ("zone-b", 6), ("zone-c", 6)],
+            vec![],
+            vec![],
+        ),
+        (
+            "negative allocated",
+            vec![("zone-a", 5.0), ("zone-b", 5.0), ("zone-c", 5.0)],
+            vec![("zone-a", -4), ("zone-b", -3), ("zone-c", -2)],
+            vec![],
+            vec![],
+        ),
+        (
+            "negative for 1 zone",
+            vec![("zone-a", 5.0), ("zone-b", 5.0), ("zone-c", 5.0)],
+            vec![("zone-a", -40), ("zone-b", 20), ("zone-c", 20)],
+            vec![("zone-b", 15), ("zone-c", 15)],
+            vec![("zone-a", 30)],
+        ),
+    ];
+    for (name, desired, allocated, giving, receiving) in cases {
+        let (actual_giving, actual_receiving) =
+            giving_and_receiving(&zone_map(&desired), &zone_map(&allocated));
+        assert_eq!(actual_giving, zone_map(&giving), "{name}: giving");
+        assert_eq!(actual_receiving, zone_map(&receiving), "{name}: receiving");
+    }
+}
+
+#[test]
+fn in_tree_redistribution_table() {
+    let own = |ip: &str, zone: &str| {
+        let mut e = ready_in(ip, zone);
+        e.hints = hint(zone);
+        e
+    };
+    let none = PreviousHints::default();
+
+    let mut single = [own("10.0.0.1", "zone-a")];
+    let changes = redistribute(
+        &mut single.iter_mut().collect::<Vec<_>>(),
+        zone_map(&[("zone-a", 1)]),
+        zone_map(&[("zone-b", 1)]),
+        &none,
+    );
+    assert_eq!(changes, zone_map(&[("zone-a", -1), ("zone-b", 1)]));
+    assert_eq!(hinted_zone(&single[0]), Some("zone-b"));
+
+    let mut three = [
+        own("10.0.0.1", "zone-a"),
+        own("10.0.0.2", "zone-a"),
+        own("10.0.0.3", "zone-a"),
+    ];
+    let changes = redistribute(
+        &mut three.iter_mut().collect::<Vec<_>>(),
+        zone_map(&[("zone-a", 2)]),
+        zone_map(&[("zone-b", 1), ("zone-c", 1)]),
+        &none,
+    );
+    assert_eq!(
+        changes,
+        zone_map(&[("zone-a", -2), ("zone-b", 1), ("zone-c", 1)])
+    );
+    let hinted: Vec<Option<&str>> = three.iter().map(hinted_zone).collect();
+    assert_eq!(hinted, vec![Some("zone-b"), Some("zone-c"), Some("zone-a")]);
+
+    let changes = redistribute(&mut [], BTreeMap::new(), BTreeMap::new(), &none);
+    assert!(changes.is_empty());
+}
+
+#[test]
+fn disabled_reasons_read_as_the_in_tree_events() {
+    assert_eq!(
+        HintsDisabled::InsufficientNodeInfo.to_string(),
+        "Insufficient Node information: allocatable CPU or zone not specified on one or more nodes"
+    );
+    assert_eq!(
+        HintsDisabled::NodesReadyInOneZoneOnly.to_string(),
+        "Nodes only ready in one zone"
+    );
+    assert_eq!(
+        HintsDisabled::NoZoneSpecified.to_string(),
+        "One or more endpoints do not have a zone specified"
+    );
+}
