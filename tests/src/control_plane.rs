@@ -180,15 +180,27 @@ impl ControlPlane {
     /// Starts kube-controller-manager with only `controllers` (e.g. [`ENDPOINT_CONTROLLERS`]).
     /// Replaces a controller manager this control plane already runs.
     pub fn start_controller_manager(&self, controllers: &str) -> Result<()> {
+        self.start_controller_manager_with(controllers, &[])
+    }
+
+    /// [`Self::start_controller_manager`] with further flags, e.g.
+    /// `--endpointslice-updates-batch-period=0s` or `--max-endpoints-per-slice=100`, to compare
+    /// with svcplane at equal settings.
+    pub fn start_controller_manager_with(
+        &self,
+        controllers: &str,
+        extra_args: &[String],
+    ) -> Result<()> {
         let mut slot = self.controller_manager.lock().unwrap();
         slot.take();
-        let args = vec![
+        let mut args = vec![
             format!("--kubeconfig={}", self.kubeconfig.display()),
             format!("--controllers={controllers}"),
             "--leader-elect=false".to_string(),
             "--secure-port=0".to_string(),
             "--profiling=false".to_string(),
         ];
+        args.extend(extra_args.iter().cloned());
         let mut process = Process::spawn(
             "kube-controller-manager",
             &self.bins.kube_controller_manager,
@@ -204,6 +216,15 @@ impl ControlPlane {
     /// Stops kube-controller-manager if it runs.
     pub fn stop_controller_manager(&self) {
         self.controller_manager.lock().unwrap().take();
+    }
+
+    /// The process id of kube-controller-manager, if it runs.
+    pub fn controller_manager_pid(&self) -> Option<u32> {
+        self.controller_manager
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(Process::pid)
     }
 
     /// Whether kube-controller-manager runs.

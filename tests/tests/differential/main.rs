@@ -63,6 +63,8 @@ fn cases() -> Vec<(String, Case)> {
         lifecycle::readiness_flapping,
         shapes::address_family_mismatch,
         shapes::publish_not_ready_on_missing_node,
+        shapes::pod_ip_families_change,
+        scale::rolling_update_then_scale_down,
         election::lease_handover,
         election::standby_readiness,
         takeover::from_in_tree,

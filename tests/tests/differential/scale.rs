@@ -1,4 +1,5 @@
-//! Many pods: 0 -> 250 -> 3, and more than 1000 (Endpoints truncation).
+//! Many pods: 0 -> 250 -> 3, a rolling update over three slices, and more than 1000
+//! (Endpoints truncation).
 
 use std::sync::Arc;
 
@@ -153,4 +154,53 @@ pub async fn over_capacity(planes: Arc<Planes>) -> Result<()> {
     s.converge("big", Some(&all_ready("big", 0..1000, NODE)))
         .await?;
     s.finish(&["big"]).await
+}
+
+/// A rolling update of 250 pods spread over three slices (25 new ready pods, then 25 old ones
+/// gone, ten times, without waiting for the controllers in between), then a scale-down to 50.
+pub async fn rolling_update_then_scale_down(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "rolling-node";
+    const BATCH: usize = 25;
+    let s = Scenario::start(&planes, "rolling-update").await?;
+    s.each(|side| async move {
+        side.node(NODE, None).await?;
+        side.start_pods(&replicas(0..250, NODE, true)).await?;
+        side.create_service(service(
+            "roll",
+            &[("app", "many")],
+            &[("http", 80, "TCP", "http")],
+        ))
+        .await?;
+        Ok(())
+    })
+    .await?;
+    s.converge("roll", Some(&all_ready("roll", 0..250, NODE)))
+        .await?;
+    let (reference, ours) = s.slice_counts("roll").await?;
+    println!("  rolling-update: 250 pods in {reference} in-tree slices, {ours} svcplane slices");
+
+    for batch in 0..250 / BATCH {
+        let old = batch * BATCH..(batch + 1) * BATCH;
+        let new = 250 + old.start..250 + old.end;
+        s.each(|side| {
+            let (old, new) = (old.clone(), new.clone());
+            async move {
+                side.start_pods(&replicas(new, NODE, true)).await?;
+                delete_pods(&side, old).await
+            }
+        })
+        .await?;
+    }
+    s.converge("roll", Some(&all_ready("roll", 250..500, NODE)))
+        .await?;
+    let (reference, ours) = s.slice_counts("roll").await?;
+    println!(
+        "  rolling-update: after the update, {reference} in-tree slices, {ours} svcplane slices"
+    );
+
+    s.each(|side| async move { delete_pods(&side, 300..500).await })
+        .await?;
+    s.converge("roll", Some(&all_ready("roll", 250..300, NODE)))
+        .await?;
+    s.finish(&["roll"]).await
 }

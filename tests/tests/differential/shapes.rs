@@ -1,5 +1,5 @@
 //! Service shapes: headless with hostnames, named ports resolving per pod, dual-stack,
-//! publishNotReadyAddresses.
+//! publishNotReadyAddresses, pods whose IP families change.
 
 use std::sync::Arc;
 
@@ -613,4 +613,96 @@ pub async fn publish_not_ready_on_missing_node(planes: Arc<Planes>) -> Result<()
     );
     s.converge("lost", Some(&expected)).await?;
     s.finish(&["lost"]).await
+}
+
+/// Pods' IPs change family sets under single-stack IPv4, single-stack IPv6, PreferDualStack
+/// and headless Services: one pod gains an IPv6 address, one reports its two addresses in
+/// the other order (IPv6 primary), one loses its IPv6 address.
+pub async fn pod_ip_families_change(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "families-node";
+    const ZONE: Option<&str> = Some("zone-f");
+    let s = Scenario::start(&planes, "pod-ip-families").await?;
+    s.each(|side| async move {
+        side.node(NODE, ZONE).await?;
+        side.start_pods(&[
+            (
+                pod("grows", "fam", NODE, ("http", 8080)),
+                with_ips(&["10.33.0.1"], true),
+            ),
+            (
+                pod("swaps", "fam", NODE, ("http", 8080)),
+                with_ips(&["10.33.0.2", "fd00:33::2"], true),
+            ),
+            (
+                pod("shrinks", "fam", NODE, ("http", 8080)),
+                with_ips(&["10.33.0.3", "fd00:33::3"], true),
+            ),
+        ])
+        .await?;
+        let ports = [("http", 80, "TCP", "http")];
+        let mut v6 = service("v6", &[("app", "fam")], &ports);
+        v6["spec"]["ipFamilies"] = json!(["IPv6"]);
+        let mut both = service("both", &[("app", "fam")], &ports);
+        both["spec"]["ipFamilyPolicy"] = json!("PreferDualStack");
+        let mut headless = service("hl", &[("app", "fam")], &ports);
+        headless["spec"]["clusterIP"] = json!("None");
+        for manifest in [service("v4", &[("app", "fam")], &ports), v6, both, headless] {
+            side.create_service(manifest).await?;
+        }
+        Ok(())
+    })
+    .await?;
+    const SERVICES: [&str; 4] = ["v4", "v6", "both", "hl"];
+    for name in SERVICES {
+        s.converge(name, None).await?;
+    }
+
+    s.each(|side| async move {
+        side.set_pod("grows", &with_ips(&["10.33.0.1", "fd00:33::1"], true))
+            .await?;
+        side.set_pod("swaps", &with_ips(&["fd00:33::2", "10.33.0.2"], true))
+            .await?;
+        side.set_pod("shrinks", &with_ips(&["10.33.0.3"], true))
+            .await
+    })
+    .await?;
+    let http = [("http", 8080, "TCP")];
+    let v4 = || {
+        ["grows", "swaps", "shrinks"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| endpoint(&format!("10.33.0.{}", i + 1), NODE, ZONE, name, READY))
+    };
+    let v6 = || {
+        [("fd00:33::1", "grows"), ("fd00:33::2", "swaps")]
+            .map(|(ip, name)| endpoint(ip, NODE, ZONE, name, READY))
+    };
+    let v4_addresses = (1..=3)
+        .zip(["grows", "swaps", "shrinks"])
+        .fold(subset(&http), |s, (i, name)| {
+            s.ready(address(&format!("10.33.0.{i}"), NODE, name))
+        });
+    let both = published(
+        Some(endpoints([v4_addresses], &[])),
+        None,
+        slices("both", false)
+            .group("IPv4", &http, v4())
+            .group("IPv6", &http, v6()),
+    );
+    s.converge("both", Some(&both)).await?;
+    let v6_only = published(
+        Some(endpoints(
+            [subset(&http)
+                .ready(address("fd00:33::1", NODE, "grows"))
+                .ready(address("fd00:33::2", NODE, "swaps"))],
+            &[],
+        )),
+        None,
+        slices("v6", false).group("IPv6", &http, v6()),
+    );
+    s.converge("v6", Some(&v6_only)).await?;
+    for name in ["v4", "hl"] {
+        s.converge(name, None).await?;
+    }
+    s.finish(&SERVICES).await
 }
