@@ -110,13 +110,10 @@ pub struct DesiredMirroredSlices {
     pub events: Vec<MirroringEvent>,
 }
 
-/// Whether the Endpoints object should be mirrored, given the Service of the same name; both
-/// come from caches and may be missing.
-pub fn should_mirror(
-    service: Option<&Service>,
-    endpoints: Option<&Endpoints>,
-) -> Result<(), SkipReason> {
-    let endpoints = endpoints.ok_or(SkipReason::EndpointsMissing)?;
+/// Whether the Endpoints object itself allows mirroring, whatever its Service: not labelled
+/// `skip-mirror: "true"`, not a leader-election lock, not written by an Endpoints controller.
+/// A watch event needs a mirroring sync only when this holds for the old or the new object.
+pub fn endpoints_mirrorable(endpoints: &Endpoints) -> Result<(), SkipReason> {
     let labels = endpoints.metadata.labels.as_ref();
     let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
     if label(LABEL_SKIP_MIRROR) == Some("true") {
@@ -135,6 +132,16 @@ pub fn should_mirror(
     {
         return Err(SkipReason::ManagedByController(manager.to_string()));
     }
+    Ok(())
+}
+
+/// Whether the Endpoints object should be mirrored, given the Service of the same name; both
+/// come from caches and may be missing.
+pub fn should_mirror(
+    service: Option<&Service>,
+    endpoints: Option<&Endpoints>,
+) -> Result<(), SkipReason> {
+    endpoints_mirrorable(endpoints.ok_or(SkipReason::EndpointsMissing)?)?;
     let service = service.ok_or(SkipReason::ServiceMissing)?;
     if service.spec.as_ref().is_some_and(|s| s.selector.is_some()) {
         return Err(SkipReason::ServiceHasSelector);

@@ -12,6 +12,7 @@ mod plan;
 
 pub use desired::{
     DesiredMirroredSlices, MirroringEvent, MirroringParams, REASON_INVALID_IP_ADDRESS,
-    REASON_TOO_MANY_ADDRESSES_TO_MIRROR, SkipReason, desired_mirrored_slices, should_mirror,
+    REASON_TOO_MANY_ADDRESSES_TO_MIRROR, SkipReason, desired_mirrored_slices, endpoints_mirrorable,
+    should_mirror,
 };
 pub use plan::plan_mirrored_slices;

@@ -479,6 +479,8 @@ fn when_mirroring_applies() {
         .label(LABEL_ENDPOINTS_MANAGED_BY, "my-operator")
         .build();
     assert_eq!(should_mirror(Some(&svc), Some(&tool)), Ok(()));
+    assert_eq!(endpoints_mirrorable(&tool), Ok(()));
+    assert_eq!(endpoints_mirrorable(&lock), Err(SkipReason::LeaderElection));
     assert_eq!(
         desired_mirrored_slices(Some(&svc), Some(&skip), &MirroringParams::default()),
         Err(SkipReason::SkipMirrorLabel)
