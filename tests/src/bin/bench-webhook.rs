@@ -244,9 +244,88 @@ fn decision_times(count: usize) -> Result<Vec<Duration>> {
     Ok(times)
 }
 
+/// Sum and count of the apiserver's own request and admission latencies, for the burst
+/// (after minus before).
+#[derive(Clone, Copy, Debug, Default)]
+struct ApiserverFigures {
+    /// `POST services`: the creates as the apiserver timed them.
+    service_posts: (f64, f64),
+    /// Its calls to svcplane's mutating webhook.
+    webhook_calls: (f64, f64),
+    /// `PUT rangeallocations`: svcplane's compare-and-swap writes.
+    range_writes: (f64, f64),
+}
+
+impl ApiserverFigures {
+    fn parse(text: &str) -> Self {
+        let pair = |metric: &str, labels: &[&str]| -> (f64, f64) {
+            let value = |suffix: &str| -> f64 {
+                text.lines()
+                    .filter(|line| line.starts_with(&format!("{metric}_{suffix}{{")))
+                    .filter(|line| labels.iter().all(|label| line.contains(label)))
+                    .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+                    + 0.0
+            };
+            (value("sum"), value("count"))
+        };
+        Self {
+            service_posts: pair(
+                "apiserver_request_duration_seconds",
+                &["resource=\"services\"", "verb=\"POST\"", "dry_run=\"\""],
+            ),
+            webhook_calls: pair(
+                "apiserver_admission_webhook_admission_duration_seconds",
+                &[
+                    "name=\"allocate.services.svcplane.io\"",
+                    "operation=\"CREATE\"",
+                ],
+            ),
+            range_writes: pair(
+                "apiserver_request_duration_seconds",
+                &["resource=\"rangeallocations\"", "verb=\"PUT\""],
+            ),
+        }
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        let minus = |a: (f64, f64), b: (f64, f64)| (a.0 - b.0, a.1 - b.1);
+        Self {
+            service_posts: minus(self.service_posts, before.service_posts),
+            webhook_calls: minus(self.webhook_calls, before.webhook_calls),
+            range_writes: minus(self.range_writes, before.range_writes),
+        }
+    }
+
+    fn plus(&self, other: &Self) -> Self {
+        let add = |a: (f64, f64), b: (f64, f64)| (a.0 + b.0, a.1 + b.1);
+        Self {
+            service_posts: add(self.service_posts, other.service_posts),
+            webhook_calls: add(self.webhook_calls, other.webhook_calls),
+            range_writes: add(self.range_writes, other.range_writes),
+        }
+    }
+}
+
+async fn apiserver_figures(client: &kube::Client) -> Result<ApiserverFigures> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    Ok(ApiserverFigures::parse(
+        &client.request_text(request).await?,
+    ))
+}
+
+/// `mean over n` of a (sum, count) pair in seconds.
+fn mean_of((sum, count): (f64, f64)) -> String {
+    if count == 0.0 {
+        return "none".to_string();
+    }
+    format!("mean {} over {count}", seconds_ms(sum / count))
+}
+
 struct RunResult {
     report: BurstReport,
     handling: Option<Histogram>,
+    apiserver: ApiserverFigures,
     /// `/proc/loadavg`'s 1-minute figure when the run started.
     load: String,
 }
@@ -313,7 +392,9 @@ async fn run(options: &Options, with_webhook: bool) -> Result<RunResult> {
         Some(replica) => Some(handling_histogram(replica).await?),
         None => None,
     };
+    let apiserver_before = apiserver_figures(&client).await?;
     let report = load::run(&clients, &burst("bench", options.services), Arc::default()).await;
+    let apiserver = apiserver_figures(&client).await?.since(&apiserver_before);
     let handling = match (&replica, before) {
         (Some(replica), Some(before)) => Some(handling_histogram(replica).await?.since(&before)),
         _ => None,
@@ -323,6 +404,7 @@ async fn run(options: &Options, with_webhook: bool) -> Result<RunResult> {
     Ok(RunResult {
         report,
         handling,
+        apiserver,
         load,
     })
 }
@@ -443,6 +525,25 @@ fn main() -> Result<()> {
         }
     }
 
+    let apiserver = |runs: &[RunResult]| {
+        runs.iter().fold(ApiserverFigures::default(), |sum, run| {
+            sum.plus(&run.apiserver)
+        })
+    };
+    let (sa, sb) = (apiserver(&without), apiserver(&with));
+    println!();
+    println!("as kube-apiserver timed them (its /metrics, the measured creates):");
+    println!(
+        "  POST services without the webhook: {}",
+        mean_of(sa.service_posts)
+    );
+    println!(
+        "  POST services with the webhook:    {}; of it, the call to the webhook: {}; svcplane's PUT rangeallocations: {}",
+        mean_of(sb.service_posts),
+        mean_of(sb.webhook_calls),
+        mean_of(sb.range_writes)
+    );
+
     let handling = with
         .iter()
         .filter_map(|run| run.handling.as_ref())
@@ -526,7 +627,23 @@ svcplane_admission_handling_seconds_bucket{le=\"0.001\",webhook=\"validate-endpo
             Some((0.002, f64::INFINITY, 0.002))
         );
         let empty = histogram.since(&histogram);
-        assert_eq!(empty.count, 0.0);
         assert_eq!(empty.quantile(0.5), None);
+        assert_eq!(empty.count, 0.0);
+    }
+
+    #[test]
+    fn apiserver_figures_pick_their_series() {
+        let text = "\
+apiserver_request_duration_seconds_sum{component=\"apiserver\",dry_run=\"\",group=\"\",resource=\"services\",scope=\"resource\",subresource=\"\",verb=\"POST\",version=\"v1\"} 4
+apiserver_request_duration_seconds_count{component=\"apiserver\",dry_run=\"\",group=\"\",resource=\"services\",scope=\"resource\",subresource=\"\",verb=\"POST\",version=\"v1\"} 20
+apiserver_request_duration_seconds_count{component=\"apiserver\",dry_run=\"All\",group=\"\",resource=\"services\",scope=\"resource\",subresource=\"\",verb=\"POST\",version=\"v1\"} 1
+apiserver_request_duration_seconds_sum{component=\"apiserver\",dry_run=\"\",group=\"svcplane.io\",resource=\"rangeallocations\",scope=\"resource\",subresource=\"\",verb=\"PUT\",version=\"v1alpha1\"} 1
+apiserver_request_duration_seconds_count{component=\"apiserver\",dry_run=\"\",group=\"svcplane.io\",resource=\"rangeallocations\",scope=\"resource\",subresource=\"\",verb=\"PUT\",version=\"v1alpha1\"} 5
+";
+        let figures = ApiserverFigures::parse(text);
+        assert_eq!(figures.service_posts, (4.0, 20.0));
+        assert_eq!(figures.range_writes, (1.0, 5.0));
+        assert_eq!(figures.webhook_calls, (0.0, 0.0));
+        assert_eq!(mean_of(figures.service_posts), "mean 200.000 ms over 20");
     }
 }
