@@ -26,5 +26,6 @@ bash hack/kube-bins.sh >/dev/null
 cargo build --release -p e2e --bin bench-webhook
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- webhook tests allocator || echo ' (with local changes)')"
+# What the driver is built from: the webhook, the allocator and the e2e crate's library.
+echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- webhook allocator tests/src tests/Cargo.toml Cargo.lock || echo ' (with local changes)')"
 "$TARGET/release/bench-webhook" --services "$SERVICES" --clients "$CLIENTS" --warmup "$WARMUP" --rounds "$ROUNDS"
