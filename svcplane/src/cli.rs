@@ -192,6 +192,17 @@ pub struct ControllerFlags {
     /// Most endpoints in one EndpointSlice (1..1000).
     #[arg(long, env = "SVCPLANE_MAX_ENDPOINTS_PER_SLICE", default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1000))]
     pub max_endpoints_per_slice: i64,
+    /// User-written Endpoints objects mirrored into EndpointSlices at once.
+    #[arg(
+        long,
+        env = "SVCPLANE_MIRRORING_CONCURRENT_SERVICE_ENDPOINT_SYNCS",
+        default_value_t = 5
+    )]
+    pub mirroring_concurrent_service_endpoint_syncs: u16,
+    /// Delay before a change of a mirrored EndpointSlice is synced, so that changes arriving
+    /// meanwhile share one sync.
+    #[arg(long, env = "SVCPLANE_MIRRORING_ENDPOINTSLICE_UPDATES_BATCH_PERIOD", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub mirroring_endpointslice_updates_batch_period: Duration,
     /// Elect a leader on a Lease before running the controllers. Turn off only for a
     /// single instance.
     #[arg(long, env = "SVCPLANE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
@@ -371,6 +382,8 @@ mod tests {
             "--tls-private-key-file=/certs/tls.key",
             "--concurrent-service-endpoint-syncs=10",
             "--max-endpoints-per-slice=500",
+            "--mirroring-concurrent-service-endpoint-syncs=3",
+            "--mirroring-endpointslice-updates-batch-period=1s",
             "--leader-elect=false",
             "--repair-interval=30s",
         ])
@@ -383,6 +396,14 @@ mod tests {
         assert_eq!(run.controllers.concurrent_service_endpoint_syncs, 10);
         assert_eq!(run.controllers.concurrent_endpoint_syncs, 5);
         assert_eq!(run.controllers.max_endpoints_per_slice, 500);
+        assert_eq!(
+            run.controllers.mirroring_concurrent_service_endpoint_syncs,
+            3
+        );
+        assert_eq!(
+            run.controllers.mirroring_endpointslice_updates_batch_period,
+            Duration::from_secs(1)
+        );
         assert!(!run.controllers.leader_elect);
         assert_eq!(run.webhook.repair_interval, Duration::from_secs(30));
         assert!(

@@ -190,6 +190,9 @@ fn controllers_config(flags: &ControllerFlags) -> Result<ControllersConfig> {
         endpointslice_updates_batch_period: flags.endpointslice_updates_batch_period,
         endpoint_updates_batch_period: flags.endpoint_updates_batch_period,
         max_endpoints_per_slice: MaxEndpointsPerSlice::new(flags.max_endpoints_per_slice)?,
+        mirroring_concurrent_service_endpoint_syncs: flags
+            .mirroring_concurrent_service_endpoint_syncs,
+        mirroring_endpoint_updates_batch_period: flags.mirroring_endpointslice_updates_batch_period,
         leader_election: LeaderElectionConfig {
             enabled: flags.leader_elect,
             lease_name: flags.leader_elect_resource_name.clone(),

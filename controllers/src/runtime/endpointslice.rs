@@ -1,8 +1,9 @@
 //! The EndpointSlice controller: the slices of each Service with a selector, written with the
-//! fewest creates, updates and deletes the reconciler can find.
+//! fewest creates, updates and deletes the reconciler can find, with the topology hints the
+//! Service asks for.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
@@ -17,6 +18,7 @@ use super::error::{SyncError, namespace_terminating, not_found};
 use super::informer::{CacheWaiters, Caches};
 use super::metrics::{Metrics, ServiceSliceCounts};
 use crate::service::{manages_endpoints, selects};
+use crate::topology::{self, HintsEventTracker, TopologyEvent, ZoneCapacity, uses_auto_hints};
 use crate::well_known::{IN_TREE_SLICE_MANAGER, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY};
 use crate::{
     DesiredEndpointSlices, MaxEndpointsPerSlice, SliceParams, SlicePlan, SliceTracker,
@@ -34,6 +36,8 @@ pub(crate) struct SliceController {
     tracker: Arc<Mutex<SliceTracker>>,
     waiters: Arc<CacheWaiters>,
     triggers: Mutex<TriggerTimeTracker>,
+    capacity: Arc<RwLock<ZoneCapacity>>,
+    hints_events: Mutex<HintsEventTracker>,
 }
 
 /// An endpoint as the added/removed metrics count it: address type, addresses and pod.
@@ -107,6 +111,7 @@ impl SliceController {
         managed_by: &'static str,
         max_endpoints_per_slice: MaxEndpointsPerSlice,
         tracker: Arc<Mutex<SliceTracker>>,
+        capacity: Arc<RwLock<ZoneCapacity>>,
         waiters: Arc<CacheWaiters>,
     ) -> Self {
         SliceController {
@@ -119,6 +124,8 @@ impl SliceController {
             tracker,
             waiters,
             triggers: Mutex::default(),
+            capacity,
+            hints_events: Mutex::default(),
         }
     }
 
@@ -155,6 +162,10 @@ impl SliceController {
                 .lock()
                 .expect("tracker lock")
                 .forget_service(&key.namespace, &key.name);
+            self.hints_events
+                .lock()
+                .expect("tracker lock")
+                .forget_service(&key.namespace, &key.name);
             self.metrics.service_slices(key, None);
             return Ok(());
         };
@@ -185,11 +196,13 @@ impl SliceController {
             .lock()
             .expect("tracker lock")
             .trigger_time(&service, &pods);
-        let Some(desired) =
+        let Some(mut desired) =
             desired_endpoint_slices(&service, &pods, |node| self.caches.nodes.get("", node))
         else {
             return Ok(());
         };
+        let capacity = self.capacity.read().expect("capacity lock").clone();
+        let outcome = topology::apply_topology(&service, &capacity, &mut desired, &slices);
         let params = SliceParams {
             managed_by: self.managed_by,
             max_endpoints_per_slice: self.max_endpoints_per_slice,
@@ -213,8 +226,21 @@ impl SliceController {
             .as_ref()
             .and_then(|s| s.traffic_distribution.clone())
             .unwrap_or_default();
+        let events = self.hints_events.lock().expect("tracker lock").events(
+            &key.namespace,
+            &key.name,
+            &outcome,
+        );
+        for event in &events {
+            self.record_hints(&service, event).await;
+        }
+        let topology = if uses_auto_hints(&service) {
+            "Auto"
+        } else {
+            "Disabled"
+        };
         self.metrics
-            .slice_sync_changes(added, removed, writes, &traffic_distribution);
+            .slice_sync_changes(added, removed, writes, topology, &traffic_distribution);
         self.metrics.service_slices(
             key,
             Some(desired_counts(
@@ -288,6 +314,24 @@ impl SliceController {
                 .record_deletion(slice);
         }
         Ok(())
+    }
+
+    async fn record_hints(&self, service: &Service, event: &TopologyEvent) {
+        let type_ = match event.type_ {
+            topology::EventType::Normal => EventType::Normal,
+            topology::EventType::Warning => EventType::Warning,
+        };
+        let event = Event {
+            type_,
+            reason: event.reason.into(),
+            note: Some(event.message.clone()),
+            action: "Sync".into(),
+            secondary: None,
+        };
+        let reference = service.object_ref(&());
+        if let Err(error) = self.recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, "could not publish an event");
+        }
     }
 
     async fn warn(&self, service: &Service, error: &SyncError) {

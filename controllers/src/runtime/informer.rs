@@ -8,6 +8,13 @@
 //!   selecting pods on it (their endpoints wait for it, or carry its zone). A Node
 //!   disappearing queues nothing, as in-tree: its pods' endpoints stay until their Service
 //!   syncs for another reason, so that a Node briefly re-registering does not empty slices.
+//! - A Node added, deleted or changed in what topology hints depend on
+//!   ([`nodes_changed_relevant`]) recomputes the shared [`ZoneCapacity`] once the Node cache is
+//!   synced; when it moved, every Service with Auto hints is queued for the slice controller.
+//! - For the mirroring controller: a Service without selector added or deleted, or whose
+//!   selector appears or goes; an Endpoints change when the old or new object may be
+//!   mirrored ([`endpoints_mirrorable`]); a mirrored slice change that is news to the
+//!   mirroring tracker, or that moves it to another Service or manager.
 //! - A deleted Endpoints object queues its Service for the Endpoints controller (to recreate).
 //! - A slice change queues its Service for the slice controller unless it only echoes the
 //!   controller's own write ([`SliceTracker::is_news`]), after at least a second, to batch
@@ -17,7 +24,7 @@
 //!   at once, instead of waiting for the retry backoff.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
@@ -28,9 +35,14 @@ use super::queue::WorkQueue;
 use super::trim::{PodChange, node_zone_changed, pod_change};
 use super::watch::WatchEvent;
 use crate::SliceTracker;
+use crate::mirroring::endpoints_mirrorable;
 use crate::pods;
 use crate::service::selects;
-use crate::well_known::{IN_TREE_SLICE_MANAGER, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY};
+use crate::topology::{ZoneCapacity, nodes_changed_relevant, uses_auto_hints};
+use crate::well_known::{
+    IN_TREE_MIRRORING_MANAGER, IN_TREE_SLICE_MANAGER, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY,
+    SVCPLANE_MIRRORING_MANAGER,
+};
 
 /// The least delay before a sync caused by a slice change, as in-tree: changes to several
 /// slices of one Service are handled in one sync.
@@ -93,12 +105,35 @@ impl CacheWaiters {
 pub(crate) struct Queues {
     pub endpoints: Arc<WorkQueue<ObjectKey>>,
     pub slices: Arc<WorkQueue<ObjectKey>>,
+    pub mirroring: Arc<WorkQueue<ObjectKey>>,
     pub endpoints_waiters: Arc<CacheWaiters>,
     pub slice_waiters: Arc<CacheWaiters>,
+    pub mirroring_waiters: Arc<CacheWaiters>,
     /// `--endpoint-updates-batch-period`.
     pub endpoints_batch: Duration,
     /// `--endpointslice-updates-batch-period`.
     pub slices_batch: Duration,
+    /// `--mirroring-endpointslice-updates-batch-period`.
+    pub mirroring_batch: Duration,
+}
+
+/// What the router shares with the controllers besides the caches: the slice controller's and
+/// the mirroring controller's write trackers, and the zones' CPU shares.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedState {
+    pub slice_tracker: Arc<Mutex<SliceTracker>>,
+    pub mirroring_tracker: Arc<Mutex<SliceTracker>>,
+    pub capacity: Arc<RwLock<ZoneCapacity>>,
+}
+
+impl Default for SharedState {
+    fn default() -> Self {
+        SharedState {
+            slice_tracker: Arc::default(),
+            mirroring_tracker: Arc::default(),
+            capacity: Arc::new(RwLock::new(ZoneCapacity::from_nodes::<Node>(&[]))),
+        }
+    }
 }
 
 /// Applies watch events to the caches and queues the Services they affect.
@@ -106,9 +141,11 @@ pub(crate) struct Queues {
 pub(crate) struct Router {
     caches: Arc<Caches>,
     queues: Queues,
-    slice_tracker: Arc<Mutex<SliceTracker>>,
+    shared: SharedState,
     slice_manager: &'static str,
     pods_by_node: HashMap<String, BTreeSet<ObjectKey>>,
+    /// A Node changed in a way that can move the zones' CPU shares since they were computed.
+    capacity_outdated: bool,
 }
 
 fn apply_event<K: kube::Resource>(cache: &Cache<K>, event: WatchEvent<K>) -> Vec<Change<K>> {
@@ -135,19 +172,41 @@ fn service_key(service: &Service) -> ObjectKey {
     ObjectKey::of(service)
 }
 
+fn has_selector(service: &Service) -> bool {
+    service.spec.as_ref().is_some_and(|s| s.selector.is_some())
+}
+
+fn slice_manager_of(slice: &EndpointSlice) -> Option<&str> {
+    slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_SLICE_MANAGED_BY))
+        .map(String::as_str)
+}
+
+/// Whether the slice is a mirrored one (svcplane's or the in-tree mirroring controller's).
+pub(crate) fn is_mirrored(slice: &EndpointSlice) -> bool {
+    matches!(
+        slice_manager_of(slice),
+        Some(SVCPLANE_MIRRORING_MANAGER | IN_TREE_MIRRORING_MANAGER)
+    )
+}
+
 impl Router {
     pub fn new(
         caches: Arc<Caches>,
         queues: Queues,
-        slice_tracker: Arc<Mutex<SliceTracker>>,
+        shared: SharedState,
         slice_manager: &'static str,
     ) -> Self {
         Router {
             caches,
             queues,
-            slice_tracker,
+            shared,
             slice_manager,
             pods_by_node: HashMap::new(),
+            capacity_outdated: false,
         }
     }
 
@@ -156,10 +215,19 @@ impl Router {
         match update {
             Update::Service(event) => {
                 for change in apply_event(&self.caches.services, *event) {
-                    let key = match change {
-                        Change::Applied { new, .. } => service_key(&new),
-                        Change::Deleted(old) => service_key(&old),
+                    let (key, mirroring) = match change {
+                        Change::Applied { old: None, new } => {
+                            (service_key(&new), !has_selector(&new))
+                        }
+                        Change::Applied {
+                            old: Some(old),
+                            new,
+                        } => (service_key(&new), has_selector(&old) != has_selector(&new)),
+                        Change::Deleted(old) => (service_key(&old), !has_selector(&old)),
                     };
+                    if mirroring {
+                        self.queues.mirroring.add(key.clone());
+                    }
                     self.queues.endpoints.add(key.clone());
                     self.queues.slices.add(key);
                 }
@@ -171,15 +239,33 @@ impl Router {
             }
             Update::Node(event) => {
                 for change in apply_event(&self.caches.nodes, *event) {
+                    self.capacity_outdated |= match &change {
+                        Change::Applied {
+                            old: Some(old),
+                            new,
+                        } => nodes_changed_relevant(old, new),
+                        Change::Applied { old: None, .. } | Change::Deleted(_) => true,
+                    };
                     self.node_changed(change);
                 }
+                self.recompute_capacity();
             }
             Update::Endpoints(event) => {
                 for change in apply_event(&self.caches.endpoints, *event) {
-                    let (key, deleted) = match &change {
-                        Change::Applied { new, .. } => (ObjectKey::of(new.as_ref()), false),
-                        Change::Deleted(old) => (ObjectKey::of(old.as_ref()), true),
+                    let mirrorable = |e: &Endpoints| endpoints_mirrorable(e).is_ok();
+                    let (key, deleted, mirroring) = match &change {
+                        Change::Applied { old, new } => (
+                            ObjectKey::of(new.as_ref()),
+                            false,
+                            mirrorable(new) || old.as_deref().is_some_and(mirrorable),
+                        ),
+                        Change::Deleted(old) => {
+                            (ObjectKey::of(old.as_ref()), true, mirrorable(old))
+                        }
                     };
+                    if mirroring || self.queues.mirroring_waiters.take(&key) {
+                        self.queues.mirroring.add(key.clone());
+                    }
                     if deleted || self.queues.endpoints_waiters.take(&key) {
                         self.queues.endpoints.add(key);
                     }
@@ -187,6 +273,7 @@ impl Router {
             }
             Update::Slice(event) => {
                 for change in apply_event(&self.caches.slices, *event) {
+                    self.mirrored_slice_changed(&change);
                     self.slice_changed(change);
                 }
             }
@@ -294,6 +381,76 @@ impl Router {
         }
     }
 
+    /// Recomputes the zones' CPU shares when a Node changed since, once all Nodes are cached;
+    /// when they moved, queues every Service with Auto hints for the slice controller.
+    fn recompute_capacity(&mut self) {
+        if !self.capacity_outdated || !self.caches.nodes.is_synced() {
+            return;
+        }
+        self.capacity_outdated = false;
+        let capacity = ZoneCapacity::from_nodes(&self.caches.nodes.all());
+        {
+            let mut current = self.shared.capacity.write().expect("capacity lock");
+            if *current == capacity {
+                return;
+            }
+            *current = capacity;
+        }
+        for service in self.caches.services.all() {
+            if uses_auto_hints(&service) {
+                self.queues.slices.add(service_key(&service));
+            }
+        }
+    }
+
+    fn queue_mirroring(&self, slice: &EndpointSlice) {
+        if let Some(key) = Self::slice_service(slice) {
+            self.queues
+                .mirroring
+                .add_after(key, self.queues.mirroring_batch);
+        }
+    }
+
+    fn mirrored_slice_changed(&self, change: &Change<EndpointSlice>) {
+        let tracker = &self.shared.mirroring_tracker;
+        match change {
+            Change::Applied { old, new } => {
+                if let Some(key) = Self::slice_service(new)
+                    && is_mirrored(new)
+                    && self.queues.mirroring_waiters.take(&key)
+                {
+                    self.queues.mirroring.add(key);
+                }
+                if let Some(old) = old
+                    && (is_mirrored(old) || is_mirrored(new))
+                    && (Self::slice_service(old) != Self::slice_service(new)
+                        || is_mirrored(old) != is_mirrored(new))
+                {
+                    self.queue_mirroring(old);
+                    self.queue_mirroring(new);
+                    return;
+                }
+                if is_mirrored(new) && tracker.lock().expect("tracker lock").is_news(new) {
+                    self.queue_mirroring(new);
+                }
+            }
+            Change::Deleted(old) => {
+                if !is_mirrored(old) {
+                    return;
+                }
+                if let Some(key) = Self::slice_service(old)
+                    && self.queues.mirroring_waiters.take(&key)
+                {
+                    self.queues.mirroring.add(key);
+                }
+                let ours = tracker.lock().expect("tracker lock").handle_deletion(old);
+                if !ours {
+                    self.queue_mirroring(old);
+                }
+            }
+        }
+    }
+
     fn is_managed(&self, slice: &EndpointSlice) -> bool {
         let manager = slice
             .metadata
@@ -342,6 +499,7 @@ impl Router {
                     }
                 }
                 let news = self
+                    .shared
                     .slice_tracker
                     .lock()
                     .expect("tracker lock")
@@ -355,6 +513,7 @@ impl Router {
                     return;
                 }
                 let ours = self
+                    .shared
                     .slice_tracker
                     .lock()
                     .expect("tracker lock")

@@ -41,6 +41,11 @@ pub(crate) struct Metrics {
     endpoints_desired: Gauge,
     api_writes: Family<Labels, Counter>,
     per_service: Mutex<HashMap<ObjectKey, ServiceSliceCounts>>,
+    mirroring_changes: Family<Labels, Counter>,
+    mirroring_endpoints_added_per_sync: Histogram,
+    mirroring_endpoints_removed_per_sync: Histogram,
+    mirroring_addresses_skipped_per_sync: Histogram,
+    mirroring_syncs: Family<Labels, Counter>,
 }
 
 fn per_sync_histogram() -> Histogram {
@@ -66,6 +71,11 @@ impl Metrics {
             endpoints_desired: Gauge::default(),
             api_writes: Family::default(),
             per_service: Mutex::new(HashMap::new()),
+            mirroring_changes: Family::default(),
+            mirroring_endpoints_added_per_sync: per_sync_histogram(),
+            mirroring_endpoints_removed_per_sync: per_sync_histogram(),
+            mirroring_addresses_skipped_per_sync: per_sync_histogram(),
+            mirroring_syncs: Family::default(),
         };
         registry.register(
             "endpoint_slice_controller_changes",
@@ -112,7 +122,59 @@ impl Metrics {
             "API writes made by svcplane's endpoint controllers, by kind and operation",
             metrics.api_writes.clone(),
         );
+        registry.register(
+            "endpoint_slice_mirroring_controller_changes",
+            "Number of EndpointSlice changes",
+            metrics.mirroring_changes.clone(),
+        );
+        registry.register(
+            "endpoint_slice_mirroring_controller_endpoints_added_per_sync",
+            "Number of endpoints added on each Endpoints sync",
+            metrics.mirroring_endpoints_added_per_sync.clone(),
+        );
+        registry.register(
+            "endpoint_slice_mirroring_controller_endpoints_removed_per_sync",
+            "Number of endpoints removed on each Endpoints sync",
+            metrics.mirroring_endpoints_removed_per_sync.clone(),
+        );
+        registry.register(
+            "endpoint_slice_mirroring_controller_addresses_skipped_per_sync",
+            "Number of addresses skipped on each Endpoints sync due to being invalid or exceeding MaxEndpointsPerSubset",
+            metrics.mirroring_addresses_skipped_per_sync.clone(),
+        );
+        registry.register(
+            "svcplane_mirroring_controller_syncs",
+            "Number of EndpointSlice mirroring syncs, by result (no in-tree equivalent)",
+            metrics.mirroring_syncs.clone(),
+        );
         metrics
+    }
+
+    /// Counts one successful mirrored slice write: `create`, `update` or `delete`.
+    pub fn mirroring_write(&self, operation: &'static str) {
+        self.api_writes
+            .get_or_create(&vec![("kind", "EndpointSlice"), ("operation", operation)])
+            .inc();
+        self.mirroring_changes
+            .get_or_create(&vec![("operation", operation)])
+            .inc();
+    }
+
+    /// Records the outcome of a mirroring sync: `success`, `stale` or `error`.
+    pub fn mirroring_sync(&self, result: &'static str) {
+        self.mirroring_syncs
+            .get_or_create(&vec![("result", result)])
+            .inc();
+    }
+
+    /// Records what a successful mirroring sync changed.
+    pub fn mirroring_sync_changes(&self, added: usize, removed: usize, skipped: usize) {
+        self.mirroring_endpoints_added_per_sync
+            .observe(added as f64);
+        self.mirroring_endpoints_removed_per_sync
+            .observe(removed as f64);
+        self.mirroring_addresses_skipped_per_sync
+            .observe(skipped as f64);
     }
 
     /// Counts one successful write; `kind` is `Endpoints` or `EndpointSlice`, `operation`
@@ -141,13 +203,14 @@ impl Metrics {
         added: usize,
         removed: usize,
         slices_changed: usize,
+        topology: &'static str,
         traffic_distribution: &str,
     ) {
         self.endpoints_added_per_sync.observe(added as f64);
         self.endpoints_removed_per_sync.observe(removed as f64);
         self.slices_changed_per_sync
             .get_or_create(&vec![
-                ("topology", "Disabled".to_string()),
+                ("topology", topology.to_string()),
                 ("traffic_distribution", traffic_distribution.to_string()),
             ])
             .observe(slices_changed as f64);
@@ -184,7 +247,9 @@ mod tests {
         metrics.api_write("EndpointSlice", "create");
         metrics.api_write("Endpoints", "update");
         metrics.slice_sync("success");
-        metrics.slice_sync_changes(3, 1, 1, "");
+        metrics.slice_sync_changes(3, 1, 1, "Disabled", "");
+        metrics.mirroring_write("create");
+        metrics.mirroring_sync_changes(1, 0, 2);
         let key = ObjectKey::new("ns", "web");
         let counts = ServiceSliceCounts {
             slices: 2,
@@ -205,6 +270,9 @@ mod tests {
             "endpoint_slice_controller_desired_endpoint_slices 1",
             "endpoint_slice_controller_endpoints_desired 30",
             "svcplane_controller_api_writes_total{kind=\"Endpoints\",operation=\"update\"} 1",
+            "svcplane_controller_api_writes_total{kind=\"EndpointSlice\",operation=\"create\"} 2",
+            "endpoint_slice_mirroring_controller_changes_total{operation=\"create\"} 1",
+            "endpoint_slice_mirroring_controller_addresses_skipped_per_sync_sum 2.0",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

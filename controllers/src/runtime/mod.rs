@@ -6,7 +6,8 @@
 //! - [`cache`]: the per-kind caches both controllers share.
 //! - `informer`: which Services a change of any object queues for a sync.
 //! - `queue`: per-key de-duplicated work queues with delays and retry backoff.
-//! - `endpoints` and `endpointslice`: one sync of one Service, for each controller.
+//! - `endpoints` and `endpointslice`: one sync of one Service, for each controller;
+//!   `mirroring`: one sync of one selectorless Service's user-written Endpoints.
 //! - [`leader`]: leader election on a Lease.
 //! - `readiness`: whether the controllers are ready, for `/readyz`.
 //! - `metrics`: the in-tree metric names in the registry the caller passes in.
@@ -43,6 +44,7 @@ mod error;
 mod informer;
 pub mod leader;
 mod metrics;
+mod mirroring;
 mod queue;
 mod readiness;
 mod trim;
@@ -51,7 +53,7 @@ mod watch;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -71,12 +73,16 @@ pub use readiness::Readiness;
 use self::endpoints::EndpointsController;
 use self::endpointslice::SliceController;
 use self::error::SyncError;
-use self::informer::{Caches, Queues, Router, Update};
-
+use self::informer::{Caches, Queues, Router, SharedState, Update, is_mirrored};
 use self::metrics::Metrics;
+use self::mirroring::MirroringController;
 use self::queue::{Backoff, WorkQueue};
-use crate::well_known::{SVCPLANE_ENDPOINTS_MANAGER, SVCPLANE_SLICE_MANAGER};
-use crate::{MaxEndpointsPerSlice, SliceTracker};
+use crate::mirroring::endpoints_mirrorable;
+use crate::well_known::{
+    LABEL_SERVICE_NAME, SVCPLANE_ENDPOINTS_MANAGER, SVCPLANE_MIRRORING_MANAGER,
+    SVCPLANE_SLICE_MANAGER,
+};
+use crate::{MaxEndpointsPerSlice, MirroringParams};
 
 /// What both controllers use: the client, the caches and the metrics.
 #[derive(Clone)]
@@ -100,6 +106,11 @@ pub struct ControllersConfig {
     pub endpoint_updates_batch_period: Duration,
     /// `--max-endpoints-per-slice` (100).
     pub max_endpoints_per_slice: MaxEndpointsPerSlice,
+    /// `--mirroring-concurrent-service-endpoint-syncs`: Endpoints objects mirrored at once (5).
+    pub mirroring_concurrent_service_endpoint_syncs: u16,
+    /// `--mirroring-endpointslice-updates-batch-period`: delay before a mirrored slice change
+    /// is synced, so that changes arriving meanwhile share the sync (0).
+    pub mirroring_endpoint_updates_batch_period: Duration,
     /// Leader election (on, Lease `kube-system/svcplane-controllers`).
     pub leader_election: LeaderElectionConfig,
 }
@@ -112,6 +123,8 @@ impl Default for ControllersConfig {
             endpointslice_updates_batch_period: Duration::ZERO,
             endpoint_updates_batch_period: Duration::ZERO,
             max_endpoints_per_slice: MaxEndpointsPerSlice::DEFAULT,
+            mirroring_concurrent_service_endpoint_syncs: 5,
+            mirroring_endpoint_updates_batch_period: Duration::ZERO,
             leader_election: LeaderElectionConfig::default(),
         }
     }
@@ -119,9 +132,12 @@ impl Default for ControllersConfig {
 
 impl ControllersConfig {
     fn validate(&self) -> Result<()> {
-        if self.concurrent_service_endpoint_syncs == 0 || self.concurrent_endpoint_syncs == 0 {
+        if self.concurrent_service_endpoint_syncs == 0
+            || self.concurrent_endpoint_syncs == 0
+            || self.mirroring_concurrent_service_endpoint_syncs == 0
+        {
             return Err(Error::InvalidConfig(
-                "--concurrent-service-endpoint-syncs and --concurrent-endpoint-syncs must be at least 1"
+                "--concurrent-service-endpoint-syncs, --concurrent-endpoint-syncs and --mirroring-concurrent-service-endpoint-syncs must be at least 1"
                     .into(),
             ));
         }
@@ -142,9 +158,15 @@ const SLICES_BACKOFF: Backoff = Backoff {
     base: Duration::from_secs(1),
     max: Duration::from_secs(1000),
 };
+/// The in-tree mirroring controller's retry schedule: 1s doubling up to 100s.
+const MIRRORING_BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    max: Duration::from_secs(100),
+};
 const MAX_RETRIES: u32 = 15;
 
-/// Runs the Endpoints and EndpointSlice controllers until `shutdown` completes.
+/// Runs the Endpoints, EndpointSlice and EndpointSlice mirroring controllers until
+/// `shutdown` completes.
 ///
 /// The metrics are registered in `registry` when `run` is called, before the returned future
 /// is first polled, so the caller can serve the registry while the controllers run; the
@@ -241,24 +263,32 @@ async fn run_controllers(
     let queues = Queues {
         endpoints: Arc::new(WorkQueue::new(ENDPOINTS_BACKOFF)),
         slices: Arc::new(WorkQueue::new(SLICES_BACKOFF)),
+        mirroring: Arc::new(WorkQueue::new(MIRRORING_BACKOFF)),
         endpoints_batch: config.endpoint_updates_batch_period,
         slices_batch: config.endpointslice_updates_batch_period,
+        mirroring_batch: config.mirroring_endpoint_updates_batch_period,
         endpoints_waiters: Arc::default(),
         slice_waiters: Arc::default(),
+        mirroring_waiters: Arc::default(),
     };
-    let (endpoints_waiters, slice_waiters) = (
+    let (endpoints_waiters, slice_waiters, mirroring_waiters) = (
         queues.endpoints_waiters.clone(),
         queues.slice_waiters.clone(),
+        queues.mirroring_waiters.clone(),
     );
-    let (endpoints_queue, slices_queue) = (queues.endpoints.clone(), queues.slices.clone());
-    let slice_tracker = Arc::new(Mutex::new(SliceTracker::default()));
+    let (endpoints_queue, slices_queue, mirroring_queue) = (
+        queues.endpoints.clone(),
+        queues.slices.clone(),
+        queues.mirroring.clone(),
+    );
+    let state = SharedState::default();
 
     let mut tasks = JoinSet::new();
     let (synced_tx, mut synced_rx) = tokio::sync::watch::channel(false);
     let router = Router::new(
         caches.clone(),
         queues,
-        slice_tracker.clone(),
+        state.clone(),
         SVCPLANE_SLICE_MANAGER,
     );
     tasks.spawn(route(client.clone(), router, caches.clone(), synced_tx));
@@ -278,7 +308,7 @@ async fn run_controllers(
         "caches synced; starting the controllers"
     );
     ready.send_replace(true);
-    queue_everything(&caches, &endpoints_queue, &slices_queue);
+    queue_everything(&caches, &endpoints_queue, &slices_queue, &mirroring_queue);
 
     let shared = Shared {
         client: client.clone(),
@@ -291,12 +321,20 @@ async fn run_controllers(
         endpoints_waiters,
     ));
     let slice_controller = Arc::new(SliceController::new(
-        shared,
+        shared.clone(),
         Recorder::new(client.clone(), reporter(SVCPLANE_SLICE_MANAGER, config)),
         SVCPLANE_SLICE_MANAGER,
         config.max_endpoints_per_slice,
-        slice_tracker,
+        state.slice_tracker,
+        state.capacity,
         slice_waiters,
+    ));
+    let mirroring_controller = Arc::new(MirroringController::new(
+        shared,
+        Recorder::new(client.clone(), reporter(SVCPLANE_MIRRORING_MANAGER, config)),
+        MirroringParams::default(),
+        state.mirroring_tracker,
+        mirroring_waiters,
     ));
     let mut workers = JoinSet::new();
     for _ in 0..config.concurrent_endpoint_syncs {
@@ -313,6 +351,13 @@ async fn run_controllers(
             async move { controller.sync(&key).await }
         }));
     }
+    for _ in 0..config.mirroring_concurrent_service_endpoint_syncs {
+        let (queue, controller) = (mirroring_queue.clone(), mirroring_controller.clone());
+        workers.spawn(work(queue, "endpointslice-mirroring", move |key| {
+            let controller = controller.clone();
+            async move { controller.sync(&key).await }
+        }));
+    }
 
     let result = tokio::select! {
         () = &mut shutdown => {
@@ -324,6 +369,7 @@ async fn run_controllers(
     ready.send_replace(false);
     endpoints_queue.shut_down();
     slices_queue.shut_down();
+    mirroring_queue.shut_down();
     while workers.join_next().await.is_some() {}
     result
 }
@@ -336,14 +382,36 @@ fn watches_stopped(ended: Option<Result<(), tokio::task::JoinError>>) -> Error {
     Error::WatchesStopped(why)
 }
 
-/// Queues every Service for both controllers, and, as in-tree, every Endpoints object for the
-/// Endpoints controller so that those left behind by a Service deleted while no controller ran
-/// are deleted too.
+/// Queues every Service for both pod-driven controllers, and, as in-tree, every Endpoints
+/// object for the Endpoints controller so that those left behind by a Service deleted while
+/// no controller ran are deleted too. The mirroring controller gets every Endpoints object it
+/// may mirror and the owner of every mirrored slice (those of an Endpoints object gone
+/// meanwhile are deleted).
 fn queue_everything(
     caches: &Caches,
     endpoints: &WorkQueue<ObjectKey>,
     slices: &WorkQueue<ObjectKey>,
+    mirroring: &WorkQueue<ObjectKey>,
 ) {
+    for object in caches.endpoints.all() {
+        if endpoints_mirrorable(&object).is_ok() {
+            mirroring.add(ObjectKey::of::<Endpoints>(&object));
+        }
+    }
+    for slice in caches.slices.all() {
+        if is_mirrored(&slice)
+            && let Some(name) = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_SERVICE_NAME))
+        {
+            mirroring.add(ObjectKey::new(
+                slice.metadata.namespace.clone().unwrap_or_default(),
+                name.clone(),
+            ));
+        }
+    }
     for service in caches.services.all() {
         let key = ObjectKey::of::<Service>(&service);
         endpoints.add(key.clone());
@@ -473,6 +541,11 @@ mod tests {
         assert_eq!(config.concurrent_endpoint_syncs, 5);
         assert_eq!(config.endpointslice_updates_batch_period, Duration::ZERO);
         assert_eq!(config.max_endpoints_per_slice.get(), 100);
+        assert_eq!(config.mirroring_concurrent_service_endpoint_syncs, 5);
+        assert_eq!(
+            config.mirroring_endpoint_updates_batch_period,
+            Duration::ZERO
+        );
         assert!(config.leader_election.enabled);
         assert!(config.validate().is_ok());
         let idle = ControllersConfig {

@@ -1,7 +1,7 @@
 //! Two local control planes, one with the in-tree endpoint controllers and one with svcplane's,
 //! and scenarios that do the same to both and compare what the controllers published.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use controllers::runtime::{ControllersConfig, LeaderElectionConfig, Readiness};
+use controllers::well_known::SVCPLANE_MIRRORING_MANAGER;
 use e2e::kubelet::{self, PodState, PodTemplate};
 use e2e::view::{PublishedView, ServiceSlicesView};
 use e2e::writes::{WriteCounter, Writes};
@@ -25,8 +26,9 @@ use tokio::task::JoinHandle;
 
 /// The in-tree controllers' `managed-by` value on slices.
 pub const IN_TREE_MANAGER: &str = "endpointslice-controller.k8s.io";
-/// The in-tree mirroring controller's `managed-by` value. svcplane does not mirror (yet), so
-/// mirrored slices are left out of the comparison and counted apart.
+/// The in-tree mirroring controller's `managed-by` value. Mirrored slices (this one's or
+/// svcplane's) are left out of [`Side::published`] and compared on their own by
+/// [`Scenario::converge_mirrored`].
 pub const MIRRORING_MANAGER: &str = "endpointslicemirroring-controller.k8s.io";
 /// The most endpoints a slice may hold with the default `--max-endpoints-per-slice`.
 pub const MAX_PER_SLICE: usize = 100;
@@ -156,6 +158,11 @@ impl Planes {
     pub fn reports(&self) -> Vec<String> {
         self.reports.lock().unwrap().clone()
     }
+
+    /// Adds the reports of scenarios that ran on planes of their own to this run's.
+    pub fn adopt_reports(&self, other: &Planes) {
+        self.reports.lock().unwrap().extend(other.reports());
+    }
 }
 
 /// One side of a scenario: a plane and the scenario's namespace on it.
@@ -254,15 +261,69 @@ impl Side {
             .list(&ListParams::default().labels(&selector))
             .await?
             .items;
-        let (mirrored, slices): (Vec<_>, Vec<_>) = all.into_iter().partition(|slice| {
-            slice
+        let (mirrored, slices): (Vec<_>, Vec<_>) = all.into_iter().partition(is_mirrored);
+        Ok((slices, mirrored.len()))
+    }
+
+    /// The mirrored slices of `service` (the in-tree mirroring controller's or svcplane's).
+    pub async fn mirrored(&self, service: &str) -> Result<(MirroredView, Vec<EndpointSlice>)> {
+        let selector = format!("kubernetes.io/service-name={service}");
+        let slices: Vec<EndpointSlice> = self
+            .api::<EndpointSlice>()
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .into_iter()
+            .filter(is_mirrored)
+            .collect();
+        Ok((MirroredView::of(&slices), slices))
+    }
+
+    /// The `managed-by` value this side's mirroring controller writes.
+    fn mirroring_manager(&self) -> &'static str {
+        if self.slice_manager == IN_TREE_MANAGER {
+            MIRRORING_MANAGER
+        } else {
+            SVCPLANE_MIRRORING_MANAGER
+        }
+    }
+
+    /// What is wrong with mirrored slices' metadata: another manager, a name not derived from
+    /// the Endpoints', no controller reference to the Endpoints object.
+    async fn mirrored_problems(&self, name: &str, slices: &[EndpointSlice]) -> Result<Vec<String>> {
+        let uid = self
+            .api::<Endpoints>()
+            .get_opt(name)
+            .await?
+            .and_then(|e| e.metadata.uid);
+        let mut problems = Vec::new();
+        for slice in slices {
+            let slice_name = slice.metadata.name.clone().unwrap_or_default();
+            // The in-tree controller names mirrored slices itself; svcplane uses generateName.
+            if !slice_name.starts_with(&format!("{name}-")) {
+                problems.push(format!("{slice_name} is not named after {name}"));
+            }
+            let manager = slice
                 .metadata
                 .labels
                 .as_ref()
-                .and_then(|l| l.get("endpointslice.kubernetes.io/managed-by"))
-                .is_some_and(|m| m == MIRRORING_MANAGER)
-        });
-        Ok((slices, mirrored.len()))
+                .and_then(|l| l.get("endpointslice.kubernetes.io/managed-by"));
+            if manager.map(String::as_str) != Some(self.mirroring_manager()) {
+                problems.push(format!("{slice_name} is managed by {manager:?}"));
+            }
+            let owned = slice.metadata.owner_references.iter().flatten().any(|o| {
+                o.kind == "Endpoints"
+                    && o.name == name
+                    && Some(&o.uid) == uid.as_ref()
+                    && o.controller == Some(true)
+            });
+            if !owned {
+                problems.push(format!(
+                    "{slice_name} has no controller reference to the Endpoints"
+                ));
+            }
+        }
+        Ok(problems)
     }
 
     /// What is wrong with the slices' metadata: too many endpoints, a missing controller
@@ -308,6 +369,16 @@ impl Side {
         }
         Ok(problems)
     }
+}
+
+/// Whether the slice is a mirrored one, the in-tree mirroring controller's or svcplane's.
+pub fn is_mirrored(slice: &EndpointSlice) -> bool {
+    slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("endpointslice.kubernetes.io/managed-by"))
+        .is_some_and(|m| m == MIRRORING_MANAGER || m == SVCPLANE_MIRRORING_MANAGER)
 }
 
 /// One scenario: the same namespace on both planes, and write counters on each.
@@ -366,6 +437,11 @@ impl Scenario {
         tokio::try_join!(step(a.clone()), step(b.clone()))
     }
 
+    /// The in-tree side and svcplane's side.
+    pub fn sides(&self) -> [Side; 2] {
+        self.sides.clone()
+    }
+
     /// Records that the scenario itself wrote `n` Endpoints or slices on each plane, so that
     /// they are not taken for the controllers' writes in the cross-check with svcplane's
     /// metrics.
@@ -376,6 +452,23 @@ impl Scenario {
     /// Waits until both planes publish the same for `service`, and, when given, what the
     /// scenario expects; then checks the slices' metadata on both.
     pub async fn converge(&self, service: &str, expected: Option<&PublishedView>) -> Result<()> {
+        self.converge_as(service, expected, false).await
+    }
+
+    /// Like [`Scenario::converge`] without expectation, for Auto topology hints: which
+    /// endpoints of a zone giving some away carry another zone's hint is the in-tree
+    /// controller's iteration order, so hints are compared as counts per (endpoint zone,
+    /// hinted zones) instead of per endpoint.
+    pub async fn converge_hints_by_zone(&self, service: &str) -> Result<()> {
+        self.converge_as(service, None, true).await
+    }
+
+    async fn converge_as(
+        &self,
+        service: &str,
+        expected: Option<&PublishedView>,
+        hints_by_zone: bool,
+    ) -> Result<()> {
         let what = format!("{}: {service} on both planes", self.name);
         let (planes, sides) = (self.planes.clone(), self.sides.clone());
         let (service_name, expected) = (service.to_string(), expected.cloned());
@@ -387,9 +480,15 @@ impl Scenario {
                     planes.controllers_running(),
                     "svcplane's controllers stopped"
                 );
-                let (reference, _) = sides[0].published(&service).await?;
-                let (ours, _) = sides[1].published(&service).await?;
+                let (mut reference, _) = sides[0].published(&service).await?;
+                let (mut ours, _) = sides[1].published(&service).await?;
                 let mut seen = String::new();
+                if hints_by_zone {
+                    let (a, b) = (hints_per_zone(&mut reference), hints_per_zone(&mut ours));
+                    if a != b {
+                        seen += &format!("hints per zone differ: {a:?} vs {b:?}\n");
+                    }
+                }
                 if reference != ours {
                     seen += &format!("the planes differ:\n{}", difference(&reference, &ours));
                 }
@@ -421,6 +520,61 @@ impl Scenario {
             anyhow::ensure!(
                 problems.is_empty(),
                 "{}: slices of {service}: {}",
+                side.label,
+                problems.join("; ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits until both planes mirror the same for `name` (and, when given, what the scenario
+    /// expects); then checks the mirrored slices' metadata on both.
+    pub async fn converge_mirrored(
+        &self,
+        name: &str,
+        expected: Option<&MirroredView>,
+    ) -> Result<()> {
+        let what = format!("{}: mirrored slices of {name} on both planes", self.name);
+        let (planes, sides) = (self.planes.clone(), self.sides.clone());
+        let (name_owned, expected) = (name.to_string(), expected.cloned());
+        wait::until(what, move || {
+            let (planes, sides) = (planes.clone(), sides.clone());
+            let (name, expected) = (name_owned.clone(), expected.clone());
+            async move {
+                anyhow::ensure!(
+                    planes.controllers_running(),
+                    "svcplane's controllers stopped"
+                );
+                let (reference, _) = sides[0].mirrored(&name).await?;
+                let (ours, _) = sides[1].mirrored(&name).await?;
+                let mut seen = String::new();
+                if reference != ours {
+                    seen += &format!(
+                        "the planes differ:\n{}",
+                        mirrored_difference(&reference, &ours)
+                    );
+                }
+                if let Some(expected) = &expected {
+                    for (side, view) in [(&sides[0], &reference), (&sides[1], &ours)] {
+                        if view != expected {
+                            seen += &format!(
+                                "{} differs from the expectation:\n{}",
+                                side.label,
+                                mirrored_difference(expected, view)
+                            );
+                        }
+                    }
+                }
+                Ok(if seen.is_empty() { Ok(()) } else { Err(seen) })
+            }
+        })
+        .await?;
+        for side in &self.sides {
+            let (_, slices) = side.mirrored(name).await?;
+            let problems = side.mirrored_problems(name, &slices).await?;
+            anyhow::ensure!(
+                problems.is_empty(),
+                "{}: mirrored slices of {name}: {}",
                 side.label,
                 problems.join("; ")
             );
@@ -471,6 +625,78 @@ impl Scenario {
         note_more_writes(self.name, &reference, &ours);
         Ok(())
     }
+}
+
+/// The mirrored slices of one Endpoints object, normalised: merged as [`ServiceSlicesView`]
+/// (labels without managed-by), each slice's annotations, and how many slices and endpoints
+/// there are (mirroring writes one slice per address type and port list, so the count is
+/// compared too).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MirroredView {
+    pub slices: ServiceSlicesView,
+    pub annotations: BTreeSet<Vec<(String, String)>>,
+    pub count: usize,
+    pub slice_endpoints: usize,
+}
+
+impl MirroredView {
+    pub fn of(slices: &[EndpointSlice]) -> Self {
+        Self {
+            slices: ServiceSlicesView::of(slices),
+            annotations: slices
+                .iter()
+                .map(|s| {
+                    s.metadata
+                        .annotations
+                        .iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .collect(),
+            count: slices.len(),
+            slice_endpoints: slices
+                .iter()
+                .map(|s| s.endpoints.as_ref().map_or(0, Vec::len))
+                .sum(),
+        }
+    }
+}
+
+fn mirrored_difference(a: &MirroredView, b: &MirroredView) -> String {
+    let mut out = slices_difference(&a.slices, &b.slices);
+    if a.annotations != b.annotations {
+        let _ = writeln!(
+            out,
+            "  annotations: {:?} vs {:?}",
+            a.annotations, b.annotations
+        );
+    }
+    if (a.count, a.slice_endpoints) != (b.count, b.slice_endpoints) {
+        let _ = writeln!(
+            out,
+            "  slices/endpoints: {}/{} vs {}/{}",
+            a.count, a.slice_endpoints, b.count, b.slice_endpoints
+        );
+    }
+    out
+}
+
+/// Takes the hints out of the view's endpoints and counts them per (endpoint zone, hints).
+fn hints_per_zone(view: &mut PublishedView) -> BTreeMap<(Option<String>, Vec<String>), usize> {
+    let mut counts = BTreeMap::new();
+    for endpoints in view.slices.groups.values_mut() {
+        *endpoints = std::mem::take(endpoints)
+            .into_iter()
+            .map(|mut e| {
+                *counts
+                    .entry((e.zone.clone(), std::mem::take(&mut e.hints)))
+                    .or_default() += 1;
+                e
+            })
+            .collect();
+    }
+    counts
 }
 
 fn note_more_writes(name: &str, reference: &Writes, ours: &Writes) {

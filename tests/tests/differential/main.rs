@@ -10,10 +10,12 @@ mod election;
 mod expect;
 mod harness;
 mod lifecycle;
+mod mirroring;
 mod scale;
 mod shapes;
 mod takeover;
 mod tampering;
+mod topology;
 mod walkthrough;
 
 use std::future::Future;
@@ -68,6 +70,13 @@ fn cases() -> Vec<(String, Case)> {
         election::lease_handover,
         election::standby_readiness,
         takeover::from_in_tree,
+        mirroring::seed_external_endpoints,
+        mirroring::dual_stack_endpoints,
+        mirroring::skip_mirror_label,
+        mirroring::odd_ip_address,
+        mirroring::selector_added,
+        topology::traffic_distribution,
+        topology::auto_hints,
     ]
 }
 

@@ -5,7 +5,10 @@ use super::*;
 use crate::fixtures::{self, NS};
 use crate::runtime::queue::Backoff;
 use crate::runtime::trim;
-use crate::well_known::SVCPLANE_SLICE_MANAGER;
+use crate::well_known::{
+    ANNOTATION_TOPOLOGY_MODE, IN_TREE_ENDPOINTS_MANAGER, LABEL_ENDPOINTS_MANAGED_BY,
+    LABEL_SKIP_MIRROR, SVCPLANE_SLICE_MANAGER,
+};
 
 const BATCH: Duration = Duration::from_secs(3);
 
@@ -13,7 +16,10 @@ struct Fixture {
     router: Router,
     endpoints: Arc<WorkQueue<ObjectKey>>,
     slices: Arc<WorkQueue<ObjectKey>>,
+    mirroring: Arc<WorkQueue<ObjectKey>>,
     tracker: Arc<Mutex<SliceTracker>>,
+    mirroring_tracker: Arc<Mutex<SliceTracker>>,
+    capacity: Arc<RwLock<ZoneCapacity>>,
 }
 
 fn fixture(batch: Duration) -> Fixture {
@@ -23,25 +29,32 @@ fn fixture(batch: Duration) -> Fixture {
     };
     let endpoints = Arc::new(WorkQueue::new(backoff));
     let slices = Arc::new(WorkQueue::new(backoff));
-    let tracker = Arc::new(Mutex::new(SliceTracker::default()));
+    let mirroring = Arc::new(WorkQueue::new(backoff));
+    let state = SharedState::default();
     let router = Router::new(
         Arc::new(Caches::default()),
         Queues {
             endpoints: endpoints.clone(),
             slices: slices.clone(),
+            mirroring: mirroring.clone(),
             endpoints_batch: batch,
             slices_batch: batch,
+            mirroring_batch: batch,
             endpoints_waiters: Arc::default(),
             slice_waiters: Arc::default(),
+            mirroring_waiters: Arc::default(),
         },
-        tracker.clone(),
+        state.clone(),
         SVCPLANE_SLICE_MANAGER,
     );
     Fixture {
         router,
         endpoints,
         slices,
-        tracker,
+        mirroring,
+        tracker: state.slice_tracker,
+        mirroring_tracker: state.mirroring_tracker,
+        capacity: state.capacity,
     }
 }
 
@@ -56,6 +69,7 @@ fn waiting(queue: &WorkQueue<ObjectKey>) -> Vec<(String, u64)> {
 fn drain(fixture: &Fixture) {
     fixture.endpoints.clear();
     fixture.slices.clear();
+    fixture.mirroring.clear();
 }
 
 impl Fixture {
@@ -376,4 +390,171 @@ async fn a_service_waiting_for_the_cache_is_queued_by_its_next_slice_event() {
     f.router
         .handle(Update::Endpoints(Box::new(WatchEvent::Apply(endpoints))));
     assert_eq!(waiting(&f.endpoints), vec![("web".into(), 0)]);
+}
+
+fn apply_endpoints(f: &mut Fixture, endpoints: Endpoints) {
+    f.router
+        .handle(Update::Endpoints(Box::new(WatchEvent::Apply(endpoints))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn endpoints_changes_queue_mirroring_when_old_or_new_may_be_mirrored() {
+    let mut f = fixture(BATCH);
+    apply_endpoints(&mut f, fixtures::endpoints("ext").build());
+    assert_eq!(waiting(&f.mirroring), vec![("ext".into(), 0)]);
+    drain(&f);
+
+    // Labelled skip-mirror: the old version could be mirrored, so its slices must go.
+    let skipped = fixtures::endpoints("ext")
+        .label(LABEL_SKIP_MIRROR, "true")
+        .build();
+    apply_endpoints(&mut f, skipped.clone());
+    assert_eq!(waiting(&f.mirroring), vec![("ext".into(), 0)]);
+    drain(&f);
+    apply_endpoints(&mut f, skipped.clone());
+    assert!(waiting(&f.mirroring).is_empty());
+    f.router
+        .handle(Update::Endpoints(Box::new(WatchEvent::Delete(skipped))));
+    assert!(waiting(&f.mirroring).is_empty());
+
+    // An Endpoints controller's object is never mirrored.
+    let managed = fixtures::endpoints("web")
+        .label(LABEL_ENDPOINTS_MANAGED_BY, IN_TREE_ENDPOINTS_MANAGER)
+        .build();
+    apply_endpoints(&mut f, managed.clone());
+    f.router
+        .handle(Update::Endpoints(Box::new(WatchEvent::Delete(managed))));
+    assert!(waiting(&f.mirroring).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn selectorless_services_and_selector_flips_queue_mirroring() {
+    let mut f = fixture(BATCH);
+    f.apply_service(fixtures::service("web").selector(&[("app", "web")]).build());
+    assert!(waiting(&f.mirroring).is_empty());
+    f.apply_service(fixtures::service("ext").no_selector().build());
+    assert_eq!(waiting(&f.mirroring), vec![("ext".into(), 0)]);
+    drain(&f);
+
+    // A label change keeps the selector as it was: nothing to mirror differently.
+    f.apply_service(
+        fixtures::service("ext")
+            .no_selector()
+            .label("a", "b")
+            .build(),
+    );
+    assert!(waiting(&f.mirroring).is_empty());
+    f.apply_service(fixtures::service("ext").selector(&[("app", "x")]).build());
+    assert_eq!(waiting(&f.mirroring), vec![("ext".into(), 0)]);
+    drain(&f);
+
+    f.router.handle(Update::Service(Box::new(WatchEvent::Delete(
+        fixtures::service("web").selector(&[("app", "web")]).build(),
+    ))));
+    assert!(waiting(&f.mirroring).is_empty());
+    f.router.handle(Update::Service(Box::new(WatchEvent::Delete(
+        fixtures::service("gone").no_selector().build(),
+    ))));
+    assert_eq!(waiting(&f.mirroring), vec![("gone".into(), 0)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn mirrored_slices_queue_the_mirroring_controller_only() {
+    let mut f = fixture(Duration::ZERO);
+    let ours = slice("ext-abc", "ext", SVCPLANE_MIRRORING_MANAGER, 1);
+    f.mirroring_tracker.lock().unwrap().record_write(&ours);
+    f.router
+        .handle(Update::Slice(Box::new(WatchEvent::Apply(ours.clone()))));
+    assert!(waiting(&f.mirroring).is_empty(), "an echo of our own write");
+
+    let edited = slice("ext-abc", "ext", SVCPLANE_MIRRORING_MANAGER, 2);
+    f.router
+        .handle(Update::Slice(Box::new(WatchEvent::Apply(edited.clone()))));
+    assert_eq!(waiting(&f.mirroring), vec![("ext".into(), 0)]);
+    assert!(waiting(&f.slices).is_empty(), "not the slice controller's");
+    drain(&f);
+
+    // Moved to another Service: both are synced.
+    let moved = slice("ext-abc", "other", SVCPLANE_MIRRORING_MANAGER, 2);
+    f.router
+        .handle(Update::Slice(Box::new(WatchEvent::Apply(moved.clone()))));
+    assert_eq!(
+        waiting(&f.mirroring),
+        vec![("ext".into(), 0), ("other".into(), 0)]
+    );
+    drain(&f);
+
+    // An in-tree mirrored slice deleted by someone: a sync; our own deletion: none.
+    let in_tree = slice("ext-def", "ext", IN_TREE_MIRRORING_MANAGER, 1);
+    f.router
+        .handle(Update::Slice(Box::new(WatchEvent::Delete(in_tree))));
+    assert_eq!(waiting(&f.mirroring), vec![("ext".into(), 0)]);
+    drain(&f);
+    f.mirroring_tracker.lock().unwrap().record_deletion(&moved);
+    f.router
+        .handle(Update::Slice(Box::new(WatchEvent::Delete(moved))));
+    assert!(waiting(&f.mirroring).is_empty());
+
+    // The slice controller's slices do not concern the mirroring controller.
+    let pod_driven = slice("web-abc", "web", SVCPLANE_SLICE_MANAGER, 1);
+    f.router
+        .handle(Update::Slice(Box::new(WatchEvent::Apply(pod_driven))));
+    assert!(waiting(&f.mirroring).is_empty());
+}
+
+fn apply_node(f: &mut Fixture, node: Node) {
+    f.router
+        .handle(Update::Node(Box::new(WatchEvent::Apply(trim::node(node)))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn capacity_changes_queue_the_services_with_auto_hints() {
+    let mut f = fixture(BATCH);
+    f.apply_service(
+        fixtures::service("auto")
+            .selector(&[("app", "a")])
+            .annotation(ANNOTATION_TOPOLOGY_MODE, "Auto")
+            .build(),
+    );
+    f.apply_service(fixtures::service("plain").selector(&[("app", "p")]).build());
+    // The first list: capacity is computed once, when it is complete.
+    f.router
+        .handle(Update::Node(Box::new(WatchEvent::RelistStart)));
+    apply_node(&mut f, fixtures::worker_node("n1", Some("z1"), "4"));
+    apply_node(&mut f, fixtures::worker_node("n2", Some("z2"), "4"));
+    assert_eq!(
+        *f.capacity.read().unwrap(),
+        ZoneCapacity::from_nodes::<Node>(&[])
+    );
+    f.router
+        .handle(Update::Node(Box::new(WatchEvent::RelistDone)));
+    let ZoneCapacity::Zones(shares) = f.capacity.read().unwrap().clone() else {
+        panic!("two zones")
+    };
+    assert_eq!(shares.len(), 2);
+    assert_eq!(
+        waiting(&f.slices),
+        vec![("auto".into(), 0), ("plain".into(), 0)]
+    );
+    drain(&f);
+
+    // More CPU in z1: the shares move, the Auto Service is synced.
+    apply_node(&mut f, fixtures::worker_node("n1", Some("z1"), "8"));
+    assert_eq!(waiting(&f.slices), vec![("auto".into(), 0)]);
+    drain(&f);
+
+    // An irrelevant change, and one that leaves the shares as they are.
+    apply_node(
+        &mut f,
+        fixtures::node_label(fixtures::worker_node("n1", Some("z1"), "8"), "x", "y"),
+    );
+    assert!(waiting(&f.slices).is_empty());
+
+    // A Node not ready: z2 has no CPU left, a single zone.
+    apply_node(
+        &mut f,
+        fixtures::node_ready(fixtures::worker_node("n2", Some("z2"), "4"), false),
+    );
+    assert_eq!(*f.capacity.read().unwrap(), ZoneCapacity::SingleZone);
+    assert_eq!(waiting(&f.slices), vec![("auto".into(), 0)]);
 }

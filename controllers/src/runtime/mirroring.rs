@@ -1,0 +1,268 @@
+//! The EndpointSlice mirroring controller: the slices of each user-written Endpoints object
+//! whose Service has no selector, written with the fewest creates, updates and deletes.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::{Endpoints, ObjectReference};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client};
+use tracing::instrument;
+
+use super::Shared;
+use super::cache::ObjectKey;
+use super::error::{SyncError, namespace_terminating, not_found};
+use super::informer::{CacheWaiters, Caches, is_mirrored};
+use super::metrics::Metrics;
+use crate::mirroring::{DesiredMirroredSlices, MirroringEvent};
+use crate::well_known::LABEL_SERVICE_NAME;
+use crate::{
+    MirroringParams, SlicePlan, SliceTracker, desired_mirrored_slices, plan_mirrored_slices,
+};
+
+/// Mirrors one Endpoints object at a time (the queue keeps a key from being synced by two
+/// workers at once).
+pub(crate) struct MirroringController {
+    client: Client,
+    caches: Arc<Caches>,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    params: MirroringParams,
+    tracker: Arc<Mutex<SliceTracker>>,
+    waiters: Arc<CacheWaiters>,
+}
+
+/// An endpoint as the added/removed metrics count it: address type and addresses.
+type EndpointId = (String, Vec<String>);
+
+/// Endpoints added and removed by a sync, as the in-tree metrics count them.
+fn endpoint_changes(
+    existing: &[Arc<EndpointSlice>],
+    desired: Option<&DesiredMirroredSlices>,
+) -> (usize, usize) {
+    let before: HashSet<EndpointId> = existing
+        .iter()
+        .flat_map(|s| {
+            s.endpoints
+                .iter()
+                .flatten()
+                .map(|e| (s.address_type.clone(), e.addresses.clone()))
+        })
+        .collect();
+    let after: HashSet<EndpointId> = desired
+        .into_iter()
+        .flat_map(|d| &d.groups)
+        .flat_map(|g| {
+            g.endpoints
+                .iter()
+                .map(|e| (g.address_type.as_api().to_string(), e.addresses.clone()))
+        })
+        .collect();
+    (
+        after.difference(&before).count(),
+        before.difference(&after).count(),
+    )
+}
+
+impl MirroringController {
+    pub fn new(
+        shared: Shared,
+        recorder: Recorder,
+        params: MirroringParams,
+        tracker: Arc<Mutex<SliceTracker>>,
+        waiters: Arc<CacheWaiters>,
+    ) -> Self {
+        MirroringController {
+            client: shared.client,
+            caches: shared.caches,
+            metrics: shared.metrics,
+            recorder,
+            params,
+            tracker,
+            waiters,
+        }
+    }
+
+    /// Brings the mirrored slices of the Endpoints `key` up to date, and records the outcome
+    /// in the metrics.
+    #[instrument(level = "debug", skip(self), fields(endpoints = %key))]
+    pub async fn sync(&self, key: &ObjectKey) -> Result<(), SyncError> {
+        let result = self.sync_endpoints(key).await;
+        self.metrics.mirroring_sync(
+            result
+                .as_ref()
+                .map_or_else(SyncError::metric_label, |()| "success"),
+        );
+        result
+    }
+
+    async fn sync_endpoints(&self, key: &ObjectKey) -> Result<(), SyncError> {
+        let service = self.caches.services.get(&key.namespace, &key.name);
+        let endpoints = self.caches.endpoints.get(&key.namespace, &key.name);
+        self.waiters.wait(key);
+        let slices = self.caches.slices.list(&key.namespace, |slice| {
+            is_mirrored(slice)
+                && slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_SERVICE_NAME))
+                    == Some(&key.name)
+        });
+        let desired = match desired_mirrored_slices(
+            service.as_deref(),
+            endpoints.as_deref(),
+            &self.params,
+        ) {
+            Err(reason) => {
+                self.waiters.cancel(key);
+                if !slices.is_empty() {
+                    tracing::debug!(endpoints = %key, %reason, "not mirrored; deleting its mirrored slices");
+                }
+                self.tracker
+                    .lock()
+                    .expect("tracker lock")
+                    .forget_service(&key.namespace, &key.name);
+                None
+            }
+            Ok(desired) => {
+                let service = service.as_deref().expect("mirroring needs the Service");
+                if self
+                    .tracker
+                    .lock()
+                    .expect("tracker lock")
+                    .is_stale(service, &slices)
+                {
+                    return Err(SyncError::StaleCache("mirrored EndpointSlice"));
+                }
+                self.waiters.cancel(key);
+                Some(desired)
+            }
+        };
+
+        let plan = plan_mirrored_slices(&slices, desired.as_ref());
+        let (added, removed) = endpoint_changes(&slices, desired.as_ref());
+        self.apply(key, plan).await?;
+        let skipped = desired.as_ref().map_or(0, |d| d.addresses_skipped);
+        self.metrics.mirroring_sync_changes(added, removed, skipped);
+        if let (Some(desired), Some(endpoints)) = (&desired, &endpoints) {
+            for event in &desired.events {
+                self.warn(endpoints, event).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates first, then updates, then deletes, as in-tree.
+    async fn apply(&self, key: &ObjectKey, plan: SlicePlan) -> Result<(), SyncError> {
+        let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &key.namespace);
+        let post = PostParams::default();
+        for slice in &plan.create {
+            match api.create(&post, slice).await {
+                Ok(written) => {
+                    self.metrics.mirroring_write("create");
+                    self.tracker
+                        .lock()
+                        .expect("tracker lock")
+                        .record_write(&written);
+                }
+                Err(error) if namespace_terminating(&error) => return Ok(()),
+                Err(error) => return Err(SyncError::api("create", "EndpointSlice", key, error)),
+            }
+        }
+        for slice in &plan.update {
+            let name = slice.metadata.name.as_deref().unwrap_or_default();
+            match api.replace(name, &post, slice).await {
+                Ok(written) => {
+                    self.metrics.mirroring_write("update");
+                    self.tracker
+                        .lock()
+                        .expect("tracker lock")
+                        .record_write(&written);
+                }
+                Err(error) => {
+                    let object = format!("{}/{name}", key.namespace);
+                    return Err(SyncError::api("update", "EndpointSlice", object, error));
+                }
+            }
+        }
+        for slice in &plan.delete {
+            let name = slice.metadata.name.as_deref().unwrap_or_default();
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => self.metrics.mirroring_write("delete"),
+                Err(error) if not_found(&error) => {}
+                Err(error) => {
+                    let object = format!("{}/{name}", key.namespace);
+                    return Err(SyncError::api("delete", "EndpointSlice", object, error));
+                }
+            }
+            self.tracker
+                .lock()
+                .expect("tracker lock")
+                .record_deletion(slice);
+        }
+        Ok(())
+    }
+
+    async fn warn(&self, endpoints: &Endpoints, event: &MirroringEvent) {
+        let meta = &endpoints.metadata;
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Endpoints".into()),
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone(),
+            uid: meta.uid.clone(),
+            ..Default::default()
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: event.reason.into(),
+            note: Some(event.message.clone()),
+            action: "Mirror".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, "could not publish an event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn counts_added_and_removed_endpoints() {
+        let service = fixtures::service("ext").no_selector().build();
+        let mut endpoints = Endpoints::default();
+        endpoints.metadata.name = Some("ext".into());
+        endpoints.metadata.namespace = Some(fixtures::NS.into());
+        endpoints.subsets = Some(vec![k8s_openapi::api::core::v1::EndpointSubset {
+            addresses: Some(vec![
+                k8s_openapi::api::core::v1::EndpointAddress {
+                    ip: "10.1.0.1".into(),
+                    ..Default::default()
+                },
+                k8s_openapi::api::core::v1::EndpointAddress {
+                    ip: "fd00::1".into(),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }]);
+        let desired = desired_mirrored_slices(
+            Some(&service),
+            Some(&endpoints),
+            &MirroringParams::default(),
+        )
+        .unwrap();
+        assert_eq!(endpoint_changes(&[], Some(&desired)), (2, 0));
+        let plan = plan_mirrored_slices::<EndpointSlice>(&[], Some(&desired));
+        let existing: Vec<Arc<EndpointSlice>> = plan.create.into_iter().map(Arc::new).collect();
+        assert_eq!(endpoint_changes(&existing, Some(&desired)), (0, 0));
+        assert_eq!(endpoint_changes(&existing, None), (0, 2));
+    }
+}
