@@ -297,7 +297,10 @@ pub async fn odd_ip_address(planes: Arc<Planes>) -> Result<()> {
                 ),
             )
             .await;
-            Ok(created.map_err(|e| format!("{e:#}")))
+            Ok(created.map_err(|e| match e.downcast_ref::<kube::Error>() {
+                Some(kube::Error::Api(status)) => status.message.clone(),
+                _ => format!("{e:#}"),
+            }))
         })
         .await?;
     if let (Err(a), Err(b)) = (&reference, &ours) {
