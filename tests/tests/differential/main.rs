@@ -70,6 +70,7 @@ fn cases() -> Vec<(String, Case)> {
         election::lease_handover,
         election::standby_readiness,
         takeover::from_in_tree,
+        takeover::fifty_services_and_back,
         mirroring::seed_external_endpoints,
         mirroring::dual_stack_endpoints,
         mirroring::skip_mirror_label,
