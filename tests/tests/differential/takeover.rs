@@ -275,16 +275,16 @@ async fn wait_for_all(side: &Side, what: &str, not_ready: &[(usize, usize)]) -> 
     Ok(())
 }
 
+/// The poller's task: how many polls it made, and what it saw listed twice.
+type DuplicatePoller = tokio::task::JoinHandle<Result<(u64, Vec<String>)>>;
+
 /// Polls every slice of `namespace` until stopped and counts the instants at which one
 /// pod of a Service is listed by slices of two different managers: what a consumer would
 /// see as duplicate endpoints.
 fn watch_for_duplicates(
     client: kube::Client,
     namespace: &str,
-) -> (
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(u64, Vec<String>)>>,
-) {
+) -> (oneshot::Sender<()>, DuplicatePoller) {
     let (stop, mut stopped) = oneshot::channel::<()>();
     let api: Api<EndpointSlice> = Api::namespaced(client, namespace);
     let task = tokio::spawn(async move {
