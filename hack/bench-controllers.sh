@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# svcplane's Endpoints and EndpointSlice controllers against kube-controller-manager's, side
+# by side on fresh local control planes, in one run: a scale-up (one Service, 0 -> PODS ready
+# pods over NODES Nodes in batches of BATCH) and a churn (SERVICES Services x PODS_PER_SERVICE
+# pods, then FLIPS_PER_SECOND readiness flips for CHURN_SECONDS). Prints, per side: times,
+# flip delays, Endpoints/EndpointSlice writes, the controller's RSS and peak RSS, its CPU
+# time, and whether the goals hold. Release build; svcplane runs as the real
+# `svcplane controllers --leader-elect=false` process. Figures depend on what else the
+# machine runs: the load average is printed with each run.
+#
+# Environment:
+#   SIDES              comma-separated: in-tree, in-tree-qps1000, svcplane
+#                      (default in-tree,in-tree-qps1000,svcplane)
+#   SCENARIOS          scale-up,churn (default both)
+#   PODS NODES BATCH   scale-up size (default 5000, 10, 100)
+#   SERVICES PODS_PER_SERVICE FLIPS_PER_SECOND CHURN_SECONDS
+#                      churn size (default 500, 10, 20, 60)
+#   CARGO_TARGET_DIR   where cargo builds (default ./target)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIDES=${SIDES:-in-tree,in-tree-qps1000,svcplane}
+SCENARIOS=${SCENARIOS:-scale-up,churn}
+PODS=${PODS:-5000}
+NODES=${NODES:-10}
+BATCH=${BATCH:-100}
+SERVICES=${SERVICES:-500}
+PODS_PER_SERVICE=${PODS_PER_SERVICE:-10}
+FLIPS_PER_SECOND=${FLIPS_PER_SECOND:-20}
+CHURN_SECONDS=${CHURN_SECONDS:-60}
+TARGET=${CARGO_TARGET_DIR:-target}
+
+# The Kubernetes binaries first, so that their build is not part of a run.
+bash hack/kube-bins.sh >/dev/null
+cargo build --release -p svcplane --bin svcplane
+cargo build --release -p e2e --bin bench-controllers
+
+# Copies, so that a build in the shared target directory during the run changes nothing.
+BIN=$(mktemp -d)
+trap 'rm -rf "$BIN"' EXIT
+cp "$TARGET/release/svcplane" "$TARGET/release/bench-controllers" "$BIN/"
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- controllers svcplane tests || echo ' (with local changes)')"
+echo "kube-controller-manager: $("$(bash hack/kube-bins.sh 2>/dev/null | tail -1)/kube-controller-manager" --version)"
+"$BIN/bench-controllers" --svcplane "$BIN/svcplane" \
+  --sides "$SIDES" --scenarios "$SCENARIOS" \
+  --pods "$PODS" --nodes "$NODES" --batch "$BATCH" \
+  --services "$SERVICES" --pods-per-service "$PODS_PER_SERVICE" \
+  --flips-per-second "$FLIPS_PER_SECOND" --churn-seconds "$CHURN_SECONDS"
