@@ -67,7 +67,7 @@ async fn until_done(done: &AtomicUsize, count: usize) -> Result<()> {
     .await
 }
 
-/// Zero duplicates among all Services, and the number of Services in `namespace`.
+/// Fails when a value is held by two Services; returns how many distinct values are held.
 async fn assert_no_duplicates(setup: &Setup) -> Result<usize> {
     let holders = checks::holders(&setup.client).await?;
     let duplicates = checks::duplicates(&holders);
