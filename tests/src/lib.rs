@@ -7,6 +7,7 @@ pub mod bins;
 pub mod certs;
 pub mod control_plane;
 pub mod env;
+pub mod harness;
 pub mod kubelet;
 pub mod load;
 pub mod process;

@@ -18,25 +18,15 @@ mod tampering;
 mod topology;
 mod walkthrough;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use e2e::harness::Case;
 use harness::Planes;
-use libtest_mimic::{Arguments, Trial};
+use libtest_mimic::Arguments;
 
-type CaseFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
-type Case = fn(Arc<Planes>) -> CaseFuture;
-
-macro_rules! cases {
-    ($($path:path),* $(,)?) => {
-        vec![$((stringify!($path).replace(' ', ""), (|planes| Box::pin($path(planes))) as Case)),*]
-    };
-}
-
-fn cases() -> Vec<(String, Case)> {
-    cases![
+fn cases() -> Vec<(String, Case<Planes>)> {
+    e2e::cases![
         walkthrough::walkthrough,
         shapes::headless_with_hostnames,
         shapes::named_ports_per_pod,
@@ -83,13 +73,7 @@ fn cases() -> Vec<(String, Case)> {
 
 fn main() -> ExitCode {
     let args = Arguments::from_args();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,e2e=info,kube_client::client::builder=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    e2e::harness::init_tracing();
 
     if std::env::var_os("KUBECONFIG").is_some() && !args.list {
         println!(
@@ -110,19 +94,7 @@ fn main() -> ExitCode {
         }
     };
 
-    let trials = cases()
-        .into_iter()
-        .map(|(name, case)| {
-            let planes = planes.clone();
-            let handle = runtime.handle().clone();
-            Trial::test(name, move || {
-                let planes = planes.expect("the planes are started unless listing");
-                handle
-                    .block_on(case(planes))
-                    .map_err(|error| format!("{error:#}").into())
-            })
-        })
-        .collect();
+    let trials = e2e::harness::trials(cases(), planes.clone(), &runtime, false);
     let conclusion = libtest_mimic::run(&args, trials);
 
     let mut failed = conclusion.has_failed();

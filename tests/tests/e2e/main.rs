@@ -6,25 +6,15 @@ mod product;
 mod walkthrough;
 mod webhook;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use e2e::TestEnv;
-use libtest_mimic::{Arguments, Trial};
+use e2e::harness::{self, Case};
+use libtest_mimic::Arguments;
 
-type CaseFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
-type Case = fn(Arc<TestEnv>) -> CaseFuture;
-
-macro_rules! cases {
-    ($($path:path),* $(,)?) => {
-        vec![$((stringify!($path).replace(' ', ""), (|env| Box::pin($path(env))) as Case)),*]
-    };
-}
-
-fn cases() -> Vec<(String, Case)> {
-    cases![
+fn cases() -> Vec<(String, Case<TestEnv>)> {
+    e2e::cases![
         walkthrough::seed_walkthrough_in_tree,
         product::manifests_apply_cleanly,
         webhook::allocates_from_the_persisted_state,
@@ -39,15 +29,8 @@ fn cases() -> Vec<(String, Case)> {
 
 fn main() -> ExitCode {
     let args = Arguments::from_args();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,e2e=info,kube_client::client::builder=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    harness::init_tracing();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-
     let env = if args.list {
         None
     } else {
@@ -59,21 +42,10 @@ fn main() -> ExitCode {
             }
         }
     };
-
-    let trials = cases()
-        .into_iter()
-        .map(|(name, case)| {
-            let env = env.clone();
-            let handle = runtime.handle().clone();
-            Trial::test(name, move || {
-                let env = env.expect("the cluster is started unless listing");
-                handle
-                    .block_on(case(env))
-                    .map_err(|error| format!("{error:#}").into())
-            })
-        })
-        .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
+    let conclusion = libtest_mimic::run(
+        &args,
+        harness::trials(cases(), env.clone(), &runtime, false),
+    );
     // Let namespace deletions finish before the cluster stops.
     runtime.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(200)).await });
     drop(env);

@@ -98,7 +98,7 @@ fn say(case: &str, what: impl std::fmt::Display) {
 /// Two replicas behind the proxy, 1,000 Services from 50 concurrent clients: each create
 /// succeeds at once, no value is held twice, both replicas answered, no call failed open,
 /// and the stored state is exactly what the Services hold.
-pub async fn two_replicas_never_hand_out_a_value_twice() -> Result<()> {
+pub async fn two_replicas_never_hand_out_a_value_twice(_: std::sync::Arc<()>) -> Result<()> {
     const CASE: &str = "two-replicas";
     let setup = Setup::start(DEFAULT_REPAIR).await?;
     let namespace = setup.namespace("burst").await?;
@@ -145,7 +145,9 @@ pub async fn two_replicas_never_hand_out_a_value_twice() -> Result<()> {
 /// One replica killed in the middle of a burst and restarted: every Service is created in
 /// the end (clients retry), no value is held twice, and what the killed replica had
 /// reserved for answers it never sent is freed by repair.
-pub async fn a_replica_killed_mid_burst_leaks_only_what_repair_frees() -> Result<()> {
+pub async fn a_replica_killed_mid_burst_leaks_only_what_repair_frees(
+    _: std::sync::Arc<()>,
+) -> Result<()> {
     const CASE: &str = "replica-killed";
     let mut setup = Setup::start(SHORT_REPAIR).await?;
     let namespace = setup.namespace("burst").await?;
@@ -214,7 +216,9 @@ pub async fn a_replica_killed_mid_burst_leaks_only_what_repair_frees() -> Result
 /// The apiserver killed and started again in the middle of a burst: clients see errors
 /// they can act on (printed by kind), no value is held twice, and afterwards the webhook
 /// serves again and its state catches up with the Services.
-pub async fn an_apiserver_restart_mid_burst_gives_clean_errors_then_recovers() -> Result<()> {
+pub async fn an_apiserver_restart_mid_burst_gives_clean_errors_then_recovers(
+    _: std::sync::Arc<()>,
+) -> Result<()> {
     const CASE: &str = "apiserver-restart";
     let setup = Setup::start(SHORT_REPAIR).await?;
     let namespace = setup.namespace("burst").await?;

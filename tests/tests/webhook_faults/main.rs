@@ -8,23 +8,14 @@ mod cases;
 mod checks;
 mod setup;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use libtest_mimic::{Arguments, Trial};
+use e2e::harness::{self, Case};
+use libtest_mimic::Arguments;
 
-type CaseFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
-type Case = fn() -> CaseFuture;
-
-macro_rules! cases {
-    ($($path:path),* $(,)?) => {
-        vec![$((stringify!($path).replace(' ', ""), (|| Box::pin($path())) as Case)),*]
-    };
-}
-
-fn cases() -> Vec<(String, Case)> {
-    cases![
+fn cases() -> Vec<(String, Case<()>)> {
+    e2e::cases![
         cases::two_replicas_never_hand_out_a_value_twice,
         cases::a_replica_killed_mid_burst_leaks_only_what_repair_frees,
         cases::an_apiserver_restart_mid_burst_gives_clean_errors_then_recovers,
@@ -34,13 +25,7 @@ fn cases() -> Vec<(String, Case)> {
 fn main() -> ExitCode {
     let mut args = Arguments::from_args();
     args.test_threads.get_or_insert(1);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,e2e=info,kube_client::client::builder=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    harness::init_tracing();
     // These cases kill and restart the apiserver and the webhook: they need a control plane
     // of their own, never a shared cluster.
     let external = std::env::var_os("KUBECONFIG").is_some();
@@ -50,17 +35,6 @@ fn main() -> ExitCode {
         );
     }
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let trials = cases()
-        .into_iter()
-        .map(|(name, case)| {
-            let handle = runtime.handle().clone();
-            Trial::test(name, move || {
-                handle
-                    .block_on(case())
-                    .map_err(|error| format!("{error:#}").into())
-            })
-            .with_ignored_flag(external)
-        })
-        .collect();
+    let trials = harness::trials(cases(), Some(Arc::new(())), &runtime, external);
     libtest_mimic::run(&args, trials).exit_code()
 }

@@ -1,0 +1,60 @@
+//! What the e2e test binaries share: libtest's command line (through libtest-mimic), one
+//! fixture started once per binary (a cluster, two control planes, ...), and each case an
+//! async function of that fixture, run on one tokio runtime.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use libtest_mimic::Trial;
+
+/// What a case returns.
+pub type CaseFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+/// A case: an async function of the binary's fixture.
+pub type Case<F> = fn(Arc<F>) -> CaseFuture;
+
+/// `cases![module::case, ...]`: the named cases, each called with the shared fixture.
+#[macro_export]
+macro_rules! cases {
+    ($($path:path),* $(,)?) => {
+        vec![$((
+            stringify!($path).replace(' ', ""),
+            (|fixture| Box::pin($path(fixture))) as $crate::harness::Case<_>,
+        )),*]
+    };
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default filter.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,e2e=info,kube_client::client::builder=off".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The trials of `cases`, each run on `runtime` with `fixture` (absent only when listing);
+/// with `ignored`, they are reported as ignored.
+pub fn trials<F: Send + Sync + 'static>(
+    cases: Vec<(String, Case<F>)>,
+    fixture: Option<Arc<F>>,
+    runtime: &tokio::runtime::Runtime,
+    ignored: bool,
+) -> Vec<Trial> {
+    cases
+        .into_iter()
+        .map(|(name, case)| {
+            let fixture = fixture.clone();
+            let handle = runtime.handle().clone();
+            Trial::test(name, move || {
+                let fixture = fixture.expect("the fixture is started unless listing");
+                handle
+                    .block_on(case(fixture))
+                    .map_err(|error| format!("{error:#}").into())
+            })
+            .with_ignored_flag(ignored)
+        })
+        .collect()
+}
