@@ -512,12 +512,31 @@ struct Published {
     slices_done: Option<Instant>,
     endpoints_done: Option<Instant>,
     last_write: Option<Instant>,
-    /// Pod -> (ready as flipped, when the write was sent), until the slices show it.
-    slice_pending: HashMap<String, (bool, Instant)>,
-    /// The same until the Endpoints show it.
-    endpoints_pending: HashMap<String, (bool, Instant)>,
-    slice_delays: Vec<Duration>,
-    endpoints_delays: Vec<Duration>,
+    /// Pod -> its flip, until the pod, the slices and the Endpoints all showed it.
+    flips: HashMap<String, Flip>,
+    shown: Vec<Flip>,
+}
+
+/// A readiness flip of one pod, and when the bench's watches showed it.
+#[derive(Clone, Copy, Debug)]
+struct Flip {
+    ready: bool,
+    sent: Instant,
+    pod: Option<Instant>,
+    slice: Option<Instant>,
+    endpoints: Option<Instant>,
+}
+
+impl Flip {
+    fn new(ready: bool) -> Self {
+        Self {
+            ready,
+            sent: Instant::now(),
+            pod: None,
+            slice: None,
+            endpoints: None,
+        }
+    }
 }
 
 impl Published {
@@ -526,6 +545,43 @@ impl Published {
             goal,
             ..Self::default()
         }))
+    }
+
+    /// Records that a watch showed `pod` with `ready`, if that is what its flip waits for.
+    fn flip_seen(
+        &mut self,
+        pod: &str,
+        ready: bool,
+        at: Instant,
+        field: fn(&mut Flip) -> &mut Option<Instant>,
+    ) {
+        let Some(flip) = self.flips.get_mut(pod) else {
+            return;
+        };
+        if flip.ready != ready {
+            return;
+        }
+        field(flip).get_or_insert(at);
+        if flip.pod.is_some() && flip.slice.is_some() && flip.endpoints.is_some() {
+            let flip = *flip;
+            self.flips.remove(pod);
+            self.shown.push(flip);
+        }
+    }
+
+    fn pod_seen(&mut self, pod: &Pod, deleted: bool, at: Instant) {
+        if deleted {
+            return;
+        }
+        let ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        self.flip_seen(&name, ready, at, |f| &mut f.pod);
     }
 
     fn count_pod(&mut self, pod: &str, slices: i32, ready: i32) {
@@ -579,12 +635,7 @@ impl Published {
         }
         for (pod, ready) in &new {
             self.count_pod(pod, 1, i32::from(*ready));
-            if let Some(&(target, sent)) = self.slice_pending.get(pod)
-                && target == *ready
-            {
-                self.slice_delays.push(at.saturating_duration_since(sent));
-                self.slice_pending.remove(pod);
-            }
+            self.flip_seen(pod, *ready, at, |f| &mut f.slice);
         }
         if !deleted {
             self.slices.insert(name, new);
@@ -638,13 +689,7 @@ impl Published {
             } else {
                 self.endpoints_not_ready += 1;
             }
-            if let Some(&(target, sent)) = self.endpoints_pending.get(pod)
-                && target == *ready
-            {
-                self.endpoints_delays
-                    .push(at.saturating_duration_since(sent));
-                self.endpoints_pending.remove(pod);
-            }
+            self.flip_seen(pod, *ready, at, |f| &mut f.endpoints);
         }
         if !deleted {
             self.truncated += usize::from(truncated);
@@ -678,10 +723,6 @@ impl Published {
                 self.goal.truncated
             )
         })
-    }
-
-    fn pending(&self, pod: &str) -> bool {
-        self.slice_pending.contains_key(pod) || self.endpoints_pending.contains_key(pod)
     }
 }
 
@@ -1020,12 +1061,40 @@ struct Churn {
     setup: Duration,
     flips: usize,
     failed_flips: usize,
-    slice_delays: Vec<Duration>,
-    endpoints_delays: Vec<Duration>,
-    unpublished: (usize, usize),
+    delays: Delays,
+    /// Flips the pod's, the slices' and the Endpoints' watches had not shown at the end.
+    unshown: (usize, usize, usize),
     writes: Writes,
     correct: String,
     resources: Resources,
+}
+
+/// Delays of the flips the watches showed in full, each sorted.
+struct Delays {
+    /// From sending the status write to the pod's own watch event: the apiserver's write and
+    /// watch delivery, before any controller acts.
+    pod: Vec<Duration>,
+    /// From sending the status write to the slice's, and the Endpoints', watch event.
+    slice: Vec<Duration>,
+    endpoints: Vec<Duration>,
+    /// From the pod's watch event to the slice's: the controller's share, with its write.
+    slice_after_pod: Vec<Duration>,
+}
+
+impl Delays {
+    fn of(flips: &[Flip]) -> Self {
+        let sorted = |f: &dyn Fn(&Flip) -> Option<Duration>| {
+            let mut v: Vec<Duration> = flips.iter().filter_map(f).collect();
+            v.sort();
+            v
+        };
+        Self {
+            pod: sorted(&|f| Some(f.pod?.saturating_duration_since(f.sent))),
+            slice: sorted(&|f| Some(f.slice?.saturating_duration_since(f.sent))),
+            endpoints: sorted(&|f| Some(f.endpoints?.saturating_duration_since(f.sent))),
+            slice_after_pod: sorted(&|f| Some(f.slice?.saturating_duration_since(f.pod?))),
+        }
+    }
 }
 
 /// xorshift64*: the same flips on both sides, without a dependency.
@@ -1055,7 +1124,12 @@ async fn churn(side: Side, options: &Options) -> Result<Churn> {
         endpoints_ready: total,
         truncated: options.services * usize::from(options.pods_per_service > 1000),
     });
-    let watches = watch_published(client, NS, &published);
+    let mut watches = Vec::from(watch_published(client, NS, &published));
+    watches.push(watch::<Pod>(
+        Api::namespaced(client.clone(), NS),
+        published.clone(),
+        Published::pod_seen,
+    ));
     let setup_start = Instant::now();
     for s in 0..options.services {
         let name = format!("svc-{s:03}");
@@ -1102,16 +1176,12 @@ async fn churn(side: Side, options: &Options) -> Result<Churn> {
             let mut published = published.lock().unwrap();
             let pick = (0..100)
                 .map(|_| random.below(total))
-                .find(|&i| !published.pending(&pods[i].0));
+                .find(|&i| !published.flips.contains_key(&pods[i].0));
             if let Some(i) = pick {
                 ready[i] = !ready[i];
-                let now = Instant::now();
                 published
-                    .slice_pending
-                    .insert(pods[i].0.clone(), (ready[i], now));
-                published
-                    .endpoints_pending
-                    .insert(pods[i].0.clone(), (ready[i], now));
+                    .flips
+                    .insert(pods[i].0.clone(), Flip::new(ready[i]));
             }
             pick
         };
@@ -1141,13 +1211,7 @@ async fn churn(side: Side, options: &Options) -> Result<Churn> {
         Duration::from_secs(60),
         || {
             let p = published.lock().unwrap();
-            (!(p.slice_pending.is_empty() && p.endpoints_pending.is_empty())).then(|| {
-                format!(
-                    "{} slice, {} Endpoints flips unpublished",
-                    p.slice_pending.len(),
-                    p.endpoints_pending.len()
-                )
-            })
+            (!p.flips.is_empty()).then(|| format!("{} flips not shown yet", p.flips.len()))
         },
     )
     .await;
@@ -1166,21 +1230,22 @@ async fn churn(side: Side, options: &Options) -> Result<Churn> {
     for watch in watches {
         watch.abort();
     }
-    let mut p = published.lock().unwrap();
-    let unpublished = (p.slice_pending.len(), p.endpoints_pending.len());
-    let mut slice_delays = std::mem::take(&mut p.slice_delays);
-    let mut endpoints_delays = std::mem::take(&mut p.endpoints_delays);
-    slice_delays.sort();
-    endpoints_delays.sort();
+    let p = published.lock().unwrap();
+    let unshown =
+        |f: fn(&Flip) -> Option<Instant>| p.flips.values().filter(|x| f(x).is_none()).count();
+    let unshown = (
+        unshown(|f| f.pod),
+        unshown(|f| f.slice),
+        unshown(|f| f.endpoints),
+    );
     Ok(Churn {
         side,
         load,
         setup,
         flips,
         failed_flips,
-        slice_delays,
-        endpoints_delays,
-        unpublished,
+        delays: Delays::of(&p.shown),
+        unshown,
         writes: writes_seen,
         correct,
         resources,
@@ -1196,9 +1261,7 @@ fn note_failed_flip(
         Ok(Ok(())) => false,
         Ok(Err((pod, error))) => {
             eprintln!("bench: flip of {pod} failed: {error:#}");
-            let mut published = published.lock().unwrap();
-            published.slice_pending.remove(&pod);
-            published.endpoints_pending.remove(&pod);
+            published.lock().unwrap().flips.remove(&pod);
             true
         }
         Err(error) => {
@@ -1263,20 +1326,22 @@ fn print_scale_up(options: &Options, runs: &[ScaleUp]) {
 
 fn print_churn(options: &Options, runs: &[Churn]) {
     println!(
-        "\nchurn: {} Services x {} pods, then {} readiness flips/s on random pods for {} s; delay from sending the pod status write to the watch event showing it",
+        "\nchurn: {} Services x {} pods, then {} readiness flips/s on random pods for {} s",
         options.services, options.pods_per_service, options.flips_per_second, options.churn_seconds
     );
     println!(
-        "set-up: from the first Service create until every pod is published ready; unshown: flips not shown in slices/Endpoints 60 s after the last; writes: during the flips only"
+        "set-up: from the first Service create until every pod is published ready; delays of a flip from sending the pod status write to the watch event that shows it: of the pod itself (no controller involved), of its slice, of its Endpoints, and from the pod's event to the slice's; unshown: flips the pod/slices/Endpoints watches had not shown 60 s after the last; writes: during the flips only"
     );
     println!(
-        "{:<16} {:>5} {:>7} {:>5} {:>20} {:>20} {:>7} {:>6} {:>18} {:>20} {:>6} {:>6} {:>6} correct",
+        "{:<16} {:>5} {:>7} {:>5} {:>11} {:>20} {:>20} {:>14} {:>7} {:>6} {:>18} {:>20} {:>6} {:>6} {:>6} correct",
         "side",
         "load",
         "set-up",
         "flips",
+        "pod p50/p99",
         "slices p50/p99/max",
         "Endpoints p50/p99/max",
+        "pod->slice p50/p99",
         "unshown",
         "writes",
         "Endpoints",
@@ -1285,17 +1350,23 @@ fn print_churn(options: &Options, runs: &[Churn]) {
         "peak",
         "CPU",
     );
+    let p50_p99 = |d: &[Duration]| {
+        format!(
+            "{}/{}",
+            millis(percentile(d, 50.0)),
+            millis(percentile(d, 99.0))
+        )
+    };
+    let with_max = |d: &[Duration]| {
+        format!(
+            "{}/{}",
+            p50_p99(d),
+            millis(d.last().copied().unwrap_or_default())
+        )
+    };
     for r in runs {
-        let delays = |d: &[Duration]| {
-            format!(
-                "{}/{}/{}",
-                millis(percentile(d, 50.0)),
-                millis(percentile(d, 99.0)),
-                millis(d.last().copied().unwrap_or_default())
-            )
-        };
         println!(
-            "{:<16} {:>5} {:>7} {:>5} {:>20} {:>20} {:>7} {:>6} {:>18} {:>20} {:>6} {:>6} {:>6} {}",
+            "{:<16} {:>5} {:>7} {:>5} {:>11} {:>20} {:>20} {:>14} {:>7} {:>6} {:>18} {:>20} {:>6} {:>6} {:>6} {}",
             r.side.to_string(),
             r.load.split(' ').next().unwrap_or(""),
             seconds(r.setup),
@@ -1304,9 +1375,11 @@ fn print_churn(options: &Options, runs: &[Churn]) {
             } else {
                 format!("{}({}!)", r.flips, r.failed_flips)
             },
-            delays(&r.slice_delays),
-            delays(&r.endpoints_delays),
-            format!("{}/{}", r.unpublished.0, r.unpublished.1),
+            p50_p99(&r.delays.pod),
+            with_max(&r.delays.slice),
+            with_max(&r.delays.endpoints),
+            p50_p99(&r.delays.slice_after_pod),
+            format!("{}/{}/{}", r.unshown.0, r.unshown.1, r.unshown.2),
             r.writes.total(),
             r.writes.endpoints.to_string(),
             r.writes.slices.to_string(),
@@ -1402,15 +1475,18 @@ fn print_goals(scale_runs: &[ScaleUp], churn_runs: &[Churn]) {
     let ours = churn_runs.iter().find(|r| r.side == Side::Svcplane);
     for theirs in churn_runs.iter().filter(|r| r.side != Side::Svcplane) {
         let Some(ours) = ours else { break };
-        let p = |r: &Churn, q: f64| percentile(&r.slice_delays, q).as_secs_f64();
+        let p = |d: &[Duration], q: f64| percentile(d, q).as_secs_f64();
+        let (o, t) = (&ours.delays, &theirs.delays);
         println!(
-            "  churn vs {}: writes {} vs {} ({}); slice delay p50 {}; p99 {}; set-up {}; RSS {}; peak RSS {}",
+            "  churn vs {}: writes {} vs {} ({}); slice delay p50 {}; p99 {}; pod->slice p50 {}; p99 {}; set-up {}; RSS {}; peak RSS {}",
             theirs.side,
             ours.writes.total(),
             theirs.writes.total(),
             verdict(ours.writes.total() <= theirs.writes.total()),
-            half(p(ours, 50.0), p(theirs, 50.0)),
-            half(p(ours, 99.0), p(theirs, 99.0)),
+            half(p(&o.slice, 50.0), p(&t.slice, 50.0)),
+            half(p(&o.slice, 99.0), p(&t.slice, 99.0)),
+            half(p(&o.slice_after_pod, 50.0), p(&t.slice_after_pod, 50.0)),
+            half(p(&o.slice_after_pod, 99.0), p(&t.slice_after_pod, 99.0)),
             half(ours.setup.as_secs_f64(), theirs.setup.as_secs_f64()),
             half(
                 ours.resources.rss_kib as f64,
