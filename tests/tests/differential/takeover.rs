@@ -92,32 +92,40 @@ fn successful_slice_syncs(registry: &Registry) -> u64 {
         .unwrap_or(0)
 }
 
-/// 150 pods behind a Service, published by kube-controller-manager in two slices; then
-/// kube-controller-manager stops and svcplane starts on the same cluster.
-pub async fn from_in_tree(_planes: Arc<Planes>) -> Result<()> {
+/// A control plane of its own, kube-controller-manager's endpoint controllers on it, and
+/// `namespace` with the Node the pods run on.
+async fn in_tree_plane(namespace: &'static str) -> Result<(ControlPlane, Side)> {
     let plane = ControlPlane::start(ControlPlaneConfig::default()).await?;
     plane.start_controller_manager(ENDPOINT_CONTROLLERS)?;
     let client = plane.client().await?;
-    let namespace = "takeover";
+    let metadata = ObjectMeta {
+        name: Some(namespace.into()),
+        ..ObjectMeta::default()
+    };
     Api::<Namespace>::all(client.clone())
         .create(
             &PostParams::default(),
             &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(namespace.into()),
-                    ..ObjectMeta::default()
-                },
+                metadata,
                 ..Namespace::default()
             },
         )
         .await?;
     let side = Side {
-        label: "takeover",
+        label: namespace,
         slice_manager: IN_TREE_MANAGER,
-        client: client.clone(),
+        client,
         namespace: namespace.into(),
     };
     side.node(NODE, None).await?;
+    Ok((plane, side))
+}
+
+/// 150 pods behind a Service, published by kube-controller-manager in two slices; then
+/// kube-controller-manager stops and svcplane starts on the same cluster.
+pub async fn from_in_tree(_planes: Arc<Planes>) -> Result<()> {
+    let (plane, side) = in_tree_plane("takeover").await?;
+    let (client, namespace) = (side.client.clone(), side.namespace.as_str());
     let pods: Vec<_> = (0..PODS)
         .map(|i| {
             (
@@ -381,29 +389,8 @@ async fn relabel_for_in_tree(side: &Side) -> Result<()> {
 /// svcplane stops and kube-controller-manager takes back. A poller checks throughout that no
 /// consumer ever sees a pod listed by slices of two managers, and every step converges.
 pub async fn fifty_services_and_back(_planes: Arc<Planes>) -> Result<()> {
-    let plane = ControlPlane::start(ControlPlaneConfig::default()).await?;
-    plane.start_controller_manager(ENDPOINT_CONTROLLERS)?;
-    let client = plane.client().await?;
-    let namespace = "takeover-many";
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(namespace.into()),
-                    ..ObjectMeta::default()
-                },
-                ..Namespace::default()
-            },
-        )
-        .await?;
-    let side = Side {
-        label: "takeover-many",
-        slice_manager: IN_TREE_MANAGER,
-        client: client.clone(),
-        namespace: namespace.into(),
-    };
-    side.node(NODE, None).await?;
+    let (plane, side) = in_tree_plane("takeover-many").await?;
+    let (client, namespace) = (side.client.clone(), side.namespace.as_str());
     let pods: Vec<_> = (0..SERVICES)
         .flat_map(|s| (0..PODS_PER_SERVICE).map(move |p| (s, p)))
         .map(|(s, p)| {
