@@ -31,9 +31,18 @@
 //! galloping search with `contains_range` on a 64-bit treemap) and takes the offset just after
 //! it, so `allocate_next` stays fast when the band is 99% full.
 //!
+//! # Pool
+//!
+//! An allocator can hold a *pool*: offsets that are allocated (they are in the bitmap and
+//! in every snapshot) but not handed to anyone yet. [`allocate_next`] hands them out first,
+//! in the order they were pooled, without touching the bitmap. A caller whose snapshots are
+//! shared (the webhook's replicas) persists a batch of offsets once, pools them, and can
+//! then answer allocations without a write each.
+//!
 //! [`allocate_next`]: OffsetAllocator::allocate_next
 //! [`allocate`]: OffsetAllocator::allocate
 
+use std::collections::VecDeque;
 use std::fmt;
 
 use rand::rngs::SmallRng;
@@ -245,6 +254,7 @@ pub struct OffsetAllocator {
     offsets: Offsets,
     used: u64,
     used_static: u64,
+    pool: VecDeque<u64>,
     rng: SmallRng,
 }
 
@@ -259,6 +269,7 @@ impl OffsetAllocator {
             offsets: Offsets::for_size(size),
             used: 0,
             used_static: 0,
+            pool: VecDeque::new(),
             rng: SmallRng::from_os_rng(),
         }
     }
@@ -295,18 +306,27 @@ impl OffsetAllocator {
         self.size - self.used
     }
 
+    /// The number of free offsets of the dynamic band.
+    pub fn dynamic_free(&self) -> u64 {
+        (self.size - self.band_offset) - (self.used - self.used_static)
+    }
+
     /// Whether `offset` is allocated.
     pub fn has(&self, offset: u64) -> bool {
         offset < self.size && self.offsets.contains(offset)
     }
 
-    /// Reserves `offset`.
+    /// Reserves `offset`. An offset of the pool is taken out of it.
     pub fn allocate(&mut self, offset: u64) -> Result<()> {
         if offset >= self.size {
             return Err(Error::OffsetNotInRange {
                 offset,
                 size: self.size,
             });
+        }
+        if let Some(index) = self.pool.iter().position(|&pooled| pooled == offset) {
+            self.pool.remove(index);
+            return Ok(());
         }
         if !self.offsets.insert(offset) {
             return Err(Error::OffsetAllocated { offset });
@@ -324,14 +344,18 @@ impl OffsetAllocator {
         result
     }
 
-    /// Reserves a free offset chosen with the band rule, drawing the random start from `rng`.
-    /// Fails with [`Error::Full`] at once when every offset is taken.
+    /// Hands out the oldest offset of the pool, or else reserves a free offset chosen with the
+    /// band rule, drawing the random start from `rng`. Fails with [`Error::Full`] at once
+    /// when every offset is taken and the pool is empty.
     pub fn allocate_next_with(&mut self, rng: &mut impl Rng) -> Result<u64> {
+        if let Some(offset) = self.pool.pop_front() {
+            return Ok(offset);
+        }
         if self.used >= self.size {
             return Err(Error::Full);
         }
         let band = self.band_offset;
-        let dynamic_free = (self.size - band) - (self.used - self.used_static);
+        let dynamic_free = self.dynamic_free();
         let offset = if dynamic_free > 0 {
             let window_end = band + self.window();
             let start = rng.random_range(band..window_end);
@@ -351,17 +375,38 @@ impl OffsetAllocator {
         Ok(offset)
     }
 
-    /// Frees `offset`. Returns whether it was allocated; freeing a free or out-of-range
-    /// offset does nothing.
+    /// Frees `offset` (taking it out of the pool if it is there). Returns whether it was
+    /// allocated; freeing a free or out-of-range offset does nothing.
     pub fn release(&mut self, offset: u64) -> bool {
         if offset >= self.size || !self.offsets.remove(offset) {
             return false;
         }
+        self.pool.retain(|&pooled| pooled != offset);
         self.used -= 1;
         if offset < self.band_offset {
             self.used_static -= 1;
         }
         true
+    }
+
+    /// Adds an allocated `offset` to the pool, for [`allocate_next`](Self::allocate_next) to
+    /// hand out. Returns whether it was added: a free offset, or one pooled already, is not.
+    pub fn add_to_pool(&mut self, offset: u64) -> bool {
+        if !self.has(offset) || self.pool.contains(&offset) {
+            return false;
+        }
+        self.pool.push_back(offset);
+        true
+    }
+
+    /// The pooled offsets, oldest first.
+    pub fn pooled(&self) -> impl ExactSizeIterator<Item = u64> + '_ {
+        self.pool.iter().copied()
+    }
+
+    /// Empties the pool; its offsets stay allocated. Returns them.
+    pub fn drain_pool(&mut self) -> Vec<u64> {
+        self.pool.drain(..).collect()
     }
 
     /// The allocated offsets, in ascending order.
@@ -382,9 +427,9 @@ impl OffsetAllocator {
         self.offsets.serialized_size()
     }
 
-    /// Replaces the allocated offsets with those of `snapshot`. Refuses a snapshot of another
-    /// range, undecodable data and offsets outside `0..size`; on error the allocator is left
-    /// unchanged.
+    /// Replaces the allocated offsets with those of `snapshot`; pooled offsets the snapshot
+    /// does not hold leave the pool. Refuses a snapshot of another range, undecodable data
+    /// and offsets outside `0..size`; on error the allocator is left unchanged.
     pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
         if snapshot.range != self.range {
             return Err(Error::RangeMismatch {
@@ -409,6 +454,8 @@ impl OffsetAllocator {
         self.used = offsets.len();
         self.used_static = offsets.count_below(self.band_offset);
         self.offsets = offsets;
+        let offsets = &self.offsets;
+        self.pool.retain(|&pooled| offsets.contains(pooled));
         Ok(())
     }
 
@@ -456,6 +503,65 @@ mod tests {
             assert_eq!(alloc.allocate_next(), Err(Error::Full));
             assert_eq!((alloc.used(), alloc.free()), (size, 0));
         }
+    }
+
+    #[test]
+    fn pooled_offsets_are_handed_out_first_without_counting_twice() {
+        let mut alloc = allocator(30, 16);
+        let mut other = alloc.clone();
+        let pooled = [
+            other.allocate_next().unwrap(),
+            other.allocate_next().unwrap(),
+        ];
+        // The pool holds allocated offsets only.
+        assert!(!alloc.add_to_pool(pooled[0]));
+        alloc.restore(&other.snapshot()).unwrap();
+        assert!(alloc.add_to_pool(pooled[0]) && alloc.add_to_pool(pooled[1]));
+        assert!(!alloc.add_to_pool(pooled[1]));
+        assert_eq!(alloc.pooled().collect::<Vec<_>>(), pooled);
+        assert_eq!(alloc.allocate_next(), Ok(pooled[0]));
+        assert_eq!(alloc.used(), 2);
+        assert_eq!(alloc.snapshot(), other.snapshot());
+        // Asking for a pooled offset by value takes it out of the pool.
+        assert_eq!(alloc.allocate(pooled[1]), Ok(()));
+        assert_eq!(alloc.pooled().len(), 0);
+        assert_eq!(
+            alloc.allocate(pooled[1]),
+            Err(Error::OffsetAllocated { offset: pooled[1] })
+        );
+        let next = alloc.allocate_next().unwrap();
+        assert!(!pooled.contains(&next));
+        assert_eq!(alloc.used(), 3);
+    }
+
+    #[test]
+    fn released_or_restored_away_offsets_leave_the_pool() {
+        let mut alloc = allocator(30, 16);
+        let first = alloc.allocate_next().unwrap();
+        let second = alloc.allocate_next().unwrap();
+        let before_second = {
+            let mut copy = alloc.clone();
+            copy.release(second);
+            copy.snapshot()
+        };
+        assert!(alloc.add_to_pool(first) && alloc.add_to_pool(second));
+        assert!(alloc.release(first));
+        assert_eq!(alloc.pooled().collect::<Vec<_>>(), [second]);
+        alloc.allocate(first).unwrap();
+        alloc.restore(&before_second).unwrap();
+        assert_eq!(alloc.pooled().len(), 0);
+        assert!(alloc.add_to_pool(first));
+        assert_eq!(alloc.drain_pool(), [first]);
+        assert!(alloc.has(first));
+    }
+
+    #[test]
+    fn the_dynamic_band_free_count_leaves_the_static_band_out() {
+        let mut alloc = allocator(30, 16);
+        assert_eq!(alloc.dynamic_free(), 14);
+        alloc.allocate(3).unwrap();
+        alloc.allocate(20).unwrap();
+        assert_eq!(alloc.dynamic_free(), 13);
     }
 
     #[test]

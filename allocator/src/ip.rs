@@ -249,6 +249,29 @@ impl ClusterIpAllocator {
             .is_some_and(|offset| self.offsets.has(offset))
     }
 
+    /// The number of free addresses of the dynamic band.
+    pub fn dynamic_free(&self) -> u64 {
+        self.offsets.dynamic_free()
+    }
+
+    /// Adds an allocated `ip` to the pool that [`allocate_next`](Self::allocate_next) hands
+    /// out first (see [`OffsetAllocator::add_to_pool`]). Returns whether it was added.
+    pub fn add_to_pool(&mut self, ip: IpAddr) -> bool {
+        self.range
+            .offset_of(ip)
+            .is_some_and(|offset| self.offsets.add_to_pool(offset))
+    }
+
+    /// The pooled addresses, oldest first.
+    pub fn pooled(&self) -> impl ExactSizeIterator<Item = IpAddr> + '_ {
+        self.offsets.pooled().map(|offset| self.range.ip_at(offset))
+    }
+
+    /// Empties the pool; its addresses stay allocated.
+    pub fn drain_pool(&mut self) {
+        self.offsets.drain_pool();
+    }
+
     /// The allocated addresses, in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.offsets.iter().map(|offset| self.range.ip_at(offset))

@@ -216,6 +216,27 @@ impl NodePortAllocator {
         self.range.contains(port) && self.offsets.has(u64::from(port - self.range.first))
     }
 
+    /// The number of free ports of the dynamic band.
+    pub fn dynamic_free(&self) -> u64 {
+        self.offsets.dynamic_free()
+    }
+
+    /// Adds an allocated `port` to the pool that [`allocate_next`](Self::allocate_next) hands
+    /// out first (see [`OffsetAllocator::add_to_pool`]). Returns whether it was added.
+    pub fn add_to_pool(&mut self, port: u16) -> bool {
+        self.range.contains(port) && self.offsets.add_to_pool(u64::from(port - self.range.first))
+    }
+
+    /// The pooled ports, oldest first.
+    pub fn pooled(&self) -> impl ExactSizeIterator<Item = u16> + '_ {
+        self.offsets.pooled().map(|offset| self.port_at(offset))
+    }
+
+    /// Empties the pool; its ports stay allocated.
+    pub fn drain_pool(&mut self) {
+        self.offsets.drain_pool();
+    }
+
     /// The allocated ports, in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
         self.offsets.iter().map(|offset| self.port_at(offset))

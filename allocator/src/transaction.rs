@@ -136,6 +136,35 @@ impl Allocators {
         }
     }
 
+    /// Adds an allocated `value` to its range's pool, which `allocate_next` hands out first
+    /// (see [`OffsetAllocator::add_to_pool`](crate::OffsetAllocator::add_to_pool)). Returns
+    /// whether it was added.
+    pub fn add_to_pool(&mut self, value: Value) -> bool {
+        match value {
+            Value::ClusterIp(ip) => self
+                .cluster_ips_of_mut(IpFamily::of(&ip))
+                .is_some_and(|a| a.add_to_pool(ip)),
+            Value::NodePort(port) => self.node_ports.add_to_pool(port),
+        }
+    }
+
+    /// The pooled values of every range.
+    pub fn pooled(&self) -> Vec<Value> {
+        self.cluster_ips
+            .iter()
+            .flat_map(|a| a.pooled().map(Value::ClusterIp))
+            .chain(self.node_ports.pooled().map(Value::NodePort))
+            .collect()
+    }
+
+    /// Empties every pool; the values stay allocated.
+    pub fn drain_pools(&mut self) {
+        self.cluster_ips
+            .iter_mut()
+            .for_each(ClusterIpAllocator::drain_pool);
+        self.node_ports.drain_pool();
+    }
+
     /// Plans and reserves the allocations of a new Service.
     ///
     /// With `dry_run`, the values are chosen (and checked free) as for a real request, then

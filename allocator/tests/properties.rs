@@ -26,6 +26,8 @@ enum Op {
     Allocate(u64),
     AllocateNext,
     Release(u64),
+    /// Add the address at this index to the pool.
+    Pool(u64),
     /// Snapshot, restore into a fresh allocator, and continue with that one.
     RoundTrip,
 }
@@ -35,6 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u64..300).prop_map(Op::Allocate),
         4 => Just(Op::AllocateNext),
         2 => (0u64..300).prop_map(Op::Release),
+        2 => (0u64..300).prop_map(Op::Pool),
         1 => Just(Op::RoundTrip),
     ]
 }
@@ -66,12 +69,17 @@ proptest! {
         let range: IpRange = cidr.parse().unwrap();
         let mut alloc = ClusterIpAllocator::new(range).with_seed(seed);
         let mut model = BTreeSet::new();
+        // Allocated addresses not handed out yet, oldest first.
+        let mut pool = std::collections::VecDeque::new();
         for op in ops {
             match op {
                 Op::Allocate(index) => {
                     let ip = ip_at_index(&range, index);
                     let result = alloc.allocate(ip);
-                    if !is_allocatable(&range, ip) {
+                    if let Some(at) = pool.iter().position(|&pooled| pooled == ip) {
+                        prop_assert_eq!(result, Ok(()));
+                        pool.remove(at);
+                    } else if !is_allocatable(&range, ip) {
                         prop_assert_eq!(result, Err(Error::IpNotInRange { ip, cidr: range.cidr() }));
                     } else if model.contains(&ip) {
                         prop_assert_eq!(result, Err(Error::IpAllocated));
@@ -79,6 +87,9 @@ proptest! {
                         prop_assert_eq!(result, Ok(()));
                         model.insert(ip);
                     }
+                }
+                Op::AllocateNext if !pool.is_empty() => {
+                    prop_assert_eq!(alloc.allocate_next(), Ok(pool.pop_front().unwrap()));
                 }
                 Op::AllocateNext => match alloc.allocate_next() {
                     Ok(ip) => {
@@ -93,14 +104,25 @@ proptest! {
                 Op::Release(index) => {
                     let ip = ip_at_index(&range, index);
                     prop_assert_eq!(alloc.release(ip), model.remove(&ip));
+                    pool.retain(|&pooled| pooled != ip);
+                }
+                Op::Pool(index) => {
+                    let ip = ip_at_index(&range, index);
+                    let added = model.contains(&ip) && !pool.contains(&ip);
+                    prop_assert_eq!(alloc.add_to_pool(ip), added);
+                    if added {
+                        pool.push_back(ip);
+                    }
                 }
                 Op::RoundTrip => {
+                    pool.clear();
                     let snapshot = alloc.snapshot();
                     prop_assert_eq!(snapshot.data.len(), alloc.snapshot_size());
                     alloc = ClusterIpAllocator::from_snapshot(&snapshot).unwrap().with_seed(seed);
                 }
             }
             prop_assert_eq!(alloc.used(), model.len() as u64);
+            prop_assert!(alloc.pooled().eq(pool.iter().copied()));
             prop_assert_eq!(alloc.used() + alloc.free(), range.size());
         }
         prop_assert!(alloc.iter().eq(model.iter().copied()));

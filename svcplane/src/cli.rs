@@ -167,6 +167,18 @@ pub struct WebhookFlags {
         value_name = "NAMESPACE/NAME"
     )]
     pub releaser_lease: String,
+    /// Cluster IPs each replica persists ahead of need per range, so that it answers most
+    /// admissions without waiting for a write (node ports: a quarter of it). Pooled values
+    /// count as allocated for everyone else; a pool never holds more than an eighth of a
+    /// range's free dynamic values. 0 writes every allocation before answering.
+    #[arg(long, env = "SVCPLANE_ALLOCATION_POOL_SIZE", default_value_t = 128)]
+    pub allocation_pool_size: usize,
+    /// How long a replica's pool entry lives without renewal. Give every replica the same
+    /// value. A replica renews every quarter of it and stops handing out its pool half of it
+    /// after the last renewal; the values of a replica gone for this long are freed by
+    /// repair. Replicas' clocks must differ by less than half of it.
+    #[arg(long, env = "SVCPLANE_ALLOCATION_POOL_LIFETIME", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub allocation_pool_lifetime: Duration,
 }
 
 /// The controllers' flags (kube-controller-manager's names and defaults).

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use webhook::runtime::{Releaser, WebhookConfig};
 use webhook::server::admin::{self, Readiness};
 use webhook::server::metrics::AdmissionMetrics;
+use webhook::state::PoolConfig;
 
 use controllers::MaxEndpointsPerSlice;
 use controllers::runtime::{ControllersConfig, LeaderElectionConfig, LeaseElector};
@@ -116,6 +117,10 @@ fn webhook_config(ranges: &RangeArgs, flags: &WebhookFlags, releaser: Releaser) 
         trusted_endpoint_writers: flags.trusted_endpoint_writers.iter().cloned().collect(),
         shutdown_grace: std::time::Duration::from_secs(10),
         releaser,
+        pool: PoolConfig {
+            size: flags.allocation_pool_size,
+            lifetime: flags.allocation_pool_lifetime,
+        },
     }
 }
 

@@ -10,8 +10,8 @@ use kube::Api;
 use kube::api::ListParams;
 use serde::Serialize;
 use webhook::services::spec::to_spec;
-use webhook::state::RangeAllocation;
 use webhook::state::held::held_values;
+use webhook::state::{RangeAllocation, RangeKind};
 
 use crate::cli::{OutputFormat, StatusArgs};
 
@@ -31,7 +31,11 @@ pub struct RangeStatus {
     pub static_band: u64,
     pub static_used: u64,
     pub dynamic_used: u64,
-    /// Allocated values no Service holds: repair frees them after three sweeps.
+    /// Allocated values no Service holds that webhook replicas keep in their pools, to
+    /// hand out without a write each.
+    pub pooled: u64,
+    /// Allocated values no Service holds and no pool lists: repair frees them after three
+    /// sweeps.
     pub leaked: u64,
     /// Values more than one Service holds.
     pub conflicts: u64,
@@ -55,29 +59,46 @@ pub fn compute(objects: &[RangeAllocation], services: &[Service]) -> Result<Vec<
             data: object.spec.data.0.clone(),
         };
         let name = object.metadata.name.clone().unwrap_or_default();
-        let (size, band, values): (u64, u64, Vec<(u64, Value)>) = if object.spec.range.contains('/')
-        {
-            let range: IpRange = object.spec.range.parse()?;
-            let ips = ClusterIpAllocator::from_snapshot(&snapshot)
-                .with_context(|| format!("reading {name}"))?;
-            let values = ips
-                .iter()
-                .map(|ip| (range.offset_of(ip).unwrap_or(0), Value::ClusterIp(ip)))
-                .collect();
-            (range.size(), range.band_offset(), values)
-        } else {
-            let range: PortRange = object.spec.range.parse()?;
-            let ports = NodePortAllocator::from_snapshot(&snapshot)
-                .with_context(|| format!("reading {name}"))?;
-            let values = ports
-                .iter()
-                .map(|port| (u64::from(port - range.first()), Value::NodePort(port)))
-                .collect();
-            (range.size(), range.band_offset(), values)
-        };
+        let (kind, size, band, values): (RangeKind, u64, u64, Vec<(u64, Value)>) =
+            if object.spec.range.contains('/') {
+                let range: IpRange = object.spec.range.parse()?;
+                let ips = ClusterIpAllocator::from_snapshot(&snapshot)
+                    .with_context(|| format!("reading {name}"))?;
+                let values = ips
+                    .iter()
+                    .map(|ip| (range.offset_of(ip).unwrap_or(0), Value::ClusterIp(ip)))
+                    .collect();
+                (
+                    RangeKind::ClusterIps(range.family()),
+                    range.size(),
+                    range.band_offset(),
+                    values,
+                )
+            } else {
+                let range: PortRange = object.spec.range.parse()?;
+                let ports = NodePortAllocator::from_snapshot(&snapshot)
+                    .with_context(|| format!("reading {name}"))?;
+                let values = ports
+                    .iter()
+                    .map(|port| (u64::from(port - range.first()), Value::NodePort(port)))
+                    .collect();
+                (
+                    RangeKind::NodePorts,
+                    range.size(),
+                    range.band_offset(),
+                    values,
+                )
+            };
         let used = values.len() as u64;
         let static_used = values.iter().filter(|(offset, _)| *offset < band).count() as u64;
         let in_range: HashSet<Value> = values.iter().map(|(_, v)| *v).collect();
+        let pooled: HashSet<Value> = object
+            .spec
+            .reservations
+            .values()
+            .flat_map(|entry| entry.values(kind))
+            .filter(|v| in_range.contains(v) && !held.contains(v))
+            .collect();
         statuses.push(RangeStatus {
             name,
             range: object.spec.range.clone(),
@@ -92,7 +113,11 @@ pub fn compute(objects: &[RangeAllocation], services: &[Service]) -> Result<Vec<
             static_band: band,
             static_used,
             dynamic_used: used - static_used,
-            leaked: in_range.iter().filter(|v| !held.contains(v)).count() as u64,
+            pooled: pooled.len() as u64,
+            leaked: in_range
+                .iter()
+                .filter(|v| !held.contains(v) && !pooled.contains(v))
+                .count() as u64,
             conflicts: holders
                 .iter()
                 .filter(|(v, n)| **n > 1 && in_range.contains(v))
@@ -125,8 +150,8 @@ pub fn render(statuses: &[RangeStatus]) -> String {
             free = s.free,
         ));
         out.push_str(&format!(
-            "{:<18} static band (offsets < {}): {} used; dynamic band: {} used; leaked (pending repair): {}; conflicts: {}\n",
-            "", s.static_band, s.static_used, s.dynamic_used, s.leaked, s.conflicts
+            "{:<18} static band (offsets < {}): {} used; dynamic band: {} used; pooled by webhook replicas: {}; leaked (pending repair): {}; conflicts: {}\n",
+            "", s.static_band, s.static_used, s.dynamic_used, s.pooled, s.leaked, s.conflicts
         ));
     }
     out
@@ -162,6 +187,7 @@ mod tests {
     use kube::api::ObjectMeta;
     use serde_json::json;
     use webhook::state::RangeAllocationSpec;
+    use webhook::state::crd::Reservation;
 
     fn object(name: &str, snapshot: Snapshot, used: u64, size: u64) -> RangeAllocation {
         RangeAllocation {
@@ -174,6 +200,7 @@ mod tests {
                 data: ByteString(snapshot.data),
                 used,
                 size,
+                reservations: BTreeMap::new(),
             },
         }
     }
@@ -200,9 +227,15 @@ mod tests {
         let mut ports = NodePortAllocator::new(PortRange::default());
         ports.allocate(30000).unwrap();
         ports.allocate(32000).unwrap();
+        ports.allocate(32001).unwrap();
+        let mut node_ports = object("node-ports", ports.snapshot(), 3, 2768);
+        node_ports.spec.reservations.insert(
+            "replica-a".into(),
+            Reservation::new([Value::NodePort(32001)], std::time::SystemTime::now()),
+        );
         let objects = [
             object("cluster-ips-ipv4", ips.snapshot(), 3, 14),
-            object("node-ports", ports.snapshot(), 2, 2768),
+            node_ports,
         ];
         let services = [
             service("kubernetes", "10.96.0.1", None),
@@ -221,8 +254,9 @@ mod tests {
             "10.96.0.3 leaked, 10.96.0.2 shared"
         );
         assert_eq!(statuses[1].static_band, 86);
-        assert_eq!((statuses[1].static_used, statuses[1].dynamic_used), (1, 1));
+        assert_eq!((statuses[1].static_used, statuses[1].dynamic_used), (1, 2));
         assert_eq!(statuses[1].leaked, 1, "32000 is held by no Service");
+        assert_eq!(statuses[1].pooled, 1, "32001 is in a replica's pool");
         let text = render(&statuses);
         assert!(text.contains("cluster-ips-ipv4   10.96.0.0/28"), "{text}");
         assert!(

@@ -19,6 +19,7 @@ use webhook::manifests::{self, Endpoint, Registration};
 use webhook::runtime::{Releaser, WebhookConfig};
 use webhook::server::admin::{self, Readiness};
 use webhook::server::metrics::AdmissionMetrics;
+use webhook::state::PoolConfig;
 
 use crate::control_plane::{ControlPlane, free_port};
 use crate::wait;
@@ -85,6 +86,10 @@ pub fn webhook_config(plane: &ControlPlane) -> Result<WebhookConfig> {
             .collect(),
         shutdown_grace: Duration::from_secs(5),
         releaser: Releaser::always(),
+        pool: PoolConfig {
+            size: 128,
+            lifetime: Duration::from_secs(60),
+        },
     })
 }
 

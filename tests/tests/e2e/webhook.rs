@@ -1,6 +1,7 @@
 //! svcplane's admission webhook called by a real apiserver: allocation, refusals with the
 //! in-tree wording, releases, type transitions, dual-stack, dry-run, endpoint validation.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use webhook::state::RangeAllocation;
+use webhook::state::{RangeAllocation, RangeKind};
 
 const WEBHOOK: &str = "admission webhook \"allocate.services.svcplane.io\" denied the request";
 
@@ -62,6 +63,20 @@ async fn stored_node_ports(client: &Client) -> Result<NodePortAllocator> {
         range: object.spec.range,
         data: object.spec.data.0,
     })?)
+}
+
+/// The values listed in the reservation entries of svcplane's webhook replicas.
+async fn pooled(client: &Client) -> Result<BTreeSet<allocator::Value>> {
+    let api: Api<RangeAllocation> = Api::all(client.clone());
+    let mut pooled = BTreeSet::new();
+    for object in api.list(&Default::default()).await? {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let kind = RangeKind::of_object_name(&name).context(name)?;
+        for entry in object.spec.reservations.values() {
+            pooled.extend(entry.values(kind));
+        }
+    }
+    Ok(pooled)
 }
 
 /// A nodePort free in svcplane's state, from `start` up, in the static band that automatic
@@ -240,7 +255,11 @@ pub async fn type_transitions_and_shared_ports(env: Arc<TestEnv>) -> Result<()> 
         || async {
             let ips = stored_cluster_ips(&client, "cluster-ips-ipv4").await?;
             let ports = stored_node_ports(&client).await?;
-            let held = ips.has(ip.parse()?) || ports.has(u16::try_from(node_port)?);
+            // Once released, a value may be taken again by a replica's pool.
+            let pooled = pooled(&client).await?;
+            let (ip, port) = (ip.parse()?, u16::try_from(node_port)?);
+            let held = (ips.has(ip) && !pooled.contains(&allocator::Value::ClusterIp(ip)))
+                || (ports.has(port) && !pooled.contains(&allocator::Value::NodePort(port)));
             Ok(if held { Err("still allocated") } else { Ok(()) })
         },
     )

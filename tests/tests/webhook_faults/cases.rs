@@ -11,7 +11,7 @@ use e2e::wait;
 use k8s_openapi::api::core::v1::Service;
 
 use crate::checks;
-use crate::setup::Setup;
+use crate::setup::{POOL_LIFETIME, Setup};
 
 const SERVICES: usize = 1000;
 const CLIENTS: usize = 50;
@@ -79,12 +79,13 @@ async fn assert_no_duplicates(setup: &Setup) -> Result<usize> {
     Ok(holders.len())
 }
 
-/// Waits until the stored state holds exactly what the Services hold.
+/// Waits until the stored state holds exactly what the Services hold, plus values in the
+/// pools of live replicas.
 async fn until_state_matches_services(setup: &Setup) -> Result<()> {
     wait::until(
         "svcplane's stored state equal to the values the Services hold",
         || async {
-            let drift = checks::drift(&setup.client).await?;
+            let drift = checks::drift(&setup.client, POOL_LIFETIME).await?;
             Ok(if drift.is_empty() { Ok(()) } else { Err(drift) })
         },
     )
@@ -156,6 +157,7 @@ pub async fn a_replica_killed_mid_burst_leaks_only_what_repair_frees(
 
     until_done(&done, SERVICES / 4).await?;
     setup.kill_replica(1);
+    let killed_at = tokio::time::Instant::now();
     say(
         CASE,
         format!(
@@ -205,11 +207,23 @@ pub async fn a_replica_killed_mid_burst_leaks_only_what_repair_frees(
         CASE,
         format!(
             "right after the burst: {}",
-            checks::drift(&setup.client).await?
+            checks::drift(&setup.client, POOL_LIFETIME).await?
+        ),
+    );
+    // Until then the killed replica's pool entry is live and its values are not leaks.
+    tokio::time::sleep_until(killed_at + POOL_LIFETIME).await;
+    say(
+        CASE,
+        format!(
+            "once the killed replica's pool entry is dead: {}",
+            checks::drift(&setup.client, POOL_LIFETIME).await?
         ),
     );
     until_state_matches_services(&setup).await?;
-    say(CASE, "repair freed every leak; state equals the Services");
+    say(
+        CASE,
+        "repair freed every leak and the dead replica's pool; state equals the Services plus live pools",
+    );
     Ok(())
 }
 
@@ -261,7 +275,7 @@ pub async fn an_apiserver_restart_mid_burst_gives_clean_errors_then_recovers(
         CASE,
         format!(
             "right after the burst: {}",
-            checks::drift(&setup.client).await?
+            checks::drift(&setup.client, POOL_LIFETIME).await?
         ),
     );
 

@@ -1,7 +1,8 @@
 //! The invariants: no value held by two Services, and svcplane's stored state equal to
-//! what the Services hold.
+//! what the Services hold plus what live replicas keep in their pools.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
 
 use allocator::{ClusterIpAllocator, NodePortAllocator, Snapshot, Value};
 use anyhow::Result;
@@ -9,8 +10,8 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use webhook::services::spec::to_spec;
-use webhook::state::RangeAllocation;
 use webhook::state::held::held_values;
+use webhook::state::{RangeAllocation, RangeKind};
 
 /// Every value some Service of the cluster holds, with the Services holding it.
 pub async fn holders(client: &Client) -> Result<BTreeMap<Value, Vec<String>>> {
@@ -40,11 +41,24 @@ pub fn duplicates(holders: &BTreeMap<Value, Vec<String>>) -> Vec<(Value, Vec<Str
         .collect()
 }
 
-/// The values svcplane's `RangeAllocation` objects hold.
-pub async fn stored(client: &Client) -> Result<BTreeSet<Value>> {
+/// The values svcplane's `RangeAllocation` objects hold, and those of them listed in
+/// reservation entries renewed less than `pool_lifetime` ago.
+pub async fn stored(
+    client: &Client,
+    pool_lifetime: Duration,
+) -> Result<(BTreeSet<Value>, BTreeSet<Value>)> {
     let api: Api<RangeAllocation> = Api::all(client.clone());
     let mut values = BTreeSet::new();
+    let mut pooled = BTreeSet::new();
+    let now = SystemTime::now();
     for object in api.list(&ListParams::default()).await? {
+        let kind = RangeKind::of_object_name(&object.name_any())
+            .ok_or_else(|| anyhow::anyhow!("unknown range object {}", object.name_any()))?;
+        for entry in object.spec.reservations.values() {
+            if entry.is_live(now, pool_lifetime) {
+                pooled.extend(entry.values(kind));
+            }
+        }
         let snapshot = Snapshot {
             range: object.spec.range.clone(),
             data: object.spec.data.0.clone(),
@@ -57,14 +71,16 @@ pub async fn stored(client: &Client) -> Result<BTreeSet<Value>> {
             values.extend(ips.iter().map(Value::ClusterIp));
         }
     }
-    Ok(values)
+    Ok((values, pooled))
 }
 
 /// How the stored state differs from what the Services hold.
 #[derive(Debug, Default)]
 pub struct Drift {
-    /// Stored, held by no Service: leaked.
+    /// Stored, held by no Service, in no live pool: leaked.
     pub leaked: BTreeSet<Value>,
+    /// Stored, held by no Service, in the pool of a live replica.
+    pub pooled: usize,
     /// Held by a Service, not stored: not learned (yet).
     pub unknown: BTreeSet<Value>,
 }
@@ -86,21 +102,24 @@ impl std::fmt::Display for Drift {
         };
         write!(
             f,
-            "{} leaked [{}], {} held but not stored [{}]",
+            "{} leaked [{}], {} in live pools, {} held but not stored [{}]",
             self.leaked.len(),
             few(&self.leaked),
+            self.pooled,
             self.unknown.len(),
             few(&self.unknown)
         )
     }
 }
 
-/// The stored state against the Services.
-pub async fn drift(client: &Client) -> Result<Drift> {
+/// The stored state against the Services and the live pools.
+pub async fn drift(client: &Client, pool_lifetime: Duration) -> Result<Drift> {
     let held: BTreeSet<Value> = holders(client).await?.into_keys().collect();
-    let stored = stored(client).await?;
+    let (stored, pooled) = stored(client, pool_lifetime).await?;
+    let unheld: BTreeSet<Value> = stored.difference(&held).copied().collect();
     Ok(Drift {
-        leaked: stored.difference(&held).copied().collect(),
+        leaked: unheld.difference(&pooled).copied().collect(),
+        pooled: unheld.intersection(&pooled).count(),
         unknown: held.difference(&stored).copied().collect(),
     })
 }

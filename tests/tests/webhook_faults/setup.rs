@@ -15,6 +15,9 @@ use webhook::runtime::{Releaser, WebhookConfig};
 
 const REPLICAS: usize = 2;
 const RELEASER: usize = 0;
+/// The replicas' pool lifetime: short, so that the pool of a killed replica is left to
+/// repair within the test (after this, then three repair sweeps).
+pub const POOL_LIFETIME: Duration = Duration::from_secs(10);
 const MUTATIONS: &str = "svcplane_admission_reviews_total{webhook=\"mutate-services\"";
 
 pub struct Setup {
@@ -40,6 +43,7 @@ impl Setup {
         for index in 0..REPLICAS {
             let mut config = svcplane::webhook_config(&plane)?;
             config.repair_interval = repair_interval;
+            config.pool.lifetime = POOL_LIFETIME;
             // Replica 0 is the one that releases values and frees leaks, as the holder of
             // the releaser Lease would be; the cases kill and restart replica 1.
             if index != RELEASER {

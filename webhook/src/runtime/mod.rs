@@ -21,7 +21,8 @@ use crate::server::metrics::AdmissionMetrics;
 use crate::server::tls::{ReloadingCertificate, TlsError, server_config};
 use crate::server::{Admission, router, serve_tls};
 use crate::services::{mutate_service, validate_service};
-use crate::state::{AllocationStore, StoreError};
+use crate::state::pool::{holder_name, spawn_refiller};
+use crate::state::{AllocationStore, PoolConfig, StoreError};
 use crate::validate::{EndpointPolicy, admit_endpoints};
 use pods::PodIpIndex;
 
@@ -52,6 +53,8 @@ pub struct WebhookConfig {
     pub shutdown_grace: Duration,
     /// Whether this replica is the one that releases values and frees leaks.
     pub releaser: Releaser,
+    /// The values this replica persists ahead of need, to answer without a write.
+    pub pool: PoolConfig,
 }
 
 /// Whether this replica releases values (those of deleted Services, those an update
@@ -158,9 +161,18 @@ pub async fn run(
     // Stopped with `run`, including when its future is dropped before it returns.
     let _reloader = AbortOnDrop(certificate.spawn_reloader(config.tls_reload_interval));
 
-    let store = AllocationStore::start(client.clone(), allocators(&config)?).await?;
+    let store = AllocationStore::start(client.clone(), allocators(&config)?, config.pool).await?;
     let pod_ips = Arc::new(PodIpIndex::default());
-    let watches = watch::start(client, store.clone(), Arc::clone(&pod_ips), &config).await;
+    let watches = watch::start(client.clone(), store.clone(), Arc::clone(&pod_ips), &config).await;
+    // Pools only take values once the first repair marked those existing Services hold.
+    let refiller = spawn_refiller(
+        client,
+        store.clone(),
+        allocators(&config)?,
+        config.pool,
+        holder_name(),
+    )
+    .map(AbortOnDrop);
     tracing::info!(
         ranges = ?config.service_cluster_ip_ranges,
         node_ports = %config.service_node_port_range,
@@ -169,7 +181,7 @@ pub async fn run(
     readiness.set(true);
 
     let webhook = Webhook {
-        store,
+        store: store.clone(),
         endpoint_policy: EndpointPolicy {
             service_cidrs: config.service_cluster_ip_ranges.clone(),
             deny_foreign_pod_ips: config.deny_foreign_pod_ips,
@@ -188,6 +200,12 @@ pub async fn run(
     )
     .await;
     readiness.set(false);
+    drop(refiller);
+    match store.return_pools().await {
+        Ok(0) => {}
+        Ok(freed) => tracing::info!(freed, "pooled values freed"),
+        Err(error) => tracing::warn!(%error, "pooled values not freed"),
+    }
     watches.abort();
     served?;
     Ok(())

@@ -200,7 +200,9 @@ impl RepairLoop {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         };
-        let sweep = self.repairer.sweep(services.iter(), &state);
+        let sweep = self
+            .repairer
+            .sweep(services.iter(), &state.allocators, &state.pooled);
         tracing::info!(
             services = services.len(),
             marked = sweep.mark.len(),

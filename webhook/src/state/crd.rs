@@ -1,7 +1,10 @@
 //! `RangeAllocation`: one cluster-scoped object per range holding its roaring snapshot, so
 //! every webhook replica shares one truth, updated by resourceVersion compare-and-swap.
 
-use allocator::IpFamily;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use allocator::{IpFamily, Value};
 use k8s_openapi::ByteString;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -31,6 +34,54 @@ pub struct RangeAllocationSpec {
     pub used: u64,
     /// How many values the range holds.
     pub size: u64,
+    /// The pools of the webhook replicas, by replica: values allocated in `data` that the
+    /// replica hands out without a write. Repair leaves them alone while the entry is
+    /// renewed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reservations: BTreeMap<String, Reservation>,
+}
+
+/// The pool of one webhook replica in one range.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Reservation {
+    /// The pooled values (IP addresses or port numbers). Values handed out since the
+    /// replica last wrote its entry may still be listed.
+    pub values: Vec<String>,
+    /// When the replica last wrote its entry (RFC 3339). An entry older than the pool
+    /// lifetime is dead: its replica stopped handing its values out long ago.
+    pub renew_time: String,
+}
+
+impl Reservation {
+    /// An entry for `values`, renewed at `now`.
+    pub fn new(values: impl IntoIterator<Item = Value>, now: SystemTime) -> Self {
+        Reservation {
+            values: values.into_iter().map(value_text).collect(),
+            renew_time: humantime::format_rfc3339_millis(now).to_string(),
+        }
+    }
+
+    /// Whether the entry was renewed less than `lifetime` before `now`. An unreadable time
+    /// counts as dead.
+    pub fn is_live(&self, now: SystemTime, lifetime: Duration) -> bool {
+        humantime::parse_rfc3339(&self.renew_time).is_ok_and(|renewed| renewed + lifetime >= now)
+    }
+
+    /// The listed values of range `kind`; unreadable entries are left out.
+    pub fn values(&self, kind: RangeKind) -> impl Iterator<Item = Value> + '_ {
+        self.values.iter().filter_map(move |text| match kind {
+            RangeKind::ClusterIps(_) => text.parse().ok().map(Value::ClusterIp),
+            RangeKind::NodePorts => text.parse().ok().map(Value::NodePort),
+        })
+    }
+}
+
+fn value_text(value: Value) -> String {
+    match value {
+        Value::ClusterIp(ip) => ip.to_string(),
+        Value::NodePort(port) => port.to_string(),
+    }
 }
 
 /// Which range an object holds.
@@ -52,11 +103,52 @@ impl RangeKind {
         }
     }
 
+    /// The range whose object is named `name`.
+    pub fn of_object_name(name: &str) -> Option<Self> {
+        [
+            RangeKind::ClusterIps(IpFamily::V4),
+            RangeKind::ClusterIps(IpFamily::V6),
+            RangeKind::NodePorts,
+        ]
+        .into_iter()
+        .find(|kind| kind.object_name() == name)
+    }
+
     /// The range holding `value`.
     pub fn of(value: allocator::Value) -> Self {
         match value {
             allocator::Value::ClusterIp(ip) => RangeKind::ClusterIps(IpFamily::of(&ip)),
             allocator::Value::NodePort(_) => RangeKind::NodePorts,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reservation_lists_its_values_and_dies_after_its_lifetime() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let kind = RangeKind::ClusterIps(IpFamily::V4);
+        let ip = Value::ClusterIp("10.96.0.9".parse().unwrap());
+        let entry = Reservation::new([ip], now);
+        assert_eq!(entry.renew_time, "2027-01-15T08:00:00.000Z");
+        assert_eq!(entry.values(kind).collect::<Vec<_>>(), [ip]);
+        let minute = Duration::from_secs(60);
+        assert!(entry.is_live(now + minute, minute));
+        assert!(!entry.is_live(now + minute + Duration::from_millis(1), minute));
+        let ports = Reservation::new([Value::NodePort(30080)], now);
+        assert_eq!(ports.values, ["30080"]);
+        assert_eq!(
+            ports.values(RangeKind::NodePorts).collect::<Vec<_>>(),
+            [Value::NodePort(30080)]
+        );
+        let garbled = Reservation {
+            values: vec!["x".into()],
+            renew_time: "yesterday".into(),
+        };
+        assert_eq!(garbled.values(kind).count(), 0);
+        assert!(!garbled.is_live(now, minute));
     }
 }

@@ -2,8 +2,10 @@
 
 pub mod crd;
 pub mod held;
+pub mod pool;
 pub mod repair;
 pub mod store;
 
 pub use crd::{RangeAllocation, RangeAllocationSpec, RangeKind};
-pub use store::{AdmitRequest, AllocationStore, StoreError};
+pub use pool::PoolConfig;
+pub use store::{AdmitRequest, AllocationStore, StateView, StoreError};

@@ -1,7 +1,7 @@
 //! Repair: compares the allocation state with the values the Services hold, and says what
 //! to mark, what to free and what to report.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use allocator::{Allocators, Value};
 
@@ -98,11 +98,13 @@ pub struct Repairer {
 }
 
 impl Repairer {
-    /// Compares `services` (`namespace/name` -> values held) with `state`.
+    /// Compares `services` (`namespace/name` -> values held) with `state`; values in
+    /// `pooled` (the pools of live webhook replicas) are not leaks.
     pub fn sweep<'a>(
         &mut self,
         services: impl IntoIterator<Item = (&'a String, &'a Vec<Value>)>,
         state: &Allocators,
+        pooled: &BTreeSet<Value>,
     ) -> Sweep {
         let mut holders: BTreeMap<Value, Vec<String>> = BTreeMap::new();
         for (service, values) in services {
@@ -134,7 +136,7 @@ impl Repairer {
 
         let mut leaked_sweeps = HashMap::new();
         for value in allocated(state) {
-            if holders.contains_key(&value) {
+            if holders.contains_key(&value) || pooled.contains(&value) {
                 continue;
             }
             let sweeps = self.leaked_sweeps.get(&value).copied().unwrap_or(0) + 1;
@@ -194,7 +196,11 @@ mod tests {
         services: &[(String, Vec<Value>)],
         state: &Allocators,
     ) -> Sweep {
-        repairer.sweep(services.iter().map(|(k, v)| (k, v)), state)
+        repairer.sweep(
+            services.iter().map(|(k, v)| (k, v)),
+            state,
+            &BTreeSet::new(),
+        )
     }
 
     #[test]
@@ -258,5 +264,20 @@ mod tests {
             sweep(&mut repairer, &none, &state).release,
             vec![ip("10.96.0.50")]
         );
+    }
+
+    #[test]
+    fn pooled_values_are_no_leaks() {
+        let mut state = allocators();
+        state.allocate(ip("10.96.0.50")).unwrap();
+        let pooled = BTreeSet::from([ip("10.96.0.50")]);
+        let mut repairer = Repairer::default();
+        for _ in 0..LEAK_SWEEPS + 1 {
+            let result = repairer.sweep(std::iter::empty(), &state, &pooled);
+            assert_eq!((result.release, result.pending_leaks), (vec![], 0));
+        }
+        // Once its replica's entry is dead, the value is a leak like any other.
+        let none = services(&[]);
+        assert_eq!(sweep(&mut repairer, &none, &state).pending_leaks, 1);
     }
 }

@@ -10,18 +10,25 @@
 //! taken meanwhile does it reload every range, give back what it had persisted for the
 //! batch (nobody was told of those values yet) and plan the batch again. Any other failure
 //! reloads the state before the next batch, and the clients get an error they can retry.
+//!
+//! With pools on (see [`super::pool`]), a replica also keeps a few values of each range
+//! persisted ahead of need, listed in its reservation entry: an admission whose values all
+//! come from the pool is answered without a write, which is what keeps the handling time
+//! of an admission well below one apiserver write.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::hash::BuildHasher;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use allocator::{Allocators, ClusterIpAllocator, NodePortAllocator, ServiceSpec, Snapshot, Value};
 use k8s_openapi::ByteString;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::crd::{RangeAllocation, RangeAllocationSpec, RangeKind};
+use super::crd::{RangeAllocation, RangeAllocationSpec, RangeKind, Reservation};
+use super::pool::PoolConfig;
 
 /// How many commands one batch (and so one write per range) takes at most.
 const MAX_BATCH: usize = 256;
@@ -78,24 +85,64 @@ enum Command {
     Release(Vec<Value>),
     /// Values Services hold that the state lacks (found by repair).
     Mark(Vec<Value>),
-    Snapshot(oneshot::Sender<Allocators>),
+    Snapshot(oneshot::Sender<StateView>),
+    /// The refiller persisted `values` in this replica's pool of `kind`, in an entry it
+    /// renewed at `renewed` (with no values: it only renewed the entry).
+    Pooled {
+        kind: RangeKind,
+        values: Vec<Value>,
+        renewed: Instant,
+    },
+    Pools(oneshot::Sender<BTreeMap<RangeKind, PoolView>>),
+    /// Frees every pooled value (on shutdown); answers how many were freed.
+    ReturnPools(oneshot::Sender<Result<usize, StoreError>>),
+}
+
+/// This replica's allocation state, for repair.
+#[derive(Clone, Debug)]
+pub struct StateView {
+    /// The allocators as this replica knows them.
+    pub allocators: Allocators,
+    /// Values in the pools of live replicas (this one's included): allocated, held by no
+    /// Service, yet no leak.
+    pub pooled: BTreeSet<Value>,
+}
+
+/// The pool of one range, for the refiller.
+#[derive(Clone, Debug, Default)]
+pub struct PoolView {
+    /// The values in the pool, oldest first.
+    pub values: Vec<Value>,
+    /// Until when the pool may be handed out, unless its entry is renewed.
+    pub usable_until: Option<Instant>,
 }
 
 /// A handle to the allocation store; cheap to clone.
 #[derive(Clone)]
 pub struct AllocationStore {
     commands: mpsc::Sender<Command>,
+    refill: Arc<Notify>,
 }
 
 impl AllocationStore {
     /// Loads (or creates) the `RangeAllocation` objects of `allocators`' ranges and starts
     /// the actor. `allocators` gives the configured ranges; a stored object of another range
     /// is replaced by an empty one (repair refills it from the Services).
-    pub async fn start(client: Client, allocators: Allocators) -> Result<Self, StoreError> {
+    /// `pool` sets the pools, which the refiller ([`super::pool::spawn_refiller`]) fills.
+    pub async fn start(
+        client: Client,
+        allocators: Allocators,
+        pool: PoolConfig,
+    ) -> Result<Self, StoreError> {
+        let refill = Arc::new(Notify::new());
         let mut actor = Actor {
             api: Api::all(client),
             allocators,
             versions: BTreeMap::new(),
+            reservations: BTreeMap::new(),
+            pool,
+            pool_usable_until: BTreeMap::new(),
+            refill: Arc::clone(&refill),
             recent: VecDeque::new(),
             deferred_releases: Vec::new(),
             stale: false,
@@ -103,7 +150,7 @@ impl AllocationStore {
         actor.reload().await?;
         let (commands, receiver) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(actor.run(receiver));
-        Ok(Self { commands })
+        Ok(Self { commands, refill })
     }
 
     /// Plans and persists the allocations of a Service change; returns the Service with
@@ -127,11 +174,47 @@ impl AllocationStore {
         self.send(Command::Mark(values)).await
     }
 
-    /// A copy of the allocators as this replica knows them.
-    pub async fn snapshot(&self) -> Result<Allocators, StoreError> {
+    /// A copy of the allocation state as this replica knows it.
+    pub async fn snapshot(&self) -> Result<StateView, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Snapshot(reply)).await?;
         answer.await.map_err(|_| StoreError::Stopped)
+    }
+
+    /// The pools as they are now.
+    pub(super) async fn pools(&self) -> Result<BTreeMap<RangeKind, PoolView>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Pools(reply)).await?;
+        answer.await.map_err(|_| StoreError::Stopped)
+    }
+
+    /// Hands `values`, persisted in this replica's entry renewed at `renewed`, to the pool
+    /// of `kind`.
+    pub(super) async fn pooled(
+        &self,
+        kind: RangeKind,
+        values: Vec<Value>,
+        renewed: Instant,
+    ) -> Result<(), StoreError> {
+        self.send(Command::Pooled {
+            kind,
+            values,
+            renewed,
+        })
+        .await
+    }
+
+    /// Frees the values of this replica's pools, as it stops: no other replica would hand
+    /// them out before repair freed them. Returns how many were freed.
+    pub async fn return_pools(&self) -> Result<usize, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::ReturnPools(reply)).await?;
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Resolves when a pool ran low.
+    pub(super) async fn pool_low(&self) {
+        self.refill.notified().await;
     }
 
     async fn send(&self, command: Command) -> Result<(), StoreError> {
@@ -145,7 +228,15 @@ impl AllocationStore {
 struct Actor {
     api: Api<RangeAllocation>,
     allocators: Allocators,
+    /// The resourceVersion of the object each range was last read or written as.
     versions: BTreeMap<RangeKind, String>,
+    /// The reservation entries of that same object, written back unchanged.
+    reservations: BTreeMap<RangeKind, BTreeMap<String, Reservation>>,
+    pool: PoolConfig,
+    /// Per range, until when its pool may be handed out: half the entry's lifetime after
+    /// the refiller last renewed it, so that no other replica can deem it dead meanwhile.
+    pool_usable_until: BTreeMap<RangeKind, Instant>,
+    refill: Arc<Notify>,
     recent: VecDeque<(String, ServiceSpec)>,
     deferred_releases: Vec<Value>,
     stale: bool,
@@ -181,20 +272,63 @@ impl Actor {
         let mut admits = Vec::new();
         let mut releases = std::mem::take(&mut self.deferred_releases);
         let mut marks = Vec::new();
+        let mut returns = Vec::new();
         for command in batch {
             match command {
                 Command::Admit(request, reply) => admits.push((request, reply)),
                 Command::Release(values) => releases.extend(values),
                 Command::Mark(values) => marks.extend(values),
                 Command::Snapshot(reply) => {
-                    let _ = reply.send(self.allocators.clone());
+                    let _ = reply.send(self.view());
                 }
+                Command::Pooled {
+                    kind,
+                    values,
+                    renewed,
+                } => self.add_to_pool(kind, values, renewed),
+                Command::Pools(reply) => {
+                    let _ = reply.send(self.pools());
+                }
+                Command::ReturnPools(reply) => returns.push(reply),
             }
         }
-        if admits.is_empty() && releases.is_empty() && marks.is_empty() {
+        if !(admits.is_empty() && releases.is_empty() && marks.is_empty()) {
+            self.expire_pools();
+            self.process_changes(admits, releases, marks).await;
+        }
+        if !returns.is_empty() {
+            let pooled = self.allocators.pooled();
+            self.pool_usable_until.clear();
+            self.allocators.drain_pools();
+            let count = pooled.len();
+            self.process_changes(Vec::new(), pooled, Vec::new()).await;
+            let outcome = if self.deferred_releases.is_empty() {
+                Ok(count)
+            } else {
+                Err(StoreError::Persist(
+                    "the pooled values could not be freed; repair will".to_string(),
+                ))
+            };
+            for reply in returns {
+                let _ = reply.send(outcome.clone());
+            }
             return;
         }
+        let low = self
+            .pools()
+            .iter()
+            .any(|(&kind, pool)| pool.values.len() <= self.pool.size_of(kind) / 2);
+        if self.pool.size > 0 && low {
+            self.refill.notify_one();
+        }
+    }
 
+    async fn process_changes(
+        &mut self,
+        admits: Vec<PendingAdmit>,
+        releases: Vec<Value>,
+        marks: Vec<Value>,
+    ) {
         // Values this batch persisted in an attempt that then had to be planned again:
         // given back first, as no client was told of them.
         let mut persisted_unanswered: Vec<Value> = Vec::new();
@@ -285,8 +419,7 @@ impl Actor {
             if self.restore(kind, &snapshot).is_err() {
                 return Ok(Rebased::Replan);
             }
-            self.versions
-                .insert(kind, stored.metadata.resource_version.unwrap_or_default());
+            self.learn(kind, stored);
             if !replay(&mut self.allocators, &planned.deltas[&kind]) {
                 return Ok(Rebased::Replan);
             }
@@ -360,10 +493,16 @@ impl Actor {
                     .push(value);
             }
         }
+        // Pooled values are persisted already: handing them out needs no write.
+        let pooled: HashSet<Value> = if admits.is_empty() {
+            HashSet::new()
+        } else {
+            self.allocators.pooled().into_iter().collect()
+        };
         let mut outcomes = Vec::with_capacity(admits.len());
         for (request, _) in admits {
             outcomes.push(self.plan(request).map(|(filled, reserved)| {
-                for value in reserved {
+                for value in reserved.into_iter().filter(|v| !pooled.contains(v)) {
                     deltas
                         .entry(RangeKind::of(value))
                         .or_default()
@@ -389,16 +528,22 @@ impl Actor {
         if let Some((_, filled)) = self.recent.iter().find(|(uid, _)| uid == &request.uid) {
             return Ok((filled.clone(), Vec::new()));
         }
+        if request.dry_run {
+            // On a copy: a dry run gives back what it took, and a pooled value given back
+            // would leave the pool.
+            let mut scratch = self.allocators.clone();
+            let transaction = match &request.old {
+                None => scratch.create(&request.new, true)?,
+                Some(old) => scratch.update(old, &request.new, true)?,
+            };
+            return Ok((transaction.service().clone(), Vec::new()));
+        }
         let transaction = match &request.old {
-            None => self.allocators.create(&request.new, request.dry_run)?,
-            Some(old) => self.allocators.update(old, &request.new, request.dry_run)?,
+            None => self.allocators.create(&request.new, false)?,
+            Some(old) => self.allocators.update(old, &request.new, false)?,
         };
         let filled = transaction.service().clone();
-        let reserved = if request.dry_run {
-            Vec::new()
-        } else {
-            transaction.reserved().to_vec()
-        };
+        let reserved = transaction.reserved().to_vec();
         // Releases wait until the Service without those values is observed (see release.rs):
         // dropping the transaction keeps the reservations and applies no release.
         drop(transaction);
@@ -422,8 +567,7 @@ impl Actor {
                 .await
             {
                 Ok(stored) => {
-                    self.versions
-                        .insert(kind, stored.metadata.resource_version.unwrap_or_default());
+                    self.learn(kind, stored);
                     written.insert(kind);
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -464,7 +608,103 @@ impl Actor {
                 data: ByteString(snapshot.data),
                 used,
                 size,
+                reservations: self.reservations.get(&kind).cloned().unwrap_or_default(),
             },
+        }
+    }
+
+    /// Takes the resourceVersion and reservation entries of `stored`, the object `kind`
+    /// was just read or written as.
+    fn learn(&mut self, kind: RangeKind, stored: RangeAllocation) {
+        self.versions
+            .insert(kind, stored.metadata.resource_version.unwrap_or_default());
+        self.reservations.insert(kind, stored.spec.reservations);
+    }
+
+    fn view(&self) -> StateView {
+        let now = SystemTime::now();
+        let mut pooled: BTreeSet<Value> = self.allocators.pooled().into_iter().collect();
+        for (&kind, entries) in &self.reservations {
+            for entry in entries.values() {
+                if entry.is_live(now, self.pool.lifetime) {
+                    pooled.extend(entry.values(kind));
+                }
+            }
+        }
+        StateView {
+            allocators: self.allocators.clone(),
+            pooled,
+        }
+    }
+
+    fn pools(&self) -> BTreeMap<RangeKind, PoolView> {
+        let mut pools: BTreeMap<RangeKind, PoolView> = self
+            .ranges()
+            .into_iter()
+            .map(|kind| {
+                let view = PoolView {
+                    values: Vec::new(),
+                    usable_until: self.pool_usable_until.get(&kind).copied(),
+                };
+                (kind, view)
+            })
+            .collect();
+        for value in self.allocators.pooled() {
+            if let Some(pool) = pools.get_mut(&RangeKind::of(value)) {
+                pool.values.push(value);
+            }
+        }
+        pools
+    }
+
+    /// Puts `values`, persisted by the refiller, in the pool of `kind`. They are allocated
+    /// in the stored object; this copy may not know it yet (its next write of the range
+    /// then conflicts and replays on the stored object).
+    fn add_to_pool(&mut self, kind: RangeKind, values: Vec<Value>, renewed: Instant) {
+        for value in values {
+            if !self.allocators.has(value) {
+                let _ = self.allocators.allocate(value);
+            }
+            self.allocators.add_to_pool(value);
+        }
+        self.pool_usable_until
+            .insert(kind, renewed + self.pool.lifetime / 2);
+    }
+
+    /// Empties the pools whose entry was not renewed in time: another replica may deem it
+    /// dead soon and repair may free its values. They stay allocated (repair frees them).
+    fn expire_pools(&mut self) {
+        let now = Instant::now();
+        for kind in self.ranges() {
+            let usable = self
+                .pool_usable_until
+                .get(&kind)
+                .is_some_and(|&until| until > now);
+            if usable {
+                continue;
+            }
+            let drained = match kind {
+                RangeKind::ClusterIps(family) => {
+                    self.allocators.cluster_ips_of_mut(family).map_or(0, |ips| {
+                        let count = ips.pooled().len();
+                        ips.drain_pool();
+                        count
+                    })
+                }
+                RangeKind::NodePorts => {
+                    let ports = self.allocators.node_ports_mut();
+                    let count = ports.pooled().len();
+                    ports.drain_pool();
+                    count
+                }
+            };
+            if drained > 0 {
+                tracing::warn!(
+                    range = kind.object_name(),
+                    values = drained,
+                    "pool not renewed in time; its values are left to repair"
+                );
+            }
         }
     }
 
@@ -486,10 +726,6 @@ impl Actor {
                     }
                 }
             };
-            self.versions.insert(
-                kind,
-                stored.metadata.resource_version.clone().unwrap_or_default(),
-            );
             let snapshot = Snapshot {
                 range: stored.spec.range.clone(),
                 data: stored.spec.data.0.clone(),
@@ -498,6 +734,7 @@ impl Actor {
                 tracing::warn!(object = name, %error, "stored allocation state does not fit the configured range; starting it empty (repair refills it from the Services)");
                 self.reset(kind);
             }
+            self.learn(kind, stored);
         }
         self.stale = false;
         Ok(())

@@ -1,0 +1,308 @@
+//! Pools: values a replica persists ahead of need, so that most admissions are answered
+//! without waiting for a write.
+//!
+//! The refiller of a replica keeps each range's pool between half of [`PoolConfig::size`]
+//! and that size. It takes free values of the dynamic band from the stored object, marks
+//! them allocated there and lists them in the replica's reservation entry, in one
+//! compare-and-swap write; only then does the replica hand them out. While the entry is
+//! renewed (every quarter of [`PoolConfig::lifetime`]), repair leaves its values alone; a
+//! replica stops handing out its pool half a lifetime after the last renewal, and any
+//! writer drops an entry a lifetime old: the values of a replica that died are left to
+//! repair, which frees them after its three sweeps.
+//!
+//! A pool never takes more than an eighth of the free values of a range's dynamic band, so
+//! that pools do not hold what a nearly full range has left.
+
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+use std::time::{Duration, Instant, SystemTime};
+
+use allocator::{Allocators, Snapshot, Value};
+use k8s_openapi::ByteString;
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+use super::crd::{RangeAllocation, RangeKind, Reservation};
+use super::store::{AllocationStore, PoolView};
+
+/// How many writes a refill tries before giving up until the next one.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// How a replica pools values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Cluster IPs kept ready per range (node ports: a quarter of it); 0 turns pools off
+    /// (every allocation is then written before its answer).
+    pub size: usize,
+    /// How long a reservation entry lives without renewal: the same on every replica.
+    pub lifetime: Duration,
+}
+
+impl PoolConfig {
+    /// No pools.
+    pub const OFF: PoolConfig = PoolConfig {
+        size: 0,
+        lifetime: Duration::from_secs(60),
+    };
+
+    /// How many values the pool of `kind` holds when full. Node ports are fewer and
+    /// requested by number more often than cluster IPs: their pools are a quarter as large.
+    pub fn size_of(&self, kind: RangeKind) -> usize {
+        match kind {
+            RangeKind::ClusterIps(_) => self.size,
+            RangeKind::NodePorts => self.size.div_ceil(4),
+        }
+    }
+}
+
+/// Starts the refiller of `store`'s pools, unless pools are off. `template` gives the
+/// configured ranges; `holder` names this replica's entries (unique per process).
+pub fn spawn_refiller(
+    client: Client,
+    store: AllocationStore,
+    template: Allocators,
+    config: PoolConfig,
+    holder: String,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if config.size == 0 {
+        return None;
+    }
+    let refiller = Refiller {
+        api: Api::all(client),
+        store,
+        template,
+        config,
+        holder,
+        has_entry: BTreeMap::new(),
+    };
+    Some(tokio::spawn(refiller.run()))
+}
+
+/// A name for this replica's entries: the pod (or host) name and a random suffix, so that
+/// a restarted replica never takes over the entries of its previous life.
+pub fn holder_name() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "svcplane".to_string());
+    let suffix = std::collections::hash_map::RandomState::new().hash_one(0u8) as u32;
+    format!("{host}-{suffix:08x}")
+}
+
+struct Refiller {
+    api: Api<RangeAllocation>,
+    store: AllocationStore,
+    template: Allocators,
+    config: PoolConfig,
+    holder: String,
+    /// Ranges where this replica's entry exists, as last written.
+    has_entry: BTreeMap<RangeKind, bool>,
+}
+
+impl Refiller {
+    async fn run(mut self) {
+        let tick = self.config.lifetime / 8;
+        tracing::info!(
+            holder = %self.holder,
+            size = self.config.size,
+            lifetime = ?self.config.lifetime,
+            "pools on"
+        );
+        loop {
+            let Ok(pools) = self.store.pools().await else {
+                return;
+            };
+            let mut refilled = false;
+            for (kind, pool) in pools {
+                match self.refill(kind, &pool).await {
+                    Ok(added) => refilled |= added,
+                    Err(error) => {
+                        tracing::warn!(range = kind.object_name(), %error, "pool not refilled");
+                    }
+                }
+            }
+            // A pool that could not grow (its range nearly full) waits for the tick, not
+            // for the next admission that finds it low.
+            if !refilled {
+                tokio::select! {
+                    () = self.store.pool_low() => {}
+                    () = tokio::time::sleep(tick) => {}
+                }
+            }
+        }
+    }
+
+    /// Refills or renews the pool of `kind` when due. Returns whether values were added.
+    async fn refill(&mut self, kind: RangeKind, pool: &PoolView) -> Result<bool, String> {
+        let now = Instant::now();
+        let size = self.config.size_of(kind);
+        let wanted = if pool.values.len() <= size / 2 {
+            size - pool.values.len()
+        } else {
+            0
+        };
+        let renewal_due = !pool.values.is_empty()
+            && pool
+                .usable_until
+                .is_none_or(|until| until < now + self.config.lifetime / 4);
+        let stale_entry = pool.values.is_empty() && self.has_entry.get(&kind) == Some(&true);
+        if wanted == 0 && !renewal_due && !stale_entry {
+            return Ok(false);
+        }
+        for attempt in 0..MAX_ATTEMPTS {
+            let started = Instant::now();
+            let Some(mut stored) = self.api.get_opt(kind.object_name()).await.map_err(text)? else {
+                return Err("the range's object does not exist yet".to_string());
+            };
+            let mut range = self.template.clone();
+            let snapshot = Snapshot {
+                range: stored.spec.range.clone(),
+                data: stored.spec.data.0.clone(),
+            };
+            restore(&mut range, kind, &snapshot).map_err(|e| e.to_string())?;
+            let fresh = take_free(&mut range, kind, wanted);
+            if fresh.is_empty() && !renewal_due && !stale_entry {
+                return Ok(false);
+            }
+            let listed: Vec<Value> = pool.values.iter().chain(&fresh).copied().collect();
+            let entries = &mut stored.spec.reservations;
+            let lifetime = self.config.lifetime;
+            let wall = SystemTime::now();
+            entries.retain(|holder, entry| holder == &self.holder || entry.is_live(wall, lifetime));
+            if listed.is_empty() {
+                entries.remove(&self.holder);
+            } else {
+                entries.insert(self.holder.clone(), Reservation::new(listed, wall));
+            }
+            let (snapshot, used) = snapshot_of(&range, kind);
+            stored.spec.data = ByteString(snapshot.data);
+            stored.spec.used = used;
+            match self
+                .api
+                .replace(kind.object_name(), &PostParams::default(), &stored)
+                .await
+            {
+                Ok(_) => {
+                    self.has_entry
+                        .insert(kind, !pool.values.is_empty() || !fresh.is_empty());
+                    let added = !fresh.is_empty();
+                    tracing::debug!(
+                        range = kind.object_name(),
+                        added = fresh.len(),
+                        pooled = pool.values.len() + fresh.len(),
+                        "pool written"
+                    );
+                    self.store
+                        .pooled(kind, fresh, started)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    return Ok(added);
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    let wait = Duration::from_millis(1 << attempt.min(6));
+                    tokio::time::sleep(wait).await;
+                }
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        Err("the range kept changing under concurrent writers".to_string())
+    }
+}
+
+fn text(error: kube::Error) -> String {
+    error.to_string()
+}
+
+fn restore(
+    allocators: &mut Allocators,
+    kind: RangeKind,
+    snapshot: &Snapshot,
+) -> allocator::Result<()> {
+    match kind {
+        RangeKind::ClusterIps(family) => allocators
+            .cluster_ips_of_mut(family)
+            .ok_or(allocator::Error::FamilyNotConfigured(family))?
+            .restore(snapshot),
+        RangeKind::NodePorts => allocators.node_ports_mut().restore(snapshot),
+    }
+}
+
+/// Takes up to `wanted` free values of the dynamic band of `kind`, and no more than an
+/// eighth of its free values.
+fn take_free(allocators: &mut Allocators, kind: RangeKind, wanted: usize) -> Vec<Value> {
+    let mut taken = Vec::new();
+    match kind {
+        RangeKind::ClusterIps(family) => {
+            let Some(ips) = allocators.cluster_ips_of_mut(family) else {
+                return taken;
+            };
+            let room = usize::try_from(ips.dynamic_free() / 8).unwrap_or(usize::MAX);
+            while taken.len() < wanted.min(room) {
+                match ips.allocate_next() {
+                    Ok(ip) => taken.push(Value::ClusterIp(ip)),
+                    Err(_) => break,
+                }
+            }
+        }
+        RangeKind::NodePorts => {
+            let ports = allocators.node_ports_mut();
+            let room = usize::try_from(ports.dynamic_free() / 8).unwrap_or(usize::MAX);
+            while taken.len() < wanted.min(room) {
+                match ports.allocate_next() {
+                    Ok(port) => taken.push(Value::NodePort(port)),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    taken
+}
+
+fn snapshot_of(allocators: &Allocators, kind: RangeKind) -> (Snapshot, u64) {
+    match kind {
+        RangeKind::ClusterIps(family) => {
+            let ips = allocators
+                .cluster_ips_of(family)
+                .expect("configured family");
+            (ips.snapshot(), ips.used())
+        }
+        RangeKind::NodePorts => {
+            let ports = allocators.node_ports();
+            (ports.snapshot(), ports.used())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allocator::{ClusterIpAllocator, NodePortAllocator, PortRange};
+
+    #[test]
+    fn a_refill_takes_dynamic_values_and_leaves_most_of_a_nearly_full_range() {
+        let mut allocators = Allocators::new(
+            vec![ClusterIpAllocator::new("10.96.0.0/24".parse().unwrap())],
+            NodePortAllocator::new(PortRange::default()),
+        )
+        .unwrap();
+        let v4 = RangeKind::ClusterIps(allocator::IpFamily::V4);
+        let ips = allocators.cluster_ips_of(allocator::IpFamily::V4).unwrap();
+        let (size, band) = (ips.size(), ips.range().band_offset());
+        let taken = take_free(&mut allocators, v4, 64);
+        // A /24's dynamic band has 254 - 16 free addresses: an eighth is 29.
+        assert_eq!((size, band, taken.len()), (254, 16, 29));
+        let range = allocators.cluster_ips_of(allocator::IpFamily::V4).unwrap();
+        for value in &taken {
+            let Value::ClusterIp(ip) = value else {
+                panic!("{value}")
+            };
+            assert!(range.has(*ip));
+            assert!(
+                range.range().offset_of(*ip).unwrap() >= band,
+                "{ip} is static"
+            );
+        }
+        let ports = take_free(&mut allocators, RangeKind::NodePorts, 64);
+        assert_eq!(ports.len(), 64);
+        assert_eq!(allocators.node_ports().used(), 64);
+    }
+}
