@@ -11,6 +11,7 @@
 #   CLIENTS    concurrent clients (default 50)
 #   WARMUP     unmeasured creates before each run (default 200)
 #   ROUNDS     rounds of a run without then a run with the webhook (default 3)
+#   NODE_PORT_EVERY  one Service in this many is a NodePort (default 5; 0: none)
 #   CARGO_TARGET_DIR   where cargo builds (default ./target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ SERVICES=${SERVICES:-5000}
 CLIENTS=${CLIENTS:-50}
 WARMUP=${WARMUP:-200}
 ROUNDS=${ROUNDS:-3}
+NODE_PORT_EVERY=${NODE_PORT_EVERY:-5}
 TARGET=${CARGO_TARGET_DIR:-target}
 
 # The Kubernetes binaries first, so that their build is not part of a run.
@@ -28,4 +30,4 @@ cargo build --release -p e2e --bin bench-webhook
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 # What the driver is built from: the webhook, the allocator and the e2e crate's library.
 echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- webhook allocator tests/src tests/Cargo.toml Cargo.lock || echo ' (with local changes)')"
-"$TARGET/release/bench-webhook" --services "$SERVICES" --clients "$CLIENTS" --warmup "$WARMUP" --rounds "$ROUNDS"
+"$TARGET/release/bench-webhook" --services "$SERVICES" --clients "$CLIENTS" --warmup "$WARMUP" --rounds "$ROUNDS" --node-port-every "$NODE_PORT_EVERY"

@@ -16,6 +16,7 @@
 //! encode, without the persisted write) is timed in this process on the same reviews.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use allocator::{Allocators, ClusterIpAllocator, NodePortAllocator, PortRange};
@@ -38,6 +39,10 @@ struct Options {
     rounds: usize,
 }
 
+/// One Service in this many is a NodePort (`--node-port-every`; 0: none). Read by
+/// [`shape`], which the load generator takes as a plain function.
+static NODE_PORT_EVERY: AtomicUsize = AtomicUsize::new(5);
+
 impl Options {
     fn parse() -> Result<Self> {
         let mut options = Self {
@@ -59,8 +64,9 @@ impl Options {
                 "--clients" => options.clients = value,
                 "--warmup" => options.warmup = value,
                 "--rounds" => options.rounds = value,
+                "--node-port-every" => NODE_PORT_EVERY.store(value, Ordering::Relaxed),
                 other => anyhow::bail!(
-                    "unknown flag {other}; usage: bench-webhook [--services N] [--clients C] [--warmup W] [--rounds R]"
+                    "unknown flag {other}; usage: bench-webhook [--services N] [--clients C] [--warmup W] [--rounds R] [--node-port-every K (0: no NodePorts)]"
                 ),
             }
         }
@@ -70,9 +76,11 @@ impl Options {
     }
 }
 
-/// One Service in five is a NodePort: 1,000 of 5,000 fit the default port range.
+/// One Service in five (by default) is a NodePort: 1,000 of 5,000 fit the default port
+/// range.
 fn shape(name: &str, i: usize) -> Service {
-    if i % 5 == 4 {
+    let every = NODE_PORT_EVERY.load(Ordering::Relaxed);
+    if every > 0 && i % every == every - 1 {
         load::node_port_service(name, false)
     } else {
         load::cluster_ip_service(name)
@@ -92,10 +100,20 @@ impl Histogram {
     /// The `webhook="mutate-services"` series of the handling-time histogram in a
     /// `/metrics` text.
     fn parse(text: &str) -> Self {
+        Self::parse_series(
+            text,
+            "svcplane_admission_handling_seconds",
+            &["webhook=\"mutate-services\""],
+        )
+    }
+
+    /// Histogram `name` of a `/metrics` text, its series carrying every label of `labels`
+    /// added together.
+    fn parse_series(text: &str, name: &str, labels: &[&str]) -> Self {
         let mut histogram = Self::default();
-        let name = "svcplane_admission_handling_seconds";
+        let mut buckets: Vec<(f64, f64)> = Vec::new();
         for line in text.lines() {
-            if !line.starts_with(name) || !line.contains("webhook=\"mutate-services\"") {
+            if !line.starts_with(name) || !labels.iter().all(|label| line.contains(label)) {
                 continue;
             }
             let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
@@ -114,15 +132,19 @@ impl Histogram {
                         }
                     });
                 if let Some(le) = le.filter(|le| !le.is_nan()) {
-                    histogram.buckets.push((le, value));
+                    match buckets.iter_mut().find(|(other, _)| *other == le) {
+                        Some(bucket) => bucket.1 += value,
+                        None => buckets.push((le, value)),
+                    }
                 }
             } else if line.starts_with(&format!("{name}_sum{{")) {
-                histogram.sum = value;
+                histogram.sum += value;
             } else if line.starts_with(&format!("{name}_count{{")) {
-                histogram.count = value;
+                histogram.count += value;
             }
         }
-        histogram.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        histogram.buckets = buckets;
         histogram
     }
 
@@ -244,44 +266,44 @@ fn decision_times(count: usize) -> Result<Vec<Duration>> {
     Ok(times)
 }
 
-/// Sum and count of the apiserver's own request and admission latencies, for the burst
-/// (after minus before).
-#[derive(Clone, Copy, Debug, Default)]
+/// The apiserver's own request and admission latencies, for the burst (after minus
+/// before).
+#[derive(Clone, Debug, Default)]
 struct ApiserverFigures {
     /// `POST services`: the creates as the apiserver timed them.
-    service_posts: (f64, f64),
+    service_posts: Histogram,
     /// Its calls to svcplane's mutating webhook.
-    webhook_calls: (f64, f64),
+    webhook_calls: Histogram,
+    /// Its calls to svcplane's validating webhook for Services.
+    validating_calls: Histogram,
     /// `PUT rangeallocations`: svcplane's compare-and-swap writes.
-    range_writes: (f64, f64),
+    range_writes: Histogram,
 }
 
 impl ApiserverFigures {
     fn parse(text: &str) -> Self {
-        let pair = |metric: &str, labels: &[&str]| -> (f64, f64) {
-            let value = |suffix: &str| -> f64 {
-                text.lines()
-                    .filter(|line| line.starts_with(&format!("{metric}_{suffix}{{")))
-                    .filter(|line| labels.iter().all(|label| line.contains(label)))
-                    .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum::<f64>()
-                    + 0.0
-            };
-            (value("sum"), value("count"))
-        };
+        let pair = Histogram::parse_series;
         Self {
             service_posts: pair(
+                text,
                 "apiserver_request_duration_seconds",
                 &["resource=\"services\"", "verb=\"POST\"", "dry_run=\"\""],
             ),
             webhook_calls: pair(
+                text,
                 "apiserver_admission_webhook_admission_duration_seconds",
                 &[
                     "name=\"allocate.services.svcplane.io\"",
                     "operation=\"CREATE\"",
                 ],
             ),
+            validating_calls: pair(
+                text,
+                "apiserver_admission_webhook_admission_duration_seconds",
+                &["name=\"services.svcplane.io\"", "operation=\"CREATE\""],
+            ),
             range_writes: pair(
+                text,
                 "apiserver_request_duration_seconds",
                 &["resource=\"rangeallocations\"", "verb=\"PUT\""],
             ),
@@ -289,20 +311,20 @@ impl ApiserverFigures {
     }
 
     fn since(&self, before: &Self) -> Self {
-        let minus = |a: (f64, f64), b: (f64, f64)| (a.0 - b.0, a.1 - b.1);
         Self {
-            service_posts: minus(self.service_posts, before.service_posts),
-            webhook_calls: minus(self.webhook_calls, before.webhook_calls),
-            range_writes: minus(self.range_writes, before.range_writes),
+            service_posts: self.service_posts.since(&before.service_posts),
+            webhook_calls: self.webhook_calls.since(&before.webhook_calls),
+            validating_calls: self.validating_calls.since(&before.validating_calls),
+            range_writes: self.range_writes.since(&before.range_writes),
         }
     }
 
     fn plus(&self, other: &Self) -> Self {
-        let add = |a: (f64, f64), b: (f64, f64)| (a.0 + b.0, a.1 + b.1);
         Self {
-            service_posts: add(self.service_posts, other.service_posts),
-            webhook_calls: add(self.webhook_calls, other.webhook_calls),
-            range_writes: add(self.range_writes, other.range_writes),
+            service_posts: self.service_posts.plus(&other.service_posts),
+            webhook_calls: self.webhook_calls.plus(&other.webhook_calls),
+            validating_calls: self.validating_calls.plus(&other.validating_calls),
+            range_writes: self.range_writes.plus(&other.range_writes),
         }
     }
 }
@@ -314,12 +336,32 @@ async fn apiserver_figures(client: &kube::Client) -> Result<ApiserverFigures> {
     ))
 }
 
-/// `mean over n` of a (sum, count) pair in seconds.
-fn mean_of((sum, count): (f64, f64)) -> String {
-    if count == 0.0 {
+/// `mean over n` of a histogram in seconds.
+fn mean_of(histogram: &Histogram) -> String {
+    if histogram.count == 0.0 {
         return "none".to_string();
     }
-    format!("mean {} over {count}", seconds_ms(sum / count))
+    format!(
+        "mean {} over {}",
+        seconds_ms(histogram.sum / histogram.count),
+        histogram.count
+    )
+}
+
+/// The bucket holding the 99th percentile of a histogram in seconds.
+fn p99_of(histogram: &Histogram) -> String {
+    match histogram.quantile(0.99) {
+        Some((lower, upper, _)) => format!(
+            "p99 in ({}, {}]",
+            seconds_ms(lower),
+            if upper.is_infinite() {
+                "+Inf".to_string()
+            } else {
+                seconds_ms(upper)
+            }
+        ),
+        None => "no p99".to_string(),
+    }
 }
 
 struct RunResult {
@@ -444,8 +486,12 @@ fn main() -> Result<()> {
         .init();
     let options = Options::parse()?;
     let runtime = tokio::runtime::Runtime::new()?;
+    let node_ports = match NODE_PORT_EVERY.load(Ordering::Relaxed) {
+        0 => "no NodePorts".to_string(),
+        every => format!("one in {every} a NodePort"),
+    };
     println!(
-        "{} Service creates from {} concurrent clients per run ({} warm-up creates first, not measured); {} rounds of a run without then a run with the webhook",
+        "{} Service creates ({node_ports}) from {} concurrent clients per run ({} warm-up creates first, not measured); {} rounds of a run without then a run with the webhook",
         options.services, options.clients, options.warmup, options.rounds
     );
 
@@ -534,14 +580,19 @@ fn main() -> Result<()> {
     println!();
     println!("as kube-apiserver timed them (its /metrics, the measured creates):");
     println!(
-        "  POST services without the webhook: {}",
-        mean_of(sa.service_posts)
+        "  POST services without the webhook: {}, {}",
+        mean_of(&sa.service_posts),
+        p99_of(&sa.service_posts)
     );
     println!(
-        "  POST services with the webhook:    {}; of it, the call to the webhook: {}; svcplane's PUT rangeallocations: {}",
-        mean_of(sb.service_posts),
-        mean_of(sb.webhook_calls),
-        mean_of(sb.range_writes)
+        "  POST services with the webhook:    {}, {}; of it, the call to the mutating webhook: {}, {}, and to the validating one: {}, {}; svcplane's PUT rangeallocations: {}",
+        mean_of(&sb.service_posts),
+        p99_of(&sb.service_posts),
+        mean_of(&sb.webhook_calls),
+        p99_of(&sb.webhook_calls),
+        mean_of(&sb.validating_calls),
+        p99_of(&sb.validating_calls),
+        mean_of(&sb.range_writes)
     );
 
     let handling = with
@@ -636,14 +687,23 @@ svcplane_admission_handling_seconds_bucket{le=\"0.001\",webhook=\"validate-endpo
         let text = "\
 apiserver_request_duration_seconds_sum{component=\"apiserver\",dry_run=\"\",group=\"\",resource=\"services\",scope=\"resource\",subresource=\"\",verb=\"POST\",version=\"v1\"} 4
 apiserver_request_duration_seconds_count{component=\"apiserver\",dry_run=\"\",group=\"\",resource=\"services\",scope=\"resource\",subresource=\"\",verb=\"POST\",version=\"v1\"} 20
+apiserver_request_duration_seconds_bucket{component=\"apiserver\",dry_run=\"\",group=\"\",resource=\"services\",scope=\"resource\",subresource=\"\",verb=\"POST\",version=\"v1\",le=\"0.2\"} 15
+apiserver_request_duration_seconds_bucket{component=\"apiserver\",dry_run=\"\",group=\"\",resource=\"services\",scope=\"resource\",subresource=\"\",verb=\"POST\",version=\"v1\",le=\"0.5\"} 20
+apiserver_request_duration_seconds_bucket{component=\"apiserver\",dry_run=\"\",group=\"\",resource=\"services\",scope=\"resource\",subresource=\"\",verb=\"POST\",version=\"v1\",le=\"+Inf\"} 20
 apiserver_request_duration_seconds_count{component=\"apiserver\",dry_run=\"All\",group=\"\",resource=\"services\",scope=\"resource\",subresource=\"\",verb=\"POST\",version=\"v1\"} 1
 apiserver_request_duration_seconds_sum{component=\"apiserver\",dry_run=\"\",group=\"svcplane.io\",resource=\"rangeallocations\",scope=\"resource\",subresource=\"\",verb=\"PUT\",version=\"v1alpha1\"} 1
 apiserver_request_duration_seconds_count{component=\"apiserver\",dry_run=\"\",group=\"svcplane.io\",resource=\"rangeallocations\",scope=\"resource\",subresource=\"\",verb=\"PUT\",version=\"v1alpha1\"} 5
 ";
         let figures = ApiserverFigures::parse(text);
-        assert_eq!(figures.service_posts, (4.0, 20.0));
-        assert_eq!(figures.range_writes, (1.0, 5.0));
-        assert_eq!(figures.webhook_calls, (0.0, 0.0));
-        assert_eq!(mean_of(figures.service_posts), "mean 200.000 ms over 20");
+        let pair = |h: &Histogram| (h.sum, h.count);
+        assert_eq!(pair(&figures.service_posts), (4.0, 20.0));
+        assert_eq!(figures.service_posts.quantile(0.99).map(|q| q.1), Some(0.5));
+        assert_eq!(pair(&figures.range_writes), (1.0, 5.0));
+        assert_eq!(pair(&figures.webhook_calls), (0.0, 0.0));
+        assert_eq!(mean_of(&figures.service_posts), "mean 200.000 ms over 20");
+        assert_eq!(
+            p99_of(&figures.service_posts),
+            "p99 in (200.000 ms, 500.000 ms]"
+        );
     }
 }
