@@ -14,6 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
+use crate::pods::PodInfo;
+
 pub const NS: &str = "default";
 
 pub fn time(seconds: i64) -> Time {
@@ -259,7 +261,12 @@ impl PodBuilder {
             });
         self
     }
-    pub fn build(self) -> Pod {
+    /// What the controllers keep of the pod.
+    pub fn build(self) -> PodInfo {
+        PodInfo::from(self.0)
+    }
+    /// The Pod itself, as the apiserver would return it.
+    pub fn build_pod(self) -> Pod {
         self.0
     }
 }

@@ -1,95 +1,178 @@
 //! What a pod contributes to a Service's endpoints: whether it counts at all, whether it is
 //! ready, which addresses it has and which port a Service port resolves to on it.
+//!
+//! The controllers keep a [`PodInfo`] per pod rather than the Pod itself: only the fields that
+//! decide endpoints, with IPs already parsed. A cached Pod costs kilobytes even when trimmed
+//! (its spec and status structs are large), which adds up to most of the controllers' memory
+//! in a cluster of thousands of pods.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Container, Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
 
 use crate::service::{IpFamily, parse_ip};
 
+/// A named container port, as a named `targetPort` looks it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedPort {
+    /// The port's name.
+    pub name: String,
+    /// Its protocol, `TCP` when unset.
+    pub protocol: String,
+    /// The container port number.
+    pub port: i32,
+}
+
+/// The part of a Pod that decides its endpoints.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PodInfo {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.uid`.
+    pub uid: Option<String>,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// Whether `metadata.deletionTimestamp` is set.
+    pub terminating: bool,
+    /// Whether the phase is `Succeeded` or `Failed`.
+    pub terminal: bool,
+    /// `spec.nodeName`, when not empty.
+    pub node_name: Option<String>,
+    /// `spec.hostname`, when not empty.
+    pub hostname: Option<String>,
+    /// `spec.subdomain`.
+    pub subdomain: Option<String>,
+    /// The named ports of the app containers, in order, then those of the sidecars (init
+    /// containers with `restartPolicy: Always`).
+    pub named_ports: Vec<NamedPort>,
+    /// Whether `status.podIP` or `status.podIPs` holds anything.
+    pub has_ip: bool,
+    /// `status.podIPs` (else `status.podIP`), parsed and normalised; unparsable entries
+    /// dropped.
+    pub ips: Vec<IpAddr>,
+    /// `status.podIP`, parsed.
+    pub primary_ip: Option<IpAddr>,
+    /// Whether the `Ready` condition is `True`.
+    pub ready: bool,
+    /// The last transition time of the `Ready` condition.
+    pub ready_since: Option<Timestamp>,
+}
+
+fn named_ports<'a>(
+    containers: impl IntoIterator<Item = &'a Container>,
+) -> impl Iterator<Item = NamedPort> {
+    containers
+        .into_iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            Some(NamedPort {
+                name: p.name.clone()?,
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                port: p.container_port,
+            })
+        })
+}
+
+impl From<&Pod> for PodInfo {
+    fn from(pod: &Pod) -> Self {
+        let meta = &pod.metadata;
+        let spec = pod.spec.as_ref();
+        let status = pod.status.as_ref();
+        let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+        let sidecars = spec
+            .and_then(|s| s.init_containers.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+        let ready_condition = status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|conditions| conditions.iter().find(|c| c.type_ == "Ready"));
+        let pod_ip = status.and_then(|s| s.pod_ip.as_deref());
+        let pod_ips = status
+            .and_then(|s| s.pod_ips.as_deref())
+            .unwrap_or_default();
+        let ips = if pod_ips.is_empty() {
+            pod_ip.and_then(parse_ip).into_iter().collect()
+        } else {
+            pod_ips.iter().filter_map(|p| parse_ip(&p.ip)).collect()
+        };
+        PodInfo {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone(),
+            labels: meta.labels.clone().unwrap_or_default(),
+            terminating: meta.deletion_timestamp.is_some(),
+            terminal: matches!(
+                status.and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            ),
+            node_name: spec
+                .and_then(|s| s.node_name.clone())
+                .filter(|n| !n.is_empty()),
+            hostname: spec
+                .and_then(|s| s.hostname.clone())
+                .filter(|h| !h.is_empty()),
+            subdomain: spec.and_then(|s| s.subdomain.clone()),
+            named_ports: named_ports(containers)
+                .chain(named_ports(sidecars))
+                .collect(),
+            has_ip: pod_ip.is_some_and(|ip| !ip.is_empty()) || !pod_ips.is_empty(),
+            ips,
+            primary_ip: pod_ip.and_then(parse_ip),
+            ready: ready_condition.is_some_and(|c| c.status == "True"),
+            ready_since: ready_condition
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0),
+        }
+    }
+}
+
+impl From<Pod> for PodInfo {
+    fn from(pod: Pod) -> Self {
+        PodInfo::from(&pod)
+    }
+}
+
 /// Whether the pod has finished for good (phase `Succeeded` or `Failed`).
-pub fn is_terminal(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
+pub fn is_terminal(pod: &PodInfo) -> bool {
+    pod.terminal
 }
 
 /// Whether the pod is being deleted (`metadata.deletionTimestamp` set).
-pub fn is_terminating(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_some()
+pub fn is_terminating(pod: &PodInfo) -> bool {
+    pod.terminating
 }
 
 /// Whether the pod's `Ready` condition is `True`.
-pub fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|conditions| conditions.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True")
-}
-
-/// The pod's IPs as reported (`status.podIPs`, falling back to `status.podIP`), parsed and
-/// normalised; unparsable entries are dropped.
-pub fn ips(pod: &Pod) -> Vec<std::net::IpAddr> {
-    let Some(status) = &pod.status else {
-        return Vec::new();
-    };
-    match status.pod_ips.as_deref() {
-        Some(list) if !list.is_empty() => list.iter().filter_map(|p| parse_ip(&p.ip)).collect(),
-        _ => status
-            .pod_ip
-            .as_deref()
-            .and_then(parse_ip)
-            .into_iter()
-            .collect(),
-    }
+pub fn is_ready(pod: &PodInfo) -> bool {
+    pod.ready
 }
 
 /// The pod's addresses of one family, normalised (`1234::5678:0000:0000:9abc:def0` becomes
 /// `1234::5678:0:0:9abc:def0`).
-pub fn addresses_of_family(pod: &Pod, family: IpFamily) -> Vec<String> {
-    ips(pod)
-        .into_iter()
+pub fn addresses_of_family(pod: &PodInfo, family: IpFamily) -> Vec<String> {
+    pod.ips
+        .iter()
         .filter(|ip| IpFamily::of(ip) == family)
-        .map(|ip| ip.to_string())
+        .map(IpAddr::to_string)
         .collect()
-}
-
-fn has_ip(pod: &Pod) -> bool {
-    pod.status.as_ref().is_some_and(|s| {
-        s.pod_ip.as_deref().is_some_and(|ip| !ip.is_empty())
-            || s.pod_ips.as_ref().is_some_and(|ips| !ips.is_empty())
-    })
 }
 
 /// Whether the pod belongs in a core/v1 Endpoints object: it has an IP, has not finished, and
 /// is not being deleted unless the Service publishes not-ready addresses.
-pub fn counts_for_endpoints(pod: &Pod, publish_not_ready: bool) -> bool {
-    has_ip(pod) && !is_terminal(pod) && (publish_not_ready || !is_terminating(pod))
+pub fn counts_for_endpoints(pod: &PodInfo, publish_not_ready: bool) -> bool {
+    pod.has_ip && !pod.terminal && (publish_not_ready || !pod.terminating)
 }
 
 /// Whether the pod belongs in EndpointSlices: it has an IP and has not finished. Pods being
 /// deleted stay, marked terminating.
-pub fn counts_for_slices(pod: &Pod) -> bool {
-    has_ip(pod) && !is_terminal(pod)
-}
-
-fn protocol_or_tcp(protocol: Option<&str>) -> &str {
-    protocol.unwrap_or("TCP")
-}
-
-fn named_port_in<'a>(
-    containers: impl IntoIterator<Item = &'a Container>,
-    name: &str,
-    protocol: &str,
-) -> Option<i32> {
-    containers
-        .into_iter()
-        .flat_map(|c| c.ports.iter().flatten())
-        .find(|p| {
-            p.name.as_deref() == Some(name) && protocol_or_tcp(p.protocol.as_deref()) == protocol
-        })
-        .map(|p| p.container_port)
+pub fn counts_for_slices(pod: &PodInfo) -> bool {
+    pod.has_ip && !pod.terminal
 }
 
 /// The port a Service port reaches on this pod. A numeric `targetPort` is used as is (unset or 0
@@ -97,41 +180,33 @@ fn named_port_in<'a>(
 /// protocol in the app containers, then in sidecars (init containers with
 /// `restartPolicy: Always`). `None` when the name is not found: the pod then does not serve
 /// that Service port.
-pub fn resolve_target_port(pod: &Pod, port: &ServicePort) -> Option<i32> {
+pub fn resolve_target_port(pod: &PodInfo, port: &ServicePort) -> Option<i32> {
     match &port.target_port {
         None | Some(IntOrString::Int(0)) => Some(port.port),
         Some(IntOrString::Int(number)) => Some(*number),
         Some(IntOrString::String(name)) => {
-            let spec = pod.spec.as_ref()?;
-            let protocol = protocol_or_tcp(port.protocol.as_deref());
-            let sidecars = spec
-                .init_containers
+            let protocol = port.protocol.as_deref().unwrap_or("TCP");
+            pod.named_ports
                 .iter()
-                .flatten()
-                .filter(|c| c.restart_policy.as_deref() == Some("Always"));
-            named_port_in(&spec.containers, name, protocol)
-                .or_else(|| named_port_in(sidecars, name, protocol))
+                .find(|p| p.name == *name && p.protocol == protocol)
+                .map(|p| p.port)
         }
     }
 }
 
 /// The pod's hostname as published for this Service: only when `spec.hostname` is set and
 /// `spec.subdomain` names the Service in the same namespace (how StatefulSets get per-pod DNS).
-pub fn hostname_for(pod: &Pod, service: &Service) -> Option<String> {
-    let spec = pod.spec.as_ref()?;
-    let hostname = spec.hostname.as_deref().filter(|h| !h.is_empty())?;
-    let same_namespace = pod.metadata.namespace == service.metadata.namespace;
+pub fn hostname_for(pod: &PodInfo, service: &Service) -> Option<String> {
+    let hostname = pod.hostname.as_deref()?;
+    let same_namespace = service.metadata.namespace.as_deref().unwrap_or_default() == pod.namespace;
     let subdomain_is_service =
-        spec.subdomain.is_some() && spec.subdomain.as_deref() == service.metadata.name.as_deref();
+        pod.subdomain.is_some() && pod.subdomain.as_deref() == service.metadata.name.as_deref();
     (same_namespace && subdomain_is_service).then(|| hostname.to_string())
 }
 
 /// The node the pod runs on, if scheduled.
-pub fn node_name(pod: &Pod) -> Option<&str> {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .filter(|n| !n.is_empty())
+pub fn node_name(pod: &PodInfo) -> Option<&str> {
+    pod.node_name.as_deref()
 }
 
 #[cfg(test)]
@@ -166,9 +241,9 @@ mod tests {
     fn readiness_is_the_ready_condition() {
         assert!(is_ready(&pod("a", "10.0.0.1").build()));
         assert!(!is_ready(&pod("a", "10.0.0.1").not_ready().build()));
-        let mut no_conditions = pod("a", "10.0.0.1").build();
+        let mut no_conditions = pod("a", "10.0.0.1").build_pod();
         no_conditions.status.as_mut().unwrap().conditions = None;
-        assert!(!is_ready(&no_conditions));
+        assert!(!is_ready(&no_conditions.into()));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
+
+use crate::pods::PodInfo;
 
 /// An IP family, as named in `spec.ipFamilies` and in an EndpointSlice's `addressType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -76,17 +78,16 @@ pub fn manages_endpoints(service: &Service) -> bool {
 
 /// Whether the Service selects the pod: same namespace, and every selector label matches. An
 /// empty selector selects every pod of the namespace; a missing one selects nothing.
-pub fn selects(service: &Service, pod: &Pod) -> bool {
+pub fn selects(service: &Service, pod: &PodInfo) -> bool {
     let Some(selector) = service.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
         return false;
     };
-    if service.metadata.namespace != pod.metadata.namespace {
+    if service.metadata.namespace.as_deref().unwrap_or_default() != pod.namespace {
         return false;
     }
-    let labels = pod.metadata.labels.as_ref();
     selector
         .iter()
-        .all(|(key, value)| labels.and_then(|l| l.get(key)) == Some(value))
+        .all(|(key, value)| pod.labels.get(key) == Some(value))
 }
 
 fn cluster_ip(service: &Service) -> &str {
@@ -147,18 +148,14 @@ fn cluster_ip_family(service: &Service) -> Option<IpFamily> {
 /// The one family an Endpoints object uses for this pod: `spec.ipFamilies[0]`; without
 /// families (an old apiserver), the ClusterIP's family, or for a headless Service the family
 /// of the pod's primary IP. IPv4 when nothing tells.
-pub fn endpoints_family(service: &Service, pod: &Pod) -> IpFamily {
+pub fn endpoints_family(service: &Service, pod: &PodInfo) -> IpFamily {
     if let Some(first) = ip_families(service).first() {
         return *first;
     }
     if has_cluster_ip(service) {
         return cluster_ip_family(service).unwrap_or(IpFamily::V4);
     }
-    pod.status
-        .as_ref()
-        .and_then(|s| s.pod_ip.as_deref())
-        .and_then(parse_ip)
-        .map_or(IpFamily::V4, |ip| IpFamily::of(&ip))
+    pod.primary_ip.map_or(IpFamily::V4, |ip| IpFamily::of(&ip))
 }
 
 /// The address types that get EndpointSlices, in `spec.ipFamilies` order; without families,

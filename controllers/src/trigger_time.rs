@@ -12,10 +12,11 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use crate::pods::PodInfo;
 use crate::service;
 
 type ServiceKey = (String, String);
@@ -39,23 +40,11 @@ pub struct TriggerTimeTracker {
     services: HashMap<ServiceKey, Seen>,
 }
 
-fn ready_transition(pod: &Pod) -> Option<Timestamp> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")?
-        .last_transition_time
-        .as_ref()
-        .map(|t| t.0)
-}
-
 impl TriggerTimeTracker {
     /// The trigger time for a sync of `service` with these pods (pods it does not select are
     /// ignored), and the observation to commit after the sync succeeded. `None` means no change
     /// since the last successful sync: the annotation is left off.
-    pub fn trigger_time<P: Borrow<Pod>>(
+    pub fn trigger_time<P: Borrow<PodInfo>>(
         &self,
         service: &Service,
         pods: &[P],
@@ -73,8 +62,8 @@ impl TriggerTimeTracker {
             if !service::selects(service, pod) {
                 continue;
             }
-            if let (Some(name), Some(at)) = (&pod.metadata.name, ready_transition(pod)) {
-                seen.pods.insert(name.clone(), at);
+            if let Some(at) = pod.ready_since {
+                seen.pods.insert(pod.name.clone(), at);
             }
         }
 
@@ -108,7 +97,6 @@ impl TriggerTimeTracker {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::PodCondition;
 
     use super::*;
     use crate::fixtures::{pod, service, time};
@@ -119,14 +107,9 @@ mod tests {
         svc
     }
 
-    fn web_pod(name: &str, ready_since: i64) -> Pod {
+    fn web_pod(name: &str, ready_since: i64) -> PodInfo {
         let mut p = pod(name, "10.0.0.1").label("app", "web").build();
-        p.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
-            type_: "Ready".into(),
-            status: "True".into(),
-            last_transition_time: Some(time(ready_since)),
-            ..Default::default()
-        }]);
+        p.ready_since = Some(time(ready_since).0);
         p
     }
 
@@ -175,7 +158,7 @@ mod tests {
         let (_, seen) = tracker.trigger_time(&svc(), &[web_pod("a", 2_000)]);
         tracker.commit(seen);
         let mut stranger = web_pod("z", 5_000);
-        stranger.metadata.labels = None;
+        stranger.labels.clear();
         assert_eq!(
             tracker
                 .trigger_time(&svc(), &[web_pod("a", 2_000), stranger])

@@ -10,11 +10,11 @@ use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
-use crate::pods::{self, addresses_of_family, hostname_for, resolve_target_port};
+use crate::pods::{self, PodInfo, addresses_of_family, hostname_for, resolve_target_port};
 use crate::service::{self, endpoints_family, has_cluster_ip, is_headless, publishes_not_ready};
 use crate::well_known::{
     ANNOTATION_LAST_CHANGE_TRIGGER_TIME, ANNOTATION_OVER_CAPACITY, LABEL_ENDPOINTS_MANAGED_BY,
@@ -95,7 +95,7 @@ impl AddressKey {
 ///
 /// `pods` may hold any pods: those the Service does not select are ignored. The result has no
 /// resourceVersion; use [`plan_endpoints_write`] to turn it into a write.
-pub fn desired_endpoints<P: Borrow<Pod>>(
+pub fn desired_endpoints<P: Borrow<PodInfo>>(
     service: &Service,
     pods: &[P],
     params: &EndpointsParams<'_>,
@@ -144,7 +144,7 @@ fn endpoints_labels(service: &Service, managed_by: Option<&str>) -> BTreeMap<Str
     labels
 }
 
-fn pod_address(service: &Service, pod: &Pod) -> Option<EndpointAddress> {
+fn pod_address(service: &Service, pod: &PodInfo) -> Option<EndpointAddress> {
     let family = endpoints_family(service, pod);
     let ip = addresses_of_family(pod, family).into_iter().next()?;
     Some(EndpointAddress {
@@ -153,9 +153,9 @@ fn pod_address(service: &Service, pod: &Pod) -> Option<EndpointAddress> {
         node_name: pods::node_name(pod).map(str::to_string),
         target_ref: Some(ObjectReference {
             kind: Some("Pod".into()),
-            namespace: pod.metadata.namespace.clone(),
-            name: pod.metadata.name.clone(),
-            uid: pod.metadata.uid.clone(),
+            namespace: Some(pod.namespace.clone()),
+            name: Some(pod.name.clone()),
+            uid: pod.uid.clone(),
             ..Default::default()
         }),
     })
@@ -163,7 +163,7 @@ fn pod_address(service: &Service, pod: &Pod) -> Option<EndpointAddress> {
 
 /// Every (port, address, ready) the selected pods contribute, repacked into subsets.
 /// `None` as a port stands for "no ports" (a headless Service without ports).
-fn desired_subsets<P: Borrow<Pod>>(service: &Service, pods: &[P]) -> Vec<EndpointSubset> {
+fn desired_subsets<P: Borrow<PodInfo>>(service: &Service, pods: &[P]) -> Vec<EndpointSubset> {
     let publish_not_ready = publishes_not_ready(service);
     let service_ports = service
         .spec

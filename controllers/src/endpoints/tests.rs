@@ -1,11 +1,12 @@
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
 use crate::fixtures::{NS, labels, pod, service, service_port, time};
+use crate::pods::PodInfo;
 
 fn address(ip: &str, pod: &str, node: &str) -> EndpointAddress {
     EndpointAddress {
@@ -59,7 +60,7 @@ fn nginx_basic() -> crate::fixtures::ServiceBuilder {
         .ports(vec![service_port("http", 80, IntOrString::Int(80))])
 }
 
-fn nginx_pod(name: &str, ip: &str, ready: bool) -> Pod {
+fn nginx_pod(name: &str, ip: &str, ready: bool) -> PodInfo {
     pod(name, ip)
         .label("app", "nginx")
         .node("mac-k8s")
@@ -186,7 +187,7 @@ fn walkthrough_external_name_and_selectorless_get_nothing() {
 #[test]
 fn no_pods_gives_an_object_without_subsets() {
     let svc = service("web").label("tier", "front").build();
-    let got = desired_endpoints::<Pod>(&svc, &[], &no_params()).unwrap();
+    let got = desired_endpoints::<PodInfo>(&svc, &[], &no_params()).unwrap();
     assert_eq!(got.subsets, None);
     assert_eq!(got.metadata.labels, Some(labels(&[("tier", "front")])));
     assert_eq!(got.metadata.annotations, None);
@@ -202,7 +203,7 @@ fn labels_are_the_service_labels_plus_headless_and_manager() {
         trigger_time: None,
         managed_by: Some("endpoints.svcplane.io"),
     };
-    let got = desired_endpoints::<Pod>(&svc, &[], &params).unwrap();
+    let got = desired_endpoints::<PodInfo>(&svc, &[], &params).unwrap();
     assert_eq!(
         got.metadata.labels,
         Some(labels(&[
@@ -214,7 +215,7 @@ fn labels_are_the_service_labels_plus_headless_and_manager() {
         ]))
     );
     let unset_cluster_ip = service("web").cluster_ip("").build();
-    let got = desired_endpoints::<Pod>(&unset_cluster_ip, &[], &no_params()).unwrap();
+    let got = desired_endpoints::<PodInfo>(&unset_cluster_ip, &[], &no_params()).unwrap();
     assert_eq!(
         got.metadata.labels,
         Some(labels(&[("service.kubernetes.io/headless", "")]))
@@ -538,7 +539,7 @@ fn dual_stack_uses_the_primary_family_only() {
     );
 }
 
-fn many_pods(prefix: &str, count: usize, ready: bool, port: Option<i32>) -> Vec<Pod> {
+fn many_pods(prefix: &str, count: usize, ready: bool, port: Option<i32>) -> Vec<PodInfo> {
     (0..count)
         .map(|i| {
             let mut builder = pod(
@@ -801,7 +802,7 @@ fn write_plan_updates_in_place_keeping_foreign_annotations() {
 fn write_plan_clears_a_trigger_time_it_does_not_have() {
     let svc = service("web").build();
     let mut current = stored(
-        desired_endpoints::<Pod>(&svc, &[], &no_params()).unwrap(),
+        desired_endpoints::<PodInfo>(&svc, &[], &no_params()).unwrap(),
         "3",
     );
     current.metadata.annotations = Some(labels(&[(
@@ -825,12 +826,12 @@ fn write_plan_clears_a_trigger_time_it_does_not_have() {
 fn write_plan_reacts_to_labels_and_capacity_annotation() {
     let svc = service("web").build();
     let current = stored(
-        desired_endpoints::<Pod>(&svc, &[], &no_params()).unwrap(),
+        desired_endpoints::<PodInfo>(&svc, &[], &no_params()).unwrap(),
         "3",
     );
 
     let relabelled = service("web").label("tier", "front").build();
-    let desired = desired_endpoints::<Pod>(&relabelled, &[], &no_params()).unwrap();
+    let desired = desired_endpoints::<PodInfo>(&relabelled, &[], &no_params()).unwrap();
     assert!(matches!(
         plan_endpoints_write(Some(&current), &desired),
         Some(EndpointsWrite::Update(_))
@@ -841,7 +842,7 @@ fn write_plan_reacts_to_labels_and_capacity_annotation() {
         "endpoints.kubernetes.io/over-capacity",
         "truncated",
     )]));
-    let desired = desired_endpoints::<Pod>(&svc, &[], &no_params()).unwrap();
+    let desired = desired_endpoints::<PodInfo>(&svc, &[], &no_params()).unwrap();
     let Some(EndpointsWrite::Update(updated)) =
         plan_endpoints_write(Some(&wrongly_marked), &desired)
     else {
@@ -863,7 +864,7 @@ fn truncated_endpoints_are_not_rewritten_on_every_sync() {
 fn tracker_flags_replaced_versions_as_stale() {
     let svc = service("web").build();
     let old = stored(
-        desired_endpoints::<Pod>(&svc, &[], &no_params()).unwrap(),
+        desired_endpoints::<PodInfo>(&svc, &[], &no_params()).unwrap(),
         "5",
     );
     let new = stored(old.clone(), "6");

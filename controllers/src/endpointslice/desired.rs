@@ -4,12 +4,12 @@
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::identity::{EndpointKey, PortsKey};
-use crate::pods::{self, addresses_of_family, hostname_for, resolve_target_port};
+use crate::pods::{self, PodInfo, addresses_of_family, hostname_for, resolve_target_port};
 use crate::service::{self, IpFamily, has_cluster_ip, publishes_not_ready, slice_families};
 use crate::well_known::{
     LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY, LABEL_TOPOLOGY_ZONE,
@@ -56,7 +56,7 @@ impl DesiredEndpointSlices {
     }
 }
 
-fn endpoint_ports(service: &Service, pod: &Pod) -> Vec<EndpointPort> {
+fn endpoint_ports(service: &Service, pod: &PodInfo) -> Vec<EndpointPort> {
     let ports = service
         .spec
         .as_ref()
@@ -78,7 +78,7 @@ fn endpoint_ports(service: &Service, pod: &Pod) -> Vec<EndpointPort> {
 
 fn pod_endpoint(
     service: &Service,
-    pod: &Pod,
+    pod: &PodInfo,
     zone: Option<String>,
     addresses: Vec<String>,
 ) -> Endpoint {
@@ -95,9 +95,9 @@ fn pod_endpoint(
         node_name: pods::node_name(pod).map(str::to_string),
         target_ref: Some(ObjectReference {
             kind: Some("Pod".into()),
-            namespace: pod.metadata.namespace.clone(),
-            name: pod.metadata.name.clone(),
-            uid: pod.metadata.uid.clone(),
+            namespace: Some(pod.namespace.clone()),
+            name: Some(pod.name.clone()),
+            uid: pod.uid.clone(),
             ..Default::default()
         }),
         zone,
@@ -119,7 +119,7 @@ pub fn desired_endpoint_slices<P, F, N>(
     node: F,
 ) -> Option<DesiredEndpointSlices>
 where
-    P: Borrow<Pod>,
+    P: Borrow<PodInfo>,
     F: Fn(&str) -> Option<N>,
     N: Borrow<Node>,
 {
@@ -147,7 +147,7 @@ where
             None if publishes_not_ready(service) => None,
             None => {
                 pods_on_missing_nodes.push(PodOnMissingNode {
-                    pod: pod.metadata.name.clone().unwrap_or_default(),
+                    pod: pod.name.clone(),
                     node: node_name.to_string(),
                 });
                 continue;

@@ -11,6 +11,8 @@ use std::sync::{Arc, RwLock};
 
 use kube::Resource;
 
+use crate::pods::PodInfo;
+
 /// A namespaced name; cluster-scoped objects have an empty namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
@@ -36,6 +38,24 @@ impl ObjectKey {
             meta.namespace.clone().unwrap_or_default(),
             meta.name.clone().unwrap_or_default(),
         )
+    }
+}
+
+/// Anything a cache can hold: it knows its own key.
+pub trait Keyed {
+    /// The object's namespaced name.
+    fn key(&self) -> ObjectKey;
+}
+
+impl<K: Resource> Keyed for K {
+    fn key(&self) -> ObjectKey {
+        ObjectKey::of(self)
+    }
+}
+
+impl Keyed for PodInfo {
+    fn key(&self) -> ObjectKey {
+        ObjectKey::new(self.namespace.clone(), self.name.clone())
     }
 }
 
@@ -89,7 +109,7 @@ impl<K> Default for Cache<K> {
     }
 }
 
-impl<K: Resource> Cache<K> {
+impl<K: Keyed> Cache<K> {
     /// The cached object, if any.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
         let inner = self.inner.read().expect("cache lock");
@@ -138,7 +158,7 @@ impl<K: Resource> Cache<K> {
 
     /// Caches an added or modified object.
     pub(crate) fn apply(&self, object: K) -> Change<K> {
-        let key = ObjectKey::of(&object);
+        let key = object.key();
         let new = Arc::new(object);
         let mut inner = self.inner.write().expect("cache lock");
         if let Some(relisted) = &mut inner.relisted {
@@ -155,7 +175,7 @@ impl<K: Resource> Cache<K> {
     /// Removes a deleted object; returns the last version known (the cached one, else the one
     /// the watch reported).
     pub(crate) fn delete(&self, object: K) -> Change<K> {
-        let key = ObjectKey::of(&object);
+        let key = object.key();
         let mut inner = self.inner.write().expect("cache lock");
         let cached = Self::remove(&mut inner, &key);
         Change::Deleted(cached.unwrap_or_else(|| Arc::new(object)))

@@ -27,16 +27,16 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::cache::{Cache, Change, ObjectKey};
+use super::cache::{Cache, Change, Keyed, ObjectKey};
 use super::queue::WorkQueue;
 use super::trim::{PodChange, node_zone_changed, pod_change};
 use super::watch::WatchEvent;
 use crate::SliceTracker;
 use crate::mirroring::endpoints_mirrorable;
-use crate::pods;
+use crate::pods::{self, PodInfo};
 use crate::service::selects;
 use crate::topology::{ZoneCapacity, nodes_changed_relevant, uses_auto_hints};
 use crate::well_known::{
@@ -52,7 +52,7 @@ pub(crate) const SLICE_CHANGE_MIN_DELAY: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub(crate) struct Caches {
     pub services: Cache<Service>,
-    pub pods: Cache<Pod>,
+    pub pods: Cache<PodInfo>,
     pub nodes: Cache<Node>,
     pub endpoints: Cache<Endpoints>,
     pub slices: Cache<EndpointSlice>,
@@ -73,7 +73,7 @@ impl Caches {
 #[derive(Debug)]
 pub(crate) enum Update {
     Service(Box<WatchEvent<Service>>),
-    Pod(Box<WatchEvent<Pod>>),
+    Pod(Box<WatchEvent<PodInfo>>),
     Node(Box<WatchEvent<Node>>),
     Endpoints(Box<WatchEvent<Endpoints>>),
     Slice(Box<WatchEvent<EndpointSlice>>),
@@ -148,7 +148,7 @@ pub(crate) struct Router {
     capacity_outdated: bool,
 }
 
-fn apply_event<K: kube::Resource>(cache: &Cache<K>, event: WatchEvent<K>) -> Vec<Change<K>> {
+fn apply_event<K: Keyed>(cache: &Cache<K>, event: WatchEvent<K>) -> Vec<Change<K>> {
     match event {
         WatchEvent::Apply(object) => vec![cache.apply(object)],
         WatchEvent::Delete(object) => vec![cache.delete(object)],
@@ -280,7 +280,7 @@ impl Router {
         }
     }
 
-    fn index_pod(&mut self, old: Option<&Pod>, new: Option<&Pod>) {
+    fn index_pod(&mut self, old: Option<&PodInfo>, new: Option<&PodInfo>) {
         let old_node = old.and_then(pods::node_name);
         let new_node = new.and_then(pods::node_name);
         if old_node == new_node {
@@ -289,7 +289,7 @@ impl Router {
         if let (Some(node), Some(pod)) = (old_node, old)
             && let Some(pods) = self.pods_by_node.get_mut(node)
         {
-            pods.remove(&ObjectKey::of(pod));
+            pods.remove(&pod.key());
             if pods.is_empty() {
                 self.pods_by_node.remove(node);
             }
@@ -298,11 +298,11 @@ impl Router {
             self.pods_by_node
                 .entry(node.to_string())
                 .or_default()
-                .insert(ObjectKey::of(pod));
+                .insert(pod.key());
         }
     }
 
-    fn pod_changed(&mut self, change: Change<Pod>) {
+    fn pod_changed(&mut self, change: Change<PodInfo>) {
         let (old, new) = match change {
             Change::Applied { old, new } => (old, Some(new)),
             Change::Deleted(old) => (Some(old), None),
@@ -315,14 +315,10 @@ impl Router {
         if kind == PodChange::None {
             return;
         }
-        let Some(namespace) = new
-            .as_ref()
-            .or(old.as_ref())
-            .and_then(|p| p.metadata.namespace.clone())
-        else {
+        let Some(namespace) = new.as_ref().or(old.as_ref()).map(|p| p.namespace.clone()) else {
             return;
         };
-        let selected = |service: &Service, pod: &Option<Arc<Pod>>| {
+        let selected = |service: &Service, pod: &Option<Arc<PodInfo>>| {
             pod.as_ref().is_some_and(|pod| selects(service, pod))
         };
         let affected = self.caches.services.list(&namespace, |service| {

@@ -1,19 +1,17 @@
 //! What the caches keep of each object, and which changes matter to the controllers.
 //!
-//! Pods and Nodes are cut down to the fields the desired-state functions read: that keeps the
-//! caches small, and makes "did anything relevant change" a plain comparison of the trimmed
-//! objects. Endpoints and EndpointSlices are written back from the cache, so they keep
+//! Pods become [`PodInfo`] and Nodes are cut down to the fields the desired-state functions
+//! read: that keeps the caches small, and makes "did anything relevant change" a plain
+//! comparison of the trimmed objects. Endpoints and EndpointSlices are written back from the cache, so they keep
 //! everything but `managedFields` (which the apiserver preserves when an update leaves it out).
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    Container, Endpoints, Node, NodeCondition, NodeStatus, Pod, PodCondition, PodSpec, PodStatus,
-    Service,
-};
+use k8s_openapi::api::core::v1::{Endpoints, Node, NodeCondition, NodeStatus, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::pods::PodInfo;
 use crate::well_known::LABEL_TOPOLOGY_ZONE;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -32,51 +30,9 @@ fn identity(meta: ObjectMeta) -> ObjectMeta {
     }
 }
 
-fn ports_only(container: Container) -> Container {
-    Container {
-        name: container.name,
-        ports: container.ports,
-        restart_policy: container.restart_policy,
-        ..Default::default()
-    }
-}
-
-/// A Pod with only what decides its endpoints: identity, labels, deletion, node, hostname and
-/// subdomain, container ports, phase, IPs and the `Ready` condition.
-pub fn pod(pod: Pod) -> Pod {
-    let spec = pod.spec.map(|spec| PodSpec {
-        node_name: spec.node_name,
-        hostname: spec.hostname,
-        subdomain: spec.subdomain,
-        containers: spec.containers.into_iter().map(ports_only).collect(),
-        init_containers: spec
-            .init_containers
-            .map(|list| list.into_iter().map(ports_only).collect()),
-        ..Default::default()
-    });
-    let status = pod.status.map(|status| PodStatus {
-        phase: status.phase,
-        pod_ip: status.pod_ip,
-        pod_ips: status.pod_ips,
-        conditions: status.conditions.map(|conditions| {
-            conditions
-                .into_iter()
-                .filter(|c| c.type_ == "Ready")
-                .map(|c| PodCondition {
-                    type_: c.type_,
-                    status: c.status,
-                    last_transition_time: c.last_transition_time,
-                    ..Default::default()
-                })
-                .collect()
-        }),
-        ..Default::default()
-    });
-    Pod {
-        metadata: identity(pod.metadata),
-        spec,
-        status,
-    }
+/// What decides a Pod's endpoints.
+pub fn pod(pod: Pod) -> PodInfo {
+    PodInfo::from(pod)
 }
 
 /// A Node with its labels, allocatable resources and `Ready` condition.
@@ -141,15 +97,48 @@ pub enum PodChange {
     Endpoints,
 }
 
-/// Compares two trimmed versions of a pod.
-pub fn pod_change(old: &Pod, new: &Pod) -> PodChange {
-    let endpoints_differ = old.spec != new.spec
-        || old.status != new.status
-        || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp
-        || old.metadata.uid != new.metadata.uid;
+/// Compares two versions of a pod.
+pub fn pod_change(old: &PodInfo, new: &PodInfo) -> PodChange {
+    // Destructured so that a field added to PodInfo cannot be forgotten here.
+    let PodInfo {
+        namespace,
+        name,
+        uid,
+        labels,
+        terminating,
+        terminal,
+        node_name,
+        hostname,
+        subdomain,
+        named_ports,
+        has_ip,
+        ips,
+        primary_ip,
+        ready,
+        ready_since,
+    } = old;
+    let endpoints_differ = (namespace, name, uid, terminating, terminal, node_name)
+        != (
+            &new.namespace,
+            &new.name,
+            &new.uid,
+            &new.terminating,
+            &new.terminal,
+            &new.node_name,
+        )
+        || (hostname, subdomain, named_ports, has_ip, ips, primary_ip)
+            != (
+                &new.hostname,
+                &new.subdomain,
+                &new.named_ports,
+                &new.has_ip,
+                &new.ips,
+                &new.primary_ip,
+            )
+        || (ready, ready_since) != (&new.ready, &new.ready_since);
     if endpoints_differ {
         PodChange::Endpoints
-    } else if old.metadata.labels != new.metadata.labels {
+    } else if *labels != new.labels {
         PodChange::LabelsOnly
     } else {
         PodChange::None
@@ -170,24 +159,26 @@ pub fn node_zone_changed(old: &Node, new: &Node) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::{EnvVar, PodIP, Volume};
+    use k8s_openapi::api::core::v1::{EnvVar, PodCondition, PodIP, Volume};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
     use crate::fixtures;
-    use crate::{EndpointsParams, desired_endpoint_slices, desired_endpoints};
 
-    fn full_pod() -> Pod {
-        let mut pod = fixtures::pod("web-1", "10.0.0.1")
+    fn web_pod() -> fixtures::PodBuilder {
+        fixtures::pod("web-1", "10.0.0.1")
             .label("app", "web")
             .ip("fd00::1")
             .node("node-a")
             .hostname("web-1", "web")
             .container_port("http", 8080, "TCP")
             .init_container_port("metrics", 9090, true)
-            .build();
+    }
+
+    /// The same pod with much that does not decide endpoints.
+    fn full_pod() -> Pod {
+        let mut pod = web_pod().build_pod();
         pod.metadata.annotations = Some([("note".into(), "x".repeat(1000))].into());
         pod.metadata.resource_version = Some("41".into());
         let spec = pod.spec.as_mut().unwrap();
@@ -213,74 +204,64 @@ mod tests {
     }
 
     #[test]
-    fn trimming_a_pod_keeps_its_endpoints() {
-        let full = full_pod();
-        let trimmed = pod(full.clone());
-        assert!(trimmed.metadata.annotations.is_none());
-        assert!(trimmed.spec.as_ref().unwrap().volumes.is_none());
+    fn a_pod_keeps_what_decides_its_endpoints() {
+        let info = pod(full_pod());
+        assert_eq!(info, web_pod().build());
         assert_eq!(
-            trimmed
-                .status
-                .as_ref()
-                .unwrap()
-                .conditions
-                .as_ref()
-                .unwrap()
-                .len(),
-            1
+            (info.namespace.as_str(), info.name.as_str()),
+            ("default", "web-1")
         );
-
-        let headless = fixtures::service("web")
-            .selector(&[("app", "web")])
-            .cluster_ip("None")
-            .build();
-        let named = fixtures::service("web")
-            .selector(&[("app", "web")])
-            .ports(vec![
-                fixtures::service_port("http", 80, IntOrString::String("http".into())),
-                fixtures::service_port("metrics", 9090, IntOrString::String("metrics".into())),
-            ])
-            .build();
-        for service in [headless, named] {
-            let params = EndpointsParams::default();
-            assert_eq!(
-                desired_endpoints(&service, std::slice::from_ref(&full), &params),
-                desired_endpoints(&service, std::slice::from_ref(&trimmed), &params)
-            );
-            let no_node = |_: &str| Some(Node::default());
-            assert_eq!(
-                desired_endpoint_slices(&service, std::slice::from_ref(&full), no_node),
-                desired_endpoint_slices(&service, std::slice::from_ref(&trimmed), no_node)
-            );
-        }
+        assert_eq!(
+            info.ips,
+            [
+                "10.0.0.1".parse::<std::net::IpAddr>().unwrap(),
+                "fd00::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            info.named_ports
+                .iter()
+                .map(|p| (p.name.as_str(), p.port))
+                .collect::<Vec<_>>(),
+            [("http", 8080), ("metrics", 9090)]
+        );
+        assert!(info.ready && info.has_ip && !info.terminating && !info.terminal);
+        assert_eq!(info.node_name.as_deref(), Some("node-a"));
     }
 
     #[test]
     fn pod_changes_that_matter() {
         let base = pod(full_pod());
-        let mut bumped = base.clone();
+        let mut bumped = full_pod();
         bumped.metadata.resource_version = Some("42".into());
-        assert_eq!(pod_change(&base, &bumped), PodChange::None);
+        assert_eq!(pod_change(&base, &pod(bumped)), PodChange::None);
 
         let mut relabelled = base.clone();
-        relabelled
-            .metadata
-            .labels
-            .get_or_insert_with(Default::default)
-            .insert("tier".into(), "front".into());
+        relabelled.labels.insert("tier".into(), "front".into());
         assert_eq!(pod_change(&base, &relabelled), PodChange::LabelsOnly);
 
-        let mut moved = base.clone();
+        let mut moved = full_pod();
         moved.status.as_mut().unwrap().pod_ips = Some(vec![PodIP {
             ip: "10.0.0.9".into(),
         }]);
-        assert_eq!(pod_change(&base, &moved), PodChange::Endpoints);
+        assert_eq!(pod_change(&base, &pod(moved)), PodChange::Endpoints);
 
         let mut deleting = relabelled.clone();
-        deleting.metadata.deletion_timestamp = Some(Time(Timestamp::new(9, 0).unwrap()));
+        deleting.terminating = true;
         assert_eq!(pod_change(&base, &deleting), PodChange::Endpoints);
 
-        // A probe timestamp on another condition is trimmed away, so it is no change.
+        let mut flipped = full_pod();
+        flipped
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()[0]
+            .last_transition_time = Some(Time(Timestamp::new(7, 0).unwrap()));
+        assert_eq!(pod_change(&base, &pod(flipped)), PodChange::Endpoints);
+
+        // A probe timestamp on another condition is not kept, so it is no change.
         let mut probed = full_pod();
         probed.status.as_mut().unwrap().conditions.as_mut().unwrap()[1].last_probe_time =
             Some(Time(Timestamp::new(6, 0).unwrap()));

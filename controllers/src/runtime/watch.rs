@@ -11,7 +11,9 @@ use futures::{Stream, StreamExt};
 use kube::api::ObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
-use serde::de::{Deserialize, DeserializeOwned, Deserializer};
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer};
+use serde_json::value::RawValue;
 
 use super::cache::ObjectKey;
 
@@ -25,16 +27,24 @@ pub(crate) enum Lenient<K> {
     },
 }
 
+/// Only the metadata of an object that cannot be read as a whole.
+#[derive(Deserialize)]
+struct MetadataOnly {
+    #[serde(default)]
+    metadata: ObjectMeta,
+}
+
 impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
-        match K::deserialize(&value) {
+        // The object's text is kept and read twice only when it is unreadable; a generic JSON
+        // tree in between would double the allocations of every event.
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        match serde_json::from_str::<K>(raw.get()) {
             Ok(object) => Ok(Lenient::Readable(object)),
             Err(error) => Ok(Lenient::Unreadable {
                 metadata: Box::new(
-                    value
-                        .get("metadata")
-                        .and_then(|m| ObjectMeta::deserialize(m).ok())
+                    serde_json::from_str::<MetadataOnly>(raw.get())
+                        .map(|m| m.metadata)
                         .unwrap_or_default(),
                 ),
                 error: error.to_string(),
@@ -102,7 +112,7 @@ fn readable<K: Resource<DynamicType = ()> + Default>(object: Lenient<K>) -> Resu
     }
 }
 
-fn convert<K>(event: watcher::Event<Lenient<K>>, trim: fn(K) -> K) -> WatchEvent<K>
+fn convert<K, T>(event: watcher::Event<Lenient<K>>, trim: fn(K) -> T) -> WatchEvent<T>
 where
     K: Resource<DynamicType = ()> + Default,
 {
@@ -119,7 +129,7 @@ where
             Lenient::Unreadable { metadata, .. } => {
                 let mut object = K::default();
                 *object.meta_mut() = *metadata;
-                object
+                trim(object)
             }
         }),
         watcher::Event::Init => WatchEvent::RelistStart,
@@ -127,11 +137,16 @@ where
     }
 }
 
-/// Watches every object of kind `K` in the cluster, trimmed by `trim`. Errors are logged and
-/// the watch restarted with the default backoff; the stream never ends.
-pub(crate) fn watch<K>(client: Client, trim: fn(K) -> K) -> impl Stream<Item = WatchEvent<K>> + Send
+/// Watches every object of kind `K` in the cluster, each cut down to what the cache keeps by
+/// `trim`. Errors are logged and the watch restarted with the default backoff; the stream never
+/// ends.
+pub(crate) fn watch<K, T>(
+    client: Client,
+    trim: fn(K) -> T,
+) -> impl Stream<Item = WatchEvent<T>> + Send
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Default + Send + 'static,
+    T: Send + 'static,
 {
     let api: Api<Lenient<K>> = Api::all(client);
     watcher(api, watcher::Config::default())
@@ -153,16 +168,21 @@ mod tests {
 
     use super::*;
 
+    /// Reads `value` from its text, as the client reads what the apiserver sends.
+    fn from_json<T: DeserializeOwned>(value: serde_json::Value) -> serde_json::Result<T> {
+        serde_json::from_str(&value.to_string())
+    }
+
     #[test]
     fn an_unreadable_object_keeps_its_metadata() {
-        let good: Lenient<Pod> = serde_json::from_value(serde_json::json!({
+        let good: Lenient<Pod> = from_json(serde_json::json!({
             "metadata": { "name": "a", "namespace": "ns" },
             "spec": { "containers": [{ "name": "app" }] },
         }))
         .unwrap();
         assert!(matches!(good, Lenient::Readable(_)));
 
-        let bad: Lenient<Pod> = serde_json::from_value(serde_json::json!({
+        let bad: Lenient<Pod> = from_json(serde_json::json!({
             "metadata": { "name": "b", "namespace": "ns" },
             "spec": { "containers": "not a list" },
         }))
@@ -186,22 +206,46 @@ mod tests {
 
     #[test]
     fn a_list_with_one_bad_item_still_reads_the_others() {
-        let list: kube::core::ObjectList<Lenient<Pod>> =
-            serde_json::from_value(serde_json::json!({
-                "apiVersion": "v1",
-                "kind": "PodList",
-                "metadata": { "resourceVersion": "5" },
-                "items": [
-                    { "metadata": { "name": "a" }, "spec": { "containers": [] } },
-                    { "metadata": { "name": "b" }, "spec": { "nodeName": 7 } },
-                ],
-            }))
-            .unwrap();
+        let list: kube::core::ObjectList<Lenient<Pod>> = from_json(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "PodList",
+            "metadata": { "resourceVersion": "5" },
+            "items": [
+                { "metadata": { "name": "a" }, "spec": { "containers": [] } },
+                { "metadata": { "name": "b" }, "spec": { "nodeName": 7 } },
+            ],
+        }))
+        .unwrap();
         let readable: Vec<bool> = list
             .items
             .iter()
             .map(|i| matches!(i, Lenient::Readable(_)))
             .collect();
         assert_eq!(readable, vec![true, false]);
+    }
+
+    #[test]
+    fn watch_lines_are_read_one_object_at_a_time() {
+        let lines = [
+            r#"{"type":"ADDED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"a","namespace":"ns","resourceVersion":"7"},"spec":{"containers":[{"name":"app"}]},"status":{"podIP":"10.0.0.1"}}}"#,
+            r#"{"type":"MODIFIED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"b","namespace":"ns"},"spec":{"containers":"not a list"}}}"#,
+        ];
+        let events: Vec<kube::core::WatchEvent<Lenient<Pod>>> = lines
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let kube::core::WatchEvent::Added(Lenient::Readable(pod)) = &events[0] else {
+            panic!("a readable pod expected: {:?}", events[0])
+        };
+        assert_eq!(pod.metadata.resource_version.as_deref(), Some("7"));
+        assert_eq!(
+            pod.status.as_ref().unwrap().pod_ip.as_deref(),
+            Some("10.0.0.1")
+        );
+        let kube::core::WatchEvent::Modified(Lenient::Unreadable { metadata, .. }) = &events[1]
+        else {
+            panic!("an unreadable pod expected: {:?}", events[1])
+        };
+        assert_eq!(metadata.name.as_deref(), Some("b"));
     }
 }

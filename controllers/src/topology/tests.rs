@@ -1,4 +1,4 @@
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::{EndpointHints, EndpointSlice, ForNode, ForZone};
 
 use super::*;
@@ -7,6 +7,7 @@ use crate::endpointslice::{
     plan_endpoint_slices,
 };
 use crate::fixtures::{NS, pod, service, worker_node};
+use crate::pods::PodInfo;
 
 const MANAGER: &str = "endpointslice-controller.svcplane.io";
 
@@ -19,7 +20,7 @@ fn nodes() -> Vec<Node> {
 }
 
 /// Two ready pods per zone, selected by `web`.
-fn pods() -> Vec<Pod> {
+fn pods() -> Vec<PodInfo> {
     [
         ("a1", "node-a"),
         ("a2", "node-a"),
@@ -37,7 +38,7 @@ fn pods() -> Vec<Pod> {
     .collect()
 }
 
-fn desired(svc: &Service, pods: &[Pod]) -> DesiredEndpointSlices {
+fn desired(svc: &Service, pods: &[PodInfo]) -> DesiredEndpointSlices {
     let nodes = nodes();
     desired_endpoint_slices(svc, pods, |name: &str| {
         nodes

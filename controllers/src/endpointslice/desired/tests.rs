@@ -1,10 +1,11 @@
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
 use crate::fixtures::{NS, labels, node, pod, service, service_port};
+use crate::pods::PodInfo;
 
 fn lookup<'n>(nodes: &'n [Node]) -> impl Fn(&str) -> Option<&'n Node> + 'n {
     move |name| {
@@ -14,7 +15,7 @@ fn lookup<'n>(nodes: &'n [Node]) -> impl Fn(&str) -> Option<&'n Node> + 'n {
     }
 }
 
-fn desired(service: &Service, pods: &[Pod], nodes: &[Node]) -> DesiredEndpointSlices {
+fn desired(service: &Service, pods: &[PodInfo], nodes: &[Node]) -> DesiredEndpointSlices {
     desired_endpoint_slices(service, pods, lookup(nodes)).unwrap()
 }
 
@@ -376,7 +377,7 @@ fn named_ports_resolving_differently_per_pod_make_separate_groups() {
             IntOrString::String("http".into()),
         )])
         .build();
-    let pods: Vec<Pod> = (0..300)
+    let pods: Vec<PodInfo> = (0..300)
         .map(|i| {
             pod(&format!("p{i}"), &format!("10.0.{}.{}", i / 256, i % 256))
                 .label("app", "named")

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use proptest::prelude::*;
@@ -9,6 +9,7 @@ use super::super::desired::{desired_endpoint_slices, new_slice};
 use super::super::identity::EndpointKey;
 use super::*;
 use crate::fixtures::{labels, node, pod, service, service_port, time};
+use crate::pods::PodInfo;
 
 const MANAGER: &str = "endpointslice.svcplane.io";
 
@@ -17,11 +18,11 @@ fn nodes() -> Vec<Node> {
 }
 
 /// Pods in the in-tree tests' shape: every third one not ready.
-fn pods(count: usize) -> Vec<Pod> {
+fn pods(count: usize) -> Vec<PodInfo> {
     (0..count).map(|i| numbered_pod(i, i % 3 != 0)).collect()
 }
 
-fn numbered_pod(i: usize, ready: bool) -> Pod {
+fn numbered_pod(i: usize, ready: bool) -> PodInfo {
     pod(
         &format!("pod{i}"),
         &format!("10.1.{}.{}", i / 250, i % 250 + 1),
@@ -31,7 +32,7 @@ fn numbered_pod(i: usize, ready: bool) -> Pod {
     .build()
 }
 
-fn desired(svc: &Service, pods: &[Pod]) -> DesiredEndpointSlices {
+fn desired(svc: &Service, pods: &[PodInfo]) -> DesiredEndpointSlices {
     let nodes = nodes();
     desired_endpoint_slices(svc, pods, |name: &str| {
         nodes
@@ -50,18 +51,18 @@ fn params(max: i64) -> SliceParams<'static> {
     }
 }
 
-fn plan(svc: &Service, existing: &[EndpointSlice], pods: &[Pod], max: i64) -> SlicePlan {
+fn plan(svc: &Service, existing: &[EndpointSlice], pods: &[PodInfo], max: i64) -> SlicePlan {
     plan_endpoint_slices(svc, existing, &desired(svc, pods), &params(max))
 }
 
 /// The endpoint a pod should have in `svc`'s slices.
-fn endpoint_of(svc: &Service, pod: &Pod) -> Endpoint {
+fn endpoint_of(svc: &Service, pod: &PodInfo) -> Endpoint {
     let d = desired(svc, std::slice::from_ref(pod));
     d.groups[0].endpoints[0].clone()
 }
 
 /// An existing slice of `svc` (IPv4, ports of the default `http` port) holding these pods.
-fn stored_slice(svc: &Service, name: &str, members: &[&Pod]) -> EndpointSlice {
+fn stored_slice(svc: &Service, name: &str, members: &[&PodInfo]) -> EndpointSlice {
     let ports = desired(svc, &[numbered_pod(0, true)]).groups[0]
         .ports
         .clone();
@@ -292,8 +293,8 @@ fn publish_not_ready_makes_every_endpoint_ready() {
 fn remainder_goes_into_the_slice_it_leaves_closest_to_full() {
     let svc = service("foo").build();
     let pods = pods(250);
-    let first: Vec<&Pod> = pods.iter().skip(1).step_by(4).take(62).collect();
-    let second: Vec<&Pod> = pods.iter().skip(3).step_by(4).take(61).collect();
+    let first: Vec<&PodInfo> = pods.iter().skip(1).step_by(4).take(62).collect();
+    let second: Vec<&PodInfo> = pods.iter().skip(3).step_by(4).take(61).collect();
     let existing = vec![
         stored_slice(&svc, "foo-1", &first),
         stored_slice(&svc, "foo-2", &second),
@@ -312,8 +313,8 @@ fn remainder_goes_into_the_slice_it_leaves_closest_to_full() {
 fn a_remainder_that_fits_nowhere_gets_its_own_slice() {
     let svc = service("foo").build();
     let pods = pods(300);
-    let first: Vec<&Pod> = pods.iter().skip(1).step_by(4).take(74).collect();
-    let second: Vec<&Pod> = pods.iter().skip(3).step_by(4).take(74).collect();
+    let first: Vec<&PodInfo> = pods.iter().skip(1).step_by(4).take(74).collect();
+    let second: Vec<&PodInfo> = pods.iter().skip(3).step_by(4).take(74).collect();
     let existing = vec![
         stored_slice(&svc, "foo-1", &first),
         stored_slice(&svc, "foo-2", &second),
@@ -426,12 +427,12 @@ fn slices_are_never_rebalanced_but_recycled_when_rewritten() {
 #[test]
 fn new_endpoints_fill_slices_already_being_updated_fullest_first() {
     let svc = service("foo").build();
-    let mut all: Vec<Pod> = (0..80)
+    let mut all: Vec<PodInfo> = (0..80)
         .chain(100..120)
         .map(|i| numbered_pod(i, true))
         .collect();
-    let first: Vec<&Pod> = all[..80].iter().collect();
-    let second: Vec<&Pod> = all[80..].iter().collect();
+    let first: Vec<&PodInfo> = all[..80].iter().collect();
+    let second: Vec<&PodInfo> = all[80..].iter().collect();
     let existing = vec![
         stored_slice(&svc, "foo-1", &first),
         stored_slice(&svc, "foo-2", &second),
@@ -454,7 +455,7 @@ fn new_endpoints_fill_slices_already_being_updated_fullest_first() {
 #[test]
 fn deprecated_address_type_slices_are_replaced() {
     let svc = service("foo").build();
-    let pods: Vec<Pod> = (0..80)
+    let pods: Vec<PodInfo> = (0..80)
         .chain(100..150)
         .map(|i| numbered_pod(i, true))
         .collect();
@@ -509,7 +510,7 @@ fn named_ports_resolving_differently_make_one_slice_per_port() {
             IntOrString::String("http".into()),
         )])
         .build();
-    let pods: Vec<Pod> = (0..300)
+    let pods: Vec<PodInfo> = (0..300)
         .map(|i| {
             pod(
                 &format!("pod{i}"),
@@ -570,18 +571,7 @@ fn a_readiness_flip_rewrites_only_its_slice() {
     let mut pods = pods(250);
     let mut cluster = Cluster::default();
     cluster.apply(&plan(&svc, &[], &pods, 100));
-    pods[7] = numbered_pod(
-        7,
-        pods[7]
-            .status
-            .as_ref()
-            .unwrap()
-            .conditions
-            .as_ref()
-            .unwrap()[0]
-            .status
-            != "True",
-    );
+    pods[7] = numbered_pod(7, !pods[7].ready);
     let planned = plan(&svc, &cluster.slices, &pods, 100);
     assert_eq!(counts(&planned), (0, 1, 0));
     let before: BTreeMap<_, _> = cluster
@@ -649,7 +639,7 @@ fn endpoints_on_a_missing_node_are_removed_and_the_slice_kept_as_placeholder() {
 #[test]
 fn dual_stack_gets_slices_per_family_and_loses_a_dropped_family() {
     let dual = service("foo").families(&["IPv4", "IPv6"]).build();
-    let pods: Vec<Pod> = (0..3)
+    let pods: Vec<PodInfo> = (0..3)
         .map(|i| {
             pod(&format!("pod{i}"), &format!("10.1.0.{i}"))
                 .ip(&format!("fd00::{i}"))
@@ -750,7 +740,7 @@ fn slices_already_being_deleted_are_ignored() {
 fn an_endpoint_found_in_two_slices_is_kept_once() {
     let svc = service("foo").build();
     let pods = pods(4);
-    let refs: Vec<&Pod> = pods.iter().collect();
+    let refs: Vec<&PodInfo> = pods.iter().collect();
     let existing = vec![
         stored_slice(&svc, "foo-1", &refs[..3]),
         stored_slice(&svc, "foo-2", &refs[2..]),
@@ -785,7 +775,7 @@ fn pod_states() -> impl Strategy<Value = PodStates> {
     (state.clone(), state).prop_map(|(before, after)| PodStates { before, after })
 }
 
-fn build_pods(states: &[PodStates], after: bool, dual: bool) -> Vec<Pod> {
+fn build_pods(states: &[PodStates], after: bool, dual: bool) -> Vec<PodInfo> {
     states
         .iter()
         .enumerate()

@@ -73,9 +73,9 @@ fn drain(fixture: &Fixture) {
 }
 
 impl Fixture {
-    fn apply_pod(&mut self, pod: Pod) {
+    fn apply_pod(&mut self, pod: impl Into<PodInfo>) {
         self.router
-            .handle(Update::Pod(Box::new(WatchEvent::Apply(trim::pod(pod)))));
+            .handle(Update::Pod(Box::new(WatchEvent::Apply(pod.into()))));
     }
     fn apply_service(&mut self, service: Service) {
         self.router
@@ -122,7 +122,7 @@ async fn irrelevant_pod_changes_queue_nothing() {
     let mut f = with_services(&[("web", &[("app", "web")])]);
     let mut pod = fixtures::pod("web-1", "10.0.0.1")
         .label("app", "web")
-        .build();
+        .build_pod();
     f.apply_pod(pod.clone());
     drain(&f);
     pod.metadata.resource_version = Some("2".into());
@@ -156,7 +156,9 @@ async fn a_label_change_queues_the_services_it_joins_and_leaves_only() {
 #[tokio::test(start_paused = true)]
 async fn an_ip_change_queues_every_selecting_service() {
     let mut f = with_services(&[("web", &[("app", "web")]), ("all", &[])]);
-    let pod = fixtures::pod("p", "10.0.0.1").label("app", "web").build();
+    let pod = fixtures::pod("p", "10.0.0.1")
+        .label("app", "web")
+        .build_pod();
     f.apply_pod(pod.clone());
     drain(&f);
     let mut moved = pod;
