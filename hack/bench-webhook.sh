@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What svcplane's admission webhook costs a Service create: creates SERVICES Services from
 # CLIENTS concurrent clients against a fresh local control plane without the webhook, then
-# against another with it (ROUNDS times, alternating), and prints p50/p99 create latency,
+# against another with it (ROUNDS times, alternating; the webhook is svcplane's own binary,
+# `svcplane webhook`, in a process of its own), and prints p50/p99 create latency,
 # total time, the webhook's own handling time (its histogram) and whether the goals hold.
 # Release build. Figures depend on what else the machine runs: the load average is
 # printed with each run.
@@ -12,6 +13,8 @@
 #   WARMUP     unmeasured creates before each run (default 200)
 #   ROUNDS     rounds of a run without then a run with the webhook (default 3)
 #   NODE_PORT_EVERY  one Service in this many is a NodePort (default 5; 0: none)
+#   RATE       creates per second, the same for both runs (default 0: closed loop, each
+#              client sending its next create when its last one is answered)
 #   CARGO_TARGET_DIR   where cargo builds (default ./target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,13 +24,20 @@ CLIENTS=${CLIENTS:-50}
 WARMUP=${WARMUP:-200}
 ROUNDS=${ROUNDS:-3}
 NODE_PORT_EVERY=${NODE_PORT_EVERY:-5}
+RATE=${RATE:-0}
 TARGET=${CARGO_TARGET_DIR:-target}
 
 # The Kubernetes binaries first, so that their build is not part of a run.
 bash hack/kube-bins.sh >/dev/null
+cargo build --release -p svcplane --bin svcplane
 cargo build --release -p e2e --bin bench-webhook
 
+# Copies, so that a build in the shared target directory during the run changes nothing.
+BIN=$(mktemp -d)
+trap 'rm -rf "$BIN"' EXIT
+cp "$TARGET/release/svcplane" "$TARGET/release/bench-webhook" "$BIN/"
+
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-# What the driver is built from: the webhook, the allocator and the e2e crate's library.
-echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- webhook allocator tests/src tests/Cargo.toml Cargo.lock || echo ' (with local changes)')"
-"$TARGET/release/bench-webhook" --services "$SERVICES" --clients "$CLIENTS" --warmup "$WARMUP" --rounds "$ROUNDS" --node-port-every "$NODE_PORT_EVERY"
+# What the binaries are built from: svcplane, the webhook, the allocator, the e2e crate.
+echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- svcplane webhook allocator controllers tests/src tests/Cargo.toml Cargo.lock || echo ' (with local changes)')"
+"$BIN/bench-webhook" --svcplane "$BIN/svcplane" --services "$SERVICES" --clients "$CLIENTS" --warmup "$WARMUP" --rounds "$ROUNDS" --node-port-every "$NODE_PORT_EVERY" --rate "$RATE"

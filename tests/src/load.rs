@@ -30,6 +30,10 @@ pub struct Burst {
     pub shape: fn(&str, usize) -> Service,
     /// Retry a failed create for this long (a client that keeps trying); `None`: one try.
     pub retry_for: Option<Duration>,
+    /// Creates per second: create `i` is not sent before `i / rate` seconds into the burst
+    /// (an open-loop arrival rate, as long as the clients keep up); `None`: each client sends
+    /// its next create as soon as its last one is answered.
+    pub rate: Option<f64>,
 }
 
 /// What a burst saw.
@@ -94,6 +98,10 @@ pub async fn run(clients: &[Client], burst: &Burst, done: Arc<AtomicUsize>) -> B
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= burst.count {
                         break;
+                    }
+                    if let Some(rate) = burst.rate {
+                        let due = started + Duration::from_secs_f64(i as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
                     }
                     let name = format!("{}-{i}", burst.prefix);
                     let service = (burst.shape)(&name, i);

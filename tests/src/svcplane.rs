@@ -1,7 +1,8 @@
-//! svcplane's webhook run in-process against a local control plane and registered with its
-//! apiserver, as the local mode and the e2e suite use it.
+//! svcplane's webhook against a local control plane, registered with its apiserver: run
+//! in-process (the e2e suite) or as svcplane's own binary (the local mode, the benchmark).
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use webhook::server::metrics::AdmissionMetrics;
 use webhook::state::PoolConfig;
 
 use crate::control_plane::{ControlPlane, free_port};
+use crate::process::Process;
 use crate::wait;
 
 /// The field manager of what svcplane applies.
@@ -162,6 +164,77 @@ pub async fn start_replica(client: Client, config: WebhookConfig) -> Result<Webh
     })
     .await?;
     Ok(replica)
+}
+
+/// svcplane's own binary serving the webhook of a local control plane. Stops when dropped.
+pub struct BinaryReplica {
+    /// The running `svcplane` process; its log is `svcplane.log` in the plane's directory.
+    pub process: Process,
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+    /// The plain-HTTP admin address (`/metrics`, `/readyz`).
+    pub admin: SocketAddr,
+}
+
+/// Starts `svcplane <mode>` (`webhook` or `run`, with `extra_flags`) for `plane`: installs
+/// the CRD, waits for `/readyz`, registers the webhook with the plane's CA and waits until
+/// the apiserver calls it.
+pub async fn start_binary(
+    plane: &ControlPlane,
+    binary: &Path,
+    mode: &str,
+    extra_flags: &[String],
+) -> Result<BinaryReplica> {
+    let client = plane.client().await?;
+    install_crd(&client).await?;
+    let webhook_port = free_port()?;
+    let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let config = plane.config();
+    let mut flags = vec![
+        mode.to_string(),
+        format!("--kubeconfig={}", plane.kubeconfig().display()),
+        format!(
+            "--service-cluster-ip-range={}",
+            config.service_cluster_ip_range
+        ),
+        format!(
+            "--service-node-port-range={}",
+            config.service_node_port_range
+        ),
+        format!(
+            "--tls-cert-file={}",
+            plane.dir().join("apiserver.crt").display()
+        ),
+        format!(
+            "--tls-private-key-file={}",
+            plane.dir().join("apiserver.key").display()
+        ),
+        format!("--webhook-address=127.0.0.1:{webhook_port}"),
+        format!("--admin-address={admin}"),
+    ];
+    flags.extend_from_slice(extra_flags);
+    let mut process = Process::spawn("svcplane", binary, &flags, plane.dir())?;
+    wait::until("svcplane ready (/readyz)", || {
+        let running = process.check_running();
+        async move {
+            running?;
+            Ok(match http_get(admin, "/readyz").await {
+                Ok(body) if body.trim() == "ok" => Ok(()),
+                Ok(body) => Err(body),
+                Err(error) => Err(error.to_string()),
+            })
+        }
+    })
+    .await?;
+    let url = format!("https://127.0.0.1:{webhook_port}");
+    let ca = std::fs::read(plane.dir().join("ca.crt"))?;
+    register(&client, &url, ca, false).await?;
+    wait_until_called(&client, admin).await?;
+    Ok(BinaryReplica {
+        process,
+        url,
+        admin,
+    })
 }
 
 /// Registers the webhook at `url` with the apiserver (both configurations).

@@ -4,13 +4,10 @@
 //! `--in-tree` runs kube-controller-manager's endpoint controllers instead of svcplane's
 //! (svcplane's webhook still allocates), to compare; `--no-walkthrough` skips the demo.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use e2e::control_plane::free_port;
 use e2e::kubelet::{PodState, PodTemplate, create_pod, ensure_node, set_pod_status};
-use e2e::process::Process;
 use e2e::{ControlPlane, ControlPlaneConfig, ENDPOINT_CONTROLLERS, svcplane, wait};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -47,53 +44,16 @@ async fn main() -> Result<()> {
     );
 
     step("Starting svcplane");
-    svcplane::install_crd(&client).await?;
-    let webhook_port = free_port()?;
-    let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-    let mode = if in_tree { "webhook" } else { "run" };
-    let mut flags = vec![
-        mode.to_string(),
-        format!("--kubeconfig={}", plane.kubeconfig().display()),
-        format!(
-            "--service-cluster-ip-range={}",
-            plane.config().service_cluster_ip_range
-        ),
-        format!(
-            "--service-node-port-range={}",
-            plane.config().service_node_port_range
-        ),
-        format!(
-            "--tls-cert-file={}",
-            plane.dir().join("apiserver.crt").display()
-        ),
-        format!(
-            "--tls-private-key-file={}",
-            plane.dir().join("apiserver.key").display()
-        ),
-        format!("--webhook-address=127.0.0.1:{webhook_port}"),
-        format!("--admin-address={admin}"),
-    ];
-    if !in_tree {
-        flags.push("--leader-elect=false".to_string());
-    }
-    let mut process = Process::spawn("svcplane", &svcplane_bin, &flags, plane.dir())?;
-    wait::until("svcplane ready (/readyz)", || {
-        let running = process.check_running();
-        async move {
-            running?;
-            Ok(match svcplane::http_get(admin, "/readyz").await {
-                Ok(body) if body.trim() == "ok" => Ok(()),
-                Ok(body) => Err(body),
-                Err(error) => Err(error.to_string()),
-            })
-        }
-    })
-    .await?;
-    let url = format!("https://127.0.0.1:{webhook_port}");
-    let ca = std::fs::read(plane.dir().join("ca.crt"))?;
-    svcplane::register(&client, &url, ca, false).await?;
-    svcplane::wait_until_called(&client, admin).await?;
-    println!("  svcplane {mode}: webhook {url}, admin http://{admin}");
+    let (mode, flags) = if in_tree {
+        ("webhook", Vec::new())
+    } else {
+        ("run", vec!["--leader-elect=false".to_string()])
+    };
+    let replica = svcplane::start_binary(&plane, &svcplane_bin, mode, &flags).await?;
+    println!(
+        "  svcplane {mode}: webhook {}, admin http://{}",
+        replica.url, replica.admin
+    );
     println!("  log: {}", plane.dir().join("svcplane.log").display());
     if in_tree {
         plane.start_controller_manager(ENDPOINT_CONTROLLERS)?;
@@ -119,7 +79,7 @@ async fn main() -> Result<()> {
         _ = sigterm.recv() => {}
     }
     println!("stopping");
-    drop(process);
+    drop(replica);
     drop(plane);
     Ok(())
 }

@@ -42,6 +42,7 @@ fn burst(namespace: &str, prefix: &str, count: usize, retry: bool) -> Burst {
         shape: mixed,
         // A client that keeps trying, the way controllers and `kubectl apply` loops do.
         retry_for: retry.then(|| wait::wait_limit() * 3),
+        rate: None,
     }
 }
 
