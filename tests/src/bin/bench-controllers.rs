@@ -23,7 +23,9 @@
 //!   status written; the slices holding every pod, ready, exactly once; the Endpoints holding
 //!   1000 ready addresses and `over-capacity: truncated`; the last Endpoints or slice write
 //!   seen. Writes are counted from watch events (as the e2e suite does) until 3 s pass
-//!   without one.
+//!   without one, and as write requests (POST, PUT, PATCH, DELETE of endpoints and
+//!   endpointslices) in the apiserver's `apiserver_request_total`: an update that changes
+//!   nothing is a request but makes no event.
 //! - `churn`: `--services` Services of `--pods-per-service` ready pods each (set-up time
 //!   reported), then `--flips-per-second` readiness flips of random pods (a pod whose last
 //!   flip is not published yet is not picked) for `--churn-seconds`. The delay of a flip is
@@ -839,6 +841,63 @@ fn millis(d: Duration) -> String {
     format!("{}ms", d.as_millis())
 }
 
+/// Write requests (POST, PUT, PATCH, DELETE, any answer) the apiserver counted for Endpoints
+/// and EndpointSlices, from its `apiserver_request_total`.
+#[derive(Debug, Clone, Copy, Default)]
+struct WriteRequests {
+    endpoints: u64,
+    slices: u64,
+}
+
+impl WriteRequests {
+    fn parse(metrics: &str) -> Self {
+        let mut requests = Self::default();
+        for line in metrics.lines() {
+            let Some(labels) = line
+                .strip_prefix("apiserver_request_total{")
+                .and_then(|rest| rest.split_once('}'))
+            else {
+                continue;
+            };
+            let (labels, value) = labels;
+            let has = |label: &str| labels.split(',').any(|l| l == label);
+            let write = ["POST", "PUT", "PATCH", "DELETE"]
+                .iter()
+                .any(|verb| has(&format!("verb=\"{verb}\"")));
+            let count = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+            if write && has("dry_run=\"\"") && has("subresource=\"\"") {
+                if has("resource=\"endpoints\"") && has("group=\"\"") {
+                    requests.endpoints += count;
+                } else if has("resource=\"endpointslices\"") {
+                    requests.slices += count;
+                }
+            }
+        }
+        requests
+    }
+
+    async fn read(client: &Client) -> Result<Self> {
+        let request = http::Request::get("/metrics").body(Vec::new())?;
+        Ok(Self::parse(&client.request_text(request).await?))
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            endpoints: self.endpoints.saturating_sub(before.endpoints),
+            slices: self.slices.saturating_sub(before.slices),
+        }
+    }
+
+    fn total(self) -> u64 {
+        self.endpoints + self.slices
+    }
+}
+
+/// `total (Endpoints/slices)`.
+fn requests(r: WriteRequests) -> String {
+    format!("{} ({}/{})", r.total(), r.endpoints, r.slices)
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.0}MiB", kib as f64 / 1024.0)
 }
@@ -859,6 +918,7 @@ struct ScaleUp {
     endpoints_complete: Duration,
     last_write: Duration,
     writes: Writes,
+    requests: WriteRequests,
     slices: usize,
     correct: String,
     resources: Resources,
@@ -880,6 +940,7 @@ async fn scale_up(side: Side, options: &Options) -> Result<ScaleUp> {
         truncated: usize::from(options.pods > 1000),
     });
     let watches = watch_published(client, NS, &published);
+    let requests_before = WriteRequests::read(client).await?;
     create_service(client, NS, "big", "big").await?;
     let pods: Vec<(String, String)> = (0..options.pods)
         .map(|i| (format!("big-{i:05}"), "big".to_string()))
@@ -905,6 +966,7 @@ async fn scale_up(side: Side, options: &Options) -> Result<ScaleUp> {
     let since_start =
         |t: Option<Instant>| t.map_or(Duration::ZERO, |t| t.saturating_duration_since(start));
     let writes = counter.settled(QUIET, options.limit).await;
+    let requests = WriteRequests::read(client).await?.since(requests_before);
     let last_write = published
         .lock()
         .unwrap()
@@ -923,6 +985,7 @@ async fn scale_up(side: Side, options: &Options) -> Result<ScaleUp> {
         endpoints_complete: since_start(endpoints_done),
         last_write,
         writes,
+        requests,
         slices,
         correct,
         resources,
@@ -1065,6 +1128,7 @@ struct Churn {
     /// Flips the pod's, the slices' and the Endpoints' watches had not shown at the end.
     unshown: (usize, usize, usize),
     writes: Writes,
+    requests: WriteRequests,
     correct: String,
     resources: Resources,
 }
@@ -1163,6 +1227,7 @@ async fn churn(side: Side, options: &Options) -> Result<Churn> {
     drop(quiet);
 
     let counter = WriteCounter::start(client, NS).await?;
+    let requests_before = WriteRequests::read(client).await?;
     let api: Api<Pod> = Api::namespaced(client.clone(), NS);
     let mut ready = vec![true; total];
     let mut random = Random(0x5eed_0fc0_ffee);
@@ -1216,6 +1281,7 @@ async fn churn(side: Side, options: &Options) -> Result<Churn> {
     )
     .await;
     let writes_seen = counter.settled(QUIET, options.limit).await;
+    let requests = WriteRequests::read(client).await?.since(requests_before);
     let resources = run.resources()?;
     // The final state: every pod as last flipped; check_final expects all ready, so flip the
     // not-ready ones back first and let that settle (uncounted).
@@ -1247,6 +1313,7 @@ async fn churn(side: Side, options: &Options) -> Result<Churn> {
         delays: Delays::of(&p.shown),
         unshown,
         writes: writes_seen,
+        requests,
         correct,
         resources,
     })
@@ -1286,7 +1353,7 @@ fn print_scale_up(options: &Options, runs: &[ScaleUp]) {
         }
     );
     println!(
-        "{:<16} {:>5} {:>8} {:>8} {:>7} {:>9} {:>8} {:>6} {:>18} {:>20} {:>6} {:>6} {:>6} {:>6} correct",
+        "{:<16} {:>5} {:>8} {:>8} {:>7} {:>9} {:>8} {:>6} {:>18} {:>20} {:>15} {:>6} {:>6} {:>6} {:>6} correct",
         "side",
         "load",
         "pods",
@@ -1297,6 +1364,7 @@ fn print_scale_up(options: &Options, runs: &[ScaleUp]) {
         "writes",
         "Endpoints",
         "EndpointSlices",
+        "requests (E/S)",
         "slices",
         "RSS",
         "peak",
@@ -1304,7 +1372,7 @@ fn print_scale_up(options: &Options, runs: &[ScaleUp]) {
     );
     for r in runs {
         println!(
-            "{:<16} {:>5} {:>8} {:>8} {:>7} {:>9} {:>8} {:>6} {:>18} {:>20} {:>6} {:>6} {:>6} {:>6} {}",
+            "{:<16} {:>5} {:>8} {:>8} {:>7} {:>9} {:>8} {:>6} {:>18} {:>20} {:>15} {:>6} {:>6} {:>6} {:>6} {}",
             r.side.to_string(),
             r.load.split(' ').next().unwrap_or(""),
             seconds(r.pods_written),
@@ -1315,6 +1383,7 @@ fn print_scale_up(options: &Options, runs: &[ScaleUp]) {
             r.writes.total(),
             r.writes.endpoints.to_string(),
             r.writes.slices.to_string(),
+            requests(r.requests),
             r.slices,
             mib(r.resources.rss_kib),
             mib(r.resources.hwm_kib),
@@ -1333,7 +1402,7 @@ fn print_churn(options: &Options, runs: &[Churn]) {
         "set-up: from the first Service create until every pod is published ready; delays of a flip from sending the pod status write to the watch event that shows it: of the pod itself (no controller involved), of its slice, of its Endpoints, and from the pod's event to the slice's; unshown: flips the pod/slices/Endpoints watches had not shown 60 s after the last; writes: during the flips only"
     );
     println!(
-        "{:<16} {:>5} {:>7} {:>5} {:>11} {:>20} {:>20} {:>14} {:>7} {:>6} {:>18} {:>20} {:>6} {:>6} {:>6} correct",
+        "{:<16} {:>5} {:>7} {:>5} {:>11} {:>20} {:>20} {:>14} {:>7} {:>6} {:>18} {:>20} {:>15} {:>6} {:>6} {:>6} correct",
         "side",
         "load",
         "set-up",
@@ -1346,6 +1415,7 @@ fn print_churn(options: &Options, runs: &[Churn]) {
         "writes",
         "Endpoints",
         "EndpointSlices",
+        "requests (E/S)",
         "RSS",
         "peak",
         "CPU",
@@ -1366,7 +1436,7 @@ fn print_churn(options: &Options, runs: &[Churn]) {
     };
     for r in runs {
         println!(
-            "{:<16} {:>5} {:>7} {:>5} {:>11} {:>20} {:>20} {:>14} {:>7} {:>6} {:>18} {:>20} {:>6} {:>6} {:>6} {}",
+            "{:<16} {:>5} {:>7} {:>5} {:>11} {:>20} {:>20} {:>14} {:>7} {:>6} {:>18} {:>20} {:>15} {:>6} {:>6} {:>6} {}",
             r.side.to_string(),
             r.load.split(' ').next().unwrap_or(""),
             seconds(r.setup),
@@ -1383,6 +1453,7 @@ fn print_churn(options: &Options, runs: &[Churn]) {
             r.writes.total(),
             r.writes.endpoints.to_string(),
             r.writes.slices.to_string(),
+            requests(r.requests),
             mib(r.resources.rss_kib),
             mib(r.resources.hwm_kib),
             format!("{:.1}s", r.resources.cpu_seconds),
@@ -1438,7 +1509,9 @@ fn print_goals(scale_runs: &[ScaleUp], churn_runs: &[Churn]) {
     let half = |ours: f64, theirs: f64| {
         format!("{:.2}x ({})", ours / theirs, verdict(ours <= theirs / 2.0))
     };
-    println!("\ngoals (svcplane / in-tree; writes at most 1x, times and RSS at most 0.5x):");
+    println!(
+        "\ngoals (svcplane / in-tree; writes, as watch events and as write requests, at most 1x; times and RSS at most 0.5x):"
+    );
     let ours = scale_runs.iter().find(|r| r.side == Side::Svcplane);
     for theirs in scale_runs.iter().filter(|r| r.side != Side::Svcplane) {
         let Some(ours) = ours else { break };
@@ -1448,11 +1521,14 @@ fn print_goals(scale_runs: &[ScaleUp], churn_runs: &[Churn]) {
                 .as_secs_f64()
         };
         println!(
-            "  scale-up vs {}: writes {} vs {} ({}); slices complete {}; after the last pod write {}; Endpoints complete {}; RSS {}; peak RSS {}",
+            "  scale-up vs {}: writes {} vs {} ({}); write requests {} vs {} ({}); slices complete {}; after the last pod write {}; Endpoints complete {}; RSS {}; peak RSS {}",
             theirs.side,
             ours.writes.total(),
             theirs.writes.total(),
             verdict(ours.writes.total() <= theirs.writes.total()),
+            ours.requests.total(),
+            theirs.requests.total(),
+            verdict(ours.requests.total() <= theirs.requests.total()),
             half(
                 ours.slices_complete.as_secs_f64(),
                 theirs.slices_complete.as_secs_f64()
@@ -1478,11 +1554,14 @@ fn print_goals(scale_runs: &[ScaleUp], churn_runs: &[Churn]) {
         let p = |d: &[Duration], q: f64| percentile(d, q).as_secs_f64();
         let (o, t) = (&ours.delays, &theirs.delays);
         println!(
-            "  churn vs {}: writes {} vs {} ({}); slice delay p50 {}; p99 {}; pod->slice p50 {}; p99 {}; set-up {}; RSS {}; peak RSS {}",
+            "  churn vs {}: writes {} vs {} ({}); write requests {} vs {} ({}); slice delay p50 {}; p99 {}; pod->slice p50 {}; p99 {}; set-up {}; RSS {}; peak RSS {}",
             theirs.side,
             ours.writes.total(),
             theirs.writes.total(),
             verdict(ours.writes.total() <= theirs.writes.total()),
+            ours.requests.total(),
+            theirs.requests.total(),
+            verdict(ours.requests.total() <= theirs.requests.total()),
             half(p(&o.slice, 50.0), p(&t.slice, 50.0)),
             half(p(&o.slice, 99.0), p(&t.slice, 99.0)),
             half(p(&o.slice_after_pod, 50.0), p(&t.slice_after_pod, 50.0)),
@@ -1497,5 +1576,29 @@ fn print_goals(scale_runs: &[ScaleUp], churn_runs: &[Churn]) {
                 theirs.resources.hwm_kib as f64
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_requests_count_endpoint_writes_only() {
+        let metrics = r#"
+# TYPE apiserver_request_total counter
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="endpoints",scope="resource",subresource="",verb="PUT",version="v1"} 52
+apiserver_request_total{code="409",component="apiserver",dry_run="",group="",resource="endpoints",scope="resource",subresource="",verb="PUT",version="v1"} 3
+apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="endpoints",scope="resource",subresource="",verb="POST",version="v1"} 1
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="endpoints",scope="resource",subresource="",verb="GET",version="v1"} 900
+apiserver_request_total{code="201",component="apiserver",dry_run="",group="discovery.k8s.io",resource="endpointslices",scope="resource",subresource="",verb="POST",version="v1"} 50
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="discovery.k8s.io",resource="endpointslices",scope="resource",subresource="",verb="DELETE",version="v1"} 2
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="status",verb="PUT",version="v1"} 5000
+apiserver_request_total{code="201",component="apiserver",dry_run="All",group="discovery.k8s.io",resource="endpointslices",scope="resource",subresource="",verb="POST",version="v1"} 7
+"#;
+        let before = WriteRequests::parse(metrics);
+        assert_eq!((before.endpoints, before.slices), (56, 52));
+        let after = WriteRequests::parse(&metrics.replace("} 52\n", "} 60\n"));
+        assert_eq!(after.since(before).total(), 8);
     }
 }
