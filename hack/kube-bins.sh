@@ -12,8 +12,8 @@
 #   ETCD_VERSION     etcd release (default: pinned below)
 set -euo pipefail
 
-# v1.37.1: the newest v1.37 patch whose module zip the Go module proxy serves (v1.37.2: 403).
-KUBE_VERSION=${KUBE_VERSION:-v1.37.1}
+# v1.37.2: the newest v1.37 patch the Go module proxy serves that Go 1.26 builds.
+KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 CACHE=${SVCPLANE_CACHE:-$HOME/.cache/svcplane}
 BIN_DIR="$CACHE/bin/kube-$KUBE_VERSION-etcd-$ETCD_VERSION"
