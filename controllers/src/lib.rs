@@ -1,8 +1,9 @@
 //! The pure core of svcplane's Endpoints and EndpointSlice controllers.
 //!
-//! Everything but [`runtime`] is a function of plain Kubernetes objects: a Service, the Pods it
-//! selects and the Nodes they run on go in; the desired Endpoints object, the desired
-//! EndpointSlice contents and the smallest set of slice writes come out. No client, no async.
+//! Everything but [`runtime`] is a function of plain values: a Service, the pods it selects
+//! (each a [`pods::PodInfo`], what of a Pod decides its endpoints) and the Nodes they run on go
+//! in; the desired Endpoints object, the desired EndpointSlice contents and the smallest set of
+//! slice writes come out. No client, no async.
 //! [`runtime`] is the edge that watches, queues, writes and elects a leader, calling into the
 //! rest.
 //!
