@@ -149,7 +149,7 @@ impl ControllersConfig {
 
 /// The in-tree retry schedules: 5ms doubling for Endpoints, 1s doubling for slices (slice
 /// syncs can be large), both up to 1000s; a Service is dropped from the queue after 15
-/// failed retries, until its next change.
+/// failed retries, until its next change (a cache found behind is retried without limit).
 const ENDPOINTS_BACKOFF: Backoff = Backoff {
     base: Duration::from_millis(5),
     max: Duration::from_secs(1000),
@@ -488,8 +488,11 @@ where
                 SyncError::Panicked(message)
             }
         };
-        if queue.failures(&key) < MAX_RETRIES {
-            if matches!(error, SyncError::StaleCache(_)) {
+        // A cache behind this controller's own writes catches up by itself (and its next
+        // event queues the Service again): never a reason to give up on the Service.
+        let stale = matches!(error, SyncError::StaleCache(_));
+        if stale || queue.failures(&key) < MAX_RETRIES {
+            if stale {
                 tracing::debug!(controller, service = %key, %error, "cache behind; retrying");
             } else {
                 tracing::info!(controller, service = %key, %error, "sync failed; retrying");
@@ -530,6 +533,38 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(queue.failures(&ObjectKey::new("ns", "flaky")), 0);
+        queue.shut_down();
+        worker.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cache_behind_is_never_a_reason_to_drop_the_service() {
+        let queue = Arc::new(WorkQueue::new(ENDPOINTS_BACKOFF));
+        let calls = Arc::new(AtomicU32::new(0));
+        let key = ObjectKey::new("ns", "busy");
+        queue.add(key.clone());
+        let worker = tokio::spawn(work(queue.clone(), "test", {
+            let calls = calls.clone();
+            move |_key: ObjectKey| {
+                let calls = calls.clone();
+                async move {
+                    if calls.fetch_add(1, Ordering::SeqCst) <= MAX_RETRIES {
+                        Err(SyncError::StaleCache("Endpoints"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            }
+        }));
+        // Backoff doubles from 5 ms up to 1000 s: a day of (paused) time is plenty.
+        for _ in 0..86_400 {
+            if calls.load(Ordering::SeqCst) >= MAX_RETRIES + 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), MAX_RETRIES + 2);
+        assert_eq!(queue.failures(&key), 0, "synced after the cache caught up");
         queue.shut_down();
         worker.await.unwrap();
     }
