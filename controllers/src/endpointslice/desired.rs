@@ -2,7 +2,7 @@
 //! the port list they resolve to, and the metadata every slice of the Service carries.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
@@ -129,27 +129,21 @@ where
     let address_types = slice_families(service);
     let mut groups: BTreeMap<(IpFamily, PortsKey), EndpointGroup> = BTreeMap::new();
     let mut pods_on_missing_nodes = Vec::new();
-    // Each Node is looked up once per sync, not once per pod: Some(zone) when it exists.
-    let mut zones: HashMap<&str, Option<Option<String>>> = HashMap::new();
 
     for pod in pods.iter().map(Borrow::borrow) {
         if !service::selects(service, pod) || !pods::counts_for_slices(pod) {
             continue;
         }
         let node_name = pods::node_name(pod).unwrap_or_default();
-        let known = zones.entry(node_name).or_insert_with(|| {
-            node(node_name).map(|node| {
-                node.borrow()
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_TOPOLOGY_ZONE))
-                    .filter(|zone| !zone.is_empty())
-                    .cloned()
-            })
-        });
-        let zone = match known {
-            Some(zone) => zone.clone(),
+        let zone = match node(node_name) {
+            Some(node) => node
+                .borrow()
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_TOPOLOGY_ZONE))
+                .filter(|zone| !zone.is_empty())
+                .cloned(),
             None if publishes_not_ready(service) => None,
             None => {
                 pods_on_missing_nodes.push(PodOnMissingNode {

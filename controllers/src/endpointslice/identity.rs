@@ -55,63 +55,27 @@ impl EndpointKey {
     }
 }
 
-/// An endpoint's fields as compared: addresses sorted, empty strings and empty conditions as
-/// unset, the pod's resourceVersion left out. Borrowed: syncs compare thousands of endpoints.
-type EndpointView<'a> = (
-    Vec<&'a str>,
-    Option<&'a EndpointConditions>,
-    (
-        Option<&'a std::collections::BTreeMap<String, String>>,
-        Option<&'a k8s_openapi::api::discovery::v1::EndpointHints>,
-    ),
-    [Option<&'a str>; 3],
-    Option<[Option<&'a str>; 6]>,
-);
-
-fn view(endpoint: &Endpoint) -> EndpointView<'_> {
-    // Destructured so that a field added to Endpoint or ObjectReference cannot be forgotten.
-    let Endpoint {
-        addresses,
-        conditions,
-        deprecated_topology,
-        hints,
-        hostname,
-        node_name,
-        target_ref,
-        zone,
-    } = endpoint;
-    let mut addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
-    addresses.sort_unstable();
-    fn non_empty(s: &Option<String>) -> Option<&str> {
-        s.as_deref().filter(|s| !s.is_empty())
+fn normalised(endpoint: &Endpoint) -> Endpoint {
+    let mut e = endpoint.clone();
+    e.addresses.sort();
+    if let Some(target) = &mut e.target_ref {
+        target.resource_version = None;
     }
-    let target = target_ref.as_ref().map(|target| {
-        let k8s_openapi::api::core::v1::ObjectReference {
-            api_version,
-            field_path,
-            kind,
-            name,
-            namespace,
-            resource_version: _,
-            uid,
-        } = target;
-        [api_version, field_path, kind, name, namespace, uid].map(Option::as_deref)
-    });
-    (
-        addresses,
-        conditions
-            .as_ref()
-            .filter(|c| **c != EndpointConditions::default()),
-        (deprecated_topology.as_ref(), hints.as_ref()),
-        [non_empty(hostname), non_empty(node_name), non_empty(zone)],
-        target,
-    )
+    if e.conditions == Some(EndpointConditions::default()) {
+        e.conditions = None;
+    }
+    for field in [&mut e.hostname, &mut e.node_name, &mut e.zone] {
+        if field.as_deref() == Some("") {
+            *field = None;
+        }
+    }
+    e
 }
 
 /// Whether two endpoints publish the same thing, ignoring address order and the pod's
 /// resourceVersion in `targetRef` (a pod annotation change must not rewrite slices).
 pub(crate) fn same_endpoint(a: &Endpoint, b: &Endpoint) -> bool {
-    view(a) == view(b)
+    normalised(a) == normalised(b)
 }
 
 #[cfg(test)]
