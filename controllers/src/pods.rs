@@ -78,8 +78,8 @@ fn named_ports<'a>(
         })
 }
 
-impl From<&Pod> for PodInfo {
-    fn from(pod: &Pod) -> Self {
+impl From<Pod> for PodInfo {
+    fn from(pod: Pod) -> Self {
         let meta = &pod.metadata;
         let spec = pod.spec.as_ref();
         let status = pod.status.as_ref();
@@ -130,27 +130,6 @@ impl From<&Pod> for PodInfo {
                 .map(|t| t.0),
         }
     }
-}
-
-impl From<Pod> for PodInfo {
-    fn from(pod: Pod) -> Self {
-        PodInfo::from(&pod)
-    }
-}
-
-/// Whether the pod has finished for good (phase `Succeeded` or `Failed`).
-pub fn is_terminal(pod: &PodInfo) -> bool {
-    pod.terminal
-}
-
-/// Whether the pod is being deleted (`metadata.deletionTimestamp` set).
-pub fn is_terminating(pod: &PodInfo) -> bool {
-    pod.terminating
-}
-
-/// Whether the pod's `Ready` condition is `True`.
-pub fn is_ready(pod: &PodInfo) -> bool {
-    pod.ready
 }
 
 /// The pod's addresses of one family, normalised (`1234::5678:0000:0000:9abc:def0` becomes
@@ -204,11 +183,6 @@ pub fn hostname_for(pod: &PodInfo, service: &Service) -> Option<String> {
     (same_namespace && subdomain_is_service).then(|| hostname.to_string())
 }
 
-/// The node the pod runs on, if scheduled.
-pub fn node_name(pod: &PodInfo) -> Option<&str> {
-    pod.node_name.as_deref()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,11 +213,11 @@ mod tests {
 
     #[test]
     fn readiness_is_the_ready_condition() {
-        assert!(is_ready(&pod("a", "10.0.0.1").build()));
-        assert!(!is_ready(&pod("a", "10.0.0.1").not_ready().build()));
+        assert!(pod("a", "10.0.0.1").build().ready);
+        assert!(!pod("a", "10.0.0.1").not_ready().build().ready);
         let mut no_conditions = pod("a", "10.0.0.1").build_pod();
         no_conditions.status.as_mut().unwrap().conditions = None;
-        assert!(!is_ready(&no_conditions.into()));
+        assert!(!PodInfo::from(no_conditions).ready);
     }
 
     #[test]

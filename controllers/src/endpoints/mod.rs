@@ -150,7 +150,7 @@ fn pod_address(service: &Service, pod: &PodInfo) -> Option<EndpointAddress> {
     Some(EndpointAddress {
         ip,
         hostname: hostname_for(pod, service),
-        node_name: pods::node_name(pod).map(str::to_string),
+        node_name: pod.node_name.clone(),
         target_ref: Some(ObjectReference {
             kind: Some("Pod".into()),
             namespace: Some(pod.namespace.clone()),
@@ -181,7 +181,7 @@ fn desired_subsets<P: Borrow<PodInfo>>(service: &Service, pods: &[P]) -> Vec<End
         let Some(address) = pod_address(service, pod) else {
             continue;
         };
-        let ready = publish_not_ready || pods::is_ready(pod);
+        let ready = publish_not_ready || pod.ready;
         let ports: Vec<Option<PortKey>> = if service_ports.is_empty() {
             if is_headless(service) {
                 vec![None]

@@ -82,8 +82,8 @@ fn pod_endpoint(
     zone: Option<String>,
     addresses: Vec<String>,
 ) -> Endpoint {
-    let serving = pods::is_ready(pod);
-    let terminating = pods::is_terminating(pod);
+    let serving = pod.ready;
+    let terminating = pod.terminating;
     Endpoint {
         addresses,
         conditions: Some(EndpointConditions {
@@ -92,7 +92,7 @@ fn pod_endpoint(
             terminating: Some(terminating),
         }),
         hostname: hostname_for(pod, service),
-        node_name: pods::node_name(pod).map(str::to_string),
+        node_name: pod.node_name.clone(),
         target_ref: Some(ObjectReference {
             kind: Some("Pod".into()),
             namespace: Some(pod.namespace.clone()),
@@ -134,7 +134,7 @@ where
         if !service::selects(service, pod) || !pods::counts_for_slices(pod) {
             continue;
         }
-        let node_name = pods::node_name(pod).unwrap_or_default();
+        let node_name = pod.node_name.as_deref().unwrap_or_default();
         let zone = match node(node_name) {
             Some(node) => node
                 .borrow()

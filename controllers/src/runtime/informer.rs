@@ -36,7 +36,7 @@ use super::trim::{PodChange, node_zone_changed, pod_change};
 use super::watch::WatchEvent;
 use crate::SliceTracker;
 use crate::mirroring::endpoints_mirrorable;
-use crate::pods::{self, PodInfo};
+use crate::pods::PodInfo;
 use crate::service::selects;
 use crate::topology::{ZoneCapacity, nodes_changed_relevant, uses_auto_hints};
 use crate::well_known::{
@@ -281,8 +281,8 @@ impl Router {
     }
 
     fn index_pod(&mut self, old: Option<&PodInfo>, new: Option<&PodInfo>) {
-        let old_node = old.and_then(pods::node_name);
-        let new_node = new.and_then(pods::node_name);
+        let old_node = old.and_then(|pod| pod.node_name.as_deref());
+        let new_node = new.and_then(|pod| pod.node_name.as_deref());
         if old_node == new_node {
             return;
         }

@@ -59,7 +59,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use prometheus_client::registry::Registry;
@@ -78,6 +78,7 @@ use self::metrics::Metrics;
 use self::mirroring::MirroringController;
 use self::queue::{Backoff, WorkQueue};
 use crate::mirroring::endpoints_mirrorable;
+use crate::pods::PodInfo;
 use crate::well_known::{
     LABEL_SERVICE_NAME, SVCPLANE_ENDPOINTS_MANAGER, SVCPLANE_MIRRORING_MANAGER,
     SVCPLANE_SLICE_MANAGER,
@@ -440,7 +441,7 @@ async fn route(
         watch::watch(client.clone(), trim::service)
             .map(|event| Update::Service(Box::new(event)))
             .boxed(),
-        watch::watch(client.clone(), trim::pod)
+        watch::watch::<Pod, _>(client.clone(), PodInfo::from)
             .map(|event| Update::Pod(Box::new(event)))
             .boxed(),
         watch::watch(client.clone(), trim::node)

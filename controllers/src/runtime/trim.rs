@@ -1,13 +1,13 @@
 //! What the caches keep of each object, and which changes matter to the controllers.
 //!
-//! Pods become [`PodInfo`] and Nodes are cut down to the fields the desired-state functions
+//! Pods become [`PodInfo`] (see [`PodInfo::from`]) and Nodes are cut down to the fields the desired-state functions
 //! read: that keeps the caches small, and makes "did anything relevant change" a plain
 //! comparison of the trimmed objects. Endpoints and EndpointSlices are written back from the cache, so they keep
 //! everything but `managedFields` (which the apiserver preserves when an update leaves it out).
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Endpoints, Node, NodeCondition, NodeStatus, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, NodeCondition, NodeStatus, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -28,11 +28,6 @@ fn identity(meta: ObjectMeta) -> ObjectMeta {
         labels: meta.labels,
         ..Default::default()
     }
-}
-
-/// What decides a Pod's endpoints.
-pub fn pod(pod: Pod) -> PodInfo {
-    PodInfo::from(pod)
 }
 
 /// A Node with its labels, allocatable resources and `Ready` condition.
@@ -159,7 +154,7 @@ pub fn node_zone_changed(old: &Node, new: &Node) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::{EnvVar, PodCondition, PodIP, Volume};
+    use k8s_openapi::api::core::v1::{EnvVar, Pod, PodCondition, PodIP, Volume};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
 
@@ -205,7 +200,7 @@ mod tests {
 
     #[test]
     fn a_pod_keeps_what_decides_its_endpoints() {
-        let info = pod(full_pod());
+        let info = PodInfo::from(full_pod());
         assert_eq!(info, web_pod().build());
         assert_eq!(
             (info.namespace.as_str(), info.name.as_str()),
@@ -231,10 +226,10 @@ mod tests {
 
     #[test]
     fn pod_changes_that_matter() {
-        let base = pod(full_pod());
+        let base = PodInfo::from(full_pod());
         let mut bumped = full_pod();
         bumped.metadata.resource_version = Some("42".into());
-        assert_eq!(pod_change(&base, &pod(bumped)), PodChange::None);
+        assert_eq!(pod_change(&base, &PodInfo::from(bumped)), PodChange::None);
 
         let mut relabelled = base.clone();
         relabelled.labels.insert("tier".into(), "front".into());
@@ -244,7 +239,10 @@ mod tests {
         moved.status.as_mut().unwrap().pod_ips = Some(vec![PodIP {
             ip: "10.0.0.9".into(),
         }]);
-        assert_eq!(pod_change(&base, &pod(moved)), PodChange::Endpoints);
+        assert_eq!(
+            pod_change(&base, &PodInfo::from(moved)),
+            PodChange::Endpoints
+        );
 
         let mut deleting = relabelled.clone();
         deleting.terminating = true;
@@ -259,13 +257,16 @@ mod tests {
             .as_mut()
             .unwrap()[0]
             .last_transition_time = Some(Time(Timestamp::new(7, 0).unwrap()));
-        assert_eq!(pod_change(&base, &pod(flipped)), PodChange::Endpoints);
+        assert_eq!(
+            pod_change(&base, &PodInfo::from(flipped)),
+            PodChange::Endpoints
+        );
 
         // A probe timestamp on another condition is not kept, so it is no change.
         let mut probed = full_pod();
         probed.status.as_mut().unwrap().conditions.as_mut().unwrap()[1].last_probe_time =
             Some(Time(Timestamp::new(6, 0).unwrap()));
-        assert_eq!(pod_change(&base, &pod(probed)), PodChange::None);
+        assert_eq!(pod_change(&base, &PodInfo::from(probed)), PodChange::None);
     }
 
     #[test]

@@ -70,29 +70,24 @@ impl Options {
             let value = args
                 .next()
                 .with_context(|| format!("{flag} needs a value"))?;
+            let number = |value: &str| -> Result<usize> {
+                value
+                    .parse()
+                    .with_context(|| format!("{flag} {value}: not a number"))
+            };
             match flag.as_str() {
-                "--svcplane" => {
-                    svcplane = Some(PathBuf::from(value));
-                    continue;
-                }
+                "--svcplane" => svcplane = Some(PathBuf::from(value)),
                 "--rate" => {
                     let rate: f64 = value
                         .parse()
                         .with_context(|| format!("--rate {value}: not a number"))?;
                     options.rate = (rate > 0.0).then_some(rate);
-                    continue;
                 }
-                _ => {}
-            }
-            let value: usize = value
-                .parse()
-                .with_context(|| format!("{flag} {value}: not a number"))?;
-            match flag.as_str() {
-                "--services" => options.services = value,
-                "--clients" => options.clients = value,
-                "--warmup" => options.warmup = value,
-                "--rounds" => options.rounds = value,
-                "--node-port-every" => NODE_PORT_EVERY.store(value, Ordering::Relaxed),
+                "--services" => options.services = number(&value)?,
+                "--clients" => options.clients = number(&value)?,
+                "--warmup" => options.warmup = number(&value)?,
+                "--rounds" => options.rounds = number(&value)?,
+                "--node-port-every" => NODE_PORT_EVERY.store(number(&value)?, Ordering::Relaxed),
                 other => anyhow::bail!("unknown flag {other}; {USAGE}"),
             }
         }
