@@ -30,10 +30,11 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use lenient_watch::Event as WatchEvent;
+
 use super::cache::{Cache, Change, Keyed, ObjectKey};
 use super::queue::WorkQueue;
 use super::trim::{PodChange, node_zone_changed, pod_change};
-use super::watch::WatchEvent;
 use crate::SliceTracker;
 use crate::mirroring::endpoints_mirrorable;
 use crate::pods::PodInfo;
@@ -153,7 +154,7 @@ fn apply_event<K: Keyed>(cache: &Cache<K>, event: WatchEvent<K>) -> Vec<Change<K
         WatchEvent::Apply(object) => vec![cache.apply(object)],
         WatchEvent::Delete(object) => vec![cache.delete(object)],
         WatchEvent::Unreadable(key) => {
-            cache.keep(key);
+            cache.keep(ObjectKey::new(key.namespace, key.name));
             Vec::new()
         }
         WatchEvent::RelistStart => {

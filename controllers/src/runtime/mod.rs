@@ -1,7 +1,7 @@
 //! The controllers at work: watches, caches, work queues, API writes, leader election, metrics
 //! and events around the pure core.
 //!
-//! - `watch`: one watch per kind, with backoff, that no single bad object stops.
+//! - one watch per kind (`lenient-watch`), with backoff, that no single bad object stops.
 //! - `trim`: what the caches keep of each object, and which changes matter.
 //! - [`cache`]: the per-kind caches both controllers share.
 //! - `informer`: which Services a change of any object queues for a sync.
@@ -48,7 +48,6 @@ mod mirroring;
 mod queue;
 mod readiness;
 mod trim;
-mod watch;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -62,6 +61,7 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher::Config;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
 
@@ -438,19 +438,19 @@ async fn route(
     synced: tokio::sync::watch::Sender<bool>,
 ) {
     let mut updates = futures::stream::select_all([
-        watch::watch(client.clone(), trim::service)
+        lenient_watch::watch(client.clone(), Config::default(), trim::service)
             .map(|event| Update::Service(Box::new(event)))
             .boxed(),
-        watch::watch::<Pod, _>(client.clone(), PodInfo::from)
+        lenient_watch::watch::<Pod, _>(client.clone(), Config::default(), PodInfo::from)
             .map(|event| Update::Pod(Box::new(event)))
             .boxed(),
-        watch::watch(client.clone(), trim::node)
+        lenient_watch::watch(client.clone(), Config::default(), trim::node)
             .map(|event| Update::Node(Box::new(event)))
             .boxed(),
-        watch::watch(client.clone(), trim::endpoints)
+        lenient_watch::watch(client.clone(), Config::default(), trim::endpoints)
             .map(|event| Update::Endpoints(Box::new(event)))
             .boxed(),
-        watch::watch(client, trim::endpoint_slice)
+        lenient_watch::watch(client, Config::default(), trim::endpoint_slice)
             .map(|event| Update::Slice(Box::new(event)))
             .boxed(),
     ]);

@@ -4,16 +4,16 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use lenient_watch::Event;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-use super::pods::PodIpIndex;
+use super::pods::{PodAddresses, PodIpIndex};
 use super::{Releaser, WebhookConfig};
 use crate::services::spec::to_spec;
 use crate::state::AllocationStore;
@@ -80,6 +80,33 @@ pub async fn start(
     Watches(tasks)
 }
 
+/// What the index keeps of a Service: its key and the values it holds.
+struct HeldBy {
+    service: String,
+    values: Vec<allocator::Value>,
+}
+
+impl From<Service> for HeldBy {
+    fn from(service: Service) -> Self {
+        let key = format!(
+            "{}/{}",
+            service.namespace().unwrap_or_default(),
+            service.name_any()
+        );
+        let values = match to_spec(&service) {
+            Ok(spec) => held_values(&spec),
+            Err(error) => {
+                tracing::warn!(service = %key, %error, "Service not understood; its values are not tracked");
+                Vec::new()
+            }
+        };
+        HeldBy {
+            service: key,
+            values,
+        }
+    }
+}
+
 async fn watch_services(
     client: Client,
     store: AllocationStore,
@@ -88,48 +115,52 @@ async fn watch_services(
     listed: oneshot::Sender<()>,
 ) {
     let mut listed = Some(listed);
-    let api: Api<Service> = Api::all(client);
-    let mut events = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut relisting = false;
+    let events =
+        lenient_watch::watch::<Service, _>(client, watcher::Config::default(), HeldBy::from);
+    let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
-        let event = match event {
-            Ok(event) => event,
-            Err(error) => {
-                tracing::warn!(%error, "Service watch failed; retrying with backoff");
-                continue;
-            }
-        };
+        // Values to mark as allocated: those of a Service the apiserver allocated on its own
+        // (the webhook was not called: failure policy Ignore, or Services from before
+        // installation). A relist leaves them to the repair sweep that follows it.
+        let mut learned = Vec::new();
+        let list_done = matches!(event, Event::RelistDone);
         let released = {
             let mut index = held.lock().expect("held index lock poisoned");
-            match &event {
-                Event::Init => {
+            match event {
+                Event::RelistStart => {
+                    relisting = true;
                     index.relist_start();
                     Vec::new()
                 }
-                Event::InitApply(service) => {
-                    index.relist_apply(&key(service), values_of(service));
+                Event::Apply(held) if relisting => {
+                    index.relist_apply(&held.service, held.values);
                     Vec::new()
                 }
-                Event::InitDone => index.relist_done(),
-                Event::Apply(service) => index.apply(&key(service), values_of(service)),
-                Event::Delete(service) => index.delete(&key(service)),
+                Event::Apply(held) => {
+                    learned.clone_from(&held.values);
+                    index.apply(&held.service, held.values)
+                }
+                Event::Unreadable(key) if relisting => {
+                    index.relist_keep(&key.to_string());
+                    Vec::new()
+                }
+                // An unreadable change keeps what was known of the Service.
+                Event::Unreadable(_) => Vec::new(),
+                Event::Delete(held) => index.delete(&held.service),
+                Event::RelistDone => {
+                    relisting = false;
+                    index.relist_done()
+                }
             }
         };
-        if matches!(event, Event::InitDone)
-            && let Some(listed) = listed.take()
-        {
+        if list_done && let Some(listed) = listed.take() {
             let _ = listed.send(());
         }
-        if let Event::Apply(service) = &event {
-            // The apiserver allocates on its own when the webhook was not called (failure
-            // policy Ignore, or Services from before installation): learn those at once.
-            let values = values_of(service);
-            if !values.is_empty()
-                && let Err(error) = store.mark(values).await
-            {
-                tracing::warn!(%error, "values not marked");
-            }
+        if !learned.is_empty()
+            && let Err(error) = store.mark(learned).await
+        {
+            tracing::warn!(%error, "values not marked");
         }
         if !released.is_empty() && !releaser.is_active() {
             tracing::debug!(values = ?released, "values no Service holds any more; the releasing replica frees them");
@@ -142,35 +173,17 @@ async fn watch_services(
     }
 }
 
-fn key(service: &Service) -> String {
-    format!(
-        "{}/{}",
-        service.namespace().unwrap_or_default(),
-        service.name_any()
-    )
-}
-
-fn values_of(service: &Service) -> Vec<allocator::Value> {
-    match to_spec(service) {
-        Ok(spec) => held_values(&spec),
-        Err(error) => {
-            tracing::warn!(service = %key(service), %error, "Service not understood; its values are not tracked");
-            Vec::new()
-        }
-    }
-}
-
 async fn watch_pods(client: Client, index: Arc<PodIpIndex>) {
-    let api: Api<Pod> = Api::all(client);
     let config = watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
-    while let Some(event) = events.try_next().await.transpose() {
+    let events = lenient_watch::watch::<Pod, _>(client, config, PodAddresses::from);
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
         match event {
-            Ok(Event::Init) => index.clear(),
-            Ok(Event::InitApply(pod) | Event::Apply(pod)) => index.apply(&pod),
-            Ok(Event::Delete(pod)) => index.delete(&pod),
-            Ok(Event::InitDone) => {}
-            Err(error) => tracing::warn!(%error, "Pod watch failed; retrying with backoff"),
+            Event::RelistStart => index.relist_start(),
+            Event::Apply(pod) => index.apply(pod),
+            Event::Delete(pod) => index.delete(&pod),
+            Event::Unreadable(key) => index.relist_keep(key.to_string()),
+            Event::RelistDone => index.relist_done(),
         }
     }
 }

@@ -52,6 +52,14 @@ impl HeldIndex {
             .insert(service.to_string(), values);
     }
 
+    /// A Service the relist saw but could not read: it keeps the values it held before.
+    pub fn relist_keep(&mut self, service: &str) {
+        let values = self.by_service.get(service).cloned().unwrap_or_default();
+        if let Some(relisting) = &mut self.relisting {
+            relisting.insert(service.to_string(), values);
+        }
+    }
+
     /// The relist is complete: returns the values held before and by no Service now.
     pub fn relist_done(&mut self) -> Vec<Value> {
         let current = self.relisting.take().unwrap_or_default();
@@ -123,5 +131,18 @@ mod tests {
         index.relist_apply("a/kept", vec![ip("10.96.0.31")]);
         assert_eq!(index.relist_done(), vec![ip("10.96.0.30")]);
         assert_eq!(index.services().count(), 1);
+    }
+
+    #[test]
+    fn a_service_the_relist_cannot_read_keeps_its_values() {
+        let mut index = HeldIndex::default();
+        index.apply("a/unreadable", vec![Value::NodePort(30081)]);
+        index.relist_start();
+        index.relist_keep("a/unreadable");
+        assert_eq!(index.relist_done(), vec![], "nothing released");
+        assert_eq!(
+            index.services().collect::<Vec<_>>(),
+            vec![(&"a/unreadable".to_string(), &vec![Value::NodePort(30081)])]
+        );
     }
 }

@@ -1,8 +1,8 @@
-//! One watch per kind, restarted with backoff, that no single object can stop.
+//! Watches restarted with backoff that no single object can stop.
 //!
 //! A typed watch fails as a whole when one object in a list or an event does not deserialize,
 //! and then fails again on every retry. Here each object is read on its own: one that cannot be
-//! read is reported (and kept in the cache as it was) while the watch goes on.
+//! read is reported by its key (callers keep what they knew of it) while the watch goes on.
 
 use std::borrow::Cow;
 use std::fmt::Debug;
@@ -15,11 +15,9 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, Deserializer};
 use serde_json::value::RawValue;
 
-use super::cache::ObjectKey;
-
 /// An object as the watch delivered it: readable as `K`, or only its metadata.
 #[derive(Debug, Clone)]
-pub(crate) enum Lenient<K> {
+pub enum Lenient<K> {
     Readable(K),
     Unreadable {
         metadata: Box<ObjectMeta>,
@@ -85,12 +83,13 @@ impl<K: Resource<DynamicType = ()>> Resource for Lenient<K> {
 
 /// What the watch of one kind reports.
 #[derive(Debug)]
-pub(crate) enum WatchEvent<K> {
+pub enum Event<K> {
     /// Added or modified (or listed again during a relist).
     Apply(K),
     /// Deleted; the last state the watch saw, perhaps only its metadata.
     Delete(K),
-    /// An object that could not be read: it stays cached as it was.
+    /// An object that could not be read: whoever knew it keeps it as it was (during a relist,
+    /// as if it had been listed).
     Unreadable(ObjectKey),
     /// The watch (re)started: a full list follows.
     RelistStart,
@@ -98,32 +97,45 @@ pub(crate) enum WatchEvent<K> {
     RelistDone,
 }
 
+/// Which object: namespace (empty for cluster-scoped kinds) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 fn readable<K: Resource<DynamicType = ()> + Default>(object: Lenient<K>) -> Result<K, ObjectKey> {
     match object {
         Lenient::Readable(object) => Ok(object),
         Lenient::Unreadable { metadata, error } => {
-            let key = ObjectKey::new(
-                metadata.namespace.unwrap_or_default(),
-                metadata.name.unwrap_or_default(),
-            );
+            let key = ObjectKey {
+                namespace: metadata.namespace.unwrap_or_default(),
+                name: metadata.name.unwrap_or_default(),
+            };
             tracing::warn!(kind = %K::kind(&()), object = %key, %error, "skipping an object that cannot be read");
             Err(key)
         }
     }
 }
 
-fn convert<K, T>(event: watcher::Event<Lenient<K>>, trim: fn(K) -> T) -> WatchEvent<T>
+fn convert<K, T>(event: watcher::Event<Lenient<K>>, trim: fn(K) -> T) -> Event<T>
 where
     K: Resource<DynamicType = ()> + Default,
 {
     match event {
         watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
             match readable(object) {
-                Ok(object) => WatchEvent::Apply(trim(object)),
-                Err(key) => WatchEvent::Unreadable(key),
+                Ok(object) => Event::Apply(trim(object)),
+                Err(key) => Event::Unreadable(key),
             }
         }
-        watcher::Event::Delete(object) => WatchEvent::Delete(match object {
+        watcher::Event::Delete(object) => Event::Delete(match object {
             Lenient::Readable(object) => trim(object),
             // The key is all a deletion needs.
             Lenient::Unreadable { metadata, .. } => {
@@ -132,24 +144,25 @@ where
                 trim(object)
             }
         }),
-        watcher::Event::Init => WatchEvent::RelistStart,
-        watcher::Event::InitDone => WatchEvent::RelistDone,
+        watcher::Event::Init => Event::RelistStart,
+        watcher::Event::InitDone => Event::RelistDone,
     }
 }
 
-/// Watches every object of kind `K` in the cluster, each cut down to what the cache keeps by
-/// `trim`. Errors are logged and the watch restarted with the default backoff; the stream never
-/// ends.
-pub(crate) fn watch<K, T>(
+/// Watches the objects of kind `K` in every namespace that `config` selects, each cut down by
+/// `trim` to what the caller keeps. Errors are logged and the watch restarted with the default
+/// backoff; the stream never ends.
+pub fn watch<K, T>(
     client: Client,
+    config: watcher::Config,
     trim: fn(K) -> T,
-) -> impl Stream<Item = WatchEvent<T>> + Send
+) -> impl Stream<Item = Event<T>> + Send
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Default + Send + 'static,
     T: Send + 'static,
 {
     let api: Api<Lenient<K>> = Api::all(client);
-    watcher(api, watcher::Config::default())
+    watcher(api, config)
         .default_backoff()
         .filter_map(move |event| async move {
             match event {
@@ -193,15 +206,21 @@ mod tests {
         assert_eq!(metadata.name.as_deref(), Some("b"));
         assert!(error.contains("invalid type"), "{error}");
 
-        let WatchEvent::Delete(deleted) = convert(watcher::Event::Delete(bad.clone()), |p| p)
-        else {
+        let Event::Delete(deleted) = convert(watcher::Event::Delete(bad.clone()), |p| p) else {
             panic!("a deletion")
         };
-        assert_eq!(ObjectKey::of(&deleted), ObjectKey::new("ns", "b"));
-        let WatchEvent::Unreadable(key) = convert(watcher::Event::InitApply(bad), |p| p) else {
+        assert_eq!(deleted.metadata.name.as_deref(), Some("b"));
+        assert_eq!(deleted.metadata.namespace.as_deref(), Some("ns"));
+        let Event::Unreadable(key) = convert(watcher::Event::InitApply(bad), |p| p) else {
             panic!("unreadable")
         };
-        assert_eq!(key, ObjectKey::new("ns", "b"));
+        assert_eq!(
+            key,
+            ObjectKey {
+                namespace: "ns".into(),
+                name: "b".into()
+            }
+        );
     }
 
     #[test]
