@@ -54,13 +54,38 @@ pub struct PodInfo {
     pub has_ip: bool,
     /// `status.podIPs` (else `status.podIP`), parsed and normalised; unparsable entries
     /// dropped.
-    pub ips: Vec<IpAddr>,
+    pub ips: Vec<PodIp>,
     /// `status.podIP`, parsed.
     pub primary_ip: Option<IpAddr>,
     /// Whether the `Ready` condition is `True`.
     pub ready: bool,
     /// The last transition time of the `Ready` condition.
     pub ready_since: Option<Timestamp>,
+}
+
+/// A pod IP, parsed, with its normalised text (`1234::5678:0000:0000:9abc:def0` becomes
+/// `1234::5678:0:0:9abc:def0`), written out once per pod change rather than on every sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodIp {
+    /// The address.
+    pub addr: IpAddr,
+    /// Its text as endpoints carry it.
+    pub text: String,
+}
+
+impl PodIp {
+    fn parse(ip: &str) -> Option<Self> {
+        let addr = parse_ip(ip)?;
+        Some(PodIp {
+            addr,
+            text: addr.to_string(),
+        })
+    }
+
+    /// The address family.
+    pub fn family(&self) -> IpFamily {
+        IpFamily::of(&self.addr)
+    }
 }
 
 fn named_ports<'a>(
@@ -97,9 +122,9 @@ impl From<Pod> for PodInfo {
             .and_then(|s| s.pod_ips.as_deref())
             .unwrap_or_default();
         let ips = if pod_ips.is_empty() {
-            pod_ip.and_then(parse_ip).into_iter().collect()
+            pod_ip.and_then(PodIp::parse).into_iter().collect()
         } else {
-            pod_ips.iter().filter_map(|p| parse_ip(&p.ip)).collect()
+            pod_ips.iter().filter_map(|p| PodIp::parse(&p.ip)).collect()
         };
         PodInfo {
             namespace: meta.namespace.clone().unwrap_or_default(),
@@ -132,13 +157,12 @@ impl From<Pod> for PodInfo {
     }
 }
 
-/// The pod's addresses of one family, normalised (`1234::5678:0000:0000:9abc:def0` becomes
-/// `1234::5678:0:0:9abc:def0`).
+/// The pod's addresses of one family, normalised (see [`PodIp`]).
 pub fn addresses_of_family(pod: &PodInfo, family: IpFamily) -> Vec<String> {
     pod.ips
         .iter()
-        .filter(|ip| IpFamily::of(ip) == family)
-        .map(IpAddr::to_string)
+        .filter(|ip| ip.family() == family)
+        .map(|ip| ip.text.clone())
         .collect()
 }
 

@@ -51,15 +51,6 @@ struct PortKey {
 }
 
 impl PortKey {
-    fn of(port: &EndpointPort) -> Self {
-        PortKey {
-            name: port.name.clone().unwrap_or_default(),
-            port: port.port,
-            protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
-            app_protocol: port.app_protocol.clone(),
-        }
-    }
-
     fn to_api(&self) -> EndpointPort {
         EndpointPort {
             name: (!self.name.is_empty()).then(|| self.name.clone()),
@@ -70,24 +61,11 @@ impl PortKey {
     }
 }
 
-/// Addresses are de-duplicated by IP and pod UID.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct AddressKey {
-    ip: String,
-    uid: String,
-}
-
-impl AddressKey {
-    fn of(address: &EndpointAddress) -> Self {
-        AddressKey {
-            ip: address.ip.clone(),
-            uid: address
-                .target_ref
-                .as_ref()
-                .and_then(|r| r.uid.clone())
-                .unwrap_or_default(),
-        }
-    }
+/// Addresses are de-duplicated by IP and pod UID (borrowed from the pod).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct AddressKey<'a> {
+    ip: &'a str,
+    uid: &'a str,
 }
 
 /// The Endpoints object the Service should have, or `None` when the pod controllers do not
@@ -103,8 +81,7 @@ pub fn desired_endpoints<P: Borrow<PodInfo>>(
     if !service::manages_endpoints(service) {
         return None;
     }
-    let mut subsets = desired_subsets(service, pods);
-    let truncated = truncate_to_capacity(&mut subsets);
+    let (subsets, truncated) = desired_subsets(service, pods);
 
     let mut annotations = BTreeMap::new();
     if let Some(time) = params.trigger_time {
@@ -150,7 +127,7 @@ fn pod_address(service: &Service, pod: &PodInfo) -> Option<EndpointAddress> {
     Some(EndpointAddress {
         ip,
         hostname: hostname_for(pod, service),
-        node_name: pod.node_name.clone(),
+        node_name: pod.node_name.as_deref().map(str::to_string),
         target_ref: Some(ObjectReference {
             kind: Some("Pod".into()),
             namespace: Some(pod.namespace.clone()),
@@ -161,28 +138,35 @@ fn pod_address(service: &Service, pod: &PodInfo) -> Option<EndpointAddress> {
     })
 }
 
-/// Every (port, address, ready) the selected pods contribute, repacked into subsets.
-/// `None` as a port stands for "no ports" (a headless Service without ports).
-fn desired_subsets<P: Borrow<PodInfo>>(service: &Service, pods: &[P]) -> Vec<EndpointSubset> {
+/// Every (port, address, ready) the selected pods contribute, repacked into subsets and cut
+/// down to capacity; and whether anything was cut. `None` as a port stands for "no ports" (a
+/// headless Service without ports). Addresses are written out only for what is kept.
+fn desired_subsets<P: Borrow<PodInfo>>(
+    service: &Service,
+    pods: &[P],
+) -> (Vec<EndpointSubset>, bool) {
     let publish_not_ready = publishes_not_ready(service);
     let service_ports = service
         .spec
         .as_ref()
         .and_then(|s| s.ports.as_deref())
         .unwrap_or_default();
-    let mut addresses = BTreeMap::new();
-    let mut readiness_by_port: BTreeMap<Option<PortKey>, BTreeMap<AddressKey, bool>> =
+    let mut address_pods: BTreeMap<AddressKey<'_>, &PodInfo> = BTreeMap::new();
+    // Ports as (index of the Service port, resolved target port) while collecting: a Service's
+    // port names are unique, so that pair stands for one PortKey.
+    let mut readiness_by_port: BTreeMap<Option<(usize, i32)>, BTreeMap<AddressKey<'_>, bool>> =
         BTreeMap::new();
 
     for pod in pods.iter().map(Borrow::borrow) {
         if !service::selects(service, pod) || !pods::counts_for_endpoints(pod, publish_not_ready) {
             continue;
         }
-        let Some(address) = pod_address(service, pod) else {
+        let family = endpoints_family(service, pod);
+        let Some(ip) = pod.ips.iter().find(|ip| ip.family() == family) else {
             continue;
         };
         let ready = publish_not_ready || pod.ready;
-        let ports: Vec<Option<PortKey>> = if service_ports.is_empty() {
+        let ports: Vec<Option<(usize, i32)>> = if service_ports.is_empty() {
             if is_headless(service) {
                 vec![None]
             } else {
@@ -191,40 +175,79 @@ fn desired_subsets<P: Borrow<PodInfo>>(service: &Service, pods: &[P]) -> Vec<End
         } else {
             service_ports
                 .iter()
-                .filter_map(|port| {
-                    let target = resolve_target_port(pod, port)?;
-                    Some(Some(PortKey {
-                        name: port.name.clone().unwrap_or_default(),
-                        port: target,
-                        protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                        app_protocol: port.app_protocol.clone(),
-                    }))
-                })
+                .enumerate()
+                .filter_map(|(i, port)| Some(Some((i, resolve_target_port(pod, port)?))))
                 .collect()
         };
         if ports.is_empty() {
             continue;
         }
-        let key = AddressKey::of(&address);
+        let key = AddressKey {
+            ip: &ip.text,
+            uid: pod.uid.as_deref().unwrap_or_default(),
+        };
         for port in ports {
             readiness_by_port
                 .entry(port)
                 .or_default()
-                .entry(key.clone())
+                .entry(key)
                 .and_modify(|was_ready| *was_ready &= ready)
                 .or_insert(ready);
         }
-        addresses.entry(key).or_insert(address);
+        address_pods.entry(key).or_insert(pod);
     }
-    repack(readiness_by_port, &addresses)
+    let readiness_by_port: BTreeMap<Option<PortKey>, BTreeMap<AddressKey<'_>, bool>> =
+        readiness_by_port
+            .into_iter()
+            .map(|(port, readiness)| {
+                let key = port.map(|(i, target)| {
+                    let port = &service_ports[i];
+                    PortKey {
+                        name: port.name.clone().unwrap_or_default(),
+                        port: target,
+                        protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                        app_protocol: port.app_protocol.clone(),
+                    }
+                });
+                (key, readiness)
+            })
+            .collect();
+    let mut subsets = repack(readiness_by_port);
+    let truncated = truncate_to_capacity(&mut subsets);
+    let listed = |keys: Vec<AddressKey<'_>>| {
+        let list: Vec<EndpointAddress> = keys
+            .iter()
+            .filter_map(|key| pod_address(service, address_pods[key]))
+            .collect();
+        (!list.is_empty()).then_some(list)
+    };
+    let subsets = subsets
+        .into_iter()
+        .map(|subset| {
+            let ports: Vec<EndpointPort> =
+                subset.ports.iter().flatten().map(PortKey::to_api).collect();
+            EndpointSubset {
+                addresses: listed(subset.ready),
+                not_ready_addresses: listed(subset.not_ready),
+                ports: (!ports.is_empty()).then_some(ports),
+            }
+        })
+        .collect();
+    (subsets, truncated)
+}
+
+/// A subset before its addresses are written out.
+struct KeyedSubset<'a> {
+    ready: Vec<AddressKey<'a>>,
+    not_ready: Vec<AddressKey<'a>>,
+    ports: Vec<Option<PortKey>>,
 }
 
 /// Groups ports that share exactly the same addresses (with the same readiness) into one subset.
 fn repack(
-    readiness_by_port: BTreeMap<Option<PortKey>, BTreeMap<AddressKey, bool>>,
-    addresses: &BTreeMap<AddressKey, EndpointAddress>,
-) -> Vec<EndpointSubset> {
-    let mut ports_by_addresses: BTreeMap<Vec<(AddressKey, bool)>, Vec<Option<PortKey>>> =
+    readiness_by_port: BTreeMap<Option<PortKey>, BTreeMap<AddressKey<'_>, bool>>,
+) -> Vec<KeyedSubset<'_>> {
+    let mut ports_by_addresses: BTreeMap<Vec<(AddressKey<'_>, bool)>, Vec<Option<PortKey>>> =
         BTreeMap::new();
     for (port, readiness) in readiness_by_port {
         ports_by_addresses
@@ -235,43 +258,22 @@ fn repack(
     ports_by_addresses
         .into_iter()
         .map(|(members, ports)| {
-            let (ready, not_ready): (Vec<_>, Vec<_>) = members.iter().partition(|(_, r)| *r);
-            let listed = |group: Vec<&(AddressKey, bool)>| {
-                let list: Vec<EndpointAddress> = group
-                    .iter()
-                    .map(|(key, _)| addresses[key].clone())
-                    .collect();
-                (!list.is_empty()).then_some(list)
-            };
-            let ports: Vec<EndpointPort> = ports.iter().flatten().map(PortKey::to_api).collect();
-            EndpointSubset {
-                addresses: listed(ready),
-                not_ready_addresses: listed(not_ready),
-                ports: (!ports.is_empty()).then_some(ports),
+            let (ready, not_ready): (Vec<_>, Vec<_>) = members.into_iter().partition(|(_, r)| *r);
+            KeyedSubset {
+                ready: ready.into_iter().map(|(key, _)| key).collect(),
+                not_ready: not_ready.into_iter().map(|(key, _)| key).collect(),
+                ports,
             }
         })
         .collect()
 }
 
-fn count(list: &Option<Vec<EndpointAddress>>) -> usize {
-    list.as_ref().map_or(0, Vec::len)
-}
-
-fn keep_first(list: &mut Option<Vec<EndpointAddress>>, n: usize) {
-    if let Some(addresses) = list {
-        addresses.truncate(n);
-        if addresses.is_empty() {
-            *list = None;
-        }
-    }
-}
-
 /// Cuts the subsets down to [`MAX_ENDPOINTS_ADDRESSES`] addresses: ready addresses first, each
 /// subset keeping a share proportional to its size (rounded up, the last ones getting what is
 /// left). Returns whether anything was cut.
-fn truncate_to_capacity(subsets: &mut Vec<EndpointSubset>) -> bool {
-    let ready: usize = subsets.iter().map(|s| count(&s.addresses)).sum();
-    let not_ready: usize = subsets.iter().map(|s| count(&s.not_ready_addresses)).sum();
+fn truncate_to_capacity(subsets: &mut Vec<KeyedSubset<'_>>) -> bool {
+    let ready: usize = subsets.iter().map(|s| s.ready.len()).sum();
+    let not_ready: usize = subsets.iter().map(|s| s.not_ready.len()).sum();
     if ready + not_ready <= MAX_ENDPOINTS_ADDRESSES {
         return false;
     }
@@ -284,61 +286,62 @@ fn truncate_to_capacity(subsets: &mut Vec<EndpointSubset>) -> bool {
     let mut left = budget;
     for subset in subsets.iter_mut() {
         if cut_ready {
-            subset.not_ready_addresses = None;
+            subset.not_ready.clear();
         }
         let list = if cut_ready {
-            &mut subset.addresses
+            &mut subset.ready
         } else {
-            &mut subset.not_ready_addresses
+            &mut subset.not_ready
         };
-        let share = (count(list) * budget).div_ceil(total).min(left);
-        keep_first(list, share);
-        left -= count(list);
+        let share = (list.len() * budget).div_ceil(total).min(left);
+        list.truncate(share);
+        left -= list.len();
     }
     // The API rejects a subset without any address.
-    subsets.retain(|s| count(&s.addresses) + count(&s.not_ready_addresses) > 0);
+    subsets.retain(|s| !s.ready.is_empty() || !s.not_ready.is_empty());
     true
 }
 
 /// An address as consumers see it: the pod's resourceVersion in targetRef is not part of it.
-type AddressView = (
-    String,
-    Option<String>,
-    Option<String>,
-    Option<(
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    )>,
+/// Borrowed, as the comparison runs on every sync over every address.
+type AddressView<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<[Option<&'a str>; 5]>,
 );
 
-fn address_view(address: &EndpointAddress) -> AddressView {
-    let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+fn address_view(address: &EndpointAddress) -> AddressView<'_> {
+    fn non_empty(s: &Option<String>) -> Option<&str> {
+        s.as_deref().filter(|s| !s.is_empty())
+    }
     (
-        address.ip.clone(),
+        &address.ip,
         non_empty(&address.hostname),
         non_empty(&address.node_name),
         address.target_ref.as_ref().map(|r| {
-            (
-                r.kind.clone(),
-                r.namespace.clone(),
-                r.name.clone(),
-                r.uid.clone(),
-                r.api_version.clone(),
-            )
+            [&r.kind, &r.namespace, &r.name, &r.uid, &r.api_version].map(Option::as_deref)
         }),
     )
 }
 
-fn expanded(endpoints: &Endpoints) -> BTreeSet<(Option<PortKey>, AddressView, bool)> {
+/// A port as [`PortKey`] spells it, borrowed.
+type PortView<'a> = (&'a str, i32, &'a str, Option<&'a str>);
+
+fn port_view(port: &EndpointPort) -> PortView<'_> {
+    (
+        port.name.as_deref().unwrap_or_default(),
+        port.port,
+        port.protocol.as_deref().unwrap_or("TCP"),
+        port.app_protocol.as_deref(),
+    )
+}
+
+fn expanded(endpoints: &Endpoints) -> BTreeSet<(Option<PortView<'_>>, AddressView<'_>, bool)> {
     let mut expansion = BTreeSet::new();
     for subset in endpoints.subsets.iter().flatten() {
-        let ports: Vec<Option<PortKey>> = match subset.ports.as_deref() {
-            Some(ports) if !ports.is_empty() => {
-                ports.iter().map(|p| Some(PortKey::of(p))).collect()
-            }
+        let ports: Vec<Option<PortView<'_>>> = match subset.ports.as_deref() {
+            Some(ports) if !ports.is_empty() => ports.iter().map(|p| Some(port_view(p))).collect(),
             _ => vec![None],
         };
         for port in &ports {
@@ -347,7 +350,7 @@ fn expanded(endpoints: &Endpoints) -> BTreeSet<(Option<PortKey>, AddressView, bo
                 (&subset.not_ready_addresses, false),
             ] {
                 for address in list.iter().flatten() {
-                    expansion.insert((port.clone(), address_view(address), ready));
+                    expansion.insert((*port, address_view(address), ready));
                 }
             }
         }

@@ -2,13 +2,13 @@
 //! the port list they resolve to, and the metadata every slice of the Service carries.
 
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use super::identity::{EndpointKey, PortsKey};
+use super::identity::{PortsKey, sort_by_key};
 use crate::pods::{self, PodInfo, addresses_of_family, hostname_for, resolve_target_port};
 use crate::service::{self, IpFamily, has_cluster_ip, publishes_not_ready, slice_families};
 use crate::well_known::{
@@ -129,21 +129,27 @@ where
     let address_types = slice_families(service);
     let mut groups: BTreeMap<(IpFamily, PortsKey), EndpointGroup> = BTreeMap::new();
     let mut pods_on_missing_nodes = Vec::new();
+    // Each Node is looked up once per sync, not once per pod: Some(zone) when it exists.
+    let mut zones: HashMap<&str, Option<Option<String>>> = HashMap::new();
 
     for pod in pods.iter().map(Borrow::borrow) {
         if !service::selects(service, pod) || !pods::counts_for_slices(pod) {
             continue;
         }
         let node_name = pod.node_name.as_deref().unwrap_or_default();
-        let zone = match node(node_name) {
-            Some(node) => node
-                .borrow()
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_TOPOLOGY_ZONE))
-                .filter(|zone| !zone.is_empty())
-                .cloned(),
+        let known = zones.entry(node_name).or_insert_with(|| {
+            node(node_name).map(|node| {
+                node.borrow()
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_TOPOLOGY_ZONE))
+                    .filter(|zone| !zone.is_empty())
+                    .cloned()
+            })
+        });
+        let zone = match known {
+            Some(zone) => zone.clone(),
             None if publishes_not_ready(service) => None,
             None => {
                 pods_on_missing_nodes.push(PodOnMissingNode {
@@ -174,7 +180,7 @@ where
 
     let mut groups: Vec<EndpointGroup> = groups.into_values().collect();
     for group in &mut groups {
-        group.endpoints.sort_by_cached_key(EndpointKey::of);
+        sort_by_key(&mut group.endpoints);
     }
     Some(DesiredEndpointSlices {
         address_types,

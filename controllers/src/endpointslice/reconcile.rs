@@ -153,7 +153,7 @@ struct GroupPlan {
     delete: Vec<EndpointSlice>,
 }
 
-fn fill(slice: &mut EndpointSlice, pending: &mut BTreeMap<EndpointKey, &Endpoint>, max: usize) {
+fn fill(slice: &mut EndpointSlice, pending: &mut BTreeMap<EndpointKey<'_>, &Endpoint>, max: usize) {
     let endpoints = slice.endpoints.get_or_insert_with(Vec::new);
     while endpoints.len() < max {
         let Some((_, endpoint)) = pending.pop_first() else {
@@ -170,7 +170,7 @@ fn plan_group(
     labels: &BTreeMap<String, String>,
     max: usize,
 ) -> GroupPlan {
-    let mut pending: BTreeMap<EndpointKey, &Endpoint> = group
+    let mut pending: BTreeMap<EndpointKey<'_>, &Endpoint> = group
         .endpoints
         .iter()
         .map(|e| (EndpointKey::of(e), e))
@@ -187,7 +187,7 @@ fn plan_group(
             match pending.remove(&EndpointKey::of(endpoint)) {
                 Some(wanted) => {
                     changed |= !same_endpoint(wanted, endpoint);
-                    kept.push(wanted.clone());
+                    kept.push(wanted);
                 }
                 None => changed = true,
             }
@@ -198,7 +198,7 @@ fn plan_group(
             delete.push(slice.clone());
         } else if changed || !labels_current(slice, labels) {
             let mut updated = slice.clone();
-            updated.endpoints = Some(kept);
+            updated.endpoints = Some(kept.into_iter().cloned().collect());
             updated.metadata.labels = Some(labels.clone());
             update.push(updated);
         } else {

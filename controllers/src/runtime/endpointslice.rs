@@ -41,17 +41,17 @@ pub(crate) struct SliceController {
 }
 
 /// An endpoint as the added/removed metrics count it: address type, addresses and pod.
-type EndpointId = (String, Vec<String>, Option<String>);
+type EndpointId<'a> = (&'a str, &'a [String], Option<&'a str>);
 
 fn endpoint_ids<'a>(
     address_type: &'a str,
     endpoints: impl IntoIterator<Item = &'a Endpoint> + 'a,
-) -> impl Iterator<Item = EndpointId> + 'a {
+) -> impl Iterator<Item = EndpointId<'a>> + 'a {
     endpoints.into_iter().map(move |e| {
         (
-            address_type.to_string(),
-            e.addresses.clone(),
-            e.target_ref.as_ref().and_then(|r| r.uid.clone()),
+            address_type,
+            e.addresses.as_slice(),
+            e.target_ref.as_ref().and_then(|r| r.uid.as_deref()),
         )
     })
 }

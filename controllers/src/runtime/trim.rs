@@ -207,11 +207,11 @@ mod tests {
             ("default", "web-1")
         );
         assert_eq!(
-            info.ips,
-            [
-                "10.0.0.1".parse::<std::net::IpAddr>().unwrap(),
-                "fd00::1".parse().unwrap()
-            ]
+            info.ips
+                .iter()
+                .map(|ip| ip.text.as_str())
+                .collect::<Vec<_>>(),
+            ["10.0.0.1", "fd00::1"]
         );
         assert_eq!(
             info.named_ports
