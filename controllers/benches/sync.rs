@@ -2,16 +2,21 @@
 //! computes when one of 5,000 selected pods changes (desired state from every pod, then the
 //! plan against what is published). The controllers run this on every change to the Service,
 //! so during a scale-up it is most of their CPU time.
+//!
+//! With `SYNC=endpoints` or `SYNC=endpointslices` and `SYNC_ITERATIONS=N` in the
+//! environment, that sync runs N times without criterion, for counting instructions under
+//! cachegrind (`hack/bench-sync.sh`): on a shared machine the count is stable where times are
+//! not.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
 use controllers::pods::PodInfo;
 use controllers::{
-    EndpointsParams, MaxEndpointsPerSlice, SliceParams, desired_endpoint_slices, desired_endpoints,
-    plan_endpoint_slices, plan_endpoints_write,
+    EndpointsParams, EndpointsWrite, MaxEndpointsPerSlice, SliceParams, SlicePlan,
+    desired_endpoint_slices, desired_endpoints, plan_endpoint_slices, plan_endpoints_write,
 };
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::Criterion;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
@@ -84,7 +89,8 @@ fn pods() -> (Vec<Arc<PodInfo>>, Vec<Arc<PodInfo>>) {
     (before, after)
 }
 
-fn endpoints(c: &mut Criterion) {
+/// One Endpoints sync: desired state from every pod, then the write against what is published.
+fn endpoints_sync() -> impl FnMut() -> Option<EndpointsWrite> {
     let service = service();
     let (before, after) = pods();
     let params = EndpointsParams {
@@ -94,15 +100,15 @@ fn endpoints(c: &mut Criterion) {
     let mut published: Endpoints = desired_endpoints(&service, &before, &params).unwrap();
     published.metadata.resource_version = Some("1".into());
 
-    c.bench_function("endpoints_sync_5000_pods_one_changed", |b| {
-        b.iter(|| {
-            let desired = desired_endpoints(&service, black_box(&after), &params).unwrap();
-            plan_endpoints_write(Some(&published), &desired)
-        })
-    });
+    move || {
+        let desired = desired_endpoints(&service, black_box(&after), &params).unwrap();
+        plan_endpoints_write(Some(&published), &desired)
+    }
 }
 
-fn slices(c: &mut Criterion) {
+/// One EndpointSlice sync: desired slices from every pod, then the plan against the published
+/// ones (one update).
+fn slices_sync() -> impl FnMut() -> SlicePlan {
     let service = service();
     let (before, after) = pods();
     let nodes = nodes();
@@ -129,15 +135,44 @@ fn slices(c: &mut Criterion) {
         })
         .collect();
 
-    c.bench_function("endpointslices_sync_5000_pods_one_changed", |b| {
-        b.iter(|| {
-            let desired = desired_endpoint_slices(&service, black_box(&after), node).unwrap();
-            let plan = plan_endpoint_slices(&service, &published, &desired, &params);
-            assert_eq!(plan.writes(), 1);
-            plan
-        })
-    });
+    move || {
+        let node = |name: &str| {
+            nodes
+                .iter()
+                .find(|n| n.metadata.name.as_deref() == Some(name))
+        };
+        let desired = desired_endpoint_slices(&service, black_box(&after), node).unwrap();
+        let plan = plan_endpoint_slices(&service, &published, &desired, &params);
+        assert_eq!(plan.writes(), 1);
+        plan
+    }
 }
 
-criterion_group!(benches, endpoints, slices);
-criterion_main!(benches);
+fn main() {
+    if let Ok(sync) = std::env::var("SYNC") {
+        let iterations: usize = std::env::var("SYNC_ITERATIONS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .expect("SYNC_ITERATIONS: how many syncs to run");
+        match sync.as_str() {
+            "endpoints" => {
+                let mut sync = endpoints_sync();
+                (0..iterations).for_each(|_| drop(black_box(sync())));
+            }
+            "endpointslices" => {
+                let mut sync = slices_sync();
+                (0..iterations).for_each(|_| drop(black_box(sync())));
+            }
+            other => panic!("SYNC={other}: endpoints or endpointslices"),
+        }
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    c.bench_function("endpoints_sync_5000_pods_one_changed", |b| {
+        b.iter(endpoints_sync())
+    });
+    c.bench_function("endpointslices_sync_5000_pods_one_changed", |b| {
+        b.iter(slices_sync())
+    });
+    c.final_summary();
+}
