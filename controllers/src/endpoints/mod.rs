@@ -127,7 +127,7 @@ fn pod_address(service: &Service, pod: &PodInfo) -> Option<EndpointAddress> {
     Some(EndpointAddress {
         ip,
         hostname: hostname_for(pod, service),
-        node_name: pod.node_name.as_deref().map(str::to_string),
+        node_name: pod.node_name.clone(),
         target_ref: Some(ObjectReference {
             kind: Some("Pod".into()),
             namespace: Some(pod.namespace.clone()),

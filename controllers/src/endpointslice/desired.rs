@@ -4,7 +4,7 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -56,22 +56,30 @@ impl DesiredEndpointSlices {
     }
 }
 
-fn endpoint_ports(service: &Service, pod: &PodInfo) -> Vec<EndpointPort> {
-    let ports = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.ports.as_deref())
-        .unwrap_or_default();
-    ports
+/// The Service ports a pod serves, each as (index among the Service's ports, target port on
+/// this pod): cheap to compute and compare for every pod.
+type ResolvedPorts = Vec<(usize, i32)>;
+
+fn resolved_ports(service_ports: &[ServicePort], pod: &PodInfo) -> ResolvedPorts {
+    service_ports
         .iter()
-        .filter_map(|port| {
-            let number = resolve_target_port(pod, port)?;
-            Some(EndpointPort {
+        .enumerate()
+        .filter_map(|(i, port)| Some((i, resolve_target_port(pod, port)?)))
+        .collect()
+}
+
+/// The slices' port list for pods that resolve the Service's ports to `resolved`.
+fn endpoint_ports(service_ports: &[ServicePort], resolved: &[(usize, i32)]) -> Vec<EndpointPort> {
+    resolved
+        .iter()
+        .map(|&(i, number)| {
+            let port = &service_ports[i];
+            EndpointPort {
                 name: Some(port.name.clone().unwrap_or_default()),
                 port: Some(number),
                 protocol: Some(port.protocol.clone().unwrap_or_else(|| "TCP".into())),
                 app_protocol: port.app_protocol.clone(),
-            })
+            }
         })
         .collect()
 }
@@ -127,7 +135,13 @@ where
         return None;
     }
     let address_types = slice_families(service);
-    let mut groups: BTreeMap<(IpFamily, PortsKey), EndpointGroup> = BTreeMap::new();
+    let service_ports = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default();
+    // Grouped by resolved ports while collecting; each port list is written out once.
+    let mut by_ports: HashMap<ResolvedPorts, BTreeMap<IpFamily, Vec<Endpoint>>> = HashMap::new();
     let mut pods_on_missing_nodes = Vec::new();
     // Each Node is looked up once per sync, not once per pod: Some(zone) when it exists.
     let mut zones: HashMap<&str, Option<Option<String>>> = HashMap::new();
@@ -159,13 +173,23 @@ where
                 continue;
             }
         };
-        let ports = endpoint_ports(service, pod);
-        let ports_key = PortsKey::of(&ports);
+        let families = by_ports
+            .entry(resolved_ports(service_ports, pod))
+            .or_default();
         for &family in &address_types {
             let addresses = addresses_of_family(pod, family);
-            if addresses.is_empty() {
-                continue;
+            if !addresses.is_empty() {
+                let endpoint = pod_endpoint(service, pod, zone.clone(), addresses);
+                families.entry(family).or_default().push(endpoint);
             }
+        }
+    }
+
+    let mut groups: BTreeMap<(IpFamily, PortsKey), EndpointGroup> = BTreeMap::new();
+    for (resolved, families) in by_ports {
+        let ports = endpoint_ports(service_ports, &resolved);
+        let ports_key = PortsKey::of(&ports);
+        for (family, endpoints) in families {
             groups
                 .entry((family, ports_key.clone()))
                 .or_insert_with(|| EndpointGroup {
@@ -174,10 +198,9 @@ where
                     endpoints: Vec::new(),
                 })
                 .endpoints
-                .push(pod_endpoint(service, pod, zone.clone(), addresses));
+                .extend(endpoints);
         }
     }
-
     let mut groups: Vec<EndpointGroup> = groups.into_values().collect();
     for group in &mut groups {
         sort_by_key(&mut group.endpoints);
