@@ -222,6 +222,24 @@ mod tests {
     }
 
     #[test]
+    fn address_order_does_not_matter_and_keys_order_like_sorted_lists() {
+        let two = endpoint(&["10.0.0.2", "10.0.0.1"], "a");
+        assert_eq!(
+            EndpointKey::of(&two),
+            EndpointKey::of(&endpoint(&["10.0.0.1", "10.0.0.2"], "a"))
+        );
+        assert!(same_endpoint(
+            &two,
+            &endpoint(&["10.0.0.1", "10.0.0.2"], "a")
+        ));
+        // One address compares as the one-element list it is.
+        let one = endpoint(&["10.0.0.1"], "a");
+        let after = endpoint(&["10.0.0.10"], "a");
+        assert!(EndpointKey::of(&one) < EndpointKey::of(&two));
+        assert!(EndpointKey::of(&two) < EndpointKey::of(&after));
+    }
+
+    #[test]
     fn sameness_ignores_pod_resource_version_and_empty_spellings() {
         let a = endpoint(&["10.0.0.1"], "a");
         let mut b = a.clone();
