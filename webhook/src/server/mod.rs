@@ -159,7 +159,12 @@ pub async fn serve_tls(
         on_shutdown.graceful_shutdown(Some(grace));
     });
     let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
-    axum_server::bind_rustls(addr, config)
+    // Without TCP_NODELAY a response written in more than one segment waits for the
+    // apiserver's delayed ACK of the first (up to 40 ms): Nagle's algorithm.
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    axum_server::bind(addr)
+        .acceptor(acceptor)
         .handle(handle)
         .serve(router.into_make_service())
         .await
