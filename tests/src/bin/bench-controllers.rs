@@ -39,14 +39,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use e2e::control_plane::{free_port, port_open};
+use e2e::control_plane::free_port;
 use e2e::kubelet::{self, PodState, PodTemplate};
 use e2e::process::Process;
+use e2e::svcplane::http_get;
 use e2e::writes::{WriteCounter, Writes};
 use e2e::{ControlPlane, ControlPlaneConfig, ENDPOINT_CONTROLLERS};
 use futures::{StreamExt, TryStreamExt};
@@ -56,7 +58,6 @@ use k8s_openapi::serde::de::DeserializeOwned;
 use kube::api::{ListParams, ObjectMeta, PostParams, WatchEvent, WatchParams};
 use kube::{Api, Client, Resource};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 /// The settings both sides run with.
@@ -302,18 +303,11 @@ impl Run {
 
 async fn wait_readyz(process: &mut Process, port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
+    let admin = SocketAddr::from(([127, 0, 0, 1], port));
     loop {
         process.check_running()?;
-        let answer = if port_open(port) {
-            http_get(port, "/readyz").await
-        } else {
-            String::new()
-        };
-        if answer
-            .lines()
-            .next()
-            .is_some_and(|status| status.contains(" 200 "))
-        {
+        let answer = http_get(admin, "/readyz").await.unwrap_or_default();
+        if answer.trim() == "ok" {
             return Ok(());
         }
         anyhow::ensure!(
@@ -323,20 +317,6 @@ async fn wait_readyz(process: &mut Process, port: u16) -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The whole answer to a plain HTTP GET on loopback, or nothing.
-async fn http_get(port: u16, path: &str) -> String {
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return String::new();
-    };
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return String::new();
-    }
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response).await;
-    String::from_utf8_lossy(&response).into_owned()
 }
 
 #[derive(Clone, Copy, Debug, Default)]
