@@ -68,6 +68,10 @@ struct AddressKey<'a> {
     uid: &'a str,
 }
 
+/// The addresses serving one port, each with whether it is ready and the index of its pod
+/// among the selected ones.
+type Readiness<'a> = Vec<(AddressKey<'a>, bool, usize)>;
+
 /// The Endpoints object the Service should have, or `None` when the pod controllers do not
 /// manage its Endpoints (no selector, or `ExternalName`).
 ///
@@ -151,11 +155,11 @@ fn desired_subsets<P: Borrow<PodInfo>>(
         .as_ref()
         .and_then(|s| s.ports.as_deref())
         .unwrap_or_default();
-    let mut address_pods: BTreeMap<AddressKey<'_>, &PodInfo> = BTreeMap::new();
+    let mut selected: Vec<&PodInfo> = Vec::new();
     // Ports as (index of the Service port, resolved target port) while collecting: a Service's
-    // port names are unique, so that pair stands for one PortKey.
-    let mut readiness_by_port: BTreeMap<Option<(usize, i32)>, BTreeMap<AddressKey<'_>, bool>> =
-        BTreeMap::new();
+    // port names are unique, so that pair stands for one PortKey. Each port's addresses are
+    // collected, then sorted once.
+    let mut readiness_by_port: BTreeMap<Option<(usize, i32)>, Readiness<'_>> = BTreeMap::new();
 
     for pod in pods.iter().map(Borrow::borrow) {
         if !service::selects(service, pod) || !pods::counts_for_endpoints(pod, publish_not_ready) {
@@ -190,34 +194,40 @@ fn desired_subsets<P: Borrow<PodInfo>>(
             readiness_by_port
                 .entry(port)
                 .or_default()
-                .entry(key)
-                .and_modify(|was_ready| *was_ready &= ready)
-                .or_insert(ready);
+                .push((key, ready, selected.len()));
         }
-        address_pods.entry(key).or_insert(pod);
+        selected.push(pod);
     }
-    let readiness_by_port: BTreeMap<Option<PortKey>, BTreeMap<AddressKey<'_>, bool>> =
-        readiness_by_port
-            .into_iter()
-            .map(|(port, readiness)| {
-                let key = port.map(|(i, target)| {
-                    let port = &service_ports[i];
-                    PortKey {
-                        name: port.name.clone().unwrap_or_default(),
-                        port: target,
-                        protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                        app_protocol: port.app_protocol.clone(),
-                    }
-                });
-                (key, readiness)
-            })
-            .collect();
+    let readiness_by_port: BTreeMap<Option<PortKey>, Readiness<'_>> = readiness_by_port
+        .into_iter()
+        .map(|(port, mut readiness)| {
+            // An address listed twice is ready only if every listing is.
+            readiness.sort_unstable();
+            readiness.dedup_by(|later, kept| {
+                let same = later.0 == kept.0;
+                if same {
+                    kept.1 &= later.1;
+                }
+                same
+            });
+            let key = port.map(|(i, target)| {
+                let port = &service_ports[i];
+                PortKey {
+                    name: port.name.clone().unwrap_or_default(),
+                    port: target,
+                    protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    app_protocol: port.app_protocol.clone(),
+                }
+            });
+            (key, readiness)
+        })
+        .collect();
     let mut subsets = repack(readiness_by_port);
     let truncated = truncate_to_capacity(&mut subsets);
-    let listed = |keys: Vec<AddressKey<'_>>| {
-        let list: Vec<EndpointAddress> = keys
-            .iter()
-            .filter_map(|key| pod_address(service, address_pods[key]))
+    let listed = |members: Vec<usize>| {
+        let list: Vec<EndpointAddress> = members
+            .into_iter()
+            .filter_map(|i| pod_address(service, selected[i]))
             .collect();
         (!list.is_empty()).then_some(list)
     };
@@ -236,32 +246,27 @@ fn desired_subsets<P: Borrow<PodInfo>>(
     (subsets, truncated)
 }
 
-/// A subset before its addresses are written out.
-struct KeyedSubset<'a> {
-    ready: Vec<AddressKey<'a>>,
-    not_ready: Vec<AddressKey<'a>>,
+/// A subset before its addresses are written out: the selected pods behind them, by index.
+struct KeyedSubset {
+    ready: Vec<usize>,
+    not_ready: Vec<usize>,
     ports: Vec<Option<PortKey>>,
 }
 
 /// Groups ports that share exactly the same addresses (with the same readiness) into one subset.
-fn repack(
-    readiness_by_port: BTreeMap<Option<PortKey>, BTreeMap<AddressKey<'_>, bool>>,
-) -> Vec<KeyedSubset<'_>> {
-    let mut ports_by_addresses: BTreeMap<Vec<(AddressKey<'_>, bool)>, Vec<Option<PortKey>>> =
-        BTreeMap::new();
+fn repack(readiness_by_port: BTreeMap<Option<PortKey>, Readiness<'_>>) -> Vec<KeyedSubset> {
+    let mut ports_by_addresses: BTreeMap<Readiness<'_>, Vec<Option<PortKey>>> = BTreeMap::new();
     for (port, readiness) in readiness_by_port {
-        ports_by_addresses
-            .entry(readiness.into_iter().collect())
-            .or_default()
-            .push(port);
+        ports_by_addresses.entry(readiness).or_default().push(port);
     }
     ports_by_addresses
         .into_iter()
         .map(|(members, ports)| {
-            let (ready, not_ready): (Vec<_>, Vec<_>) = members.into_iter().partition(|(_, r)| *r);
+            let (ready, not_ready): (Vec<_>, Vec<_>) =
+                members.into_iter().partition(|(_, r, _)| *r);
             KeyedSubset {
-                ready: ready.into_iter().map(|(key, _)| key).collect(),
-                not_ready: not_ready.into_iter().map(|(key, _)| key).collect(),
+                ready: ready.into_iter().map(|(_, _, pod)| pod).collect(),
+                not_ready: not_ready.into_iter().map(|(_, _, pod)| pod).collect(),
                 ports,
             }
         })
@@ -271,7 +276,7 @@ fn repack(
 /// Cuts the subsets down to [`MAX_ENDPOINTS_ADDRESSES`] addresses: ready addresses first, each
 /// subset keeping a share proportional to its size (rounded up, the last ones getting what is
 /// left). Returns whether anything was cut.
-fn truncate_to_capacity(subsets: &mut Vec<KeyedSubset<'_>>) -> bool {
+fn truncate_to_capacity(subsets: &mut Vec<KeyedSubset>) -> bool {
     let ready: usize = subsets.iter().map(|s| s.ready.len()).sum();
     let not_ready: usize = subsets.iter().map(|s| s.not_ready.len()).sum();
     if ready + not_ready <= MAX_ENDPOINTS_ADDRESSES {
