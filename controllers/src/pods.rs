@@ -197,6 +197,19 @@ pub fn resolve_target_port(pod: &PodInfo, port: &ServicePort) -> Option<i32> {
     }
 }
 
+/// The Service ports a pod serves, each as (index among the Service's ports, target port on
+/// this pod, from [`resolve_target_port`]): cheap to compute and compare for every pod.
+pub type ResolvedPorts = Vec<(usize, i32)>;
+
+/// The [`ResolvedPorts`] of `pod` for the Service ports `service_ports`.
+pub fn resolved_ports(service_ports: &[ServicePort], pod: &PodInfo) -> ResolvedPorts {
+    service_ports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, port)| Some((i, resolve_target_port(pod, port)?)))
+        .collect()
+}
+
 /// The pod's hostname as published for this Service: only when `spec.hostname` is set and
 /// `spec.subdomain` names the Service in the same namespace (how StatefulSets get per-pod DNS).
 pub fn hostname_for(pod: &PodInfo, service: &Service) -> Option<String> {

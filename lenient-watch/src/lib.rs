@@ -97,16 +97,41 @@ pub enum Event<K> {
     RelistDone,
 }
 
-/// Which object: namespace (empty for cluster-scoped kinds) and name.
+/// A namespaced name; cluster-scoped objects have an empty namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
+    /// The namespace, empty for cluster-scoped objects.
     pub namespace: String,
+    /// The name.
     pub name: String,
+}
+
+impl ObjectKey {
+    /// A key from its parts.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The key of an object.
+    pub fn of<K: Resource>(object: &K) -> Self {
+        let meta = object.meta();
+        ObjectKey::new(
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
 }
 
 impl std::fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
     }
 }
 
@@ -114,10 +139,10 @@ fn readable<K: Resource<DynamicType = ()> + Default>(object: Lenient<K>) -> Resu
     match object {
         Lenient::Readable(object) => Ok(object),
         Lenient::Unreadable { metadata, error } => {
-            let key = ObjectKey {
-                namespace: metadata.namespace.unwrap_or_default(),
-                name: metadata.name.unwrap_or_default(),
-            };
+            let key = ObjectKey::new(
+                metadata.namespace.unwrap_or_default(),
+                metadata.name.unwrap_or_default(),
+            );
             tracing::warn!(kind = %K::kind(&()), object = %key, %error, "skipping an object that cannot be read");
             Err(key)
         }
@@ -214,13 +239,7 @@ mod tests {
         let Event::Unreadable(key) = convert(watcher::Event::InitApply(bad), |p| p) else {
             panic!("unreadable")
         };
-        assert_eq!(
-            key,
-            ObjectKey {
-                namespace: "ns".into(),
-                name: "b".into()
-            }
-        );
+        assert_eq!(key, ObjectKey::new("ns", "b"));
     }
 
     #[test]

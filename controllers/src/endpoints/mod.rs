@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
-use crate::pods::{self, PodInfo, addresses_of_family, hostname_for, resolve_target_port};
+use crate::pods::{self, PodInfo, addresses_of_family, hostname_for, resolved_ports};
 use crate::service::{self, endpoints_family, has_cluster_ip, is_headless, publishes_not_ready};
 use crate::well_known::{
     ANNOTATION_LAST_CHANGE_TRIGGER_TIME, ANNOTATION_OVER_CAPACITY, LABEL_ENDPOINTS_MANAGED_BY,
@@ -170,31 +170,25 @@ fn desired_subsets<P: Borrow<PodInfo>>(
             continue;
         };
         let ready = publish_not_ready || pod.ready;
-        let ports: Vec<Option<(usize, i32)>> = if service_ports.is_empty() {
-            if is_headless(service) {
-                vec![None]
-            } else {
-                Vec::new()
-            }
-        } else {
-            service_ports
-                .iter()
-                .enumerate()
-                .filter_map(|(i, port)| Some(Some((i, resolve_target_port(pod, port)?))))
-                .collect()
-        };
-        if ports.is_empty() {
+        // A headless Service without ports lists its pods under "no port".
+        let portless = service_ports.is_empty() && is_headless(service);
+        let resolved = resolved_ports(service_ports, pod);
+        if resolved.is_empty() && !portless {
             continue;
         }
         let key = AddressKey {
             ip: &ip.text,
             uid: pod.uid.as_deref().unwrap_or_default(),
         };
-        for port in ports {
+        let member = (key, ready, selected.len());
+        if portless {
+            readiness_by_port.entry(None).or_default().push(member);
+        }
+        for port in resolved {
             readiness_by_port
-                .entry(port)
+                .entry(Some(port))
                 .or_default()
-                .push((key, ready, selected.len()));
+                .push(member);
         }
         selected.push(pod);
     }

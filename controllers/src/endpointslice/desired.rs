@@ -9,7 +9,9 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::identity::{PortsKey, sort_by_key};
-use crate::pods::{self, PodInfo, addresses_of_family, hostname_for, resolve_target_port};
+use crate::pods::{
+    self, PodInfo, ResolvedPorts, addresses_of_family, hostname_for, resolved_ports,
+};
 use crate::service::{self, IpFamily, has_cluster_ip, publishes_not_ready, slice_families};
 use crate::well_known::{
     LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY, LABEL_TOPOLOGY_ZONE,
@@ -54,18 +56,6 @@ impl DesiredEndpointSlices {
     pub fn needs_retry(&self) -> bool {
         !self.pods_on_missing_nodes.is_empty()
     }
-}
-
-/// The Service ports a pod serves, each as (index among the Service's ports, target port on
-/// this pod): cheap to compute and compare for every pod.
-type ResolvedPorts = Vec<(usize, i32)>;
-
-fn resolved_ports(service_ports: &[ServicePort], pod: &PodInfo) -> ResolvedPorts {
-    service_ports
-        .iter()
-        .enumerate()
-        .filter_map(|(i, port)| Some((i, resolve_target_port(pod, port)?)))
-        .collect()
 }
 
 /// The slices' port list for pods that resolve the Service's ports to `resolved`.

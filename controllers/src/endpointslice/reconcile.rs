@@ -197,8 +197,13 @@ fn plan_group(
         if kept.is_empty() {
             delete.push(slice.clone());
         } else if changed || !labels_current(slice, labels) {
-            let mut updated = slice.clone();
-            updated.endpoints = Some(kept.into_iter().cloned().collect());
+            // Its endpoints are replaced: copied from the desired ones, not from the old slice.
+            let mut updated = EndpointSlice {
+                address_type: slice.address_type.clone(),
+                endpoints: Some(kept.into_iter().cloned().collect()),
+                metadata: slice.metadata.clone(),
+                ports: slice.ports.clone(),
+            };
             updated.metadata.labels = Some(labels.clone());
             update.push(updated);
         } else {

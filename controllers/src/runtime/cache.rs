@@ -6,40 +6,13 @@
 //! while the watch was down.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::sync::{Arc, RwLock};
 
 use kube::Resource;
 
 use crate::pods::PodInfo;
 
-/// A namespaced name; cluster-scoped objects have an empty namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectKey {
-    /// The namespace, empty for cluster-scoped objects.
-    pub namespace: String,
-    /// The name.
-    pub name: String,
-}
-
-impl ObjectKey {
-    /// A key from its parts.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ObjectKey {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-
-    /// The key of an object.
-    pub fn of<K: Resource>(object: &K) -> Self {
-        let meta = object.meta();
-        ObjectKey::new(
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
-        )
-    }
-}
+pub use lenient_watch::ObjectKey;
 
 /// Anything a cache can hold: it knows its own key.
 pub trait Keyed {
@@ -56,16 +29,6 @@ impl<K: Resource> Keyed for K {
 impl Keyed for PodInfo {
     fn key(&self) -> ObjectKey {
         ObjectKey::new(self.namespace.clone(), self.name.clone())
-    }
-}
-
-impl fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.namespace.is_empty() {
-            f.write_str(&self.name)
-        } else {
-            write!(f, "{}/{}", self.namespace, self.name)
-        }
     }
 }
 

@@ -154,7 +154,7 @@ fn apply_event<K: Keyed>(cache: &Cache<K>, event: WatchEvent<K>) -> Vec<Change<K
         WatchEvent::Apply(object) => vec![cache.apply(object)],
         WatchEvent::Delete(object) => vec![cache.delete(object)],
         WatchEvent::Unreadable(key) => {
-            cache.keep(ObjectKey::new(key.namespace, key.name));
+            cache.keep(key);
             Vec::new()
         }
         WatchEvent::RelistStart => {
