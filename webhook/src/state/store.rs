@@ -342,7 +342,7 @@ impl Actor {
                 break;
             }
             let given_back = std::mem::take(&mut persisted_unanswered);
-            let mut planned = self.plan_batch(&admits, &releases, &marks, given_back);
+            let mut planned = self.plan_batch(&admits, &releases, &marks, given_back.clone());
 
             let rebased = match self.persist(&planned.pending).await {
                 Ok(()) => Ok(Rebased::Written),
@@ -362,10 +362,13 @@ impl Actor {
                         attempts,
                         "a value of this batch was taken meanwhile; planning the batch again"
                     );
-                    persisted_unanswered = planned.reserved_written();
+                    persisted_unanswered = planned.unanswered(given_back);
                     self.stale = true;
                 }
-                Ok(Rebased::OutOfAttempts) => break,
+                Ok(Rebased::OutOfAttempts) => {
+                    persisted_unanswered = planned.unanswered(given_back);
+                    break;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "allocation state not written");
                     self.fail(admits, releases, error);
@@ -373,6 +376,9 @@ impl Actor {
                 }
             }
         }
+        // What earlier attempts persisted for answers never sent is freed with the releases.
+        let mut releases = releases;
+        releases.extend(persisted_unanswered);
         self.fail(
             admits,
             releases,
@@ -789,12 +795,19 @@ struct Planned {
 }
 
 impl Planned {
-    /// Values reserved in the ranges already written.
-    fn reserved_written(&self) -> Vec<Value> {
+    /// What the stored state holds for answers this attempt will not send: the values it
+    /// reserved in the ranges it wrote, and those of `given_back` (values an earlier attempt
+    /// persisted) whose range it did not write. Freeing them is up to a later write.
+    fn unanswered(&self, given_back: Vec<Value>) -> Vec<Value> {
         self.deltas
             .iter()
             .filter(|(kind, _)| !self.pending.contains(kind))
             .flat_map(|(_, delta)| delta.reserved.iter().copied())
+            .chain(
+                given_back
+                    .into_iter()
+                    .filter(|value| self.pending.contains(&RangeKind::of(*value))),
+            )
             .collect()
     }
 }
