@@ -44,8 +44,9 @@ pub struct BurstReport {
     /// A retry found the Service already there: an earlier try had landed although its
     /// client saw an error.
     pub landed_unseen: usize,
-    /// Latency of each create that succeeded on its first try.
-    pub first_try_latencies: Vec<Duration>,
+    /// Latency of each create that succeeded on its first try, with the Service's index
+    /// (`i` of `<prefix>-<i>`).
+    pub first_try_latencies: Vec<(usize, Duration)>,
     /// Failed tries, by kind (see [`error_kind`]).
     pub errors: BTreeMap<String, usize>,
     /// Services never created.
@@ -105,7 +106,7 @@ pub async fn run(clients: &[Client], burst: &Burst, done: Arc<AtomicUsize>) -> B
                     }
                     let name = format!("{}-{i}", burst.prefix);
                     let service = (burst.shape)(&name, i);
-                    create(&api, &burst, &name, &service, &report).await;
+                    create(&api, &burst, (i, &name), &service, &report).await;
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -122,7 +123,7 @@ pub async fn run(clients: &[Client], burst: &Burst, done: Arc<AtomicUsize>) -> B
 async fn create(
     api: &Api<Service>,
     burst: &Burst,
-    name: &str,
+    (i, name): (usize, &str),
     service: &Service,
     report: &Mutex<BurstReport>,
 ) {
@@ -148,7 +149,7 @@ async fn create(
             Ok(_) => {
                 report.created += 1;
                 if tries == 1 {
-                    report.first_try_latencies.push(latency);
+                    report.first_try_latencies.push((i, latency));
                 }
                 return;
             }

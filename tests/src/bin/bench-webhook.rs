@@ -102,12 +102,16 @@ impl Options {
 /// One Service in five (by default) is a NodePort: 1,000 of 5,000 fit the default port
 /// range.
 fn shape(name: &str, i: usize) -> Service {
-    let every = NODE_PORT_EVERY.load(Ordering::Relaxed);
-    if every > 0 && i % every == every - 1 {
+    if is_node_port(i) {
         load::node_port_service(name, false)
     } else {
         load::cluster_ip_service(name)
     }
+}
+
+fn is_node_port(i: usize) -> bool {
+    let every = NODE_PORT_EVERY.load(Ordering::Relaxed);
+    every > 0 && i % every == every - 1
 }
 
 /// Cumulative bucket counts of a histogram (`le` in seconds, count), by `le`, with its
@@ -492,13 +496,37 @@ fn seconds_ms(seconds: f64) -> String {
     }
 }
 
-fn sorted_latencies<'a>(runs: impl IntoIterator<Item = &'a RunResult>) -> Vec<Duration> {
+/// The first-try latencies of the creates whose index `keep` accepts, sorted.
+fn sorted_latencies<'a>(
+    runs: impl IntoIterator<Item = &'a RunResult>,
+    keep: impl Fn(usize) -> bool,
+) -> Vec<Duration> {
     let mut latencies: Vec<Duration> = runs
         .into_iter()
-        .flat_map(|run| run.report.first_try_latencies.iter().copied())
+        .flat_map(|run| run.report.first_try_latencies.iter())
+        .filter(|(i, _)| keep(*i))
+        .map(|(_, latency)| *latency)
         .collect();
     latencies.sort();
     latencies
+}
+
+fn every(_: usize) -> bool {
+    true
+}
+
+/// How many creates of one kind were in flight on average over a run (Little's law: the
+/// time they spent unanswered, summed, over the run's length), pooled over runs.
+fn mean_in_flight(runs: &[RunResult], keep: impl Fn(usize) -> bool) -> f64 {
+    let waited: f64 = sorted_latencies(runs, keep)
+        .iter()
+        .map(Duration::as_secs_f64)
+        .sum();
+    let elapsed: f64 = runs
+        .iter()
+        .map(|run| run.report.elapsed.as_secs_f64())
+        .sum();
+    waited / elapsed
 }
 
 fn ratio(with: Duration, without: Duration) -> f64 {
@@ -536,7 +564,7 @@ fn main() -> Result<()> {
         let a = runtime.block_on(run(&options, false))?;
         eprintln!("round {round}/{}: with the webhook", options.rounds);
         let b = runtime.block_on(run(&options, true))?;
-        let (la, lb) = (sorted_latencies([&a]), sorted_latencies([&b]));
+        let (la, lb) = (sorted_latencies([&a], every), sorted_latencies([&b], every));
         println!(
             "round {round}: without p50 {} p99 {} total {:.2} s (load {}) | with p50 {} p99 {} total {:.2} s (load {}) | p99 ratio {:.2}x",
             ms(load::percentile(&la, 50.0)),
@@ -553,7 +581,10 @@ fn main() -> Result<()> {
         with.push(b);
     }
 
-    let (a, b) = (sorted_latencies(&without), sorted_latencies(&with));
+    let (a, b) = (
+        sorted_latencies(&without, every),
+        sorted_latencies(&with, every),
+    );
     let mut rows: Vec<(&str, String, String, String)> = Vec::new();
     for (label, p) in [
         ("create p50", 50.0),
@@ -597,6 +628,44 @@ fn main() -> Result<()> {
     );
     for (label, x, y, ratio) in &rows {
         println!("{label:<16}{x:>18}{y:>18}{ratio:>10}");
+    }
+    if NODE_PORT_EVERY.load(Ordering::Relaxed) > 0 {
+        println!();
+        println!(
+            "by kind (first tries; in flight: mean number of such creates unanswered at once)"
+        );
+        println!(
+            "{:<22}{:>18}{:>18}{:>10}",
+            "", "without webhook", "with webhook", "ratio"
+        );
+        let not_node_port = |i| !is_node_port(i);
+        for (kind, keep) in [
+            ("NodePort", &is_node_port as &dyn Fn(usize) -> bool),
+            ("ClusterIP", &not_node_port),
+        ] {
+            let (x, y) = (
+                sorted_latencies(&without, keep),
+                sorted_latencies(&with, keep),
+            );
+            for (label, p) in [("p50", 50.0), ("p99", 99.0)] {
+                let (px, py) = (load::percentile(&x, p), load::percentile(&y, p));
+                println!(
+                    "{:<22}{:>18}{:>18}{:>10}",
+                    format!("{kind} {label}"),
+                    ms(px),
+                    ms(py),
+                    format!("{:.2}x", ratio(py, px))
+                );
+            }
+            let (fx, fy) = (mean_in_flight(&without, keep), mean_in_flight(&with, keep));
+            println!(
+                "{:<22}{:>18.1}{:>18.1}{:>10}",
+                format!("{kind} in flight"),
+                fx,
+                fy,
+                format!("{:.2}x", fy / fx)
+            );
+        }
     }
     for (name, runs) in [("without", &without), ("with", &with)] {
         for run in runs.iter().filter(|run| run.report.error_count() > 0) {
