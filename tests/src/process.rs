@@ -68,3 +68,55 @@ impl Drop for Process {
         tracing::debug!(name = %self.name, "stopped");
     }
 }
+
+/// Memory and CPU time of a process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Resources {
+    /// VmRSS.
+    pub rss_kib: u64,
+    /// VmHWM: the peak RSS.
+    pub hwm_kib: u64,
+    /// User + system time so far.
+    pub cpu_seconds: f64,
+}
+
+/// What process `pid` holds and has used so far, from /proc/<pid>/status and
+/// /proc/<pid>/stat.
+pub fn resources(pid: u32) -> Result<Resources> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
+    // stime 15.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (utime, stime) = (ticks(11), ticks(12));
+    Ok(Resources {
+        rss_kib: field("VmRSS:"),
+        hwm_kib: field("VmHWM:"),
+        cpu_seconds: (utime + stime) as f64 / clock_ticks_per_second(),
+    })
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}

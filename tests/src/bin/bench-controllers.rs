@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use e2e::control_plane::free_port;
 use e2e::kubelet::{self, PodState, PodTemplate};
-use e2e::process::Process;
+use e2e::process::{Process, Resources, resources};
 use e2e::svcplane::http_get;
 use e2e::writes::{WriteCounter, Writes};
 use e2e::{ControlPlane, ControlPlaneConfig, ENDPOINT_CONTROLLERS};
@@ -317,52 +317,6 @@ async fn wait_readyz(process: &mut Process, port: u16) -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Resources {
-    rss_kib: u64,
-    hwm_kib: u64,
-    cpu_seconds: f64,
-}
-
-fn resources(pid: u32) -> Result<Resources> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
-    // stime 15.
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let (utime, stime) = (ticks(11), ticks(12));
-    Ok(Resources {
-        rss_kib: field("VmRSS:"),
-        hwm_kib: field("VmHWM:"),
-        cpu_seconds: (utime + stime) as f64 / clock_ticks_per_second(),
-    })
-}
-
-fn clock_ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 async fn create_namespace(client: &Client, name: &str) -> Result<()> {

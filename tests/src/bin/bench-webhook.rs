@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use allocator::{Allocators, ClusterIpAllocator, NodePortAllocator, PortRange};
 use anyhow::{Context, Result};
 use e2e::load::{self, Burst, BurstReport};
+use e2e::process::resources;
 use e2e::svcplane::{self, BinaryReplica};
 use e2e::{ControlPlane, ControlPlaneConfig};
 use k8s_openapi::api::core::v1::{Namespace, Service};
@@ -305,6 +306,11 @@ struct ApiserverFigures {
     validating_calls: Histogram,
     /// `PUT rangeallocations`: svcplane's compare-and-swap writes.
     range_writes: Histogram,
+    /// The etcd requests of kube-apiserver's own node-port allocator (its reads and
+    /// writes of the `servicenodeportallocations` key, each under the allocator's mutex).
+    node_port_etcd: Histogram,
+    /// The etcd requests that store the created Services, for comparison.
+    service_etcd: Histogram,
 }
 
 impl ApiserverFigures {
@@ -334,6 +340,16 @@ impl ApiserverFigures {
                 "apiserver_request_duration_seconds",
                 &["resource=\"rangeallocations\"", "verb=\"PUT\""],
             ),
+            node_port_etcd: pair(
+                text,
+                "etcd_request_duration_seconds",
+                &["resource=\"servicenodeportallocations\""],
+            ),
+            service_etcd: pair(
+                text,
+                "etcd_request_duration_seconds",
+                &["resource=\"services\"", "operation=\"create\""],
+            ),
         }
     }
 
@@ -343,6 +359,8 @@ impl ApiserverFigures {
             webhook_calls: self.webhook_calls.since(&before.webhook_calls),
             validating_calls: self.validating_calls.since(&before.validating_calls),
             range_writes: self.range_writes.since(&before.range_writes),
+            node_port_etcd: self.node_port_etcd.since(&before.node_port_etcd),
+            service_etcd: self.service_etcd.since(&before.service_etcd),
         }
     }
 
@@ -352,6 +370,8 @@ impl ApiserverFigures {
             webhook_calls: self.webhook_calls.plus(&other.webhook_calls),
             validating_calls: self.validating_calls.plus(&other.validating_calls),
             range_writes: self.range_writes.plus(&other.range_writes),
+            node_port_etcd: self.node_port_etcd.plus(&other.node_port_etcd),
+            service_etcd: self.service_etcd.plus(&other.service_etcd),
         }
     }
 }
@@ -395,6 +415,8 @@ struct RunResult {
     report: BurstReport,
     handling: Option<Histogram>,
     apiserver: ApiserverFigures,
+    /// CPU seconds used during the measured creates by each of [`CPU_OF`].
+    cpu: Vec<f64>,
     /// `/proc/loadavg`'s 1-minute figure when the run started.
     load: String,
 }
@@ -463,12 +485,22 @@ async fn run(options: &Options, with_webhook: bool) -> Result<RunResult> {
         None => None,
     };
     let apiserver_before = apiserver_figures(&client).await?;
+    let mut pids = plane.pids();
+    pids.truncate(2);
+    pids.push(replica.as_ref().map_or(0, |replica| replica.process.pid()));
+    pids.push(std::process::id());
+    let cpu_before = cpu_seconds(&pids);
     let report = load::run(
         &clients,
         &burst("bench", options.services, options.rate),
         Arc::default(),
     )
     .await;
+    let cpu: Vec<f64> = cpu_seconds(&pids)
+        .iter()
+        .zip(&cpu_before)
+        .map(|(after, before)| after - before)
+        .collect();
     let apiserver = apiserver_figures(&client).await?.since(&apiserver_before);
     let handling = match (&replica, before) {
         (Some(replica), Some(before)) => Some(handling_histogram(replica).await?.since(&before)),
@@ -480,9 +512,28 @@ async fn run(options: &Options, with_webhook: bool) -> Result<RunResult> {
         report,
         handling,
         apiserver,
+        cpu,
         load,
     })
 }
+
+/// User + system seconds each process has used so far (0 for pid 0, or one gone).
+fn cpu_seconds(pids: &[u32]) -> Vec<f64> {
+    pids.iter()
+        .map(|&pid| match pid {
+            0 => 0.0,
+            pid => resources(pid).map_or(0.0, |r| r.cpu_seconds),
+        })
+        .collect()
+}
+
+/// Whose CPU time `RunResult::cpu` holds, in order.
+const CPU_OF: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "svcplane webhook",
+    "driver (50 clients)",
+];
 
 fn ms(duration: Duration) -> String {
     format!("{:.2} ms", duration.as_secs_f64() * 1e3)
@@ -696,6 +747,36 @@ fn main() -> Result<()> {
         p99_of(&sb.validating_calls),
         mean_of(&sb.range_writes)
     );
+    let elapsed = |runs: &[RunResult]| -> f64 {
+        runs.iter()
+            .map(|run| run.report.elapsed.as_secs_f64())
+            .sum()
+    };
+    for (name, figures, runs) in [("without", &sa, &without), ("with", &sb, &with)] {
+        println!(
+            "  {name} the webhook, its node-port allocator's etcd requests (made holding the allocator's one mutex): {}, {}, busy {:.0}% of the runs' time; its etcd requests creating the Services: {}, {}",
+            mean_of(&figures.node_port_etcd),
+            p99_of(&figures.node_port_etcd),
+            100.0 * figures.node_port_etcd.sum / elapsed(runs),
+            mean_of(&figures.service_etcd),
+            p99_of(&figures.service_etcd),
+        );
+    }
+
+    println!();
+    println!(
+        "CPU time during the measured creates (user + system, all rounds; per create in brackets):"
+    );
+    for (i, name) in CPU_OF.iter().enumerate() {
+        let total = |runs: &[RunResult]| runs.iter().map(|run| run.cpu[i]).sum::<f64>();
+        let (x, y) = (total(&without), total(&with));
+        let per = |seconds: f64, runs: &[RunResult]| 1e3 * seconds / created(runs).max(1) as f64;
+        println!(
+            "  {name:<20} without {x:>6.2} s ({:.2} ms)   with {y:>6.2} s ({:.2} ms)",
+            per(x, &without),
+            per(y, &with)
+        );
+    }
 
     let handling = with
         .iter()
@@ -800,6 +881,11 @@ apiserver_request_duration_seconds_bucket{component=\"apiserver\",dry_run=\"\",g
 apiserver_request_duration_seconds_count{component=\"apiserver\",dry_run=\"All\",group=\"\",resource=\"services\",scope=\"resource\",subresource=\"\",verb=\"POST\",version=\"v1\"} 1
 apiserver_request_duration_seconds_sum{component=\"apiserver\",dry_run=\"\",group=\"svcplane.io\",resource=\"rangeallocations\",scope=\"resource\",subresource=\"\",verb=\"PUT\",version=\"v1alpha1\"} 1
 apiserver_request_duration_seconds_count{component=\"apiserver\",dry_run=\"\",group=\"svcplane.io\",resource=\"rangeallocations\",scope=\"resource\",subresource=\"\",verb=\"PUT\",version=\"v1alpha1\"} 5
+etcd_request_duration_seconds_sum{group=\"\",operation=\"get\",resource=\"servicenodeportallocations\"} 0.5
+etcd_request_duration_seconds_count{group=\"\",operation=\"get\",resource=\"servicenodeportallocations\"} 10
+etcd_request_duration_seconds_sum{group=\"\",operation=\"update\",resource=\"servicenodeportallocations\"} 1.5
+etcd_request_duration_seconds_count{group=\"\",operation=\"update\",resource=\"servicenodeportallocations\"} 10
+etcd_request_duration_seconds_sum{group=\"\",operation=\"update\",resource=\"services\"} 9
 ";
         let figures = ApiserverFigures::parse(text);
         let pair = |h: &Histogram| (h.sum, h.count);
@@ -807,6 +893,7 @@ apiserver_request_duration_seconds_count{component=\"apiserver\",dry_run=\"\",gr
         assert_eq!(figures.service_posts.quantile(0.99).map(|q| q.1), Some(0.5));
         assert_eq!(pair(&figures.range_writes), (1.0, 5.0));
         assert_eq!(pair(&figures.webhook_calls), (0.0, 0.0));
+        assert_eq!(pair(&figures.node_port_etcd), (2.0, 20.0));
         assert_eq!(mean_of(&figures.service_posts), "mean 200.000 ms over 20");
         assert_eq!(
             p99_of(&figures.service_posts),
