@@ -532,7 +532,7 @@ const CPU_OF: [&str; 4] = [
     "etcd",
     "kube-apiserver",
     "svcplane webhook",
-    "driver (50 clients)",
+    "driver (its clients)",
 ];
 
 fn ms(duration: Duration) -> String {
