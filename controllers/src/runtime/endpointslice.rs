@@ -213,7 +213,8 @@ impl SliceController {
         let writes = plan.writes();
         let slices_after = slices.len() + plan.create.len() - plan.delete.len();
 
-        if let Err(error) = self.apply(key, plan).await {
+        let written = |operation| self.metrics.api_write("EndpointSlice", operation);
+        if let Err(error) = apply_plan(&self.client, &self.tracker, key, plan, written).await {
             self.warn(&service, &error).await;
             return Err(error);
         }
@@ -263,59 +264,6 @@ impl SliceController {
         Ok(())
     }
 
-    /// Creates first, then updates, then deletes, as in-tree: consumers see the new endpoints
-    /// before the old ones go.
-    async fn apply(&self, key: &ObjectKey, plan: SlicePlan) -> Result<(), SyncError> {
-        let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &key.namespace);
-        let post = PostParams::default();
-        for slice in &plan.create {
-            match api.create(&post, slice).await {
-                Ok(written) => {
-                    self.metrics.api_write("EndpointSlice", "create");
-                    self.tracker
-                        .lock()
-                        .expect("tracker lock")
-                        .record_write(&written);
-                }
-                // Nothing can be created in a namespace being deleted; the slices go with it.
-                Err(error) if namespace_terminating(&error) => return Ok(()),
-                Err(error) => return Err(SyncError::api("create", "EndpointSlice", key, error)),
-            }
-        }
-        for slice in &plan.update {
-            let name = slice.metadata.name.as_deref().unwrap_or_default();
-            match api.replace(name, &post, slice).await {
-                Ok(written) => {
-                    self.metrics.api_write("EndpointSlice", "update");
-                    self.tracker
-                        .lock()
-                        .expect("tracker lock")
-                        .record_write(&written);
-                }
-                Err(error) => {
-                    let object = format!("{}/{name}", key.namespace);
-                    return Err(SyncError::api("update", "EndpointSlice", object, error));
-                }
-            }
-        }
-        for slice in &plan.delete {
-            let name = slice.metadata.name.as_deref().unwrap_or_default();
-            match api.delete(name, &DeleteParams::default()).await {
-                Ok(_) => self.metrics.api_write("EndpointSlice", "delete"),
-                Err(error) if not_found(&error) => {}
-                Err(error) => {
-                    let object = format!("{}/{name}", key.namespace);
-                    return Err(SyncError::api("delete", "EndpointSlice", object, error));
-                }
-            }
-            self.tracker
-                .lock()
-                .expect("tracker lock")
-                .record_deletion(slice);
-        }
-        Ok(())
-    }
-
     async fn record_hints(&self, service: &Service, event: &TopologyEvent) {
         let type_ = match event.type_ {
             topology::EventType::Normal => EventType::Normal,
@@ -350,6 +298,57 @@ impl SliceController {
             tracing::warn!(%error, "could not publish an event");
         }
     }
+}
+
+/// Writes a slice plan: creates first, then updates, then deletes, as in-tree (consumers see
+/// the new endpoints before the old ones go), recording each write in `tracker` and calling
+/// `written` with its operation. Used by the EndpointSlice and the mirroring controller.
+pub(super) async fn apply_plan(
+    client: &Client,
+    tracker: &Mutex<SliceTracker>,
+    key: &ObjectKey,
+    plan: SlicePlan,
+    written: impl Fn(&'static str),
+) -> Result<(), SyncError> {
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &key.namespace);
+    let post = PostParams::default();
+    for slice in &plan.create {
+        match api.create(&post, slice).await {
+            Ok(object) => {
+                written("create");
+                tracker.lock().expect("tracker lock").record_write(&object);
+            }
+            // Nothing can be created in a namespace being deleted; the slices go with it.
+            Err(error) if namespace_terminating(&error) => return Ok(()),
+            Err(error) => return Err(SyncError::api("create", "EndpointSlice", key, error)),
+        }
+    }
+    for slice in &plan.update {
+        let name = slice.metadata.name.as_deref().unwrap_or_default();
+        match api.replace(name, &post, slice).await {
+            Ok(object) => {
+                written("update");
+                tracker.lock().expect("tracker lock").record_write(&object);
+            }
+            Err(error) => {
+                let object = format!("{}/{name}", key.namespace);
+                return Err(SyncError::api("update", "EndpointSlice", object, error));
+            }
+        }
+    }
+    for slice in &plan.delete {
+        let name = slice.metadata.name.as_deref().unwrap_or_default();
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => written("delete"),
+            Err(error) if not_found(&error) => {}
+            Err(error) => {
+                let object = format!("{}/{name}", key.namespace);
+                return Err(SyncError::api("delete", "EndpointSlice", object, error));
+            }
+        }
+        tracker.lock().expect("tracker lock").record_deletion(slice);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

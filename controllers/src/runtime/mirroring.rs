@@ -6,21 +6,19 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Endpoints, ObjectReference};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{DeleteParams, PostParams};
+use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::{Api, Client};
 use tracing::instrument;
 
 use super::Shared;
 use super::cache::ObjectKey;
-use super::error::{SyncError, namespace_terminating, not_found};
+use super::endpointslice::apply_plan;
+use super::error::SyncError;
 use super::informer::{CacheWaiters, Caches, is_mirrored};
 use super::metrics::Metrics;
 use crate::mirroring::{DesiredMirroredSlices, MirroringEvent};
 use crate::well_known::LABEL_SERVICE_NAME;
-use crate::{
-    MirroringParams, SlicePlan, SliceTracker, desired_mirrored_slices, plan_mirrored_slices,
-};
+use crate::{MirroringParams, SliceTracker, desired_mirrored_slices, plan_mirrored_slices};
 
 /// Mirrors one Endpoints object at a time (the queue keeps a key from being synced by two
 /// workers at once).
@@ -144,64 +142,14 @@ impl MirroringController {
 
         let plan = plan_mirrored_slices(&slices, desired.as_ref());
         let (added, removed) = endpoint_changes(&slices, desired.as_ref());
-        self.apply(key, plan).await?;
+        let written = |operation| self.metrics.mirroring_write(operation);
+        apply_plan(&self.client, &self.tracker, key, plan, written).await?;
         let skipped = desired.as_ref().map_or(0, |d| d.addresses_skipped);
         self.metrics.mirroring_sync_changes(added, removed, skipped);
         if let (Some(desired), Some(endpoints)) = (&desired, &endpoints) {
             for event in &desired.events {
                 self.warn(endpoints, event).await;
             }
-        }
-        Ok(())
-    }
-
-    /// Creates first, then updates, then deletes, as in-tree.
-    async fn apply(&self, key: &ObjectKey, plan: SlicePlan) -> Result<(), SyncError> {
-        let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &key.namespace);
-        let post = PostParams::default();
-        for slice in &plan.create {
-            match api.create(&post, slice).await {
-                Ok(written) => {
-                    self.metrics.mirroring_write("create");
-                    self.tracker
-                        .lock()
-                        .expect("tracker lock")
-                        .record_write(&written);
-                }
-                Err(error) if namespace_terminating(&error) => return Ok(()),
-                Err(error) => return Err(SyncError::api("create", "EndpointSlice", key, error)),
-            }
-        }
-        for slice in &plan.update {
-            let name = slice.metadata.name.as_deref().unwrap_or_default();
-            match api.replace(name, &post, slice).await {
-                Ok(written) => {
-                    self.metrics.mirroring_write("update");
-                    self.tracker
-                        .lock()
-                        .expect("tracker lock")
-                        .record_write(&written);
-                }
-                Err(error) => {
-                    let object = format!("{}/{name}", key.namespace);
-                    return Err(SyncError::api("update", "EndpointSlice", object, error));
-                }
-            }
-        }
-        for slice in &plan.delete {
-            let name = slice.metadata.name.as_deref().unwrap_or_default();
-            match api.delete(name, &DeleteParams::default()).await {
-                Ok(_) => self.metrics.mirroring_write("delete"),
-                Err(error) if not_found(&error) => {}
-                Err(error) => {
-                    let object = format!("{}/{name}", key.namespace);
-                    return Err(SyncError::api("delete", "EndpointSlice", object, error));
-                }
-            }
-            self.tracker
-                .lock()
-                .expect("tracker lock")
-                .record_deletion(slice);
         }
         Ok(())
     }
