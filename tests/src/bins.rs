@@ -49,7 +49,11 @@ impl KubeBins {
 }
 
 fn build() -> Result<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/kube-bins.sh");
+    // The checkout cargo runs this from (a shared target directory may hold this code as
+    // built from another checkout, whose path `env!` would give), else the one built from.
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let script = dir.join("../hack/kube-bins.sh");
     let output = Command::new("bash")
         .arg(&script)
         .stderr(std::process::Stdio::inherit())
