@@ -4,9 +4,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::process::ExitCode;
 use std::sync::Arc;
 
-use libtest_mimic::Trial;
+use libtest_mimic::{Arguments, Trial};
 
 /// What a case returns.
 pub type CaseFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
@@ -57,4 +58,23 @@ pub fn trials<F: Send + Sync + 'static>(
             .with_ignored_flag(ignored)
         })
         .collect()
+}
+
+/// The `main` of a suite whose cases kill and restart the apiserver or svcplane: each case
+/// starts a control plane of its own, they run one at a time unless `--test-threads` says
+/// otherwise, and all are skipped when `KUBECONFIG` names a cluster (they need control planes
+/// they may kill). Takes libtest's arguments.
+pub fn run_fault_suite(suite: &str, cases: Vec<(String, Case<()>)>) -> ExitCode {
+    let mut args = Arguments::from_args();
+    args.test_threads.get_or_insert(1);
+    init_tracing();
+    let external = std::env::var_os("KUBECONFIG").is_some();
+    if external && !args.list {
+        eprintln!(
+            "{suite}: skipped: KUBECONFIG is set, and these cases need a local control plane they may kill (unset KUBECONFIG to run them)"
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let trials = trials(cases, Some(Arc::new(())), &runtime, external);
+    libtest_mimic::run(&args, trials).exit_code()
 }
