@@ -235,8 +235,9 @@ impl Running {
 pub async fn a_short_apiserver_restart_is_ridden_out(_: Arc<()>) -> Result<()> {
     const CASE: &str = "short-restart";
     let setup = Setup::start().await?;
-    // A deadline well beyond the restart, so that only the restart is under test.
-    let running = Running::start(&setup.client, "short", Duration::from_secs(60)).await?;
+    // A deadline well beyond the restart (kube-apiserver's start is given 120 s), so that
+    // only the restart is under test, however slow the machine.
+    let running = Running::start(&setup.client, "short", Duration::from_secs(600)).await?;
     setup
         .until_published("three ready pods", &[(0, true), (1, true), (2, true)])
         .await?;
