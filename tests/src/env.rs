@@ -171,3 +171,20 @@ impl Drop for TestNamespace {
         }
     }
 }
+
+/// Creates the namespace `name` (for a control plane of one's own; [`TestEnv::namespace`]
+/// makes one per test on a shared cluster).
+pub async fn create_namespace(client: &Client, name: &str) -> Result<()> {
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    Ok(())
+}

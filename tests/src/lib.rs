@@ -18,4 +18,4 @@ pub mod wait;
 pub mod writes;
 
 pub use control_plane::{ControlPlane, ControlPlaneConfig, ENDPOINT_CONTROLLERS};
-pub use env::{TestEnv, TestNamespace};
+pub use env::{TestEnv, TestNamespace, create_namespace};

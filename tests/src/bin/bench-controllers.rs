@@ -46,16 +46,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use e2e::control_plane::free_port;
+use e2e::create_namespace;
 use e2e::kubelet::{self, PodState, PodTemplate};
 use e2e::process::{Process, Resources, resources};
 use e2e::svcplane::http_get;
 use e2e::writes::{WriteCounter, Writes};
 use e2e::{ControlPlane, ControlPlaneConfig, ENDPOINT_CONTROLLERS};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::serde::de::DeserializeOwned;
-use kube::api::{ListParams, ObjectMeta, PostParams, WatchEvent, WatchParams};
+use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
 use kube::{Api, Client, Resource};
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -317,21 +318,6 @@ async fn wait_readyz(process: &mut Process, port: u16) -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn create_namespace(client: &Client, name: &str) -> Result<()> {
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .with_context(|| format!("creating namespace {name}"))?;
-    Ok(())
 }
 
 async fn create_service(client: &Client, namespace: &str, name: &str, app: &str) -> Result<()> {

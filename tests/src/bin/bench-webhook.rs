@@ -31,10 +31,8 @@ use anyhow::{Context, Result};
 use e2e::load::{self, Burst, BurstReport};
 use e2e::process::resources;
 use e2e::svcplane::{self, BinaryReplica};
-use e2e::{ControlPlane, ControlPlaneConfig};
-use k8s_openapi::api::core::v1::{Namespace, Service};
-use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
+use e2e::{ControlPlane, ControlPlaneConfig, create_namespace};
+use k8s_openapi::api::core::v1::Service;
 use kube::core::admission::AdmissionResponse;
 use serde_json::json;
 use webhook::review;
@@ -419,19 +417,6 @@ struct RunResult {
     cpu: Vec<f64>,
     /// `/proc/loadavg`'s 1-minute figure when the run started.
     load: String,
-}
-
-async fn create_namespace(client: &kube::Client, name: &str) -> Result<()> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    api.create(&PostParams::default(), &namespace).await?;
-    Ok(())
 }
 
 async fn handling_histogram(replica: &BinaryReplica) -> Result<Histogram> {

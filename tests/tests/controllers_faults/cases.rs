@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use controllers::runtime::{ControllersConfig, Error, LeaderElectionConfig};
 use e2e::kubelet::{self, PodState, PodTemplate};
-use e2e::{ControlPlane, ControlPlaneConfig, wait};
+use e2e::{ControlPlane, ControlPlaneConfig, create_namespace, wait};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use serde_json::json;
@@ -117,17 +117,7 @@ impl Setup {
         let plane = ControlPlane::start(ControlPlaneConfig::default()).await?;
         let client = plane.client().await?;
         kubelet::ensure_node(&client, NODE, None, "4").await?;
-        let namespace = Namespace {
-            metadata: ObjectMeta {
-                name: Some(NAMESPACE.to_string()),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await
-            .context("creating the namespace")?;
+        create_namespace(&client, NAMESPACE).await?;
         let service: Service = serde_json::from_value(json!({
             "metadata": { "name": SERVICE },
             "spec": {

@@ -13,11 +13,11 @@ use controllers::well_known::SVCPLANE_MIRRORING_MANAGER;
 use e2e::kubelet::{self, PodState, PodTemplate};
 use e2e::view::{PublishedView, ServiceSlicesView};
 use e2e::writes::{WriteCounter, Writes};
-use e2e::{ControlPlane, ControlPlaneConfig, ENDPOINT_CONTROLLERS, wait};
+use e2e::{ControlPlane, ControlPlaneConfig, ENDPOINT_CONTROLLERS, create_namespace, wait};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use serde_json::Value;
@@ -402,17 +402,9 @@ impl Scenario {
         };
         let sides = [side(&planes.in_tree), side(&planes.svcplane)];
         for side in &sides {
-            let api: Api<Namespace> = Api::all(side.client.clone());
-            let object = Namespace {
-                metadata: ObjectMeta {
-                    name: Some(namespace.clone()),
-                    ..ObjectMeta::default()
-                },
-                ..Namespace::default()
-            };
-            api.create(&PostParams::default(), &object)
+            create_namespace(&side.client, &namespace)
                 .await
-                .with_context(|| format!("creating namespace {namespace} on {}", side.label))?;
+                .with_context(|| format!("on {}", side.label))?;
         }
         let counters = [
             WriteCounter::start(&sides[0].client, &namespace).await?,

@@ -10,11 +10,11 @@ use anyhow::{Context, Result};
 use controllers::runtime::{ControllersConfig, LeaderElectionConfig};
 use e2e::view::PublishedView;
 use e2e::writes::WriteCounter;
-use e2e::{ControlPlane, ControlPlaneConfig, ENDPOINT_CONTROLLERS, wait};
-use k8s_openapi::api::core::v1::{Endpoints, Namespace};
+use e2e::{ControlPlane, ControlPlaneConfig, ENDPOINT_CONTROLLERS, create_namespace, wait};
+use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::ListParams;
 use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
@@ -98,19 +98,7 @@ async fn in_tree_plane(namespace: &'static str) -> Result<(ControlPlane, Side)> 
     let plane = ControlPlane::start(ControlPlaneConfig::default()).await?;
     plane.start_controller_manager(ENDPOINT_CONTROLLERS)?;
     let client = plane.client().await?;
-    let metadata = ObjectMeta {
-        name: Some(namespace.into()),
-        ..ObjectMeta::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata,
-                ..Namespace::default()
-            },
-        )
-        .await?;
+    create_namespace(&client, namespace).await?;
     let side = Side {
         label: namespace,
         slice_manager: IN_TREE_MANAGER,

@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use e2e::proxy::{ProxyCerts, RoundRobinProxy};
 use e2e::svcplane::{self, WebhookReplica};
-use e2e::{ControlPlane, ControlPlaneConfig, wait};
-use k8s_openapi::api::core::v1::{Namespace, Service};
-use kube::api::{ObjectMeta, PostParams};
+use e2e::{ControlPlane, ControlPlaneConfig, create_namespace, wait};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::PostParams;
 use kube::{Api, Client};
 use webhook::runtime::{Releaser, WebhookConfig};
 
@@ -152,17 +152,7 @@ impl Setup {
 
     /// Creates namespace `name`.
     pub async fn namespace(&self, name: &str) -> Result<String> {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let namespace = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.to_string()),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        };
-        api.create(&PostParams::default(), &namespace)
-            .await
-            .with_context(|| format!("creating namespace {name}"))?;
+        create_namespace(&self.client, name).await?;
         Ok(name.to_string())
     }
 
