@@ -470,10 +470,11 @@ async fn run(options: &Options, with_webhook: bool) -> Result<RunResult> {
         None => None,
     };
     let apiserver_before = apiserver_figures(&client).await?;
-    let mut pids = plane.pids();
-    pids.truncate(2);
-    pids.push(replica.as_ref().map_or(0, |replica| replica.process.pid()));
-    pids.push(std::process::id());
+    let &[etcd, apiserver] = plane.pids().as_slice() else {
+        anyhow::bail!("expected etcd and kube-apiserver alone: {:?}", plane.pids());
+    };
+    let webhook = replica.as_ref().map_or(0, |replica| replica.process.pid());
+    let pids = [etcd, apiserver, webhook, std::process::id()];
     let cpu_before = cpu_seconds(&pids);
     let report = load::run(
         &clients,
@@ -532,17 +533,23 @@ fn seconds_ms(seconds: f64) -> String {
     }
 }
 
-/// The first-try latencies of the creates whose index `keep` accepts, sorted.
+/// The first-try latencies of the creates whose index `keep` accepts.
+fn latencies<'a>(
+    runs: impl IntoIterator<Item = &'a RunResult>,
+    keep: impl Fn(usize) -> bool,
+) -> impl Iterator<Item = Duration> {
+    runs.into_iter()
+        .flat_map(|run| run.report.first_try_latencies.iter())
+        .filter(move |(i, _)| keep(*i))
+        .map(|(_, latency)| *latency)
+}
+
+/// The same, sorted.
 fn sorted_latencies<'a>(
     runs: impl IntoIterator<Item = &'a RunResult>,
     keep: impl Fn(usize) -> bool,
 ) -> Vec<Duration> {
-    let mut latencies: Vec<Duration> = runs
-        .into_iter()
-        .flat_map(|run| run.report.first_try_latencies.iter())
-        .filter(|(i, _)| keep(*i))
-        .map(|(_, latency)| *latency)
-        .collect();
+    let mut latencies: Vec<Duration> = latencies(runs, keep).collect();
     latencies.sort();
     latencies
 }
@@ -554,10 +561,7 @@ fn every(_: usize) -> bool {
 /// How many creates of one kind were in flight on average over a run (Little's law: the
 /// time they spent unanswered, summed, over the run's length), pooled over runs.
 fn mean_in_flight(runs: &[RunResult], keep: impl Fn(usize) -> bool) -> f64 {
-    let waited: f64 = sorted_latencies(runs, keep)
-        .iter()
-        .map(Duration::as_secs_f64)
-        .sum();
+    let waited: f64 = latencies(runs, keep).map(|l| l.as_secs_f64()).sum();
     let elapsed: f64 = runs
         .iter()
         .map(|run| run.report.elapsed.as_secs_f64())

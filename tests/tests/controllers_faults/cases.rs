@@ -212,10 +212,13 @@ impl Running {
         Ok(Self { stop, task })
     }
 
-    /// Asks them to stop, and gives how they ended.
-    async fn stop(self) -> Result<controllers::runtime::Result<()>> {
+    /// Asks them to stop; fails unless they end cleanly.
+    async fn stop(self) -> Result<()> {
         let _ = self.stop.send(());
-        self.task.await.context("the controllers panicked")
+        self.task
+            .await
+            .context("the controllers panicked")?
+            .context("the controllers failed")
     }
 }
 
@@ -248,19 +251,15 @@ pub async fn a_short_apiserver_restart_is_ridden_out(_: Arc<()>) -> Result<()> {
 
     anyhow::ensure!(
         !running.task.is_finished(),
-        "the controllers stopped: {:?}",
-        running.stop().await?
+        "the controllers stopped across the restart: {:?}",
+        running.stop().await
     );
     let lease_after = setup.lease().await?;
     anyhow::ensure!(
         lease_after == lease_before,
         "the Lease changed hands across a short restart: {lease_before:?} -> {lease_after:?}"
     );
-    running
-        .stop()
-        .await?
-        .context("the controllers failed when asked to stop")?;
-    Ok(())
+    running.stop().await
 }
 
 /// The apiserver is away for longer than the renew deadline: the controllers stop with
@@ -277,17 +276,15 @@ pub async fn a_long_outage_stops_the_leader_and_a_new_start_catches_up(_: Arc<()
 
     setup.plane.stop_apiserver();
     let stopped = Instant::now();
-    let ended = tokio::time::timeout(wait::wait_limit(), async {
-        while !running.task.is_finished() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    anyhow::ensure!(
-        ended.is_ok(),
-        "the controllers still run {:?} after the apiserver went away (renew deadline {renew_deadline:?})",
-        wait::wait_limit()
-    );
+    let ended = tokio::time::timeout(wait::wait_limit(), running.task)
+        .await
+        .with_context(|| {
+            format!(
+                "the controllers still run {:?} after the apiserver went away (renew deadline {renew_deadline:?})",
+                wait::wait_limit()
+            )
+        })?
+        .context("the controllers panicked")?;
     say(
         CASE,
         format!(
@@ -295,7 +292,7 @@ pub async fn a_long_outage_stops_the_leader_and_a_new_start_catches_up(_: Arc<()
             stopped.elapsed()
         ),
     );
-    match running.stop().await? {
+    match ended {
         Err(Error::LeadershipLost { lease, reason }) => {
             say(CASE, format!("LeadershipLost on {lease}: {reason}"));
         }
@@ -312,9 +309,5 @@ pub async fn a_long_outage_stops_the_leader_and_a_new_start_catches_up(_: Arc<()
         )
         .await?;
     say(CASE, "a new start published the change");
-    running
-        .stop()
-        .await?
-        .context("the controllers failed when asked to stop")?;
-    Ok(())
+    running.stop().await
 }
