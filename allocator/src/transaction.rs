@@ -311,7 +311,17 @@ impl Allocators {
             return Ok(());
         }
         let allocate_missing = service.allocates_node_ports();
-        let mut claimed: Vec<u16> = Vec::new();
+        let old_ports: HashSet<u16> = old_ports.iter().copied().collect();
+        // Entries with the same port number (TCP and UDP) share one node port: the first
+        // one given, or the first one allocated. Maps and sets keep the fill linear in the
+        // number of ports, whatever a request carries.
+        let mut shared: HashMap<i32, u16> = HashMap::new();
+        for port in &service.ports {
+            if let Some(node_port) = port.node_port {
+                shared.entry(port.port).or_insert(node_port);
+            }
+        }
+        let mut claimed: HashSet<u16> = HashSet::new();
         let mut per_protocol = HashSet::new();
         for index in 0..service.ports.len() {
             let field = node_port_field(index);
@@ -319,21 +329,16 @@ impl Allocators {
             let node_port = match port.node_port {
                 Some(node_port) => node_port,
                 None if !allocate_missing => continue,
-                // Entries with the same port number (TCP and UDP) share one node port.
-                None => match service
-                    .ports
-                    .iter()
-                    .find(|other| other.port == port.port && other.node_port.is_some())
-                    .and_then(|other| other.node_port)
-                {
-                    Some(shared) => shared,
+                None => match shared.get(&port.port) {
+                    Some(&shared) => shared,
                     None => {
                         let node_port = self
                             .node_ports
                             .allocate_next()
                             .map_err(|err| Error::at(&field, err))?;
                         reserved.push(Value::NodePort(node_port));
-                        claimed.push(node_port);
+                        claimed.insert(node_port);
+                        shared.insert(port.port, node_port);
                         node_port
                     }
                 },
@@ -343,7 +348,7 @@ impl Allocators {
             if !per_protocol.insert((port.protocol.clone(), node_port)) {
                 return Err(Error::at(&field, Error::DuplicateNodePort(node_port)));
             }
-            if claimed.contains(&node_port) {
+            if !claimed.insert(node_port) {
                 continue;
             }
             if !old_ports.contains(&node_port) {
@@ -352,7 +357,6 @@ impl Allocators {
                     .map_err(|err| Error::at(&field, err))?;
                 reserved.push(Value::NodePort(node_port));
             }
-            claimed.push(node_port);
         }
         Ok(())
     }

@@ -179,6 +179,24 @@ pub struct WebhookFlags {
     /// repair. Replicas' clocks must differ by less than half of it.
     #[arg(long, env = "SVCPLANE_ALLOCATION_POOL_LIFETIME", default_value = "60s", value_parser = humantime::parse_duration)]
     pub allocation_pool_lifetime: Duration,
+    /// How long values given at admission wait for the watch to show a Service holding
+    /// them. kube-apiserver may still refuse a Service after the webhook answered
+    /// (validation, other admission plugins, quota, a taken name); after this time the
+    /// replica asks kube-apiserver whether a Service holds them and frees those none holds.
+    /// Keep it above the time kube-apiserver takes from admission to storage (the webhook
+    /// timeout plus the write).
+    #[arg(long, env = "SVCPLANE_UNCONFIRMED_ALLOCATION_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub unconfirmed_allocation_timeout: Duration,
+    /// How many values one namespace may hold, per replica, before its Services are seen
+    /// created; further creates in that namespace get HTTP 429 until earlier ones complete
+    /// or time out. It bounds what one tenant resending refused requests can hold, and the
+    /// node ports one Service may ask for at once.
+    #[arg(
+        long,
+        env = "SVCPLANE_MAX_UNCONFIRMED_PER_NAMESPACE",
+        default_value_t = 256
+    )]
+    pub max_unconfirmed_per_namespace: usize,
 }
 
 /// The controllers' flags (kube-controller-manager's names and defaults).

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use webhook::runtime::{Releaser, WebhookConfig};
 use webhook::server::admin::{self, Readiness};
 use webhook::server::metrics::AdmissionMetrics;
-use webhook::state::PoolConfig;
+use webhook::state::{PoolConfig, UnconfirmedConfig};
 
 use controllers::MaxEndpointsPerSlice;
 use controllers::runtime::{ControllersConfig, LeaderElectionConfig, LeaseElector};
@@ -120,6 +120,10 @@ fn webhook_config(ranges: &RangeArgs, flags: &WebhookFlags, releaser: Releaser) 
         pool: PoolConfig {
             size: flags.allocation_pool_size,
             lifetime: flags.allocation_pool_lifetime,
+        },
+        unconfirmed: UnconfirmedConfig {
+            timeout: flags.unconfirmed_allocation_timeout,
+            per_namespace: flags.max_unconfirmed_per_namespace,
         },
     }
 }

@@ -20,7 +20,7 @@ use webhook::manifests::{self, Endpoint, Registration};
 use webhook::runtime::{Releaser, WebhookConfig};
 use webhook::server::admin::{self, Readiness};
 use webhook::server::metrics::AdmissionMetrics;
-use webhook::state::PoolConfig;
+use webhook::state::{PoolConfig, UnconfirmedConfig};
 
 use crate::control_plane::{ControlPlane, free_port};
 use crate::process::Process;
@@ -92,6 +92,7 @@ pub fn webhook_config(plane: &ControlPlane) -> Result<WebhookConfig> {
             size: 128,
             lifetime: Duration::from_secs(60),
         },
+        unconfirmed: UnconfirmedConfig::default(),
     })
 }
 

@@ -18,10 +18,23 @@ pub type Request = AdmissionRequest<DynamicObject>;
 pub struct FieldError {
     /// Path of the field, as kubectl shows it: `spec.ports[1].nodePort`.
     pub field: String,
-    /// The offending value, when there is one to show.
-    pub value: Option<String>,
-    /// Why it is refused, in words a user can act on.
+    /// What kind of problem, with the offending value where there is one to show.
+    pub kind: FieldErrorKind,
+    /// Why it is refused, in words a user can act on (may be empty when the kind says it).
     pub detail: String,
+}
+
+/// The kinds of field errors kube-apiserver reports, worded as it words them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FieldErrorKind {
+    /// `Invalid value: <value>`; the value as kube-apiserver prints it (quoted strings).
+    Invalid(String),
+    /// `Forbidden`.
+    Forbidden,
+    /// `Required value`.
+    Required,
+    /// `Duplicate value: <value>`.
+    Duplicate(String),
 }
 
 impl FieldError {
@@ -33,7 +46,16 @@ impl FieldError {
     ) -> Self {
         Self {
             field: field.into(),
-            value: Some(value.to_string()),
+            kind: FieldErrorKind::Invalid(format!("{:?}", value.to_string())),
+            detail: detail.into(),
+        }
+    }
+
+    /// `field: Invalid value: 0: detail`, for a number (printed without quotes).
+    pub fn invalid_number(field: impl Into<String>, value: i64, detail: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            kind: FieldErrorKind::Invalid(value.to_string()),
             detail: detail.into(),
         }
     }
@@ -42,21 +64,43 @@ impl FieldError {
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self {
             field: field.into(),
-            value: None,
+            kind: FieldErrorKind::Forbidden,
             detail: detail.into(),
+        }
+    }
+
+    /// `field: Required value`.
+    pub fn required(field: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            kind: FieldErrorKind::Required,
+            detail: String::new(),
+        }
+    }
+
+    /// `field: Duplicate value: value`, `value` as kube-apiserver prints it.
+    pub fn duplicate(field: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            kind: FieldErrorKind::Duplicate(value.into()),
+            detail: String::new(),
         }
     }
 }
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.value {
-            Some(value) => write!(
-                f,
-                "{}: Invalid value: {value:?}: {}",
-                self.field, self.detail
-            ),
-            None => write!(f, "{}: Forbidden: {}", self.field, self.detail),
+        let field = &self.field;
+        let head = match &self.kind {
+            FieldErrorKind::Invalid(value) => format!("{field}: Invalid value: {value}"),
+            FieldErrorKind::Forbidden => format!("{field}: Forbidden"),
+            FieldErrorKind::Required => format!("{field}: Required value"),
+            FieldErrorKind::Duplicate(value) => format!("{field}: Duplicate value: {value}"),
+        };
+        if self.detail.is_empty() {
+            f.write_str(&head)
+        } else {
+            write!(f, "{head}: {}", self.detail)
         }
     }
 }
@@ -195,6 +239,27 @@ mod tests {
         assert_eq!(
             FieldError::forbidden("spec.externalIPs", "externalIPs are not allowed").to_string(),
             "spec.externalIPs: Forbidden: externalIPs are not allowed"
+        );
+    }
+
+    #[test]
+    fn required_duplicate_and_numeric_values_read_like_apiserver_validation() {
+        assert_eq!(
+            FieldError::required("spec.ports[0].name").to_string(),
+            "spec.ports[0].name: Required value"
+        );
+        assert_eq!(
+            FieldError::duplicate("spec.ports[1].name", "\"http\"").to_string(),
+            "spec.ports[1].name: Duplicate value: \"http\""
+        );
+        assert_eq!(
+            FieldError::invalid_number(
+                "spec.ports[0].port",
+                0,
+                "must be between 1 and 65535, inclusive"
+            )
+            .to_string(),
+            "spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive"
         );
     }
 

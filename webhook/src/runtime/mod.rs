@@ -2,6 +2,7 @@
 //! the HTTPS admission server and the admin port, wired together.
 
 pub mod pods;
+mod unconfirmed;
 mod watch;
 
 use std::collections::BTreeSet;
@@ -22,7 +23,7 @@ use crate::server::tls::{ReloadingCertificate, TlsError, server_config};
 use crate::server::{Admission, router, serve_tls};
 use crate::services::{mutate_service, validate_service};
 use crate::state::pool::{holder_name, spawn_refiller};
-use crate::state::{AllocationStore, PoolConfig, StoreError};
+use crate::state::{AllocationStore, PoolConfig, StoreError, UnconfirmedConfig};
 use crate::validate::{EndpointPolicy, admit_endpoints};
 use pods::PodIpIndex;
 
@@ -55,6 +56,9 @@ pub struct WebhookConfig {
     pub releaser: Releaser,
     /// The values this replica persists ahead of need, to answer without a write.
     pub pool: PoolConfig,
+    /// How long values given at admission wait for their Service, and how many one
+    /// namespace may hold unconfirmed.
+    pub unconfirmed: UnconfirmedConfig,
 }
 
 /// Whether this replica releases values (those of deleted Services, those an update
@@ -161,7 +165,20 @@ pub async fn run(
     // Stopped with `run`, including when its future is dropped before it returns.
     let _reloader = AbortOnDrop(certificate.spawn_reloader(config.tls_reload_interval));
 
-    let store = AllocationStore::start(client.clone(), allocators(&config)?, config.pool).await?;
+    let (expired, unconfirmed) = tokio::sync::mpsc::unbounded_channel();
+    let store = AllocationStore::start(
+        client.clone(),
+        allocators(&config)?,
+        config.pool,
+        config.unconfirmed,
+        expired,
+    )
+    .await?;
+    let _give_back = AbortOnDrop(tokio::spawn(unconfirmed::give_back_unconfirmed(
+        client.clone(),
+        store.clone(),
+        unconfirmed,
+    )));
     let pod_ips = Arc::new(PodIpIndex::default());
     let watches = watch::start(client.clone(), store.clone(), Arc::clone(&pod_ips), &config).await;
     // Pools only take values once the first repair marked those existing Services hold.

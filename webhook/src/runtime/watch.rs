@@ -17,7 +17,7 @@ use super::pods::{PodAddresses, PodIpIndex};
 use super::{Releaser, WebhookConfig};
 use crate::services::spec::to_spec;
 use crate::state::AllocationStore;
-use crate::state::held::{HeldIndex, held_values};
+use crate::state::held::{HeldIndex, describe, held_values};
 use crate::state::repair::{Finding, Repairer};
 
 /// The running watches and repair loop; aborted together.
@@ -124,6 +124,8 @@ async fn watch_services(
         // (the webhook was not called: failure policy Ignore, or Services from before
         // installation). A relist leaves them to the repair sweep that follows it.
         let mut learned = Vec::new();
+        // Values a relisted Service holds: given at admission, they are confirmed.
+        let mut seen = Vec::new();
         let list_done = matches!(event, Event::RelistDone);
         let released = {
             let mut index = held.lock().expect("held index lock poisoned");
@@ -134,6 +136,7 @@ async fn watch_services(
                     Vec::new()
                 }
                 Event::Apply(held) if relisting => {
+                    seen.clone_from(&held.values);
                     index.relist_apply(&held.service, held.values);
                     Vec::new()
                 }
@@ -157,15 +160,20 @@ async fn watch_services(
         if list_done && let Some(listed) = listed.take() {
             let _ = listed.send(());
         }
+        if !seen.is_empty()
+            && let Err(error) = store.confirm(seen).await
+        {
+            tracing::warn!(%error, "values not confirmed");
+        }
         if !learned.is_empty()
             && let Err(error) = store.mark(learned).await
         {
             tracing::warn!(%error, "values not marked");
         }
         if !released.is_empty() && !releaser.is_active() {
-            tracing::debug!(values = ?released, "values no Service holds any more; the releasing replica frees them");
+            tracing::debug!(values = %describe(&released), "values no Service holds any more; the releasing replica frees them");
         } else if !released.is_empty() {
-            tracing::info!(values = ?released, "releasing values no Service holds any more");
+            tracing::info!(values = %describe(&released), "releasing values no Service holds any more");
             if let Err(error) = store.release(released).await {
                 tracing::warn!(%error, "release not queued");
             }
@@ -230,7 +238,7 @@ impl RepairLoop {
             tracing::warn!(%error, "repair could not mark values");
         }
         if !sweep.release.is_empty() && self.releaser.is_active() {
-            tracing::info!(values = ?sweep.release, "freeing values leaked for three sweeps");
+            tracing::info!(values = %describe(&sweep.release), "freeing values leaked for three sweeps");
             if let Err(error) = self.store.release(sweep.release).await {
                 tracing::warn!(%error, "repair could not free leaked values");
             }

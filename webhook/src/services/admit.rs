@@ -9,9 +9,10 @@ use kube::core::admission::{AdmissionResponse, Operation};
 use kube::core::response::StatusSummary;
 use serde_json::Value as Json;
 
+use super::precheck::port_refusals;
 use super::spec::{patch, to_spec};
 use crate::review::{FieldError, Request, deny_invalid, typed_object, typed_old_object};
-use crate::state::{AdmitRequest, AllocationStore, StoreError};
+use crate::state::{AdmitRequest, AllocationStore, ServiceName, StoreError};
 
 /// Fills in the ClusterIPs, IP families and node ports of a Service being created or
 /// updated, honouring the values it asks for, or refuses it naming the field and why.
@@ -25,6 +26,11 @@ pub async fn mutate_service(request: &Request, store: &AllocationStore) -> Admis
         Ok(None) => return allowed.deny("the request carries no Service"),
         Err(reason) => return allowed.deny(reason),
     };
+    // Nothing is reserved for what kube-apiserver's validation will refuse anyway.
+    let refusals = port_refusals(&service);
+    if !refusals.is_empty() {
+        return deny_invalid(request, &refusals);
+    }
     let new = match to_spec(&service) {
         Ok(spec) => spec,
         Err(error) => return deny_invalid(request, &[error]),
@@ -37,6 +43,8 @@ pub async fn mutate_service(request: &Request, store: &AllocationStore) -> Admis
         .and_then(|old| to_spec(&old).ok());
     let admit = AdmitRequest {
         uid: request.uid.clone(),
+        namespace: request.namespace.clone().unwrap_or_default(),
+        service: service_name(request, &service),
         old,
         new,
         dry_run: request.dry_run,
@@ -62,8 +70,28 @@ pub async fn mutate_service(request: &Request, store: &AllocationStore) -> Admis
             };
             deny_invalid(request, &[error])
         }
+        Err(error @ StoreError::TooManyUnconfirmed { .. }) => too_many_requests(allowed, &error),
         Err(error) => internal_error(allowed, &error.to_string()),
     }
+}
+
+/// The Service's name; for a create with `generateName`, the prefix kube-apiserver will
+/// complete after admission.
+fn service_name(request: &Request, service: &Service) -> ServiceName {
+    match service.metadata.name.as_deref().filter(|n| !n.is_empty()) {
+        Some(name) => ServiceName::Named(name.to_string()),
+        None if !request.name.is_empty() => ServiceName::Named(request.name.clone()),
+        None => ServiceName::Generated(service.metadata.generate_name.clone().unwrap_or_default()),
+    }
+}
+
+/// HTTP 429: the request may succeed later, when the namespace's earlier requests are done.
+fn too_many_requests(allowed: AdmissionResponse, error: &StoreError) -> AdmissionResponse {
+    let mut response = allowed.deny(error.to_string());
+    response.result.code = 429;
+    response.result.reason = "TooManyRequests".to_string();
+    response.result.status = Some(StatusSummary::Failure);
+    response
 }
 
 /// Refuses externalIPs outside the allowed CIDRs (the CVE-2020-8554 mitigation). `None`

@@ -16,6 +16,17 @@ pub fn held_values(spec: &ServiceSpec) -> Vec<Value> {
     values
 }
 
+/// `values` for a log line: the first few and how many there are in all, so that a line
+/// stays short however many values an operation touched.
+pub fn describe(values: &[Value]) -> String {
+    const SHOWN: usize = 8;
+    let shown: Vec<String> = values.iter().take(SHOWN).map(ToString::to_string).collect();
+    match values.len() {
+        n if n <= SHOWN => format!("[{}]", shown.join(", ")),
+        n => format!("[{}, ...] ({n} values)", shown.join(", ")),
+    }
+}
+
 /// Values held per Service (`namespace/name`), fed by watch events.
 #[derive(Debug, Default)]
 pub struct HeldIndex {
@@ -93,6 +104,17 @@ mod tests {
 
     fn ip(s: &str) -> Value {
         Value::ClusterIp(s.parse().unwrap())
+    }
+
+    #[test]
+    fn long_lists_are_described_by_their_start_and_count() {
+        let ports: Vec<Value> = (30000..30010).map(Value::NodePort).collect();
+        assert_eq!(describe(&ports[..2]), "[nodePort 30000, nodePort 30001]");
+        assert!(
+            describe(&ports).ends_with("nodePort 30007, ...] (10 values)"),
+            "{}",
+            describe(&ports)
+        );
     }
 
     #[test]

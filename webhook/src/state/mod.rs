@@ -5,7 +5,9 @@ pub mod held;
 pub mod pool;
 pub mod repair;
 pub mod store;
+pub mod unconfirmed;
 
 pub use crd::{RangeAllocation, RangeAllocationSpec, RangeKind};
 pub use pool::PoolConfig;
 pub use store::{AdmitRequest, AllocationStore, StateView, StoreError};
+pub use unconfirmed::{Expired, ServiceName, UnconfirmedConfig};

@@ -107,32 +107,43 @@ impl Refiller {
             lifetime = ?self.config.lifetime,
             "pools on"
         );
+        let mut stuck = StuckBackoff::new(tick);
         loop {
             let Ok(pools) = self.store.pools().await else {
                 return;
             };
-            let mut refilled = false;
+            let mut progress = Progress::Idle;
             for (kind, pool) in pools {
-                match self.refill(kind, &pool).await {
-                    Ok(added) => refilled |= added,
+                let outcome = match self.refill(kind, &pool).await {
+                    Ok(outcome) => outcome,
                     Err(error) => {
-                        tracing::warn!(range = kind.object_name(), %error, "pool not refilled");
+                        if stuck.should_log() {
+                            tracing::warn!(range = kind.object_name(), %error, "pool not refilled");
+                        }
+                        Progress::Stuck
+                    }
+                };
+                progress = progress.max(outcome);
+            }
+            match progress {
+                Progress::Added => stuck.reset(),
+                Progress::Idle => {
+                    stuck.reset();
+                    tokio::select! {
+                        () = self.store.pool_low() => {}
+                        () = tokio::time::sleep(tick) => {}
                     }
                 }
-            }
-            // A pool that could not grow (its range nearly full) waits for the tick, not
-            // for the next admission that finds it low.
-            if !refilled {
-                tokio::select! {
-                    () = self.store.pool_low() => {}
-                    () = tokio::time::sleep(tick) => {}
-                }
+                // A pool that cannot grow (its range nearly full, or the state unreadable)
+                // waits, longer each time, instead of reading the range again for every
+                // admission that finds it low.
+                Progress::Stuck => tokio::time::sleep(stuck.next_wait()).await,
             }
         }
     }
 
-    /// Refills or renews the pool of `kind` when due. Returns whether values were added.
-    async fn refill(&mut self, kind: RangeKind, pool: &PoolView) -> Result<bool, String> {
+    /// Refills or renews the pool of `kind` when due.
+    async fn refill(&mut self, kind: RangeKind, pool: &PoolView) -> Result<Progress, String> {
         let now = Instant::now();
         let size = self.config.size_of(kind);
         let wanted = if pool.values.len() <= size / 2 {
@@ -146,7 +157,7 @@ impl Refiller {
                 .is_none_or(|until| until < now + self.config.lifetime / 4);
         let stale_entry = pool.values.is_empty() && self.has_entry.get(&kind) == Some(&true);
         if wanted == 0 && !renewal_due && !stale_entry {
-            return Ok(false);
+            return Ok(Progress::Idle);
         }
         for attempt in 0..MAX_ATTEMPTS {
             let started = Instant::now();
@@ -161,7 +172,7 @@ impl Refiller {
             restore(&mut range, kind, &snapshot).map_err(|e| e.to_string())?;
             let fresh = take_free(&mut range, kind, wanted);
             if fresh.is_empty() && !renewal_due && !stale_entry {
-                return Ok(false);
+                return Ok(Progress::Stuck);
             }
             let listed: Vec<Value> = pool.values.iter().chain(&fresh).copied().collect();
             let entries = &mut stored.spec.reservations;
@@ -184,7 +195,11 @@ impl Refiller {
                 Ok(_) => {
                     self.has_entry
                         .insert(kind, !pool.values.is_empty() || !fresh.is_empty());
-                    let added = !fresh.is_empty();
+                    let added = if fresh.is_empty() {
+                        Progress::Idle
+                    } else {
+                        Progress::Added
+                    };
                     tracing::debug!(
                         range = kind.object_name(),
                         added = fresh.len(),
@@ -205,6 +220,55 @@ impl Refiller {
             }
         }
         Err("the range kept changing under concurrent writers".to_string())
+    }
+}
+
+/// What a refill achieved, ordered so that the most telling outcome of several ranges wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Progress {
+    /// Nothing was due.
+    Idle,
+    /// A pool is low and could not grow.
+    Stuck,
+    /// Values were added.
+    Added,
+}
+
+/// The waits of a refiller that cannot make progress: doubling from a tenth of a second up
+/// to `max`; its warnings are logged once per wait at the longest.
+struct StuckBackoff {
+    max: Duration,
+    wait: Duration,
+    logged: Option<Instant>,
+}
+
+impl StuckBackoff {
+    const FIRST: Duration = Duration::from_millis(100);
+
+    fn new(max: Duration) -> Self {
+        Self {
+            max,
+            wait: Duration::ZERO,
+            logged: None,
+        }
+    }
+
+    fn next_wait(&mut self) -> Duration {
+        self.wait = (self.wait * 2).clamp(Self::FIRST, self.max.max(Self::FIRST));
+        self.wait
+    }
+
+    fn reset(&mut self) {
+        self.wait = Duration::ZERO;
+    }
+
+    fn should_log(&mut self) -> bool {
+        let now = Instant::now();
+        let due = self.logged.is_none_or(|at| now >= at + self.max);
+        if due {
+            self.logged = Some(now);
+        }
+        due
     }
 }
 
@@ -276,6 +340,21 @@ fn snapshot_of(allocators: &Allocators, kind: RangeKind) -> (Snapshot, u64) {
 mod tests {
     use super::*;
     use allocator::{ClusterIpAllocator, NodePortAllocator, PortRange};
+
+    #[test]
+    fn a_stuck_refiller_waits_longer_each_time_up_to_the_tick() {
+        let mut backoff = StuckBackoff::new(Duration::from_millis(700));
+        let waits: Vec<u128> = (0..5).map(|_| backoff.next_wait().as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 700, 700]);
+        backoff.reset();
+        assert_eq!(backoff.next_wait(), Duration::from_millis(100));
+        assert!(backoff.should_log());
+        assert!(!backoff.should_log(), "one warning per longest wait");
+        assert_eq!(
+            Progress::Idle.max(Progress::Stuck).max(Progress::Added),
+            Progress::Added
+        );
+    }
 
     #[test]
     fn a_refill_takes_dynamic_values_and_leaves_most_of_a_nearly_full_range() {

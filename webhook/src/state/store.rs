@@ -16,12 +16,12 @@
 //! come from the pool is answered without a write, which is what keeps the handling time
 //! of an admission well below one apiserver write.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use allocator::{Allocators, ClusterIpAllocator, NodePortAllocator, ServiceSpec, Snapshot, Value};
+use allocator::{Allocators, ServiceSpec, Snapshot, Value};
 use k8s_openapi::ByteString;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
@@ -29,6 +29,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::crd::{RangeAllocation, RangeAllocationSpec, RangeKind, Reservation};
 use super::pool::PoolConfig;
+use super::unconfirmed::{Expired, ServiceName, Unconfirmed, UnconfirmedConfig};
 
 /// How many commands one batch (and so one write per range) takes at most.
 const MAX_BATCH: usize = 256;
@@ -56,6 +57,29 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the allocation store is stopped")]
     Stopped,
+    /// The namespace holds as many values not yet confirmed by a stored Service as one
+    /// replica gives a namespace.
+    #[error(
+        "namespace {namespace:?} already holds {limit} allocated values whose Services have not been seen created yet (the limit per namespace); retry once earlier requests have completed or timed out"
+    )]
+    TooManyUnconfirmed {
+        /// The namespace.
+        namespace: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// The stored state belongs to other ranges than this replica's.
+    #[error(
+        "the stored allocation state {object} is for range {stored}, but this replica is configured with {configured}: start every replica with the same ranges (and kube-apiserver's); to change the ranges on purpose, delete RangeAllocation {object} and repair rebuilds it from the Services"
+    )]
+    RangeMismatch {
+        /// The RangeAllocation object.
+        object: &'static str,
+        /// Its range.
+        stored: String,
+        /// This replica's.
+        configured: String,
+    },
 }
 
 /// A Service change to allocate for.
@@ -63,6 +87,10 @@ pub enum StoreError {
 pub struct AdmitRequest {
     /// The AdmissionRequest uid: a reinvocation gets the same answer.
     pub uid: String,
+    /// The Service's namespace.
+    pub namespace: String,
+    /// The Service's name (or, for a create with `generateName`, its prefix).
+    pub service: ServiceName,
     /// The Service before the change (updates).
     pub old: Option<ServiceSpec>,
     /// The Service as requested.
@@ -76,15 +104,19 @@ type PendingAdmit = (
     oneshot::Sender<Result<ServiceSpec, StoreError>>,
 );
 
+/// One admission's outcome in a planned batch: the filled Service and every value it was
+/// given (pooled ones included), or why it is refused.
+type Outcome = Result<(ServiceSpec, Vec<Value>), StoreError>;
+
 enum Command {
-    Admit(
-        AdmitRequest,
-        oneshot::Sender<Result<ServiceSpec, StoreError>>,
-    ),
+    /// Boxed: two Service specs would make every command as large.
+    Admit(Box<PendingAdmit>),
     /// Values no Service holds any more (or that repair found leaked).
     Release(Vec<Value>),
-    /// Values Services hold that the state lacks (found by repair).
+    /// Values Services hold that the state lacks (found by repair); they are confirmed too.
     Mark(Vec<Value>),
+    /// Values a Service was seen holding.
+    Confirm(Vec<Value>),
     Snapshot(oneshot::Sender<StateView>),
     /// The refiller persisted `values` in this replica's pool of `kind`, in an entry it
     /// renewed at `renewed` (with no values: it only renewed the entry).
@@ -103,8 +135,8 @@ enum Command {
 pub struct StateView {
     /// The allocators as this replica knows them.
     pub allocators: Allocators,
-    /// Values in the pools of live replicas (this one's included): allocated, held by no
-    /// Service, yet no leak.
+    /// Values in the pools of live replicas (this one's included) and this replica's
+    /// unconfirmed values: allocated, held by no Service, yet no leak.
     pub pooled: BTreeSet<Value>,
 }
 
@@ -127,12 +159,16 @@ pub struct AllocationStore {
 impl AllocationStore {
     /// Loads (or creates) the `RangeAllocation` objects of `allocators`' ranges and starts
     /// the actor. `allocators` gives the configured ranges; a stored object of another range
-    /// is replaced by an empty one (repair refills it from the Services).
+    /// is an error ([`StoreError::RangeMismatch`]): it is never reset.
     /// `pool` sets the pools, which the refiller ([`super::pool::spawn_refiller`]) fills.
+    /// Values given at admission whose wait for their Service ran out are sent to
+    /// `expired`, whose reader gives back those no Service holds.
     pub async fn start(
         client: Client,
         allocators: Allocators,
         pool: PoolConfig,
+        unconfirmed: UnconfirmedConfig,
+        expired: mpsc::UnboundedSender<Vec<Expired>>,
     ) -> Result<Self, StoreError> {
         let refill = Arc::new(Notify::new());
         let mut actor = Actor {
@@ -146,6 +182,8 @@ impl AllocationStore {
             recent: VecDeque::new(),
             deferred_releases: Vec::new(),
             stale: false,
+            unconfirmed: Unconfirmed::new(unconfirmed),
+            expired,
         };
         actor.reload().await?;
         let (commands, receiver) = mpsc::channel(4 * MAX_BATCH);
@@ -158,7 +196,7 @@ impl AllocationStore {
     pub async fn admit(&self, request: AdmitRequest) -> Result<ServiceSpec, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Admit(request, reply))
+            .send(Command::Admit(Box::new((request, reply))))
             .await
             .map_err(|_| StoreError::Stopped)?;
         answer.await.map_err(|_| StoreError::Stopped)?
@@ -172,6 +210,11 @@ impl AllocationStore {
     /// Marks values as allocated that Services hold but the state lacks.
     pub async fn mark(&self, values: Vec<Value>) -> Result<(), StoreError> {
         self.send(Command::Mark(values)).await
+    }
+
+    /// A Service was seen holding `values`: those given at admission are confirmed.
+    pub async fn confirm(&self, values: Vec<Value>) -> Result<(), StoreError> {
+        self.send(Command::Confirm(values)).await
     }
 
     /// A copy of the allocation state as this replica knows it.
@@ -240,11 +283,24 @@ struct Actor {
     recent: VecDeque<(String, ServiceSpec)>,
     deferred_releases: Vec<Value>,
     stale: bool,
+    unconfirmed: Unconfirmed,
+    expired: mpsc::UnboundedSender<Vec<Expired>>,
 }
 
 impl Actor {
     async fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
-        while let Some(first) = receiver.recv().await {
+        loop {
+            let next_deadline = self.unconfirmed.next_deadline();
+            let first = tokio::select! {
+                command = receiver.recv() => match command {
+                    Some(command) => command,
+                    None => break,
+                },
+                () = sleep_until(next_deadline) => {
+                    self.expire_unconfirmed();
+                    continue;
+                }
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match receiver.try_recv() {
@@ -255,6 +311,14 @@ impl Actor {
             self.process(batch).await;
         }
         tracing::info!("allocation store stopped");
+    }
+
+    /// Hands the values whose wait for their Service ran out to the reader of `expired`.
+    fn expire_unconfirmed(&mut self) {
+        let expired = self.unconfirmed.expire(Instant::now());
+        if !expired.is_empty() {
+            let _ = self.expired.send(expired);
+        }
     }
 
     fn ranges(&self) -> Vec<RangeKind> {
@@ -275,9 +339,13 @@ impl Actor {
         let mut returns = Vec::new();
         for command in batch {
             match command {
-                Command::Admit(request, reply) => admits.push((request, reply)),
+                Command::Admit(pending) => admits.push(*pending),
                 Command::Release(values) => releases.extend(values),
-                Command::Mark(values) => marks.extend(values),
+                Command::Mark(values) => {
+                    self.unconfirmed.confirm(&values);
+                    marks.extend(values);
+                }
+                Command::Confirm(values) => self.unconfirmed.confirm(&values),
                 Command::Snapshot(reply) => {
                     let _ = reply.send(self.view());
                 }
@@ -442,21 +510,19 @@ impl Actor {
     }
 
     /// Answers the admissions of a persisted batch.
-    fn answer(
-        &mut self,
-        admits: Vec<PendingAdmit>,
-        outcomes: Vec<Result<ServiceSpec, allocator::Error>>,
-    ) {
+    /// Answers the admissions of a persisted batch; what they were given waits for their
+    /// Services to be seen.
+    fn answer(&mut self, admits: Vec<PendingAdmit>, outcomes: Vec<Outcome>) {
+        let now = Instant::now();
         for ((request, reply), outcome) in admits.into_iter().zip(outcomes) {
-            let answer = match outcome {
-                Ok(filled) => {
-                    if !request.dry_run {
-                        self.remember(&request.uid, &filled);
-                    }
-                    Ok(filled)
+            let answer = outcome.map(|(filled, given)| {
+                if !request.dry_run {
+                    self.remember(&request.uid, &filled);
+                    self.unconfirmed
+                        .add(&request.namespace, &request.service, &given, now);
                 }
-                Err(error) => Err(StoreError::Allocation(error)),
-            };
+                filled
+            });
             let _ = reply.send(answer);
         }
     }
@@ -505,23 +571,59 @@ impl Actor {
         } else {
             self.allocators.pooled().into_iter().collect()
         };
+        // What this batch gives each namespace, on top of what it holds unconfirmed.
+        let mut given: HashMap<&str, usize> = HashMap::new();
         let mut outcomes = Vec::with_capacity(admits.len());
         for (request, _) in admits {
-            outcomes.push(self.plan(request).map(|(filled, reserved)| {
-                for value in reserved.into_iter().filter(|v| !pooled.contains(v)) {
-                    deltas
-                        .entry(RangeKind::of(value))
-                        .or_default()
-                        .reserved
-                        .push(value);
+            let outcome = match self.plan(request) {
+                Ok((filled, reserved)) => {
+                    let namespace = request.namespace.as_str();
+                    let taken = given.entry(namespace).or_default();
+                    if *taken + reserved.len() > self.unconfirmed.room(namespace) {
+                        self.give_back(&reserved, &pooled, &mut deltas);
+                        Err(StoreError::TooManyUnconfirmed {
+                            namespace: namespace.to_string(),
+                            limit: self.unconfirmed.limit(),
+                        })
+                    } else {
+                        *taken += reserved.len();
+                        for &value in reserved.iter().filter(|v| !pooled.contains(v)) {
+                            deltas
+                                .entry(RangeKind::of(value))
+                                .or_default()
+                                .reserved
+                                .push(value);
+                        }
+                        Ok((filled, reserved))
+                    }
                 }
-                filled
-            }));
+                Err(error) => Err(StoreError::Allocation(error)),
+            };
+            outcomes.push(outcome);
         }
         Planned {
             outcomes,
             pending: deltas.keys().copied().collect(),
             deltas,
+        }
+    }
+
+    /// Frees what an admission refused after planning had reserved; a pooled value is
+    /// persisted as allocated, so freeing it is a change to write.
+    fn give_back(
+        &mut self,
+        reserved: &[Value],
+        pooled: &HashSet<Value>,
+        deltas: &mut BTreeMap<RangeKind, RangeDelta>,
+    ) {
+        for &value in reserved {
+            if self.allocators.release(value) && pooled.contains(&value) {
+                deltas
+                    .entry(RangeKind::of(value))
+                    .or_default()
+                    .released
+                    .push(value);
+            }
         }
     }
 
@@ -630,6 +732,7 @@ impl Actor {
     fn view(&self) -> StateView {
         let now = SystemTime::now();
         let mut pooled: BTreeSet<Value> = self.allocators.pooled().into_iter().collect();
+        pooled.extend(self.unconfirmed.values());
         for (&kind, entries) in &self.reservations {
             for entry in entries.values() {
                 if entry.is_live(now, self.pool.lifetime) {
@@ -736,9 +839,12 @@ impl Actor {
                 range: stored.spec.range.clone(),
                 data: stored.spec.data.0.clone(),
             };
-            if let Err(error) = self.restore(kind, &snapshot) {
-                tracing::warn!(object = name, %error, "stored allocation state does not fit the configured range; starting it empty (repair refills it from the Services)");
-                self.reset(kind);
+            if self.restore(kind, &snapshot).is_err() {
+                return Err(StoreError::RangeMismatch {
+                    object: name,
+                    stored: stored.spec.range,
+                    configured: self.object(kind).spec.range,
+                });
             }
             self.learn(kind, stored);
         }
@@ -756,22 +862,6 @@ impl Actor {
             RangeKind::NodePorts => self.allocators.node_ports_mut().restore(snapshot),
         }
     }
-
-    fn reset(&mut self, kind: RangeKind) {
-        match kind {
-            RangeKind::ClusterIps(family) => {
-                let ips = self
-                    .allocators
-                    .cluster_ips_of_mut(family)
-                    .expect("configured family");
-                *ips = ClusterIpAllocator::new(ips.range());
-            }
-            RangeKind::NodePorts => {
-                let ports = self.allocators.node_ports_mut();
-                *ports = NodePortAllocator::new(ports.range());
-            }
-        }
-    }
 }
 
 /// How writing a batch after a conflict ended.
@@ -786,8 +876,8 @@ enum Rebased {
 
 /// A batch planned on the in-memory allocators, not yet (entirely) persisted.
 struct Planned {
-    /// Each admission's filled Service, or why it is refused.
-    outcomes: Vec<Result<ServiceSpec, allocator::Error>>,
+    /// Each admission's filled Service and what it was given, or why it is refused.
+    outcomes: Vec<Outcome>,
     /// What the batch changes in each range.
     deltas: BTreeMap<RangeKind, RangeDelta>,
     /// Ranges still to write.
@@ -870,9 +960,18 @@ fn persist(error: kube::Error) -> StoreError {
     StoreError::Persist(error.to_string())
 }
 
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use allocator::{ClusterIpAllocator, NodePortAllocator};
 
     #[test]
     fn conflict_backoff_is_jittered_under_a_doubling_cap() {
