@@ -19,6 +19,9 @@ use crate::process::Process;
 pub const ENDPOINT_CONTROLLERS: &str =
     "endpoints-controller,endpointslice-controller,endpointslice-mirroring-controller";
 
+/// The address kube-apiserver advertises in default/kubernetes.
+pub const ADVERTISE_ADDRESS: &str = "192.0.2.1";
+
 /// How the apiserver is configured.
 #[derive(Clone, Debug)]
 pub struct ControlPlaneConfig {
@@ -111,9 +114,11 @@ impl ControlPlane {
             format!("--etcd-servers={}", self.etcd_url),
             format!("--secure-port={port}"),
             "--bind-address=127.0.0.1".to_string(),
-            "--advertise-address=127.0.0.1".to_string(),
-            // The lease reconciler refuses a loopback address for default/kubernetes.
-            "--endpoint-reconciler-type=none".to_string(),
+            // The apiserver's own endpoint reconciler runs, as in a real cluster, and writes
+            // this address into default/kubernetes: Endpoints may not hold a loopback
+            // address, so it is one of TEST-NET-1 (RFC 5737), which nothing here dials.
+            format!("--advertise-address={ADVERTISE_ADDRESS}"),
+            "--endpoint-reconciler-type=lease".to_string(),
             format!("--cert-dir={}", file("apiserver-certs")),
             format!("--tls-cert-file={}", file("apiserver.crt")),
             format!("--tls-private-key-file={}", file("apiserver.key")),
