@@ -1,7 +1,7 @@
 //! Admission of user-written Endpoints and EndpointSlices: refuse addresses that would turn
 //! a Service into a way to reach what its author should not reach.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use axum::http::StatusCode;
@@ -41,17 +41,6 @@ pub trait PodIps {
     /// [`super::addresses::parse_ip`]); empty when no known pod does. An IP has several
     /// holders while it moves from a deleted pod to a new one.
     fn namespaces_of(&self, ip: IpAddr) -> BTreeSet<String>;
-}
-
-/// A fixed map, synced from the start: one namespace per IP.
-impl PodIps for HashMap<IpAddr, String> {
-    fn synced(&self) -> bool {
-        true
-    }
-
-    fn namespaces_of(&self, ip: IpAddr) -> BTreeSet<String> {
-        self.get(&ip).cloned().into_iter().collect()
-    }
 }
 
 /// Whether `request` is kube-apiserver keeping the `kubernetes` Service's endpoints. Those
@@ -235,8 +224,21 @@ fn foreign_owners(owners: &BTreeSet<String>, namespace: &str) -> Option<String> 
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
     use serde_json::{Value, json};
+
+    /// A fixed map, synced from the start: one namespace per IP.
+    impl PodIps for HashMap<IpAddr, String> {
+        fn synced(&self) -> bool {
+            true
+        }
+
+        fn namespaces_of(&self, ip: IpAddr) -> BTreeSet<String> {
+            self.get(&ip).cloned().into_iter().collect()
+        }
+    }
 
     fn request(kind: &str, object: Value, user: &str) -> Request {
         request_for(kind, object, user, "team-a", "external")
