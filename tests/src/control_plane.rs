@@ -19,9 +19,6 @@ use crate::process::Process;
 pub const ENDPOINT_CONTROLLERS: &str =
     "endpoints-controller,endpointslice-controller,endpointslice-mirroring-controller";
 
-/// The address kube-apiserver advertises in default/kubernetes.
-pub const ADVERTISE_ADDRESS: &str = "192.0.2.1";
-
 /// How the apiserver is configured.
 #[derive(Clone, Debug)]
 pub struct ControlPlaneConfig {
@@ -115,9 +112,9 @@ impl ControlPlane {
             format!("--secure-port={port}"),
             "--bind-address=127.0.0.1".to_string(),
             // The apiserver's own endpoint reconciler runs, as in a real cluster, and writes
-            // this address into default/kubernetes: Endpoints may not hold a loopback
-            // address, so it is one of TEST-NET-1 (RFC 5737), which nothing here dials.
-            format!("--advertise-address={ADVERTISE_ADDRESS}"),
+            // the advertised address into default/kubernetes, where a loopback address is
+            // refused: see `advertise_address`.
+            format!("--advertise-address={}", advertise_address()),
             "--endpoint-reconciler-type=lease".to_string(),
             format!("--cert-dir={}", file("apiserver-certs")),
             format!("--tls-cert-file={}", file("apiserver.crt")),
@@ -332,6 +329,24 @@ current-context: svcplane-local
         cert = file("admin.crt"),
         key = file("admin.key"),
     )
+}
+
+/// The address the apiserver advertises: this host's own (the source address of its default
+/// route), where nothing listens on the apiserver's port, so that whatever dials it is
+/// refused at once. An address of another host, or none, could leave such dials hanging
+/// until they time out: the apiserver dials it, and with an unanswered address creates
+/// slowed down threefold. Without a route, a documentation address (RFC 5737).
+pub fn advertise_address() -> Ipv4Addr {
+    let own = || -> std::io::Result<std::net::IpAddr> {
+        let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        // No packet is sent: connecting a UDP socket only picks a route.
+        socket.connect((Ipv4Addr::new(198, 51, 100, 1), 9))?;
+        Ok(socket.local_addr()?.ip())
+    };
+    match own() {
+        Ok(std::net::IpAddr::V4(ip)) if !ip.is_loopback() && !ip.is_unspecified() => ip,
+        _ => Ipv4Addr::new(198, 51, 100, 1),
+    }
 }
 
 /// A loopback port nobody listens on right now.
