@@ -336,7 +336,7 @@ current-context: svcplane-local
 /// refused at once. An address of another host, or none, could leave such dials hanging
 /// until they time out: the apiserver dials it, and with an unanswered address creates
 /// slowed down threefold. Without a route, a documentation address (RFC 5737).
-pub fn advertise_address() -> Ipv4Addr {
+fn advertise_address() -> Ipv4Addr {
     let own = || -> std::io::Result<std::net::IpAddr> {
         let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
         // No packet is sent: connecting a UDP socket only picks a route.
