@@ -153,11 +153,18 @@ pub struct WebhookFlags {
     /// (CVE-2021-25740). Needs a Pod watch.
     #[arg(long, env = "SVCPLANE_DENY_FOREIGN_POD_ENDPOINTS", default_value_t = true, action = clap::ArgAction::Set)]
     pub deny_foreign_pod_endpoints: bool,
-    /// Users whose Endpoints/EndpointSlice writes are not validated (the endpoint
-    /// controllers). Comma-separated.
-    #[arg(long, env = "SVCPLANE_TRUSTED_ENDPOINT_WRITERS", value_delimiter = ',',
-          default_values_t = webhook::manifests::default_trusted_endpoint_writers())]
-    pub trusted_endpoint_writers: Vec<String>,
+    /// Users whose Endpoints/EndpointSlice writes are not validated. Comma-separated.
+    /// Default: the in-tree endpoint controllers and svcplane's own ServiceAccount
+    /// (`--service-account` in `--namespace`), the list `svcplane manifests` registers.
+    #[arg(
+        long,
+        env = "SVCPLANE_TRUSTED_ENDPOINT_WRITERS",
+        value_delimiter = ',',
+        value_name = "USER,..."
+    )]
+    pub trusted_endpoint_writers: Option<Vec<String>>,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     /// The Lease (`namespace/name`) electing the one replica that releases values of
     /// deleted Services and frees leaks; every replica allocates.
     #[arg(
@@ -197,6 +204,39 @@ pub struct WebhookFlags {
         default_value_t = 256
     )]
     pub max_unconfirmed_per_namespace: usize,
+}
+
+impl WebhookFlags {
+    /// `--trusted-endpoint-writers`, or the default derived from svcplane's identity.
+    pub fn trusted_endpoint_writers(&self) -> Vec<String> {
+        self.trusted_endpoint_writers.clone().unwrap_or_else(|| {
+            webhook::manifests::trusted_endpoint_writers(
+                &self.identity.namespace,
+                &self.identity.service_account,
+            )
+        })
+    }
+}
+
+/// Who svcplane is in the cluster: the namespace it is installed into and its
+/// ServiceAccount. Both the manifests and the running process derive from these what they
+/// trust, so that they agree.
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// svcplane's own namespace: the one namespace its webhooks leave out.
+    #[arg(
+        long,
+        env = "SVCPLANE_NAMESPACE",
+        default_value = webhook::manifests::DEFAULT_NAMESPACE
+    )]
+    pub namespace: String,
+    /// The ServiceAccount svcplane runs as, in `--namespace`.
+    #[arg(
+        long,
+        env = "SVCPLANE_SERVICE_ACCOUNT",
+        default_value = webhook::manifests::DEFAULT_SERVICE_ACCOUNT
+    )]
+    pub service_account: String,
 }
 
 /// The controllers' flags (kube-controller-manager's names and defaults).
@@ -296,9 +336,9 @@ pub enum LogFormat {
 pub struct ManifestArgs {
     #[command(flatten)]
     pub ranges: RangeArgs,
-    /// Namespace to install into.
-    #[arg(long, default_value = "svcplane-system")]
-    pub namespace: String,
+    /// The namespace to install into and the ServiceAccount to create there.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     /// Container image.
     #[arg(long, default_value = concat!("ghcr.io/svcplane/svcplane:v", env!("CARGO_PKG_VERSION")))]
     pub image: String,
@@ -436,10 +476,34 @@ mod tests {
         );
         assert!(!run.controllers.leader_elect);
         assert_eq!(run.webhook.repair_interval, Duration::from_secs(30));
-        assert!(
-            run.webhook
-                .trusted_endpoint_writers
-                .contains(&"system:kube-controller-manager".to_string())
+        assert_eq!(
+            run.webhook.trusted_endpoint_writers(),
+            webhook::manifests::trusted_endpoint_writers("svcplane-system", "svcplane")
+        );
+    }
+
+    #[test]
+    fn the_default_trusted_writers_follow_svcplanes_identity() {
+        let webhook = |extra: &[&str]| {
+            let mut args = vec![
+                "webhook",
+                "--service-cluster-ip-range=10.96.0.0/12",
+                "--tls-cert-file=a",
+                "--tls-private-key-file=b",
+            ];
+            args.extend_from_slice(extra);
+            match parse(&args).unwrap().command {
+                Command::Webhook(webhook) => webhook.webhook.trusted_endpoint_writers(),
+                _ => unreachable!(),
+            }
+        };
+        assert_eq!(
+            webhook(&["--namespace=infra", "--service-account=svcplane-webhook"]).last(),
+            Some(&"system:serviceaccount:infra:svcplane-webhook".to_string())
+        );
+        assert_eq!(
+            webhook(&["--trusted-endpoint-writers=alice,bob"]),
+            ["alice", "bob"]
         );
     }
 

@@ -6,23 +6,39 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Namespace, ObjectFieldSelector,
-    PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, Service, ServiceAccount, ServicePort,
-    ServiceSpec, Volume, VolumeMount,
+    Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    Namespace, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint,
+    Volume, VolumeMount, WeightedPodAffinityTerm,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 use serde::Serialize;
 use webhook::manifests::{Endpoint, Registration};
 
-use crate::cli::ManifestArgs;
+use crate::cli::{IdentityArgs, ManifestArgs};
 
 const NAME: &str = "svcplane";
 const TLS_SECRET: &str = "svcplane-webhook-tls";
+/// The Lease electing the controllers' leader, in svcplane's namespace.
+const CONTROLLERS_LEASE: &str = "svcplane-controllers";
+/// The Lease electing the webhook replica that releases values, in svcplane's namespace.
+const RELEASER_LEASE: &str = "svcplane-webhook-releaser";
+const WEBHOOK_PORT: i32 = 9443;
+const ADMIN_PORT: i32 = 8080;
+/// The user of the distroless image's `nonroot`, given as a number so that the kubelet can
+/// check `runAsNonRoot`.
+const NONROOT_UID: i64 = 65532;
 /// kube-controller-manager's flag that leaves the endpoint controllers to svcplane.
 pub const KCM_CONTROLLERS_FLAG: &str = "--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller";
 
@@ -38,20 +54,24 @@ pub fn render(args: &ManifestArgs) -> Result<String> {
         Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
         None => Vec::new(),
     };
+    let identity = &args.identity;
+    let namespace = identity.namespace.as_str();
     let registration = Registration {
         endpoint: match &args.webhook_url {
             Some(url) => Endpoint::Url(url.clone()),
             None => Endpoint::Service {
-                namespace: args.namespace.clone(),
+                namespace: namespace.to_string(),
                 name: NAME.to_string(),
                 port: 443,
             },
         },
+        namespace: namespace.to_string(),
         ca_bundle,
-        trusted_endpoint_writers: webhook::manifests::default_trusted_endpoint_writers()
-            .into_iter()
-            .map(|user| user.replace("svcplane-system", &args.namespace))
-            .collect(),
+        // The process's default for the identity `run_args` passes it.
+        trusted_endpoint_writers: webhook::manifests::trusted_endpoint_writers(
+            namespace,
+            &identity.service_account,
+        ),
         validate_services: args.allowed_external_ip_cidrs.is_some(),
     };
 
@@ -65,20 +85,22 @@ pub fn render(args: &ManifestArgs) -> Result<String> {
         out.push_str(&object.yaml()?);
         Ok(())
     };
-    doc(&namespace(&args.namespace))?;
+    doc(&self::namespace(namespace))?;
     doc(&webhook::manifests::crd())?;
     doc(&ServiceAccount {
-        metadata: meta(NAME, Some(&args.namespace)),
+        metadata: meta(&identity.service_account, Some(namespace)),
         ..ServiceAccount::default()
     })?;
     doc(&webhook::manifests::cluster_role())?;
-    doc(&binding("svcplane-webhook", &args.namespace))?;
+    doc(&binding("svcplane-webhook", identity))?;
     doc(&controllers_role())?;
-    doc(&binding("svcplane-controllers", &args.namespace))?;
-    doc(&lease_role())?;
-    doc(&lease_binding(&args.namespace))?;
+    doc(&binding("svcplane-controllers", identity))?;
+    doc(&lease_role(namespace))?;
+    doc(&lease_binding(identity))?;
     doc(&deployment(args))?;
-    doc(&service(&args.namespace))?;
+    doc(&disruption_budget(namespace))?;
+    doc(&network_policy(namespace))?;
+    doc(&service(namespace))?;
     doc(&webhook::manifests::mutating(&registration))?;
     doc(&webhook::manifests::validating(&registration))?;
     out.push_str(&sidecar_snippet(args));
@@ -111,15 +133,11 @@ fn labels() -> BTreeMap<String, String> {
     BTreeMap::from([("app.kubernetes.io/name".to_string(), NAME.to_string())])
 }
 
+/// svcplane's namespace. The webhooks leave it out by its name (no label needed): they
+/// cannot block their own recovery.
 fn namespace(name: &str) -> Namespace {
-    let mut metadata = meta(name, None);
-    // The webhook never admits objects of its own namespace: it cannot block its recovery.
-    metadata.labels.get_or_insert_with(BTreeMap::new).insert(
-        webhook::manifests::IGNORE_LABEL.to_string(),
-        "ignore".to_string(),
-    );
     Namespace {
-        metadata,
+        metadata: meta(name, None),
         ..Namespace::default()
     }
 }
@@ -160,16 +178,16 @@ fn controllers_role() -> ClusterRole {
     }
 }
 
-fn subject(namespace: &str) -> Subject {
+fn subject(identity: &IdentityArgs) -> Subject {
     Subject {
         kind: "ServiceAccount".to_string(),
-        name: NAME.to_string(),
-        namespace: Some(namespace.to_string()),
+        name: identity.service_account.clone(),
+        namespace: Some(identity.namespace.clone()),
         ..Subject::default()
     }
 }
 
-fn binding(role: &str, namespace: &str) -> ClusterRoleBinding {
+fn binding(role: &str, identity: &IdentityArgs) -> ClusterRoleBinding {
     ClusterRoleBinding {
         metadata: meta(role, None),
         role_ref: RoleRef {
@@ -177,35 +195,43 @@ fn binding(role: &str, namespace: &str) -> ClusterRoleBinding {
             kind: "ClusterRole".into(),
             name: role.into(),
         },
-        subjects: Some(vec![subject(namespace)]),
+        subjects: Some(vec![subject(identity)]),
     }
 }
 
-/// The leader-election Lease lives in kube-system, like kube-controller-manager's.
-fn lease_role() -> Role {
+/// svcplane's Leases live in its own namespace, not in kube-system: RBAC cannot limit
+/// `create` to names (the name is not known before the object exists), so `create` is
+/// granted only where nothing but svcplane's Leases belong, and `get`/`update` only on its
+/// two Leases. kube-controller-manager's and kube-scheduler's Leases stay out of reach.
+fn lease_role(namespace: &str) -> Role {
+    let mut update = rule(&["coordination.k8s.io"], &["leases"], &["get", "update"]);
+    update.resource_names = Some(vec![
+        CONTROLLERS_LEASE.to_string(),
+        RELEASER_LEASE.to_string(),
+    ]);
     Role {
-        metadata: meta("svcplane-leader-election", Some("kube-system")),
-        rules: Some(vec![rule(
-            &["coordination.k8s.io"],
-            &["leases"],
-            &["get", "create", "update"],
-        )]),
+        metadata: meta("svcplane-leader-election", Some(namespace)),
+        rules: Some(vec![
+            rule(&["coordination.k8s.io"], &["leases"], &["create"]),
+            update,
+        ]),
     }
 }
 
-fn lease_binding(namespace: &str) -> RoleBinding {
+fn lease_binding(identity: &IdentityArgs) -> RoleBinding {
     RoleBinding {
-        metadata: meta("svcplane-leader-election", Some("kube-system")),
+        metadata: meta("svcplane-leader-election", Some(&identity.namespace)),
         role_ref: RoleRef {
             api_group: Some("rbac.authorization.k8s.io".into()),
             kind: "Role".into(),
             name: "svcplane-leader-election".into(),
         },
-        subjects: Some(vec![subject(namespace)]),
+        subjects: Some(vec![subject(identity)]),
     }
 }
 
 fn run_args(args: &ManifestArgs) -> Vec<String> {
+    let namespace = &args.identity.namespace;
     let mut flags = vec![
         "run".to_string(),
         format!(
@@ -219,6 +245,11 @@ fn run_args(args: &ManifestArgs) -> Vec<String> {
         "--tls-cert-file=/etc/svcplane/tls/tls.crt".to_string(),
         "--tls-private-key-file=/etc/svcplane/tls/tls.key".to_string(),
         "--log-format=json".to_string(),
+        format!("--namespace={namespace}"),
+        format!("--service-account={}", args.identity.service_account),
+        format!("--leader-elect-resource-namespace={namespace}"),
+        format!("--leader-elect-resource-name={CONTROLLERS_LEASE}"),
+        format!("--releaser-lease={namespace}/{RELEASER_LEASE}"),
     ];
     if let Some(cidrs) = &args.allowed_external_ip_cidrs {
         let list: Vec<String> = cidrs.0.iter().map(ToString::to_string).collect();
@@ -255,15 +286,30 @@ fn deployment(args: &ManifestArgs) -> Deployment {
         ports: Some(vec![
             ContainerPort {
                 name: Some("webhook".into()),
-                container_port: 9443,
+                container_port: WEBHOOK_PORT,
                 ..ContainerPort::default()
             },
             ContainerPort {
                 name: Some("admin".into()),
-                container_port: 8080,
+                container_port: ADMIN_PORT,
                 ..ContainerPort::default()
             },
         ]),
+        resources: Some(resources()),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(NONROOT_UID),
+            run_as_group: Some(NONROOT_UID),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            seccomp_profile: Some(runtime_default_seccomp()),
+            ..SecurityContext::default()
+        }),
         liveness_probe: Some(probe("/livez")),
         readiness_probe: Some(probe("/readyz")),
         volume_mounts: Some(vec![VolumeMount {
@@ -275,22 +321,52 @@ fn deployment(args: &ManifestArgs) -> Deployment {
         ..Container::default()
     };
     Deployment {
-        metadata: meta(NAME, Some(&args.namespace)),
+        metadata: meta(NAME, Some(&args.identity.namespace)),
         spec: DeploymentSpec {
             replicas: Some(args.replicas),
-            selector: LabelSelector {
-                match_labels: Some(labels()),
-                ..LabelSelector::default()
-            },
+            selector: pods_selector(),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels()),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
-                    service_account_name: Some(NAME.into()),
+                    service_account_name: Some(args.identity.service_account.clone()),
                     priority_class_name: Some("system-cluster-critical".into()),
                     termination_grace_period_seconds: Some(30),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(NONROOT_UID),
+                        run_as_group: Some(NONROOT_UID),
+                        fs_group: Some(NONROOT_UID),
+                        seccomp_profile: Some(runtime_default_seccomp()),
+                        ..PodSecurityContext::default()
+                    }),
+                    // Replicas on different nodes, so that one node's loss leaves the
+                    // fail-closed endpoint validation answered.
+                    topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+                        max_skew: 1,
+                        topology_key: "kubernetes.io/hostname".into(),
+                        when_unsatisfiable: "ScheduleAnyway".into(),
+                        label_selector: Some(pods_selector()),
+                        ..TopologySpreadConstraint::default()
+                    }]),
+                    affinity: Some(Affinity {
+                        pod_anti_affinity: Some(PodAntiAffinity {
+                            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                                WeightedPodAffinityTerm {
+                                    weight: 100,
+                                    pod_affinity_term: PodAffinityTerm {
+                                        label_selector: Some(pods_selector()),
+                                        topology_key: "kubernetes.io/hostname".into(),
+                                        ..PodAffinityTerm::default()
+                                    },
+                                },
+                            ]),
+                            ..PodAntiAffinity::default()
+                        }),
+                        ..Affinity::default()
+                    }),
                     containers: vec![container],
                     volumes: Some(vec![Volume {
                         name: "tls".into(),
@@ -306,6 +382,74 @@ fn deployment(args: &ManifestArgs) -> Deployment {
             ..DeploymentSpec::default()
         },
         ..Deployment::default()
+    }
+}
+
+fn pods_selector() -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels()),
+        ..LabelSelector::default()
+    }
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..SeccompProfile::default()
+    }
+}
+
+/// Requests for a cluster of a few thousand pods and Services (the caches and the
+/// allocation bitmaps); the memory limit leaves room for a relist, and no CPU limit, so that
+/// admissions are never throttled.
+fn resources() -> ResourceRequirements {
+    let quantities = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+            .collect::<BTreeMap<_, _>>()
+    };
+    ResourceRequirements {
+        requests: Some(quantities(&[("cpu", "100m"), ("memory", "128Mi")])),
+        limits: Some(quantities(&[("memory", "512Mi")])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// At most one replica down at a time from voluntary disruptions (drains, upgrades): the
+/// endpoint validation fails closed, so some replica must always answer.
+fn disruption_budget(namespace: &str) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(NAME, Some(namespace)),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(pods_selector()),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+/// Only the webhook port (called by kube-apiserver, whose source address is not known in
+/// general) and the admin port (probes, metrics) reach svcplane's pods. Egress is left
+/// open: svcplane calls kube-apiserver, wherever it is.
+fn network_policy(namespace: &str) -> NetworkPolicy {
+    let port = |number: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(number)),
+        protocol: Some("TCP".into()),
+        ..NetworkPolicyPort::default()
+    };
+    NetworkPolicy {
+        metadata: meta(NAME, Some(namespace)),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(pods_selector()),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                ports: Some(vec![port(WEBHOOK_PORT), port(ADMIN_PORT)]),
+                ..NetworkPolicyIngressRule::default()
+            }]),
+            ..NetworkPolicySpec::default()
+        }),
     }
 }
 
@@ -405,6 +549,8 @@ mod tests {
                 "Role",
                 "RoleBinding",
                 "Deployment",
+                "PodDisruptionBudget",
+                "NetworkPolicy",
                 "Service",
                 "MutatingWebhookConfiguration",
                 "ValidatingWebhookConfiguration",
@@ -412,6 +558,189 @@ mod tests {
         );
         assert!(yaml.contains(KCM_CONTROLLERS_FLAG));
         assert!(yaml.contains("--service-cluster-ip-range=10.96.0.0/12"));
+    }
+
+    /// The documents of `yaml`, parsed.
+    fn documents(yaml: &str) -> Vec<serde_yaml::Value> {
+        yaml.split("\n---\n")
+            .skip(1)
+            .map(|doc| serde_yaml::from_str(doc).unwrap())
+            .collect()
+    }
+
+    fn document<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> &'a serde_yaml::Value {
+        docs.iter()
+            .find(|doc| doc["kind"].as_str() == Some(kind))
+            .unwrap_or_else(|| panic!("no {kind}"))
+    }
+
+    fn strings(value: &serde_yaml::Value) -> Vec<String> {
+        value
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The users the match condition of the endpoint validation leaves out.
+    fn users_in_match_condition(docs: &[serde_yaml::Value]) -> Vec<String> {
+        let hooks = &document(docs, "ValidatingWebhookConfiguration")["webhooks"];
+        let condition = hooks[0]["matchConditions"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"].as_str() == Some("not-an-endpoint-controller"))
+            .unwrap()["expression"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let list = condition
+            .strip_prefix("!(request.userInfo.username in [")
+            .and_then(|rest| rest.strip_suffix("])"))
+            .unwrap();
+        list.split(", ")
+            .map(|quoted| quoted.trim_matches('\'').to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_process_trusts_exactly_the_writers_the_match_condition_leaves_out() {
+        for extra in [
+            &[][..],
+            &["--namespace=platform", "--service-account=endpoints-guard"][..],
+        ] {
+            let docs = documents(&render(&args(extra)).unwrap());
+            let container =
+                &document(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+            let argv = std::iter::once("svcplane".to_string())
+                .chain(strings(&container["args"]))
+                .collect::<Vec<_>>();
+            let Command::Run(run) = Cli::try_parse_from(&argv).unwrap().command else {
+                panic!("the Deployment does not run `svcplane run`")
+            };
+            let trusted = run.webhook.trusted_endpoint_writers();
+            assert_eq!(users_in_match_condition(&docs), trusted, "{extra:?}");
+            let service_account = &document(&docs, "ServiceAccount")["metadata"];
+            assert!(trusted.contains(&format!(
+                "system:serviceaccount:{}:{}",
+                service_account["namespace"].as_str().unwrap(),
+                service_account["name"].as_str().unwrap()
+            )));
+        }
+    }
+
+    #[test]
+    fn only_svcplanes_namespace_is_exempt_and_no_label_can_exempt_another() {
+        let yaml = render(&args(&["--namespace=platform"])).unwrap();
+        assert!(!yaml.contains("svcplane.io/webhook"), "{yaml}");
+        let docs = documents(&yaml);
+        for kind in [
+            "MutatingWebhookConfiguration",
+            "ValidatingWebhookConfiguration",
+        ] {
+            for hook in document(&docs, kind)["webhooks"].as_sequence().unwrap() {
+                let requirements = &hook["namespaceSelector"]["matchExpressions"];
+                assert_eq!(requirements.as_sequence().unwrap().len(), 1);
+                assert_eq!(
+                    requirements[0]["key"].as_str(),
+                    Some("kubernetes.io/metadata.name")
+                );
+                assert_eq!(requirements[0]["operator"].as_str(), Some("NotIn"));
+                assert_eq!(strings(&requirements[0]["values"]), ["platform"]);
+            }
+        }
+    }
+
+    #[test]
+    fn leases_are_svcplanes_own_and_only_those_may_be_updated() {
+        let docs = documents(&render(&args(&["--namespace=platform"])).unwrap());
+        let role = document(&docs, "Role");
+        assert_eq!(role["metadata"]["namespace"].as_str(), Some("platform"));
+        let rules: Vec<(Vec<String>, Option<Vec<String>>)> = role["rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|r| (strings(&r["verbs"]), r.get("resourceNames").map(strings)))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                (vec!["create".to_string()], None),
+                (
+                    vec!["get".to_string(), "update".to_string()],
+                    Some(vec![
+                        "svcplane-controllers".to_string(),
+                        "svcplane-webhook-releaser".to_string()
+                    ])
+                ),
+            ]
+        );
+        assert_eq!(
+            document(&docs, "RoleBinding")["metadata"]["namespace"].as_str(),
+            Some("platform")
+        );
+        let args = strings(
+            &document(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"],
+        );
+        for flag in [
+            "--leader-elect-resource-namespace=platform",
+            "--leader-elect-resource-name=svcplane-controllers",
+            "--releaser-lease=platform/svcplane-webhook-releaser",
+        ] {
+            assert!(args.contains(&flag.to_string()), "{flag} not in {args:?}");
+        }
+    }
+
+    #[test]
+    fn the_deployment_is_locked_down_spread_and_budgeted() {
+        let docs = documents(&render(&args(&[])).unwrap());
+        let pod = &document(&docs, "Deployment")["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let security = &container["securityContext"];
+        assert_eq!(security["runAsNonRoot"].as_bool(), Some(true));
+        assert_eq!(security["runAsUser"].as_i64(), Some(65532));
+        assert_eq!(security["readOnlyRootFilesystem"].as_bool(), Some(true));
+        assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));
+        assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
+        assert_eq!(
+            security["seccompProfile"]["type"].as_str(),
+            Some("RuntimeDefault")
+        );
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"].as_str(),
+            Some("RuntimeDefault")
+        );
+        let resources = &container["resources"];
+        assert_eq!(resources["requests"]["cpu"].as_str(), Some("100m"));
+        assert_eq!(resources["requests"]["memory"].as_str(), Some("128Mi"));
+        assert_eq!(resources["limits"]["memory"].as_str(), Some("512Mi"));
+        assert_eq!(
+            pod["topologySpreadConstraints"][0]["topologyKey"].as_str(),
+            Some("kubernetes.io/hostname")
+        );
+        assert_eq!(
+            pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+                [0]["podAffinityTerm"]["topologyKey"]
+                .as_str(),
+            Some("kubernetes.io/hostname")
+        );
+        let budget = &document(&docs, "PodDisruptionBudget")["spec"];
+        assert_eq!(budget["maxUnavailable"].as_i64(), Some(1));
+        assert_eq!(
+            budget["selector"]["matchLabels"]["app.kubernetes.io/name"].as_str(),
+            Some("svcplane")
+        );
+        let policy = &document(&docs, "NetworkPolicy")["spec"];
+        assert_eq!(strings(&policy["policyTypes"]), ["Ingress"]);
+        let ports: Vec<i64> = policy["ingress"][0]["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ports, [9443, 8080]);
+        assert!(policy["ingress"][0].get("from").is_none());
     }
 
     #[test]

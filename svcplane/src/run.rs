@@ -114,7 +114,7 @@ fn webhook_config(ranges: &RangeArgs, flags: &WebhookFlags, releaser: Releaser) 
         repair_interval: flags.repair_interval,
         allowed_external_ip_cidrs: flags.allowed_external_ip_cidrs.clone().map(|list| list.0),
         deny_foreign_pod_ips: flags.deny_foreign_pod_endpoints,
-        trusted_endpoint_writers: flags.trusted_endpoint_writers.iter().cloned().collect(),
+        trusted_endpoint_writers: flags.trusted_endpoint_writers().into_iter().collect(),
         shutdown_grace: std::time::Duration::from_secs(10),
         releaser,
         pool: PoolConfig {

@@ -111,9 +111,11 @@ impl ControlPlane {
             format!("--etcd-servers={}", self.etcd_url),
             format!("--secure-port={port}"),
             "--bind-address=127.0.0.1".to_string(),
-            "--advertise-address=127.0.0.1".to_string(),
-            // The lease reconciler refuses a loopback address for default/kubernetes.
-            "--endpoint-reconciler-type=none".to_string(),
+            // The apiserver's own endpoint reconciler runs, as in a real cluster, and writes
+            // the advertised address into default/kubernetes, where a loopback address is
+            // refused: see `advertise_address`.
+            format!("--advertise-address={}", advertise_address()),
+            "--endpoint-reconciler-type=lease".to_string(),
             format!("--cert-dir={}", file("apiserver-certs")),
             format!("--tls-cert-file={}", file("apiserver.crt")),
             format!("--tls-private-key-file={}", file("apiserver.key")),
@@ -327,6 +329,24 @@ current-context: svcplane-local
         cert = file("admin.crt"),
         key = file("admin.key"),
     )
+}
+
+/// The address the apiserver advertises: this host's own (the source address of its default
+/// route), where nothing listens on the apiserver's port, so that whatever dials it is
+/// refused at once. An address of another host, or none, could leave such dials hanging
+/// until they time out: the apiserver dials it, and with an unanswered address creates
+/// slowed down threefold. Without a route, a documentation address (RFC 5737).
+fn advertise_address() -> Ipv4Addr {
+    let own = || -> std::io::Result<std::net::IpAddr> {
+        let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        // No packet is sent: connecting a UDP socket only picks a route.
+        socket.connect((Ipv4Addr::new(198, 51, 100, 1), 9))?;
+        Ok(socket.local_addr()?.ip())
+    };
+    match own() {
+        Ok(std::net::IpAddr::V4(ip)) if !ip.is_loopback() && !ip.is_unspecified() => ip,
+        _ => Ipv4Addr::new(198, 51, 100, 1),
+    }
 }
 
 /// A loopback port nobody listens on right now.

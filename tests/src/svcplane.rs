@@ -83,9 +83,7 @@ pub fn webhook_config(plane: &ControlPlane) -> Result<WebhookConfig> {
         repair_interval: Duration::from_secs(180),
         allowed_external_ip_cidrs: None,
         deny_foreign_pod_ips: true,
-        trusted_endpoint_writers: manifests::default_trusted_endpoint_writers()
-            .into_iter()
-            .collect(),
+        trusted_endpoint_writers: default_trusted_endpoint_writers().into_iter().collect(),
         shutdown_grace: Duration::from_secs(5),
         releaser: Releaser::always(),
         pool: PoolConfig {
@@ -94,6 +92,15 @@ pub fn webhook_config(plane: &ControlPlane) -> Result<WebhookConfig> {
         },
         unconfirmed: UnconfirmedConfig::default(),
     })
+}
+
+/// The trusted endpoint writers of svcplane installed with the default namespace and
+/// ServiceAccount: the replicas' and the registration's.
+pub fn default_trusted_endpoint_writers() -> Vec<String> {
+    manifests::trusted_endpoint_writers(
+        manifests::DEFAULT_NAMESPACE,
+        manifests::DEFAULT_SERVICE_ACCOUNT,
+    )
 }
 
 /// Installs the CRD and waits until it is served.
@@ -247,8 +254,9 @@ pub async fn register(
 ) -> Result<()> {
     let registration = Registration {
         endpoint: Endpoint::Url(url.to_string()),
+        namespace: manifests::DEFAULT_NAMESPACE.to_string(),
         ca_bundle,
-        trusted_endpoint_writers: manifests::default_trusted_endpoint_writers(),
+        trusted_endpoint_writers: default_trusted_endpoint_writers(),
         validate_services,
     };
     let params = PatchParams::apply(MANAGER).force();

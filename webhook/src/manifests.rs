@@ -16,12 +16,17 @@ use kube::api::ObjectMeta;
 
 use crate::server::paths;
 use crate::state::RangeAllocation;
+use crate::validate::endpoints::{APISERVER_USER, KUBERNETES_SERVICE};
 
 /// Name of both webhook configurations.
 pub const CONFIGURATION_NAME: &str = "svcplane";
-/// Namespaces labelled `svcplane.io/webhook: ignore` are never sent to the webhook, so it
-/// cannot block its own recovery.
-pub const IGNORE_LABEL: &str = "svcplane.io/webhook";
+/// The namespace svcplane is installed into unless told otherwise.
+pub const DEFAULT_NAMESPACE: &str = "svcplane-system";
+/// The ServiceAccount svcplane runs as unless told otherwise.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "svcplane";
+/// The label kube-apiserver sets on every namespace to its name; no one can change it, so a
+/// namespace selector on it cannot be met by relabelling a namespace.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// How the apiserver reaches the webhook.
 #[derive(Clone, Debug)]
@@ -45,9 +50,13 @@ pub enum Endpoint {
 pub struct Registration {
     /// How the apiserver reaches it.
     pub endpoint: Endpoint,
+    /// svcplane's own namespace: the only one never sent to the webhooks, so that they
+    /// cannot block their own recovery.
+    pub namespace: String,
     /// PEM of the CA that signed the serving certificate.
     pub ca_bundle: Vec<u8>,
-    /// Users whose Endpoints/EndpointSlice writes are not sent for validation.
+    /// Users whose Endpoints/EndpointSlice writes are not sent for validation: give the
+    /// process's list ([`trusted_endpoint_writers`] unless configured otherwise).
     pub trusted_endpoint_writers: Vec<String>,
     /// Whether to validate Services (the externalIPs allow-list).
     pub validate_services: bool,
@@ -92,15 +101,49 @@ fn rule(resources: &[&str], group: &str) -> RuleWithOperations {
     }
 }
 
-fn not_ignored() -> LabelSelector {
+/// Every namespace but svcplane's own. Selected by the immutable name label: a label users
+/// may set would let any namespace admin switch the checks off for their namespace.
+fn not_svcplanes_namespace(namespace: &str) -> LabelSelector {
     LabelSelector {
         match_expressions: Some(vec![LabelSelectorRequirement {
-            key: IGNORE_LABEL.to_string(),
+            key: NAMESPACE_NAME_LABEL.to_string(),
             operator: "NotIn".to_string(),
-            values: Some(vec!["ignore".to_string()]),
+            values: Some(vec![namespace.to_string()]),
         }]),
         ..LabelSelector::default()
     }
+}
+
+/// `text` as a CEL string literal.
+fn cel_string(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The match conditions of the endpoint validation: writes of the trusted users, and
+/// kube-apiserver's own reconciliation of the `kubernetes` Service's endpoints, are never
+/// sent (the latter must not stop when svcplane is down). `admit_endpoints` skips the same.
+fn endpoint_match_conditions(trusted_writers: &[String]) -> Vec<MatchCondition> {
+    let trusted = trusted_writers
+        .iter()
+        .map(|user| cel_string(user))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (namespace, name) = KUBERNETES_SERVICE;
+    vec![
+        MatchCondition {
+            name: "not-an-endpoint-controller".to_string(),
+            expression: format!("!(request.userInfo.username in [{trusted}])"),
+        },
+        MatchCondition {
+            name: "not-the-apiservers-own-endpoints".to_string(),
+            expression: format!(
+                "!(request.userInfo.username == {} && request.namespace == {} && request.name == {})",
+                cel_string(APISERVER_USER),
+                cel_string(namespace),
+                cel_string(name)
+            ),
+        },
+    ]
 }
 
 fn metadata(name: &str) -> ObjectMeta {
@@ -132,7 +175,7 @@ pub fn mutating(registration: &Registration) -> MutatingWebhookConfiguration {
             timeout_seconds: Some(5),
             admission_review_versions: vec!["v1".to_string()],
             reinvocation_policy: Some("Never".to_string()),
-            namespace_selector: Some(not_ignored()),
+            namespace_selector: Some(not_svcplanes_namespace(&registration.namespace)),
             ..MutatingWebhook::default()
         }]),
     }
@@ -142,15 +185,10 @@ pub fn mutating(registration: &Registration) -> MutatingWebhookConfiguration {
 /// externalIPs when an allow-list is configured.
 ///
 /// `failurePolicy: Fail` for endpoints: the check is a security boundary. Writes of the
-/// endpoint controllers are excluded by a match condition, so a webhook outage never stops
-/// Endpoints and EndpointSlices from following pods.
+/// endpoint controllers and kube-apiserver's own `default/kubernetes` endpoints are
+/// excluded by match conditions, so a webhook outage never stops Endpoints and
+/// EndpointSlices from following pods and apiservers.
 pub fn validating(registration: &Registration) -> ValidatingWebhookConfiguration {
-    let trusted = registration
-        .trusted_endpoint_writers
-        .iter()
-        .map(|user| format!("'{}'", user.replace('\'', "")))
-        .collect::<Vec<_>>()
-        .join(", ");
     let mut webhooks = vec![ValidatingWebhook {
         name: "endpoints.svcplane.io".to_string(),
         client_config: registration.client_config(paths::VALIDATE_ENDPOINTS),
@@ -163,11 +201,10 @@ pub fn validating(registration: &Registration) -> ValidatingWebhookConfiguration
         side_effects: "None".to_string(),
         timeout_seconds: Some(5),
         admission_review_versions: vec!["v1".to_string()],
-        namespace_selector: Some(not_ignored()),
-        match_conditions: Some(vec![MatchCondition {
-            name: "not-an-endpoint-controller".to_string(),
-            expression: format!("!(request.userInfo.username in [{trusted}])"),
-        }]),
+        namespace_selector: Some(not_svcplanes_namespace(&registration.namespace)),
+        match_conditions: Some(endpoint_match_conditions(
+            &registration.trusted_endpoint_writers,
+        )),
         ..ValidatingWebhook::default()
     }];
     if registration.validate_services {
@@ -180,7 +217,7 @@ pub fn validating(registration: &Registration) -> ValidatingWebhookConfiguration
             side_effects: "None".to_string(),
             timeout_seconds: Some(5),
             admission_review_versions: vec!["v1".to_string()],
-            namespace_selector: Some(not_ignored()),
+            namespace_selector: Some(not_svcplanes_namespace(&registration.namespace)),
             ..ValidatingWebhook::default()
         });
     }
@@ -219,18 +256,23 @@ pub fn cluster_role() -> ClusterRole {
     }
 }
 
-/// The in-tree endpoint controllers' identities and svcplane's, trusted by default.
-pub fn default_trusted_endpoint_writers() -> Vec<String> {
-    [
+/// The users whose endpoint writes are trusted by default: the in-tree endpoint
+/// controllers' and svcplane's own, ServiceAccount `service_account` of `namespace`. The
+/// process's default and the manifests' match condition both come from here.
+pub fn trusted_endpoint_writers(namespace: &str, service_account: &str) -> Vec<String> {
+    let mut users: Vec<String> = [
         "system:kube-controller-manager",
         "system:serviceaccount:kube-system:endpoint-controller",
         "system:serviceaccount:kube-system:endpointslice-controller",
         "system:serviceaccount:kube-system:endpointslicemirroring-controller",
-        "system:serviceaccount:svcplane-system:svcplane",
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect()
+    .collect();
+    users.push(format!(
+        "system:serviceaccount:{namespace}:{service_account}"
+    ));
+    users
 }
 
 #[cfg(test)]
@@ -240,8 +282,9 @@ mod tests {
     fn registration() -> Registration {
         Registration {
             endpoint: Endpoint::Url("https://127.0.0.1:9443/".to_string()),
+            namespace: "svcplane".to_string(),
             ca_bundle: b"-----BEGIN CERTIFICATE-----".to_vec(),
-            trusted_endpoint_writers: default_trusted_endpoint_writers(),
+            trusted_endpoint_writers: trusted_endpoint_writers("svcplane", "controller"),
             validate_services: false,
         }
     }
@@ -267,12 +310,59 @@ mod tests {
             1,
             "Services are validated only with an allow-list"
         );
-        let condition = &hooks[0].match_conditions.as_ref().unwrap()[0];
-        assert!(
-            condition
-                .expression
-                .starts_with("!(request.userInfo.username in ['system:kube-controller-manager', ")
+        let conditions: Vec<(&str, &str)> = hooks[0]
+            .match_conditions
+            .iter()
+            .flatten()
+            .map(|c| (c.name.as_str(), c.expression.as_str()))
+            .collect();
+        assert_eq!(
+            conditions,
+            [
+                (
+                    "not-an-endpoint-controller",
+                    "!(request.userInfo.username in ['system:kube-controller-manager', \
+                     'system:serviceaccount:kube-system:endpoint-controller', \
+                     'system:serviceaccount:kube-system:endpointslice-controller', \
+                     'system:serviceaccount:kube-system:endpointslicemirroring-controller', \
+                     'system:serviceaccount:svcplane:controller'])"
+                ),
+                (
+                    "not-the-apiservers-own-endpoints",
+                    "!(request.userInfo.username == 'system:apiserver' && request.namespace == 'default' && request.name == 'kubernetes')"
+                ),
+            ]
         );
+    }
+
+    #[test]
+    fn only_svcplanes_namespace_is_left_out_and_by_its_immutable_name() {
+        let registration = Registration {
+            validate_services: true,
+            ..registration()
+        };
+        let mutating = mutating(&registration).webhooks.unwrap();
+        let validating = validating(&registration).webhooks.unwrap();
+        let selectors: Vec<_> = mutating
+            .iter()
+            .map(|h| h.namespace_selector.clone())
+            .chain(validating.iter().map(|h| h.namespace_selector.clone()))
+            .collect();
+        let expected = LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "kubernetes.io/metadata.name".to_string(),
+                operator: "NotIn".to_string(),
+                values: Some(vec!["svcplane".to_string()]),
+            }]),
+            match_labels: None,
+        };
+        assert_eq!(selectors, vec![Some(expected); 3]);
+    }
+
+    #[test]
+    fn cel_strings_are_quoted_and_escaped() {
+        assert_eq!(cel_string("system:apiserver"), "'system:apiserver'");
+        assert_eq!(cel_string(r"a'b\c"), r"'a\'b\\c'");
     }
 
     #[test]

@@ -4,9 +4,7 @@
 //! answer is a well-formed AdmissionReview (or a 413 for a body over the limit), never a
 //! panic.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -16,13 +14,14 @@ use axum::body::{Body, Bytes};
 use axum::http::{Method, StatusCode, header};
 use http_body_util::BodyExt;
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::core::admission::{AdmissionResponse, Operation};
 use prometheus_client::registry::Registry;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use webhook::review::{FieldError, Request, deny_invalid, typed_object, typed_old_object};
+use webhook::runtime::pods::PodIpIndex;
 use webhook::server::metrics::AdmissionMetrics;
 use webhook::server::{Admission, MAX_REVIEW_BYTES, paths, router};
 use webhook::services::spec::{patch, to_spec};
@@ -36,12 +35,30 @@ use webhook::validate::{EndpointPolicy, admit_endpoints};
 struct Fixture {
     allocators: Mutex<Allocators>,
     endpoint_policy: EndpointPolicy,
-    pod_ips: HashMap<IpAddr, String>,
+    pod_ips: PodIpIndex,
     allowed_external_ips: Option<Vec<IpNet>>,
 }
 
 impl Fixture {
     fn new() -> Self {
+        Self::with_pods_listed(true)
+    }
+
+    /// With the pod index fed as the Pod watch feeds it: one pod of namespace `other`, and
+    /// the first list over (`listed`) or still running.
+    fn with_pods_listed(listed: bool) -> Self {
+        let pod_ips = PodIpIndex::default();
+        pod_ips.relist_start();
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": { "namespace": "other", "name": "web" },
+            "spec": { "containers": [] },
+            "status": { "podIPs": [{ "ip": "10.244.1.5" }] },
+        }))
+        .unwrap();
+        pod_ips.apply(pod.into());
+        if listed {
+            pod_ips.relist_done();
+        }
         let allocators = Allocators::new(
             vec![
                 ClusterIpAllocator::new("10.96.0.0/12".parse().unwrap()),
@@ -60,7 +77,7 @@ impl Fixture {
                 deny_foreign_pod_ips: true,
                 trusted_writers: ["system:kube-controller-manager".to_string()].into(),
             },
-            pod_ips: HashMap::from([("10.244.1.5".parse().unwrap(), "other".to_string())]),
+            pod_ips,
             allowed_external_ips: Some(vec!["203.0.113.0/24".parse().unwrap()]),
         }
     }
@@ -127,10 +144,14 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::with(Fixture::new())
+    }
+
+    fn with(fixture: Fixture) -> Self {
         let mut registry = Registry::default();
         let metrics = AdmissionMetrics::register(&mut registry);
         Self {
-            router: router(Arc::new(Fixture::new()), metrics),
+            router: router(Arc::new(fixture), metrics),
             registry,
         }
     }
@@ -489,6 +510,37 @@ async fn user_written_endpoints_are_validated_by_field() {
         .await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.response()["allowed"], true);
+}
+
+#[tokio::test]
+async fn endpoints_get_a_503_denial_until_the_pods_are_listed() {
+    let harness = Harness::with(Fixture::with_pods_listed(false));
+    let answer = harness
+        .post(
+            paths::VALIDATE_ENDPOINTS,
+            fixture("endpoints-external.json"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let response = answer.response();
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 503);
+    assert_eq!(response["status"]["reason"], "ServiceUnavailable");
+    assert_eq!(
+        answer.message(),
+        "svcplane's pod index is not synced yet, so 1 address(es) cannot be checked against other namespaces' pods; retry"
+    );
+    let answer = harness
+        .post(
+            paths::VALIDATE_ENDPOINTS,
+            fixture("endpoints-loopback.json"),
+        )
+        .await;
+    assert_eq!(
+        answer.response()["status"]["code"],
+        422,
+        "what is wrong without the pods is refused at once"
+    );
 }
 
 #[tokio::test]

@@ -195,7 +195,19 @@ pub async fn run(
         node_ports = %config.service_node_port_range,
         "allocation state loaded and existing Services learned"
     );
-    readiness.set(true);
+    // With the cross-namespace check on, ready only once the pods are listed: until then
+    // endpoint writes get a 503, and a Service in front of the replicas should not send any.
+    let ready_when_pods_listed = if config.deny_foreign_pod_ips {
+        let (pod_ips, readiness) = (Arc::clone(&pod_ips), readiness.clone());
+        Some(AbortOnDrop(tokio::spawn(async move {
+            pod_ips.wait_synced().await;
+            tracing::info!("pods listed: endpoint validation ready");
+            readiness.set(true);
+        })))
+    } else {
+        readiness.set(true);
+        None
+    };
 
     let webhook = Webhook {
         store: store.clone(),
@@ -216,6 +228,7 @@ pub async fn run(
         config.shutdown_grace,
     )
     .await;
+    drop(ready_when_pods_listed);
     readiness.set(false);
     drop(refiller);
     match store.return_pools().await {

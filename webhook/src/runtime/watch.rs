@@ -190,7 +190,7 @@ async fn watch_pods(client: Client, index: Arc<PodIpIndex>) {
             Event::RelistStart => index.relist_start(),
             Event::Apply(pod) => index.apply(pod),
             Event::Delete(pod) => index.delete(&pod),
-            Event::Unreadable(key) => index.relist_keep(key.to_string()),
+            Event::Unreadable(key) => index.relist_keep(key),
             Event::RelistDone => index.relist_done(),
         }
     }
