@@ -113,9 +113,16 @@ impl ControlPlane {
             "--bind-address=127.0.0.1".to_string(),
             // The apiserver's own endpoint reconciler runs, as in a real cluster, and writes
             // the advertised address into default/kubernetes, where a loopback address is
-            // refused: see `advertise_address`.
-            format!("--advertise-address={}", advertise_address()),
-            "--endpoint-reconciler-type=lease".to_string(),
+            // refused: see `advertise_address`. A host with no address of its own but
+            // loopback runs without it rather than advertise an address elsewhere.
+            match advertise_address() {
+                Some(address) => format!("--advertise-address={address}"),
+                None => "--advertise-address=127.0.0.1".to_string(),
+            },
+            match advertise_address() {
+                Some(_) => "--endpoint-reconciler-type=lease".to_string(),
+                None => "--endpoint-reconciler-type=none".to_string(),
+            },
             format!("--cert-dir={}", file("apiserver-certs")),
             format!("--tls-cert-file={}", file("apiserver.crt")),
             format!("--tls-private-key-file={}", file("apiserver.key")),
@@ -335,8 +342,9 @@ current-context: svcplane-local
 /// route), where nothing listens on the apiserver's port, so that whatever dials it is
 /// refused at once. An address of another host, or none, could leave such dials hanging
 /// until they time out: the apiserver dials it, and with an unanswered address creates
-/// slowed down threefold. Without a route, a documentation address (RFC 5737).
-fn advertise_address() -> Ipv4Addr {
+/// slowed down threefold. `None` when this host has no address but loopback: traffic must
+/// never leave the machine.
+fn advertise_address() -> Option<Ipv4Addr> {
     let own = || -> std::io::Result<std::net::IpAddr> {
         let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
         // No packet is sent: connecting a UDP socket only picks a route.
@@ -344,8 +352,8 @@ fn advertise_address() -> Ipv4Addr {
         Ok(socket.local_addr()?.ip())
     };
     match own() {
-        Ok(std::net::IpAddr::V4(ip)) if !ip.is_loopback() && !ip.is_unspecified() => ip,
-        _ => Ipv4Addr::new(198, 51, 100, 1),
+        Ok(std::net::IpAddr::V4(ip)) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+        _ => None,
     }
 }
 
