@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use kube::Client;
 use kube::core::admission::AdmissionResponse;
 
-use crate::review::Request;
+use crate::review::{InternalError, Request, internal_error_of};
 use crate::server::admin::Readiness;
 use crate::server::metrics::AdmissionMetrics;
 use crate::server::tls::{ReloadingCertificate, TlsError, server_config};
@@ -109,8 +109,12 @@ pub struct Webhook {
 }
 
 impl Admission for Webhook {
-    async fn mutate_service(&self, request: &Request) -> AdmissionResponse {
-        mutate_service(request, &self.store).await
+    async fn mutate_service(&self, request: &Request) -> Result<AdmissionResponse, InternalError> {
+        let response = mutate_service(request, &self.store).await;
+        match internal_error_of(&response) {
+            Some(error) => Err(error),
+            None => Ok(response),
+        }
     }
 
     fn validate_service(&self, request: &Request) -> AdmissionResponse {

@@ -13,20 +13,25 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
+use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionResponse, AdmissionReview};
 use tracing::Instrument;
 
-use crate::review::{self, Request};
+use crate::review::{self, InternalError, Request};
 use metrics::AdmissionMetrics;
 
 /// The admission decisions the server routes to. Implemented by svcplane's webhook state;
 /// tests implement it with fixtures.
 pub trait Admission: Send + Sync + 'static {
-    /// Mutating admission of a Service create or update: allocation.
-    fn mutate_service(&self, request: &Request) -> impl Future<Output = AdmissionResponse> + Send;
+    /// Mutating admission of a Service create or update: allocation. `Err` when it cannot
+    /// decide for an internal reason: answered with HTTP 500, so that kube-apiserver applies
+    /// the failurePolicy (Ignore: it allocates on its own) instead of refusing the Service.
+    fn mutate_service(
+        &self,
+        request: &Request,
+    ) -> impl Future<Output = Result<AdmissionResponse, InternalError>> + Send;
     /// Validating admission of a Service create or update.
     fn validate_service(&self, request: &Request) -> AdmissionResponse;
     /// Validating admission of a user-written Endpoints or EndpointSlice.
@@ -43,9 +48,12 @@ pub mod paths {
     pub const VALIDATE_ENDPOINTS: &str = "/validate/endpoints";
 }
 
-/// The largest AdmissionReview accepted. kube-apiserver caps a request body at 3 MiB; a
-/// review carries the object and the old object.
-pub const MAX_REVIEW_BYTES: usize = 8 * 1024 * 1024;
+/// The largest AdmissionReview accepted: 3 MiB, kube-apiserver's own limit on a request
+/// body (`MaxRequestBodyBytes`). No object it admits is larger, and etcd stores at most
+/// 1.5 MiB per object, so an update's review (object and old object) stays within it too;
+/// a larger body can only come from something other than kube-apiserver, and buffering it
+/// would cost memory every replica shares with real admissions.
+pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
 
 struct AppState<A> {
     admission: Arc<A>,
@@ -66,20 +74,32 @@ pub fn router<A: Admission>(admission: Arc<A>, metrics: AdmissionMetrics) -> Rou
 async fn mutate_services<A: Admission>(
     State(state): State<Arc<AppState<A>>>,
     body: Bytes,
-) -> impl IntoResponse {
+) -> Response {
     let started = Instant::now();
     let (status, review) = match review::decode(&body) {
         Ok(request) => {
-            let response = state
+            let span = span("mutate-services", &request);
+            match state
                 .admission
                 .mutate_service(&request)
-                .instrument(span("mutate-services", &request))
-                .await;
-            (StatusCode::OK, response.into_review())
+                .instrument(span.clone())
+                .await
+            {
+                Ok(response) => (StatusCode::OK, response.into_review()),
+                Err(error) => {
+                    span.in_scope(|| {
+                        tracing::warn!(%error, "admission failed; kube-apiserver applies the failure policy")
+                    });
+                    state
+                        .metrics
+                        .observe_internal_error("mutate-services", started.elapsed());
+                    return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response();
+                }
+            }
         }
         Err(reason) => review::respond_invalid(reason),
     };
-    finish(&state.metrics, "mutate-services", started, status, review)
+    finish(&state.metrics, "mutate-services", started, status, review).into_response()
 }
 
 async fn validate_services<A: Admission>(
