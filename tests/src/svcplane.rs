@@ -18,10 +18,13 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use webhook::manifests::{self, Endpoint, Registration};
 use webhook::runtime::{Releaser, WebhookConfig};
-use webhook::server::admin::{self, Readiness};
+use webhook::server::ServerLimits;
+use webhook::server::admin::{self, Liveness, Readiness};
+use webhook::server::client_auth::ClientAuth;
 use webhook::server::metrics::AdmissionMetrics;
 use webhook::state::PoolConfig;
 
+use crate::certs::WEBHOOK_CLIENT_NAME;
 use crate::control_plane::{ControlPlane, free_port};
 use crate::process::Process;
 use crate::wait;
@@ -36,6 +39,8 @@ pub struct WebhookReplica {
     /// The plain-HTTP admin address (`/metrics`, `/readyz`).
     pub admin: SocketAddr,
     readiness: Readiness,
+    /// What its `/livez` answers.
+    pub liveness: Liveness,
     shutdown: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -80,6 +85,12 @@ pub fn webhook_config(plane: &ControlPlane) -> Result<WebhookConfig> {
         tls_cert_file: plane.dir().join("apiserver.crt"),
         tls_private_key_file: plane.dir().join("apiserver.key"),
         tls_reload_interval: Duration::from_secs(10),
+        // Only kube-apiserver may call, as in production.
+        client_auth: Some(ClientAuth {
+            ca_file: plane.webhook_client_ca_file(),
+            allowed_names: vec![WEBHOOK_CLIENT_NAME.to_string()],
+        }),
+        limits: ServerLimits::default(),
         repair_interval: Duration::from_secs(180),
         allowed_external_ip_cidrs: None,
         deny_foreign_pod_ips: true,
@@ -127,23 +138,23 @@ pub async fn install_crd(client: &Client) -> Result<()> {
 pub async fn start_replica(client: Client, config: WebhookConfig) -> Result<WebhookReplica> {
     let mut registry = Registry::default();
     let metrics = AdmissionMetrics::register(&mut registry);
-    let readiness = Readiness::default();
+    let (readiness, liveness) = (Readiness::default(), Liveness::default());
     let admin_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let admin_listener = tokio::net::TcpListener::bind(admin_addr).await?;
-    let admin_router = admin::router(Arc::new(registry), readiness.clone());
+    let admin_router = admin::router(Arc::new(registry), readiness.clone(), liveness.clone());
     let admin_task = tokio::spawn(async move {
         let _ = axum::serve(admin_listener, admin_router).await;
     });
 
     let (shutdown, on_shutdown) = oneshot::channel::<()>();
     let url = format!("https://{}", config.bind_address);
-    let run_readiness = readiness.clone();
+    let (run_readiness, run_liveness) = (readiness.clone(), liveness.clone());
     let webhook_task = tokio::spawn(async move {
         let stop = async move {
             let _ = on_shutdown.await;
         };
         if let Err(error) =
-            webhook::runtime::run(client, config, metrics, run_readiness, stop).await
+            webhook::runtime::run(client, config, metrics, run_readiness, run_liveness, stop).await
         {
             tracing::error!(%error, "webhook replica stopped");
         }
@@ -152,6 +163,7 @@ pub async fn start_replica(client: Client, config: WebhookConfig) -> Result<Webh
         url,
         admin: admin_addr,
         readiness,
+        liveness,
         shutdown: Some(shutdown),
         tasks: vec![webhook_task, admin_task],
     };
@@ -210,6 +222,11 @@ pub async fn start_binary(
             plane.dir().join("apiserver.key").display()
         ),
         format!("--webhook-address=127.0.0.1:{webhook_port}"),
+        format!(
+            "--client-ca-file={}",
+            plane.webhook_client_ca_file().display()
+        ),
+        format!("--client-cert-allowed-names={WEBHOOK_CLIENT_NAME}"),
         format!("--admin-address={admin}"),
     ];
     flags.extend_from_slice(extra_flags);
