@@ -358,6 +358,15 @@ pub struct ManifestArgs {
     /// Also validate Services' externalIPs against this allow-list.
     #[arg(long, value_name = "CIDR,...")]
     pub allowed_external_ip_cidrs: Option<CidrList>,
+    /// Print instead what kube-apiserver needs to call the webhook with a client
+    /// certificate (the webhook requires one): an AdmissionConfiguration for its
+    /// --admission-control-config-file and the kubeconfig it names.
+    #[arg(long)]
+    pub admission_config: bool,
+    /// With --admission-config: the directory on the control-plane nodes holding
+    /// webhook-client.crt and webhook-client.key, where the kubeconfig is put too.
+    #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes/svcplane")]
+    pub admission_config_dir: PathBuf,
 }
 
 /// `svcplane status`.

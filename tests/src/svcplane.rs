@@ -345,3 +345,59 @@ pub async fn wait_until_called(client: &Client, admin: SocketAddr) -> Result<()>
     })
     .await
 }
+
+/// A caller's TLS identity: its client certificate and key (PEM).
+pub struct ClientIdentity {
+    pub cert: String,
+    pub key: String,
+}
+
+/// Posts `body` to `path` of the webhook at `addr` over TLS (the server verified against
+/// `ca_pem`), presenting `identity` if given, as any caller that reaches the port could;
+/// returns the HTTP status. An `Err` is a refusal below HTTP: the handshake or the
+/// connection ended.
+pub async fn post_review(
+    addr: SocketAddr,
+    ca_pem: &[u8],
+    identity: Option<&ClientIdentity>,
+    path: &str,
+    body: &[u8],
+) -> Result<u16> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert?)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(webhook::server::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some(identity) => builder.with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(identity.cert.as_bytes())?],
+            PrivateKeyDer::from_pem_slice(identity.key.as_bytes())?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an HTTP response: {text:?}"))?;
+    Ok(status)
+}
