@@ -352,20 +352,15 @@ pub struct ClientIdentity {
     pub key: String,
 }
 
-/// Posts `body` to `path` of the webhook at `addr` over TLS (the server verified against
-/// `ca_pem`), presenting `identity` if given, as any caller that reaches the port could;
-/// returns the HTTP status. An `Err` is a refusal below HTTP: the handshake or the
-/// connection ended.
-pub async fn post_review(
+/// A TLS connection to the webhook at `addr` (its certificate verified against `ca_pem`),
+/// presenting `identity` if given, as any caller that reaches the port could.
+pub async fn connect_tls(
     addr: SocketAddr,
     ca_pem: &[u8],
     identity: Option<&ClientIdentity>,
-    path: &str,
-    body: &[u8],
-) -> Result<u16> {
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
@@ -382,9 +377,23 @@ pub async fn post_review(
         None => builder.with_no_client_auth(),
     };
     let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost")?, tcp)
-        .await?;
+        .await?)
+}
+
+/// Posts `body` to `path` of the webhook at `addr` over [`connect_tls`] and returns the
+/// HTTP status. An `Err` is a refusal below HTTP: the handshake or the connection ended.
+pub async fn post_review(
+    addr: SocketAddr,
+    ca_pem: &[u8],
+    identity: Option<&ClientIdentity>,
+    path: &str,
+    body: &[u8],
+) -> Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = connect_tls(addr, ca_pem, identity).await?;
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

@@ -200,7 +200,6 @@ pub async fn run(
         .as_ref()
         .map(|verifier| AbortOnDrop(verifier.spawn_reloader(config.tls_reload_interval)));
     let tls = server_config(Arc::clone(&certificate), clients)?;
-    let listener = tokio::net::TcpListener::bind(config.bind_address).await?;
 
     let store = AllocationStore::start(client.clone(), allocators(&config)?, config.pool).await?;
     let pod_ips = Arc::new(PodIpIndex::default());
@@ -233,6 +232,9 @@ pub async fn run(
         pod_ips,
         allowed_external_ip_cidrs: config.allowed_external_ip_cidrs.clone(),
     };
+    // Bound only now: until the state is loaded, a caller is refused at once and
+    // kube-apiserver applies the failure policy, rather than waiting in the backlog.
+    let listener = tokio::net::TcpListener::bind(config.bind_address).await?;
     tracing::info!(address = %config.bind_address, limits = ?config.limits, "serving admissions");
     let served = tokio::select! {
         served = serve(

@@ -70,7 +70,8 @@ pub fn router<A: Admission>(admission: Arc<A>, metrics: AdmissionMetrics) -> Rou
     let state = Arc::new(AppState {
         admission,
         metrics,
-        // A handful of denial lines per minute and route; the metrics count all of them.
+        // A handful of denial (and internal error) lines per minute and route; the metrics
+        // count all of them.
         denials: Mutex::new(LogSummary::new(Duration::from_secs(60), 5)),
     });
     Router::new()
@@ -97,8 +98,18 @@ async fn mutate_services<A: Admission>(
             {
                 Ok(response) => (StatusCode::OK, response.into_review()),
                 Err(error) => {
+                    let verdict = state
+                        .denials
+                        .lock()
+                        .expect("denial log lock poisoned")
+                        .verdict(Instant::now(), "mutate-services internal error");
                     span.in_scope(|| {
-                        tracing::warn!(%error, "admission failed; kube-apiserver applies the failure policy")
+                        if let Some(skipped) = verdict.skipped_before {
+                            tracing::warn!(skipped, "more admissions failed in the last minute, not logged one by one");
+                        }
+                        if verdict.log {
+                            tracing::warn!(%error, "admission failed; kube-apiserver applies the failure policy");
+                        }
                     });
                     state
                         .metrics
