@@ -516,6 +516,15 @@ mod tests {
             ["kube-apiserver", "apiserver.example"]
         );
         let limits = webhook.limits.limits();
+        assert_eq!(
+            webhook::server::ServerLimits {
+                max_connections: 1024,
+                request_timeout: Duration::from_secs(4),
+                ..limits
+            },
+            webhook::server::ServerLimits::default(),
+            "the flags' defaults are the library's"
+        );
         assert_eq!(limits.max_connections, 10);
         assert_eq!(limits.request_timeout, Duration::from_secs(2));
         assert_eq!(limits.tls_handshake_timeout, Duration::from_secs(10));

@@ -47,13 +47,17 @@ pub struct ServerLimits {
     pub max_connections: usize,
 }
 
+/// The defaults of svcplane's flags. The header-read and idle timeouts are close to
+/// kube-apiserver's secure serving (32 s and 90 s); the request deadline is below
+/// the 5 s timeoutSeconds of svcplane's webhook configurations, so that kube-apiserver gets
+/// an answer (and applies the failure policy) rather than giving up on the call.
 impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             tls_handshake_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
-            request_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(4),
             max_connections: 1024,
         }
     }
