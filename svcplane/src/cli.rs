@@ -64,6 +64,8 @@ pub struct RunArgs {
     pub controllers: ControllerFlags,
     #[command(flatten)]
     pub admin: AdminArgs,
+    #[command(flatten)]
+    pub limits: ServerLimitFlags,
 }
 
 /// `svcplane controllers`.
@@ -75,6 +77,8 @@ pub struct ControllersArgs {
     pub controllers: ControllerFlags,
     #[command(flatten)]
     pub admin: AdminArgs,
+    #[command(flatten)]
+    pub limits: ServerLimitFlags,
 }
 
 /// `svcplane webhook`.
@@ -88,6 +92,8 @@ pub struct WebhookArgs {
     pub webhook: WebhookFlags,
     #[command(flatten)]
     pub admin: AdminArgs,
+    #[command(flatten)]
+    pub limits: ServerLimitFlags,
 }
 
 /// How to reach the cluster.
@@ -137,6 +143,22 @@ pub struct WebhookFlags {
     /// Private key of the serving certificate (PEM).
     #[arg(long, env = "SVCPLANE_TLS_PRIVATE_KEY_FILE", value_name = "FILE")]
     pub tls_private_key_file: PathBuf,
+    /// CA bundle (PEM) of the callers allowed on the admission port: when set, a caller
+    /// must present a client certificate signed by it (kube-apiserver does, given an
+    /// AdmissionConfiguration: `svcplane manifests --admission-config`). Reloaded when it
+    /// changes. Unset: anyone who reaches the port may call, and a warning says so.
+    #[arg(long, env = "SVCPLANE_CLIENT_CA_FILE", value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// With --client-ca-file: only client certificates whose Common Name or a DNS name is
+    /// one of these (comma-separated). Empty: any certificate of the CA.
+    #[arg(
+        long,
+        env = "SVCPLANE_CLIENT_CERT_ALLOWED_NAMES",
+        value_delimiter = ',',
+        value_name = "NAME,...",
+        requires = "client_ca_file"
+    )]
+    pub client_cert_allowed_names: Vec<String>,
     /// How often repair compares the allocation state with the Services (kube-apiserver
     /// repairs every 3m). A leaked value is freed after three sweeps in a row.
     #[arg(long, env = "SVCPLANE_REPAIR_INTERVAL", default_value = "3m", value_parser = humantime::parse_duration)]
@@ -311,6 +333,45 @@ pub struct AdminArgs {
     pub admin_address: SocketAddr,
 }
 
+/// What any caller may hold of the admission and admin ports. The admission port is in
+/// the path of every Service create: no caller may make it hang or run out of memory or
+/// file descriptors.
+#[derive(Debug, Args)]
+pub struct ServerLimitFlags {
+    /// Longest TLS handshake, from accept.
+    #[arg(long, env = "SVCPLANE_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// Longest wait for a request's headers (HTTP/1.1), counted from the connection's
+    /// start or the previous response: an idle keep-alive connection is closed after it.
+    #[arg(long, env = "SVCPLANE_READ_HEADER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub read_header_timeout: Duration,
+    /// A connection without a request in flight and without traffic for this long is
+    /// closed (HTTP/2: GOAWAY).
+    #[arg(long, env = "SVCPLANE_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Longest time to answer a request, body included; past it the answer is 504 and
+    /// kube-apiserver applies the failure policy. Below the webhooks' timeoutSeconds (5s),
+    /// so that the apiserver gets an answer rather than waits.
+    #[arg(long, env = "SVCPLANE_REQUEST_TIMEOUT", default_value = "4s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Connections served at once on each port; those beyond are closed on accept.
+    #[arg(long, env = "SVCPLANE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+impl ServerLimitFlags {
+    /// The limits as the servers take them.
+    pub fn limits(&self) -> webhook::server::ServerLimits {
+        webhook::server::ServerLimits {
+            tls_handshake_timeout: self.tls_handshake_timeout,
+            header_read_timeout: self.read_header_timeout,
+            idle_timeout: self.idle_timeout,
+            request_timeout: self.request_timeout,
+            max_connections: self.max_connections as usize,
+        }
+    }
+}
+
 /// Logging.
 #[derive(Debug, Args)]
 pub struct LogArgs {
@@ -355,6 +416,15 @@ pub struct ManifestArgs {
     /// Also validate Services' externalIPs against this allow-list.
     #[arg(long, value_name = "CIDR,...")]
     pub allowed_external_ip_cidrs: Option<CidrList>,
+    /// Print instead what kube-apiserver needs to call the webhook with a client
+    /// certificate (the webhook requires one): an AdmissionConfiguration for its
+    /// --admission-control-config-file and the kubeconfig it names.
+    #[arg(long)]
+    pub admission_config: bool,
+    /// With --admission-config: the directory on the control-plane nodes holding
+    /// webhook-client.crt and webhook-client.key, where the kubeconfig is put too.
+    #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes/svcplane")]
+    pub admission_config_dir: PathBuf,
 }
 
 /// `svcplane status`.
@@ -505,6 +575,50 @@ mod tests {
             webhook(&["--trusted-endpoint-writers=alice,bob"]),
             ["alice", "bob"]
         );
+    }
+
+    #[test]
+    fn client_certificates_and_limits_are_flags() {
+        let cli = parse(&[
+            "webhook",
+            "--service-cluster-ip-range=10.96.0.0/12",
+            "--tls-cert-file=a",
+            "--tls-private-key-file=b",
+            "--client-ca-file=/etc/svcplane/callers/ca.crt",
+            "--client-cert-allowed-names=kube-apiserver,apiserver.example",
+            "--max-connections=10",
+            "--request-timeout=2s",
+        ])
+        .unwrap();
+        let Command::Webhook(webhook) = cli.command else {
+            panic!("not webhook")
+        };
+        assert_eq!(
+            webhook.webhook.client_cert_allowed_names,
+            ["kube-apiserver", "apiserver.example"]
+        );
+        let limits = webhook.limits.limits();
+        assert_eq!(
+            webhook::server::ServerLimits {
+                max_connections: 1024,
+                request_timeout: Duration::from_secs(4),
+                ..limits
+            },
+            webhook::server::ServerLimits::default(),
+            "the flags' defaults are the library's"
+        );
+        assert_eq!(limits.max_connections, 10);
+        assert_eq!(limits.request_timeout, Duration::from_secs(2));
+        assert_eq!(limits.tls_handshake_timeout, Duration::from_secs(10));
+        let error = parse(&[
+            "webhook",
+            "--service-cluster-ip-range=10.96.0.0/12",
+            "--tls-cert-file=a",
+            "--tls-private-key-file=b",
+            "--client-cert-allowed-names=kube-apiserver",
+        ])
+        .unwrap_err();
+        assert!(error.to_string().contains("--client-ca-file"), "{error}");
     }
 
     #[test]

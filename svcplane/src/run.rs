@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use kube::Client;
@@ -11,8 +12,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use webhook::runtime::{Releaser, WebhookConfig};
-use webhook::server::admin::{self, Readiness};
+use webhook::server::admin::{self, Liveness, Readiness};
+use webhook::server::client_auth::ClientAuth;
 use webhook::server::metrics::AdmissionMetrics;
+use webhook::server::{ServerLimits, serve};
 use webhook::state::{PoolConfig, UnconfirmedConfig};
 
 use controllers::MaxEndpointsPerSlice;
@@ -20,7 +23,7 @@ use controllers::runtime::{ControllersConfig, LeaderElectionConfig, LeaseElector
 
 use crate::cli::{
     ClusterArgs, ControllerFlags, ControllersArgs, LogArgs, LogFormat, RangeArgs, RunArgs,
-    WebhookArgs, WebhookFlags,
+    ServerLimitFlags, WebhookArgs, WebhookFlags,
 };
 
 /// Sets up tracing as asked on the command line.
@@ -76,14 +79,21 @@ impl Shutdown {
     }
 }
 
-async fn serve_admin(address: SocketAddr, registry: Registry, readiness: Readiness) -> Result<()> {
+async fn serve_admin(
+    address: SocketAddr,
+    limits: ServerLimits,
+    registry: Registry,
+    readiness: Readiness,
+    liveness: Liveness,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding the admin address {address}"))?;
     tracing::info!(%address, "admin port: /metrics /livez /readyz");
-    let router = admin::router(Arc::new(registry), readiness);
+    let router = admin::router(Arc::new(registry), readiness, liveness);
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).await {
+        let forever = std::future::pending::<()>();
+        if let Err(error) = serve(listener, None, router, limits, forever, Duration::ZERO).await {
             tracing::error!(%error, "admin server stopped");
         }
     });
@@ -103,7 +113,12 @@ fn follow_readiness(served: Readiness, ready: impl Fn() -> bool + Send + 'static
     });
 }
 
-fn webhook_config(ranges: &RangeArgs, flags: &WebhookFlags, releaser: Releaser) -> WebhookConfig {
+fn webhook_config(
+    ranges: &RangeArgs,
+    flags: &WebhookFlags,
+    limits: &ServerLimitFlags,
+    releaser: Releaser,
+) -> WebhookConfig {
     WebhookConfig {
         service_cluster_ip_ranges: ranges.service_cluster_ip_range.0.clone(),
         service_node_port_range: ranges.service_node_port_range,
@@ -111,6 +126,11 @@ fn webhook_config(ranges: &RangeArgs, flags: &WebhookFlags, releaser: Releaser) 
         tls_cert_file: flags.tls_cert_file.clone(),
         tls_private_key_file: flags.tls_private_key_file.clone(),
         tls_reload_interval: std::time::Duration::from_secs(10),
+        client_auth: flags.client_ca_file.clone().map(|ca_file| ClientAuth {
+            ca_file,
+            allowed_names: flags.client_cert_allowed_names.clone(),
+        }),
+        limits: limits.limits(),
         repair_interval: flags.repair_interval,
         allowed_external_ip_cidrs: flags.allowed_external_ip_cidrs.clone().map(|list| list.0),
         deny_foreign_pod_ips: flags.deny_foreign_pod_endpoints,
@@ -173,8 +193,15 @@ pub async fn webhook(args: WebhookArgs) -> Result<()> {
     let shutdown = Shutdown::on_signals()?;
     let mut registry = Registry::default();
     let metrics = AdmissionMetrics::register(&mut registry);
-    let readiness = Readiness::default();
-    serve_admin(args.admin.admin_address, registry, readiness.clone()).await?;
+    let (readiness, liveness) = (Readiness::default(), Liveness::default());
+    serve_admin(
+        args.admin.admin_address,
+        args.limits.limits(),
+        registry,
+        readiness.clone(),
+        liveness.clone(),
+    )
+    .await?;
     let releaser = elect_releaser(
         client.clone(),
         &args.webhook.releaser_lease,
@@ -182,9 +209,10 @@ pub async fn webhook(args: WebhookArgs) -> Result<()> {
     )?;
     webhook::runtime::run(
         client,
-        webhook_config(&args.ranges, &args.webhook, releaser),
+        webhook_config(&args.ranges, &args.webhook, &args.limits, releaser),
         metrics,
         readiness,
+        liveness,
         shutdown.wait(),
     )
     .await?;
@@ -226,7 +254,14 @@ pub async fn controllers(args: ControllersArgs) -> Result<()> {
         shutdown.wait(),
     );
     let readiness = Readiness::default();
-    serve_admin(args.admin.admin_address, registry, readiness.clone()).await?;
+    serve_admin(
+        args.admin.admin_address,
+        args.limits.limits(),
+        registry,
+        readiness.clone(),
+        Liveness::default(),
+    )
+    .await?;
     let controllers_ready = controllers.readiness();
     follow_readiness(readiness, move || controllers_ready.is_ready());
     controllers.await?;
@@ -248,8 +283,15 @@ pub async fn all(args: RunArgs) -> Result<()> {
         shutdown.clone().wait(),
     );
     let metrics = AdmissionMetrics::register(&mut registry);
-    let readiness = Readiness::default();
-    serve_admin(args.admin.admin_address, registry, readiness.clone()).await?;
+    let (readiness, liveness) = (Readiness::default(), Liveness::default());
+    serve_admin(
+        args.admin.admin_address,
+        args.limits.limits(),
+        registry,
+        readiness.clone(),
+        liveness.clone(),
+    )
+    .await?;
     let (webhook_ready, controllers_ready) = (Readiness::default(), controllers.readiness());
     follow_readiness(readiness, {
         let webhook_ready = webhook_ready.clone();
@@ -262,9 +304,10 @@ pub async fn all(args: RunArgs) -> Result<()> {
     )?;
     let webhook = webhook::runtime::run(
         client,
-        webhook_config(&args.ranges, &args.webhook, releaser),
+        webhook_config(&args.ranges, &args.webhook, &args.limits, releaser),
         metrics,
         webhook_ready,
+        liveness,
         shutdown.wait(),
     );
     tokio::try_join!(async { controllers.await.context("controllers") }, async {

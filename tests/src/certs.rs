@@ -1,5 +1,6 @@
 //! Certificates for a local control plane: one CA that signs the apiserver's serving
-//! certificate and the admin client certificate, plus the service-account signing key.
+//! certificate and the admin client certificate, the service-account signing key, and the
+//! client certificate (with a CA of its own) kube-apiserver presents to svcplane's webhook.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -25,7 +26,16 @@ pub struct ClusterCerts {
     pub admin: Pem,
     /// ECDSA key pair that signs and verifies service-account tokens.
     pub service_account: Pem,
+    /// The CA svcplane's webhook trusts for its callers (`--client-ca-file`): apart from
+    /// the cluster's, so that no other client certificate of the cluster passes.
+    pub webhook_client_ca: String,
+    /// The client certificate kube-apiserver presents to webhooks, CN
+    /// [`WEBHOOK_CLIENT_NAME`], signed by [`Self::webhook_client_ca`].
+    pub webhook_client: Pem,
 }
+
+/// The Common Name of the client certificate kube-apiserver presents to webhooks.
+pub const WEBHOOK_CLIENT_NAME: &str = "kube-apiserver-webhook-client";
 
 impl ClusterCerts {
     pub fn generate() -> Result<Self> {
@@ -57,7 +67,12 @@ impl ClusterCerts {
             key: admin_key.serialize_pem(),
         };
 
+        let webhook_client_ca = ca_issuer("svcplane-webhook-client-ca")?;
+        let webhook_client = client_cert(&webhook_client_ca, WEBHOOK_CLIENT_NAME)?;
+
         Ok(Self {
+            webhook_client_ca: webhook_client_ca.pem(),
+            webhook_client,
             ca_cert: ca.pem(),
             serving,
             admin,
@@ -70,6 +85,35 @@ impl ClusterCerts {
             },
         })
     }
+}
+
+/// A CA of its own: `common_name`.
+pub fn ca_issuer(common_name: &str) -> Result<CertifiedIssuer<'static, KeyPair>> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(CertifiedIssuer::self_signed(params, KeyPair::generate()?)?)
+}
+
+/// A client certificate `common_name`, signed by `ca`.
+pub fn client_cert(ca: &CertifiedIssuer<'_, KeyPair>, common_name: &str) -> Result<Pem> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate()?;
+    Ok(Pem {
+        cert: params.signed_by(&key, ca)?.pem(),
+        key: key.serialize_pem(),
+    })
 }
 
 /// A serving certificate for loopback, signed by `ca`.

@@ -145,6 +145,11 @@ impl ControlPlane {
                 file("service-account.key")
             ),
             "--profiling=false".to_string(),
+            // Webhooks are called with a client certificate: svcplane's requires one.
+            format!(
+                "--admission-control-config-file={}",
+                file("admission-config.yaml")
+            ),
         ];
         args.extend(self.config.extra_apiserver_args.iter().cloned());
         let process = Process::spawn("kube-apiserver", &self.bins.kube_apiserver, &args, dir)?;
@@ -251,6 +256,12 @@ impl ControlPlane {
         &self.kubeconfig
     }
 
+    /// The CA bundle of the client certificate kube-apiserver presents to webhooks: the
+    /// webhook's `--client-ca-file`.
+    pub fn webhook_client_ca_file(&self) -> PathBuf {
+        self.dir.path().join("webhook-client-ca.crt")
+    }
+
     /// The control plane's working directory: certificates, logs, etcd data.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -304,9 +315,26 @@ fn write_certs(dir: &Path, certs: &ClusterCerts) -> Result<()> {
         ("admin.key", &certs.admin.key),
         ("service-account.pub", &certs.service_account.cert),
         ("service-account.key", &certs.service_account.key),
+        ("webhook-client-ca.crt", &certs.webhook_client_ca),
+        ("webhook-client.crt", &certs.webhook_client.cert),
+        ("webhook-client.key", &certs.webhook_client.key),
     ] {
         std::fs::write(dir.join(name), contents).with_context(|| format!("writing {name}"))?;
     }
+    let kubeconfig = dir.join("webhook-client.kubeconfig");
+    let admission = webhook::manifests::AdmissionClientConfig {
+        webhook_host: "*".to_string(),
+        client_certificate: dir.join("webhook-client.crt"),
+        client_key: dir.join("webhook-client.key"),
+        kubeconfig_path: kubeconfig.clone(),
+    };
+    std::fs::write(&kubeconfig, admission.kubeconfig().to_string())
+        .context("writing the webhook client kubeconfig")?;
+    std::fs::write(
+        dir.join("admission-config.yaml"),
+        admission.admission_configuration().to_string(),
+    )
+    .context("writing the admission configuration")?;
     Ok(())
 }
 

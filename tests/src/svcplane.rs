@@ -18,10 +18,13 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use webhook::manifests::{self, Endpoint, Registration};
 use webhook::runtime::{Releaser, WebhookConfig};
-use webhook::server::admin::{self, Readiness};
+use webhook::server::ServerLimits;
+use webhook::server::admin::{self, Liveness, Readiness};
+use webhook::server::client_auth::ClientAuth;
 use webhook::server::metrics::AdmissionMetrics;
 use webhook::state::{PoolConfig, UnconfirmedConfig};
 
+use crate::certs::WEBHOOK_CLIENT_NAME;
 use crate::control_plane::{ControlPlane, free_port};
 use crate::process::Process;
 use crate::wait;
@@ -36,6 +39,8 @@ pub struct WebhookReplica {
     /// The plain-HTTP admin address (`/metrics`, `/readyz`).
     pub admin: SocketAddr,
     readiness: Readiness,
+    /// What its `/livez` answers.
+    pub liveness: Liveness,
     shutdown: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -80,6 +85,12 @@ pub fn webhook_config(plane: &ControlPlane) -> Result<WebhookConfig> {
         tls_cert_file: plane.dir().join("apiserver.crt"),
         tls_private_key_file: plane.dir().join("apiserver.key"),
         tls_reload_interval: Duration::from_secs(10),
+        // Only kube-apiserver may call, as in production.
+        client_auth: Some(ClientAuth {
+            ca_file: plane.webhook_client_ca_file(),
+            allowed_names: vec![WEBHOOK_CLIENT_NAME.to_string()],
+        }),
+        limits: ServerLimits::default(),
         repair_interval: Duration::from_secs(180),
         allowed_external_ip_cidrs: None,
         deny_foreign_pod_ips: true,
@@ -135,23 +146,23 @@ pub async fn install_crd(client: &Client) -> Result<()> {
 pub async fn start_replica(client: Client, config: WebhookConfig) -> Result<WebhookReplica> {
     let mut registry = Registry::default();
     let metrics = AdmissionMetrics::register(&mut registry);
-    let readiness = Readiness::default();
+    let (readiness, liveness) = (Readiness::default(), Liveness::default());
     let admin_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let admin_listener = tokio::net::TcpListener::bind(admin_addr).await?;
-    let admin_router = admin::router(Arc::new(registry), readiness.clone());
+    let admin_router = admin::router(Arc::new(registry), readiness.clone(), liveness.clone());
     let admin_task = tokio::spawn(async move {
         let _ = axum::serve(admin_listener, admin_router).await;
     });
 
     let (shutdown, on_shutdown) = oneshot::channel::<()>();
     let url = format!("https://{}", config.bind_address);
-    let run_readiness = readiness.clone();
+    let (run_readiness, run_liveness) = (readiness.clone(), liveness.clone());
     let webhook_task = tokio::spawn(async move {
         let stop = async move {
             let _ = on_shutdown.await;
         };
         if let Err(error) =
-            webhook::runtime::run(client, config, metrics, run_readiness, stop).await
+            webhook::runtime::run(client, config, metrics, run_readiness, run_liveness, stop).await
         {
             tracing::error!(%error, "webhook replica stopped");
         }
@@ -160,6 +171,7 @@ pub async fn start_replica(client: Client, config: WebhookConfig) -> Result<Webh
         url,
         admin: admin_addr,
         readiness,
+        liveness,
         shutdown: Some(shutdown),
         tasks: vec![webhook_task, admin_task],
     };
@@ -218,6 +230,11 @@ pub async fn start_binary(
             plane.dir().join("apiserver.key").display()
         ),
         format!("--webhook-address=127.0.0.1:{webhook_port}"),
+        format!(
+            "--client-ca-file={}",
+            plane.webhook_client_ca_file().display()
+        ),
+        format!("--client-cert-allowed-names={WEBHOOK_CLIENT_NAME}"),
         format!("--admin-address={admin}"),
     ];
     flags.extend_from_slice(extra_flags);
@@ -336,4 +353,69 @@ pub async fn wait_until_called(client: &Client, admin: SocketAddr) -> Result<()>
         })
     })
     .await
+}
+
+/// A caller's TLS identity: its client certificate and key (PEM).
+pub struct ClientIdentity {
+    pub cert: String,
+    pub key: String,
+}
+
+/// A TLS connection to the webhook at `addr` (its certificate verified against `ca_pem`),
+/// presenting `identity` if given, as any caller that reaches the port could.
+pub async fn connect_tls(
+    addr: SocketAddr,
+    ca_pem: &[u8],
+    identity: Option<&ClientIdentity>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert?)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(webhook::server::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some(identity) => builder.with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(identity.cert.as_bytes())?],
+            PrivateKeyDer::from_pem_slice(identity.key.as_bytes())?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?)
+}
+
+/// Posts `body` to `path` of the webhook at `addr` over [`connect_tls`] and returns the
+/// HTTP status. An `Err` is a refusal below HTTP: the handshake or the connection ended.
+pub async fn post_review(
+    addr: SocketAddr,
+    ca_pem: &[u8],
+    identity: Option<&ClientIdentity>,
+    path: &str,
+    body: &[u8],
+) -> Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = connect_tls(addr, ca_pem, identity).await?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an HTTP response: {text:?}"))?;
+    Ok(status)
 }

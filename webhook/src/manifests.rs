@@ -275,6 +275,59 @@ pub fn trusted_endpoint_writers(namespace: &str, service_account: &str) -> Vec<S
     users
 }
 
+/// What kube-apiserver needs to present a client certificate to the webhook, which
+/// requires one when given `--client-ca-file`: an AdmissionConfiguration (its
+/// `--admission-control-config-file`) pointing both webhook admission plugins at a
+/// kubeconfig whose user, named after the webhook's host, holds the certificate.
+#[derive(Clone, Debug)]
+pub struct AdmissionClientConfig {
+    /// The webhook's host as kube-apiserver calls it: `<service>.<namespace>.svc` for an
+    /// in-cluster Service, `host:port` for a URL, or `*` for every webhook.
+    pub webhook_host: String,
+    /// The client certificate (PEM) kube-apiserver presents.
+    pub client_certificate: std::path::PathBuf,
+    /// Its private key (PEM).
+    pub client_key: std::path::PathBuf,
+    /// Where the kubeconfig below is written, as kube-apiserver reads it.
+    pub kubeconfig_path: std::path::PathBuf,
+}
+
+impl AdmissionClientConfig {
+    /// The kubeconfig: one user per webhook host, with the client certificate.
+    pub fn kubeconfig(&self) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "users": [{
+                "name": self.webhook_host,
+                "user": {
+                    "client-certificate": self.client_certificate,
+                    "client-key": self.client_key,
+                },
+            }],
+        })
+    }
+
+    /// The AdmissionConfiguration (apiserver.config.k8s.io/v1).
+    pub fn admission_configuration(&self) -> serde_json::Value {
+        let plugin = |name: &str| {
+            serde_json::json!({
+                "name": name,
+                "configuration": {
+                    "apiVersion": "apiserver.config.k8s.io/v1",
+                    "kind": "WebhookAdmissionConfiguration",
+                    "kubeConfigFile": self.kubeconfig_path,
+                },
+            })
+        };
+        serde_json::json!({
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AdmissionConfiguration",
+            "plugins": [plugin("ValidatingAdmissionWebhook"), plugin("MutatingAdmissionWebhook")],
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

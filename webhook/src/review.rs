@@ -169,6 +169,35 @@ pub fn deny_invalid(request: &Request, errors: &[FieldError]) -> AdmissionRespon
     response
 }
 
+/// Admission could not decide for a reason of svcplane's own (the allocation state could
+/// not be read or written, the store stopped). The server answers it with HTTP 500 and no
+/// AdmissionReview, so that kube-apiserver applies the webhook's failurePolicy: a denial
+/// would refuse every Service create for as long as the fault lasts.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InternalError(pub String);
+
+/// Marks `response` as not a decision: admission failed for `message`, an internal reason.
+/// [`internal_error_of`] finds it again; the server turns it into HTTP 500.
+pub fn internal_error(response: AdmissionResponse, message: &str) -> AdmissionResponse {
+    let mut response = response.deny(message);
+    response.result.code = StatusCode::INTERNAL_SERVER_ERROR.as_u16();
+    response.result.reason = INTERNAL_ERROR_REASON.to_string();
+    response.result.status = Some(StatusSummary::Failure);
+    response
+}
+
+/// The internal error [`internal_error`] marked `response` with, if any.
+pub fn internal_error_of(response: &AdmissionResponse) -> Option<InternalError> {
+    let result = &response.result;
+    (!response.allowed
+        && result.code == StatusCode::INTERNAL_SERVER_ERROR.as_u16()
+        && result.reason == INTERNAL_ERROR_REASON)
+        .then(|| InternalError(result.message.clone()))
+}
+
+const INTERNAL_ERROR_REASON: &str = "InternalError";
+
 /// The name of the object under admission; for a create with `generateName`, that prefix.
 pub fn object_name(request: &Request) -> String {
     if !request.name.is_empty() {
@@ -286,6 +315,19 @@ mod tests {
             "malformed AdmissionReview: expected apiVersion admission.k8s.io/v1 and kind AdmissionReview, got \"v1\" and \"Pod\""
         );
         assert!(decode(review("admission.k8s.io/v1beta1", "AdmissionReview").as_bytes()).is_err());
+    }
+
+    #[test]
+    fn internal_errors_are_told_apart_from_denials() {
+        let response = AdmissionResponse::invalid("x");
+        assert_eq!(internal_error_of(&response), None);
+        let marked = internal_error(response, "the allocation state is unreachable");
+        assert_eq!(
+            internal_error_of(&marked),
+            Some(InternalError(
+                "the allocation state is unreachable".to_string()
+            ))
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use allocator::{Allocators, ClusterIpAllocator, NodePortAllocator, PortRange};
@@ -20,7 +21,9 @@ use prometheus_client::registry::Registry;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use webhook::review::{FieldError, Request, deny_invalid, typed_object, typed_old_object};
+use webhook::review::{
+    FieldError, InternalError, Request, deny_invalid, typed_object, typed_old_object,
+};
 use webhook::runtime::pods::PodIpIndex;
 use webhook::server::metrics::AdmissionMetrics;
 use webhook::server::{Admission, MAX_REVIEW_BYTES, paths, router};
@@ -37,6 +40,8 @@ struct Fixture {
     endpoint_policy: EndpointPolicy,
     pod_ips: PodIpIndex,
     allowed_external_ips: Option<Vec<IpNet>>,
+    /// Makes mutation fail as a store that cannot be reached would.
+    store_down: AtomicBool,
 }
 
 impl Fixture {
@@ -79,12 +84,32 @@ impl Fixture {
             },
             pod_ips,
             allowed_external_ips: Some(vec!["203.0.113.0/24".parse().unwrap()]),
+            store_down: AtomicBool::new(false),
         }
     }
 }
 
 impl Admission for Fixture {
-    async fn mutate_service(&self, request: &Request) -> AdmissionResponse {
+    async fn mutate_service(&self, request: &Request) -> Result<AdmissionResponse, InternalError> {
+        if self.store_down.load(Ordering::Relaxed) {
+            return Err(InternalError(
+                "the allocation state could not be written".to_string(),
+            ));
+        }
+        Ok(self.allocate(request))
+    }
+
+    fn validate_service(&self, request: &Request) -> AdmissionResponse {
+        validate_service(request, self.allowed_external_ips.as_deref())
+    }
+
+    fn validate_endpoints(&self, request: &Request) -> AdmissionResponse {
+        admit_endpoints(request, &self.endpoint_policy, &self.pod_ips)
+    }
+}
+
+impl Fixture {
+    fn allocate(&self, request: &Request) -> AdmissionResponse {
         let allowed = AdmissionResponse::from(request);
         if !matches!(request.operation, Operation::Create | Operation::Update) {
             return allowed;
@@ -121,14 +146,6 @@ impl Admission for Fixture {
             }
         }
     }
-
-    fn validate_service(&self, request: &Request) -> AdmissionResponse {
-        validate_service(request, self.allowed_external_ips.as_deref())
-    }
-
-    fn validate_endpoints(&self, request: &Request) -> AdmissionResponse {
-        admit_endpoints(request, &self.endpoint_policy, &self.pod_ips)
-    }
 }
 
 const ROUTES: [&str; 3] = [
@@ -140,6 +157,7 @@ const ROUTES: [&str; 3] = [
 struct Harness {
     router: Router,
     registry: Registry,
+    fixture: Arc<Fixture>,
 }
 
 impl Harness {
@@ -150,9 +168,11 @@ impl Harness {
     fn with(fixture: Fixture) -> Self {
         let mut registry = Registry::default();
         let metrics = AdmissionMetrics::register(&mut registry);
+        let fixture = Arc::new(fixture);
         Self {
-            router: router(Arc::new(fixture), metrics),
+            router: router(Arc::clone(&fixture), metrics),
             registry,
+            fixture,
         }
     }
 
@@ -292,6 +312,37 @@ async fn a_service_create_is_allocated_and_its_uid_echoed() {
         ),
         1.0
     );
+}
+
+#[tokio::test]
+async fn an_internal_error_is_http_500_so_the_failure_policy_applies() {
+    let harness = Harness::new();
+    harness.fixture.store_down.store(true, Ordering::Relaxed);
+    let answer = harness
+        .post(paths::MUTATE_SERVICES, fixture("service-create.json"))
+        .await;
+    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    // No AdmissionReview: one that denies would be obeyed whatever the failure policy.
+    assert!(answer.review().is_err());
+    assert!(
+        String::from_utf8_lossy(&answer.body).contains("could not be written"),
+        "{:?}",
+        answer.body
+    );
+    assert_eq!(
+        harness.metric(
+            "svcplane_admission_reviews_total",
+            &["webhook=\"mutate-services\"", "allowed=\"error\""]
+        ),
+        1.0
+    );
+
+    harness.fixture.store_down.store(false, Ordering::Relaxed);
+    let answer = harness
+        .post(paths::MUTATE_SERVICES, fixture("service-create.json"))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.response()["allowed"], true);
 }
 
 #[tokio::test]
@@ -574,10 +625,10 @@ fn padded_review(padding: usize) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn a_review_of_several_megabytes_under_the_limit_is_answered() {
+async fn a_review_of_megabytes_under_the_limit_is_answered() {
     let harness = Harness::new();
-    let body = padded_review(6 * 1024 * 1024);
-    assert!(body.len() > 6 * 1024 * 1024 && body.len() < MAX_REVIEW_BYTES);
+    let body = padded_review(2 * 1024 * 1024);
+    assert!(body.len() > 2 * 1024 * 1024 && body.len() < MAX_REVIEW_BYTES);
     for route in ROUTES {
         let answer = harness.post(route, body.clone()).await;
         assert_eq!(answer.status, StatusCode::OK, "{route}");

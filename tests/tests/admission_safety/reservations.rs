@@ -212,7 +212,8 @@ async fn a_tenant_resending_refused_creates_cannot_stop_other_namespaces(_: Arc<
     for round in 0..ROUNDS {
         // Eight creates of four node ports at once: more than the limit in one round.
         let service = node_port_service("again", 4)?;
-        let creates = (0..8).map(|_| hostile.create(&PostParams::default(), &service));
+        let params = PostParams::default();
+        let creates = (0..8).map(|_| hostile.create(&params, &service));
         for outcome in futures::future::join_all(creates).await {
             let error = api_error(outcome)?;
             if error.code == 429 {
@@ -322,6 +323,7 @@ async fn a_replica_with_other_ranges_refuses_to_start_and_changes_nothing(
             other,
             webhook::server::metrics::AdmissionMetrics::register(registry),
             webhook::server::admin::Readiness::default(),
+            webhook::server::admin::Liveness::default(),
             std::future::pending(),
         ),
     )

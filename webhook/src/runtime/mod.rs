@@ -16,11 +16,12 @@ use ipnet::IpNet;
 use kube::Client;
 use kube::core::admission::AdmissionResponse;
 
-use crate::review::Request;
-use crate::server::admin::Readiness;
+use crate::review::{InternalError, Request, internal_error_of};
+use crate::server::admin::{Liveness, LivenessCheck, Readiness};
+use crate::server::client_auth::{ClientAuth, ReloadingClientVerifier};
 use crate::server::metrics::AdmissionMetrics;
-use crate::server::tls::{ReloadingCertificate, TlsError, server_config};
-use crate::server::{Admission, router, serve_tls};
+use crate::server::tls::{ReloadingCertificate, TlsError, provider, server_config};
+use crate::server::{Admission, ServerLimits, router, serve};
 use crate::services::{mutate_service, validate_service};
 use crate::state::pool::{holder_name, spawn_refiller};
 use crate::state::{AllocationStore, PoolConfig, StoreError, UnconfirmedConfig};
@@ -40,8 +41,12 @@ pub struct WebhookConfig {
     pub tls_cert_file: PathBuf,
     /// See [`Self::tls_cert_file`].
     pub tls_private_key_file: PathBuf,
-    /// How often the certificate files are checked for changes.
+    /// How often the certificate files (and the client CA bundle) are checked for changes.
     pub tls_reload_interval: Duration,
+    /// Who may call the admission port. `None`: anyone who reaches it (warned at start).
+    pub client_auth: Option<ClientAuth>,
+    /// Timeouts and the connection limit of the admission port.
+    pub limits: ServerLimits,
     /// How often repair compares the state with the Services.
     pub repair_interval: Duration,
     /// `--allowed-external-ip-cidrs`: `None` leaves externalIPs unchecked.
@@ -107,14 +112,26 @@ pub enum Error {
 /// The admission decisions of a running webhook.
 pub struct Webhook {
     store: AllocationStore,
+    /// Failing while admissions end in internal errors (the state cannot be written).
+    state_check: LivenessCheck,
     endpoint_policy: EndpointPolicy,
     pod_ips: Arc<PodIpIndex>,
     allowed_external_ip_cidrs: Option<Vec<IpNet>>,
 }
 
 impl Admission for Webhook {
-    async fn mutate_service(&self, request: &Request) -> AdmissionResponse {
-        mutate_service(request, &self.store).await
+    async fn mutate_service(&self, request: &Request) -> Result<AdmissionResponse, InternalError> {
+        let response = mutate_service(request, &self.store).await;
+        match internal_error_of(&response) {
+            Some(error) => {
+                self.state_check.fail(error.to_string());
+                Err(error)
+            }
+            None => {
+                self.state_check.ok();
+                Ok(response)
+            }
+        }
     }
 
     fn validate_service(&self, request: &Request) -> AdmissionResponse {
@@ -151,19 +168,42 @@ pub fn allocators(config: &WebhookConfig) -> Result<Allocators, allocator::Error
 /// Runs the webhook until `shutdown` resolves: loads the state, learns the values existing
 /// Services hold (ready only after that), then serves admissions and keeps the state true.
 ///
-/// `metrics` come from [`AdmissionMetrics::register`] on the process's registry.
+/// `metrics` come from [`AdmissionMetrics::register`] on the process's registry; the
+/// checks of `liveness` fail when the store or a watch stops, or admissions cannot write
+/// the state.
 pub async fn run(
     client: Client,
     config: WebhookConfig,
     metrics: AdmissionMetrics,
     readiness: Readiness,
+    liveness: Liveness,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let certificate =
         ReloadingCertificate::load(&config.tls_cert_file, &config.tls_private_key_file)?;
-    let tls = server_config(Arc::clone(&certificate))?;
     // Stopped with `run`, including when its future is dropped before it returns.
     let _reloader = AbortOnDrop(certificate.spawn_reloader(config.tls_reload_interval));
+    let clients = match &config.client_auth {
+        Some(auth) => {
+            let verifier = ReloadingClientVerifier::load(auth, provider())?;
+            tracing::info!(
+                ca = %auth.ca_file.display(),
+                names = ?auth.allowed_names,
+                "admission callers must present a client certificate from this CA"
+            );
+            Some(verifier)
+        }
+        None => {
+            tracing::warn!(
+                "no --client-ca-file: anyone who reaches the admission port can send AdmissionReviews and reserve values; give kube-apiserver a client certificate and svcplane its CA"
+            );
+            None
+        }
+    };
+    let _ca_reloader = clients
+        .as_ref()
+        .map(|verifier| AbortOnDrop(verifier.spawn_reloader(config.tls_reload_interval)));
+    let tls = server_config(Arc::clone(&certificate), clients)?;
 
     let (expired, unconfirmed) = tokio::sync::mpsc::unbounded_channel();
     let store = AllocationStore::start(
@@ -180,7 +220,8 @@ pub async fn run(
         unconfirmed,
     )));
     let pod_ips = Arc::new(PodIpIndex::default());
-    let watches = watch::start(client.clone(), store.clone(), Arc::clone(&pod_ips), &config).await;
+    let mut watches =
+        watch::start(client.clone(), store.clone(), Arc::clone(&pod_ips), &config).await;
     // Pools only take values once the first repair marked those existing Services hold.
     let refiller = spawn_refiller(
         client,
@@ -211,6 +252,7 @@ pub async fn run(
 
     let webhook = Webhook {
         store: store.clone(),
+        state_check: liveness.check("allocation-state"),
         endpoint_policy: EndpointPolicy {
             service_cidrs: config.service_cluster_ip_ranges.clone(),
             deny_foreign_pod_ips: config.deny_foreign_pod_ips,
@@ -219,15 +261,21 @@ pub async fn run(
         pod_ips,
         allowed_external_ip_cidrs: config.allowed_external_ip_cidrs.clone(),
     };
-    tracing::info!(address = %config.bind_address, "serving admissions");
-    let served = serve_tls(
-        config.bind_address,
-        router(Arc::new(webhook), metrics),
-        tls,
-        shutdown,
-        config.shutdown_grace,
-    )
-    .await;
+    // Bound only now: until the state is loaded, a caller is refused at once and
+    // kube-apiserver applies the failure policy, rather than waiting in the backlog.
+    let listener = tokio::net::TcpListener::bind(config.bind_address).await?;
+    tracing::info!(address = %config.bind_address, limits = ?config.limits, "serving admissions");
+    let served = tokio::select! {
+        served = serve(
+            listener,
+            Some(Arc::new(tls)),
+            router(Arc::new(webhook), metrics),
+            config.limits,
+            shutdown,
+            config.shutdown_grace,
+        ) => served,
+        never = watch_health(&mut watches, &store, &liveness) => match never {},
+    };
     drop(ready_when_pods_listed);
     readiness.set(false);
     drop(refiller);
@@ -239,6 +287,29 @@ pub async fn run(
     watches.abort();
     served?;
     Ok(())
+}
+
+/// Marks `liveness` failed when the store's actor stops or a watch (or the repair loop)
+/// ends; both are meant to run as long as the process, and nothing restarts them but a
+/// restart of the process.
+async fn watch_health(
+    watches: &mut watch::Watches,
+    store: &AllocationStore,
+    liveness: &Liveness,
+) -> std::convert::Infallible {
+    let store_check = liveness.check("allocation-store");
+    let watch_check = liveness.check("service-watch");
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        if store.is_stopped() {
+            store_check.fail("the allocation store stopped");
+        }
+        if watches.any_ended() {
+            watch_check.fail("a watch or the repair loop ended");
+            tracing::error!("a watch or the repair loop ended; /livez now fails");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,12 @@ use crate::state::repair::{Finding, Repairer};
 pub struct Watches(JoinSet<()>);
 
 impl Watches {
+    /// Whether one of them has ended since the last call: each is meant to run as long as
+    /// the process.
+    pub fn any_ended(&mut self) -> bool {
+        self.0.try_join_next().is_some()
+    }
+
     /// Stops them.
     pub fn abort(mut self) {
         self.0.abort_all();

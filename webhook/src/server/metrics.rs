@@ -13,7 +13,8 @@ use prometheus_client::registry::Registry;
 pub struct ReviewLabels {
     /// The route: `mutate-services`, `validate-endpoints`, ...
     pub webhook: String,
-    /// `true` or `false`.
+    /// `true`, `false`, or `error` for a review answered HTTP 500 (no decision: the
+    /// apiserver applied the failure policy).
     pub allowed: String,
 }
 
@@ -53,6 +54,15 @@ impl AdmissionMetrics {
 
     /// Records one answered review.
     pub fn observe(&self, webhook: &str, allowed: bool, elapsed: Duration) {
+        self.record(webhook, &allowed.to_string(), elapsed);
+    }
+
+    /// Records a review answered HTTP 500: no decision.
+    pub fn observe_internal_error(&self, webhook: &str, elapsed: Duration) {
+        self.record(webhook, "error", elapsed);
+    }
+
+    fn record(&self, webhook: &str, allowed: &str, elapsed: Duration) {
         self.reviews
             .get_or_create(&ReviewLabels {
                 webhook: webhook.to_string(),

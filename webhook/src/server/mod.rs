@@ -1,32 +1,41 @@
 //! The HTTPS admission server and the admin port around the pure admission functions.
 
 pub mod admin;
+pub mod client_auth;
 pub mod metrics;
+pub mod serve;
+pub mod summary;
 pub mod tls;
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
+use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionResponse, AdmissionReview};
 use tracing::Instrument;
 
-use crate::review::{self, Request};
+use crate::review::{self, InternalError, Request};
 use metrics::AdmissionMetrics;
+pub use serve::{ServerLimits, serve};
+use summary::LogSummary;
 
 /// The admission decisions the server routes to. Implemented by svcplane's webhook state;
 /// tests implement it with fixtures.
 pub trait Admission: Send + Sync + 'static {
-    /// Mutating admission of a Service create or update: allocation.
-    fn mutate_service(&self, request: &Request) -> impl Future<Output = AdmissionResponse> + Send;
+    /// Mutating admission of a Service create or update: allocation. `Err` when it cannot
+    /// decide for an internal reason: answered with HTTP 500, so that kube-apiserver applies
+    /// the failurePolicy (Ignore: it allocates on its own) instead of refusing the Service.
+    fn mutate_service(
+        &self,
+        request: &Request,
+    ) -> impl Future<Output = Result<AdmissionResponse, InternalError>> + Send;
     /// Validating admission of a Service create or update.
     fn validate_service(&self, request: &Request) -> AdmissionResponse;
     /// Validating admission of a user-written Endpoints or EndpointSlice.
@@ -43,18 +52,28 @@ pub mod paths {
     pub const VALIDATE_ENDPOINTS: &str = "/validate/endpoints";
 }
 
-/// The largest AdmissionReview accepted. kube-apiserver caps a request body at 3 MiB; a
-/// review carries the object and the old object.
-pub const MAX_REVIEW_BYTES: usize = 8 * 1024 * 1024;
+/// The largest AdmissionReview accepted: 3 MiB, kube-apiserver's own limit on a request
+/// body (`MaxRequestBodyBytes`). No object it admits is larger, and etcd stores at most
+/// 1.5 MiB per object, so an update's review (object and old object) stays within it too;
+/// a larger body can only come from something other than kube-apiserver, and buffering it
+/// would cost memory every replica shares with real admissions.
+pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
 
 struct AppState<A> {
     admission: Arc<A>,
     metrics: AdmissionMetrics,
+    denials: Mutex<LogSummary>,
 }
 
 /// The admission routes.
 pub fn router<A: Admission>(admission: Arc<A>, metrics: AdmissionMetrics) -> Router {
-    let state = Arc::new(AppState { admission, metrics });
+    let state = Arc::new(AppState {
+        admission,
+        metrics,
+        // A handful of denial (and internal error) lines per minute and route; the metrics
+        // count all of them.
+        denials: Mutex::new(LogSummary::new(Duration::from_secs(60), 5)),
+    });
     Router::new()
         .route(paths::MUTATE_SERVICES, post(mutate_services::<A>))
         .route(paths::VALIDATE_SERVICES, post(validate_services::<A>))
@@ -66,20 +85,42 @@ pub fn router<A: Admission>(admission: Arc<A>, metrics: AdmissionMetrics) -> Rou
 async fn mutate_services<A: Admission>(
     State(state): State<Arc<AppState<A>>>,
     body: Bytes,
-) -> impl IntoResponse {
+) -> Response {
     let started = Instant::now();
     let (status, review) = match review::decode(&body) {
         Ok(request) => {
-            let response = state
+            let span = span("mutate-services", &request);
+            match state
                 .admission
                 .mutate_service(&request)
-                .instrument(span("mutate-services", &request))
-                .await;
-            (StatusCode::OK, response.into_review())
+                .instrument(span.clone())
+                .await
+            {
+                Ok(response) => (StatusCode::OK, response.into_review()),
+                Err(error) => {
+                    let verdict = state
+                        .denials
+                        .lock()
+                        .expect("denial log lock poisoned")
+                        .verdict(Instant::now(), "mutate-services internal error");
+                    span.in_scope(|| {
+                        if let Some(skipped) = verdict.skipped_before {
+                            tracing::warn!(skipped, "more admissions failed in the last minute, not logged one by one");
+                        }
+                        if verdict.log {
+                            tracing::warn!(%error, "admission failed; kube-apiserver applies the failure policy");
+                        }
+                    });
+                    state
+                        .metrics
+                        .observe_internal_error("mutate-services", started.elapsed());
+                    return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response();
+                }
+            }
         }
         Err(reason) => review::respond_invalid(reason),
     };
-    finish(&state.metrics, "mutate-services", started, status, review)
+    finish(&state, "mutate-services", started, status, review).into_response()
 }
 
 async fn validate_services<A: Admission>(
@@ -90,7 +131,7 @@ async fn validate_services<A: Admission>(
     let (status, review) = review::respond(&body, |request| {
         span("validate-services", request).in_scope(|| state.admission.validate_service(request))
     });
-    finish(&state.metrics, "validate-services", started, status, review)
+    finish(&state, "validate-services", started, status, review)
 }
 
 async fn validate_endpoints<A: Admission>(
@@ -101,13 +142,7 @@ async fn validate_endpoints<A: Admission>(
     let (status, review) = review::respond(&body, |request| {
         span("validate-endpoints", request).in_scope(|| state.admission.validate_endpoints(request))
     });
-    finish(
-        &state.metrics,
-        "validate-endpoints",
-        started,
-        status,
-        review,
-    )
+    finish(&state, "validate-endpoints", started, status, review)
 }
 
 fn span(webhook: &'static str, request: &Request) -> tracing::Span {
@@ -123,8 +158,8 @@ fn span(webhook: &'static str, request: &Request) -> tracing::Span {
     )
 }
 
-fn finish(
-    metrics: &AdmissionMetrics,
+fn finish<A>(
+    state: &AppState<A>,
     webhook: &'static str,
     started: Instant,
     status: StatusCode,
@@ -134,38 +169,25 @@ fn finish(
     let allowed = response.is_some_and(|r| r.allowed);
     match response {
         Some(r) if !r.allowed => {
-            tracing::info!(webhook, uid = %r.uid, reason = %r.result.message, "denied")
+            let verdict = state
+                .denials
+                .lock()
+                .expect("denial log lock poisoned")
+                .verdict(Instant::now(), webhook);
+            if let Some(skipped) = verdict.skipped_before {
+                tracing::info!(
+                    webhook,
+                    skipped,
+                    "more denials in the last minute, not logged one by one"
+                );
+            }
+            if verdict.log {
+                tracing::info!(webhook, uid = %r.uid, reason = %r.result.message, "denied");
+            }
         }
         Some(r) => tracing::debug!(webhook, uid = %r.uid, patched = r.patch.is_some(), "allowed"),
         None => {}
     }
-    metrics.observe(webhook, allowed, started.elapsed());
+    state.metrics.observe(webhook, allowed, started.elapsed());
     (status, Json(review))
-}
-
-/// Serves `router` over TLS on `addr` until `shutdown` resolves, then lets in-flight
-/// requests finish for up to `grace`.
-pub async fn serve_tls(
-    addr: SocketAddr,
-    router: Router,
-    tls: rustls::ServerConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let handle = axum_server::Handle::new();
-    let on_shutdown = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        on_shutdown.graceful_shutdown(Some(grace));
-    });
-    let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
-    // Without TCP_NODELAY a response written in more than one segment waits for the
-    // apiserver's delayed ACK of the first (up to 40 ms): Nagle's algorithm.
-    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
-        .acceptor(axum_server::accept::NoDelayAcceptor::new());
-    axum_server::bind(addr)
-        .acceptor(acceptor)
-        .handle(handle)
-        .serve(router.into_make_service())
-        .await
 }

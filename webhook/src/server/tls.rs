@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
-use rustls::crypto::ring;
+use rustls::crypto::{CryptoProvider, ring};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::client_auth::ReloadingClientVerifier;
 
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -89,22 +91,12 @@ impl ReloadingCertificate {
     /// Polls the files every `interval` for as long as the returned task runs.
     pub fn spawn_reloader(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                match this.reload_if_changed() {
-                    Ok(true) => {
-                        tracing::info!(cert = %this.cert_path.display(), "serving certificate reloaded")
-                    }
-                    Ok(false) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, "serving certificate not reloaded; still serving the previous one")
-                    }
-                }
-            }
-        })
+        spawn_poller(
+            "serving certificate",
+            self.cert_path.clone(),
+            interval,
+            move || this.reload_if_changed(),
+        )
     }
 
     /// The certificate served now.
@@ -113,18 +105,54 @@ impl ReloadingCertificate {
     }
 }
 
+/// Calls `reload` every `interval` and logs what it did: `what` (at `path`) reloaded, or
+/// kept as it was because the new files are unusable.
+pub(crate) fn spawn_poller(
+    what: &'static str,
+    path: PathBuf,
+    interval: Duration,
+    reload: impl Fn() -> Result<bool, TlsError> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match reload() {
+                Ok(true) => tracing::info!(path = %path.display(), "{what} reloaded"),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "{what} not reloaded; still using the previous one")
+                }
+            }
+        }
+    })
+}
+
 impl ResolvesServerCert for ReloadingCertificate {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.load_full())
     }
 }
 
-/// A rustls server configuration serving `certificate` over HTTP/2 and HTTP/1.1.
-pub fn server_config(certificate: Arc<ReloadingCertificate>) -> Result<ServerConfig, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(certificate);
+/// The crypto provider of every TLS configuration svcplane builds.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+/// A rustls server configuration serving `certificate` over HTTP/2 and HTTP/1.1, requiring
+/// a client certificate `clients` accepts when given.
+pub fn server_config(
+    certificate: Arc<ReloadingCertificate>,
+    clients: Option<Arc<ReloadingClientVerifier>>,
+) -> Result<ServerConfig, TlsError> {
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

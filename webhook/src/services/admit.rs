@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 
 use super::precheck::port_refusals;
 use super::spec::{patch, to_spec};
-use crate::review::{FieldError, Request, deny_invalid, typed_object, typed_old_object};
+use crate::review::{self, FieldError, Request, deny_invalid, typed_object, typed_old_object};
 use crate::state::{AdmitRequest, AllocationStore, ServiceName, StoreError};
 
 /// Fills in the ClusterIPs, IP families and node ports of a Service being created or
@@ -57,7 +57,9 @@ pub async fn mutate_service(request: &Request, store: &AllocationStore) -> Admis
             }
             match allowed.clone().with_patch(patch) {
                 Ok(response) => response,
-                Err(error) => internal_error(allowed, &format!("encoding the patch: {error}")),
+                Err(error) => {
+                    review::internal_error(allowed, &format!("encoding the patch: {error}"))
+                }
             }
         }
         Err(StoreError::Allocation(error)) => {
@@ -71,7 +73,7 @@ pub async fn mutate_service(request: &Request, store: &AllocationStore) -> Admis
             deny_invalid(request, &[error])
         }
         Err(error @ StoreError::TooManyUnconfirmed { .. }) => too_many_requests(allowed, &error),
-        Err(error) => internal_error(allowed, &error.to_string()),
+        Err(error) => review::internal_error(allowed, &error.to_string()),
     }
 }
 
@@ -155,14 +157,6 @@ fn join(cidrs: &[IpNet]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn internal_error(allowed: AdmissionResponse, message: &str) -> AdmissionResponse {
-    let mut response = allowed.deny(message);
-    response.result.code = 500;
-    response.result.reason = "InternalError".to_string();
-    response.result.status = Some(StatusSummary::Failure);
-    response
 }
 
 /// The value at a kubectl-style field path (`spec.ports[1].nodePort`) of `object`.

@@ -191,6 +191,11 @@ impl AllocationStore {
         Ok(Self { commands, refill })
     }
 
+    /// Whether the store's actor has stopped: nothing will be answered any more.
+    pub fn is_stopped(&self) -> bool {
+        self.commands.is_closed()
+    }
+
     /// Plans and persists the allocations of a Service change; returns the Service with
     /// every allocated value filled in.
     pub async fn admit(&self, request: AdmitRequest) -> Result<ServiceSpec, StoreError> {

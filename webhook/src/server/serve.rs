@@ -1,0 +1,408 @@
+//! The accept loop of the admission port and the admin port, bounded in every way a
+//! caller could hold the process: a TLS handshake timeout, a header-read timeout, an idle
+//! timeout, a per-request deadline and a connection limit (the body limit is the router's:
+//! [`super::MAX_REVIEW_BYTES`]). The webhook is in the path of every Service create, so no
+//! caller, slow or hostile, may make it hang or run out of memory or file descriptors.
+//! kube-apiserver's secure serving and controller-runtime's webhook server are the models.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use super::summary::LogSummary;
+
+/// How long a caller may take, and how many may be connected at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// From accept to the end of the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// HTTP/1.1: from the moment the server waits for a request (a new connection, or the
+    /// end of the previous response) to the end of its headers. An idle keep-alive
+    /// connection is therefore closed after this too.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving for this long is closed
+    /// (HTTP/2 gets a GOAWAY).
+    pub idle_timeout: Duration,
+    /// From the request's headers to the end of its response: past it, the answer is 504
+    /// and the handler is dropped.
+    pub request_timeout: Duration,
+    /// Connections served at once; those accepted beyond it are closed at once.
+    pub max_connections: usize,
+}
+
+/// The defaults of svcplane's flags. The header-read and idle timeouts are close to
+/// kube-apiserver's secure serving (32 s and 90 s); the request deadline is below
+/// the 5 s timeoutSeconds of svcplane's webhook configurations, so that kube-apiserver gets
+/// an answer (and applies the failure policy) rather than giving up on the call.
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            request_timeout: Duration::from_secs(4),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown` resolves,
+/// then lets in-flight requests finish for up to `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: Router,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> io::Result<()> {
+    let acceptor = tls.map(TlsAcceptor::from);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop, stopping) = watch::channel(false);
+    let mut refusals = LogSummary::new(Duration::from_secs(60), 1);
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, most likely: wait for connections to end
+                    // rather than spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            let verdict = refusals.verdict(Instant::now(), "connections");
+            if let Some(skipped) = verdict.skipped_before {
+                tracing::warn!(
+                    skipped,
+                    "connections closed over the limit in the last minute, not logged one by one"
+                );
+            }
+            if verdict.log {
+                tracing::warn!(%peer, limit = limits.max_connections, "connection limit reached; closing new connections");
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        connections.spawn(serve_connection(
+            stream,
+            acceptor.clone(),
+            router.clone(),
+            limits,
+            stopping.clone(),
+            slot,
+        ));
+    }
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "connections still open after the shutdown grace; closing them"
+        );
+    }
+    Ok(())
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    acceptor: Option<TlsAcceptor>,
+    router: Router,
+    limits: ServerLimits,
+    stopping: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let Some(acceptor) = acceptor else {
+        return drive(stream, false, router, limits, stopping).await;
+    };
+    match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            drive(tls, h2, router, limits, stopping).await;
+        }
+        // Unknown callers (no or a wrong certificate) end here: not worth a line each.
+        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
+    }
+}
+
+/// What a connection driver needs of hyper's HTTP/1 and HTTP/2 connections.
+trait HttpConnection: Future<Output = hyper::Result<()>> {
+    fn shut_down(self: Pin<&mut Self>);
+}
+
+impl<I, S> HttpConnection for hyper::server::conn::http1::Connection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shut_down(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> HttpConnection for hyper::server::conn::http2::Connection<I, S, E>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn shut_down(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+async fn drive<I>(
+    io: I,
+    h2: bool,
+    router: Router,
+    limits: ServerLimits,
+    stopping: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Activity::default();
+    let io = TokioIo::new(Tracked {
+        inner: io,
+        activity: activity.clone(),
+    });
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let service = {
+        let in_flight = Arc::clone(&in_flight);
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let router = router.clone();
+            let guard = InFlight::enter(&in_flight);
+            async move {
+                let _guard = guard;
+                let answer = tokio::time::timeout(
+                    limits.request_timeout,
+                    router.oneshot(request.map(Body::new)),
+                )
+                .await;
+                Ok::<_, Infallible>(match answer {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => deadline_exceeded(limits.request_timeout),
+                })
+            }
+        })
+    };
+    if h2 {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        // An AdmissionReview needs one stream; kube-apiserver opens a few per connection.
+        builder.timer(TokioTimer::new()).max_concurrent_streams(64);
+        let connection = builder.serve_connection(io, service);
+        watch_connection(connection, &activity, &in_flight, limits, stopping).await;
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .keep_alive(true);
+        let connection = builder.serve_connection(io, service);
+        watch_connection(connection, &activity, &in_flight, limits, stopping).await;
+    }
+}
+
+/// Runs `connection` to its end, asking it to close when the server stops or when it has
+/// been idle for the idle timeout.
+async fn watch_connection(
+    connection: impl HttpConnection,
+    activity: &Activity,
+    in_flight: &AtomicUsize,
+    limits: ServerLimits,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut connection = std::pin::pin!(connection);
+    let mut closing = false;
+    let check_every = (limits.idle_timeout / 4).max(Duration::from_millis(10));
+    let mut idle_check = tokio::time::interval(check_every);
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stopping.wait_for(|stop| *stop), if !closing => {
+                closing = true;
+                connection.as_mut().shut_down();
+            }
+            _ = idle_check.tick(), if !closing => {
+                if in_flight.load(Ordering::Acquire) == 0 && activity.idle_for() >= limits.idle_timeout {
+                    closing = true;
+                    connection.as_mut().shut_down();
+                }
+            }
+        }
+    }
+}
+
+fn deadline_exceeded(deadline: Duration) -> Response<Body> {
+    let mut response = Response::new(Body::from(format!(
+        "no answer within the request deadline ({})",
+        humantime::format_duration(deadline)
+    )));
+    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    response
+}
+
+/// Counts a request in flight on its connection while alive.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// When bytes last moved on a connection.
+#[derive(Clone)]
+struct Activity {
+    since: Instant,
+    last_millis: Arc<AtomicU64>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            since: Instant::now(),
+            last_millis: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let millis = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_millis.store(millis, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_millis.load(Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(last)
+    }
+}
+
+/// A stream that records [`Activity`] whenever bytes move.
+struct Tracked<I> {
+    inner: I,
+    activity: Activity,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activity_tells_how_long_a_connection_has_been_quiet() {
+        let activity = Activity::default();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(activity.idle_for() >= Duration::from_millis(20));
+        activity.touch();
+        assert!(activity.idle_for() < Duration::from_millis(20));
+    }
+
+    #[test]
+    fn in_flight_counts_until_dropped() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let first = InFlight::enter(&count);
+        let second = InFlight::enter(&count);
+        assert_eq!(count.load(Ordering::Acquire), 2);
+        drop((first, second));
+        assert_eq!(count.load(Ordering::Acquire), 0);
+    }
+}
