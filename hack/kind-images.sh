@@ -12,7 +12,7 @@
 #   svcplane svcplane's image (static musl binary on scratch) and the test server's
 #
 # Usage: hack/kind-images.sh [step...]   (default: every step, in the order above)
-# Prints `NODE_IMAGE=... KIND=...` lines on stdout at the end; progress goes to stderr.
+# Prints `NODE_IMAGE=... KIND=... ETCD_TAG=...` lines on stdout at the end; progress goes to stderr.
 #
 # Environment:
 #   SVCPLANE_CACHE   cache root (default: $HOME/.cache/svcplane)
@@ -272,10 +272,47 @@ step_node() {
   say "node image $NODE_IMAGE: $(docker image inspect -f '{{.Size}}' "$NODE_IMAGE" | numfmt --to=iec)"
 }
 
+# --- svcplane -------------------------------------------------------------------------------
+SVCPLANE_IMAGE=${SVCPLANE_IMAGE:-svcplane:e2e}
+TEST_SERVER_IMAGE=svcplane-test-server:e2e
+MUSL=x86_64-unknown-linux-musl
+
+step_svcplane() {
+  docker_up
+  [ -x "$GO_BIN/test-server" ] || step_go
+  local ctx
+  ctx=$(mktemp -d)
+  cp "$GO_BIN/test-server" "$ctx/"
+  printf 'FROM scratch\nCOPY test-server /test-server\nUSER 65532:65532\nENTRYPOINT ["/test-server"]\nCMD ["serve"]\n' >"$ctx/Dockerfile"
+  docker build -q -t "$TEST_SERVER_IMAGE" "$ctx" >/dev/null || die "docker build of $TEST_SERVER_IMAGE failed"
+  rm -rf "$ctx"
+
+  command -v cargo >/dev/null || die "cargo is not installed; install Rust (rustup) and run again."
+  rustup target list --installed 2>/dev/null | grep -qx "$MUSL" || {
+    say "adding the Rust target $MUSL"
+    rustup target add "$MUSL" >&2 || die "rustup target add $MUSL failed"
+  }
+  command -v musl-gcc >/dev/null || {
+    [ "$(id -u)" = 0 ] || die "musl-gcc is missing (ring's C code): apt-get install musl-tools"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools >&2
+  }
+  local target_dir=${CARGO_TARGET_DIR:-target}
+  say "building svcplane for $MUSL (cargo build --release)"
+  timed "cargo build --release svcplane ($MUSL)" nice -n 15 \
+    cargo build --release --locked --target "$MUSL" -p svcplane --bin svcplane >&2 ||
+    die "cargo build of svcplane for $MUSL failed (see above)."
+  ctx=$(mktemp -d)
+  cp "$target_dir/$MUSL/release/svcplane" "$ctx/"
+  docker build -q -f hack/kind/svcplane.Dockerfile -t "$SVCPLANE_IMAGE" "$ctx" >/dev/null ||
+    die "docker build of $SVCPLANE_IMAGE failed"
+  rm -rf "$ctx"
+  say "images $SVCPLANE_IMAGE: $(docker image inspect -f '{{.Size}}' "$SVCPLANE_IMAGE" | numfmt --to=iec), $TEST_SERVER_IMAGE: $(docker image inspect -f '{{.Size}}' "$TEST_SERVER_IMAGE" | numfmt --to=iec)"
+}
+
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(docker go base images node svcplane)
 for s in "${steps[@]}"; do
   declare -F "step_$s" >/dev/null || die "unknown step $s"
   "step_$s"
 done
-printf 'NODE_IMAGE=%s\nKIND=%s\n' "$NODE_IMAGE" "$KIND_BIN"
+printf 'NODE_IMAGE=%s\nKIND=%s\nETCD_TAG=%s\n' "$NODE_IMAGE" "$KIND_BIN" "$ETCD_TAG"

@@ -4,6 +4,7 @@
 //	                                until POST /fail, then 503 until POST /recover
 //	test-server count <url> <n>     n GETs (new connection each), prints "<answer> <count>" lines
 //	test-server lookup <name>       prints the name's addresses, one a line
+//	test-server post <url>          one POST, prints the answer
 package main
 
 import (
@@ -41,6 +42,11 @@ func main() {
 			usage()
 		}
 		err = count(os.Args[2], n)
+	case "post":
+		if len(os.Args) != 3 {
+			usage()
+		}
+		err = post(os.Args[2])
 	case "lookup":
 		if len(os.Args) != 3 {
 			usage()
@@ -56,7 +62,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: test-server serve [addr] | count <url> <n> | lookup <name>")
+	fmt.Fprintln(os.Stderr, "usage: test-server serve [addr] | count <url> <n> | lookup <name> | post <url>")
 	os.Exit(2)
 }
 
@@ -122,6 +128,21 @@ func lookup(name string) error {
 	sort.Strings(addrs)
 	for _, a := range addrs {
 		fmt.Println(a)
+	}
+	return nil
+}
+
+func post(url string) error {
+	client := &http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Post(url, "text/plain", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Print(string(body))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s", url, resp.Status)
 	}
 	return nil
 }

@@ -1,0 +1,182 @@
+# What real consumers see of svcplane's Endpoints and EndpointSlices, in a kind cluster
+# (sourced by hack/kind-e2e.sh, which defines say, die, kubectl and $ns, $ip_family).
+# The test server answers with its pod's name; the client pod counts answers per pod.
+
+requests=60
+
+# workload: a Deployment of two test servers, a third test server with a hostname and a
+# subdomain, Services of each kind, and a client pod.
+workload() {
+  kubectl create namespace "$ns" >&2
+  local family_policy=SingleStack
+  [ "$ip_family" = dual ] && family_policy=PreferDualStack
+  kubectl -n "$ns" apply -f - >&2 <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      topologySpreadConstraints:
+        - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}
+      containers:
+        - &server
+          name: server
+          image: svcplane-test-server:e2e
+          imagePullPolicy: Never
+          env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+          ports: [{containerPort: 8080, name: http}]
+          readinessProbe:
+            httpGet: {path: /readyz, port: 8080}
+            periodSeconds: 1
+            failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-one, labels: {app: web}}
+spec:
+  hostname: one
+  subdomain: web-headless
+  containers:
+    - *server
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  containers:
+    - name: client
+      image: svcplane-test-server:e2e
+      imagePullPolicy: Never
+      args: [serve, ":9090"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  ipFamilyPolicy: $family_policy
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-nodeport}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-headless}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{port: 8080, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: external}
+spec:
+  ports: [{port: 80, targetPort: 8080}]
+YAML
+  kubectl -n "$ns" wait --for=condition=Ready pod --all --timeout=120s >&2
+  kubectl -n "$ns" get pods -o wide >&2
+}
+
+# count <url>: "<pod> <answers>" lines from $requests requests by the client pod.
+count() { kubectl -n "$ns" exec client -- /test-server count "$1" "$requests"; }
+
+# expect_pods <what> <answers> <pod...>: every answer came from one of the pods, and each
+# of them answered at least once.
+expect_pods() {
+  local what=$1 answers=$2
+  shift 2
+  local got want
+  got=$(awk '{ print $1 }' <<<"$answers" | sort | tr '\n' ' ')
+  want=$(printf '%s\n' "$@" | sort | tr '\n' ' ')
+  [ "$got" = "$want" ] || die "$what: answers from [$got], want [$want]; counts: $(tr '\n' ' ' <<<"$answers")"
+  say "ok: $what -> $(tr '\n' ' ' <<<"$answers")"
+}
+
+# ready_in_slices <service> <pod>: the pod's ready condition in the Service's slices.
+ready_in_slices() {
+  kubectl -n "$ns" get endpointslices -l "kubernetes.io/service-name=$1" \
+    -o jsonpath='{range .items[*].endpoints[*]}{.targetRef.name}={.conditions.ready}{"\n"}{end}' |
+    awk -F= -v p="$2" '$1 == p { print $2; exit }'
+}
+
+wait_ready_in_slices() {
+  local service=$1 pod=$2 want=$3
+  for _ in $(seq 60); do
+    [ "$(ready_in_slices "$service" "$pod")" = "$want" ] && return 0
+    sleep 1
+  done
+  die "$service's slices: $pod ready=$(ready_in_slices "$service" "$pod"), want $want"
+}
+
+# url <address> <port>: brackets for IPv6.
+url() { if [[ $1 == *:* ]]; then echo "http://[$1]:$2/"; else echo "http://$1:$2/"; fi; }
+
+run_checks() {
+  say "workload: test servers, Services (ClusterIP, NodePort, headless, selectorless), client"
+  workload
+  local pods all a b
+  pods=$(kubectl -n "$ns" get pods -l app=web -o jsonpath='{.items[*].metadata.name}')
+  # shellcheck disable=SC2206
+  all=($pods)
+  for p in "${all[@]}"; do [ "$p" = web-one ] || { a=$p; break; }; done
+
+  say "ClusterIP Service: every ClusterIP reaches every ready pod"
+  for ip in $(kubectl -n "$ns" get service web -o jsonpath='{.spec.clusterIPs[*]}'); do
+    expect_pods "ClusterIP $ip" "$(count "$(url "$ip" 80)")" "${all[@]}"
+  done
+  expect_pods "DNS name web.$ns" "$(count "http://web.$ns/")" "${all[@]}"
+
+  say "NodePort Service: the node port on every node reaches every ready pod"
+  local node_port
+  node_port=$(kubectl -n "$ns" get service web-nodeport -o jsonpath='{.spec.ports[0].nodePort}')
+  for addr in $(kubectl get nodes -o jsonpath='{range .items[*]}{.status.addresses[?(@.type=="InternalIP")].address}{" "}{end}'); do
+    expect_pods "NodePort $addr:$node_port" "$(count "$(url "$addr" "$node_port")")" "${all[@]}"
+  done
+
+  say "readiness: $a fails its probe, leaves rotation, comes back"
+  kubectl -n "$ns" exec "$a" -- /test-server post http://127.0.0.1:8080/fail >&2
+  wait_ready_in_slices web "$a" false
+  local rest=()
+  for p in "${all[@]}"; do [ "$p" = "$a" ] || rest+=("$p"); done
+  expect_pods "ClusterIP, $a not ready" "$(count "http://web.$ns/")" "${rest[@]}"
+  expect_pods "NodePort, $a not ready" "$(count "$(url "$(kubectl get nodes -o jsonpath='{.items[0].status.addresses[0].address}')" "$node_port")")" "${rest[@]}"
+  kubectl -n "$ns" exec "$a" -- /test-server post http://127.0.0.1:8080/recover >&2
+  wait_ready_in_slices web "$a" true
+  expect_pods "ClusterIP, $a ready again" "$(count "http://web.$ns/")" "${all[@]}"
+
+  say "DNS: the headless Service and <hostname>.<subdomain>"
+  local want got one_ip
+  want=$(kubectl -n "$ns" get pods -l app=web -o jsonpath='{range .items[*]}{range .status.podIPs[*]}{.ip}{"\n"}{end}{end}' | grep -v : | sort | tr '\n' ' ')
+  got=$(kubectl -n "$ns" exec client -- /test-server lookup "web-headless.$ns.svc.cluster.local" | sort | tr '\n' ' ')
+  [ "$got" = "$want" ] || die "web-headless.$ns resolves to [$got], want the pods' [$want]"
+  say "ok: web-headless.$ns.svc.cluster.local -> $got"
+  one_ip=$(kubectl -n "$ns" get pod web-one -o jsonpath='{.status.podIP}')
+  got=$(kubectl -n "$ns" exec client -- /test-server lookup "one.web-headless.$ns.svc.cluster.local" | tr '\n' ' ')
+  [ "$got" = "$one_ip " ] || die "one.web-headless.$ns resolves to [$got], want web-one's $one_ip"
+  say "ok: one.web-headless.$ns.svc.cluster.local -> $got"
+
+  say "selectorless Service: user-written Endpoints to web-one"
+  kubectl -n "$ns" apply -f - >&2 <<YAML
+apiVersion: v1
+kind: Endpoints
+metadata: {name: external}
+subsets:
+  - addresses: [{ip: "$one_ip"}]
+    ports: [{port: 8080}]
+YAML
+  for _ in $(seq 30); do
+    [ -n "$(kubectl -n "$ns" get endpointslices -l kubernetes.io/service-name=external -o jsonpath='{.items[*].endpoints[*].addresses[*]}')" ] && break
+    sleep 1
+  done
+  expect_pods "selectorless Service external" "$(count "http://external.$ns/")" web-one
+}
