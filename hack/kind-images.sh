@@ -51,6 +51,18 @@ timed() {
 }
 
 # --- docker -------------------------------------------------------------------------------
+# bounded_runtime: prints the path of hack/kind/runc-bounded's cached copy when this host's
+# capability bounding set lacks one that privileged containers (kind's nodes) are given.
+bounded_runtime() {
+  local last bounding
+  last=$(cat /proc/sys/kernel/cap_last_cap)
+  bounding=$((16#$(awk '/^CapBnd:/ { print $2 }' /proc/self/status)))
+  [ $(( bounding & ((1 << (last + 1)) - 1) )) -ne $(( (1 << (last + 1)) - 1 )) ] || return 0
+  mkdir -p "$KIND_CACHE/bin"
+  install -m 0755 hack/kind/runc-bounded "$KIND_CACHE/bin/runc-bounded"
+  echo "$KIND_CACHE/bin/runc-bounded"
+}
+
 docker_up() {
   if ! command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; then
     [ "$(id -u)" = 0 ] || die "Docker is not installed and this is not root: install Docker (Debian: apt-get install docker.io) and run again."
@@ -59,11 +71,23 @@ docker_up() {
       { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >&2; } ||
       die "apt-get install docker.io failed (see above)."
   fi
-  docker info >/dev/null 2>&1 && return 0
+  local runtime
+  runtime=$(bounded_runtime)
+  if docker info >/dev/null 2>&1; then
+    [ -z "$runtime" ] || [ "$(docker info -f '{{.DefaultRuntime}}')" = runc-bounded ] && return 0
+    [ "$(id -u)" = 0 ] && [ -z "$(docker ps -q)" ] ||
+      die "this host's capability bounding set lacks capabilities privileged containers get, and the running dockerd does not use hack/kind/runc-bounded: restart it with --add-runtime runc-bounded=$runtime --default-runtime runc-bounded"
+    say "restarting dockerd with runc-bounded as its default runtime (this host's bounding set: $(awk '/^CapBnd:/ { print $2 }' /proc/self/status))"
+    local pid
+    pid=$(pidof dockerd)
+    kill "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.5; done
+  fi
   [ "$(id -u)" = 0 ] || die "the Docker daemon is not running and this is not root: start it (systemctl start docker) and run again."
-  local log="$KIND_CACHE/dockerd.log"
-  say "starting dockerd in the background (log: $log)"
-  nohup dockerd >"$log" 2>&1 &
+  local log="$KIND_CACHE/dockerd.log" args=()
+  [ -z "$runtime" ] || args=(--add-runtime "runc-bounded=$runtime" --default-runtime runc-bounded)
+  say "starting dockerd ${args[*]} in the background (log: $log)"
+  nohup dockerd "${args[@]}" >"$log" 2>&1 &
   for _ in $(seq 60); do
     docker info >/dev/null 2>&1 && { say "dockerd is up ($(docker version -f '{{.Server.Version}}'))"; return 0; }
     kill -0 $! 2>/dev/null || break
@@ -245,7 +269,7 @@ step_node() {
   mkdir "$ctx/bin"
   cp "$GO_BIN"/{containerd,ctr,containerd-shim-runc-v2,crictl} "$KUBE_DIR"/{kubelet,kubeadm,kubectl} "$ctx/bin/"
   cp hack/kind/node.Dockerfile "$ctx/Dockerfile"
-  cp hack/kind/default-storage.yaml "$ctx/"
+  cp hack/kind/default-storage.yaml hack/kind/runc-bounded hack/kind/containerd-oom.conf "$ctx/"
   say "building the node's file system (docker build)"
   docker build -q --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg KUBE_VERSION="$KUBE_VERSION" \
     -t "$NODE_IMAGE-unloaded" "$ctx" >/dev/null || die "docker build of the node image failed"
@@ -260,9 +284,9 @@ step_node() {
   for _ in $(seq 30); do docker exec "$builder" ctr version >/dev/null 2>&1 && break; sleep 1; done
   for tar in "$IMAGE_DIR"/*.tar; do
     docker exec -i "$builder" ctr -n k8s.io images import --label=io.cri-containerd.pinned=pinned \
-      --all-platforms --no-unpack --digests - <"$tar" >/dev/null || die "import of $tar failed"
+      --all-platforms --no-unpack --digests - <"$tar" >/dev/null 2>&1 || die "import of $tar failed"
   done
-  docker exec "$builder" ctr -n k8s.io images list -q | grep -v '^sha256:' | sed 's/^/[kind-images]   /' >&2
+  docker exec "$builder" ctr -n k8s.io images list -q | grep -v -e '^sha256:' -e '^import-' | sed 's/^/[kind-images]   /' >&2
   docker exec "$builder" bash -c 'kill $(pidof containerd); while pidof containerd >/dev/null; do sleep 0.2; done; rm -f /tmp/containerd.log'
   docker commit --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' "$builder" "$NODE_IMAGE" >/dev/null
   docker rm -f "$builder" >/dev/null
