@@ -66,6 +66,7 @@ kind: Service
 metadata: {name: web-nodeport}
 spec:
   type: NodePort
+  ipFamilyPolicy: $family_policy
   selector: {app: web}
   ports: [{port: 80, targetPort: http}]
 ---
