@@ -11,6 +11,7 @@
 #   KIND_CLUSTER     cluster name (default: svcplane)
 #   KIND_IP_FAMILY   dual (default) or ipv4
 #   KIND_KEEP=1      keep the cluster after the checks (`kind delete cluster --name ...` later)
+#   KIND_SKIP_IMAGES=1  use the images hack/kind-images.sh built before, without checking them
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,11 @@ for tool in openssl go cargo; do
 done
 
 say "images (hack/kind-images.sh; returns at once when built)"
-eval "$(hack/kind-images.sh | grep -E '^[A-Z_]+=')"
+if [ -n "${KIND_SKIP_IMAGES:-}" ]; then
+  eval "$(hack/kind-images.sh docker | grep -E '^[A-Z_]+=')"
+else
+  eval "$(hack/kind-images.sh | grep -E '^[A-Z_]+=')"
+fi
 KUBE_DIR=$(hack/kube-bins.sh kubelet kubeadm kube-proxy kube-scheduler | tail -n1)
 kind() { "$KIND" "$@"; }
 kubectl() { "$KUBE_DIR/kubectl" "$@"; }
