@@ -11,6 +11,7 @@
 #   KIND_CLUSTER     cluster name (default: svcplane)
 #   KIND_IP_FAMILY   dual (default) or ipv4
 #   KIND_KEEP=1      keep the cluster after the checks (`kind delete cluster --name ...` later)
+#   KIND_REUSE=1     run on the cluster KIND_KEEP left, if there is one (install and checks again)
 #   KIND_SKIP_IMAGES=1  use the images hack/kind-images.sh built before, without checking them
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,53 +69,63 @@ case "$ip_family" in
 esac
 ranges=$(awk -F'"' '/serviceSubnet/ { print $2 }' "$work/cluster.yaml")
 
-kind get clusters 2>/dev/null | grep -qx "$cluster" && kind delete cluster --name "$cluster" >&2
-say "kind create cluster $cluster ($ip_family, image $NODE_IMAGE)"
-t=$SECONDS
-kind create cluster --name "$cluster" --image "$NODE_IMAGE" --config "$work/cluster.yaml" \
-  --kubeconfig "$KUBECONFIG" --wait 0s >&2
-say "cluster created in $((SECONDS - t))s"
+create_cluster() {
+  kind get clusters 2>/dev/null | grep -qx "$cluster" && kind delete cluster --name "$cluster" >&2
+  say "kind create cluster $cluster ($ip_family, image $NODE_IMAGE)"
+  t=$SECONDS
+  kind create cluster --name "$cluster" --image "$NODE_IMAGE" --config "$work/cluster.yaml" \
+    --kubeconfig "$KUBECONFIG" --wait 0s >&2
+  say "cluster created in $((SECONDS - t))s"
 
-# Pod network: the CNI bridge plugin with host-local addresses from each node's podCIDRs,
-# and a route on every node to every other node's podCIDRs through that node's address.
-say "pod network (bridge + routes)"
-nodes=$(kind get nodes --name "$cluster" | sort)
-for _ in $(seq 60); do
-  missing=0
-  for n in $nodes; do [ -n "$(kubectl get node "$n" -o jsonpath='{.spec.podCIDRs}')" ] || missing=1; done
-  [ $missing = 0 ] && break
-  sleep 2
-done
-declare -A addr4 addr6 cidrs
-for n in $nodes; do
-  addr4[$n]=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$n")
-  addr6[$n]=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.GlobalIPv6Address}}{{end}}' "$n")
-  cidrs[$n]=$(kubectl get node "$n" -o jsonpath='{.spec.podCIDRs[*]}')
-  [ -n "${cidrs[$n]}" ] || die "node $n has no podCIDRs"
-done
-for n in $nodes; do
-  ranges_json=$(for c in ${cidrs[$n]}; do printf '[{"subnet":"%s"}],' "$c"; done)
-  docker exec -i "$n" sh -c 'mkdir -p /etc/cni/net.d && cat >/etc/cni/net.d/10-svcplane-bridge.conflist' <<JSON
+  # Pod network: the CNI bridge plugin with host-local addresses from each node's podCIDRs,
+  # and a route on every node to every other node's podCIDRs through that node's address.
+  say "pod network (bridge + routes)"
+  nodes=$(kind get nodes --name "$cluster" | sort)
+  for _ in $(seq 60); do
+    missing=0
+    for n in $nodes; do [ -n "$(kubectl get node "$n" -o jsonpath='{.spec.podCIDRs}')" ] || missing=1; done
+    [ $missing = 0 ] && break
+    sleep 2
+  done
+  declare -A addr4 addr6 cidrs
+  for n in $nodes; do
+    addr4[$n]=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$n")
+    addr6[$n]=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.GlobalIPv6Address}}{{end}}' "$n")
+    cidrs[$n]=$(kubectl get node "$n" -o jsonpath='{.spec.podCIDRs[*]}')
+    [ -n "${cidrs[$n]}" ] || die "node $n has no podCIDRs"
+  done
+  for n in $nodes; do
+    ranges_json=$(for c in ${cidrs[$n]}; do printf '[{"subnet":"%s"}],' "$c"; done)
+    docker exec -i "$n" sh -c 'mkdir -p /etc/cni/net.d && cat >/etc/cni/net.d/10-svcplane-bridge.conflist' <<JSON
 {"cniVersion": "1.0.0", "name": "svcplane-bridge", "plugins": [
   {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
    "ipam": {"type": "host-local", "ranges": [${ranges_json%,}],
             "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}},
   {"type": "portmap", "capabilities": {"portMappings": true}}]}
 JSON
-  docker exec "$n" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
-  for other in $nodes; do
-    [ "$other" != "$n" ] || continue
-    for c in ${cidrs[$other]}; do
-      if [[ $c == *:* ]]; then
-        docker exec "$n" ip -6 route replace "$c" via "${addr6[$other]}"
-      else
-        docker exec "$n" ip route replace "$c" via "${addr4[$other]}"
-      fi
+    docker exec "$n" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+    for other in $nodes; do
+      [ "$other" != "$n" ] || continue
+      for c in ${cidrs[$other]}; do
+        if [[ $c == *:* ]]; then
+          docker exec "$n" ip -6 route replace "$c" via "${addr6[$other]}"
+        else
+          docker exec "$n" ip route replace "$c" via "${addr4[$other]}"
+        fi
+      done
     done
   done
-done
-kubectl wait --for=condition=Ready nodes --all --timeout=240s >&2
-say "nodes ready: $(kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name}({.metadata.labels.topology\.kubernetes\.io/zone}) {end}')"
+  kubectl wait --for=condition=Ready nodes --all --timeout=240s >&2
+  say "nodes ready: $(kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name}({.metadata.labels.topology\.kubernetes\.io/zone}) {end}')"
+}
+
+if [ -n "${KIND_REUSE:-}" ] && kind get clusters 2>/dev/null | grep -qx "$cluster"; then
+  say "reusing cluster $cluster"
+  kind export kubeconfig --name "$cluster" --kubeconfig "$KUBECONFIG" >&2
+  kubectl delete namespace "$ns" --ignore-not-found --wait >&2
+else
+  create_cluster
+fi
 
 # --- svcplane ---------------------------------------------------------------------------------
 say "loading images svcplane:e2e, svcplane-test-server:e2e"
@@ -132,8 +143,9 @@ openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -
 say "install: svcplane manifests --service-cluster-ip-range=$ranges --replicas=2"
 "$svcplane" manifests --service-cluster-ip-range="$ranges" --image=svcplane:e2e --replicas=2 \
   --ca-bundle-file="$work/ca.crt" >"$work/svcplane.yaml"
-kubectl create namespace "$namespace" >&2
-kubectl -n "$namespace" create secret tls svcplane-webhook-tls --cert="$work/tls.crt" --key="$work/tls.key" >&2
+kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >&2
+kubectl -n "$namespace" create secret tls svcplane-webhook-tls --cert="$work/tls.crt" --key="$work/tls.key" \
+  --dry-run=client -o yaml | kubectl apply -f - >&2
 kubectl apply --server-side -f "$work/svcplane.yaml" >&2
 kubectl -n "$namespace" rollout status deployment/svcplane --timeout=180s >&2
 kubectl -n kube-system rollout status deployment/coredns --timeout=120s >&2
