@@ -147,6 +147,9 @@ kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -
 kubectl -n "$namespace" create secret tls svcplane-webhook-tls --cert="$work/tls.crt" --key="$work/tls.key" \
   --dry-run=client -o yaml | kubectl apply -f - >&2
 kubectl apply --server-side -f "$work/svcplane.yaml" >&2
+# A reused cluster has just been given a new CA: start the replicas on the new certificate
+# rather than wait for the Secret's volume to catch up.
+[ -z "${KIND_REUSE:-}" ] || kubectl -n "$namespace" rollout restart deployment/svcplane >&2
 kubectl -n "$namespace" rollout status deployment/svcplane --timeout=180s >&2
 kubectl -n kube-system rollout status deployment/coredns --timeout=120s >&2
 

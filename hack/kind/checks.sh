@@ -23,8 +23,7 @@ spec:
       topologySpreadConstraints:
         - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}
       containers:
-        - &server
-          name: server
+        - name: server
           image: svcplane-test-server:e2e
           imagePullPolicy: Never
           env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
@@ -41,7 +40,15 @@ spec:
   hostname: one
   subdomain: web-headless
   containers:
-    - *server
+    - name: server
+      image: svcplane-test-server:e2e
+      imagePullPolicy: Never
+      env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+      ports: [{containerPort: 8080, name: http}]
+      readinessProbe:
+        httpGet: {path: /readyz, port: 8080}
+        periodSeconds: 1
+        failureThreshold: 1
 ---
 apiVersion: v1
 kind: Pod
