@@ -37,7 +37,8 @@ fi
 KUBE_DIR=$(hack/kube-bins.sh kubelet kubeadm kube-proxy kube-scheduler | tail -n1)
 kind() { "$KIND" "$@"; }
 kubectl() { "$KUBE_DIR/kubectl" "$@"; }
-svcplane=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release/svcplane
+svcplane=$SVCPLANE_BIN
+[ -x "$svcplane" ] || die "$svcplane is missing: run hack/kind-images.sh svcplane (with the same CARGO_TARGET_DIR)"
 
 work=$(mktemp -d)
 export KUBECONFIG="$work/kubeconfig"

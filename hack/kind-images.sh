@@ -12,7 +12,7 @@
 #   svcplane svcplane's image (static musl binary on scratch) and the test server's
 #
 # Usage: hack/kind-images.sh [step...]   (default: every step, in the order above)
-# Prints `NODE_IMAGE=... KIND=... ETCD_TAG=...` lines on stdout at the end; progress goes to stderr.
+# Prints `NODE_IMAGE=... KIND=... ETCD_TAG=... SVCPLANE_BIN=...` lines on stdout at the end; progress goes to stderr.
 #
 # Environment:
 #   SVCPLANE_CACHE   cache root (default: $HOME/.cache/svcplane)
@@ -339,4 +339,7 @@ for s in "${steps[@]}"; do
   declare -F "step_$s" >/dev/null || die "unknown step $s"
   "step_$s"
 done
-printf 'NODE_IMAGE=%s\nKIND=%s\nETCD_TAG=%s\n' "$NODE_IMAGE" "$KIND_BIN" "$ETCD_TAG"
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir="$PWD/$target_dir"
+printf 'NODE_IMAGE=%s\nKIND=%s\nETCD_TAG=%s\nSVCPLANE_BIN=%s\n' "$NODE_IMAGE" "$KIND_BIN" "$ETCD_TAG" \
+  "$target_dir/$MUSL/release/svcplane"
