@@ -55,6 +55,7 @@ cleanup() {
   rm -rf "$work"
   left=$(docker ps -aq --filter "label=io.x-k8s.kind.cluster=$cluster")
   [ -z "$left" ] || { echo "[kind-e2e] containers left behind: $left" >&2; rc=1; }
+  ! kind get clusters 2>/dev/null | grep -qx "$cluster" || { echo "[kind-e2e] cluster $cluster left behind" >&2; rc=1; }
   exit "$rc"
 }
 trap cleanup EXIT
