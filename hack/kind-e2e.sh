@@ -11,6 +11,10 @@
 #   KIND_CLUSTER     cluster name (default: svcplane)
 #   KIND_IP_FAMILY   dual (default) or ipv4
 #   KIND_KEEP=1      keep the cluster after the checks (`kind delete cluster --name ...` later)
+#   KIND_TAKEOVER=1  live takeover: the cluster starts with the in-tree endpoint controllers,
+#                    the workload runs under them, svcplane is installed and
+#                    kube-controller-manager restarted without them while a client keeps
+#                    sending requests; then the same checks
 #   KIND_REUSE=1     run on the cluster KIND_KEEP left, if there is one (install and checks again)
 #   KIND_SKIP_IMAGES=1  use the images hack/kind-images.sh built before, without checking them
 set -euo pipefail
@@ -69,6 +73,11 @@ case "$ip_family" in
       -e 's|"10.244.0.0/16,fd00:10:244::/56"|"10.244.0.0/16"|' "$work/cluster.yaml" ;;
   *) die "KIND_IP_FAMILY must be dual or ipv4" ;;
 esac
+if [ -n "${KIND_TAKEOVER:-}" ]; then
+  # kube-controller-manager as kubeadm configures it: the in-tree endpoint controllers on.
+  awk '/^# kubeadm.s own --controllers/ { skip = 1 } /^nodes:/ { skip = 0 } !skip' "$work/cluster.yaml" >"$work/cluster.in-tree.yaml"
+  mv "$work/cluster.in-tree.yaml" "$work/cluster.yaml"
+fi
 ranges=$(awk -F'"' '/serviceSubnet/ { print $2 }' "$work/cluster.yaml")
 
 create_cluster() {
@@ -133,6 +142,14 @@ fi
 say "loading images svcplane:e2e, svcplane-test-server:e2e"
 kind load docker-image --name "$cluster" svcplane:e2e svcplane-test-server:e2e >&2
 
+source hack/kind/checks.sh
+if [ -n "${KIND_TAKEOVER:-}" ]; then
+  say "workload under the in-tree endpoint controllers"
+  workload
+  poll_log="$work/poll.log"
+  start_poller "http://web.$ns/" "$poll_log"
+fi
+
 say "serving certificate for svcplane.$namespace.svc"
 openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=svcplane-ca" \
   -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
@@ -155,7 +172,12 @@ kubectl apply --server-side -f "$work/svcplane.yaml" >&2
 kubectl -n "$namespace" rollout status deployment/svcplane --timeout=180s >&2
 kubectl -n kube-system rollout status deployment/coredns --timeout=120s >&2
 
+if [ -n "${KIND_TAKEOVER:-}" ]; then
+  takeover
+  sleep 15
+  stop_poller "$poll_log"
+fi
+
 # --- checks -----------------------------------------------------------------------------------
-source hack/kind/checks.sh
 run_checks
 say "all checks passed"

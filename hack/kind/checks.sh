@@ -7,6 +7,7 @@ requests=60
 # workload: a Deployment of two test servers, a third test server with a hostname and a
 # subdomain, Services of each kind, and a client pod.
 workload() {
+  say "workload: test servers, Services (ClusterIP, NodePort, headless, selectorless), client"
   kubectl create namespace "$ns" >&2
   local family_policy=SingleStack
   [ "$ip_family" = dual ] && family_policy=PreferDualStack
@@ -137,9 +138,64 @@ wait_ready_in_slices() {
 # url <address> <port>: brackets for IPv6.
 url() { if [[ $1 == *:* ]]; then echo "http://[$1]:$2/"; else echo "http://$1:$2/"; fi; }
 
+# start_poller <url> <log>: the client's requests, 10 at a time, until stop_poller.
+start_poller() {
+  local url=$1 log=$2
+  : >"$log"
+  (while [ -f "$log" ]; do count "$url" >>"$log" 2>&1 || echo "error 1" >>"$log"; done) &
+  poller=$!
+  say "poller started: $url"
+}
+
+# stop_poller <log>: every request the poller sent was answered by a test server.
+stop_poller() {
+  local log=$1 summary
+  mv "$log" "$log.done"
+  wait "$poller" 2>/dev/null || true
+  summary=$(awk '{ n[$1] += $2 } END { for (k in n) printf "%s %d, ", k, n[k] }' "$log.done")
+  grep -q '^error' "$log.done" && die "requests failed during the takeover: $summary"
+  say "ok: no request failed during the takeover: $summary"
+}
+
+# takeover: kube-controller-manager restarted without the endpoint controllers, as
+# README's "Taking over from the in-tree controllers" says; the slices are adopted, not
+# duplicated.
+takeover() {
+  local node manifest=/etc/kubernetes/manifests/kube-controller-manager.yaml
+  node=$(kubectl get nodes -l node-role.kubernetes.io/control-plane -o jsonpath='{.items[0].metadata.name}')
+  say "takeover: kube-controller-manager on $node without the endpoint controllers"
+  docker exec "$node" sed -i \
+    's/--controllers=\*,bootstrapsigner,tokencleaner$/--controllers=*,bootstrapsigner,tokencleaner,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller/' \
+    "$manifest"
+  docker exec "$node" grep -q -- '-endpointslice-mirroring-controller' "$manifest" ||
+    die "could not rewrite --controllers in $manifest"
+  for _ in $(seq 120); do
+    kubectl -n kube-system get pod "kube-controller-manager-$node" -o jsonpath='{.spec.containers[0].command}' 2>/dev/null |
+      grep -q -- '-endpointslice-mirroring-controller' &&
+      [ "$(kubectl -n kube-system get pod "kube-controller-manager-$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ] &&
+      break
+    sleep 1
+  done
+  say "kube-controller-manager restarted without the endpoint controllers"
+  no_duplicate_endpoints
+}
+
+# no_duplicate_endpoints: no address appears twice among a Service's slices of one family.
+no_duplicate_endpoints() {
+  local svc dups
+  for svc in web web-nodeport web-headless; do
+    dups=$(kubectl -n "$ns" get endpointslices -l "kubernetes.io/service-name=$svc" \
+      -o jsonpath='{range .items[*]}{range .endpoints[*]}{.addresses[0]}{"\n"}{end}{end}' | sort | uniq -d)
+    [ -z "$dups" ] || die "$svc's slices list $dups more than once"
+  done
+  say "ok: no endpoint twice in any slice set; slices: $(kubectl -n "$ns" get endpointslices \
+    -o jsonpath='{range .items[*]}{.metadata.labels.kubernetes\.io/service-name}={.metadata.labels.endpointslice\.kubernetes\.io/managed-by} {end}')"
+}
+
 run_checks() {
-  say "workload: test servers, Services (ClusterIP, NodePort, headless, selectorless), client"
-  workload
+  if ! kubectl -n "$ns" get pod client >/dev/null 2>&1; then
+    workload
+  fi
   local pods all a b
   pods=$(kubectl -n "$ns" get pods -l app=web -o jsonpath='{.items[*].metadata.name}')
   # shellcheck disable=SC2206
@@ -199,4 +255,5 @@ YAML
     sleep 1
   done
   expect_pods "selectorless Service external" "http://external.$ns/" web-one
+  no_duplicate_endpoints
 }
