@@ -159,6 +159,7 @@ printf 'subjectAltName=DNS:svcplane.%s.svc,DNS:svcplane.%s.svc.cluster.local\n' 
 openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
   -days 30 -extfile "$work/san.ext" -out "$work/tls.crt" 2>/dev/null
 
+[ -z "${poll_log:-}" ] || echo "# install $(date +%T)" >>"$poll_log"
 say "install: svcplane manifests --service-cluster-ip-range=$ranges --replicas=2"
 "$svcplane" manifests --service-cluster-ip-range="$ranges" --image=svcplane:e2e --replicas=2 \
   --ca-bundle-file="$work/ca.crt" >"$work/svcplane.yaml"
@@ -173,6 +174,7 @@ kubectl -n "$namespace" rollout status deployment/svcplane --timeout=180s >&2
 kubectl -n kube-system rollout status deployment/coredns --timeout=120s >&2
 
 if [ -n "${KIND_TAKEOVER:-}" ]; then
+  echo "# takeover $(date +%T)" >>"$poll_log"
   takeover
   sleep 15
   stop_poller "$poll_log"

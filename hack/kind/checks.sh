@@ -142,7 +142,13 @@ url() { if [[ $1 == *:* ]]; then echo "http://[$1]:$2/"; else echo "http://$1:$2
 start_poller() {
   local url=$1 log=$2
   : >"$log"
-  (while [ -f "$log" ]; do count "$url" >>"$log" 2>&1 || echo "error 1" >>"$log"; done) &
+  local t
+  for t in $(seq 30); do [ "$(count "$url" | awk '{ print $1 }' | sort | tr '\n' ' ')" = "$(
+    kubectl -n "$ns" get pods -l app=web -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' | sort | tr '\n' ' ')" ] && break; sleep 1; done
+  (while [ -f "$log" ]; do
+    echo "# $(date +%T)" >>"$log"
+    count "$url" >>"$log" 2>/dev/null || echo "kubectl-exec-failed 1" >>"$log"
+  done) &
   poller=$!
   say "poller started: $url"
 }
@@ -152,8 +158,12 @@ stop_poller() {
   local log=$1 summary
   mv "$log" "$log.done"
   wait "$poller" 2>/dev/null || true
-  summary=$(awk '{ n[$1] += $2 } END { for (k in n) printf "%s %d, ", k, n[k] }' "$log.done")
-  grep -q '^error' "$log.done" && die "requests failed during the takeover: $summary"
+  summary=$(awk '!/^#/ { n[$1] += $2 } END { for (k in n) printf "%s %d, ", k, n[k] }' "$log.done")
+  if grep -q -e '^error' -e '^kubectl-exec-failed' "$log.done"; then
+    grep -B3 -e '^error' -e '^kubectl-exec-failed' "$log.done" | grep -e '^#' -e error -e failed | tr '\n' ' ' >&2
+    echo >&2
+    die "requests failed during the takeover: $summary"
+  fi
   say "ok: no request failed during the takeover: $summary"
 }
 
