@@ -22,8 +22,8 @@ cd "$(dirname "$0")/.."
 
 cluster=${KIND_CLUSTER:-svcplane}
 ip_family=${KIND_IP_FAMILY:-dual}
-namespace=svcplane-system
-ns=svcplane-e2e
+namespace="svcplane-system"
+ns="svcplane-e2e"
 started=$SECONDS
 
 say() { printf '[kind-e2e %4ss] %s\n' "$((SECONDS - started))" "$*" >&2; }

@@ -75,8 +75,9 @@ docker_up() {
   runtime=$(bounded_runtime)
   if docker info >/dev/null 2>&1; then
     [ -z "$runtime" ] || [ "$(docker info -f '{{.DefaultRuntime}}')" = runc-bounded ] && return 0
-    [ "$(id -u)" = 0 ] && [ -z "$(docker ps -q)" ] ||
+    if [ "$(id -u)" != 0 ] || [ -n "$(docker ps -q)" ]; then
       die "this host's capability bounding set lacks capabilities privileged containers get, and the running dockerd does not use hack/kind/runc-bounded: restart it with --add-runtime runc-bounded=$runtime --default-runtime runc-bounded"
+    fi
     say "restarting dockerd with runc-bounded as its default runtime (this host's bounding set: $(awk '/^CapBnd:/ { print $2 }' /proc/self/status))"
     local pid
     pid=$(pidof dockerd)
@@ -162,6 +163,8 @@ build_rootfs() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >&2
   }
   say "building the $DEBIAN_SUITE root filesystem with mmdebstrap (Debian packages)"
+  # The hooks' "$1" is mmdebstrap's root directory, expanded by mmdebstrap.
+  # shellcheck disable=SC2016
   timed "rootfs ($DEBIAN_SUITE, mmdebstrap)" nice -n 15 mmdebstrap --variant=minbase \
     --include="$BASE_PACKAGES" \
     --customize-hook='rm -f "$1"/etc/systemd/system/*.wants/* "$1"/lib/systemd/system/multi-user.target.wants/* "$1"/lib/systemd/system/local-fs.target.wants/* "$1"/lib/systemd/system/basic.target.wants/*' \
@@ -275,7 +278,7 @@ step_node() {
     -t "$NODE_IMAGE-unloaded" "$ctx" >/dev/null || die "docker build of the node image failed"
   rm -rf "$ctx"
 
-  say "preloading $(ls "$IMAGE_DIR" | wc -l) images into the node's containerd"
+  say "preloading $(find "$IMAGE_DIR" -name '*.tar' | wc -l) images into the node's containerd"
   local builder
   builder=$(docker run -d --entrypoint=sleep --security-opt seccomp=unconfined "$NODE_IMAGE-unloaded" infinity)
   # shellcheck disable=SC2064

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154
 # What real consumers see of svcplane's Endpoints and EndpointSlices, in a kind cluster
 # (sourced by hack/kind-e2e.sh, which defines say, die, kubectl and $ns, $ip_family).
 # The test server answers with its pod's name; the client pod counts answers per pod.
@@ -206,7 +207,7 @@ run_checks() {
   if ! kubectl -n "$ns" get pod client >/dev/null 2>&1; then
     workload
   fi
-  local pods all a b
+  local pods all a
   pods=$(kubectl -n "$ns" get pods -l app=web -o jsonpath='{.items[*].metadata.name}')
   # shellcheck disable=SC2206
   all=($pods)
