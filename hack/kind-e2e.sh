@@ -15,6 +15,8 @@
 #                    the workload runs under them, svcplane is installed and
 #                    kube-controller-manager restarted without them while a client keeps
 #                    sending requests; then the same checks
+#   KIND_SIDECAR=1   sidecar mode: svcplane in kube-controller-manager's static pod, the
+#                    webhook at https://127.0.0.1:9443, as `svcplane manifests` describes
 #   KIND_REUSE=1     run on the cluster KIND_KEEP left, if there is one (install and checks again)
 #   KIND_SKIP_IMAGES=1  use the images hack/kind-images.sh built before, without checking them
 set -euo pipefail
@@ -155,22 +157,26 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=svcplane-ca" \
   -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
 openssl req -newkey rsa:2048 -nodes -subj "/CN=svcplane.$namespace.svc" \
   -keyout "$work/tls.key" -out "$work/tls.csr" 2>/dev/null
-printf 'subjectAltName=DNS:svcplane.%s.svc,DNS:svcplane.%s.svc.cluster.local\n' "$namespace" "$namespace" >"$work/san.ext"
+printf 'subjectAltName=DNS:svcplane.%s.svc,DNS:svcplane.%s.svc.cluster.local,IP:127.0.0.1\n' "$namespace" "$namespace" >"$work/san.ext"
 openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
   -days 30 -extfile "$work/san.ext" -out "$work/tls.crt" 2>/dev/null
 
 [ -z "${poll_log:-}" ] || echo "# install $(date +%T)" >>"$poll_log"
-say "install: svcplane manifests --service-cluster-ip-range=$ranges --replicas=2"
-"$svcplane" manifests --service-cluster-ip-range="$ranges" --image=svcplane:e2e --replicas=2 \
-  --ca-bundle-file="$work/ca.crt" >"$work/svcplane.yaml"
-kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >&2
-kubectl -n "$namespace" create secret tls svcplane-webhook-tls --cert="$work/tls.crt" --key="$work/tls.key" \
-  --dry-run=client -o yaml | kubectl apply -f - >&2
-kubectl apply --server-side -f "$work/svcplane.yaml" >&2
-# A reused cluster has just been given a new CA: start the replicas on the new certificate
-# rather than wait for the Secret's volume to catch up.
-[ -z "${KIND_REUSE:-}" ] || kubectl -n "$namespace" rollout restart deployment/svcplane >&2
-kubectl -n "$namespace" rollout status deployment/svcplane --timeout=180s >&2
+if [ -z "${KIND_SIDECAR:-}" ]; then
+  say "install: svcplane manifests --service-cluster-ip-range=$ranges --replicas=2"
+  "$svcplane" manifests --service-cluster-ip-range="$ranges" --image=svcplane:e2e --replicas=2 \
+    --ca-bundle-file="$work/ca.crt" >"$work/svcplane.yaml"
+  kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >&2
+  kubectl -n "$namespace" create secret tls svcplane-webhook-tls --cert="$work/tls.crt" --key="$work/tls.key" \
+    --dry-run=client -o yaml | kubectl apply -f - >&2
+  kubectl apply --server-side -f "$work/svcplane.yaml" >&2
+  # A reused cluster has just been given a new CA: start the replicas on the new certificate
+  # rather than wait for the Secret's volume to catch up.
+  [ -z "${KIND_REUSE:-}" ] || kubectl -n "$namespace" rollout restart deployment/svcplane >&2
+  kubectl -n "$namespace" rollout status deployment/svcplane --timeout=180s >&2
+else
+  install_sidecar
+fi
 kubectl -n kube-system rollout status deployment/coredns --timeout=120s >&2
 
 if [ -n "${KIND_TAKEOVER:-}" ]; then

@@ -139,6 +139,64 @@ wait_ready_in_slices() {
 # url <address> <port>: brackets for IPv6.
 url() { if [[ $1 == *:* ]]; then echo "http://[$1]:$2/"; else echo "http://$1:$2/"; fi; }
 
+# install_sidecar: the sidecar mode of `svcplane manifests --webhook-url=...`: everything but
+# the Deployment applied, the commented container added to kube-controller-manager's static
+# pod, with the serving certificate in a hostPath.
+install_sidecar() {
+  local node manifest=/etc/kubernetes/manifests/kube-controller-manager.yaml args kubeconfig_volume
+  node=$(kubectl get nodes -l node-role.kubernetes.io/control-plane -o jsonpath='{.items[0].metadata.name}')
+  say "install (sidecar): svcplane manifests --webhook-url=https://127.0.0.1:9443, container in $node's kube-controller-manager"
+  "$svcplane" manifests --service-cluster-ip-range="$ranges" --image=svcplane:e2e \
+    --webhook-url=https://127.0.0.1:9443 --ca-bundle-file="$work/ca.crt" >"$work/svcplane.yaml"
+  awk 'BEGIN { RS = "\n---\n"; ORS = "\n---\n" } !/\nkind: (Deployment|PodDisruptionBudget)\n/' \
+    "$work/svcplane.yaml" >"$work/svcplane-sidecar.yaml"
+  kubectl apply --server-side -f "$work/svcplane-sidecar.yaml" >&2
+  args=$(awk '/^#   sidecar:/ { s = 1 } s && /^#     image:/ { s = 0 } s && /^#     - / { sub(/^#     - /, ""); print }' \
+    "$work/svcplane.yaml" | jq -R . | jq -s -c .)
+  [ "$args" != "[]" ] || die "no sidecar snippet in svcplane manifests' output"
+  docker exec "$node" mkdir -p /etc/svcplane/tls
+  docker cp "$work/tls.crt" "$node:/etc/svcplane/tls/tls.crt"
+  docker cp "$work/tls.key" "$node:/etc/svcplane/tls/tls.key"
+  docker cp "$node:$manifest" "$work/kcm.yaml"
+  kubectl create --dry-run=client -o json -f "$work/kcm.yaml" >"$work/kcm.json"
+  kubeconfig_volume=$(jq -r '.spec.volumes[] | select(.hostPath.path == "/etc/kubernetes/controller-manager.conf") | .name' "$work/kcm.json")
+  # controller-manager.conf is root's alone (0600), and the image runs as 65532.
+  jq --argjson args "$args" --arg kv "$kubeconfig_volume" '
+    .spec.containers += [{name: "svcplane", image: "svcplane:e2e", imagePullPolicy: "Never", args: $args,
+      securityContext: {runAsUser: 0},
+      volumeMounts: [{name: "svcplane-tls", mountPath: "/etc/svcplane/tls", readOnly: true},
+                     {name: $kv, mountPath: "/etc/kubernetes/controller-manager.conf", readOnly: true}]}]
+    | .spec.volumes += [{name: "svcplane-tls", hostPath: {path: "/etc/svcplane/tls", type: "Directory"}}]' \
+    "$work/kcm.json" >"$work/kcm-sidecar.json"
+  docker cp "$work/kcm-sidecar.json" "$node:/tmp/kcm.yaml"
+  docker exec "$node" mv /tmp/kcm.yaml "$manifest"
+  local pod="kube-controller-manager-$node" ready=""
+  for _ in $(seq 120); do
+    ready=$(kubectl -n kube-system get pod "$pod" -o jsonpath='{range .status.containerStatuses[*]}{.name}={.ready} {end}' 2>/dev/null || true)
+    [[ $ready == *svcplane=true* && $ready == *kube-controller-manager=true* ]] && break
+    sleep 1
+  done
+  say "static pod $pod: $ready"
+  sleep 10
+  local forbidden
+  forbidden=$(kubectl -n kube-system logs "$pod" -c svcplane 2>/dev/null | grep -c -i forbidden || true)
+  if [ "$forbidden" != 0 ]; then
+    say "FINDING: the sidecar, as kube-controller-manager's user, got $forbidden 'forbidden' answers; e.g.:"
+    kubectl -n kube-system logs "$pod" -c svcplane 2>/dev/null | grep -i -m2 forbidden | cut -c1-400 >&2
+    say "binding svcplane's roles to system:kube-controller-manager too"
+    kubectl create clusterrolebinding svcplane-webhook-kcm --clusterrole=svcplane-webhook --user=system:kube-controller-manager >&2
+    kubectl create clusterrolebinding svcplane-controllers-kcm --clusterrole=svcplane-controllers --user=system:kube-controller-manager >&2
+    kubectl -n "$namespace" create rolebinding svcplane-leader-election-kcm --role=svcplane-leader-election --user=system:kube-controller-manager >&2
+  fi
+  for _ in $(seq 120); do
+    ready=$(kubectl -n kube-system get pod "$pod" -o jsonpath='{range .status.containerStatuses[*]}{.name}={.ready} {end}' 2>/dev/null || true)
+    [[ $ready == *svcplane=true* ]] && break
+    sleep 1
+  done
+  [[ $ready == *svcplane=true* ]] || die "the svcplane sidecar is not ready: $ready"
+  say "sidecar ready: $ready"
+}
+
 # start_poller <url> <log>: the client's requests, 10 at a time, until stop_poller.
 start_poller() {
   local url=$1 log=$2
