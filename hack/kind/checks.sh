@@ -168,8 +168,8 @@ install_sidecar() {
                      {name: $kv, mountPath: "/etc/kubernetes/controller-manager.conf", readOnly: true}]}]
     | .spec.volumes += [{name: "svcplane-tls", hostPath: {path: "/etc/svcplane/tls", type: "Directory"}}]' \
     "$work/kcm.json" >"$work/kcm-sidecar.json"
-  docker cp "$work/kcm-sidecar.json" "$node:/tmp/kcm.yaml"
-  docker exec "$node" mv /tmp/kcm.yaml "$manifest"
+  docker cp "$work/kcm-sidecar.json" "$node:/etc/kubernetes/kcm-sidecar.yaml"
+  docker exec "$node" mv /etc/kubernetes/kcm-sidecar.yaml "$manifest"
   local pod="kube-controller-manager-$node" ready=""
   for _ in $(seq 120); do
     ready=$(kubectl -n kube-system get pod "$pod" -o jsonpath='{range .status.containerStatuses[*]}{.name}={.ready} {end}' 2>/dev/null || true)
