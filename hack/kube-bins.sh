@@ -2,6 +2,8 @@
 # Builds the Kubernetes control-plane binaries svcplane is tested against (etcd,
 # kube-apiserver, kube-controller-manager, kubectl) from Go modules, into a cache
 # directory keyed by version. Returns at once when they are already built.
+# Arguments name more binaries of k8s.io/kubernetes/cmd to build into the same directory
+# (hack/kind-images.sh asks for kubelet, kubeadm, kube-proxy and kube-scheduler).
 #
 # Prints the directory holding the binaries on its last line of stdout; progress
 # goes to stderr.
@@ -17,7 +19,7 @@ KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 CACHE=${SVCPLANE_CACHE:-$HOME/.cache/svcplane}
 BIN_DIR="$CACHE/bin/kube-$KUBE_VERSION-etcd-$ETCD_VERSION"
-KUBE_BINS=(kube-apiserver kube-controller-manager kubectl)
+KUBE_BINS=(kube-apiserver kube-controller-manager kubectl "$@")
 
 say() { printf '[kube-bins] %s\n' "$*" >&2; }
 die() { printf '[kube-bins] error: %s\n' "$*" >&2; exit 1; }

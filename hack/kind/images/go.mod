@@ -1,0 +1,3 @@
+module svcplane.local/kind-images
+
+go 1.26
