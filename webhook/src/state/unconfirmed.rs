@@ -152,16 +152,20 @@ impl Unconfirmed {
         expired
     }
 
-    /// When the next value's wait runs out.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines
-            .iter()
-            .find(|(deadline, value)| {
-                self.owners
-                    .get(value)
-                    .is_some_and(|owner| owner.deadline == *deadline)
-            })
-            .map(|&(deadline, _)| deadline)
+    /// When the next value's wait runs out. Drops the confirmed values at the front of the
+    /// queue on the way, so that the actor asking before every command never walks them.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(&(deadline, value)) = self.deadlines.front() {
+            let current = self
+                .owners
+                .get(&value)
+                .is_some_and(|owner| owner.deadline == deadline);
+            if current {
+                return Some(deadline);
+            }
+            self.deadlines.pop_front();
+        }
+        None
     }
 
     /// Every unconfirmed value: allocated, held by no Service yet, and no leak.
