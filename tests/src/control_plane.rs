@@ -64,24 +64,8 @@ impl ControlPlane {
             .context("creating the control plane's directory")?;
         write_certs(dir.path(), &ClusterCerts::generate()?)?;
 
-        let (etcd_port, etcd_peer_port, apiserver_port) =
-            (free_port()?, free_port()?, free_port()?);
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let etcd = Process::spawn(
-            "etcd",
-            &bins.etcd,
-            &[
-                format!("--data-dir={}", dir.path().join("etcd").display()),
-                format!("--listen-client-urls={etcd_url}"),
-                format!("--advertise-client-urls={etcd_url}"),
-                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
-                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
-                format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}"),
-                "--unsafe-no-fsync".to_string(),
-                "--log-level=warn".to_string(),
-            ],
-            dir.path(),
-        )?;
+        let (etcd, etcd_url) = start_etcd(&bins, dir.path()).await?;
+        let apiserver_port = free_port()?;
 
         let kubeconfig = dir.path().join("admin.kubeconfig");
         std::fs::write(&kubeconfig, admin_kubeconfig(dir.path(), apiserver_port))?;
@@ -364,6 +348,65 @@ current-context: svcplane-local
         cert = file("admin.crt"),
         key = file("admin.key"),
     )
+}
+
+/// Starts etcd on free loopback ports and waits until it accepts connections. A port
+/// [`free_port`] picked can be taken by another process before etcd binds it: etcd then
+/// exits, and it is started again on other ports, in a fresh data directory.
+async fn start_etcd(bins: &KubeBins, dir: &Path) -> Result<(Process, String)> {
+    const ATTEMPTS: usize = 3;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (port, peer_port) = (free_port()?, free_port()?);
+        let url = format!("http://127.0.0.1:{port}");
+        let mut etcd = Process::spawn(
+            "etcd",
+            &bins.etcd,
+            &[
+                format!(
+                    "--data-dir={}",
+                    dir.join(format!("etcd-{attempt}")).display()
+                ),
+                format!("--listen-client-urls={url}"),
+                format!("--advertise-client-urls={url}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+                format!("--initial-cluster=default=http://127.0.0.1:{peer_port}"),
+                "--unsafe-no-fsync".to_string(),
+                "--log-level=warn".to_string(),
+            ],
+            dir,
+        )?;
+        let started = Instant::now();
+        let outcome = loop {
+            if let Err(error) = etcd.check_running() {
+                break Err(error);
+            }
+            let accepting = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+                .await
+                .is_ok();
+            // Connected, and still running a moment later: the port is etcd's own.
+            if accepting {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                break etcd.check_running();
+            }
+            if started.elapsed() > crate::wait::wait_limit() {
+                break Err(anyhow::anyhow!(
+                    "etcd did not accept connections on {url} in time; last lines:\n{}",
+                    etcd.log_tail(20)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        match outcome {
+            Ok(()) => return Ok((etcd, url)),
+            Err(error) if attempt < ATTEMPTS => {
+                tracing::warn!(attempt, error = %format!("{error:#}"), "etcd did not start; trying other ports");
+            }
+            Err(error) => return Err(error.context("starting etcd")),
+        }
+    }
 }
 
 /// The address the apiserver advertises: this host's own (the source address of its default
