@@ -79,25 +79,26 @@ impl Shutdown {
     }
 }
 
+/// Serves `/metrics`, `/livez` and `/readyz` on `address`; returns what `/readyz` and
+/// `/livez` answer from.
 async fn serve_admin(
     address: SocketAddr,
     limits: ServerLimits,
     registry: Registry,
-    readiness: Readiness,
-    liveness: Liveness,
-) -> Result<()> {
+) -> Result<(Readiness, Liveness)> {
+    let (readiness, liveness) = (Readiness::default(), Liveness::default());
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding the admin address {address}"))?;
     tracing::info!(%address, "admin port: /metrics /livez /readyz");
-    let router = admin::router(Arc::new(registry), readiness, liveness);
+    let router = admin::router(Arc::new(registry), readiness.clone(), liveness.clone());
     tokio::spawn(async move {
         let forever = std::future::pending::<()>();
         if let Err(error) = serve(listener, None, router, limits, forever, Duration::ZERO).await {
             tracing::error!(%error, "admin server stopped");
         }
     });
-    Ok(())
+    Ok((readiness, liveness))
 }
 
 /// Keeps what `/readyz` answers equal to `ready()`. Polled, because the webhook's readiness is
@@ -193,15 +194,8 @@ pub async fn webhook(args: WebhookArgs) -> Result<()> {
     let shutdown = Shutdown::on_signals()?;
     let mut registry = Registry::default();
     let metrics = AdmissionMetrics::register(&mut registry);
-    let (readiness, liveness) = (Readiness::default(), Liveness::default());
-    serve_admin(
-        args.admin.admin_address,
-        args.limits.limits(),
-        registry,
-        readiness.clone(),
-        liveness.clone(),
-    )
-    .await?;
+    let (readiness, liveness) =
+        serve_admin(args.admin.admin_address, args.limits.limits(), registry).await?;
     let releaser = elect_releaser(
         client.clone(),
         &args.webhook.releaser_lease,
@@ -253,15 +247,8 @@ pub async fn controllers(args: ControllersArgs) -> Result<()> {
         &mut registry,
         shutdown.wait(),
     );
-    let readiness = Readiness::default();
-    serve_admin(
-        args.admin.admin_address,
-        args.limits.limits(),
-        registry,
-        readiness.clone(),
-        Liveness::default(),
-    )
-    .await?;
+    let (readiness, _) =
+        serve_admin(args.admin.admin_address, args.limits.limits(), registry).await?;
     let controllers_ready = controllers.readiness();
     follow_readiness(readiness, move || controllers_ready.is_ready());
     controllers.await?;
@@ -283,15 +270,8 @@ pub async fn all(args: RunArgs) -> Result<()> {
         shutdown.clone().wait(),
     );
     let metrics = AdmissionMetrics::register(&mut registry);
-    let (readiness, liveness) = (Readiness::default(), Liveness::default());
-    serve_admin(
-        args.admin.admin_address,
-        args.limits.limits(),
-        registry,
-        readiness.clone(),
-        liveness.clone(),
-    )
-    .await?;
+    let (readiness, liveness) =
+        serve_admin(args.admin.admin_address, args.limits.limits(), registry).await?;
     let (webhook_ready, controllers_ready) = (Readiness::default(), controllers.readiness());
     follow_readiness(readiness, {
         let webhook_ready = webhook_ready.clone();

@@ -6,7 +6,7 @@
 //! The read covers a Service stored just before the timeout whose watch event has not
 //! arrived yet (the in-tree repair race of kubernetes#37488): its values are kept.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use allocator::Value;
@@ -29,10 +29,11 @@ pub async fn give_back_unconfirmed(
     mut expired: mpsc::UnboundedReceiver<Vec<Expired>>,
 ) {
     while let Some(batch) = expired.recv().await {
+        let mut listed = Listed::new();
         for group in batch {
             let mut retry = RETRY_FIRST;
             let held = loop {
-                match held_by_apiserver(&client, &group).await {
+                match held_by_apiserver(&client, &group, &mut listed).await {
                     Ok(held) => break held,
                     Err(error) => {
                         tracing::warn!(namespace = %group.namespace, service = ?group.service, %error, ?retry, "could not read the Services of unconfirmed values; trying again");
@@ -63,27 +64,46 @@ pub async fn give_back_unconfirmed(
     }
 }
 
-/// The values the Service(s) an admission was for hold now, read from kube-apiserver.
-async fn held_by_apiserver(client: &Client, group: &Expired) -> kube::Result<HashSet<Value>> {
+/// Each Service of a namespace (its name) with the values it holds.
+type Listed = HashMap<String, Vec<(String, Vec<Value>)>>;
+
+/// The values the Service(s) an admission was for hold now, read from kube-apiserver. For a
+/// create with `generateName` (the webhook never learns the name) those of the namespace's
+/// Services with that prefix: the namespace is listed once per batch, in `listed`.
+async fn held_by_apiserver(
+    client: &Client,
+    group: &Expired,
+    listed: &mut Listed,
+) -> kube::Result<HashSet<Value>> {
     let api: Api<Service> = Api::namespaced(client.clone(), &group.namespace);
-    let services = match &group.service {
-        ServiceName::Named(name) => api.get_opt(name).await?.into_iter().collect(),
-        ServiceName::Generated(prefix) => api
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter(|s| {
-                s.metadata
-                    .name
-                    .as_deref()
-                    .is_some_and(|n| n.starts_with(prefix))
-            })
-            .collect::<Vec<_>>(),
+    let prefix = match &group.service {
+        ServiceName::Named(name) => {
+            return Ok(api
+                .get_opt(name)
+                .await?
+                .iter()
+                .flat_map(values_of)
+                .collect());
+        }
+        ServiceName::Generated(prefix) => prefix,
     };
-    Ok(services
+    if !listed.contains_key(&group.namespace) {
+        let services = api.list(&ListParams::default()).await?.items;
+        let named = services
+            .iter()
+            .map(|s| (s.metadata.name.clone().unwrap_or_default(), values_of(s)))
+            .collect();
+        listed.insert(group.namespace.clone(), named);
+    }
+    Ok(listed[&group.namespace]
         .iter()
-        .filter_map(|service| to_spec(service).ok())
-        .flat_map(|spec| held_values(&spec))
+        .filter(|(name, _)| name.starts_with(prefix.as_str()))
+        .flat_map(|(_, values)| values.iter().copied())
         .collect())
+}
+
+fn values_of(service: &Service) -> Vec<Value> {
+    to_spec(service)
+        .map(|spec| held_values(&spec))
+        .unwrap_or_default()
 }

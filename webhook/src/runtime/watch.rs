@@ -122,6 +122,7 @@ async fn watch_services(
 ) {
     let mut listed = Some(listed);
     let mut relisting = false;
+    let mut relisted: Vec<allocator::Value> = Vec::new();
     let events =
         lenient_watch::watch::<Service, _>(client, watcher::Config::default(), HeldBy::from);
     let mut events = std::pin::pin!(events);
@@ -130,8 +131,6 @@ async fn watch_services(
         // (the webhook was not called: failure policy Ignore, or Services from before
         // installation). A relist leaves them to the repair sweep that follows it.
         let mut learned = Vec::new();
-        // Values a relisted Service holds: given at admission, they are confirmed.
-        let mut seen = Vec::new();
         let list_done = matches!(event, Event::RelistDone);
         let released = {
             let mut index = held.lock().expect("held index lock poisoned");
@@ -142,7 +141,7 @@ async fn watch_services(
                     Vec::new()
                 }
                 Event::Apply(held) if relisting => {
-                    seen.clone_from(&held.values);
+                    relisted.extend_from_slice(&held.values);
                     index.relist_apply(&held.service, held.values);
                     Vec::new()
                 }
@@ -166,6 +165,12 @@ async fn watch_services(
         if list_done && let Some(listed) = listed.take() {
             let _ = listed.send(());
         }
+        // The values relisted Services hold, confirmed in one command once the list is done.
+        let seen = if list_done {
+            std::mem::take(&mut relisted)
+        } else {
+            Vec::new()
+        };
         if !seen.is_empty()
             && let Err(error) = store.confirm(seen).await
         {
