@@ -1,5 +1,6 @@
 //! The allocation state shared by every webhook replica through the apiserver.
 
+mod batch;
 pub mod crd;
 pub mod held;
 pub mod pool;

@@ -16,7 +16,7 @@
 //! come from the pool is answered without a write, which is what keeps the handling time
 //! of an admission well below one apiserver write.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -27,6 +27,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::batch::{Outcome, Planned, Recent, plan_batch, replay};
 use super::crd::{RangeAllocation, RangeAllocationSpec, RangeKind, Reservation};
 use super::pool::PoolConfig;
 use super::unconfirmed::{Expired, ServiceName, Unconfirmed, UnconfirmedConfig};
@@ -42,8 +43,6 @@ const MAX_ATTEMPTS: u32 = 16;
 const CONFLICT_BACKOFF_BASE: Duration = Duration::from_millis(1);
 /// See [`CONFLICT_BACKOFF_BASE`].
 const CONFLICT_BACKOFF_MAX: Duration = Duration::from_millis(64);
-/// How many recent admissions are remembered to answer a reinvocation alike.
-const RECENT_ADMISSIONS: usize = 4096;
 
 /// Why the store could not answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -99,14 +98,8 @@ pub struct AdmitRequest {
     pub dry_run: bool,
 }
 
-type PendingAdmit = (
-    AdmitRequest,
-    oneshot::Sender<Result<ServiceSpec, StoreError>>,
-);
-
-/// One admission's outcome in a planned batch: the filled Service and every value it was
-/// given (pooled ones included), or why it is refused.
-type Outcome = Result<(ServiceSpec, Vec<Value>), StoreError>;
+type Reply = oneshot::Sender<Result<ServiceSpec, StoreError>>;
+type PendingAdmit = (AdmitRequest, Reply);
 
 enum Command {
     /// Boxed: two Service specs would make every command as large.
@@ -179,7 +172,7 @@ impl AllocationStore {
             pool,
             pool_usable_until: BTreeMap::new(),
             refill: Arc::clone(&refill),
-            recent: VecDeque::new(),
+            recent: Recent::default(),
             deferred_releases: Vec::new(),
             stale: false,
             unconfirmed: Unconfirmed::new(unconfirmed),
@@ -285,7 +278,7 @@ struct Actor {
     /// the refiller last renewed it, so that no other replica can deem it dead meanwhile.
     pool_usable_until: BTreeMap<RangeKind, Instant>,
     refill: Arc<Notify>,
-    recent: VecDeque<(String, ServiceSpec)>,
+    recent: Recent,
     deferred_releases: Vec<Value>,
     stale: bool,
     unconfirmed: Unconfirmed,
@@ -402,21 +395,32 @@ impl Actor {
         releases: Vec<Value>,
         marks: Vec<Value>,
     ) {
+        let (requests, replies): (Vec<AdmitRequest>, Vec<_>) = admits.into_iter().unzip();
         // Values this batch persisted in an attempt that then had to be planned again:
         // given back first, as no client was told of them.
         let mut persisted_unanswered: Vec<Value> = Vec::new();
         let mut attempts = 0;
-        while attempts < MAX_ATTEMPTS {
+        let failure = loop {
+            if attempts >= MAX_ATTEMPTS {
+                break "the state kept changing under concurrent writers".to_string();
+            }
             attempts += 1;
             if self.stale
                 && let Err(error) = self.reload().await
             {
                 tracing::warn!(%error, "allocation state not reloaded");
-                break;
+                break error.to_string();
             }
             let given_back = std::mem::take(&mut persisted_unanswered);
-            let mut planned = self.plan_batch(&admits, &releases, &marks, given_back.clone());
-
+            let mut planned = plan_batch(
+                &mut self.allocators,
+                &self.recent,
+                &self.unconfirmed,
+                &requests,
+                &releases,
+                &marks,
+                given_back.clone(),
+            );
             let rebased = match self.persist(&planned.pending).await {
                 Ok(()) => Ok(Rebased::Written),
                 Err(PersistError::Conflict { written }) => {
@@ -427,7 +431,7 @@ impl Actor {
             };
             match rebased {
                 Ok(Rebased::Written) => {
-                    self.answer(admits, planned.outcomes);
+                    self.answer(requests, replies, planned.outcomes);
                     return;
                 }
                 Ok(Rebased::Replan) => {
@@ -436,27 +440,25 @@ impl Actor {
                         "a value of this batch was taken meanwhile; planning the batch again"
                     );
                     persisted_unanswered = planned.unanswered(given_back);
+                    planned.abandon(&mut self.allocators);
                     self.stale = true;
                 }
                 Ok(Rebased::OutOfAttempts) => {
                     persisted_unanswered = planned.unanswered(given_back);
-                    break;
+                    planned.abandon(&mut self.allocators);
+                    break "the state kept changing under concurrent writers".to_string();
                 }
                 Err(error) => {
                     tracing::warn!(%error, "allocation state not written");
-                    self.fail(admits, releases, error);
-                    return;
+                    planned.abandon(&mut self.allocators);
+                    break error;
                 }
             }
-        }
+        };
         // What earlier attempts persisted for answers never sent is freed with the releases.
         let mut releases = releases;
         releases.extend(persisted_unanswered);
-        self.fail(
-            admits,
-            releases,
-            "the state kept changing under concurrent writers".to_string(),
-        );
+        self.fail(replies, releases, failure);
     }
 
     /// After a write conflict: writes each range `planned` has still to write after a read
@@ -514,15 +516,14 @@ impl Actor {
         Ok(Rebased::Written)
     }
 
-    /// Answers the admissions of a persisted batch.
     /// Answers the admissions of a persisted batch; what they were given waits for their
     /// Services to be seen.
-    fn answer(&mut self, admits: Vec<PendingAdmit>, outcomes: Vec<Outcome>) {
+    fn answer(&mut self, requests: Vec<AdmitRequest>, replies: Vec<Reply>, outcomes: Vec<Outcome>) {
         let now = Instant::now();
-        for ((request, reply), outcome) in admits.into_iter().zip(outcomes) {
+        for ((request, reply), outcome) in requests.into_iter().zip(replies).zip(outcomes) {
             let answer = outcome.map(|(filled, given)| {
                 if !request.dry_run {
-                    self.remember(&request.uid, &filled);
+                    self.recent.remember(&request.uid, &filled);
                     self.unconfirmed
                         .add(&request.namespace, &request.service, &given, now);
                 }
@@ -534,140 +535,12 @@ impl Actor {
 
     /// Answers every admission of a batch that could not be persisted with an error the
     /// client can retry; its releases wait for the next batch.
-    fn fail(&mut self, admits: Vec<PendingAdmit>, releases: Vec<Value>, error: String) {
+    fn fail(&mut self, replies: Vec<Reply>, releases: Vec<Value>, error: String) {
         self.stale = true;
         self.deferred_releases = releases;
-        for (_, reply) in admits {
+        for reply in replies {
             let _ = reply.send(Err(StoreError::Persist(error.clone())));
         }
-    }
-
-    /// Plans a batch on the in-memory allocators: gives back `given_back`, applies the
-    /// releases and marks, plans every admission.
-    fn plan_batch(
-        &mut self,
-        admits: &[PendingAdmit],
-        releases: &[Value],
-        marks: &[Value],
-        given_back: Vec<Value>,
-    ) -> Planned {
-        let mut deltas: BTreeMap<RangeKind, RangeDelta> = BTreeMap::new();
-        for value in given_back.into_iter().chain(releases.iter().copied()) {
-            if self.allocators.release(value) {
-                deltas
-                    .entry(RangeKind::of(value))
-                    .or_default()
-                    .released
-                    .push(value);
-            }
-        }
-        for &value in marks {
-            if !self.allocators.has(value) && self.allocators.allocate(value).is_ok() {
-                deltas
-                    .entry(RangeKind::of(value))
-                    .or_default()
-                    .marked
-                    .push(value);
-            }
-        }
-        // Pooled values are persisted already: handing them out needs no write.
-        let pooled: HashSet<Value> = if admits.is_empty() {
-            HashSet::new()
-        } else {
-            self.allocators.pooled().into_iter().collect()
-        };
-        // What this batch gives each namespace, on top of what it holds unconfirmed.
-        let mut given: HashMap<&str, usize> = HashMap::new();
-        let mut outcomes = Vec::with_capacity(admits.len());
-        for (request, _) in admits {
-            let outcome = match self.plan(request) {
-                Ok((filled, reserved)) => {
-                    let namespace = request.namespace.as_str();
-                    let taken = given.entry(namespace).or_default();
-                    if *taken + reserved.len() > self.unconfirmed.room(namespace) {
-                        self.give_back(&reserved, &pooled, &mut deltas);
-                        Err(StoreError::TooManyUnconfirmed {
-                            namespace: namespace.to_string(),
-                            limit: self.unconfirmed.limit(),
-                        })
-                    } else {
-                        *taken += reserved.len();
-                        for &value in reserved.iter().filter(|v| !pooled.contains(v)) {
-                            deltas
-                                .entry(RangeKind::of(value))
-                                .or_default()
-                                .reserved
-                                .push(value);
-                        }
-                        Ok((filled, reserved))
-                    }
-                }
-                Err(error) => Err(StoreError::Allocation(error)),
-            };
-            outcomes.push(outcome);
-        }
-        Planned {
-            outcomes,
-            pending: deltas.keys().copied().collect(),
-            deltas,
-        }
-    }
-
-    /// Frees what an admission refused after planning had reserved; a pooled value is
-    /// persisted as allocated, so freeing it is a change to write.
-    fn give_back(
-        &mut self,
-        reserved: &[Value],
-        pooled: &HashSet<Value>,
-        deltas: &mut BTreeMap<RangeKind, RangeDelta>,
-    ) {
-        for &value in reserved {
-            if self.allocators.release(value) && pooled.contains(&value) {
-                deltas
-                    .entry(RangeKind::of(value))
-                    .or_default()
-                    .released
-                    .push(value);
-            }
-        }
-    }
-
-    /// Plans one admission on the in-memory allocators, reserving what it allocates.
-    /// Returns the filled Service and the values reserved (none for a dry run).
-    fn plan(
-        &mut self,
-        request: &AdmitRequest,
-    ) -> Result<(ServiceSpec, Vec<Value>), allocator::Error> {
-        if let Some((_, filled)) = self.recent.iter().find(|(uid, _)| uid == &request.uid) {
-            return Ok((filled.clone(), Vec::new()));
-        }
-        if request.dry_run {
-            // On a copy: a dry run gives back what it took, and a pooled value given back
-            // would leave the pool.
-            let mut scratch = self.allocators.clone();
-            let transaction = match &request.old {
-                None => scratch.create(&request.new, true)?,
-                Some(old) => scratch.update(old, &request.new, true)?,
-            };
-            return Ok((transaction.service().clone(), Vec::new()));
-        }
-        let transaction = match &request.old {
-            None => self.allocators.create(&request.new, false)?,
-            Some(old) => self.allocators.update(old, &request.new, false)?,
-        };
-        let filled = transaction.service().clone();
-        let reserved = transaction.reserved().to_vec();
-        // Releases wait until the Service without those values is observed (see release.rs):
-        // dropping the transaction keeps the reservations and applies no release.
-        drop(transaction);
-        Ok((filled, reserved))
-    }
-
-    fn remember(&mut self, uid: &str, filled: &ServiceSpec) {
-        if self.recent.len() == RECENT_ADMISSIONS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((uid.to_string(), filled.clone()));
     }
 
     async fn persist(&mut self, touched: &BTreeSet<RangeKind>) -> Result<(), PersistError> {
@@ -879,64 +752,6 @@ enum Rebased {
     OutOfAttempts,
 }
 
-/// A batch planned on the in-memory allocators, not yet (entirely) persisted.
-struct Planned {
-    /// Each admission's filled Service and what it was given, or why it is refused.
-    outcomes: Vec<Outcome>,
-    /// What the batch changes in each range.
-    deltas: BTreeMap<RangeKind, RangeDelta>,
-    /// Ranges still to write.
-    pending: BTreeSet<RangeKind>,
-}
-
-impl Planned {
-    /// What the stored state holds for answers this attempt will not send: the values it
-    /// reserved in the ranges it wrote, and those of `given_back` (values an earlier attempt
-    /// persisted) whose range it did not write. Freeing them is up to a later write.
-    fn unanswered(&self, given_back: Vec<Value>) -> Vec<Value> {
-        self.deltas
-            .iter()
-            .filter(|(kind, _)| !self.pending.contains(kind))
-            .flat_map(|(_, delta)| delta.reserved.iter().copied())
-            .chain(
-                given_back
-                    .into_iter()
-                    .filter(|value| self.pending.contains(&RangeKind::of(*value))),
-            )
-            .collect()
-    }
-}
-
-/// What a batch changed in one range, relative to the copy it was planned on; replayed on a
-/// fresher copy after a write conflict, so that a replica that lost a race writes again
-/// after one read of that range instead of planning the whole batch over.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct RangeDelta {
-    /// Freed: values no Service holds, and reservations given back.
-    released: Vec<Value>,
-    /// Allocated because Services hold them.
-    marked: Vec<Value>,
-    /// Reserved by the batch's admissions: they must still be free in the fresher copy.
-    reserved: Vec<Value>,
-}
-
-/// Replays `delta` on `allocators` in the order it was planned: releases, marks, then
-/// reservations. `false` when a reserved value is taken in this copy.
-fn replay(allocators: &mut Allocators, delta: &RangeDelta) -> bool {
-    for &value in &delta.released {
-        allocators.release(value);
-    }
-    for &value in &delta.marked {
-        if !allocators.has(value) {
-            let _ = allocators.allocate(value);
-        }
-    }
-    delta
-        .reserved
-        .iter()
-        .all(|&value| allocators.allocate(value).is_ok())
-}
-
 /// The wait before attempt `attempt + 1` after a conflict: uniform in `[0, cap]` ("full
 /// jitter"), the cap doubling from [`CONFLICT_BACKOFF_BASE`] up to [`CONFLICT_BACKOFF_MAX`].
 /// `random` is any uniformly random number.
@@ -976,7 +791,6 @@ async fn sleep_until(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use allocator::{ClusterIpAllocator, NodePortAllocator};
 
     #[test]
     fn conflict_backoff_is_jittered_under_a_doubling_cap() {
@@ -992,53 +806,6 @@ mod tests {
             total += at_cap;
         }
         assert_eq!(total, Duration::from_millis(702));
-    }
-
-    fn allocators() -> Allocators {
-        Allocators::new(
-            vec![ClusterIpAllocator::new("10.96.0.0/24".parse().unwrap())],
-            NodePortAllocator::new(allocator::PortRange::default()),
-        )
-        .unwrap()
-    }
-
-    fn ip(s: &str) -> Value {
-        Value::ClusterIp(s.parse().unwrap())
-    }
-
-    #[test]
-    fn a_delta_replays_on_a_copy_others_changed() {
-        // Another replica allocated .7 and freed .9 since this one read the range.
-        let mut fresher = allocators();
-        fresh_allocate(&mut fresher, &[ip("10.96.0.7"), ip("10.96.0.8")]);
-        let delta = RangeDelta {
-            released: vec![ip("10.96.0.8"), ip("10.96.0.9")],
-            marked: vec![ip("10.96.0.7"), ip("10.96.0.20")],
-            reserved: vec![ip("10.96.0.30"), ip("10.96.0.8")],
-        };
-        assert!(replay(&mut fresher, &delta));
-        let held: Vec<String> = fresher.cluster_ips()[0]
-            .iter()
-            .map(|ip| ip.to_string())
-            .collect();
-        assert_eq!(held, ["10.96.0.7", "10.96.0.8", "10.96.0.20", "10.96.0.30"]);
-    }
-
-    #[test]
-    fn a_reservation_taken_meanwhile_fails_the_replay() {
-        let mut fresher = allocators();
-        fresh_allocate(&mut fresher, &[ip("10.96.0.30")]);
-        let delta = RangeDelta {
-            reserved: vec![ip("10.96.0.30")],
-            ..RangeDelta::default()
-        };
-        assert!(!replay(&mut fresher, &delta));
-    }
-
-    fn fresh_allocate(allocators: &mut Allocators, values: &[Value]) {
-        for &value in values {
-            allocators.allocate(value).unwrap();
-        }
     }
 
     #[test]
