@@ -12,11 +12,11 @@ use serde_json::Value as Json;
 use super::precheck::port_refusals;
 use super::spec::{patch, to_spec};
 use crate::review::{self, FieldError, Request, deny_invalid, typed_object, typed_old_object};
-use crate::state::{AdmitRequest, AllocationStore, ServiceName, StoreError};
+use crate::state::{AdmitRequest, Allocate, ServiceName, StoreError};
 
 /// Fills in the ClusterIPs, IP families and node ports of a Service being created or
 /// updated, honouring the values it asks for, or refuses it naming the field and why.
-pub async fn mutate_service(request: &Request, store: &AllocationStore) -> AdmissionResponse {
+pub async fn mutate_service(request: &Request, store: &impl Allocate) -> AdmissionResponse {
     let allowed = AdmissionResponse::from(request);
     if !matches!(request.operation, Operation::Create | Operation::Update) {
         return allowed;

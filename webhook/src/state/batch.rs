@@ -7,6 +7,7 @@
 //! meanwhile, the batch is abandoned ([`Planned::abandon`]) and planned again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Instant;
 
 use allocator::{Allocators, ServiceSpec, Value};
 
@@ -186,6 +187,24 @@ fn plan(
     // (runtime/watch.rs): dropping the transaction keeps the reservations and frees nothing.
     drop(transaction);
     Ok((filled, reserved))
+}
+
+/// An admission of a persisted batch is answered: its filled Service is remembered for a
+/// reinvocation, and what it was given waits for its Service to be seen.
+pub(super) fn answered(
+    request: &AdmitRequest,
+    outcome: Outcome,
+    recent: &mut Recent,
+    unconfirmed: &mut Unconfirmed,
+    now: Instant,
+) -> Result<ServiceSpec, StoreError> {
+    outcome.map(|(filled, given)| {
+        if !request.dry_run {
+            recent.remember(&request.uid, &filled);
+            unconfirmed.add(&request.namespace, &request.service, &given, now);
+        }
+        filled
+    })
 }
 
 impl Planned {

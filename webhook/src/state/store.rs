@@ -27,7 +27,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::batch::{Outcome, Planned, Recent, plan_batch, replay};
+use super::batch::{Outcome, Planned, Recent, answered, plan_batch, replay};
 use super::crd::{RangeAllocation, RangeAllocationSpec, RangeKind, Reservation};
 use super::pool::PoolConfig;
 use super::unconfirmed::{Expired, ServiceName, Unconfirmed, UnconfirmedConfig};
@@ -521,14 +521,13 @@ impl Actor {
     fn answer(&mut self, requests: Vec<AdmitRequest>, replies: Vec<Reply>, outcomes: Vec<Outcome>) {
         let now = Instant::now();
         for ((request, reply), outcome) in requests.into_iter().zip(replies).zip(outcomes) {
-            let answer = outcome.map(|(filled, given)| {
-                if !request.dry_run {
-                    self.recent.remember(&request.uid, &filled);
-                    self.unconfirmed
-                        .add(&request.namespace, &request.service, &given, now);
-                }
-                filled
-            });
+            let answer = answered(
+                &request,
+                outcome,
+                &mut self.recent,
+                &mut self.unconfirmed,
+                now,
+            );
             let _ = reply.send(answer);
         }
     }
