@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant, SystemTime};
 
-use allocator::{Allocators, Snapshot, Value};
+use allocator::{Allocators, Value};
 use k8s_openapi::ByteString;
 use kube::api::PostParams;
 use kube::{Api, Client};
@@ -118,7 +118,7 @@ impl Refiller {
                     Ok(outcome) => outcome,
                     Err(error) => {
                         if stuck.should_log() {
-                            tracing::warn!(range = kind.object_name(), %error, "pool not refilled");
+                            tracing::warn!(range = kind.name(), %error, "pool not refilled");
                         }
                         Progress::Stuck
                     }
@@ -161,15 +161,13 @@ impl Refiller {
         }
         for attempt in 0..MAX_ATTEMPTS {
             let started = Instant::now();
-            let Some(mut stored) = self.api.get_opt(kind.object_name()).await.map_err(text)? else {
+            let Some(mut stored) = self.api.get_opt(kind.name()).await.map_err(text)? else {
                 return Err("the range's object does not exist yet".to_string());
             };
             let mut range = self.template.clone();
-            let snapshot = Snapshot {
-                range: stored.spec.range.clone(),
-                data: stored.spec.data.0.clone(),
-            };
-            restore(&mut range, kind, &snapshot).map_err(|e| e.to_string())?;
+            range
+                .restore(kind, &stored.spec.snapshot())
+                .map_err(|e| e.to_string())?;
             let fresh = take_free(&mut range, kind, wanted);
             if fresh.is_empty() && !renewal_due && !stale_entry {
                 return Ok(Progress::Stuck);
@@ -184,12 +182,14 @@ impl Refiller {
             } else {
                 entries.insert(self.holder.clone(), Reservation::new(listed, wall));
             }
-            let (snapshot, used) = snapshot_of(&range, kind);
+            let snapshot = range
+                .snapshot_of(kind)
+                .ok_or("the range is not configured")?;
             stored.spec.data = ByteString(snapshot.data);
-            stored.spec.used = used;
+            stored.spec.used = range.usage_of(kind).map_or(0, |usage| usage.used);
             match self
                 .api
-                .replace(kind.object_name(), &PostParams::default(), &stored)
+                .replace(kind.name(), &PostParams::default(), &stored)
                 .await
             {
                 Ok(_) => {
@@ -201,7 +201,7 @@ impl Refiller {
                         Progress::Added
                     };
                     tracing::debug!(
-                        range = kind.object_name(),
+                        range = kind.name(),
                         added = fresh.len(),
                         pooled = pool.values.len() + fresh.len(),
                         "pool written"
@@ -276,64 +276,16 @@ fn text(error: kube::Error) -> String {
     error.to_string()
 }
 
-fn restore(
-    allocators: &mut Allocators,
-    kind: RangeKind,
-    snapshot: &Snapshot,
-) -> allocator::Result<()> {
-    match kind {
-        RangeKind::ClusterIps(family) => allocators
-            .cluster_ips_of_mut(family)
-            .ok_or(allocator::Error::FamilyNotConfigured(family))?
-            .restore(snapshot),
-        RangeKind::NodePorts => allocators.node_ports_mut().restore(snapshot),
-    }
-}
-
 /// Takes up to `wanted` free values of the dynamic band of `kind`, and no more than an
 /// eighth of its free values.
 fn take_free(allocators: &mut Allocators, kind: RangeKind, wanted: usize) -> Vec<Value> {
-    let mut taken = Vec::new();
-    match kind {
-        RangeKind::ClusterIps(family) => {
-            let Some(ips) = allocators.cluster_ips_of_mut(family) else {
-                return taken;
-            };
-            let room = usize::try_from(ips.dynamic_free() / 8).unwrap_or(usize::MAX);
-            while taken.len() < wanted.min(room) {
-                match ips.allocate_next() {
-                    Ok(ip) => taken.push(Value::ClusterIp(ip)),
-                    Err(_) => break,
-                }
-            }
-        }
-        RangeKind::NodePorts => {
-            let ports = allocators.node_ports_mut();
-            let room = usize::try_from(ports.dynamic_free() / 8).unwrap_or(usize::MAX);
-            while taken.len() < wanted.min(room) {
-                match ports.allocate_next() {
-                    Ok(port) => taken.push(Value::NodePort(port)),
-                    Err(_) => break,
-                }
-            }
-        }
-    }
-    taken
-}
-
-fn snapshot_of(allocators: &Allocators, kind: RangeKind) -> (Snapshot, u64) {
-    match kind {
-        RangeKind::ClusterIps(family) => {
-            let ips = allocators
-                .cluster_ips_of(family)
-                .expect("configured family");
-            (ips.snapshot(), ips.used())
-        }
-        RangeKind::NodePorts => {
-            let ports = allocators.node_ports();
-            (ports.snapshot(), ports.used())
-        }
-    }
+    let Some(usage) = allocators.usage_of(kind) else {
+        return Vec::new();
+    };
+    let room = usize::try_from(usage.dynamic_free / 8).unwrap_or(usize::MAX);
+    (0..wanted.min(room))
+        .map_while(|_| allocators.allocate_next_of(kind).ok())
+        .collect()
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use allocator::{Allocators, ServiceSpec, Snapshot, Value};
+use allocator::{Allocators, ServiceSpec, Value};
 use k8s_openapi::ByteString;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
@@ -480,7 +480,7 @@ impl Actor {
                 tracing::debug!(
                     attempts,
                     ?backoff,
-                    range = kind.object_name(),
+                    range = kind.name(),
                     "allocation state changed under this replica; replaying the batch on a fresh copy"
                 );
                 // Replicas busy at once would otherwise retry in lockstep and keep
@@ -488,16 +488,16 @@ impl Actor {
                 tokio::time::sleep(backoff).await;
             }
             *attempts += 1;
-            let stored = match self.api.get_opt(kind.object_name()).await {
+            let stored = match self.api.get_opt(kind.name()).await {
                 Ok(Some(stored)) => stored,
                 Ok(None) => return Ok(Rebased::Replan),
                 Err(error) => return Err(error.to_string()),
             };
-            let snapshot = Snapshot {
-                range: stored.spec.range.clone(),
-                data: stored.spec.data.0.clone(),
-            };
-            if self.restore(kind, &snapshot).is_err() {
+            if self
+                .allocators
+                .restore(kind, &stored.spec.snapshot())
+                .is_err()
+            {
                 return Ok(Rebased::Replan);
             }
             self.learn(kind, stored);
@@ -548,7 +548,7 @@ impl Actor {
             let object = self.object(kind);
             match self
                 .api
-                .replace(kind.object_name(), &PostParams::default(), &object)
+                .replace(kind.name(), &PostParams::default(), &object)
                 .await
             {
                 Ok(stored) => {
@@ -564,35 +564,23 @@ impl Actor {
         Ok(())
     }
 
-    fn snapshot_of(&self, kind: RangeKind) -> (Snapshot, u64, u64) {
-        match kind {
-            RangeKind::ClusterIps(family) => {
-                let ips = self
-                    .allocators
-                    .cluster_ips_of(family)
-                    .expect("configured family");
-                (ips.snapshot(), ips.used(), ips.size())
-            }
-            RangeKind::NodePorts => {
-                let ports = self.allocators.node_ports();
-                (ports.snapshot(), ports.used(), ports.size())
-            }
-        }
-    }
-
     fn object(&self, kind: RangeKind) -> RangeAllocation {
-        let (snapshot, used, size) = self.snapshot_of(kind);
+        let snapshot = self
+            .allocators
+            .snapshot_of(kind)
+            .expect("a configured range");
+        let usage = self.allocators.usage_of(kind).expect("a configured range");
         RangeAllocation {
             metadata: ObjectMeta {
-                name: Some(kind.object_name().to_string()),
+                name: Some(kind.name().to_string()),
                 resource_version: self.versions.get(&kind).cloned(),
                 ..ObjectMeta::default()
             },
             spec: RangeAllocationSpec {
                 range: snapshot.range,
                 data: ByteString(snapshot.data),
-                used,
-                size,
+                used: usage.used,
+                size: usage.size,
                 reservations: self.reservations.get(&kind).cloned().unwrap_or_default(),
             },
         }
@@ -669,24 +657,10 @@ impl Actor {
             if usable {
                 continue;
             }
-            let drained = match kind {
-                RangeKind::ClusterIps(family) => {
-                    self.allocators.cluster_ips_of_mut(family).map_or(0, |ips| {
-                        let count = ips.pooled().len();
-                        ips.drain_pool();
-                        count
-                    })
-                }
-                RangeKind::NodePorts => {
-                    let ports = self.allocators.node_ports_mut();
-                    let count = ports.pooled().len();
-                    ports.drain_pool();
-                    count
-                }
-            };
+            let drained = self.allocators.drain_pool_of(kind);
             if drained > 0 {
                 tracing::warn!(
-                    range = kind.object_name(),
+                    range = kind.name(),
                     values = drained,
                     "pool not renewed in time; its values are left to repair"
                 );
@@ -697,7 +671,7 @@ impl Actor {
     /// Reads every range's object, creating the missing ones from the in-memory state.
     async fn reload(&mut self) -> Result<(), StoreError> {
         for kind in self.ranges() {
-            let name = kind.object_name();
+            let name = kind.name();
             let stored = match self.api.get_opt(name).await.map_err(persist)? {
                 Some(stored) => stored,
                 None => {
@@ -712,11 +686,11 @@ impl Actor {
                     }
                 }
             };
-            let snapshot = Snapshot {
-                range: stored.spec.range.clone(),
-                data: stored.spec.data.0.clone(),
-            };
-            if self.restore(kind, &snapshot).is_err() {
+            if self
+                .allocators
+                .restore(kind, &stored.spec.snapshot())
+                .is_err()
+            {
                 return Err(StoreError::RangeMismatch {
                     object: name,
                     stored: stored.spec.range,
@@ -727,17 +701,6 @@ impl Actor {
         }
         self.stale = false;
         Ok(())
-    }
-
-    fn restore(&mut self, kind: RangeKind, snapshot: &Snapshot) -> allocator::Result<()> {
-        match kind {
-            RangeKind::ClusterIps(family) => self
-                .allocators
-                .cluster_ips_of_mut(family)
-                .expect("configured family")
-                .restore(snapshot),
-            RangeKind::NodePorts => self.allocators.node_ports_mut().restore(snapshot),
-        }
     }
 }
 
