@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use allocator::{Allocators, ServiceSpec};
 
-use super::batch::{Recent, answered, plan_batch};
-use super::store::{AdmitRequest, AllocationStore, StoreError};
+use super::batch::{AdmitRequest, Recent, answered, plan_batch};
+use super::error::StoreError;
+use super::store::AllocationStore;
 use super::unconfirmed::{Unconfirmed, UnconfirmedConfig};
 
 /// Allocates for one Service change.

@@ -12,11 +12,43 @@ use std::time::Instant;
 use allocator::{Allocators, ServiceSpec, Value};
 
 use super::crd::RangeKind;
-use super::store::{AdmitRequest, StoreError};
-use super::unconfirmed::Unconfirmed;
+use super::error::StoreError;
+use super::unconfirmed::{ServiceName, Unconfirmed};
 
 /// How many recent admissions are remembered to answer a reinvocation alike.
 const RECENT_ADMISSIONS: usize = 4096;
+
+/// A Service change to allocate for.
+#[derive(Clone, Debug)]
+pub struct AdmitRequest {
+    /// The AdmissionRequest uid: a reinvocation gets the same answer.
+    pub uid: String,
+    /// The Service's namespace.
+    pub namespace: String,
+    /// The Service's name (or, for a create with `generateName`, its prefix).
+    pub service: ServiceName,
+    /// The Service before the change (updates).
+    pub old: Option<ServiceSpec>,
+    /// The Service as requested.
+    pub new: ServiceSpec,
+    /// Report what would be allocated; persist nothing.
+    pub dry_run: bool,
+}
+
+#[cfg(test)]
+impl AdmitRequest {
+    /// A create of a Service with default fields named `uid`, in namespace `tenant`.
+    pub(super) fn test_create(uid: &str) -> Self {
+        AdmitRequest {
+            uid: uid.to_string(),
+            namespace: "tenant".to_string(),
+            service: ServiceName::Named(uid.to_string()),
+            old: None,
+            new: ServiceSpec::default(),
+            dry_run: false,
+        }
+    }
+}
 
 /// One admission's outcome in a planned batch: the filled Service and every value it was
 /// given (pooled ones included), or why it is refused.

@@ -17,85 +17,49 @@
 //! of an admission well below one apiserver write.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use allocator::{Allocators, ServiceSpec, Value};
-use k8s_openapi::ByteString;
-use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::batch::{Outcome, Planned, Recent, answered, plan_batch, replay};
-use super::crd::{RangeAllocation, RangeAllocationSpec, RangeKind, Reservation};
-use super::pool::PoolConfig;
-use super::unconfirmed::{Expired, ServiceName, Unconfirmed, UnconfirmedConfig};
+use super::batch::{AdmitRequest, Outcome, Recent, answered, plan_batch};
+use super::crd::{RangeAllocation, RangeKind, Reservation};
+use super::error::StoreError;
+use super::unconfirmed::{Expired, Unconfirmed, UnconfirmedConfig};
+use persist::{PersistError, Rebased};
 
 /// How many commands one batch (and so one write per range) takes at most.
 const MAX_BATCH: usize = 256;
 /// How many times a batch is written (replayed or planned again after each conflict)
 /// before its clients get an error.
 const MAX_ATTEMPTS: u32 = 16;
-/// The first cap of the wait before writing again after a conflict; it doubles with each
-/// attempt up to [`CONFLICT_BACKOFF_MAX`]. The waits of all attempts add up to at most
-/// about 0.7 s, well inside the webhook's timeout.
-const CONFLICT_BACKOFF_BASE: Duration = Duration::from_millis(1);
-/// See [`CONFLICT_BACKOFF_BASE`].
-const CONFLICT_BACKOFF_MAX: Duration = Duration::from_millis(64);
-
-/// Why the store could not answer.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The request itself is refused (range full, value taken, invalid combination).
-    #[error(transparent)]
-    Allocation(#[from] allocator::Error),
-    /// The state could not be read or written; nothing was handed out.
-    #[error("could not persist the allocation state: {0}; try again")]
-    Persist(String),
-    /// The store is shutting down.
-    #[error("the allocation store is stopped")]
-    Stopped,
-    /// The namespace holds as many values not yet confirmed by a stored Service as one
-    /// replica gives a namespace.
-    #[error(
-        "namespace {namespace:?} already holds {limit} allocated values whose Services have not been seen created yet (the limit per namespace); retry once earlier requests have completed or timed out"
-    )]
-    TooManyUnconfirmed {
-        /// The namespace.
-        namespace: String,
-        /// The limit.
-        limit: usize,
-    },
-    /// The stored state belongs to other ranges than this replica's.
-    #[error(
-        "the stored allocation state {object} is for range {stored}, but this replica is configured with {configured}: start every replica with the same ranges (and kube-apiserver's); to change the ranges on purpose, delete RangeAllocation {object} and repair rebuilds it from the Services"
-    )]
-    RangeMismatch {
-        /// The RangeAllocation object.
-        object: &'static str,
-        /// Its range.
-        stored: String,
-        /// This replica's.
-        configured: String,
-    },
+/// How a replica pools values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Cluster IPs kept ready per range (node ports: a quarter of it); 0 turns pools off
+    /// (every allocation is then written before its answer).
+    pub size: usize,
+    /// How long a reservation entry lives without renewal: the same on every replica.
+    pub lifetime: Duration,
 }
 
-/// A Service change to allocate for.
-#[derive(Clone, Debug)]
-pub struct AdmitRequest {
-    /// The AdmissionRequest uid: a reinvocation gets the same answer.
-    pub uid: String,
-    /// The Service's namespace.
-    pub namespace: String,
-    /// The Service's name (or, for a create with `generateName`, its prefix).
-    pub service: ServiceName,
-    /// The Service before the change (updates).
-    pub old: Option<ServiceSpec>,
-    /// The Service as requested.
-    pub new: ServiceSpec,
-    /// Report what would be allocated; persist nothing.
-    pub dry_run: bool,
+impl PoolConfig {
+    /// No pools.
+    pub const OFF: PoolConfig = PoolConfig {
+        size: 0,
+        lifetime: Duration::from_secs(60),
+    };
+
+    /// How many values the pool of `kind` holds when full. Node ports are fewer and
+    /// requested by number more often than cluster IPs: their pools are a quarter as large.
+    pub fn size_of(&self, kind: RangeKind) -> usize {
+        match kind {
+            RangeKind::ClusterIps(_) => self.size,
+            RangeKind::NodePorts => self.size.div_ceil(4),
+        }
+    }
 }
 
 type Reply = oneshot::Sender<Result<ServiceSpec, StoreError>>;
@@ -461,61 +425,6 @@ impl Actor {
         self.fail(replies, releases, failure);
     }
 
-    /// After a write conflict: writes each range `planned` has still to write after a read
-    /// of a fresh copy on which the batch's changes are replayed, so that the window another
-    /// replica can write in is one read and one write; a random wait precedes each try that
-    /// follows a conflict. Counts each write in `attempts`.
-    async fn write_rebased(
-        &mut self,
-        planned: &mut Planned,
-        attempts: &mut u32,
-    ) -> Result<Rebased, String> {
-        let mut conflicted = true;
-        while let Some(&kind) = planned.pending.first() {
-            if *attempts >= MAX_ATTEMPTS {
-                return Ok(Rebased::OutOfAttempts);
-            }
-            if conflicted {
-                let backoff = conflict_backoff(*attempts, random());
-                tracing::debug!(
-                    attempts,
-                    ?backoff,
-                    range = kind.name(),
-                    "allocation state changed under this replica; replaying the batch on a fresh copy"
-                );
-                // Replicas busy at once would otherwise retry in lockstep and keep
-                // overwriting each other until every attempt is spent.
-                tokio::time::sleep(backoff).await;
-            }
-            *attempts += 1;
-            let stored = match self.api.get_opt(kind.name()).await {
-                Ok(Some(stored)) => stored,
-                Ok(None) => return Ok(Rebased::Replan),
-                Err(error) => return Err(error.to_string()),
-            };
-            if self
-                .allocators
-                .restore(kind, &stored.spec.snapshot())
-                .is_err()
-            {
-                return Ok(Rebased::Replan);
-            }
-            self.learn(kind, stored);
-            if !replay(&mut self.allocators, &planned.deltas[&kind]) {
-                return Ok(Rebased::Replan);
-            }
-            match self.persist(&BTreeSet::from([kind])).await {
-                Ok(()) => {
-                    planned.pending.remove(&kind);
-                    conflicted = false;
-                }
-                Err(PersistError::Conflict { .. }) => conflicted = true,
-                Err(PersistError::Other(error)) => return Err(error),
-            }
-        }
-        Ok(Rebased::Written)
-    }
-
     /// Answers the admissions of a persisted batch; what they were given waits for their
     /// Services to be seen.
     fn answer(&mut self, requests: Vec<AdmitRequest>, replies: Vec<Reply>, outcomes: Vec<Outcome>) {
@@ -540,58 +449,6 @@ impl Actor {
         for reply in replies {
             let _ = reply.send(Err(StoreError::Persist(error.clone())));
         }
-    }
-
-    async fn persist(&mut self, touched: &BTreeSet<RangeKind>) -> Result<(), PersistError> {
-        let mut written = BTreeSet::new();
-        for &kind in touched {
-            let object = self.object(kind);
-            match self
-                .api
-                .replace(kind.name(), &PostParams::default(), &object)
-                .await
-            {
-                Ok(stored) => {
-                    self.learn(kind, stored);
-                    written.insert(kind);
-                }
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    return Err(PersistError::Conflict { written });
-                }
-                Err(error) => return Err(PersistError::Other(error.to_string())),
-            }
-        }
-        Ok(())
-    }
-
-    fn object(&self, kind: RangeKind) -> RangeAllocation {
-        let snapshot = self
-            .allocators
-            .snapshot_of(kind)
-            .expect("a configured range");
-        let usage = self.allocators.usage_of(kind).expect("a configured range");
-        RangeAllocation {
-            metadata: ObjectMeta {
-                name: Some(kind.name().to_string()),
-                resource_version: self.versions.get(&kind).cloned(),
-                ..ObjectMeta::default()
-            },
-            spec: RangeAllocationSpec {
-                range: snapshot.range,
-                data: ByteString(snapshot.data),
-                used: usage.used,
-                size: usage.size,
-                reservations: self.reservations.get(&kind).cloned().unwrap_or_default(),
-            },
-        }
-    }
-
-    /// Takes the resourceVersion and reservation entries of `stored`, the object `kind`
-    /// was just read or written as.
-    fn learn(&mut self, kind: RangeKind, stored: RangeAllocation) {
-        self.versions
-            .insert(kind, stored.metadata.resource_version.unwrap_or_default());
-        self.reservations.insert(kind, stored.spec.reservations);
     }
 
     fn view(&self) -> StateView {
@@ -667,79 +524,6 @@ impl Actor {
             }
         }
     }
-
-    /// Reads every range's object, creating the missing ones from the in-memory state.
-    async fn reload(&mut self) -> Result<(), StoreError> {
-        for kind in self.ranges() {
-            let name = kind.name();
-            let stored = match self.api.get_opt(name).await.map_err(persist)? {
-                Some(stored) => stored,
-                None => {
-                    self.versions.remove(&kind);
-                    let fresh = self.object(kind);
-                    match self.api.create(&PostParams::default(), &fresh).await {
-                        Ok(created) => created,
-                        Err(kube::Error::Api(status)) if status.code == 409 => {
-                            self.api.get(name).await.map_err(persist)?
-                        }
-                        Err(error) => return Err(persist(error)),
-                    }
-                }
-            };
-            if self
-                .allocators
-                .restore(kind, &stored.spec.snapshot())
-                .is_err()
-            {
-                return Err(StoreError::RangeMismatch {
-                    object: name,
-                    stored: stored.spec.range,
-                    configured: self.object(kind).spec.range,
-                });
-            }
-            self.learn(kind, stored);
-        }
-        self.stale = false;
-        Ok(())
-    }
-}
-
-/// How writing a batch after a conflict ended.
-enum Rebased {
-    /// Every range is written.
-    Written,
-    /// A value the batch reserved was taken meanwhile: plan it again.
-    Replan,
-    /// Every attempt is spent.
-    OutOfAttempts,
-}
-
-/// The wait before attempt `attempt + 1` after a conflict: uniform in `[0, cap]` ("full
-/// jitter"), the cap doubling from [`CONFLICT_BACKOFF_BASE`] up to [`CONFLICT_BACKOFF_MAX`].
-/// `random` is any uniformly random number.
-fn conflict_backoff(attempt: u32, random: u64) -> Duration {
-    let cap = CONFLICT_BACKOFF_BASE
-        .saturating_mul(1 << attempt.min(16))
-        .min(CONFLICT_BACKOFF_MAX);
-    let cap_nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(random % (cap_nanos + 1))
-}
-
-/// A random number from the standard library's per-instance random hasher keys.
-fn random() -> u64 {
-    std::collections::hash_map::RandomState::new().hash_one(0u8)
-}
-
-enum PersistError {
-    /// A range changed since it was read; `written` were written before that.
-    Conflict {
-        written: BTreeSet<RangeKind>,
-    },
-    Other(String),
-}
-
-fn persist(error: kube::Error) -> StoreError {
-    StoreError::Persist(error.to_string())
 }
 
 /// Sleeps until `deadline`; forever without one.
@@ -750,29 +534,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+mod persist;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conflict_backoff_is_jittered_under_a_doubling_cap() {
-        assert_eq!(conflict_backoff(1, 0), Duration::ZERO);
-        let mut total = Duration::ZERO;
-        for attempt in 1..MAX_ATTEMPTS {
-            let cap = (CONFLICT_BACKOFF_BASE * 2u32.pow(attempt)).min(CONFLICT_BACKOFF_MAX);
-            for _ in 0..64 {
-                assert!(conflict_backoff(attempt, random()) <= cap);
-            }
-            let at_cap = conflict_backoff(attempt, u64::try_from(cap.as_nanos()).unwrap());
-            assert_eq!(at_cap, cap);
-            total += at_cap;
-        }
-        assert_eq!(total, Duration::from_millis(702));
-    }
-
-    #[test]
-    fn random_numbers_differ() {
-        let draws: BTreeSet<u64> = (0..32).map(|_| random()).collect();
-        assert!(draws.len() > 30);
-    }
-}
+mod tests;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::state::unconfirmed::{ServiceName, UnconfirmedConfig};
+use crate::state::unconfirmed::UnconfirmedConfig;
 use allocator::{ClusterIpAllocator, NodePortAllocator};
 
 fn allocators() -> Allocators {
@@ -28,17 +28,6 @@ fn with_pool(pooled: &[Value]) -> Allocators {
         allocators.add_to_pool(value);
     }
     allocators
-}
-
-fn create(uid: &str) -> AdmitRequest {
-    AdmitRequest {
-        uid: uid.to_string(),
-        namespace: "tenant".to_string(),
-        service: ServiceName::Named(uid.to_string()),
-        old: None,
-        new: ServiceSpec::default(),
-        dry_run: false,
-    }
 }
 
 fn unconfirmed(per_namespace: usize) -> Unconfirmed {
@@ -99,7 +88,11 @@ fn pooled_values_need_no_write_and_others_are_in_the_delta() {
     let mut allocators = with_pool(&pooled);
     let planned = plan(
         &mut allocators,
-        &[create("a"), create("b"), create("c")],
+        &[
+            AdmitRequest::test_create("a"),
+            AdmitRequest::test_create("b"),
+            AdmitRequest::test_create("c"),
+        ],
         256,
     );
     assert_eq!(given(&planned.outcomes[0]), [pooled[0]]);
@@ -119,7 +112,11 @@ fn an_abandoned_batch_puts_its_pooled_values_back() {
     let pooled = [ip("10.96.0.40"), ip("10.96.0.41")];
     let mut allocators = with_pool(&pooled);
     let stored = allocators.clone();
-    let admits = [create("a"), create("b"), create("c")];
+    let admits = [
+        AdmitRequest::test_create("a"),
+        AdmitRequest::test_create("b"),
+        AdmitRequest::test_create("c"),
+    ];
     let first = plan(&mut allocators, &admits, 256);
     assert!(allocators.pooled().is_empty());
     let unanswered = first.unanswered(Vec::new());
@@ -142,7 +139,7 @@ fn an_abandoned_batch_puts_its_pooled_values_back() {
 fn an_abandoned_batch_puts_back_only_what_is_still_allocated() {
     let pooled = ip("10.96.0.40");
     let mut allocators = with_pool(&[pooled]);
-    let planned = plan(&mut allocators, &[create("a")], 256);
+    let planned = plan(&mut allocators, &[AdmitRequest::test_create("a")], 256);
     assert_eq!(planned.from_pool, [pooled]);
     // A fresher copy read after the conflict no longer has it (freed by repair).
     allocators.release(pooled);
@@ -155,7 +152,14 @@ fn an_abandoned_batch_puts_back_only_what_is_still_allocated() {
 fn a_namespace_over_its_unconfirmed_limit_is_refused_and_its_values_freed() {
     let pooled = ip("10.96.0.40");
     let mut allocators = with_pool(&[pooled]);
-    let planned = plan(&mut allocators, &[create("a"), create("b")], 1);
+    let planned = plan(
+        &mut allocators,
+        &[
+            AdmitRequest::test_create("a"),
+            AdmitRequest::test_create("b"),
+        ],
+        1,
+    );
     assert_eq!(given(&planned.outcomes[0]), [pooled]);
     assert!(matches!(
         planned.outcomes[1],
@@ -169,7 +173,7 @@ fn a_namespace_over_its_unconfirmed_limit_is_refused_and_its_values_freed() {
 #[test]
 fn a_reinvocation_is_answered_alike_without_allocating() {
     let mut allocators = allocators();
-    let first = plan(&mut allocators, &[create("a")], 256);
+    let first = plan(&mut allocators, &[AdmitRequest::test_create("a")], 256);
     let (filled, _) = first.outcomes[0].as_ref().unwrap();
     let mut recent = Recent::default();
     recent.remember("a", filled);
@@ -177,7 +181,7 @@ fn a_reinvocation_is_answered_alike_without_allocating() {
         &mut allocators,
         &recent,
         &unconfirmed(256),
-        &[create("a")],
+        &[AdmitRequest::test_create("a")],
         &[],
         &[],
         Vec::new(),
