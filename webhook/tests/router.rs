@@ -428,6 +428,19 @@ async fn an_object_that_does_not_convert_is_denied_with_the_reason() {
         "{}",
         answer.message()
     );
+    // The details kube-apiserver's own refusal carries (NewInvalid in apimachinery).
+    let details = &response["status"]["details"];
+    assert_eq!(details["kind"], "Service");
+    assert_eq!(details["name"], "web");
+    assert_eq!(details["causes"][0]["reason"], "FieldValueInvalid");
+    assert_eq!(details["causes"][0]["field"], "spec.type");
+    assert!(
+        details["causes"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid value: \"Nodeport\": "),
+        "{details}"
+    );
 
     let answer = harness
         .post(
