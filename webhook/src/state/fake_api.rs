@@ -25,6 +25,8 @@ struct State {
     version: u64,
     /// Per object, changes to land before its next PUTs (one per PUT).
     interferences: BTreeMap<String, VecDeque<Interference>>,
+    /// Per object, statuses to answer its next PUTs with (the write is dropped).
+    refusals: BTreeMap<String, VecDeque<StatusCode>>,
     gets: usize,
     puts: usize,
 }
@@ -68,6 +70,17 @@ impl FakeRanges {
             .push_back(change);
     }
 
+    /// Answers the next PUT of object `name` with `code`, dropping the write, as an
+    /// apiserver that is restarting would.
+    pub fn refuse_next_put(&self, name: &str, code: StatusCode) {
+        let mut state = self.0.lock().unwrap();
+        state
+            .refusals
+            .entry(name.to_string())
+            .or_default()
+            .push_back(code);
+    }
+
     /// GETs and PUTs served so far.
     pub fn counts(&self) -> (usize, usize) {
         let state = self.0.lock().unwrap();
@@ -107,6 +120,9 @@ impl FakeRanges {
             }
             (Method::PUT, Some(name)) if !name.is_empty() => {
                 state.puts += 1;
+                if let Some(code) = state.refusals.get_mut(&name).and_then(VecDeque::pop_front) {
+                    return status(code, "ServiceUnavailable");
+                }
                 let interference = state
                     .interferences
                     .get_mut(&name)

@@ -28,6 +28,7 @@ use super::batch::{AdmitRequest, Outcome, Recent, answered, plan_batch};
 use super::crd::{RangeAllocation, RangeKind, Reservation};
 use super::error::StoreError;
 use super::unconfirmed::{Expired, Unconfirmed, UnconfirmedConfig};
+use super::write::{conflict_backoff, random};
 use persist::{PersistError, Rebased};
 
 /// How many commands one batch (and so one write per range) takes at most.
@@ -372,6 +373,13 @@ impl Actor {
             if self.stale
                 && let Err(error) = self.reload().await
             {
+                // Unreadable for now (the apiserver restarting, say): read again within
+                // this batch's attempts before failing its admissions.
+                if matches!(error, StoreError::Persist(_)) && attempts < MAX_ATTEMPTS {
+                    tracing::debug!(%error, attempts, "allocation state not reloaded; trying again");
+                    tokio::time::sleep(conflict_backoff(attempts, random())).await;
+                    continue;
+                }
                 tracing::warn!(%error, "allocation state not reloaded");
                 break error.to_string();
             }

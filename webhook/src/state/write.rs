@@ -66,6 +66,11 @@ pub(super) async fn rewrite<T, S>(
         let stored = match api.get_opt(kind.name()).await {
             Ok(Some(stored)) => stored,
             Ok(None) => return Err(RewriteError::Missing),
+            Err(error) if worth_another_try(&error) => {
+                tracing::debug!(%error, range = kind.name(), "reading the allocation state failed; trying again");
+                conflicted = true;
+                continue;
+            }
             Err(error) => return Err(RewriteError::Api(error)),
         };
         let (object, result) = change(stored).map_err(RewriteError::Stopped)?;
@@ -74,11 +79,12 @@ pub(super) async fn rewrite<T, S>(
             .await
         {
             Ok(written) => return Ok((written, result)),
-            Err(kube::Error::Api(status)) if status.code == 409 => {
+            Err(error) if worth_another_try(&error) => {
                 tracing::debug!(
                     attempts = *attempts,
                     range = kind.name(),
-                    "allocation state changed under this writer; writing again on a fresh copy"
+                    %error,
+                    "allocation state not written (changed under this writer, or the outcome is unknown); writing again on a fresh copy"
                 );
                 conflicted = true;
             }
@@ -87,10 +93,21 @@ pub(super) async fn rewrite<T, S>(
     }
 }
 
+/// Whether a read or compare-and-swap write that failed with `error` is worth another try on
+/// a fresh copy: a conflict, or an outcome the apiserver did not state (the connection
+/// broke, as when kube-apiserver restarts; a timeout; the apiserver unavailable). Reading
+/// again first makes the retry safe even when the failed write did land.
+pub(super) fn worth_another_try(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code == 409 || status.code == 429 || status.code >= 500,
+        _ => true,
+    }
+}
+
 /// The wait before attempt `attempt + 1` after a conflict: uniform in `[0, cap]` ("full
 /// jitter"), the cap doubling from [`CONFLICT_BACKOFF_BASE`] up to [`CONFLICT_BACKOFF_MAX`].
 /// `random` is any uniformly random number.
-fn conflict_backoff(attempt: u32, random: u64) -> Duration {
+pub(super) fn conflict_backoff(attempt: u32, random: u64) -> Duration {
     let cap = CONFLICT_BACKOFF_BASE
         .saturating_mul(1 << attempt.min(16))
         .min(CONFLICT_BACKOFF_MAX);

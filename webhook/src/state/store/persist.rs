@@ -10,7 +10,7 @@ use super::{Actor, MAX_ATTEMPTS};
 use crate::state::batch::{Planned, replay};
 use crate::state::crd::{RangeAllocation, RangeAllocationSpec, RangeKind};
 use crate::state::error::StoreError;
-use crate::state::write::{RewriteError, Start, rewrite};
+use crate::state::write::{RewriteError, Start, rewrite, worth_another_try};
 use k8s_openapi::ByteString;
 
 impl Actor {
@@ -72,7 +72,9 @@ impl Actor {
                     self.learn(kind, stored);
                     written.insert(kind);
                 }
-                Err(kube::Error::Api(status)) if status.code == 409 => {
+                // Read the range again and replay: a conflict, or a write whose outcome
+                // is unknown (a CAS replay on a fresh copy is right either way).
+                Err(error) if worth_another_try(&error) => {
                     return Err(PersistError::Conflict { written });
                 }
                 Err(error) => return Err(PersistError::Other(error.to_string())),
@@ -158,7 +160,8 @@ pub(super) enum Rebased {
 }
 
 pub(super) enum PersistError {
-    /// A range changed since it was read; `written` were written before that.
+    /// A range changed since it was read, or a write's outcome is unknown: read it again;
+    /// `written` were written before that.
     Conflict {
         written: BTreeSet<RangeKind>,
     },

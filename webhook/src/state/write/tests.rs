@@ -100,6 +100,20 @@ mod against_the_api {
     }
 
     #[tokio::test]
+    async fn a_write_the_apiserver_did_not_answer_is_tried_again_on_a_fresh_copy() {
+        let fake = FakeRanges::default();
+        fake.put_object(object(10));
+        fake.refuse_next_put(KIND.name(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        let api = Api::all(fake.client());
+        let mut attempts = 0;
+        let (written, _) = rewrite(&api, KIND, Start::Now, &mut attempts, 4, add_one)
+            .await
+            .unwrap();
+        assert_eq!(written.spec.used, 11);
+        assert_eq!(fake.counts(), (2, 2));
+    }
+
+    #[tokio::test]
     async fn a_missing_object_is_said_so() {
         let fake = FakeRanges::default();
         let api = Api::all(fake.client());
@@ -107,4 +121,18 @@ mod against_the_api {
         let result = rewrite(&api, KIND, Start::Now, &mut attempts, 4, add_one).await;
         assert!(matches!(result, Err(RewriteError::Missing)));
     }
+}
+
+#[test]
+fn conflicts_and_unknown_outcomes_are_tried_again_refusals_are_not() {
+    let status =
+        |code| kube::Error::Api(kube::core::Status::failure("", "").with_code(code).boxed());
+    assert!(worth_another_try(&status(409)));
+    assert!(worth_another_try(&status(503)));
+    assert!(worth_another_try(&status(429)));
+    assert!(!worth_another_try(&status(422)));
+    assert!(!worth_another_try(&status(403)));
+    assert!(!worth_another_try(&status(404)));
+    let broken = kube::Error::Service("connection reset".into());
+    assert!(worth_another_try(&broken));
 }
