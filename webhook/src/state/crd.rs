@@ -80,6 +80,11 @@ impl Reservation {
         }
     }
 
+    /// The same entry, renewed at `now`.
+    pub fn renew(&mut self, now: SystemTime) {
+        self.renew_time = humantime::format_rfc3339_millis(now).to_string();
+    }
+
     /// Whether the entry was renewed less than `lifetime` before `now`. An unreadable time
     /// counts as dead.
     pub fn is_live(&self, now: SystemTime, lifetime: Duration) -> bool {

@@ -118,13 +118,16 @@ impl AllocationStore {
     /// Loads (or creates) the `RangeAllocation` objects of `allocators`' ranges and starts
     /// the actor. `allocators` gives the configured ranges; a stored object of another range
     /// is an error ([`StoreError::RangeMismatch`]): it is never reset.
-    /// `pool` sets the pools, which the refiller ([`super::pool::spawn_refiller`]) fills.
+    /// `pool` sets the pools, which the refiller ([`super::pool::spawn_refiller`]) fills
+    /// in this replica's reservation entries, named `holder`; the store's own writes renew
+    /// them too.
     /// Values given at admission whose wait for their Service ran out are sent to
     /// `expired`, whose reader gives back those no Service holds.
     pub async fn start(
         client: Client,
         allocators: Allocators,
         pool: PoolConfig,
+        holder: String,
         unconfirmed: UnconfirmedConfig,
         expired: mpsc::UnboundedSender<Vec<Expired>>,
     ) -> Result<Self, StoreError> {
@@ -135,6 +138,7 @@ impl AllocationStore {
             versions: BTreeMap::new(),
             reservations: BTreeMap::new(),
             pool,
+            holder,
             pool_usable_until: BTreeMap::new(),
             refill: Arc::clone(&refill),
             recent: Recent::default(),
@@ -239,6 +243,8 @@ struct Actor {
     /// The reservation entries of that same object, written back unchanged.
     reservations: BTreeMap<RangeKind, BTreeMap<String, Reservation>>,
     pool: PoolConfig,
+    /// The name of this replica's reservation entries.
+    holder: String,
     /// Per range, until when its pool may be handed out: half the entry's lifetime after
     /// the refiller last renewed it, so that no other replica can deem it dead meanwhile.
     pool_usable_until: BTreeMap<RangeKind, Instant>,
@@ -510,16 +516,29 @@ impl Actor {
             .insert(kind, renewed + self.pool.lifetime / 2);
     }
 
+    /// Whether the pool of `kind` may still be handed out at `now`.
+    fn pool_usable(&self, kind: RangeKind, now: Instant) -> bool {
+        self.pool_usable_until
+            .get(&kind)
+            .is_some_and(|&until| until > now)
+    }
+
+    /// Whether the pool of `kind` has values and may be handed out at `now`.
+    fn pool_in_use(&self, kind: RangeKind, now: Instant) -> bool {
+        self.pool_usable(kind, now)
+            && self
+                .allocators
+                .pooled()
+                .iter()
+                .any(|&value| RangeKind::of(value) == kind)
+    }
+
     /// Empties the pools whose entry was not renewed in time: another replica may deem it
     /// dead soon and repair may free its values. They stay allocated (repair frees them).
     fn expire_pools(&mut self) {
         let now = Instant::now();
         for kind in self.ranges() {
-            let usable = self
-                .pool_usable_until
-                .get(&kind)
-                .is_some_and(|&until| until > now);
-            if usable {
+            if self.pool_usable(kind, now) {
                 continue;
             }
             let drained = self.allocators.drain_pool_of(kind);

@@ -3,6 +3,7 @@
 //! range.
 
 use std::collections::BTreeSet;
+use std::time::{Instant, SystemTime};
 
 use kube::api::{ObjectMeta, PostParams};
 
@@ -37,12 +38,13 @@ impl Actor {
                 if !replay(&mut self.allocators, delta) {
                     return Err(());
                 }
-                Ok((self.object(kind), ()))
+                Ok(self.object(kind))
             })
             .await;
             match written {
-                Ok((stored, ())) => {
+                Ok((stored, stamped)) => {
                     self.learn(kind, stored);
+                    self.renewed(kind, stamped);
                     planned.pending.remove(&kind);
                     start = Start::Now;
                 }
@@ -62,7 +64,7 @@ impl Actor {
     ) -> Result<(), PersistError> {
         let mut written = BTreeSet::new();
         for &kind in touched {
-            let object = self.object(kind);
+            let (object, stamped) = self.object(kind);
             match self
                 .api
                 .replace(kind.name(), &PostParams::default(), &object)
@@ -70,6 +72,7 @@ impl Actor {
             {
                 Ok(stored) => {
                     self.learn(kind, stored);
+                    self.renewed(kind, stamped);
                     written.insert(kind);
                 }
                 // Read the range again and replay: a conflict, or a write whose outcome
@@ -83,13 +86,25 @@ impl Actor {
         Ok(())
     }
 
-    pub(super) fn object(&self, kind: RangeKind) -> RangeAllocation {
+    /// The object to write for range `kind`: the in-memory range, the entries as last
+    /// read, this replica's own renewed when its pool is in use. Returns when the entry
+    /// was renewed, if it was.
+    pub(super) fn object(&self, kind: RangeKind) -> (RangeAllocation, Option<Instant>) {
         let snapshot = self
             .allocators
             .snapshot_of(kind)
             .expect("a configured range");
         let usage = self.allocators.usage_of(kind).expect("a configured range");
-        RangeAllocation {
+        let mut reservations = self.reservations.get(&kind).cloned().unwrap_or_default();
+        // A write of a range renews this replica's entry while its pool is in use, so that
+        // a refiller slowed down by a busy store does not let the pool expire.
+        let stamped = Instant::now();
+        let renewing = self.pool_in_use(kind, stamped)
+            && reservations
+                .get_mut(&self.holder)
+                .map(|entry| entry.renew(SystemTime::now()))
+                .is_some();
+        let object = RangeAllocation {
             metadata: ObjectMeta {
                 name: Some(kind.name().to_string()),
                 resource_version: self.versions.get(&kind).cloned(),
@@ -100,13 +115,22 @@ impl Actor {
                 data: ByteString(snapshot.data),
                 used: usage.used,
                 size: usage.size,
-                reservations: self.reservations.get(&kind).cloned().unwrap_or_default(),
+                reservations,
             },
+        };
+        (object, renewing.then_some(stamped))
+    }
+
+    /// A write of range `kind` stamped at `stamped` succeeded: when it renewed this
+    /// replica's entry, the pool may be handed out for half a lifetime from then.
+    fn renewed(&mut self, kind: RangeKind, stamped: Option<Instant>) {
+        if let Some(stamped) = stamped {
+            let until = stamped + self.pool.lifetime / 2;
+            let usable = self.pool_usable_until.entry(kind).or_insert(until);
+            *usable = (*usable).max(until);
         }
     }
 
-    /// Takes the resourceVersion and reservation entries of `stored`, the object `kind`
-    /// was just read or written as.
     pub(super) fn learn(&mut self, kind: RangeKind, stored: RangeAllocation) {
         self.versions
             .insert(kind, stored.metadata.resource_version.unwrap_or_default());
@@ -121,7 +145,7 @@ impl Actor {
                 Some(stored) => stored,
                 None => {
                     self.versions.remove(&kind);
-                    let fresh = self.object(kind);
+                    let (fresh, _) = self.object(kind);
                     match self.api.create(&PostParams::default(), &fresh).await {
                         Ok(created) => created,
                         Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -139,7 +163,7 @@ impl Actor {
                 return Err(StoreError::RangeMismatch {
                     object: name,
                     stored: stored.spec.range,
-                    configured: self.object(kind).spec.range,
+                    configured: self.object(kind).0.spec.range,
                 });
             }
             self.learn(kind, stored);

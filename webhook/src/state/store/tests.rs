@@ -26,6 +26,7 @@ async fn start(fake: &FakeRanges) -> AllocationStore {
         fake.client(),
         allocators(),
         pool,
+        "replica-a".to_string(),
         UnconfirmedConfig::default(),
         expired,
     )
@@ -101,4 +102,47 @@ async fn a_conflict_replays_the_batch_on_a_fresh_copy() {
     assert_ne!(ours, theirs, "an address another replica holds");
     assert!(stored.has(ours) && stored.has(theirs));
     assert_eq!(stored.used(), 2);
+}
+
+/// The store's own writes renew its pool entry: a refiller that cannot keep up with a busy
+/// store (as under CPU starvation) does not make the pool expire while batches are written.
+#[tokio::test]
+async fn a_write_of_the_store_renews_its_pool_entry() {
+    let fake = FakeRanges::default();
+    let store = start(&fake).await;
+    let pooled: std::net::IpAddr = "10.96.0.9".parse().unwrap();
+    let mut object = fake.object(V4.name()).unwrap();
+    change_stored(&mut object, |ips| ips.allocate(pooled).unwrap());
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    let old = humantime::parse_rfc3339(&humantime::format_rfc3339_millis(old).to_string()).unwrap();
+    object.spec.reservations.insert(
+        "replica-a".to_string(),
+        Reservation::new([Value::ClusterIp(pooled)], old),
+    );
+    object.spec.reservations.insert(
+        "replica-b".to_string(),
+        Reservation::new([Value::ClusterIp("10.96.0.10".parse().unwrap())], old),
+    );
+    fake.put_object(object);
+    store
+        .pooled(V4, vec![Value::ClusterIp(pooled)], Instant::now())
+        .await
+        .unwrap();
+    // Not from the pool: a requested address, so that the batch writes the range.
+    let mut request = AdmitRequest::test_create("a");
+    request.new.cluster_ips = vec!["10.96.0.3".to_string()];
+    store.admit(request).await.unwrap();
+    let entries = fake.object(V4.name()).unwrap().spec.reservations;
+    let renewed = |holder: &str| humantime::parse_rfc3339(&entries[holder].renew_time).unwrap();
+    assert!(
+        renewed("replica-a") > old,
+        "this replica's entry is renewed: {entries:?}, {:?} GETs and PUTs",
+        fake.counts()
+    );
+    assert_eq!(
+        renewed("replica-b"),
+        old,
+        "another replica's entry is left alone"
+    );
+    assert_eq!(entries["replica-a"].values, ["10.96.0.9"]);
 }
