@@ -60,6 +60,20 @@ impl FieldError {
         }
     }
 
+    /// `field: Invalid value: ["a","b"]: detail`, for a list of strings (printed as JSON,
+    /// as kube-apiserver prints a list).
+    pub fn invalid_list(
+        field: impl Into<String>,
+        values: &[String],
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            kind: FieldErrorKind::Invalid(serde_json::to_string(values).unwrap_or_default()),
+            detail: detail.into(),
+        }
+    }
+
     /// `field: Forbidden: detail`.
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self {
