@@ -48,7 +48,8 @@ pub struct ServerLimits {
     /// Connections served at once; those accepted beyond it are closed at once.
     pub max_connections: usize,
     /// Connections in their TLS handshake at once (within `max_connections`); a new one
-    /// beyond it closes the oldest pending one (see [`super::handshakes`]).
+    /// beyond it closes the oldest pending one, so that callers that never finish a
+    /// handshake cannot hold the connection slots.
     pub max_pending_handshakes: usize,
 }
 
