@@ -27,7 +27,8 @@ use crate::pod_changes::PodChanges;
 use crate::pods::{self, PodInfo, ResolvedPorts, addresses_of_family, resolved_ports};
 use crate::service::{self, IpFamily, is_being_deleted, publishes_not_ready, slice_families};
 use crate::topology::{
-    HintsPolicy, TopologyOutcome, ZoneCapacity, apply_topology, apply_traffic_distribution,
+    HintsPolicy, TopologyOutcome, TrafficDistribution, ZoneCapacity, apply_topology,
+    apply_traffic_distribution,
 };
 use crate::trigger_time::PodTrigger;
 
@@ -40,15 +41,20 @@ struct PortList {
 
 /// What one selected pod contributes to the slices.
 #[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "endpoints kept in place: an allocation per pod is much of a sync from scratch"
+)]
 enum Contribution {
     /// Nothing: no IP, or finished.
     Nothing,
     /// Nothing until its Node is known.
     MissingNode(String),
-    /// One endpoint per address type it has addresses of, all with the same ports.
+    /// One endpoint per address type it has addresses of (two at most, kept in place rather
+    /// than allocated), all with the same ports.
     Endpoints {
         ports: Arc<PortList>,
-        endpoints: Vec<(IpFamily, Endpoint)>,
+        endpoints: [Option<(IpFamily, Endpoint)>; 2],
     },
 }
 
@@ -131,6 +137,9 @@ pub struct SliceSync {
 pub struct SliceIndex {
     service: Service,
     address_types: Vec<IpFamily>,
+    /// The hints every endpoint gets: Auto hints depend on every endpoint, and are given at
+    /// sync time.
+    distribution: Option<TrafficDistribution>,
     port_lists: HashMap<ResolvedPorts, Arc<PortList>, FastHash>,
     pods: HashMap<String, IndexedPod, FastHash>,
     /// Endpoints per address type and port list.
@@ -146,6 +155,10 @@ impl SliceIndex {
         service::manages_endpoints(service).then(|| SliceIndex {
             service: service.clone(),
             address_types: slice_families(service),
+            distribution: match HintsPolicy::of(service) {
+                HintsPolicy::TrafficDistribution(distribution) => Some(distribution),
+                HintsPolicy::Auto | HintsPolicy::None => None,
+            },
             port_lists: HashMap::default(),
             pods: HashMap::default(),
             group_sizes: BTreeMap::new(),
@@ -235,18 +248,15 @@ impl SliceIndex {
                 Arc::new(PortList { ports, key })
             })
             .clone();
-        // Auto hints depend on every endpoint: they are given at sync time.
-        let distribution = match HintsPolicy::of(&self.service) {
-            HintsPolicy::TrafficDistribution(distribution) => Some(distribution),
-            HintsPolicy::Auto | HintsPolicy::None => None,
-        };
-        let mut endpoints = Vec::new();
+        let distribution = self.distribution;
+        let mut endpoints = [None, None];
         for &family in &self.address_types {
             let addresses = addresses_of_family(pod, family);
             if !addresses.is_empty() {
                 let mut endpoint = pod_endpoint(&self.service, pod, zone.clone(), addresses);
                 apply_traffic_distribution(distribution, std::iter::once(&mut endpoint));
-                endpoints.push((family, endpoint));
+                let slot = endpoints.iter_mut().find(|slot| slot.is_none());
+                *slot.expect("two address types at most") = Some((family, endpoint));
             }
         }
         Contribution::Endpoints { ports, endpoints }
@@ -256,7 +266,7 @@ impl SliceIndex {
         let Contribution::Endpoints { ports, endpoints } = contribution else {
             return;
         };
-        for (family, _) in endpoints {
+        for (family, _) in endpoints.iter().flatten() {
             let groups = self.group_sizes.entry(*family).or_default();
             let size = match groups.get_mut(&ports.key) {
                 Some((_, size)) => size,
@@ -323,7 +333,8 @@ impl SliceIndex {
                 ..
             }) = self.pods.get(name)
             {
-                found.extend(endpoints.iter().map(|(family, e)| (*family, &ports.key, e)));
+                let listed = endpoints.iter().flatten();
+                found.extend(listed.map(|(family, e)| (*family, &ports.key, e)));
             }
         }
         found
