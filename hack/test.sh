@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # svcplane's one test command: builds what is missing (the Kubernetes binaries, cached by
-# version), then runs formatting and lint checks, the unit and in-process tests, and the
-# e2e suite against a real etcd + kube-apiserver (or the cluster KUBECONFIG names).
+# version), then runs formatting and lint checks, the unit and in-process tests, the e2e
+# suite against a real etcd + kube-apiserver (or the cluster KUBECONFIG names), and, where
+# Docker can run, svcplane in kind clusters built here (hack/kind-e2e.sh: a live takeover
+# from the in-tree controllers, then the sidecar mode).
 #
 # Environment:
-#   SVCPLANE_CACHE    cache of built binaries (default: $HOME/.cache/svcplane)
+#   SVCPLANE_CACHE    cache of built binaries and images (default: $HOME/.cache/svcplane)
 #   CARGO_TARGET_DIR  cargo's build directory (default: $SVCPLANE_CACHE/target)
-#   KUBECONFIG        run the e2e suite against this cluster instead of a local one
+#   KUBECONFIG        run the e2e suite against this cluster instead of a local one (the kind
+#                     stage is skipped then)
+#   SVCPLANE_SKIP_KIND=1  skip the kind stage
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,6 +57,29 @@ if [ -n "$left_pids$left_dirs" ]; then
   [ -z "$left_pids" ] || ps -o pid,args -p $left_pids >&2 || true
   [ -z "$left_dirs" ] || echo "$left_dirs" >&2
   exit 1
+fi
+
+step "kind: svcplane in real clusters (hack/kind-e2e.sh)"
+# kind_blocker: why the kind stage cannot run here, or nothing (and Docker is up: as root,
+# hack/kind-images.sh installs and starts it).
+kind_blocker() {
+  if [ -n "${SVCPLANE_SKIP_KIND:-}" ]; then
+    echo "SVCPLANE_SKIP_KIND is set"
+  elif [ -n "${KUBECONFIG:-}" ]; then
+    echo "KUBECONFIG is set: the e2e suite ran against that cluster"
+  elif ! docker_log=$(bash hack/kind-images.sh docker 2>&1 >/dev/null); then
+    echo "Docker cannot run here: $(tail -n 1 <<<"$docker_log")"
+  fi
+}
+blocker=$(kind_blocker)
+if [ -n "$blocker" ]; then
+  echo "SKIPPED the kind stage: $blocker" >&2
+else
+  kind_started=$SECONDS
+  # A name of this run's own: other checkouts on this machine may run kind clusters too.
+  KIND_CLUSTER="svcplane-test-$$" KIND_TAKEOVER=1 bash hack/kind-e2e.sh
+  KIND_CLUSTER="svcplane-test-$$" KIND_TAKEOVER=1 KIND_SIDECAR=1 bash hack/kind-e2e.sh
+  echo "kind stage: $((SECONDS - kind_started))s" >&2
 fi
 
 step "all tests passed in $((SECONDS - started))s"

@@ -599,17 +599,28 @@ fn admission_config(args: &ManifestArgs) -> Result<String> {
         client_key: dir.join("webhook-client.key"),
         kubeconfig_path: dir.join("webhook-client.kubeconfig"),
     };
+    let callers_ca = match &args.webhook_url {
+        None => format!(
+            "in ConfigMap {CALLERS_CONFIG_MAP} (key ca.crt) in\n\
+             # namespace {}",
+            args.identity.namespace
+        ),
+        Some(_) => format!(
+            "in {}/callers/ca.crt\n\
+             # (the sidecar's)",
+            dir.display()
+        ),
+    };
     Ok(format!(
         "# kube-apiserver's client certificate for svcplane's webhook. Issue webhook-client.crt\n\
          # and .key from a CA of their own (not the cluster CA: every client certificate of the\n\
-         # cluster would pass), put that CA in ConfigMap {CALLERS_CONFIG_MAP} (key ca.crt) in\n\
-         # namespace {namespace}, write the two documents below to the control-plane nodes and start\n\
-         # kube-apiserver with --admission-control-config-file={admission}.\n\
+         # cluster would pass), put that CA {callers_ca}, write the two documents below to the\n\
+         # control-plane nodes and start kube-apiserver with\n\
+         # --admission-control-config-file={admission}.\n\
          # Already using an AdmissionConfiguration? Add the two plugins to it.\n\
          # --- {kubeconfig}\n{}---\n# {admission}\n{}",
         serde_yaml::to_string(&config.kubeconfig())?,
         serde_yaml::to_string(&config.admission_configuration())?,
-        namespace = args.identity.namespace,
         kubeconfig = config.kubeconfig_path.display(),
         admission = dir.join("admission-config.yaml").display(),
     ))
