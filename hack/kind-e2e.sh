@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
 # svcplane in a real cluster: a kind cluster (one control plane, two workers in two zones,
-# dual-stack) whose kube-controller-manager leaves Endpoints, EndpointSlices and their
-# mirroring to svcplane, built entirely here by hack/kind-images.sh. Installs svcplane with
-# `svcplane manifests` (2 replicas, serving certificate from a CA made here, webhook through
-# its Service), then checks what real consumers see: kube-proxy routing ClusterIP, NodePort
-# and selectorless Services to ready pods only, readiness taking a pod out and back, CoreDNS
-# answering for a headless Service and <hostname>.<subdomain>. Removes the cluster at the end.
+# dual-stack) built entirely here by hack/kind-images.sh, kube-apiserver presenting a client
+# certificate to the webhook (`svcplane manifests --admission-config`). Installs svcplane
+# with `svcplane manifests` (2 replicas, serving certificate from a CA made here, webhook
+# through its Service), checks what real consumers see: kube-proxy routing ClusterIP,
+# NodePort and selectorless Services to ready pods only, readiness taking a pod out and back,
+# CoreDNS answering for a headless Service and <hostname>.<subdomain>, kubeadm's bootstrap
+# token controllers still running; then runs the e2e suite (tests/tests/e2e) against the
+# cluster through KUBECONFIG. Removes the cluster at the end.
 #
 # Environment:
 #   KIND_CLUSTER     cluster name (default: svcplane)
 #   KIND_IP_FAMILY   dual (default) or ipv4
 #   KIND_KEEP=1      keep the cluster after the checks (`kind delete cluster --name ...` later)
-#   KIND_TAKEOVER=1  live takeover: the cluster starts with the in-tree endpoint controllers,
-#                    the workload runs under them, svcplane is installed and
-#                    kube-controller-manager restarted without them while a client keeps
-#                    sending requests; then the same checks
-#   KIND_SIDECAR=1   sidecar mode: svcplane in kube-controller-manager's static pod, the
-#                    webhook at https://127.0.0.1:9443, as `svcplane manifests` describes
+#   KIND_TAKEOVER=1  live takeover: the cluster starts with kube-controller-manager as kubeadm
+#                    configures it (the in-tree endpoint controllers on), the workload runs
+#                    under them, svcplane is installed and kube-controller-manager restarted
+#                    without them while a client keeps sending requests; then the same checks
+#   KIND_SIDECAR=1   sidecar mode: the cluster starts as with KIND_TAKEOVER, then svcplane
+#                    goes into kube-controller-manager's static pod exactly as the sidecar
+#                    section of `svcplane manifests --webhook-url=https://127.0.0.1:9443`
+#                    says, webhook at https://127.0.0.1:9443 (with KIND_TAKEOVER=1: under the
+#                    client's requests)
 #   KIND_REUSE=1     run on the cluster KIND_KEEP left, if there is one (install and checks again)
-#   KIND_SKIP_IMAGES=1  use the images hack/kind-images.sh built before, without checking them
+#   SVCPLANE_CACHE   cache root (default: $HOME/.cache/svcplane); the cluster's certificates
+#                    and kubeconfig are kept in $SVCPLANE_CACHE/kind/clusters/<name> while it lives
+#   CARGO_TARGET_DIR cargo's build directory (default: $SVCPLANE_CACHE/target, as hack/test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,35 +37,36 @@ started=$SECONDS
 
 say() { printf '[kind-e2e %4ss] %s\n' "$((SECONDS - started))" "$*" >&2; }
 die() { printf '[kind-e2e] FAILED: %s\n' "$*" >&2; exit 1; }
-for tool in openssl go cargo; do
+for tool in openssl go cargo jq; do
   command -v "$tool" >/dev/null || die "$tool is required"
 done
+case "$ip_family" in dual | ipv4) ;; *) die "KIND_IP_FAMILY must be dual or ipv4" ;; esac
 
 say "images (hack/kind-images.sh; returns at once when built)"
-if [ -n "${KIND_SKIP_IMAGES:-}" ]; then
-  eval "$(hack/kind-images.sh docker | grep -E '^[A-Z_]+=')"
-else
-  eval "$(hack/kind-images.sh | grep -E '^[A-Z_]+=')"
-fi
-KUBE_DIR=$(hack/kube-bins.sh kubelet kubeadm kube-proxy kube-scheduler | tail -n1)
+eval "$(hack/kind-images.sh | grep -E '^[A-Z_]+=')"
 kind() { "$KIND" "$@"; }
 kubectl() { "$KUBE_DIR/kubectl" "$@"; }
 svcplane=$SVCPLANE_BIN
-[ -x "$svcplane" ] || die "$svcplane is missing: run hack/kind-images.sh svcplane (with the same CARGO_TARGET_DIR)"
 
-work=$(mktemp -d)
-export KUBECONFIG="$work/kubeconfig"
+cache=${SVCPLANE_CACHE:-$HOME/.cache/svcplane}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
+state="$cache/kind/clusters/$cluster"
+# The control-plane node's /etc/kubernetes/svcplane: kube-apiserver's side of the webhook's
+# client authentication, and in the sidecar mode the sidecar's certificates.
+node_dir="$state/node"
+export KUBECONFIG="$state/kubeconfig"
 cleanup() {
   local rc=$?
+  [ -z "${poller:-}" ] || kill "$poller" 2>/dev/null || true
   if [ -n "${KIND_KEEP:-}" ]; then
-    say "keeping cluster $cluster (KUBECONFIG=$work/kubeconfig)"
+    say "keeping cluster $cluster (KUBECONFIG=$KUBECONFIG)"
     exit "$rc"
   fi
   if [ "$rc" != 0 ] && kind get clusters 2>/dev/null | grep -qx "$cluster"; then
     kubectl get nodes,pods -A -o wide >&2 || true
   fi
   kind delete cluster --name "$cluster" >&2 || true
-  rm -rf "$work"
+  rm -rf "$state"
   left=$(docker ps -aq --filter "label=io.x-k8s.kind.cluster=$cluster")
   [ -z "$left" ] || { echo "[kind-e2e] containers left behind: $left" >&2; rc=1; }
   ! kind get clusters 2>/dev/null | grep -qx "$cluster" || { echo "[kind-e2e] cluster $cluster left behind" >&2; rc=1; }
@@ -66,33 +74,76 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --- cluster --------------------------------------------------------------------------------
-sed "s/ETCD_TAG/$ETCD_TAG/" hack/kind/cluster.yaml >"$work/cluster.yaml"
-case "$ip_family" in
-  dual) ;;
-  ipv4)
-    sed -i -e 's/ipFamily: dual/ipFamily: ipv4/' -e 's|"10.96.0.0/12,fd00:10:96::/112"|"10.96.0.0/12"|' \
-      -e 's|"10.244.0.0/16,fd00:10:244::/56"|"10.244.0.0/16"|' "$work/cluster.yaml" ;;
-  *) die "KIND_IP_FAMILY must be dual or ipv4" ;;
-esac
-if [ -n "${KIND_TAKEOVER:-}" ]; then
-  # kube-controller-manager as kubeadm configures it: the in-tree endpoint controllers on.
-  awk '/^# kubeadm.s own --controllers/ { skip = 1 } /^nodes:/ { skip = 0 } !skip' "$work/cluster.yaml" >"$work/cluster.in-tree.yaml"
-  mv "$work/cluster.in-tree.yaml" "$work/cluster.yaml"
+ranges="10.96.0.0/12,fd00:10:96::/112"
+pods="10.244.0.0/16,fd00:10:244::/56"
+[ "$ip_family" = dual ] || { ranges=${ranges%%,*}; pods=${pods%%,*}; }
+manifests_args=(--service-cluster-ip-range="$ranges" --image="$SVCPLANE_IMAGE" --ca-bundle-file="$state/ca.crt")
+if [ -n "${KIND_SIDECAR:-}" ]; then
+  manifests_args+=(--webhook-url=https://127.0.0.1:9443)
+else
+  manifests_args+=(--replicas=2)
 fi
-ranges=$(awk -F'"' '/serviceSubnet/ { print $2 }' "$work/cluster.yaml")
 
+# certificates: the webhook's serving certificate (for its Service and for 127.0.0.1), and
+# kube-apiserver's client certificate from a CA of its own, with the files
+# `svcplane manifests --admission-config` asks for on the control-plane node.
+certificates() {
+  say "certificates: svcplane's serving certificate, kube-apiserver's client certificate"
+  rm -rf "$state"
+  mkdir -p "$node_dir/tls" "$node_dir/callers"
+  local s=$state
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=svcplane-ca" \
+    -keyout "$s/ca.key" -out "$s/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=svcplane.$namespace.svc" \
+    -keyout "$s/tls.key" -out "$s/tls.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:svcplane.%s.svc,DNS:svcplane.%s.svc.cluster.local,IP:127.0.0.1\n' "$namespace" "$namespace" >"$s/san.ext"
+  openssl x509 -req -in "$s/tls.csr" -CA "$s/ca.crt" -CAkey "$s/ca.key" -CAcreateserial \
+    -days 30 -extfile "$s/san.ext" -out "$s/tls.crt" 2>/dev/null
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=svcplane-webhook-callers" \
+    -keyout "$s/callers-ca.key" -out "$s/callers-ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
+    -keyout "$node_dir/webhook-client.key" -out "$s/webhook-client.csr" 2>/dev/null
+  # A version 3 certificate (webpki refuses version 1), for client authentication.
+  echo 'extendedKeyUsage=clientAuth' >"$s/client.ext"
+  openssl x509 -req -in "$s/webhook-client.csr" -CA "$s/callers-ca.crt" -CAkey "$s/callers-ca.key" \
+    -CAcreateserial -days 30 -extfile "$s/client.ext" -out "$node_dir/webhook-client.crt" 2>/dev/null
+  # The documents the output names by their path on the node, each written there.
+  "$svcplane" manifests "${manifests_args[@]}" --admission-config |
+    awk -v dir="$node_dir" '/^# (--- )?\/[^ ]+$/ { n = split($NF, p, "/"); file = dir "/" p[n]; next }
+      /^---$/ { file = ""; next } file != "" { print > file }'
+  for f in admission-config.yaml webhook-client.kubeconfig; do
+    [ -f "$node_dir/$f" ] || die "svcplane manifests --admission-config did not write $f"
+  done
+  # The sidecar's files, where its section of the manifests says.
+  cp "$s/tls.crt" "$s/tls.key" "$node_dir/tls/"
+  cp "$s/callers-ca.crt" "$node_dir/callers/ca.crt"
+}
+
+# --- cluster --------------------------------------------------------------------------------
 create_cluster() {
   kind get clusters 2>/dev/null | grep -qx "$cluster" && kind delete cluster --name "$cluster" >&2
+  certificates
+  local controllers
+  controllers=$("$svcplane" manifests "${manifests_args[@]}" | grep -o -m1 -- '--controllers=[^ ]*')
+  sed -e "s|NODE_DIR|$node_dir|" -e "s|CONTROLLERS|${controllers#--controllers=}|" \
+    -e "s|SERVICE_SUBNET|$ranges|" -e "s|POD_SUBNET|$pods|" -e "s|IP_FAMILY|$ip_family|" \
+    hack/kind/cluster.yaml >"$state/cluster.yaml"
+  if [ -n "${KIND_TAKEOVER:-}${KIND_SIDECAR:-}" ]; then
+    # kube-controller-manager as kubeadm configures it: the in-tree endpoint controllers on.
+    awk '/^  # The in-tree endpoint controllers off/ { skip = 1 } /^nodes:/ { skip = 0 } !skip' \
+      "$state/cluster.yaml" >"$state/cluster.in-tree.yaml"
+    mv "$state/cluster.in-tree.yaml" "$state/cluster.yaml"
+  fi
   say "kind create cluster $cluster ($ip_family, image $NODE_IMAGE)"
-  t=$SECONDS
-  kind create cluster --name "$cluster" --image "$NODE_IMAGE" --config "$work/cluster.yaml" \
+  local t=$SECONDS
+  kind create cluster --name "$cluster" --image "$NODE_IMAGE" --config "$state/cluster.yaml" \
     --kubeconfig "$KUBECONFIG" --wait 0s >&2
   say "cluster created in $((SECONDS - t))s"
 
   # Pod network: the CNI bridge plugin with host-local addresses from each node's podCIDRs,
   # and a route on every node to every other node's podCIDRs through that node's address.
   say "pod network (bridge + routes)"
+  local nodes n other c missing ranges_json
   nodes=$(kind get nodes --name "$cluster" | sort)
   for _ in $(seq 60); do
     missing=0
@@ -132,60 +183,44 @@ JSON
   say "nodes ready: $(kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name}({.metadata.labels.topology\.kubernetes\.io/zone}) {end}')"
 }
 
-if [ -n "${KIND_REUSE:-}" ] && kind get clusters 2>/dev/null | grep -qx "$cluster"; then
+if [ -n "${KIND_REUSE:-}" ] && [ -f "$KUBECONFIG" ] && kind get clusters 2>/dev/null | grep -qx "$cluster"; then
   say "reusing cluster $cluster"
-  kind export kubeconfig --name "$cluster" --kubeconfig "$KUBECONFIG" >&2
   kubectl delete namespace "$ns" --ignore-not-found --wait >&2
 else
   create_cluster
 fi
 
 # --- svcplane ---------------------------------------------------------------------------------
-say "loading images svcplane:e2e, svcplane-test-server:e2e"
-kind load docker-image --name "$cluster" svcplane:e2e svcplane-test-server:e2e >&2
+say "loading images $SVCPLANE_IMAGE, $TEST_SERVER_IMAGE"
+kind load docker-image --name "$cluster" "$SVCPLANE_IMAGE" "$TEST_SERVER_IMAGE" >&2
 
 source hack/kind/checks.sh
 if [ -n "${KIND_TAKEOVER:-}" ]; then
   say "workload under the in-tree endpoint controllers"
   workload
-  poll_log="$work/poll.log"
+  poll_log="$state/poll.log"
   start_poller "http://web.$ns/" "$poll_log"
 fi
 
-say "serving certificate for svcplane.$namespace.svc"
-openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=svcplane-ca" \
-  -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=svcplane.$namespace.svc" \
-  -keyout "$work/tls.key" -out "$work/tls.csr" 2>/dev/null
-printf 'subjectAltName=DNS:svcplane.%s.svc,DNS:svcplane.%s.svc.cluster.local,IP:127.0.0.1\n' "$namespace" "$namespace" >"$work/san.ext"
-openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
-  -days 30 -extfile "$work/san.ext" -out "$work/tls.crt" 2>/dev/null
-
+"$svcplane" manifests "${manifests_args[@]}" >"$state/svcplane.yaml"
 [ -z "${poll_log:-}" ] || echo "# install $(date +%T)" >>"$poll_log"
 if [ -z "${KIND_SIDECAR:-}" ]; then
-  say "install: svcplane manifests --service-cluster-ip-range=$ranges --replicas=2"
-  "$svcplane" manifests --service-cluster-ip-range="$ranges" --image=svcplane:e2e --replicas=2 \
-    --ca-bundle-file="$work/ca.crt" >"$work/svcplane.yaml"
-  kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >&2
-  kubectl -n "$namespace" create secret tls svcplane-webhook-tls --cert="$work/tls.crt" --key="$work/tls.key" \
-    --dry-run=client -o yaml | kubectl apply -f - >&2
-  kubectl apply --server-side -f "$work/svcplane.yaml" >&2
-  # A reused cluster has just been given a new CA: start the replicas on the new certificate
-  # rather than wait for the Secret's volume to catch up.
-  [ -z "${KIND_REUSE:-}" ] || kubectl -n "$namespace" rollout restart deployment/svcplane >&2
-  kubectl -n "$namespace" rollout status deployment/svcplane --timeout=180s >&2
+  install_deployment
+  if [ -n "${KIND_TAKEOVER:-}" ]; then
+    echo "# takeover $(date +%T)" >>"$poll_log"
+    takeover
+  fi
 else
   install_sidecar
 fi
 kubectl -n kube-system rollout status deployment/coredns --timeout=120s >&2
-
 if [ -n "${KIND_TAKEOVER:-}" ]; then
-  echo "# takeover $(date +%T)" >>"$poll_log"
-  takeover
   sleep 15
   stop_poller "$poll_log"
 fi
 
 # --- checks -----------------------------------------------------------------------------------
 run_checks
+bootstrap_token_controllers
+e2e_suite
 say "all checks passed"

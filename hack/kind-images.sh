@@ -1,39 +1,47 @@
 #!/usr/bin/env bash
 # Builds everything a kind cluster for svcplane needs, from sources this machine reaches
-# (Debian packages, the Go module proxy, crates.io), into a cache keyed by version. Each
-# step is skipped when its output is already there, so a second run returns at once.
+# (Debian packages, the Go module proxy, crates.io), into a cache keyed by version and by the
+# contents of what goes in. Each step is skipped when its output is already there, so a
+# second run returns at once.
 #
 #   docker   the Docker engine (installs docker.io and starts dockerd when run as root)
-#   go       kind, the node's Kubernetes binaries, containerd, crictl, CoreDNS, pause,
-#            the test server
+#   go       kind, the node's Kubernetes binaries and etcd (hack/kube-bins.sh), containerd,
+#            runc, the CNI plugins, crictl, CoreDNS, pause, the test server
 #   base     the node's Debian root filesystem (mmdebstrap), imported as a Docker image
-#   images   the control-plane, CoreDNS and pause images, saved as tarballs
+#   images   the control-plane, etcd, CoreDNS and pause images, saved as tarballs
 #   node     the kind node image, those images preloaded into its containerd
-#   svcplane svcplane's image (static musl binary on scratch) and the test server's
+#   svcplane svcplane's image (the debug binary hack/test.sh's cargo builds already compile,
+#            with its shared libraries) and the test server's
 #
 # Usage: hack/kind-images.sh [step...]   (default: every step, in the order above)
-# Prints `NODE_IMAGE=... KIND=... ETCD_TAG=... SVCPLANE_BIN=...` lines on stdout at the end; progress goes to stderr.
+# Prints `NODE_IMAGE=... KIND=... KUBE_DIR=... SVCPLANE_BIN=... SVCPLANE_IMAGE=...
+# TEST_SERVER_IMAGE=...` lines on stdout at the end (those of steps not run are empty);
+# progress goes to stderr.
 #
 # Environment:
-#   SVCPLANE_CACHE   cache root (default: $HOME/.cache/svcplane)
-#   KUBE_VERSION     Kubernetes release (default: v1.37.2)
-#   KIND_VERSION     kind release (default: v0.33.0)
+#   SVCPLANE_CACHE    cache root (default: $HOME/.cache/svcplane)
+#   CARGO_TARGET_DIR  cargo's build directory (default: $SVCPLANE_CACHE/target, as hack/test.sh)
+#   KUBE_VERSION      Kubernetes release (default: v1.37.2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The versions kind v0.33.0's base image pins (images/base/Dockerfile), except crictl, whose
+# releases follow Kubernetes' minor versions, and etcd and CoreDNS, which are the ones
+# kubeadm v1.37 asks for (`kubeadm config images list`).
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
-KIND_VERSION=${KIND_VERSION:-v0.33.0}
-CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.3.4}
-CRICTL_VERSION=${CRICTL_VERSION:-v1.37.0}
-COREDNS_VERSION=${COREDNS_VERSION:-v1.14.6}
-DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
+KIND_VERSION=v0.33.0
+CONTAINERD_VERSION=v2.3.4
+RUNC_VERSION=v1.4.3
+CNI_PLUGINS_VERSION=v1.9.1
+CRICTL_VERSION=v1.37.0
+COREDNS_VERSION=v1.14.6
+ETCD_VERSION=v3.7.0
+DEBIAN_SUITE=bookworm
 CACHE=${SVCPLANE_CACHE:-$HOME/.cache/svcplane}
 KIND_CACHE="$CACHE/kind"
-GO_BIN="$KIND_CACHE/bin/kube-$KUBE_VERSION-containerd-$CONTAINERD_VERSION"
+GO_BIN="$KIND_CACHE/bin"
 KIND_BIN="$CACHE/bin/kind-$KIND_VERSION/kind"
-BASE_IMAGE="svcplane-kind-base:$DEBIAN_SUITE"
-NODE_IMAGE="svcplane-kind-node:$KUBE_VERSION"
-IMAGE_DIR="$KIND_CACHE/images/$KUBE_VERSION"
+IMAGE_DIR="$KIND_CACHE/images"
 TIMES="$KIND_CACHE/build-times.log"
 
 say() { printf '[kind-images] %s\n' "$*" >&2; }
@@ -50,6 +58,20 @@ timed() {
   printf '%s %s %ss\n' "$(date -u +%FT%TZ)" "$label" "$took" >>"$TIMES"
 }
 
+# key <text> <file...>: a short hash of the text and the files' contents, for cache names.
+key() {
+  local text=$1
+  shift
+  { echo "$text"; cat "$@"; } | sha256sum | cut -c1-12
+}
+
+# prune <repository> <keep>: removes all but the <keep> newest tags of the repository (the
+# key of what went in changed); an image a container still uses stays.
+prune() {
+  docker images "$1" --format '{{.Tag}}' | tail -n +"$(($2 + 1))" |
+    while read -r tag; do docker rmi "$1:$tag" >/dev/null 2>&1 || true; done
+}
+
 # --- docker -------------------------------------------------------------------------------
 # bounded_runtime: prints the path of hack/kind/runc-bounded's cached copy when this host's
 # capability bounding set lacks one that privileged containers (kind's nodes) are given.
@@ -58,18 +80,23 @@ bounded_runtime() {
   last=$(cat /proc/sys/kernel/cap_last_cap)
   bounding=$((16#$(awk '/^CapBnd:/ { print $2 }' /proc/self/status)))
   [ $(( bounding & ((1 << (last + 1)) - 1) )) -ne $(( (1 << (last + 1)) - 1 )) ] || return 0
-  mkdir -p "$KIND_CACHE/bin"
-  install -m 0755 hack/kind/runc-bounded "$KIND_CACHE/bin/runc-bounded"
-  echo "$KIND_CACHE/bin/runc-bounded"
+  install -m 0755 hack/kind/runc-bounded "$GO_BIN/runc-bounded"
+  echo "$GO_BIN/runc-bounded"
+}
+
+# apt_install <package...>: Debian packages, as root only.
+apt_install() {
+  [ "$(id -u)" = 0 ] || die "$* missing and this is not root: apt-get install $*"
+  say "installing $* (Debian packages)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2 ||
+    { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2; } ||
+    die "apt-get install $* failed (see above)."
 }
 
 docker_up() {
   if ! command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; then
     [ "$(id -u)" = 0 ] || die "Docker is not installed and this is not root: install Docker (Debian: apt-get install docker.io) and run again."
-    say "installing docker.io from Debian packages"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >&2 ||
-      { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >&2; } ||
-      die "apt-get install docker.io failed (see above)."
+    apt_install docker.io
   fi
   local runtime
   runtime=$(bounded_runtime)
@@ -101,79 +128,101 @@ docker_up() {
 step_docker() { docker_up; }
 
 # --- go -----------------------------------------------------------------------------------
+# One module and build cache with hack/kube-bins.sh: the node's Kubernetes binaries reuse
+# what building kube-apiserver compiled.
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod
 export GOMODCACHE=${GOMODCACHE_OVERRIDE:-$CACHE/go/mod}
 export GOCACHE=${GOCACHE_OVERRIDE:-$CACHE/go/build}
 
-# go_install <dir> <label> <cgo> <tags> <package@version...>: static binaries into <dir>,
-# unless the first one is there already.
+# go_install <dir> <label> <cgo> <tags> <ldflags> <package@version...>: binaries into <dir>
+# (named after its component and version), unless the first one is there already.
 go_install() {
-  local dir=$1 label=$2 cgo=$3 tags=$4
-  shift 4
+  local dir=$1 label=$2 cgo=$3 tags=$4 ldflags=$5
+  shift 5
   local first=${1%@*}
   [ -x "$dir/${first##*/}" ] && return 0
   command -v go >/dev/null || die "Go is not installed; install Go >= 1.26 and run again."
-  mkdir -p "$dir"
+  mkdir -p "$dir.partial"
   say "building $label ($*)"
-  timed "go build $label" env GOBIN="$dir" CGO_ENABLED="$cgo" nice -n 15 \
-    go install -trimpath -tags "$tags" -ldflags "-s -w" "$@" ||
+  timed "go build $label" env GOBIN="$dir.partial" CGO_ENABLED="$cgo" nice -n 15 \
+    go install -trimpath -tags "$tags" -ldflags "-s -w $ldflags" "$@" ||
     die "go install $* failed (see above)."
+  rm -rf "$dir"
+  mv "$dir.partial" "$dir"
 }
 
+CONTAINERD_BIN="$GO_BIN/containerd-$CONTAINERD_VERSION"
+RUNC_BIN="$GO_BIN/runc-$RUNC_VERSION"
+CNI_BIN="$GO_BIN/cni-plugins-$CNI_PLUGINS_VERSION"
+CRICTL_BIN="$GO_BIN/crictl-$CRICTL_VERSION"
+COREDNS_BIN="$GO_BIN/coredns-$COREDNS_VERSION"
+# svcplane's own small programs (the sandbox's pause, the e2e test server), by their sources.
+PROGRAMS_BIN="$GO_BIN/programs-$(key "" hack/kind/images/go.mod hack/kind/images/*/*.go)"
+
 step_go() {
-  go_install "$(dirname "$KIND_BIN")" "kind $KIND_VERSION" 0 "" "sigs.k8s.io/kind@$KIND_VERSION"
-  # svcplane's own small programs: the sandbox's pause and the e2e test server.
-  if [ ! -x "$GO_BIN/pause" ] || [ ! -x "$GO_BIN/test-server" ] ||
-    [ -n "$(find hack/kind/images -newer "$GO_BIN/test-server" -name '*.go')" ]; then
+  go_install "$(dirname "$KIND_BIN")" "kind $KIND_VERSION" 0 "" "" "sigs.k8s.io/kind@$KIND_VERSION"
+  if [ ! -x "$PROGRAMS_BIN/test-server" ]; then
     say "building pause and test-server (hack/kind/images)"
+    mkdir -p "$PROGRAMS_BIN"
     (cd hack/kind/images && CGO_ENABLED=0 timed "go build pause, test-server" nice -n 15 \
-      go build -trimpath -ldflags "-s -w" -o "$GO_BIN/" ./pause ./test-server) ||
+      go build -trimpath -ldflags "-s -w" -o "$PROGRAMS_BIN/" ./pause ./test-server) ||
       die "go build of hack/kind/images failed (see above)."
   fi
   local cd=github.com/containerd/containerd/v2/cmd
-  go_install "$GO_BIN" "containerd $CONTAINERD_VERSION" 0 "no_aufs no_zfs no_btrfs no_devmapper" \
+  go_install "$CONTAINERD_BIN" "containerd $CONTAINERD_VERSION" 0 "no_aufs no_zfs no_btrfs no_devmapper" "" \
     "$cd/containerd@$CONTAINERD_VERSION" "$cd/ctr@$CONTAINERD_VERSION" \
     "$cd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
-  go_install "$GO_BIN" "crictl $CRICTL_VERSION" 0 "" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
-  go_install "$GO_BIN/coredns-$COREDNS_VERSION" "CoreDNS $COREDNS_VERSION" 0 "" \
-    "github.com/coredns/coredns@$COREDNS_VERSION"
+  # runc needs cgo (its nsenter) and libseccomp; linked statically, as runc's `make static`.
+  if [ ! -x "$RUNC_BIN/runc" ]; then
+    [ -f /usr/include/seccomp.h ] || apt_install libseccomp-dev
+    command -v gcc >/dev/null || apt_install gcc libc6-dev
+  fi
+  go_install "$RUNC_BIN" "runc $RUNC_VERSION" 1 "seccomp netgo osusergo urfave_cli_no_docs" "-extldflags -static" \
+    "github.com/opencontainers/runc@$RUNC_VERSION"
+  local cni=github.com/containernetworking/plugins/plugins
+  go_install "$CNI_BIN" "CNI plugins $CNI_PLUGINS_VERSION" 0 "" "" \
+    "$cni/main/bridge@$CNI_PLUGINS_VERSION" "$cni/ipam/host-local@$CNI_PLUGINS_VERSION" \
+    "$cni/main/loopback@$CNI_PLUGINS_VERSION" "$cni/meta/portmap@$CNI_PLUGINS_VERSION"
+  go_install "$CRICTL_BIN" "crictl $CRICTL_VERSION" 0 "" "" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+  go_install "$COREDNS_BIN" "CoreDNS $COREDNS_VERSION" 0 "" "" "github.com/coredns/coredns@$COREDNS_VERSION"
   # A second kube-bins.sh would build the same binaries again, side by side.
   while pgrep -f 'kube-bins[.]sh' >/dev/null; do
     say "another hack/kube-bins.sh is running; waiting for it to finish"
     sleep 30
   done
   local start=$SECONDS
-  KUBE_DIR=$(KUBE_VERSION=$KUBE_VERSION hack/kube-bins.sh kubelet kubeadm kube-proxy kube-scheduler | tail -n1)
-  [ $((SECONDS - start)) -lt 5 ] || printf '%s %s %ss\n' "$(date -u +%FT%TZ)" "kube-bins (node binaries)" "$((SECONDS - start))" >>"$TIMES"
+  KUBE_DIR=$(KUBE_VERSION=$KUBE_VERSION ETCD_VERSION=$ETCD_VERSION \
+    hack/kube-bins.sh kubelet kubeadm kube-proxy kube-scheduler | tail -n1)
+  [ $((SECONDS - start)) -lt 5 ] || printf '%s %s %ss\n' "$(date -u +%FT%TZ)" "kube-bins (node binaries, etcd $ETCD_VERSION)" "$((SECONDS - start))" >>"$TIMES"
   export KUBE_DIR
 }
 
 # --- base ---------------------------------------------------------------------------------
 # The node's userspace: what kubelet, kube-proxy, containerd and kind's entrypoint call
-# (systemd, iptables/nftables, conntrack, mount tools), runc and the CNI plugins (bridge,
-# host-local, loopback, portmap) from Debian packages.
-BASE_PACKAGES=systemd,dbus,conntrack,iptables,nftables,iproute2,ethtool,util-linux,mount,kmod,libseccomp2,pigz,bash,ca-certificates,curl,jq,procps,e2fsprogs,runc,containernetworking-plugins,iputils-ping,netcat-openbsd,dnsutils
+# (systemd, iptables/nftables, conntrack, mount tools), from Debian packages. runc and the
+# CNI plugins are built above, at kind's versions.
+BASE_PACKAGES=systemd,dbus,conntrack,iptables,nftables,iproute2,ethtool,util-linux,mount,kmod,libseccomp2,pigz,bash,ca-certificates,curl,jq,procps,e2fsprogs,iputils-ping,netcat-openbsd,dnsutils
+# The hooks' "$1" is mmdebstrap's root directory, expanded by mmdebstrap.
+# shellcheck disable=SC2016
+BASE_HOOKS=(
+  --customize-hook='rm -f "$1"/etc/systemd/system/*.wants/* "$1"/lib/systemd/system/multi-user.target.wants/* "$1"/lib/systemd/system/local-fs.target.wants/* "$1"/lib/systemd/system/basic.target.wants/*'
+  --customize-hook='rm -f "$1"/lib/systemd/system/sockets.target.wants/*udev* "$1"/lib/systemd/system/sockets.target.wants/*initctl* "$1"/lib/systemd/system/sysinit.target.wants/systemd-tmpfiles-setup.service'
+  --customize-hook='echo ReadKMsg=no >>"$1"/etc/systemd/journald.conf; ln -sf /usr/lib/systemd/systemd "$1"/sbin/init; mkdir -p "$1"/etc/kubernetes/manifests "$1"/opt/cni/bin'
+  --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/usr/share/doc "$1"/usr/share/man'
+)
+BASE_KEY=$(key "$DEBIAN_SUITE $BASE_PACKAGES ${BASE_HOOKS[*]}")
+BASE_IMAGE="svcplane-kind-base:$DEBIAN_SUITE-$BASE_KEY"
+ROOTFS="$KIND_CACHE/rootfs-$DEBIAN_SUITE-$BASE_KEY.tar"
 
-# build_rootfs <tar>: the Debian root filesystem, minus the services a node container must
-# not start, with journald not reading the host's kmsg.
+# build_rootfs: the Debian root filesystem, minus the services a node container must not
+# start, with journald not reading the host's kmsg. Kept: a new Docker engine imports it again.
 build_rootfs() {
-  local tar=$1
-  command -v mmdebstrap >/dev/null || {
-    [ "$(id -u)" = 0 ] || die "mmdebstrap is missing: apt-get install mmdebstrap"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >&2
-  }
+  command -v mmdebstrap >/dev/null || apt_install mmdebstrap
   say "building the $DEBIAN_SUITE root filesystem with mmdebstrap (Debian packages)"
-  # The hooks' "$1" is mmdebstrap's root directory, expanded by mmdebstrap.
-  # shellcheck disable=SC2016
   timed "rootfs ($DEBIAN_SUITE, mmdebstrap)" nice -n 15 mmdebstrap --variant=minbase \
-    --include="$BASE_PACKAGES" \
-    --customize-hook='rm -f "$1"/etc/systemd/system/*.wants/* "$1"/lib/systemd/system/multi-user.target.wants/* "$1"/lib/systemd/system/local-fs.target.wants/* "$1"/lib/systemd/system/basic.target.wants/*' \
-    --customize-hook='rm -f "$1"/lib/systemd/system/sockets.target.wants/*udev* "$1"/lib/systemd/system/sockets.target.wants/*initctl* "$1"/lib/systemd/system/sysinit.target.wants/systemd-tmpfiles-setup.service' \
-    --customize-hook='echo ReadKMsg=no >>"$1"/etc/systemd/journald.conf; ln -sf /usr/lib/systemd/systemd "$1"/sbin/init; mkdir -p "$1"/etc/kubernetes/manifests "$1"/opt/cni/bin' \
-    --customize-hook='for p in bridge host-local loopback portmap; do ln -sf /usr/lib/cni/$p "$1"/opt/cni/bin/$p; done' \
-    --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/usr/share/doc "$1"/usr/share/man' \
-    "$DEBIAN_SUITE" "$tar.partial.tar" >&2 || die "mmdebstrap failed (see above)."
-  mv "$tar.partial.tar" "$tar"
+    --include="$BASE_PACKAGES" "${BASE_HOOKS[@]}" \
+    "$DEBIAN_SUITE" "$ROOTFS.partial.tar" >&2 || die "mmdebstrap failed (see above)."
+  mv "$ROOTFS.partial.tar" "$ROOTFS"
 }
 
 step_base() {
@@ -182,22 +231,20 @@ step_base() {
     say "base image $BASE_IMAGE is there"
     return
   fi
-  local tar="$KIND_CACHE/rootfs-$DEBIAN_SUITE.tar"
-  [ -f "$tar" ] || build_rootfs "$tar"
+  [ -f "$ROOTFS" ] || build_rootfs
   # STOPSIGNAL is set by hack/kind/node.Dockerfile: docker import cannot.
   timed "docker import $BASE_IMAGE" docker import \
     --change 'ENV container=docker' \
     --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
-    "$tar" "$BASE_IMAGE" >/dev/null
-  rm -f "$tar"
+    "$ROOTFS" "$BASE_IMAGE" >/dev/null
+  prune svcplane-kind-base 2
   say "base image $BASE_IMAGE: $(docker image inspect -f '{{.Size}}' "$BASE_IMAGE" | numfmt --to=iec)"
 }
 
 # --- images -------------------------------------------------------------------------------
-# The images kubeadm and the node's containerd ask for, under the names they ask for. The
-# etcd image is the etcd hack/kube-bins.sh builds; hack/kind/cluster.yaml points kubeadm at
-# its tag (kubeadm's default names an etcd this machine does not build).
-ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+# The images kubeadm and the node's containerd ask for, under the names they ask for, each
+# saved once per version.
+R=registry.k8s.io
 ETCD_TAG="${ETCD_VERSION#v}-0"
 PAUSE_TAGS=(3.10.2 3.10)
 
@@ -219,29 +266,41 @@ scratch_image() {
   say "image $1: $(docker image inspect -f '{{.Size}}' "$1" | numfmt --to=iec)"
 }
 
+# component_images: the tarballs the node image preloads, one per line.
+component_images() {
+  local c
+  for c in kube-apiserver kube-controller-manager kube-scheduler; do echo "$IMAGE_DIR/$c-$KUBE_VERSION.tar"; done
+  echo "$IMAGE_DIR/kube-proxy-$KUBE_VERSION-$BASE_KEY.tar"
+  echo "$IMAGE_DIR/etcd-$ETCD_TAG.tar"
+  echo "$IMAGE_DIR/coredns-$COREDNS_VERSION.tar"
+  echo "$IMAGE_DIR/pause-${PROGRAMS_BIN##*-}.tar"
+}
+
 step_images() {
   docker_up
   [ -n "${KUBE_DIR:-}" ] || step_go
-  local r=registry.k8s.io k=$KUBE_DIR start=$SECONDS
+  local k=$KUBE_DIR start=$SECONDS
   for c in kube-apiserver kube-controller-manager kube-scheduler; do
-    scratch_image "$IMAGE_DIR/$c.tar" "$k/$c" "/usr/local/bin/$c" "$r/$c:$KUBE_VERSION"
+    scratch_image "$IMAGE_DIR/$c-$KUBE_VERSION.tar" "$k/$c" "/usr/local/bin/$c" "$R/$c:$KUBE_VERSION"
   done
-  scratch_image "$IMAGE_DIR/etcd.tar" "$k/etcd" /usr/local/bin/etcd "$r/etcd:$ETCD_TAG"
-  scratch_image "$IMAGE_DIR/coredns.tar" "$GO_BIN/coredns-$COREDNS_VERSION/coredns" /coredns \
-    "$r/coredns/coredns:$COREDNS_VERSION"
+  scratch_image "$IMAGE_DIR/etcd-$ETCD_TAG.tar" "$k/etcd" /usr/local/bin/etcd "$R/etcd:$ETCD_TAG"
+  scratch_image "$IMAGE_DIR/coredns-$COREDNS_VERSION.tar" "$COREDNS_BIN/coredns" /coredns \
+    "$R/coredns/coredns:$COREDNS_VERSION"
   local pause_tags=()
-  for t in "${PAUSE_TAGS[@]}"; do pause_tags+=("$r/pause:$t"); done
-  scratch_image "$IMAGE_DIR/pause.tar" "$GO_BIN/pause" /pause "${pause_tags[@]}"
+  for t in "${PAUSE_TAGS[@]}"; do pause_tags+=("$R/pause:$t"); done
+  scratch_image "$IMAGE_DIR/pause-${PROGRAMS_BIN##*-}.tar" "$PROGRAMS_BIN/pause" /pause "${pause_tags[@]}"
   # kube-proxy calls iptables, nft and conntrack: it runs on the node's own userspace.
-  if [ ! -f "$IMAGE_DIR/kube-proxy.tar" ]; then
+  local proxy_tar="$IMAGE_DIR/kube-proxy-$KUBE_VERSION-$BASE_KEY.tar"
+  if [ ! -f "$proxy_tar" ]; then
+    docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 || step_base
     local ctx
     ctx=$(mktemp -d)
     cp "$k/kube-proxy" "$ctx/"
     printf 'FROM %s\nCOPY kube-proxy /usr/local/bin/kube-proxy\nENTRYPOINT ["/usr/local/bin/kube-proxy"]\n' "$BASE_IMAGE" >"$ctx/Dockerfile"
-    docker build -q -t "$r/kube-proxy:$KUBE_VERSION" "$ctx" >/dev/null || die "docker build of kube-proxy failed"
+    docker build -q -t "$R/kube-proxy:$KUBE_VERSION" "$ctx" >/dev/null || die "docker build of kube-proxy failed"
     rm -rf "$ctx"
-    docker save -o "$IMAGE_DIR/kube-proxy.tar.tmp" "$r/kube-proxy:$KUBE_VERSION"
-    mv "$IMAGE_DIR/kube-proxy.tar.tmp" "$IMAGE_DIR/kube-proxy.tar"
+    docker save -o "$proxy_tar.tmp" "$R/kube-proxy:$KUBE_VERSION"
+    mv "$proxy_tar.tmp" "$proxy_tar"
   fi
   [ $((SECONDS - start)) -lt 2 ] || printf '%s %s %ss\n' "$(date -u +%FT%TZ)" "component images" "$((SECONDS - start))" >>"$TIMES"
 }
@@ -253,6 +312,8 @@ step_images() {
 # namespace. The entrypoint, containerd config and systemd units are kind's own files, used
 # from the kind module (not copied into this repository).
 KIND_FILES=$GOMODCACHE/sigs.k8s.io/kind@$KIND_VERSION/images/base/files
+NODE_INPUTS=(hack/kind/node.Dockerfile hack/kind/default-storage.yaml hack/kind/runc-bounded hack/kind/containerd-oom.conf)
+NODE_IMAGE="svcplane-kind-node:$KUBE_VERSION-$(key "$KIND_VERSION $CONTAINERD_VERSION $RUNC_VERSION $CNI_PLUGINS_VERSION $CRICTL_VERSION $COREDNS_VERSION $ETCD_VERSION $BASE_KEY ${PROGRAMS_BIN##*-}" "${NODE_INPUTS[@]}")"
 
 step_node() {
   docker_up
@@ -269,23 +330,27 @@ step_node() {
   ctx=$(mktemp -d)
   cp -r "$KIND_FILES" "$ctx/files"
   chmod -R u+w "$ctx/files"
-  mkdir "$ctx/bin"
-  cp "$GO_BIN"/{containerd,ctr,containerd-shim-runc-v2,crictl} "$KUBE_DIR"/{kubelet,kubeadm,kubectl} "$ctx/bin/"
-  cp hack/kind/node.Dockerfile "$ctx/Dockerfile"
-  cp hack/kind/default-storage.yaml hack/kind/runc-bounded hack/kind/containerd-oom.conf "$ctx/"
+  mkdir "$ctx/bin" "$ctx/cni"
+  cp "$CONTAINERD_BIN"/{containerd,ctr,containerd-shim-runc-v2} "$CRICTL_BIN/crictl" "$RUNC_BIN/runc" \
+    "$KUBE_DIR"/{kubelet,kubeadm,kubectl} "$ctx/bin/"
+  cp "$CNI_BIN"/* "$ctx/cni/"
+  cp "${NODE_INPUTS[@]}" "$ctx/"
+  mv "$ctx/node.Dockerfile" "$ctx/Dockerfile"
   say "building the node's file system (docker build)"
   docker build -q --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg KUBE_VERSION="$KUBE_VERSION" \
     -t "$NODE_IMAGE-unloaded" "$ctx" >/dev/null || die "docker build of the node image failed"
   rm -rf "$ctx"
 
-  say "preloading $(find "$IMAGE_DIR" -name '*.tar' | wc -l) images into the node's containerd"
+  local images
+  mapfile -t images < <(component_images)
+  say "preloading ${#images[@]} images into the node's containerd"
   local builder
   builder=$(docker run -d --entrypoint=sleep --security-opt seccomp=unconfined "$NODE_IMAGE-unloaded" infinity)
   # shellcheck disable=SC2064
   trap "docker rm -f $builder >/dev/null 2>&1" EXIT
   docker exec "$builder" bash -c 'nohup containerd >/tmp/containerd.log 2>&1 &'
   for _ in $(seq 30); do docker exec "$builder" ctr version >/dev/null 2>&1 && break; sleep 1; done
-  for tar in "$IMAGE_DIR"/*.tar; do
+  for tar in "${images[@]}"; do
     docker exec -i "$builder" ctr -n k8s.io images import --label=io.cri-containerd.pinned=pinned \
       --all-platforms --no-unpack --digests - <"$tar" >/dev/null 2>&1 || die "import of $tar failed"
   done
@@ -296,43 +361,51 @@ step_node() {
   trap - EXIT
   docker rmi "$NODE_IMAGE-unloaded" >/dev/null
   printf '%s %s %ss\n' "$(date -u +%FT%TZ)" "node image" "$((SECONDS - start))" >>"$TIMES"
+  prune svcplane-kind-node 2
   say "node image $NODE_IMAGE: $(docker image inspect -f '{{.Size}}' "$NODE_IMAGE" | numfmt --to=iec)"
 }
 
 # --- svcplane -------------------------------------------------------------------------------
-SVCPLANE_IMAGE=${SVCPLANE_IMAGE:-svcplane:e2e}
-TEST_SERVER_IMAGE=svcplane-test-server:e2e
-MUSL=x86_64-unknown-linux-musl
+# Tagged by content: runs from other checkouts on this machine do not load each other's images.
+TEST_SERVER_IMAGE="svcplane-test-server:e2e-${PROGRAMS_BIN##*-}"
+TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
+[[ $TARGET_DIR == /* ]] || TARGET_DIR="$PWD/$TARGET_DIR"
+SVCPLANE_BIN="$TARGET_DIR/debug/svcplane"
 
 step_svcplane() {
   docker_up
-  [ -x "$GO_BIN/test-server" ] || step_go
+  [ -x "$PROGRAMS_BIN/test-server" ] || step_go
   local ctx
-  ctx=$(mktemp -d)
-  cp "$GO_BIN/test-server" "$ctx/"
-  printf 'FROM scratch\nCOPY test-server /test-server\nUSER 65532:65532\nENTRYPOINT ["/test-server"]\nCMD ["serve"]\n' >"$ctx/Dockerfile"
-  docker build -q -t "$TEST_SERVER_IMAGE" "$ctx" >/dev/null || die "docker build of $TEST_SERVER_IMAGE failed"
-  rm -rf "$ctx"
+  if ! docker image inspect "$TEST_SERVER_IMAGE" >/dev/null 2>&1; then
+    ctx=$(mktemp -d)
+    cp "$PROGRAMS_BIN/test-server" "$ctx/"
+    printf 'FROM scratch\nCOPY test-server /test-server\nUSER 65532:65532\nENTRYPOINT ["/test-server"]\nCMD ["serve"]\n' >"$ctx/Dockerfile"
+    docker build -q -t "$TEST_SERVER_IMAGE" "$ctx" >/dev/null || die "docker build of $TEST_SERVER_IMAGE failed"
+    rm -rf "$ctx"
+  fi
 
+  # The profile hack/test.sh's cargo builds use: with them done, cargo only links the binary.
   command -v cargo >/dev/null || die "cargo is not installed; install Rust (rustup) and run again."
-  rustup target list --installed 2>/dev/null | grep -qx "$MUSL" || {
-    say "adding the Rust target $MUSL"
-    rustup target add "$MUSL" >&2 || die "rustup target add $MUSL failed"
-  }
-  command -v musl-gcc >/dev/null || {
-    [ "$(id -u)" = 0 ] || die "musl-gcc is missing (ring's C code): apt-get install musl-tools"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools >&2
-  }
-  local target_dir=${CARGO_TARGET_DIR:-target}
-  say "building svcplane for $MUSL (cargo build --release)"
-  timed "cargo build --release svcplane ($MUSL)" nice -n 15 \
-    cargo build --release --locked --target "$MUSL" -p svcplane --bin svcplane >&2 ||
-    die "cargo build of svcplane for $MUSL failed (see above)."
+  say "building svcplane (cargo build, debug profile)"
+  timed "cargo build svcplane (debug)" nice -n 15 \
+    env CARGO_TARGET_DIR="$TARGET_DIR" cargo build --locked -p svcplane --bin svcplane >&2 ||
+    die "cargo build of svcplane failed (see above)."
+  # The binary without its debug information and the shared libraries it was linked against
+  # (glibc's, from this machine), on an empty base.
   ctx=$(mktemp -d)
-  cp "$target_dir/$MUSL/release/svcplane" "$ctx/"
-  docker build -q -f hack/kind/svcplane.Dockerfile -t "$SVCPLANE_IMAGE" "$ctx" >/dev/null ||
-    die "docker build of $SVCPLANE_IMAGE failed"
+  mkdir -p "$ctx/rootfs/usr/local/bin"
+  strip -o "$ctx/rootfs/usr/local/bin/svcplane" "$SVCPLANE_BIN"
+  local lib
+  for lib in $(ldd "$SVCPLANE_BIN" | grep -o '/[^ ]*'); do
+    cp -L --parents "$lib" "$ctx/rootfs/"
+  done
+  SVCPLANE_IMAGE="svcplane:e2e-$(cd "$ctx" && find rootfs -type f | sort | xargs sha256sum | sha256sum | cut -c1-12)"
+  if ! docker image inspect "$SVCPLANE_IMAGE" >/dev/null 2>&1; then
+    docker build -q -f hack/kind/svcplane.Dockerfile -t "$SVCPLANE_IMAGE" "$ctx" >/dev/null ||
+      die "docker build of $SVCPLANE_IMAGE failed"
+  fi
   rm -rf "$ctx"
+  prune svcplane 5
   say "images $SVCPLANE_IMAGE: $(docker image inspect -f '{{.Size}}' "$SVCPLANE_IMAGE" | numfmt --to=iec), $TEST_SERVER_IMAGE: $(docker image inspect -f '{{.Size}}' "$TEST_SERVER_IMAGE" | numfmt --to=iec)"
 }
 
@@ -342,7 +415,5 @@ for s in "${steps[@]}"; do
   declare -F "step_$s" >/dev/null || die "unknown step $s"
   "step_$s"
 done
-target_dir=${CARGO_TARGET_DIR:-target}
-[[ $target_dir == /* ]] || target_dir="$PWD/$target_dir"
-printf 'NODE_IMAGE=%s\nKIND=%s\nETCD_TAG=%s\nSVCPLANE_BIN=%s\n' "$NODE_IMAGE" "$KIND_BIN" "$ETCD_TAG" \
-  "$target_dir/$MUSL/release/svcplane"
+printf 'NODE_IMAGE=%s\nKIND=%s\nKUBE_DIR=%s\nSVCPLANE_BIN=%s\nSVCPLANE_IMAGE=%s\nTEST_SERVER_IMAGE=%s\n' \
+  "$NODE_IMAGE" "$KIND_BIN" "${KUBE_DIR:-}" "$SVCPLANE_BIN" "${SVCPLANE_IMAGE:-}" "$TEST_SERVER_IMAGE"

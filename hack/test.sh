@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # svcplane's one test command: builds what is missing (the Kubernetes binaries, cached by
-# version), then runs formatting and lint checks, the unit and in-process tests, and the
-# e2e suite against a real etcd + kube-apiserver (or the cluster KUBECONFIG names).
+# version), then runs formatting and lint checks, the unit and in-process tests, the e2e
+# suite against a real etcd + kube-apiserver (or the cluster KUBECONFIG names), and, where
+# Docker can run, svcplane in kind clusters built here (hack/kind-e2e.sh: a live takeover
+# from the in-tree controllers, then the sidecar mode).
 #
 # Environment:
-#   SVCPLANE_CACHE    cache of built binaries (default: $HOME/.cache/svcplane)
+#   SVCPLANE_CACHE    cache of built binaries and images (default: $HOME/.cache/svcplane)
 #   CARGO_TARGET_DIR  cargo's build directory (default: $SVCPLANE_CACHE/target)
-#   KUBECONFIG        run the e2e suite against this cluster instead of a local one
+#   KUBECONFIG        run the e2e suite against this cluster instead of a local one (the kind
+#                     stage is skipped then)
+#   SVCPLANE_SKIP_KIND=1  skip the kind stage
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +32,33 @@ step "Kubernetes binaries (hack/kube-bins.sh)"
 SVCPLANE_KUBE_BIN_DIR=$(bash hack/kube-bins.sh | tail -n 1)
 export SVCPLANE_KUBE_BIN_DIR
 
+step "kind stage: Docker, and its images built in the background (hack/kind-images.sh)"
+# kind_blocker: why the kind stage cannot run here, or nothing (and Docker is up: as root,
+# hack/kind-images.sh installs and starts it).
+kind_blocker() {
+  if [ -n "${SVCPLANE_SKIP_KIND:-}" ]; then
+    echo "SVCPLANE_SKIP_KIND is set"
+  elif [ -n "${KUBECONFIG:-}" ]; then
+    echo "KUBECONFIG is set: the e2e suite runs against that cluster"
+  elif ! docker_log=$(bash hack/kind-images.sh docker 2>&1 >/dev/null); then
+    echo "Docker cannot run here: $(tail -n 1 <<<"$docker_log")"
+  fi
+}
+kind_blocker=$(kind_blocker)
+kind_images=""
+if [ -n "$kind_blocker" ]; then
+  echo "the kind stage will be skipped: $kind_blocker" >&2
+else
+  # Cargo's builds leave a core idle much of the time; the image builds (Go, mmdebstrap) take
+  # it at a lower priority, and are waited for before the e2e suites, which measure time.
+  # (After hack/kube-bins.sh: the node's binaries are built in the same Go module.)
+  kind_log=$(mktemp "${TMPDIR:-/tmp}/svcplane-kind-images.XXXXXX")
+  setsid nice -n 10 bash hack/kind-images.sh go base images node >"$kind_log" 2>&1 &
+  kind_images=$!
+  trap '[ -z "$kind_images" ] || kill -- -"$kind_images" 2>/dev/null; rm -f "$kind_log"' EXIT
+  echo "building in the background (log: $kind_log)" >&2
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -36,6 +67,19 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "unit and in-process tests"
 cargo test --workspace --exclude e2e --locked
+
+if [ -n "$kind_images" ]; then
+  step "kind images (hack/kind-images.sh, in the background since the start)"
+  if ! wait "$kind_images"; then
+    kind_images=""
+    cat "$kind_log" >&2
+    echo "hack/kind-images.sh failed (its output above)" >&2
+    exit 1
+  fi
+  kind_images=""
+  grep '^\[kind' "$kind_log" >&2
+  echo "done after $((SECONDS - started))s" >&2
+fi
 
 step "e2e suite"
 cargo build -p e2e --tests --locked
@@ -53,6 +97,17 @@ if [ -n "$left_pids$left_dirs" ]; then
   [ -z "$left_pids" ] || ps -o pid,args -p $left_pids >&2 || true
   [ -z "$left_dirs" ] || echo "$left_dirs" >&2
   exit 1
+fi
+
+step "kind: svcplane in real clusters (hack/kind-e2e.sh)"
+if [ -n "$kind_blocker" ]; then
+  echo "SKIPPED the kind stage: $kind_blocker" >&2
+else
+  kind_started=$SECONDS
+  # A name of this run's own: other checkouts on this machine may run kind clusters too.
+  KIND_CLUSTER="svcplane-test-$$" KIND_TAKEOVER=1 bash hack/kind-e2e.sh
+  KIND_CLUSTER="svcplane-test-$$" KIND_TAKEOVER=1 KIND_SIDECAR=1 bash hack/kind-e2e.sh
+  echo "kind stage: $((SECONDS - kind_started))s (and the image builds above)" >&2
 fi
 
 step "all tests passed in $((SECONDS - started))s"
