@@ -54,15 +54,6 @@ impl InMemoryAllocation {
             unconfirmed: Unconfirmed::new(unconfirmed),
         }))
     }
-
-    /// A copy of the allocators as they are now.
-    pub fn allocators(&self) -> Allocators {
-        self.0
-            .lock()
-            .expect("allocation lock poisoned")
-            .allocators
-            .clone()
-    }
 }
 
 impl Allocate for InMemoryAllocation {
