@@ -1,8 +1,8 @@
 # shellcheck shell=bash disable=SC2154
 # svcplane's install in a kind cluster and what real consumers see of its Endpoints and
-# EndpointSlices (sourced by hack/kind-e2e.sh, which defines say, die, kubectl, $svcplane and
-# $ns, $namespace, $ip_family, $state, $TEST_SERVER_IMAGE). The test server answers with its
-# pod's name; the client pod counts answers per pod.
+# EndpointSlices (sourced by hack/kind-e2e.sh, which defines say, die, kubectl, $ns,
+# $namespace, $ranges, $ip_family, $state and $TEST_SERVER_IMAGE). The test server answers
+# with its pod's name; the client pod counts answers per pod.
 
 requests=60
 
