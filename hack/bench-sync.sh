@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The cost of one controller sync for a 5,000-pod Service with one pod changed (the pure
-# work: desired state from every pod, then the plan against what is published), for the
-# Endpoints and the EndpointSlice controller: criterion's timing, then, when valgrind is
-# installed, the instructions one sync executes (cachegrind; stable on a shared machine,
-# where times are not), as (instructions for N+ITERATIONS syncs - for N=0) / ITERATIONS.
+# The cost of one controller sync for a 5,000-pod Service (the pure work), for the Endpoints
+# and the EndpointSlice controller: after one pod changed (the change applied to the Service's
+# index, then the plan against what is published) and from scratch ("-full": the index built
+# from every pod, then the plan). Criterion's timing, then, when valgrind is installed, the
+# instructions one sync executes (cachegrind; stable on a shared machine, where times are
+# not), as (instructions for N+ITERATIONS syncs - for N=0) / ITERATIONS.
 #
 # Environment:
 #   ITERATIONS         syncs counted under cachegrind (default 20)
@@ -29,7 +30,7 @@ instructions() {
   SYNC=$1 SYNC_ITERATIONS=$2 valgrind --tool=cachegrind --cache-sim=no \
     --cachegrind-out-file=/dev/null "$BENCH" 2>&1 | awk '/I *refs/ { gsub(",", "", $NF); print $NF }'
 }
-for sync in endpoints endpointslices; do
+for sync in endpoints endpoints-full endpointslices endpointslices-full; do
   setup=$(instructions "$sync" 0)
   total=$(instructions "$sync" "$ITERATIONS")
   echo "$sync: $(( (total - setup) / ITERATIONS )) instructions per sync (cachegrind, $ITERATIONS syncs)"

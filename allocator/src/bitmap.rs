@@ -306,6 +306,12 @@ impl OffsetAllocator {
         self.size - self.used
     }
 
+    /// The number of allocated offsets of the static band (below
+    /// [`band_offset`](Self::band_offset)).
+    pub fn static_used(&self) -> u64 {
+        self.used_static
+    }
+
     /// The number of free offsets of the dynamic band.
     pub fn dynamic_free(&self) -> u64 {
         (self.size - self.band_offset) - (self.used - self.used_static)

@@ -201,6 +201,11 @@ impl ClusterIpAllocator {
         self.offsets.size()
     }
 
+    /// The offsets underneath.
+    pub(crate) fn offsets(&self) -> &OffsetAllocator {
+        &self.offsets
+    }
+
     /// The number of allocated addresses.
     pub fn used(&self) -> u64 {
         self.offsets.used()

@@ -45,6 +45,7 @@ pub mod error;
 pub mod family;
 pub mod ip;
 pub mod port;
+pub mod range;
 pub mod service;
 pub mod transaction;
 
@@ -53,5 +54,6 @@ pub use error::{Error, Result};
 pub use family::{IpFamily, IpFamilyPolicy, resolve_ip_families};
 pub use ip::{ClusterIpAllocator, IpRange};
 pub use port::{NodePortAllocator, PortRange};
+pub use range::{RangeKind, Usage};
 pub use service::{ExternalTrafficPolicy, Protocol, ServicePort, ServiceSpec, ServiceType};
 pub use transaction::{Allocators, Transaction, Value};

@@ -175,6 +175,11 @@ impl NodePortAllocator {
         self.offsets.size()
     }
 
+    /// The offsets underneath.
+    pub(crate) fn offsets(&self) -> &OffsetAllocator {
+        &self.offsets
+    }
+
     /// The number of allocated ports.
     pub fn used(&self) -> u64 {
         self.offsets.used()

@@ -9,11 +9,15 @@ use k8s_openapi::api::core::v1::{
     NodeCondition, NodeStatus, ObjectReference, Pod, PodCondition, PodIP, PodSpec, PodStatus,
     Service, ServicePort, ServiceSpec,
 };
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
+use proptest::prelude::*;
+
+use crate::SlicePlan;
 use crate::pods::PodInfo;
 
 pub const NS: &str = "default";
@@ -409,4 +413,182 @@ impl EndpointsBuilder {
     pub fn build(self) -> Endpoints {
         self.0
     }
+}
+
+/// A stand-in apiserver: names created slices, checks updates against the stored version.
+#[derive(Default)]
+pub struct Cluster {
+    pub slices: Vec<EndpointSlice>,
+    version: u64,
+}
+
+impl Cluster {
+    pub fn with(slices: Vec<EndpointSlice>) -> Self {
+        Cluster {
+            slices,
+            version: 100,
+        }
+    }
+
+    /// Applies the plan; returns the created and updated slices as stored.
+    pub fn apply(&mut self, plan: &SlicePlan) -> Vec<EndpointSlice> {
+        let mut written = Vec::new();
+        for gone in &plan.delete {
+            let before = self.slices.len();
+            self.slices
+                .retain(|s| s.metadata.name != gone.metadata.name);
+            assert_eq!(
+                self.slices.len(),
+                before - 1,
+                "deleted a slice that does not exist"
+            );
+        }
+        for updated in &plan.update {
+            self.version += 1;
+            let stored = self
+                .slices
+                .iter_mut()
+                .find(|s| s.metadata.name == updated.metadata.name)
+                .expect("updated a slice that does not exist");
+            assert_eq!(
+                stored.metadata.resource_version, updated.metadata.resource_version,
+                "update from a stale version"
+            );
+            assert_eq!(
+                stored.address_type, updated.address_type,
+                "addressType is immutable"
+            );
+            let generation = stored.metadata.generation.unwrap_or_default() + 1;
+            *stored = updated.clone();
+            stored.metadata.generation = Some(generation);
+            stored.metadata.resource_version = Some(self.version.to_string());
+            written.push(stored.clone());
+        }
+        for created in &plan.create {
+            self.version += 1;
+            assert_eq!(created.metadata.name, None);
+            let mut slice = created.clone();
+            let name = format!(
+                "{}{}",
+                created.metadata.generate_name.as_deref().unwrap(),
+                self.version
+            );
+            slice.metadata.uid = Some(format!("uid-{name}"));
+            slice.metadata.name = Some(name);
+            slice.metadata.generation = Some(1);
+            slice.metadata.resource_version = Some(self.version.to_string());
+            written.push(slice.clone());
+            self.slices.push(slice);
+        }
+        written
+    }
+
+    pub fn lengths(&self) -> Vec<usize> {
+        let mut lengths: Vec<usize> = self
+            .slices
+            .iter()
+            .map(|s| s.endpoints.as_ref().map_or(0, Vec::len))
+            .collect();
+        lengths.sort();
+        lengths
+    }
+}
+
+/// A pod as the index property tests vary it.
+#[derive(Debug, Clone)]
+pub struct PodState {
+    pub ip: u8,
+    pub ready: bool,
+    pub terminating: bool,
+    pub finished: bool,
+    pub node: u8,
+    /// The number of its container port `http`, if it has one.
+    pub port: Option<i32>,
+    pub dual: bool,
+    pub hostname: Option<u8>,
+    /// A UID shared with every other pod that shares it (impossible in a cluster, but the
+    /// de-duplication of addresses is about it).
+    pub shared_uid: bool,
+}
+
+pub fn pod_state() -> impl Strategy<Value = PodState> {
+    let flags = (
+        any::<bool>(),
+        prop::bool::weighted(0.15),
+        prop::bool::weighted(0.1),
+    );
+    let port = prop::option::weighted(0.85, prop::sample::select(vec![8080, 9090]));
+    let more = (
+        any::<bool>(),
+        prop::option::weighted(0.3, 0u8..2),
+        prop::bool::weighted(0.1),
+    );
+    ((0u8..3, 0u8..4), flags, port, more).prop_map(
+        |((ip, node), (ready, terminating, finished), port, (dual, hostname, shared_uid))| {
+            PodState {
+                ip,
+                ready,
+                terminating,
+                finished,
+                node,
+                port,
+                dual,
+                hostname,
+                shared_uid,
+            }
+        },
+    )
+}
+
+impl PodState {
+    /// Pod `pod<i>` of the Service `app` (selected by `app=<app>`, its hostname's subdomain) in
+    /// this state. Every four pods share their IPs, so that de-duplication is tested too.
+    pub fn build(&self, i: usize, app: &str) -> PodInfo {
+        let mut builder = pod(
+            &format!("pod{i:02}"),
+            &format!("10.{}.0.{}", self.ip + 1, i % 4),
+        )
+        .label("app", app)
+        .ready(self.ready)
+        .node(&format!("node-{}", self.node));
+        if self.dual {
+            builder = builder.ip(&format!("fd00::{}:{:x}", self.ip, i % 4));
+        }
+        if let Some(port) = self.port {
+            builder = builder.container_port("http", port, "TCP");
+        }
+        if let Some(hostname) = self.hostname {
+            builder = builder.hostname(&format!("host{hostname}"), app);
+        }
+        if self.terminating {
+            builder = builder.terminating();
+        }
+        if self.finished {
+            builder = builder.phase("Failed");
+        }
+        let mut built = builder.build();
+        if self.shared_uid {
+            built.uid = Some("uid-shared".into());
+        }
+        built
+    }
+}
+
+/// What a round of an index property test does after its pod events: sync; a sync whose
+/// writes fail; or someone else edits what was published, then a sync.
+#[derive(Debug, Clone, Copy)]
+pub enum Round {
+    Sync,
+    Fail,
+    Edited,
+}
+
+pub fn round() -> impl Strategy<Value = Round> {
+    prop::sample::select(vec![
+        Round::Sync,
+        Round::Sync,
+        Round::Sync,
+        Round::Fail,
+        Round::Edited,
+    ])
 }

@@ -9,25 +9,35 @@
 //!
 //! - [`pods`]: which pods count, their readiness, addresses, ports and hostname.
 //! - [`service`]: what a Service asks for (selection, address families, headless).
-//! - [`endpoints`]: the core/v1 Endpoints object and whether it needs a write.
-//! - [`endpointslice`]: the desired slice contents, the slice reconciler and the write tracker.
+//! - [`endpoints`]: the core/v1 Endpoints object, its per-Service index and whether it needs a
+//!   write.
+//! - [`endpointslice`]: the desired slice contents, their per-Service index, the slice
+//!   reconciler and the write tracker.
 //! - [`trigger_time`]: the honest `last-change-trigger-time` value.
 //! - [`well_known`]: label and annotation keys shared with the in-tree controllers.
 //! - [`runtime`]: the controllers themselves, started with [`runtime::run`].
 //!
 //! # Using it from a controller
 //!
+//! Each controller keeps, per Service, an index of its pods' endpoints ([`EndpointsIndex`],
+//! [`SliceIndex`]), fed the pods that changed since its last sync (built from every selected
+//! pod when new or when the Service changed). A sync after one pod changed then costs what that
+//! pod changed; the results are those of [`desired_endpoints`] / [`desired_endpoint_slices`]
+//! and [`plan_endpoints_write`] / [`plan_endpoint_slices`] on every pod.
+//!
 //! Endpoints sync of a Service: skip it when the cached Endpoints is a version
 //! [`EndpointsTracker::is_stale`] knows was replaced; take the trigger time from
-//! [`TriggerTimeTracker::trigger_time`]; [`desired_endpoints`] (`None`: not ours, leave it);
-//! [`plan_endpoints_write`] against the cached object; write; then
-//! [`EndpointsTracker::record_update`] and [`TriggerTimeTracker::commit`].
+//! [`TriggerTimeTracker::trigger_time`] with the index's changed pods;
+//! [`EndpointsIndex::plan`] against the cached object; write; then [`EndpointsIndex::synced`]
+//! (or [`EndpointsIndex::failed`]), [`EndpointsTracker::record_update`] and
+//! [`TriggerTimeTracker::commit`].
 //!
 //! EndpointSlice sync of a Service: list the cached slices labelled with its name and managed
-//! by this controller; if [`SliceTracker::is_stale`], retry later; [`desired_endpoint_slices`]
-//! with a Node lookup; [`plan_endpoint_slices`]; apply creates, updates and deletes, recording
-//! each with [`SliceTracker::record_write`] / [`SliceTracker::record_deletion`]; retry later when
-//! [`DesiredEndpointSlices::needs_retry`]. Slice watch events need a sync only when
+//! by this controller; if [`SliceTracker::is_stale`], retry later; [`SliceIndex::plan`] (with
+//! topology hints); apply creates, updates and deletes, recording each with
+//! [`SliceTracker::record_write`] / [`SliceTracker::record_deletion`], then
+//! [`SliceIndex::synced`] with the written slices (or [`SliceIndex::failed`]); retry later when
+//! [`SliceSync::pods_on_missing_nodes`] is not empty. Slice watch events need a sync only when
 //! [`SliceTracker::is_news`] or, for deletions, when [`SliceTracker::handle_deletion`] says the
 //! controller did not make it.
 #![warn(missing_docs)]
@@ -35,7 +45,9 @@
 pub mod endpoints;
 pub mod endpointslice;
 mod error;
+mod fast_hash;
 pub mod mirroring;
+mod pod_changes;
 pub mod pods;
 pub mod runtime;
 pub mod service;
@@ -47,12 +59,12 @@ pub mod well_known;
 mod fixtures;
 
 pub use endpoints::{
-    EndpointsParams, EndpointsTracker, EndpointsWrite, desired_endpoints, endpoints_equivalent,
-    plan_endpoints_write,
+    EndpointsIndex, EndpointsParams, EndpointsSync, EndpointsTracker, EndpointsWrite,
+    desired_endpoints, endpoints_equivalent, plan_endpoints_write,
 };
 pub use endpointslice::{
-    DesiredEndpointSlices, EndpointGroup, MaxEndpointsPerSlice, PodOnMissingNode, SliceParams,
-    SlicePlan, SliceTracker, desired_endpoint_slices, plan_endpoint_slices,
+    DesiredEndpointSlices, EndpointGroup, MaxEndpointsPerSlice, PodOnMissingNode, SliceIndex,
+    SliceParams, SlicePlan, SliceSync, SliceTracker, desired_endpoint_slices, plan_endpoint_slices,
 };
 pub use error::{Error, Result};
 pub use mirroring::{
@@ -60,4 +72,4 @@ pub use mirroring::{
 };
 pub use service::IpFamily;
 pub use topology::{HintsDecision, HintsEventTracker, ZoneCapacity, apply_topology};
-pub use trigger_time::{TriggerObservation, TriggerTimeTracker};
+pub use trigger_time::{PodTrigger, TriggerObservation, TriggerTimeTracker};

@@ -119,6 +119,29 @@ pub fn publishes_not_ready(service: &Service) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether two versions of a Service ask the same of the endpoint controllers: the same
+/// identity, labels, annotations and spec (its status and resourceVersion do not matter).
+pub fn same_for_endpoints(a: &Service, b: &Service) -> bool {
+    let (a_meta, b_meta) = (&a.metadata, &b.metadata);
+    (
+        &a_meta.namespace,
+        &a_meta.name,
+        &a_meta.uid,
+        &a_meta.creation_timestamp,
+        &a_meta.deletion_timestamp,
+        &a_meta.labels,
+        &a_meta.annotations,
+    ) == (
+        &b_meta.namespace,
+        &b_meta.name,
+        &b_meta.uid,
+        &b_meta.creation_timestamp,
+        &b_meta.deletion_timestamp,
+        &b_meta.labels,
+        &b_meta.annotations,
+    ) && a.spec == b.spec
+}
+
 /// Whether the Service is being deleted; nothing new is created for it then.
 pub fn is_being_deleted(service: &Service) -> bool {
     service.metadata.deletion_timestamp.is_some()
@@ -145,17 +168,26 @@ fn cluster_ip_family(service: &Service) -> Option<IpFamily> {
     parse_ip(cluster_ip(service)).map(|ip| IpFamily::of(&ip))
 }
 
-/// The one family an Endpoints object uses for this pod: `spec.ipFamilies[0]`; without
-/// families (an old apiserver), the ClusterIP's family, or for a headless Service the family
-/// of the pod's primary IP. IPv4 when nothing tells.
-pub fn endpoints_family(service: &Service, pod: &PodInfo) -> IpFamily {
+/// The one family a Service's Endpoints object uses, when the Service alone tells:
+/// `spec.ipFamilies[0]`; without families (an old apiserver), the ClusterIP's family (IPv4 when
+/// it does not parse). `None` for a headless Service without families: see [`endpoints_family`].
+pub fn service_endpoints_family(service: &Service) -> Option<IpFamily> {
     if let Some(first) = ip_families(service).first() {
-        return *first;
+        return Some(*first);
     }
-    if has_cluster_ip(service) {
-        return cluster_ip_family(service).unwrap_or(IpFamily::V4);
-    }
-    pod.primary_ip.map_or(IpFamily::V4, |ip| IpFamily::of(&ip))
+    has_cluster_ip(service).then(|| cluster_ip_family(service).unwrap_or(IpFamily::V4))
+}
+
+/// The one family an Endpoints object uses for this pod: the Service's
+/// ([`service_endpoints_family`], passed in), or for a headless Service without families the
+/// family of the pod's primary IP. IPv4 when nothing tells.
+pub fn pod_endpoints_family(service_family: Option<IpFamily>, pod: &PodInfo) -> IpFamily {
+    service_family.unwrap_or_else(|| pod.primary_ip.map_or(IpFamily::V4, |ip| IpFamily::of(&ip)))
+}
+
+/// [`pod_endpoints_family`] of the Service's family.
+pub fn endpoints_family(service: &Service, pod: &PodInfo) -> IpFamily {
+    pod_endpoints_family(service_endpoints_family(service), pod)
 }
 
 /// The address types that get EndpointSlices, in `spec.ipFamilies` order; without families,

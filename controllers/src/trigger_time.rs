@@ -9,15 +9,11 @@
 //! Unlike in-tree, the observation is committed only once the sync succeeded: a failed write
 //! that is retried still reports the change that triggered it.
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-
-use crate::pods::PodInfo;
-use crate::service;
 
 type ServiceKey = (String, String);
 
@@ -31,7 +27,9 @@ struct Seen {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TriggerObservation {
     key: ServiceKey,
-    seen: Seen,
+    service: Option<Timestamp>,
+    pods: Vec<(String, Option<Timestamp>)>,
+    every_pod: bool,
 }
 
 /// Per Service, the change times already accounted for by a successful sync.
@@ -40,52 +38,66 @@ pub struct TriggerTimeTracker {
     services: HashMap<ServiceKey, Seen>,
 }
 
+/// A pod changed since the last successful sync of its Service: its name, and the last
+/// transition of its `Ready` condition (`None` when it has none or is no longer selected).
+pub type PodTrigger<'a> = (&'a str, Option<Timestamp>);
+
 impl TriggerTimeTracker {
-    /// The trigger time for a sync of `service` with these pods (pods it does not select are
-    /// ignored), and the observation to commit after the sync succeeded. `None` means no change
-    /// since the last successful sync: the annotation is left off.
-    pub fn trigger_time<P: Borrow<PodInfo>>(
+    /// The trigger time for a sync of `service`, and the observation to commit after the sync
+    /// succeeded. `changed` are the pods changed since the last successful sync, the others
+    /// being accounted for already; or, with `every_pod`, every pod the Service selects (as on
+    /// its first sync). `None` means no change since the last successful sync: the annotation
+    /// is left off.
+    pub fn trigger_time<'a>(
         &self,
         service: &Service,
-        pods: &[P],
+        changed: impl IntoIterator<Item = PodTrigger<'a>>,
+        every_pod: bool,
     ) -> (Option<Time>, TriggerObservation) {
         let key = (
             service.metadata.namespace.clone().unwrap_or_default(),
             service.metadata.name.clone().unwrap_or_default(),
         );
         let created = service.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        let mut seen = Seen {
-            service: created,
-            pods: HashMap::new(),
-        };
-        for pod in pods.iter().map(Borrow::borrow) {
-            if !service::selects(service, pod) {
-                continue;
-            }
-            if let Some(at) = pod.ready_since {
-                seen.pods.insert(pod.name.clone(), at);
-            }
-        }
-
+        let pods: Vec<(String, Option<Timestamp>)> = changed
+            .into_iter()
+            .map(|(name, at)| (name.to_string(), at))
+            .collect();
         let time = match self.services.get(&key) {
             None => created,
             Some(before) => {
-                let changed_pods = seen
-                    .pods
+                let changed_pods = pods
                     .iter()
-                    .filter(|(name, at)| before.pods.get(*name).is_none_or(|was| *at > was))
-                    .map(|(_, at)| *at);
+                    .filter_map(|(name, at)| Some((name, (*at)?)))
+                    .filter(|(name, at)| before.pods.get(*name).is_none_or(|was| at > was))
+                    .map(|(_, at)| at);
                 let changed_service =
                     created.filter(|at| before.service.is_none_or(|was| *at > was));
                 changed_pods.chain(changed_service).min()
             }
         };
-        (time.map(Time), TriggerObservation { key, seen })
+        let observation = TriggerObservation {
+            key,
+            service: created,
+            pods,
+            every_pod,
+        };
+        (time.map(Time), observation)
     }
 
     /// Records that the sync which made `observation` succeeded (with or without a write).
     pub fn commit(&mut self, observation: TriggerObservation) {
-        self.services.insert(observation.key, observation.seen);
+        let seen = self.services.entry(observation.key).or_default();
+        seen.service = observation.service;
+        if observation.every_pod {
+            seen.pods.clear();
+        }
+        for (name, at) in observation.pods {
+            match at {
+                Some(at) => seen.pods.insert(name, at),
+                None => seen.pods.remove(&name),
+            };
+        }
     }
 
     /// Forgets a deleted Service.
@@ -99,7 +111,7 @@ impl TriggerTimeTracker {
 mod tests {
 
     use super::*;
-    use crate::fixtures::{pod, service, time};
+    use crate::fixtures::{service, time};
 
     fn svc() -> Service {
         let mut svc = service("web").build();
@@ -107,68 +119,73 @@ mod tests {
         svc
     }
 
-    fn web_pod(name: &str, ready_since: i64) -> PodInfo {
-        let mut p = pod(name, "10.0.0.1").label("app", "web").build();
-        p.ready_since = Some(time(ready_since).0);
-        p
+    fn at(name: &str, ready_since: i64) -> PodTrigger<'_> {
+        (name, Some(time(ready_since).0))
     }
 
     #[test]
     fn first_sync_reports_the_service_creation() {
         let tracker = TriggerTimeTracker::default();
-        let (at, _) = tracker.trigger_time(&svc(), &[web_pod("a", 2_000)]);
+        let (at, _) = tracker.trigger_time(&svc(), [at("a", 2_000)], true);
         assert_eq!(at, Some(time(1_000)));
     }
 
     #[test]
     fn later_syncs_report_the_earliest_unsynced_pod_change() {
         let mut tracker = TriggerTimeTracker::default();
-        let (_, seen) = tracker.trigger_time(&svc(), &[web_pod("a", 2_000), web_pod("b", 2_000)]);
+        let (_, seen) = tracker.trigger_time(&svc(), [at("a", 2_000), at("b", 2_000)], true);
         tracker.commit(seen);
 
-        let (at, _) = tracker.trigger_time(&svc(), &[web_pod("a", 2_000), web_pod("b", 2_000)]);
-        assert_eq!(at, None, "nothing changed");
+        let (time_of, _) = tracker.trigger_time(&svc(), [], false);
+        assert_eq!(time_of, None, "nothing changed");
+        let (time_of, _) = tracker.trigger_time(&svc(), [at("a", 2_000)], false);
+        assert_eq!(time_of, None, "a change that is already accounted for");
 
-        let pods = [
-            web_pod("a", 3_500),
-            web_pod("b", 3_000),
-            web_pod("c", 4_000),
-        ];
-        let (at, _) = tracker.trigger_time(&svc(), &pods);
-        assert_eq!(at, Some(time(3_000)));
+        let changed = [at("a", 3_500), at("b", 3_000), at("c", 4_000)];
+        let (time_of, _) = tracker.trigger_time(&svc(), changed, false);
+        assert_eq!(time_of, Some(time(3_000)));
     }
 
     #[test]
     fn a_failed_sync_does_not_lose_its_trigger() {
         let mut tracker = TriggerTimeTracker::default();
-        let (_, seen) = tracker.trigger_time(&svc(), &[web_pod("a", 2_000)]);
+        let (_, seen) = tracker.trigger_time(&svc(), [at("a", 2_000)], true);
         tracker.commit(seen);
-        let changed = [web_pod("a", 3_000)];
-        let (first, _uncommitted) = tracker.trigger_time(&svc(), &changed);
-        let (retry, seen) = tracker.trigger_time(&svc(), &changed);
+        let (first, _uncommitted) = tracker.trigger_time(&svc(), [at("a", 3_000)], false);
+        let (retry, seen) = tracker.trigger_time(&svc(), [at("a", 3_000)], false);
         assert_eq!(first, Some(time(3_000)));
         assert_eq!(retry, first);
         tracker.commit(seen);
-        assert_eq!(tracker.trigger_time(&svc(), &changed).0, None);
+        assert_eq!(
+            tracker.trigger_time(&svc(), [at("a", 3_000)], false).0,
+            None
+        );
     }
 
     #[test]
-    fn unselected_pods_and_forgotten_services() {
+    fn pods_gone_are_forgotten_and_so_are_services() {
         let mut tracker = TriggerTimeTracker::default();
-        let (_, seen) = tracker.trigger_time(&svc(), &[web_pod("a", 2_000)]);
+        let (_, seen) = tracker.trigger_time(&svc(), [at("a", 2_000)], true);
         tracker.commit(seen);
-        let mut stranger = web_pod("z", 5_000);
-        stranger.labels.clear();
+        let (_, seen) = tracker.trigger_time(&svc(), [("a", None)], false);
+        tracker.commit(seen);
         assert_eq!(
-            tracker
-                .trigger_time(&svc(), &[web_pod("a", 2_000), stranger])
-                .0,
-            None
+            tracker.trigger_time(&svc(), [at("a", 2_000)], false).0,
+            Some(time(2_000)),
+            "a pod selected again counts as a change"
+        );
+
+        let (_, seen) = tracker.trigger_time(&svc(), [at("b", 2_500)], true);
+        tracker.commit(seen);
+        assert_eq!(
+            tracker.trigger_time(&svc(), [at("a", 2_000)], false).0,
+            Some(time(2_000)),
+            "every pod listed: the others are forgotten"
         );
 
         tracker.forget_service("default", "web");
         assert_eq!(
-            tracker.trigger_time(&svc(), &[web_pod("a", 2_000)]).0,
+            tracker.trigger_time(&svc(), [at("a", 2_000)], false).0,
             Some(time(1_000))
         );
     }

@@ -357,6 +357,11 @@ pub struct ServerLimitFlags {
     /// Connections served at once on each port; those beyond are closed on accept.
     #[arg(long, env = "SVCPLANE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Connections in their TLS handshake at once on the admission port (within
+    /// --max-connections). When reached, a new connection closes the oldest pending one, so
+    /// that callers that never finish a handshake cannot keep kube-apiserver out.
+    #[arg(long, env = "SVCPLANE_MAX_PENDING_HANDSHAKES", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_handshakes: u32,
 }
 
 impl ServerLimitFlags {
@@ -368,6 +373,7 @@ impl ServerLimitFlags {
             idle_timeout: self.idle_timeout,
             request_timeout: self.request_timeout,
             max_connections: self.max_connections as usize,
+            max_pending_handshakes: self.max_pending_handshakes as usize,
         }
     }
 }

@@ -3,15 +3,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use allocator::{ClusterIpAllocator, IpRange, NodePortAllocator, PortRange, Snapshot, Value};
+use allocator::Value;
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::api::ListParams;
 use serde::Serialize;
 use webhook::services::spec::to_spec;
+use webhook::state::RangeAllocation;
 use webhook::state::held::held_values;
-use webhook::state::{RangeAllocation, RangeKind};
 
 use crate::cli::{OutputFormat, StatusArgs};
 
@@ -54,44 +54,15 @@ pub fn compute(objects: &[RangeAllocation], services: &[Service]) -> Result<Vec<
     let held: HashSet<Value> = holders.keys().copied().collect();
     let mut statuses = Vec::new();
     for object in objects {
-        let snapshot = Snapshot {
-            range: object.spec.range.clone(),
-            data: object.spec.data.0.clone(),
-        };
         let name = object.metadata.name.clone().unwrap_or_default();
-        let (kind, size, band, values): (RangeKind, u64, u64, Vec<(u64, Value)>) =
-            if object.spec.range.contains('/') {
-                let range: IpRange = object.spec.range.parse()?;
-                let ips = ClusterIpAllocator::from_snapshot(&snapshot)
-                    .with_context(|| format!("reading {name}"))?;
-                let values = ips
-                    .iter()
-                    .map(|ip| (range.offset_of(ip).unwrap_or(0), Value::ClusterIp(ip)))
-                    .collect();
-                (
-                    RangeKind::ClusterIps(range.family()),
-                    range.size(),
-                    range.band_offset(),
-                    values,
-                )
-            } else {
-                let range: PortRange = object.spec.range.parse()?;
-                let ports = NodePortAllocator::from_snapshot(&snapshot)
-                    .with_context(|| format!("reading {name}"))?;
-                let values = ports
-                    .iter()
-                    .map(|port| (u64::from(port - range.first()), Value::NodePort(port)))
-                    .collect();
-                (
-                    RangeKind::NodePorts,
-                    range.size(),
-                    range.band_offset(),
-                    values,
-                )
-            };
-        let used = values.len() as u64;
-        let static_used = values.iter().filter(|(offset, _)| *offset < band).count() as u64;
-        let in_range: HashSet<Value> = values.iter().map(|(_, v)| *v).collect();
+        let kind = object
+            .kind()
+            .with_context(|| format!("{name} is not a range svcplane stores"))?;
+        let (usage, values) = kind
+            .read(&object.spec.snapshot())
+            .with_context(|| format!("reading {name}"))?;
+        let (size, used) = (usage.size, usage.used);
+        let in_range: HashSet<Value> = values.into_iter().collect();
         let pooled: HashSet<Value> = object
             .spec
             .reservations
@@ -110,9 +81,9 @@ pub fn compute(objects: &[RangeAllocation], services: &[Service]) -> Result<Vec<
             } else {
                 used as f64 * 100.0 / size as f64
             },
-            static_band: band,
-            static_used,
-            dynamic_used: used - static_used,
+            static_band: usage.static_band,
+            static_used: usage.static_used,
+            dynamic_used: used - usage.static_used,
             pooled: pooled.len() as u64,
             leaked: in_range
                 .iter()
@@ -183,6 +154,7 @@ pub async fn print(args: &StatusArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use allocator::{ClusterIpAllocator, NodePortAllocator, PortRange, Snapshot};
     use k8s_openapi::ByteString;
     use kube::api::ObjectMeta;
     use serde_json::json;

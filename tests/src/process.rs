@@ -80,8 +80,8 @@ pub struct Resources {
     pub cpu_seconds: f64,
 }
 
-/// What process `pid` holds and has used so far, from /proc/<pid>/status and
-/// /proc/<pid>/stat.
+/// What process `pid` holds and has used so far, from `/proc/<pid>/status` and
+/// `/proc/<pid>/stat`.
 pub fn resources(pid: u32) -> Result<Resources> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| {

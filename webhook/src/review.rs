@@ -8,7 +8,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{
     AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
 };
-use kube::core::response::StatusSummary;
+use kube::core::response::{StatusCause, StatusDetails, StatusSummary};
 
 /// An admission request with its object left untyped until a handler knows its kind.
 pub type Request = AdmissionRequest<DynamicObject>;
@@ -60,6 +60,20 @@ impl FieldError {
         }
     }
 
+    /// `field: Invalid value: ["a","b"]: detail`, for a list of strings (printed as JSON,
+    /// as kube-apiserver prints a list).
+    pub fn invalid_list(
+        field: impl Into<String>,
+        values: &[String],
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            kind: FieldErrorKind::Invalid(serde_json::to_string(values).unwrap_or_default()),
+            detail: detail.into(),
+        }
+    }
+
     /// `field: Forbidden: detail`.
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self {
@@ -88,20 +102,37 @@ impl FieldError {
     }
 }
 
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let field = &self.field;
+impl FieldError {
+    /// The error without its field, as kube-apiserver writes it in a status cause
+    /// (`ErrorBody` in apimachinery's `field` package).
+    pub fn body(&self) -> String {
         let head = match &self.kind {
-            FieldErrorKind::Invalid(value) => format!("{field}: Invalid value: {value}"),
-            FieldErrorKind::Forbidden => format!("{field}: Forbidden"),
-            FieldErrorKind::Required => format!("{field}: Required value"),
-            FieldErrorKind::Duplicate(value) => format!("{field}: Duplicate value: {value}"),
+            FieldErrorKind::Invalid(value) => format!("Invalid value: {value}"),
+            FieldErrorKind::Forbidden => "Forbidden".to_string(),
+            FieldErrorKind::Required => "Required value".to_string(),
+            FieldErrorKind::Duplicate(value) => format!("Duplicate value: {value}"),
         };
         if self.detail.is_empty() {
-            f.write_str(&head)
+            head
         } else {
-            write!(f, "{head}: {}", self.detail)
+            format!("{head}: {}", self.detail)
         }
+    }
+
+    /// The cause type kube-apiserver gives this error in a status.
+    pub fn cause_type(&self) -> &'static str {
+        match self.kind {
+            FieldErrorKind::Invalid(_) => "FieldValueInvalid",
+            FieldErrorKind::Forbidden => "FieldValueForbidden",
+            FieldErrorKind::Required => "FieldValueRequired",
+            FieldErrorKind::Duplicate(_) => "FieldValueDuplicate",
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.body())
     }
 }
 
@@ -146,10 +177,19 @@ pub fn respond_invalid(reason: String) -> (StatusCode, AdmissionReview<DynamicOb
     )
 }
 
-/// Denies `request` as kube-apiserver refuses an invalid object: HTTP 422, reason
-/// `Invalid`, message `<Kind> "<name>" is invalid: <field errors>`.
+/// Denies `request` as kube-apiserver refuses an invalid object (`NewInvalid` in
+/// apimachinery's `api/errors`): HTTP 422, reason `Invalid`, message
+/// `<Kind> "<name>" is invalid: <field errors>`, and details naming the kind, the object
+/// and one cause per field error.
 pub fn deny_invalid(request: &Request, errors: &[FieldError]) -> AdmissionResponse {
     let kind = &request.kind.kind;
+    let group = &request.kind.group;
+    // schema.GroupKind's String(): the kind alone for the core group.
+    let qualified_kind = if group.is_empty() {
+        kind.clone()
+    } else {
+        format!("{kind}.{group}")
+    };
     let name = object_name(request);
     let causes = match errors {
         [one] => one.to_string(),
@@ -161,11 +201,26 @@ pub fn deny_invalid(request: &Request, errors: &[FieldError]) -> AdmissionRespon
                 .join(", ")
         ),
     };
-    let mut response =
-        AdmissionResponse::from(request).deny(format!("{kind} {name:?} is invalid: {causes}"));
+    let mut response = AdmissionResponse::from(request)
+        .deny(format!("{qualified_kind} {name:?} is invalid: {causes}"));
     response.result.code = StatusCode::UNPROCESSABLE_ENTITY.as_u16();
     response.result.reason = "Invalid".to_string();
     response.result.status = Some(StatusSummary::Failure);
+    response.result.details = Some(StatusDetails {
+        name,
+        group: group.clone(),
+        kind: kind.clone(),
+        uid: String::new(),
+        causes: errors
+            .iter()
+            .map(|error| StatusCause {
+                reason: error.cause_type().to_string(),
+                message: error.body(),
+                field: error.field.clone(),
+            })
+            .collect(),
+        retry_after_seconds: 0,
+    });
     response
 }
 
@@ -268,6 +323,58 @@ mod tests {
         assert_eq!(
             FieldError::forbidden("spec.externalIPs", "externalIPs are not allowed").to_string(),
             "spec.externalIPs: Forbidden: externalIPs are not allowed"
+        );
+    }
+
+    #[test]
+    fn a_denial_of_a_grouped_kind_names_the_group_and_lists_each_cause() {
+        let request: Request = serde_json::from_value(serde_json::json!({
+            "uid": "u",
+            "kind": { "group": "discovery.k8s.io", "version": "v1", "kind": "EndpointSlice" },
+            "resource": { "group": "discovery.k8s.io", "version": "v1", "resource": "endpointslices" },
+            "name": "web-abc",
+            "namespace": "default",
+            "operation": "CREATE",
+            "userInfo": {},
+        }))
+        .unwrap();
+        let errors = [
+            FieldError::invalid(
+                "endpoints[0].addresses[0]",
+                "127.0.0.1",
+                "may not be in the loopback range",
+            ),
+            FieldError::required("addressType"),
+        ];
+        let response = deny_invalid(&request, &errors);
+        assert_eq!(
+            response.result.message,
+            "EndpointSlice.discovery.k8s.io \"web-abc\" is invalid: [endpoints[0].addresses[0]: Invalid value: \"127.0.0.1\": may not be in the loopback range, addressType: Required value]"
+        );
+        let details = response.result.details.unwrap();
+        assert_eq!(
+            (
+                details.group.as_str(),
+                details.kind.as_str(),
+                details.name.as_str()
+            ),
+            ("discovery.k8s.io", "EndpointSlice", "web-abc")
+        );
+        let causes: Vec<(&str, &str, &str)> = details
+            .causes
+            .iter()
+            .map(|c| (c.reason.as_str(), c.field.as_str(), c.message.as_str()))
+            .collect();
+        assert_eq!(
+            causes,
+            [
+                (
+                    "FieldValueInvalid",
+                    "endpoints[0].addresses[0]",
+                    "Invalid value: \"127.0.0.1\": may not be in the loopback range"
+                ),
+                ("FieldValueRequired", "addressType", "Required value"),
+            ]
         );
     }
 

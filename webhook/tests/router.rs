@@ -6,8 +6,8 @@
 
 use std::convert::Infallible;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use allocator::{Allocators, ClusterIpAllocator, NodePortAllocator, PortRange};
 use axum::Router;
@@ -15,28 +15,25 @@ use axum::body::{Body, Bytes};
 use axum::http::{Method, StatusCode, header};
 use http_body_util::BodyExt;
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::core::admission::{AdmissionResponse, Operation};
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::admission::AdmissionResponse;
 use prometheus_client::registry::Registry;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use webhook::review::{
-    FieldError, InternalError, Request, deny_invalid, typed_object, typed_old_object,
-};
+use webhook::review::{InternalError, Request, internal_error_of};
 use webhook::runtime::pods::PodIpIndex;
 use webhook::server::metrics::AdmissionMetrics;
 use webhook::server::{Admission, MAX_REVIEW_BYTES, paths, router};
-use webhook::services::spec::{patch, to_spec};
+use webhook::services::mutate_service;
 use webhook::services::validate_service;
+use webhook::state::{InMemoryAllocation, UnconfirmedConfig};
 use webhook::validate::{EndpointPolicy, admit_endpoints};
 
-/// Admission decisions for the router under test. Validation is the real pure code;
-/// mutation cannot use the real `AllocationStore` (it persists through an apiserver), so it
-/// decodes and converts the Service with the real functions and allocates from in-memory
-/// allocators: what reaches the wire has the shape of the real answer.
+/// Admission decisions for the router under test: the real pipeline, with in-memory
+/// allocators in place of the store that persists through an apiserver.
 struct Fixture {
-    allocators: Mutex<Allocators>,
+    allocation: InMemoryAllocation,
     endpoint_policy: EndpointPolicy,
     pod_ips: PodIpIndex,
     allowed_external_ips: Option<Vec<IpNet>>,
@@ -73,7 +70,7 @@ impl Fixture {
         )
         .unwrap();
         Self {
-            allocators: Mutex::new(allocators),
+            allocation: InMemoryAllocation::new(allocators, UnconfirmedConfig::default()),
             endpoint_policy: EndpointPolicy {
                 service_cidrs: vec![
                     "10.96.0.0/12".parse().unwrap(),
@@ -96,7 +93,11 @@ impl Admission for Fixture {
                 "the allocation state could not be written".to_string(),
             ));
         }
-        Ok(self.allocate(request))
+        let response = mutate_service(request, &self.allocation).await;
+        match internal_error_of(&response) {
+            Some(error) => Err(error),
+            None => Ok(response),
+        }
     }
 
     fn validate_service(&self, request: &Request) -> AdmissionResponse {
@@ -105,46 +106,6 @@ impl Admission for Fixture {
 
     fn validate_endpoints(&self, request: &Request) -> AdmissionResponse {
         admit_endpoints(request, &self.endpoint_policy, &self.pod_ips)
-    }
-}
-
-impl Fixture {
-    fn allocate(&self, request: &Request) -> AdmissionResponse {
-        let allowed = AdmissionResponse::from(request);
-        if !matches!(request.operation, Operation::Create | Operation::Update) {
-            return allowed;
-        }
-        let service: Service = match typed_object(request) {
-            Ok(Some(service)) => service,
-            Ok(None) => return allowed.deny("the request carries no Service"),
-            Err(reason) => return allowed.deny(reason),
-        };
-        let new = match to_spec(&service) {
-            Ok(spec) => spec,
-            Err(error) => return deny_invalid(request, &[error]),
-        };
-        let old = typed_old_object::<Service>(request)
-            .ok()
-            .flatten()
-            .and_then(|old| to_spec(&old).ok());
-        let planned = {
-            let mut allocators = self.allocators.lock().unwrap();
-            match &old {
-                None => allocators.create(&new, request.dry_run),
-                Some(old) => allocators.update(old, &new, request.dry_run),
-            }
-            .map(|transaction| transaction.service().clone())
-        };
-        match planned {
-            Ok(filled) => allowed.with_patch(patch(&service, &filled)).unwrap(),
-            Err(error) => {
-                let field = error.field().unwrap_or("spec").to_string();
-                deny_invalid(
-                    request,
-                    &[FieldError::forbidden(field, error.reason().to_string())],
-                )
-            }
-        }
     }
 }
 
@@ -467,6 +428,19 @@ async fn an_object_that_does_not_convert_is_denied_with_the_reason() {
         "{}",
         answer.message()
     );
+    // The details kube-apiserver's own refusal carries (NewInvalid in apimachinery).
+    let details = &response["status"]["details"];
+    assert_eq!(details["kind"], "Service");
+    assert_eq!(details["name"], "web");
+    assert_eq!(details["causes"][0]["reason"], "FieldValueInvalid");
+    assert_eq!(details["causes"][0]["field"], "spec.type");
+    assert!(
+        details["causes"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid value: \"Nodeport\": "),
+        "{details}"
+    );
 
     let answer = harness
         .post(
@@ -609,11 +583,20 @@ async fn unicode_passes_through_and_is_quoted_in_denials() {
         "Service \"café-\" is invalid: spec.externalIPs[1]: Invalid value: \"١٩٨.٥١.١٠٠.١\": must be a valid IP address"
     );
 
+    // Allocation refuses the port name before reserving anything, quoting it as
+    // kube-apiserver's validation would.
     let answer = harness
         .post(paths::MUTATE_SERVICES, fixture("service-unicode.json"))
         .await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(answer.response()["allowed"], true);
+    assert_eq!(answer.response()["allowed"], false);
+    assert!(
+        answer.message().starts_with(
+            "Service \"café-\" is invalid: spec.ports[0].name: Invalid value: \"ℎ𝑡𝑡𝑝\""
+        ),
+        "{}",
+        answer.message()
+    );
 }
 
 /// A Service review carrying `padding` bytes in an annotation.
@@ -639,8 +622,10 @@ async fn a_review_of_megabytes_under_the_limit_is_answered() {
         );
     }
 
-    // Many ports: more node ports than the range holds is a denial naming the field.
+    // Many ports: more node ports than the range holds is a denial naming the field. A
+    // request of its own (another uid): the same uid is answered as it was the first time.
     let mut review = fixture_json("service-create.json");
+    review["request"]["uid"] = json!("7f0b2a64-1c1e-4c59-9d3b-2f6f3b7f0099");
     let ports: Vec<Value> = (1..=4000)
         .map(|port| json!({ "name": format!("p{port}"), "port": port, "protocol": "TCP" }))
         .collect();

@@ -125,6 +125,7 @@ fn short_limits() -> ServerLimits {
         idle_timeout: Duration::from_millis(300),
         request_timeout: Duration::from_secs(5),
         max_connections: 64,
+        max_pending_handshakes: 16,
     }
 }
 
@@ -318,6 +319,41 @@ async fn connections_over_the_limit_are_closed_while_open_ones_are_answered() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(answered);
+}
+
+/// Callers that open connections and never start their handshake hold at most the
+/// pending-handshake cap, and only until someone else connects: with the connection limit
+/// taken by them and a handshake timeout far beyond the test, a caller with the apiserver's
+/// certificate is still answered.
+#[tokio::test]
+async fn connections_that_never_finish_their_handshake_cannot_keep_the_apiserver_out() {
+    let limits = ServerLimits {
+        tls_handshake_timeout: Duration::from_secs(3600),
+        max_connections: 8,
+        max_pending_handshakes: 4,
+        ..short_limits()
+    };
+    let server = start(limits, &[], Duration::ZERO).await;
+    let mut silent = Vec::new();
+    for _ in 0..32 {
+        silent.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // The first 28 were closed for newer ones; the last 4 wait in their handshake.
+    let mut closed = 0;
+    for stream in silent.drain(..28) {
+        if closed_by_server(stream).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 28);
+    let cert = apiserver_cert(&server);
+    let mut known = connect(&server, Some(cert)).await.unwrap();
+    assert_eq!(
+        post(&mut known, paths::MUTATE_SERVICES, REVIEW.as_bytes())
+            .await
+            .unwrap(),
+        200
+    );
 }
 
 #[tokio::test]

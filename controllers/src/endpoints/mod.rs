@@ -6,19 +6,24 @@
 //! (IP, pod UID) with not-ready winning. Order carries no meaning: comparisons are
 //! order-insensitive, so the in-tree controller's hash-driven order need not be copied.
 
+mod index;
+
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
-use crate::pods::{self, PodInfo, addresses_of_family, hostname_for, resolved_ports};
-use crate::service::{self, endpoints_family, has_cluster_ip, is_headless, publishes_not_ready};
+pub use index::{EndpointsIndex, EndpointsSync};
+
+use crate::pods::{PodInfo, addresses_of_family, hostname_for};
+use crate::service::{endpoints_family, has_cluster_ip};
 use crate::well_known::{
     ANNOTATION_LAST_CHANGE_TRIGGER_TIME, ANNOTATION_OVER_CAPACITY, LABEL_ENDPOINTS_MANAGED_BY,
-    LABEL_HEADLESS, MAX_ENDPOINTS_ADDRESSES, OVER_CAPACITY_TRUNCATED, format_trigger_time,
+    LABEL_HEADLESS, OVER_CAPACITY_TRUNCATED, format_trigger_time,
 };
 
 /// Inputs of [`desired_endpoints`] that do not come from the cluster objects.
@@ -61,17 +66,6 @@ impl PortKey {
     }
 }
 
-/// Addresses are de-duplicated by IP and pod UID (borrowed from the pod).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct AddressKey<'a> {
-    ip: &'a str,
-    uid: &'a str,
-}
-
-/// The addresses serving one port, each with whether it is ready and the index of its pod
-/// among the selected ones.
-type Readiness<'a> = Vec<(AddressKey<'a>, bool, usize)>;
-
 /// The Endpoints object the Service should have, or `None` when the pod controllers do not
 /// manage its Endpoints (no selector, or `ExternalName`).
 ///
@@ -82,11 +76,19 @@ pub fn desired_endpoints<P: Borrow<PodInfo>>(
     pods: &[P],
     params: &EndpointsParams<'_>,
 ) -> Option<Endpoints> {
-    if !service::manages_endpoints(service) {
-        return None;
-    }
-    let (subsets, truncated) = desired_subsets(service, pods);
+    let mut index = EndpointsIndex::new(service)?;
+    let pods: Vec<Arc<PodInfo>> = pods.iter().map(|p| Arc::new(p.borrow().clone())).collect();
+    index.apply_pods(pods.iter().map(|p| (p.name.as_str(), Some(p))));
+    Some(index.desired(params))
+}
 
+/// The Endpoints object of the Service with these subsets.
+fn endpoints_object(
+    service: &Service,
+    subsets: Vec<EndpointSubset>,
+    truncated: bool,
+    params: &EndpointsParams<'_>,
+) -> Endpoints {
     let mut annotations = BTreeMap::new();
     if let Some(time) = params.trigger_time {
         annotations.insert(
@@ -100,7 +102,7 @@ pub fn desired_endpoints<P: Borrow<PodInfo>>(
             OVER_CAPACITY_TRUNCATED.to_string(),
         );
     }
-    Some(Endpoints {
+    Endpoints {
         metadata: ObjectMeta {
             name: service.metadata.name.clone(),
             namespace: service.metadata.namespace.clone(),
@@ -109,7 +111,7 @@ pub fn desired_endpoints<P: Borrow<PodInfo>>(
             ..Default::default()
         },
         subsets: (!subsets.is_empty()).then_some(subsets),
-    })
+    }
 }
 
 fn endpoints_labels(service: &Service, managed_by: Option<&str>) -> BTreeMap<String, String> {
@@ -140,165 +142,6 @@ fn pod_address(service: &Service, pod: &PodInfo) -> Option<EndpointAddress> {
             ..Default::default()
         }),
     })
-}
-
-/// Every (port, address, ready) the selected pods contribute, repacked into subsets and cut
-/// down to capacity; and whether anything was cut. `None` as a port stands for "no ports" (a
-/// headless Service without ports). Addresses are written out only for what is kept.
-fn desired_subsets<P: Borrow<PodInfo>>(
-    service: &Service,
-    pods: &[P],
-) -> (Vec<EndpointSubset>, bool) {
-    let publish_not_ready = publishes_not_ready(service);
-    let service_ports = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.ports.as_deref())
-        .unwrap_or_default();
-    let mut selected: Vec<&PodInfo> = Vec::new();
-    // Ports as (index of the Service port, resolved target port) while collecting: a Service's
-    // port names are unique, so that pair stands for one PortKey. Each port's addresses are
-    // collected, then sorted once.
-    let mut readiness_by_port: BTreeMap<Option<(usize, i32)>, Readiness<'_>> = BTreeMap::new();
-
-    for pod in pods.iter().map(Borrow::borrow) {
-        if !service::selects(service, pod) || !pods::counts_for_endpoints(pod, publish_not_ready) {
-            continue;
-        }
-        let family = endpoints_family(service, pod);
-        let Some(ip) = pod.ips.iter().find(|ip| ip.family() == family) else {
-            continue;
-        };
-        let ready = publish_not_ready || pod.ready;
-        // A headless Service without ports lists its pods under "no port".
-        let portless = service_ports.is_empty() && is_headless(service);
-        let resolved = resolved_ports(service_ports, pod);
-        if resolved.is_empty() && !portless {
-            continue;
-        }
-        let key = AddressKey {
-            ip: &ip.text,
-            uid: pod.uid.as_deref().unwrap_or_default(),
-        };
-        let member = (key, ready, selected.len());
-        if portless {
-            readiness_by_port.entry(None).or_default().push(member);
-        }
-        for port in resolved {
-            readiness_by_port
-                .entry(Some(port))
-                .or_default()
-                .push(member);
-        }
-        selected.push(pod);
-    }
-    let readiness_by_port: BTreeMap<Option<PortKey>, Readiness<'_>> = readiness_by_port
-        .into_iter()
-        .map(|(port, mut readiness)| {
-            // An address listed twice is ready only if every listing is.
-            readiness.sort_unstable();
-            readiness.dedup_by(|later, kept| {
-                let same = later.0 == kept.0;
-                if same {
-                    kept.1 &= later.1;
-                }
-                same
-            });
-            let key = port.map(|(i, target)| {
-                let port = &service_ports[i];
-                PortKey {
-                    name: port.name.clone().unwrap_or_default(),
-                    port: target,
-                    protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                    app_protocol: port.app_protocol.clone(),
-                }
-            });
-            (key, readiness)
-        })
-        .collect();
-    let mut subsets = repack(readiness_by_port);
-    let truncated = truncate_to_capacity(&mut subsets);
-    let listed = |members: Vec<usize>| {
-        let list: Vec<EndpointAddress> = members
-            .into_iter()
-            .filter_map(|i| pod_address(service, selected[i]))
-            .collect();
-        (!list.is_empty()).then_some(list)
-    };
-    let subsets = subsets
-        .into_iter()
-        .map(|subset| {
-            let ports: Vec<EndpointPort> =
-                subset.ports.iter().flatten().map(PortKey::to_api).collect();
-            EndpointSubset {
-                addresses: listed(subset.ready),
-                not_ready_addresses: listed(subset.not_ready),
-                ports: (!ports.is_empty()).then_some(ports),
-            }
-        })
-        .collect();
-    (subsets, truncated)
-}
-
-/// A subset before its addresses are written out: the selected pods behind them, by index.
-struct KeyedSubset {
-    ready: Vec<usize>,
-    not_ready: Vec<usize>,
-    ports: Vec<Option<PortKey>>,
-}
-
-/// Groups ports that share exactly the same addresses (with the same readiness) into one subset.
-fn repack(readiness_by_port: BTreeMap<Option<PortKey>, Readiness<'_>>) -> Vec<KeyedSubset> {
-    let mut ports_by_addresses: BTreeMap<Readiness<'_>, Vec<Option<PortKey>>> = BTreeMap::new();
-    for (port, readiness) in readiness_by_port {
-        ports_by_addresses.entry(readiness).or_default().push(port);
-    }
-    ports_by_addresses
-        .into_iter()
-        .map(|(members, ports)| {
-            let (ready, not_ready): (Vec<_>, Vec<_>) =
-                members.into_iter().partition(|(_, r, _)| *r);
-            KeyedSubset {
-                ready: ready.into_iter().map(|(_, _, pod)| pod).collect(),
-                not_ready: not_ready.into_iter().map(|(_, _, pod)| pod).collect(),
-                ports,
-            }
-        })
-        .collect()
-}
-
-/// Cuts the subsets down to [`MAX_ENDPOINTS_ADDRESSES`] addresses: ready addresses first, each
-/// subset keeping a share proportional to its size (rounded up, the last ones getting what is
-/// left). Returns whether anything was cut.
-fn truncate_to_capacity(subsets: &mut Vec<KeyedSubset>) -> bool {
-    let ready: usize = subsets.iter().map(|s| s.ready.len()).sum();
-    let not_ready: usize = subsets.iter().map(|s| s.not_ready.len()).sum();
-    if ready + not_ready <= MAX_ENDPOINTS_ADDRESSES {
-        return false;
-    }
-    let cut_ready = ready > MAX_ENDPOINTS_ADDRESSES;
-    let (budget, total) = if cut_ready {
-        (MAX_ENDPOINTS_ADDRESSES, ready)
-    } else {
-        (MAX_ENDPOINTS_ADDRESSES - ready, not_ready)
-    };
-    let mut left = budget;
-    for subset in subsets.iter_mut() {
-        if cut_ready {
-            subset.not_ready.clear();
-        }
-        let list = if cut_ready {
-            &mut subset.ready
-        } else {
-            &mut subset.not_ready
-        };
-        let share = (list.len() * budget).div_ceil(total).min(left);
-        list.truncate(share);
-        left -= list.len();
-    }
-    // The API rejects a subset without any address.
-    subsets.retain(|s| !s.ready.is_empty() || !s.not_ready.is_empty());
-    true
 }
 
 /// An address as consumers see it: the pod's resourceVersion in targetRef is not part of it.
@@ -336,8 +179,9 @@ fn port_view(port: &EndpointPort) -> PortView<'_> {
     )
 }
 
-fn expanded(endpoints: &Endpoints) -> BTreeSet<(Option<PortView<'_>>, AddressView<'_>, bool)> {
-    let mut expansion = BTreeSet::new();
+/// Every (port, address, ready) the object lists, sorted, each once.
+fn expanded(endpoints: &Endpoints) -> Vec<(Option<PortView<'_>>, AddressView<'_>, bool)> {
+    let mut expansion = Vec::new();
     for subset in endpoints.subsets.iter().flatten() {
         let ports: Vec<Option<PortView<'_>>> = match subset.ports.as_deref() {
             Some(ports) if !ports.is_empty() => ports.iter().map(|p| Some(port_view(p))).collect(),
@@ -349,11 +193,14 @@ fn expanded(endpoints: &Endpoints) -> BTreeSet<(Option<PortView<'_>>, AddressVie
                 (&subset.not_ready_addresses, false),
             ] {
                 for address in list.iter().flatten() {
-                    expansion.insert((*port, address_view(address), ready));
+                    expansion.push((*port, address_view(address), ready));
                 }
             }
         }
     }
+    // Sorted once rather than inserted into a set: this runs on every sync over every address.
+    expansion.sort_unstable();
+    expansion.dedup();
     expansion
 }
 

@@ -2,17 +2,15 @@
 //! the port list they resolve to, and the metadata every slice of the Service carries.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use super::identity::{PortsKey, sort_by_key};
-use crate::pods::{
-    self, PodInfo, ResolvedPorts, addresses_of_family, hostname_for, resolved_ports,
-};
-use crate::service::{self, IpFamily, has_cluster_ip, publishes_not_ready, slice_families};
+use super::index::SliceIndex;
+use crate::pods::{PodInfo, hostname_for};
+use crate::service::{IpFamily, has_cluster_ip, publishes_not_ready};
 use crate::well_known::{
     LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY, LABEL_TOPOLOGY_ZONE,
 };
@@ -59,7 +57,10 @@ impl DesiredEndpointSlices {
 }
 
 /// The slices' port list for pods that resolve the Service's ports to `resolved`.
-fn endpoint_ports(service_ports: &[ServicePort], resolved: &[(usize, i32)]) -> Vec<EndpointPort> {
+pub(super) fn endpoint_ports(
+    service_ports: &[ServicePort],
+    resolved: &[(usize, i32)],
+) -> Vec<EndpointPort> {
     resolved
         .iter()
         .map(|&(i, number)| {
@@ -74,7 +75,7 @@ fn endpoint_ports(service_ports: &[ServicePort], resolved: &[(usize, i32)]) -> V
         .collect()
 }
 
-fn pod_endpoint(
+pub(super) fn pod_endpoint(
     service: &Service,
     pod: &PodInfo,
     zone: Option<String>,
@@ -110,7 +111,8 @@ fn pod_endpoint(
 /// up by name (from a cache); its `topology.kubernetes.io/zone` label becomes the endpoints'
 /// zone. A pod whose Node is unknown is left out and reported in
 /// [`DesiredEndpointSlices::pods_on_missing_nodes`], unless the Service publishes not-ready
-/// addresses, in which case it is added without a zone.
+/// addresses, in which case it is added without a zone. The same as a [`SliceIndex`] fed these
+/// pods.
 pub fn desired_endpoint_slices<P, F, N>(
     service: &Service,
     pods: &[P],
@@ -121,85 +123,25 @@ where
     F: Fn(&str) -> Option<N>,
     N: Borrow<Node>,
 {
-    if !service::manages_endpoints(service) {
-        return None;
-    }
-    let address_types = slice_families(service);
-    let service_ports = service
-        .spec
+    let mut index = SliceIndex::new(service)?;
+    index.apply_pods(
+        pods.iter().map(|p| {
+            let pod = p.borrow();
+            (pod.name.as_str(), Some(pod))
+        }),
+        node,
+    );
+    Some(index.desired())
+}
+
+/// A Node's zone, from its `topology.kubernetes.io/zone` label.
+pub(super) fn node_zone(node: &Node) -> Option<String> {
+    node.metadata
+        .labels
         .as_ref()
-        .and_then(|s| s.ports.as_deref())
-        .unwrap_or_default();
-    // Grouped by resolved ports while collecting; each port list is written out once.
-    let mut by_ports: HashMap<ResolvedPorts, BTreeMap<IpFamily, Vec<Endpoint>>> = HashMap::new();
-    let mut pods_on_missing_nodes = Vec::new();
-    // Each Node is looked up once per sync, not once per pod: Some(zone) when it exists.
-    let mut zones: HashMap<&str, Option<Option<String>>> = HashMap::new();
-
-    for pod in pods.iter().map(Borrow::borrow) {
-        if !service::selects(service, pod) || !pods::counts_for_slices(pod) {
-            continue;
-        }
-        let node_name = pod.node_name.as_deref().unwrap_or_default();
-        let known = zones.entry(node_name).or_insert_with(|| {
-            node(node_name).map(|node| {
-                node.borrow()
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_TOPOLOGY_ZONE))
-                    .filter(|zone| !zone.is_empty())
-                    .cloned()
-            })
-        });
-        let zone = match known {
-            Some(zone) => zone.clone(),
-            None if publishes_not_ready(service) => None,
-            None => {
-                pods_on_missing_nodes.push(PodOnMissingNode {
-                    pod: pod.name.clone(),
-                    node: node_name.to_string(),
-                });
-                continue;
-            }
-        };
-        let families = by_ports
-            .entry(resolved_ports(service_ports, pod))
-            .or_default();
-        for &family in &address_types {
-            let addresses = addresses_of_family(pod, family);
-            if !addresses.is_empty() {
-                let endpoint = pod_endpoint(service, pod, zone.clone(), addresses);
-                families.entry(family).or_default().push(endpoint);
-            }
-        }
-    }
-
-    let mut groups: BTreeMap<(IpFamily, PortsKey), EndpointGroup> = BTreeMap::new();
-    for (resolved, families) in by_ports {
-        let ports = endpoint_ports(service_ports, &resolved);
-        let ports_key = PortsKey::of(&ports);
-        for (family, endpoints) in families {
-            groups
-                .entry((family, ports_key.clone()))
-                .or_insert_with(|| EndpointGroup {
-                    address_type: family,
-                    ports: ports.clone(),
-                    endpoints: Vec::new(),
-                })
-                .endpoints
-                .extend(endpoints);
-        }
-    }
-    let mut groups: Vec<EndpointGroup> = groups.into_values().collect();
-    for group in &mut groups {
-        sort_by_key(&mut group.endpoints);
-    }
-    Some(DesiredEndpointSlices {
-        address_types,
-        groups,
-        pods_on_missing_nodes,
-    })
+        .and_then(|l| l.get(LABEL_TOPOLOGY_ZONE))
+        .filter(|zone| !zone.is_empty())
+        .cloned()
 }
 
 fn is_reserved_label(key: &str) -> bool {

@@ -3,11 +3,13 @@
 
 mod desired;
 mod identity;
+mod index;
 mod reconcile;
 mod tracker;
 
 pub use desired::{
     DesiredEndpointSlices, EndpointGroup, PodOnMissingNode, desired_endpoint_slices,
 };
+pub use index::{SliceIndex, SliceSync};
 pub use reconcile::{MaxEndpointsPerSlice, SliceParams, SlicePlan, plan_endpoint_slices};
 pub use tracker::SliceTracker;

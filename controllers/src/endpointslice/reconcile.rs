@@ -9,17 +9,18 @@
 //! sake.
 
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::desired::{DesiredEndpointSlices, EndpointGroup, new_slice, owned_by, slice_labels};
+use super::desired::{DesiredEndpointSlices, new_slice, owned_by, slice_labels};
 use super::identity::{EndpointKey, PortsKey, same_endpoint};
 use crate::error::{Error, Result};
+use crate::fast_hash::FastHash;
 use crate::service::{IpFamily, is_being_deleted};
 use crate::well_known::{
     ANNOTATION_LAST_CHANGE_TRIGGER_TIME, LABEL_SLICE_MANAGED_BY, format_trigger_time,
@@ -163,28 +164,81 @@ fn fill(slice: &mut EndpointSlice, pending: &mut BTreeMap<EndpointKey<'_>, &Endp
     }
 }
 
-fn plan_group(
+/// What the reconciler is told about one group's desired endpoints. `pending` are the
+/// endpoints it has to place: every desired endpoint, or after a sync only those of pods
+/// changed since. `settled` recognises, in an existing slice, a desired endpoint that is
+/// not pending (placed by an earlier sync and unchanged since).
+pub(crate) struct GroupTarget<'a> {
+    pub address_type: IpFamily,
+    pub ports: &'a [EndpointPort],
+    pub ports_key: PortsKey,
+    pub pending: HashMap<EndpointKey<'a>, &'a Endpoint, FastHash>,
+}
+
+/// A Service's desired slices as the reconciler takes them: the groups to place, and what an
+/// earlier sync established (see [`GroupTarget`]).
+pub(crate) struct Targets<'a> {
+    pub address_types: &'a [IpFamily],
+    pub groups: Vec<GroupTarget<'a>>,
+    /// The desired endpoint an existing one of the group (address type, ports) stands for, when
+    /// it is not pending.
+    pub settled: &'a dyn Fn(IpFamily, &PortsKey, &Endpoint) -> Option<&'a Endpoint>,
+    /// Whether an existing slice is known to hold exactly desired, non-pending endpoints with the
+    /// right labels: it is then left as it is without reading its endpoints.
+    pub clean: &'a dyn Fn(&EndpointSlice) -> bool,
+}
+
+impl<'a> Targets<'a> {
+    /// Every desired endpoint pending, nothing settled: a sync from scratch.
+    pub(crate) fn from_scratch(desired: &'a DesiredEndpointSlices) -> Self {
+        Targets {
+            address_types: &desired.address_types,
+            groups: desired
+                .groups
+                .iter()
+                .map(|group| GroupTarget {
+                    address_type: group.address_type,
+                    ports: &group.ports,
+                    ports_key: PortsKey::of(&group.ports),
+                    pending: group
+                        .endpoints
+                        .iter()
+                        .map(|e| (EndpointKey::of(e), e))
+                        .collect(),
+                })
+                .collect(),
+            settled: &|_, _, _| None,
+            clean: &|_| false,
+        }
+    }
+}
+
+fn plan_group<'a>(
     existing: Vec<&EndpointSlice>,
-    group: &EndpointGroup,
-    new: impl Fn(&EndpointGroup) -> EndpointSlice,
+    group: GroupTarget<'a>,
+    targets: &Targets<'a>,
+    new: impl Fn(&[EndpointPort]) -> EndpointSlice,
     labels: &BTreeMap<String, String>,
     max: usize,
 ) -> GroupPlan {
-    let mut pending: BTreeMap<EndpointKey<'_>, &Endpoint> = group
-        .endpoints
-        .iter()
-        .map(|e| (EndpointKey::of(e), e))
-        .collect();
+    let mut pending = group.pending;
     let mut unchanged: Vec<&EndpointSlice> = Vec::new();
     let mut update = Vec::new();
     let mut delete = Vec::new();
 
     // 1. Keep desired endpoints where they are, refreshing changed ones; drop the rest.
     for slice in existing {
+        if (targets.clean)(slice) {
+            unchanged.push(slice);
+            continue;
+        }
         let mut kept = Vec::new();
         let mut changed = false;
         for endpoint in endpoints_of(slice) {
-            match pending.remove(&EndpointKey::of(endpoint)) {
+            let wanted = pending
+                .remove(&EndpointKey::of(endpoint))
+                .or_else(|| (targets.settled)(group.address_type, &group.ports_key, endpoint));
+            match wanted {
                 Some(wanted) => {
                     changed |= !same_endpoint(wanted, endpoint);
                     kept.push(wanted);
@@ -210,6 +264,9 @@ fn plan_group(
             unchanged.push(slice);
         }
     }
+
+    // What is left is placed in key order: looked up by hash until now, sorted only here.
+    let mut pending: BTreeMap<EndpointKey<'_>, &Endpoint> = pending.into_iter().collect();
 
     // 2. Fill the slices that are written anyway, fullest first.
     update.sort_by(|a, b| {
@@ -250,7 +307,7 @@ fn plan_group(
                 update.push(slice);
             }
             None => {
-                let mut slice = new(group);
+                let mut slice = new(group.ports);
                 fill(&mut slice, &mut pending, max);
                 create.push(slice);
             }
@@ -302,6 +359,17 @@ pub fn plan_endpoint_slices<S: Borrow<EndpointSlice>>(
     desired: &DesiredEndpointSlices,
     params: &SliceParams<'_>,
 ) -> SlicePlan {
+    plan_slices(service, existing, Targets::from_scratch(desired), params)
+}
+
+/// [`plan_endpoint_slices`] for targets that may say which slices and endpoints an earlier sync
+/// settled.
+pub(crate) fn plan_slices<S: Borrow<EndpointSlice>>(
+    service: &Service,
+    existing: &[S],
+    mut targets: Targets<'_>,
+    params: &SliceParams<'_>,
+) -> SlicePlan {
     let max = params.max_endpoints_per_slice.get();
     let labels = slice_labels(service, params.managed_by);
     let mut plan = SlicePlan::default();
@@ -315,14 +383,21 @@ pub fn plan_endpoint_slices<S: Borrow<EndpointSlice>>(
     live.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     for slice in live {
         match IpFamily::from_api(&slice.address_type) {
-            Some(family) if desired.address_types.contains(&family) => {
+            Some(family) if targets.address_types.contains(&family) => {
                 by_type.entry(family).or_default().push(slice)
             }
             _ => plan.delete.push(slice.clone()),
         }
     }
 
-    for &family in &desired.address_types {
+    let mut groups_by_type: BTreeMap<IpFamily, Vec<GroupTarget<'_>>> = BTreeMap::new();
+    for group in std::mem::take(&mut targets.groups) {
+        groups_by_type
+            .entry(group.address_type)
+            .or_default()
+            .push(group);
+    }
+    for &family in targets.address_types {
         let slices = by_type.remove(&family).unwrap_or_default();
         let total = slices.len();
         let mut foreign = Vec::new();
@@ -341,14 +416,11 @@ pub fn plan_endpoint_slices<S: Borrow<EndpointSlice>>(
         let mut create = Vec::new();
         let mut update = Vec::new();
         let mut delete = Vec::new();
-        let new = |group: &EndpointGroup| {
-            new_slice(service, family, group.ports.clone(), params.managed_by)
-        };
-        for group in desired.groups.iter().filter(|g| g.address_type == family) {
-            let existing = by_ports
-                .remove(&PortsKey::of(&group.ports))
-                .unwrap_or_default();
-            let planned = plan_group(existing, group, new, &labels, max);
+        let new =
+            |ports: &[EndpointPort]| new_slice(service, family, ports.to_vec(), params.managed_by);
+        for group in groups_by_type.remove(&family).unwrap_or_default() {
+            let existing = by_ports.remove(&group.ports_key).unwrap_or_default();
+            let planned = plan_group(existing, group, &targets, new, &labels, max);
             create.extend(planned.create);
             update.extend(planned.update);
             delete.extend(planned.delete);

@@ -11,13 +11,13 @@ use tracing::instrument;
 use super::Shared;
 use super::cache::ObjectKey;
 use super::error::{SyncError, namespace_terminating, not_found};
-use super::informer::{CacheWaiters, Caches};
+use super::indexes::Indexes;
+use super::informer::{CacheWaiters, Caches, ChangedPods};
 use super::metrics::Metrics;
-use crate::service::{manages_endpoints, selects};
+use crate::service::manages_endpoints;
 use crate::well_known::SVCPLANE_ENDPOINTS_MANAGER;
 use crate::{
-    EndpointsParams, EndpointsTracker, EndpointsWrite, TriggerTimeTracker, desired_endpoints,
-    plan_endpoints_write,
+    EndpointsIndex, EndpointsParams, EndpointsTracker, EndpointsWrite, TriggerTimeTracker,
 };
 
 /// Syncs the Endpoints object of one Service at a time (the queue keeps a Service from being
@@ -30,10 +30,16 @@ pub(crate) struct EndpointsController {
     waiters: Arc<CacheWaiters>,
     tracker: Mutex<EndpointsTracker>,
     triggers: Mutex<TriggerTimeTracker>,
+    indexes: Indexes<EndpointsIndex>,
 }
 
 impl EndpointsController {
-    pub fn new(shared: Shared, recorder: Recorder, waiters: Arc<CacheWaiters>) -> Self {
+    pub fn new(
+        shared: Shared,
+        recorder: Recorder,
+        changes: Arc<ChangedPods>,
+        waiters: Arc<CacheWaiters>,
+    ) -> Self {
         EndpointsController {
             client: shared.client,
             caches: shared.caches,
@@ -42,6 +48,7 @@ impl EndpointsController {
             waiters,
             tracker: Mutex::default(),
             triggers: Mutex::default(),
+            indexes: Indexes::new(changes),
         }
     }
 
@@ -64,10 +71,12 @@ impl EndpointsController {
                 .lock()
                 .expect("tracker lock")
                 .forget_service(&key.namespace, &key.name);
+            self.indexes.forget(key);
             return Ok(());
         };
         if !manages_endpoints(&service) {
             // Selectorless and ExternalName Services: their Endpoints, if any, are the user's.
+            self.indexes.forget(key);
             return Ok(());
         }
 
@@ -79,69 +88,88 @@ impl EndpointsController {
             return Err(SyncError::StaleCache("Endpoints"));
         }
         self.waiters.cancel(key);
-        let pods = self
-            .caches
-            .pods
-            .list(&key.namespace, |pod| selects(&service, pod));
+        let Some(mut index) = self.indexes.take(key, &service, &self.caches) else {
+            return Ok(());
+        };
+        let (changed, every_pod) = index.changed_pods();
         let (trigger_time, observation) = self
             .triggers
             .lock()
             .expect("tracker lock")
-            .trigger_time(&service, &pods);
+            .trigger_time(&service, changed, every_pod);
         let params = EndpointsParams {
             trigger_time: trigger_time.as_ref(),
             managed_by: Some(SVCPLANE_ENDPOINTS_MANAGER),
         };
-        let Some(desired) = desired_endpoints(&service, &pods, &params) else {
-            return Ok(());
-        };
+        let sync = index.plan(cached.as_deref(), &params);
+        let result = self.write(key, cached.as_deref(), &sync.write).await;
+        match &result {
+            Ok(resource_version) => index.synced(&sync, resource_version.as_deref()),
+            Err(_) => index.failed(),
+        }
+        self.indexes.put(key, index);
+        result?;
+        self.triggers
+            .lock()
+            .expect("tracker lock")
+            .commit(observation);
+        Ok(())
+    }
 
-        match plan_endpoints_write(cached.as_deref(), &desired) {
-            None => {}
+    /// Makes the write; returns the resourceVersion of the object it leaves in place.
+    async fn write(
+        &self,
+        key: &ObjectKey,
+        cached: Option<&Endpoints>,
+        write: &Option<EndpointsWrite>,
+    ) -> Result<Option<String>, SyncError> {
+        let api: Api<Endpoints> = Api::namespaced(self.client.clone(), &key.namespace);
+        let version = |endpoints: &Endpoints| endpoints.metadata.resource_version.clone();
+        match write {
+            None => Ok(cached.and_then(version)),
             Some(EndpointsWrite::Create(endpoints)) => {
-                match api.create(&PostParams::default(), &endpoints).await {
-                    Ok(_) => self.metrics.api_write("Endpoints", "create"),
-                    Err(error) if namespace_terminating(&error) => return Ok(()),
+                match api.create(&PostParams::default(), endpoints).await {
+                    Ok(written) => {
+                        self.metrics.api_write("Endpoints", "create");
+                        Ok(version(&written))
+                    }
+                    Err(error) if namespace_terminating(&error) => Ok(None),
                     Err(error) => {
                         let note = format!(
                             "Failed to create endpoint for service {}/{}: {error}",
                             key.namespace, key.name
                         );
-                        self.warn(&endpoints, "FailedToCreateEndpoint", note).await;
-                        return Err(SyncError::api("create", "Endpoints", key, error));
+                        self.warn(endpoints, "FailedToCreateEndpoint", note).await;
+                        Err(SyncError::api("create", "Endpoints", key, error))
                     }
                 }
             }
             Some(EndpointsWrite::Update(endpoints)) => {
                 match api
-                    .replace(&key.name, &PostParams::default(), &endpoints)
+                    .replace(&key.name, &PostParams::default(), endpoints)
                     .await
                 {
                     Ok(written) => {
                         self.metrics.api_write("Endpoints", "update");
-                        if let Some(previous) = &cached {
+                        if let Some(previous) = cached {
                             self.tracker
                                 .lock()
                                 .expect("tracker lock")
                                 .record_update(previous, &written);
                         }
+                        Ok(version(&written))
                     }
                     Err(error) => {
                         let note = format!(
                             "Failed to update endpoint {}/{}: {error}",
                             key.namespace, key.name
                         );
-                        self.warn(&endpoints, "FailedToUpdateEndpoint", note).await;
-                        return Err(SyncError::api("update", "Endpoints", key, error));
+                        self.warn(endpoints, "FailedToUpdateEndpoint", note).await;
+                        Err(SyncError::api("update", "Endpoints", key, error))
                     }
                 }
             }
         }
-        self.triggers
-            .lock()
-            .expect("tracker lock")
-            .commit(observation);
-        Ok(())
     }
 
     async fn warn(&self, endpoints: &Endpoints, reason: &str, note: String) {

@@ -2,11 +2,10 @@
 //! fewest creates, updates and deletes the reconciler can find, with the topology hints the
 //! Service asks for.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource};
@@ -15,14 +14,14 @@ use tracing::instrument;
 use super::Shared;
 use super::cache::ObjectKey;
 use super::error::{SyncError, namespace_terminating, not_found};
-use super::informer::{CacheWaiters, Caches};
+use super::indexes::Indexes;
+use super::informer::{CacheWaiters, Caches, SharedState};
 use super::metrics::{Metrics, ServiceSliceCounts};
-use crate::service::{manages_endpoints, selects};
+use crate::service::{IpFamily, manages_endpoints};
 use crate::topology::{self, HintsEventTracker, TopologyEvent, ZoneCapacity, uses_auto_hints};
 use crate::well_known::{IN_TREE_SLICE_MANAGER, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY};
 use crate::{
-    DesiredEndpointSlices, MaxEndpointsPerSlice, SliceParams, SlicePlan, SliceTracker,
-    TriggerTimeTracker, desired_endpoint_slices, plan_endpoint_slices,
+    MaxEndpointsPerSlice, SliceIndex, SliceParams, SlicePlan, SliceTracker, TriggerTimeTracker,
 };
 
 /// Syncs the slices of one Service at a time.
@@ -36,65 +35,32 @@ pub(crate) struct SliceController {
     tracker: Arc<Mutex<SliceTracker>>,
     waiters: Arc<CacheWaiters>,
     triggers: Mutex<TriggerTimeTracker>,
+    indexes: Indexes<SliceIndex>,
     capacity: Arc<RwLock<ZoneCapacity>>,
     hints_events: Mutex<HintsEventTracker>,
 }
 
-/// An endpoint as the added/removed metrics count it: address type, addresses and pod.
-type EndpointId<'a> = (&'a str, &'a [String], Option<&'a str>);
-
-fn endpoint_ids<'a>(
-    address_type: &'a str,
-    endpoints: impl IntoIterator<Item = &'a Endpoint> + 'a,
-) -> impl Iterator<Item = EndpointId<'a>> + 'a {
-    endpoints.into_iter().map(move |e| {
-        (
-            address_type,
-            e.addresses.as_slice(),
-            e.target_ref.as_ref().and_then(|r| r.uid.as_deref()),
-        )
-    })
-}
-
-/// Endpoints added and removed by a sync, as the in-tree metrics count them.
-fn endpoint_changes(
-    existing: &[Arc<EndpointSlice>],
-    desired: &DesiredEndpointSlices,
-) -> (usize, usize) {
-    let before: HashSet<EndpointId> = existing
-        .iter()
-        .flat_map(|s| endpoint_ids(&s.address_type, s.endpoints.iter().flatten()))
-        .collect();
-    let after: HashSet<EndpointId> = desired
-        .groups
-        .iter()
-        .flat_map(|g| endpoint_ids(g.address_type.as_api(), &g.endpoints))
-        .collect();
-    (
-        after.difference(&before).count(),
-        before.difference(&after).count(),
-    )
-}
-
 fn desired_counts(
-    desired: &DesiredEndpointSlices,
+    index: &SliceIndex,
     max: MaxEndpointsPerSlice,
     slices: usize,
 ) -> ServiceSliceCounts {
+    let (address_types, sizes) = index.group_sizes();
+    let sizes: Vec<(IpFamily, usize)> = sizes.collect();
     let mut desired_slices = 0;
     let mut endpoints = 0;
-    for family in &desired.address_types {
-        let groups: Vec<_> = desired
-            .groups
+    for family in address_types {
+        let groups: Vec<usize> = sizes
             .iter()
-            .filter(|g| g.address_type == *family)
+            .filter(|(f, _)| f == family)
+            .map(|(_, size)| *size)
             .collect();
         if groups.is_empty() {
             desired_slices += 1;
         }
-        for group in groups {
-            desired_slices += group.endpoints.len().div_ceil(max.get());
-            endpoints += group.endpoints.len();
+        for size in groups {
+            desired_slices += size.div_ceil(max.get());
+            endpoints += size;
         }
     }
     ServiceSliceCounts {
@@ -110,8 +76,7 @@ impl SliceController {
         recorder: Recorder,
         managed_by: &'static str,
         max_endpoints_per_slice: MaxEndpointsPerSlice,
-        tracker: Arc<Mutex<SliceTracker>>,
-        capacity: Arc<RwLock<ZoneCapacity>>,
+        state: SharedState,
         waiters: Arc<CacheWaiters>,
     ) -> Self {
         SliceController {
@@ -121,10 +86,11 @@ impl SliceController {
             recorder,
             managed_by,
             max_endpoints_per_slice,
-            tracker,
+            tracker: state.slice_tracker,
             waiters,
             triggers: Mutex::default(),
-            capacity,
+            indexes: Indexes::new(state.slice_changes),
+            capacity: state.capacity,
             hints_events: Mutex::default(),
         }
     }
@@ -166,11 +132,13 @@ impl SliceController {
                 .lock()
                 .expect("tracker lock")
                 .forget_service(&key.namespace, &key.name);
+            self.indexes.forget(key);
             self.metrics.service_slices(key, None);
             return Ok(());
         };
         if !manages_endpoints(&service) {
             // Selectorless Services get their slices from users or the mirroring controller.
+            self.indexes.forget(key);
             return Ok(());
         }
 
@@ -187,34 +155,35 @@ impl SliceController {
             return Err(SyncError::StaleCache("EndpointSlice"));
         }
         self.waiters.cancel(key);
-        let pods = self
-            .caches
-            .pods
-            .list(&key.namespace, |pod| selects(&service, pod));
+        let Some(mut index) = self.indexes.take(key, &service, &self.caches) else {
+            return Ok(());
+        };
+        let (changed, every_pod) = index.changed_pods();
         let (trigger_time, observation) = self
             .triggers
             .lock()
             .expect("tracker lock")
-            .trigger_time(&service, &pods);
-        let Some(mut desired) =
-            desired_endpoint_slices(&service, &pods, |node| self.caches.nodes.get("", node))
-        else {
-            return Ok(());
-        };
+            .trigger_time(&service, changed, every_pod);
         let capacity = self.capacity.read().expect("capacity lock").clone();
-        let outcome = topology::apply_topology(&service, &capacity, &mut desired, &slices);
         let params = SliceParams {
             managed_by: self.managed_by,
             max_endpoints_per_slice: self.max_endpoints_per_slice,
             trigger_time: trigger_time.as_ref(),
         };
-        let plan = plan_endpoint_slices(&service, &slices, &desired, &params);
-        let (added, removed) = endpoint_changes(&slices, &desired);
-        let writes = plan.writes();
-        let slices_after = slices.len() + plan.create.len() - plan.delete.len();
+        let sync = index.plan(&slices, &capacity, &params);
+        let writes = sync.plan.writes();
+        let slices_after = slices.len() + sync.plan.create.len() - sync.plan.delete.len();
 
         let written = |operation| self.metrics.api_write("EndpointSlice", operation);
-        if let Err(error) = apply_plan(&self.client, &self.tracker, key, plan, written).await {
+        let plan = sync.plan.clone();
+        let result = apply_plan(&self.client, &self.tracker, key, plan, written).await;
+        match &result {
+            Ok(written) => index.synced(&slices, &sync, written),
+            Err(_) => index.failed(),
+        }
+        let counts = desired_counts(&index, self.max_endpoints_per_slice, slices_after);
+        self.indexes.put(key, index);
+        if let Err(error) = result {
             self.warn(&service, &error).await;
             return Err(error);
         }
@@ -230,7 +199,7 @@ impl SliceController {
         let events = self.hints_events.lock().expect("tracker lock").events(
             &key.namespace,
             &key.name,
-            &outcome,
+            &sync.topology,
         );
         for event in &events {
             self.record_hints(&service, event).await;
@@ -240,19 +209,17 @@ impl SliceController {
         } else {
             "Disabled"
         };
-        self.metrics
-            .slice_sync_changes(added, removed, writes, topology, &traffic_distribution);
-        self.metrics.service_slices(
-            key,
-            Some(desired_counts(
-                &desired,
-                self.max_endpoints_per_slice,
-                slices_after,
-            )),
+        self.metrics.slice_sync_changes(
+            sync.added,
+            sync.removed,
+            writes,
+            topology,
+            &traffic_distribution,
         );
+        self.metrics.service_slices(key, Some(counts));
 
-        if desired.needs_retry() {
-            let pods: Vec<String> = desired
+        if !sync.pods_on_missing_nodes.is_empty() {
+            let pods: Vec<String> = sync
                 .pods_on_missing_nodes
                 .iter()
                 .map(|p| format!("{} (node {:?})", p.pod, p.node))
@@ -302,24 +269,27 @@ impl SliceController {
 
 /// Writes a slice plan: creates first, then updates, then deletes, as in-tree (consumers see
 /// the new endpoints before the old ones go), recording each write in `tracker` and calling
-/// `written` with its operation. Used by the EndpointSlice and the mirroring controller.
+/// `written` with its operation; returns the created and updated slices as written. Used by
+/// the EndpointSlice and the mirroring controller.
 pub(super) async fn apply_plan(
     client: &Client,
     tracker: &Mutex<SliceTracker>,
     key: &ObjectKey,
     plan: SlicePlan,
     written: impl Fn(&'static str),
-) -> Result<(), SyncError> {
+) -> Result<Vec<EndpointSlice>, SyncError> {
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &key.namespace);
     let post = PostParams::default();
+    let mut objects = Vec::new();
     for slice in &plan.create {
         match api.create(&post, slice).await {
             Ok(object) => {
                 written("create");
                 tracker.lock().expect("tracker lock").record_write(&object);
+                objects.push(object);
             }
             // Nothing can be created in a namespace being deleted; the slices go with it.
-            Err(error) if namespace_terminating(&error) => return Ok(()),
+            Err(error) if namespace_terminating(&error) => return Ok(objects),
             Err(error) => return Err(SyncError::api("create", "EndpointSlice", key, error)),
         }
     }
@@ -329,6 +299,7 @@ pub(super) async fn apply_plan(
             Ok(object) => {
                 written("update");
                 tracker.lock().expect("tracker lock").record_write(&object);
+                objects.push(object);
             }
             Err(error) => {
                 let object = format!("{}/{name}", key.namespace);
@@ -348,7 +319,7 @@ pub(super) async fn apply_plan(
         }
         tracker.lock().expect("tracker lock").record_deletion(slice);
     }
-    Ok(())
+    Ok(objects)
 }
 
 #[cfg(test)]
@@ -369,10 +340,11 @@ mod tests {
                 .build()
             })
             .collect();
-        let desired =
-            desired_endpoint_slices(&service, &pods, |_| Some(fixtures::node("node-1", None)))
-                .unwrap();
-        let counts = desired_counts(&desired, MaxEndpointsPerSlice::DEFAULT, 4);
+        let mut index = SliceIndex::new(&service).unwrap();
+        index.apply_pods(pods.iter().map(|p| (p.name.as_str(), Some(p))), |_| {
+            Some(fixtures::node("node-1", None))
+        });
+        let counts = desired_counts(&index, MaxEndpointsPerSlice::DEFAULT, 4);
         // 250 IPv4 endpoints in 3 slices, an IPv6 placeholder.
         assert_eq!(
             counts,
@@ -382,7 +354,5 @@ mod tests {
                 endpoints: 250
             }
         );
-        let (added, removed) = endpoint_changes(&[], &desired);
-        assert_eq!((added, removed), (250, 0));
     }
 }

@@ -101,6 +101,31 @@ impl CacheWaiters {
     }
 }
 
+/// Per Service, the pods changed since a controller last took them: what its index of the
+/// Service's endpoints has to read again.
+#[derive(Debug, Default)]
+pub(crate) struct ChangedPods(Mutex<HashMap<ObjectKey, BTreeSet<String>>>);
+
+impl ChangedPods {
+    fn record(&self, service: &ObjectKey, pod: &str) {
+        let mut changed = self.0.lock().expect("changed pods lock");
+        match changed.get_mut(service) {
+            Some(pods) => {
+                pods.insert(pod.to_string());
+            }
+            None => {
+                changed.insert(service.clone(), BTreeSet::from([pod.to_string()]));
+            }
+        }
+    }
+
+    /// The pods changed since the last call for this Service.
+    pub fn take(&self, service: &ObjectKey) -> BTreeSet<String> {
+        let mut changed = self.0.lock().expect("changed pods lock");
+        changed.remove(service).unwrap_or_default()
+    }
+}
+
 /// Where the router sends Service keys.
 #[derive(Debug)]
 pub(crate) struct Queues {
@@ -119,10 +144,15 @@ pub(crate) struct Queues {
 }
 
 /// What the router shares with the controllers besides the caches: the slice controller's and
-/// the mirroring controller's write trackers, and the zones' CPU shares.
+/// the mirroring controller's write trackers, the pods changed per Service, and the zones' CPU
+/// shares.
 #[derive(Debug, Clone)]
 pub(crate) struct SharedState {
     pub slice_tracker: Arc<Mutex<SliceTracker>>,
+    /// Pods changed per Service, for the Endpoints controller's indexes.
+    pub endpoints_changes: Arc<ChangedPods>,
+    /// Pods changed per Service, for the EndpointSlice controller's indexes.
+    pub slice_changes: Arc<ChangedPods>,
     pub mirroring_tracker: Arc<Mutex<SliceTracker>>,
     pub capacity: Arc<RwLock<ZoneCapacity>>,
 }
@@ -131,6 +161,8 @@ impl Default for SharedState {
     fn default() -> Self {
         SharedState {
             slice_tracker: Arc::default(),
+            endpoints_changes: Arc::default(),
+            slice_changes: Arc::default(),
             mirroring_tracker: Arc::default(),
             capacity: Arc::new(RwLock::new(ZoneCapacity::from_nodes::<Node>(&[]))),
         }
@@ -329,8 +361,14 @@ impl Router {
                 _ => before || after,
             }
         });
+        let name = new
+            .as_ref()
+            .or(old.as_ref())
+            .map_or("", |p| p.name.as_str());
         for service in affected {
             let key = service_key(&service);
+            self.shared.endpoints_changes.record(&key, name);
+            self.shared.slice_changes.record(&key, name);
             self.queues
                 .endpoints
                 .add_after(key.clone(), self.queues.endpoints_batch);
@@ -339,7 +377,9 @@ impl Router {
     }
 
     fn node_changed(&mut self, change: Change<Node>) {
-        let node = match &change {
+        // A Node gone queues nothing (see the module notes), but its pods' endpoints are read
+        // again by the next sync.
+        let (node, queue) = match &change {
             Change::Applied {
                 old: Some(old),
                 new,
@@ -347,10 +387,10 @@ impl Router {
                 if !node_zone_changed(old, new) {
                     return;
                 }
-                new
+                (new, true)
             }
-            Change::Applied { old: None, new } => new,
-            Change::Deleted(_) => return,
+            Change::Applied { old: None, new } => (new, true),
+            Change::Deleted(old) => (old, false),
         };
         let Some(pods) = node
             .metadata
@@ -370,11 +410,15 @@ impl Router {
                 .services
                 .list(&key.namespace, |service| selects(service, &pod))
             {
-                affected.insert(service_key(&service));
+                let service = service_key(&service);
+                self.shared.slice_changes.record(&service, &key.name);
+                affected.insert(service);
             }
         }
-        for key in affected {
-            self.queues.slices.add(key);
+        if queue {
+            for key in affected {
+                self.queues.slices.add(key);
+            }
         }
     }
 

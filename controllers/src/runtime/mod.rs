@@ -6,6 +6,7 @@
 //! - [`cache`]: the per-kind caches both controllers share.
 //! - `informer`: which Services a change of any object queues for a sync.
 //! - `queue`: per-key de-duplicated work queues with delays and retry backoff.
+//! - `indexes`: each controller's per-Service index of endpoints, kept between syncs.
 //! - `endpoints` and `endpointslice`: one sync of one Service, for each controller;
 //!   `mirroring`: one sync of one selectorless Service's user-written Endpoints.
 //! - [`leader`]: leader election on a Lease.
@@ -41,6 +42,7 @@ pub mod cache;
 mod endpoints;
 mod endpointslice;
 mod error;
+mod indexes;
 mod informer;
 pub mod leader;
 mod metrics;
@@ -319,6 +321,7 @@ async fn run_controllers(
     let endpoints_controller = Arc::new(EndpointsController::new(
         shared.clone(),
         Recorder::new(client.clone(), reporter(SVCPLANE_ENDPOINTS_MANAGER, config)),
+        state.endpoints_changes.clone(),
         endpoints_waiters,
     ));
     let slice_controller = Arc::new(SliceController::new(
@@ -326,8 +329,7 @@ async fn run_controllers(
         Recorder::new(client.clone(), reporter(SVCPLANE_SLICE_MANAGER, config)),
         SVCPLANE_SLICE_MANAGER,
         config.max_endpoints_per_slice,
-        state.slice_tracker,
-        state.capacity,
+        state.clone(),
         slice_waiters,
     ));
     let mirroring_controller = Arc::new(MirroringController::new(

@@ -4,7 +4,7 @@
 //! finish a request, half of them TCP only (a TLS handshake never started), half TLS with
 //! kube-apiserver's client certificate and a request whose headers never end; then sends 8
 //! concurrent reviews of almost 3 MiB. Prints the replica's VmRSS and VmHWM (from
-//! /proc/<pid>/status) after each step and whether an ordinary review is answered, and how
+//! `/proc/<pid>/status`) after each step and whether an ordinary review is answered, and how
 //! long after the flood it is. A measurement, not a test: nothing is asserted. Loopback only.
 //! `hack/bench-connections.sh` builds it, raises the file descriptor limit and runs it.
 

@@ -33,7 +33,7 @@
 //!   Endpoints) that shows the pod in its new state; writes are counted from the first flip.
 //!
 //! At the end of each run: the controller process's VmRSS and VmHWM (peak) from
-//! /proc/<pid>/status and its CPU time (user + system) from /proc/<pid>/stat, then the
+//! `/proc/<pid>/status` and its CPU time (user + system) from `/proc/<pid>/stat`, then the
 //! final slices and Endpoints are listed and checked again. Every run prints the load
 //! average before it starts.
 

@@ -33,10 +33,10 @@ use e2e::process::resources;
 use e2e::svcplane::{self, BinaryReplica};
 use e2e::{ControlPlane, ControlPlaneConfig, create_namespace};
 use k8s_openapi::api::core::v1::Service;
-use kube::core::admission::AdmissionResponse;
 use serde_json::json;
 use webhook::review;
-use webhook::services::spec::{patch, to_spec};
+use webhook::services::mutate_service;
+use webhook::state::{InMemoryAllocation, UnconfirmedConfig};
 
 struct Options {
     svcplane: PathBuf,
@@ -262,28 +262,35 @@ fn review_body(i: usize) -> Result<Vec<u8>> {
     }))?)
 }
 
-/// The webhook's decision alone, per review, one after the other: decode, plan on
-/// in-memory allocators, patch, encode the answer. What `mutate-services` does besides
-/// queueing for and waiting on the write that persists the allocation.
-fn decision_times(count: usize) -> Result<Vec<Duration>> {
-    let mut allocators = Allocators::new(
+/// The webhook's decision alone, per review, one after the other: decode, the mutating
+/// pipeline on in-memory allocators (what the store plans, without its write), encode the
+/// answer. What `mutate-services` does besides queueing for and waiting on the write that
+/// persists the allocation.
+async fn decision_times(count: usize) -> Result<Vec<Duration>> {
+    let allocators = Allocators::new(
         vec![
             ClusterIpAllocator::new("10.96.0.0/12".parse()?),
             ClusterIpAllocator::new("fd00:10:96::/112".parse()?),
         ],
         NodePortAllocator::new(PortRange::default()),
     )?;
+    // Nothing confirms values here: no per-namespace limit.
+    let unconfirmed = UnconfirmedConfig {
+        per_namespace: usize::MAX,
+        ..UnconfirmedConfig::default()
+    };
+    let allocation = InMemoryAllocation::new(allocators, unconfirmed);
     let bodies = (0..count).map(review_body).collect::<Result<Vec<_>>>()?;
     let mut times = Vec::with_capacity(count);
     for body in &bodies {
         let started = Instant::now();
         let request = review::decode(body).map_err(anyhow::Error::msg)?;
-        let service: Service = review::typed_object(&request)
-            .map_err(anyhow::Error::msg)?
-            .context("a review without its Service")?;
-        let spec = to_spec(&service).map_err(|error| anyhow::anyhow!("{error}"))?;
-        let filled = allocators.create(&spec, false)?.service().clone();
-        let response = AdmissionResponse::from(&request).with_patch(patch(&service, &filled))?;
+        let response = mutate_service(&request, &allocation).await;
+        anyhow::ensure!(
+            response.allowed && response.patch.is_some(),
+            "a benchmark create was not allocated: {}",
+            response.result.message
+        );
         let encoded = serde_json::to_vec(&response.into_review())?;
         std::hint::black_box(encoded);
         times.push(started.elapsed());
@@ -794,7 +801,7 @@ fn main() -> Result<()> {
             }
         }
     }
-    let decisions = decision_times(options.services)?;
+    let decisions = runtime.block_on(decision_times(options.services))?;
     println!(
         "  the decision alone (decode, plan on in-memory allocators, patch, encode; in this process, one at a time, {} reviews): p50 {}, p99 {}, max {}",
         decisions.len(),

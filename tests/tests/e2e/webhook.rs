@@ -5,14 +5,14 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use allocator::{ClusterIpAllocator, NodePortAllocator, Snapshot};
+use allocator::{ClusterIpAllocator, NodePortAllocator};
 use anyhow::{Context, Result};
 use e2e::{TestEnv, wait};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use webhook::state::{RangeAllocation, RangeKind};
+use webhook::state::RangeAllocation;
 
 const WEBHOOK: &str = "admission webhook \"allocate.services.svcplane.io\" denied the request";
 
@@ -51,18 +51,12 @@ async fn refusal(api: &Api<Service>, service: &Service) -> Result<String> {
 
 async fn stored_cluster_ips(client: &Client, name: &str) -> Result<ClusterIpAllocator> {
     let object: RangeAllocation = Api::all(client.clone()).get(name).await?;
-    Ok(ClusterIpAllocator::from_snapshot(&Snapshot {
-        range: object.spec.range,
-        data: object.spec.data.0,
-    })?)
+    Ok(ClusterIpAllocator::from_snapshot(&object.spec.snapshot())?)
 }
 
 async fn stored_node_ports(client: &Client) -> Result<NodePortAllocator> {
     let object: RangeAllocation = Api::all(client.clone()).get("node-ports").await?;
-    Ok(NodePortAllocator::from_snapshot(&Snapshot {
-        range: object.spec.range,
-        data: object.spec.data.0,
-    })?)
+    Ok(NodePortAllocator::from_snapshot(&object.spec.snapshot())?)
 }
 
 /// The values listed in the reservation entries of svcplane's webhook replicas.
@@ -70,8 +64,9 @@ async fn pooled(client: &Client) -> Result<BTreeSet<allocator::Value>> {
     let api: Api<RangeAllocation> = Api::all(client.clone());
     let mut pooled = BTreeSet::new();
     for object in api.list(&Default::default()).await? {
-        let name = object.metadata.name.clone().unwrap_or_default();
-        let kind = RangeKind::of_object_name(&name).context(name)?;
+        let kind = object
+            .kind()
+            .context("a range object svcplane never writes")?;
         for entry in object.spec.reservations.values() {
             pooled.extend(entry.values(kind));
         }

@@ -4,14 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use allocator::{ClusterIpAllocator, NodePortAllocator, Snapshot, Value};
+use allocator::Value;
 use anyhow::Result;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use webhook::services::spec::to_spec;
+use webhook::state::RangeAllocation;
 use webhook::state::held::held_values;
-use webhook::state::{RangeAllocation, RangeKind};
 
 /// Every value some Service of the cluster holds, with the Services holding it.
 pub async fn holders(client: &Client) -> Result<BTreeMap<Value, Vec<String>>> {
@@ -52,24 +52,15 @@ pub async fn stored(
     let mut pooled = BTreeSet::new();
     let now = SystemTime::now();
     for object in api.list(&ListParams::default()).await? {
-        let kind = RangeKind::of_object_name(&object.name_any())
+        let kind = object
+            .kind()
             .ok_or_else(|| anyhow::anyhow!("unknown range object {}", object.name_any()))?;
         for entry in object.spec.reservations.values() {
             if entry.is_live(now, pool_lifetime) {
                 pooled.extend(entry.values(kind));
             }
         }
-        let snapshot = Snapshot {
-            range: object.spec.range.clone(),
-            data: object.spec.data.0.clone(),
-        };
-        if object.name_any() == "node-ports" {
-            let ports = NodePortAllocator::from_snapshot(&snapshot)?;
-            values.extend(ports.iter().map(Value::NodePort));
-        } else {
-            let ips = ClusterIpAllocator::from_snapshot(&snapshot)?;
-            values.extend(ips.iter().map(Value::ClusterIp));
-        }
+        values.extend(kind.values(&object.spec.snapshot())?);
     }
     Ok((values, pooled))
 }

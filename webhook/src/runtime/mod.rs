@@ -206,10 +206,12 @@ pub async fn run(
     let tls = server_config(Arc::clone(&certificate), clients)?;
 
     let (expired, unconfirmed) = tokio::sync::mpsc::unbounded_channel();
+    let holder = holder_name();
     let store = AllocationStore::start(
         client.clone(),
         allocators(&config)?,
         config.pool,
+        holder.clone(),
         config.unconfirmed,
         expired,
     )
@@ -228,7 +230,7 @@ pub async fn run(
         store.clone(),
         allocators(&config)?,
         config.pool,
-        holder_name(),
+        holder,
     )
     .map(AbortOnDrop);
     tracing::info!(

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod client_auth;
+mod handshakes;
 pub mod metrics;
 pub mod serve;
 pub mod summary;
@@ -19,7 +20,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionResponse, AdmissionReview};
-use tracing::Instrument;
+use tracing::{Instrument, Level};
 
 use crate::review::{self, InternalError, Request};
 use metrics::AdmissionMetrics;
@@ -98,18 +99,14 @@ async fn mutate_services<A: Admission>(
             {
                 Ok(response) => (StatusCode::OK, response.into_review()),
                 Err(error) => {
-                    let verdict = state
-                        .denials
-                        .lock()
-                        .expect("denial log lock poisoned")
-                        .verdict(Instant::now(), "mutate-services internal error");
                     span.in_scope(|| {
-                        if let Some(skipped) = verdict.skipped_before {
-                            tracing::warn!(skipped, "more admissions failed in the last minute, not logged one by one");
-                        }
-                        if verdict.log {
-                            tracing::warn!(%error, "admission failed; kube-apiserver applies the failure policy");
-                        }
+                        state
+                            .denials
+                            .lock()
+                            .expect("denial log lock poisoned")
+                            .within_budget("mutate-services internal error", Level::WARN, || {
+                                tracing::warn!(%error, "admission failed; kube-apiserver applies the failure policy");
+                            });
                     });
                     state
                         .metrics
@@ -169,21 +166,13 @@ fn finish<A>(
     let allowed = response.is_some_and(|r| r.allowed);
     match response {
         Some(r) if !r.allowed => {
-            let verdict = state
+            state
                 .denials
                 .lock()
                 .expect("denial log lock poisoned")
-                .verdict(Instant::now(), webhook);
-            if let Some(skipped) = verdict.skipped_before {
-                tracing::info!(
-                    webhook,
-                    skipped,
-                    "more denials in the last minute, not logged one by one"
-                );
-            }
-            if verdict.log {
-                tracing::info!(webhook, uid = %r.uid, reason = %r.result.message, "denied");
-            }
+                .within_budget(webhook, Level::INFO, || {
+                    tracing::info!(webhook, uid = %r.uid, reason = %r.result.message, "denied");
+                });
         }
         Some(r) => tracing::debug!(webhook, uid = %r.uid, patched = r.patch.is_some(), "allowed"),
         None => {}

@@ -25,7 +25,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+use tracing::Level;
 
+use super::handshakes::{Handshake, PendingHandshakes};
 use super::summary::LogSummary;
 
 /// How long a caller may take, and how many may be connected at once.
@@ -45,6 +47,10 @@ pub struct ServerLimits {
     pub request_timeout: Duration,
     /// Connections served at once; those accepted beyond it are closed at once.
     pub max_connections: usize,
+    /// Connections in their TLS handshake at once (within `max_connections`); a new one
+    /// beyond it closes the oldest pending one, so that callers that never finish a
+    /// handshake cannot hold the connection slots.
+    pub max_pending_handshakes: usize,
 }
 
 /// The defaults of svcplane's flags. The header-read and idle timeouts are close to
@@ -59,6 +65,7 @@ impl Default for ServerLimits {
             idle_timeout: Duration::from_secs(90),
             request_timeout: Duration::from_secs(4),
             max_connections: 1024,
+            max_pending_handshakes: 64,
         }
     }
 }
@@ -76,7 +83,8 @@ pub async fn serve(
     let acceptor = tls.map(TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stop, stopping) = watch::channel(false);
-    let mut refusals = LogSummary::new(Duration::from_secs(60), 1);
+    let mut warnings = LogSummary::new(Duration::from_secs(60), 1);
+    let mut handshakes = PendingHandshakes::new(limits.max_pending_handshakes);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -95,23 +103,25 @@ pub async fn serve(
         };
         while connections.try_join_next().is_some() {}
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            let verdict = refusals.verdict(Instant::now(), "connections");
-            if let Some(skipped) = verdict.skipped_before {
-                tracing::warn!(
-                    skipped,
-                    "connections closed over the limit in the last minute, not logged one by one"
-                );
-            }
-            if verdict.log {
+            warnings.within_budget("connection limit", Level::WARN, || {
                 tracing::warn!(%peer, limit = limits.max_connections, "connection limit reached; closing new connections");
-            }
+            });
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let tls = acceptor.clone().map(|acceptor| {
+            let (handshake, evicted) = handshakes.start();
+            if evicted {
+                warnings.within_budget("pending handshakes", Level::WARN, || {
+                    tracing::warn!(%peer, limit = limits.max_pending_handshakes, "too many pending TLS handshakes; closing the oldest");
+                });
+            }
+            (acceptor, handshake)
+        });
         connections.spawn(serve_connection(
             stream,
-            acceptor.clone(),
+            tls,
             router.clone(),
             limits,
             stopping.clone(),
@@ -134,16 +144,23 @@ pub async fn serve(
 
 async fn serve_connection(
     stream: TcpStream,
-    acceptor: Option<TlsAcceptor>,
+    tls: Option<(TlsAcceptor, Arc<Handshake>)>,
     router: Router,
     limits: ServerLimits,
     stopping: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
-    let Some(acceptor) = acceptor else {
+    let Some((acceptor, handshake)) = tls else {
         return drive(stream, false, router, limits, stopping).await;
     };
-    match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)).await {
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)) => accepted,
+        () = handshake.evicted() => return,
+    };
+    if !handshake.finish() {
+        return;
+    }
+    match accepted {
         Ok(Ok(tls)) => {
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             drive(tls, h2, router, limits, stopping).await;

@@ -40,6 +40,33 @@ impl LogSummary {
         }
     }
 
+    /// Counts one event of `kind` now and runs `log` when it is within the budget; first, at
+    /// `level`, a line with how many of the previous interval were not logged, if any.
+    pub fn within_budget(&mut self, kind: &'static str, level: tracing::Level, log: impl FnOnce()) {
+        let verdict = self.verdict(Instant::now(), kind);
+        if let Some(skipped) = verdict.skipped_before {
+            let seconds = self.interval.as_secs();
+            if level == tracing::Level::WARN {
+                tracing::warn!(
+                    kind,
+                    skipped,
+                    seconds,
+                    "events not logged one by one in the last interval"
+                );
+            } else {
+                tracing::info!(
+                    kind,
+                    skipped,
+                    seconds,
+                    "events not logged one by one in the last interval"
+                );
+            }
+        }
+        if verdict.log {
+            log();
+        }
+    }
+
     /// Counts one event of `kind` at `now` and says whether to log it.
     pub fn verdict(&mut self, now: Instant, kind: &'static str) -> Verdict {
         let window = self.windows.entry(kind).or_insert(Window {

@@ -9,14 +9,15 @@ use kube::core::admission::{AdmissionResponse, Operation};
 use kube::core::response::StatusSummary;
 use serde_json::Value as Json;
 
+use super::cluster_ips;
 use super::precheck::port_refusals;
 use super::spec::{patch, to_spec};
 use crate::review::{self, FieldError, Request, deny_invalid, typed_object, typed_old_object};
-use crate::state::{AdmitRequest, AllocationStore, ServiceName, StoreError};
+use crate::state::{AdmitRequest, Allocate, ServiceName, StoreError};
 
 /// Fills in the ClusterIPs, IP families and node ports of a Service being created or
 /// updated, honouring the values it asks for, or refuses it naming the field and why.
-pub async fn mutate_service(request: &Request, store: &AllocationStore) -> AdmissionResponse {
+pub async fn mutate_service(request: &Request, store: &impl Allocate) -> AdmissionResponse {
     let allowed = AdmissionResponse::from(request);
     if !matches!(request.operation, Operation::Create | Operation::Update) {
         return allowed;
@@ -26,21 +27,24 @@ pub async fn mutate_service(request: &Request, store: &AllocationStore) -> Admis
         Ok(None) => return allowed.deny("the request carries no Service"),
         Err(reason) => return allowed.deny(reason),
     };
+    let old_service = typed_old_object::<Service>(request).ok().flatten();
+    // Allocation works on the fields as kube-apiserver will see them; the patch still
+    // applies to the object as sent.
+    let mut reconciled = service.clone();
+    cluster_ips::reconcile(&mut reconciled, old_service.as_ref());
     // Nothing is reserved for what kube-apiserver's validation will refuse anyway.
-    let refusals = port_refusals(&service);
+    let mut refusals = port_refusals(&service);
+    refusals.extend(cluster_ips::refusals(&reconciled));
     if !refusals.is_empty() {
         return deny_invalid(request, &refusals);
     }
-    let new = match to_spec(&service) {
+    let new = match to_spec(&reconciled) {
         Ok(spec) => spec,
         Err(error) => return deny_invalid(request, &[error]),
     };
     // An old object that does not convert is treated as holding nothing: the update then
     // allocates as a create would, and the apiserver's own validation has the last word.
-    let old = typed_old_object::<Service>(request)
-        .ok()
-        .flatten()
-        .and_then(|old| to_spec(&old).ok());
+    let old = old_service.and_then(|old| to_spec(&old).ok());
     let admit = AdmitRequest {
         uid: request.uid.clone(),
         namespace: request.namespace.clone().unwrap_or_default(),
@@ -65,10 +69,20 @@ pub async fn mutate_service(request: &Request, store: &AllocationStore) -> Admis
         Err(StoreError::Allocation(error)) => {
             let field = error.field().unwrap_or("spec").to_string();
             let reason = error.reason().to_string();
-            let object = serde_json::to_value(&service).unwrap_or(Json::Null);
-            let error = match field_value(&object, &field) {
-                Some(value) => FieldError::invalid(field, value, reason),
-                None => FieldError::forbidden(field, reason),
+            let object = serde_json::to_value(&reconciled).unwrap_or(Json::Null);
+            let error = if field.starts_with("spec.clusterIPs") {
+                // kube-apiserver prints the whole list for any of its addresses.
+                let ips = reconciled
+                    .spec
+                    .as_ref()
+                    .and_then(|spec| spec.cluster_ips.clone())
+                    .unwrap_or_default();
+                FieldError::invalid_list(field, &ips, reason)
+            } else {
+                match field_value(&object, &field) {
+                    Some(value) => FieldError::invalid(field, value, reason),
+                    None => FieldError::forbidden(field, reason),
+                }
             };
             deny_invalid(request, &[error])
         }
@@ -189,7 +203,7 @@ mod tests {
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
             "request": {
-                "uid": "b5f8e3a1-0000-4000-8000-000000000001",
+                "uid": if old.is_some() { "b5f8e3a1-0000-4000-8000-000000000002" } else { "b5f8e3a1-0000-4000-8000-000000000001" },
                 "kind": { "group": "", "version": "v1", "kind": "Service" },
                 "resource": { "group": "", "version": "v1", "resource": "services" },
                 "name": "web",
@@ -206,6 +220,63 @@ mod tests {
     fn with_external_ips(ips: &[&str]) -> Json {
         json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "web" },
                 "spec": { "ports": [{ "port": 80 }], "externalIPs": ips } })
+    }
+
+    fn allocation() -> crate::state::InMemoryAllocation {
+        let allocators = allocator::Allocators::new(
+            vec![allocator::ClusterIpAllocator::new(
+                "10.96.0.0/24".parse().unwrap(),
+            )],
+            allocator::NodePortAllocator::new(allocator::PortRange::default()),
+        )
+        .unwrap();
+        crate::state::InMemoryAllocation::new(allocators, Default::default())
+    }
+
+    fn with_cluster_ips(ip: &str, ips: &[&str]) -> Json {
+        json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "web" },
+                "spec": { "ports": [{ "port": 80 }], "clusterIP": ip, "clusterIPs": ips } })
+    }
+
+    #[tokio::test]
+    async fn cluster_ip_fields_that_disagree_are_refused_not_rewritten() {
+        let response = mutate_service(
+            &request(with_cluster_ips("10.96.0.11", &["10.96.0.12"]), None),
+            &allocation(),
+        )
+        .await;
+        assert!(!response.allowed);
+        assert_eq!(
+            response.result.message,
+            "Service \"web\" is invalid: spec.clusterIPs: Invalid value: [\"10.96.0.12\"]: first value must match `clusterIP`"
+        );
+    }
+
+    /// A merge patch or an apply of `clusterIP` alone reaches the webhook with the new
+    /// `clusterIP` and the old `clusterIPs`: refused as kube-apiserver refuses it, never
+    /// answered with the old address put back.
+    #[tokio::test]
+    async fn an_update_of_clusterip_alone_is_refused_as_immutable() {
+        let allocation = allocation();
+        let created = mutate_service(
+            &request(with_cluster_ips("10.96.0.11", &["10.96.0.11"]), None),
+            &allocation,
+        )
+        .await;
+        assert!(created.allowed);
+        let response = mutate_service(
+            &request(
+                with_cluster_ips("10.96.0.99", &["10.96.0.11"]),
+                Some(with_cluster_ips("10.96.0.11", &["10.96.0.11"])),
+            ),
+            &allocation,
+        )
+        .await;
+        assert!(!response.allowed);
+        assert_eq!(
+            response.result.message,
+            "Service \"web\" is invalid: spec.clusterIPs[0]: Invalid value: [\"10.96.0.99\"]: may not change once set"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Admission of Services: allocation (mutating) and checks (validating).
 
 pub mod admit;
+pub mod cluster_ips;
 pub mod precheck;
 pub mod spec;
 

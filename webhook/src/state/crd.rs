@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use allocator::{IpFamily, Value};
+pub use allocator::RangeKind;
+use allocator::{Snapshot, Value};
 use k8s_openapi::ByteString;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -41,6 +42,23 @@ pub struct RangeAllocationSpec {
     pub reservations: BTreeMap<String, Reservation>,
 }
 
+impl RangeAllocationSpec {
+    /// The allocator snapshot this object stores.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            range: self.range.clone(),
+            data: self.data.0.clone(),
+        }
+    }
+}
+
+impl RangeAllocation {
+    /// The range this object stores, by its name; `None` for a name svcplane never writes.
+    pub fn kind(&self) -> Option<RangeKind> {
+        self.metadata.name.as_deref().and_then(RangeKind::from_name)
+    }
+}
+
 /// The pool of one webhook replica in one range.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -62,6 +80,11 @@ impl Reservation {
         }
     }
 
+    /// The same entry, renewed at `now`.
+    pub fn renew(&mut self, now: SystemTime) {
+        self.renew_time = humantime::format_rfc3339_millis(now).to_string();
+    }
+
     /// Whether the entry was renewed less than `lifetime` before `now`. An unreadable time
     /// counts as dead.
     pub fn is_live(&self, now: SystemTime, lifetime: Duration) -> bool {
@@ -70,10 +93,9 @@ impl Reservation {
 
     /// The listed values of range `kind`; unreadable entries are left out.
     pub fn values(&self, kind: RangeKind) -> impl Iterator<Item = Value> + '_ {
-        self.values.iter().filter_map(move |text| match kind {
-            RangeKind::ClusterIps(_) => text.parse().ok().map(Value::ClusterIp),
-            RangeKind::NodePorts => text.parse().ok().map(Value::NodePort),
-        })
+        self.values
+            .iter()
+            .filter_map(move |text| kind.parse_value(text))
     }
 }
 
@@ -84,48 +106,10 @@ fn value_text(value: Value) -> String {
     }
 }
 
-/// Which range an object holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RangeKind {
-    /// Cluster IPs of one family.
-    ClusterIps(IpFamily),
-    /// Node ports.
-    NodePorts,
-}
-
-impl RangeKind {
-    /// The object name of this range.
-    pub fn object_name(self) -> &'static str {
-        match self {
-            RangeKind::ClusterIps(IpFamily::V4) => "cluster-ips-ipv4",
-            RangeKind::ClusterIps(IpFamily::V6) => "cluster-ips-ipv6",
-            RangeKind::NodePorts => "node-ports",
-        }
-    }
-
-    /// The range whose object is named `name`.
-    pub fn of_object_name(name: &str) -> Option<Self> {
-        [
-            RangeKind::ClusterIps(IpFamily::V4),
-            RangeKind::ClusterIps(IpFamily::V6),
-            RangeKind::NodePorts,
-        ]
-        .into_iter()
-        .find(|kind| kind.object_name() == name)
-    }
-
-    /// The range holding `value`.
-    pub fn of(value: allocator::Value) -> Self {
-        match value {
-            allocator::Value::ClusterIp(ip) => RangeKind::ClusterIps(IpFamily::of(&ip)),
-            allocator::Value::NodePort(_) => RangeKind::NodePorts,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use allocator::IpFamily;
 
     #[test]
     fn a_reservation_lists_its_values_and_dies_after_its_lifetime() {

@@ -1,11 +1,11 @@
 //! Pools: values a replica persists ahead of need, so that most admissions are answered
 //! without waiting for a write.
 //!
-//! The refiller of a replica keeps each range's pool between half of [`PoolConfig::size`]
+//! The refiller of a replica keeps each range's pool between half of [`PoolConfig::size`](super::PoolConfig::size)
 //! and that size. It takes free values of the dynamic band from the stored object, marks
 //! them allocated there and lists them in the replica's reservation entry, in one
 //! compare-and-swap write; only then does the replica hand them out. While the entry is
-//! renewed (every quarter of [`PoolConfig::lifetime`]), repair leaves its values alone; a
+//! renewed (every quarter of [`PoolConfig::lifetime`](super::PoolConfig::lifetime)), repair leaves its values alone; a
 //! replica stops handing out its pool half a lifetime after the last renewal, and any
 //! writer drops an entry a lifetime old: the values of a replica that died are left to
 //! repair, which frees them after its three sweeps.
@@ -14,46 +14,18 @@
 //! that pools do not hold what a nearly full range has left.
 
 use std::collections::BTreeMap;
-use std::hash::BuildHasher;
 use std::time::{Duration, Instant, SystemTime};
 
-use allocator::{Allocators, Snapshot, Value};
+use allocator::{Allocators, Value};
 use k8s_openapi::ByteString;
-use kube::api::PostParams;
 use kube::{Api, Client};
 
 use super::crd::{RangeAllocation, RangeKind, Reservation};
-use super::store::{AllocationStore, PoolView};
+use super::store::{AllocationStore, PoolConfig, PoolView};
+use super::write::{RewriteError, Start, random, rewrite};
 
 /// How many writes a refill tries before giving up until the next one.
 const MAX_ATTEMPTS: u32 = 8;
-
-/// How a replica pools values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolConfig {
-    /// Cluster IPs kept ready per range (node ports: a quarter of it); 0 turns pools off
-    /// (every allocation is then written before its answer).
-    pub size: usize,
-    /// How long a reservation entry lives without renewal: the same on every replica.
-    pub lifetime: Duration,
-}
-
-impl PoolConfig {
-    /// No pools.
-    pub const OFF: PoolConfig = PoolConfig {
-        size: 0,
-        lifetime: Duration::from_secs(60),
-    };
-
-    /// How many values the pool of `kind` holds when full. Node ports are fewer and
-    /// requested by number more often than cluster IPs: their pools are a quarter as large.
-    pub fn size_of(&self, kind: RangeKind) -> usize {
-        match kind {
-            RangeKind::ClusterIps(_) => self.size,
-            RangeKind::NodePorts => self.size.div_ceil(4),
-        }
-    }
-}
 
 /// Starts the refiller of `store`'s pools, unless pools are off. `template` gives the
 /// configured ranges; `holder` names this replica's entries (unique per process).
@@ -84,7 +56,7 @@ pub fn holder_name() -> String {
     let host = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "svcplane".to_string());
-    let suffix = std::collections::hash_map::RandomState::new().hash_one(0u8) as u32;
+    let suffix = random() as u32;
     format!("{host}-{suffix:08x}")
 }
 
@@ -118,7 +90,7 @@ impl Refiller {
                     Ok(outcome) => outcome,
                     Err(error) => {
                         if stuck.should_log() {
-                            tracing::warn!(range = kind.object_name(), %error, "pool not refilled");
+                            tracing::warn!(range = kind.name(), %error, "pool not refilled");
                         }
                         Progress::Stuck
                     }
@@ -159,67 +131,75 @@ impl Refiller {
         if wanted == 0 && !renewal_due && !stale_entry {
             return Ok(Progress::Idle);
         }
-        for attempt in 0..MAX_ATTEMPTS {
-            let started = Instant::now();
-            let Some(mut stored) = self.api.get_opt(kind.object_name()).await.map_err(text)? else {
+        let mut attempts = 0;
+        let written = rewrite(
+            &self.api,
+            kind,
+            Start::Now,
+            &mut attempts,
+            MAX_ATTEMPTS,
+            |mut stored| {
+                let renewed = Instant::now();
+                let mut range = self.template.clone();
+                range
+                    .restore(kind, &stored.spec.snapshot())
+                    .map_err(|e| Some(e.to_string()))?;
+                let fresh = take_free(&mut range, kind, wanted);
+                if fresh.is_empty() && !renewal_due && !stale_entry {
+                    return Err(None);
+                }
+                let listed: Vec<Value> = pool.values.iter().chain(&fresh).copied().collect();
+                let entries = &mut stored.spec.reservations;
+                let lifetime = self.config.lifetime;
+                let wall = SystemTime::now();
+                entries.retain(|holder, entry| {
+                    holder == &self.holder || entry.is_live(wall, lifetime)
+                });
+                if listed.is_empty() {
+                    entries.remove(&self.holder);
+                } else {
+                    entries.insert(self.holder.clone(), Reservation::new(listed, wall));
+                }
+                let snapshot = range
+                    .snapshot_of(kind)
+                    .ok_or_else(|| Some("the range is not configured".to_string()))?;
+                stored.spec.data = ByteString(snapshot.data);
+                stored.spec.used = range.usage_of(kind).map_or(0, |usage| usage.used);
+                Ok((stored, (fresh, renewed)))
+            },
+        )
+        .await;
+        let (fresh, renewed) = match written {
+            Ok((_, written)) => written,
+            // Nothing to add and nothing to renew: the range has no room for the pool.
+            Err(RewriteError::Stopped(None)) => return Ok(Progress::Stuck),
+            Err(RewriteError::Stopped(Some(error))) => return Err(error),
+            Err(RewriteError::Missing) => {
                 return Err("the range's object does not exist yet".to_string());
-            };
-            let mut range = self.template.clone();
-            let snapshot = Snapshot {
-                range: stored.spec.range.clone(),
-                data: stored.spec.data.0.clone(),
-            };
-            restore(&mut range, kind, &snapshot).map_err(|e| e.to_string())?;
-            let fresh = take_free(&mut range, kind, wanted);
-            if fresh.is_empty() && !renewal_due && !stale_entry {
-                return Ok(Progress::Stuck);
             }
-            let listed: Vec<Value> = pool.values.iter().chain(&fresh).copied().collect();
-            let entries = &mut stored.spec.reservations;
-            let lifetime = self.config.lifetime;
-            let wall = SystemTime::now();
-            entries.retain(|holder, entry| holder == &self.holder || entry.is_live(wall, lifetime));
-            if listed.is_empty() {
-                entries.remove(&self.holder);
-            } else {
-                entries.insert(self.holder.clone(), Reservation::new(listed, wall));
+            Err(RewriteError::OutOfAttempts) => {
+                return Err("the range kept changing under concurrent writers".to_string());
             }
-            let (snapshot, used) = snapshot_of(&range, kind);
-            stored.spec.data = ByteString(snapshot.data);
-            stored.spec.used = used;
-            match self
-                .api
-                .replace(kind.object_name(), &PostParams::default(), &stored)
-                .await
-            {
-                Ok(_) => {
-                    self.has_entry
-                        .insert(kind, !pool.values.is_empty() || !fresh.is_empty());
-                    let added = if fresh.is_empty() {
-                        Progress::Idle
-                    } else {
-                        Progress::Added
-                    };
-                    tracing::debug!(
-                        range = kind.object_name(),
-                        added = fresh.len(),
-                        pooled = pool.values.len() + fresh.len(),
-                        "pool written"
-                    );
-                    self.store
-                        .pooled(kind, fresh, started)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    return Ok(added);
-                }
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    let wait = Duration::from_millis(1 << attempt.min(6));
-                    tokio::time::sleep(wait).await;
-                }
-                Err(error) => return Err(error.to_string()),
-            }
-        }
-        Err("the range kept changing under concurrent writers".to_string())
+            Err(RewriteError::Api(error)) => return Err(error.to_string()),
+        };
+        self.has_entry
+            .insert(kind, !pool.values.is_empty() || !fresh.is_empty());
+        let added = if fresh.is_empty() {
+            Progress::Idle
+        } else {
+            Progress::Added
+        };
+        tracing::debug!(
+            range = kind.name(),
+            added = fresh.len(),
+            pooled = pool.values.len() + fresh.len(),
+            "pool written"
+        );
+        self.store
+            .pooled(kind, fresh, renewed)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(added)
     }
 }
 
@@ -272,68 +252,16 @@ impl StuckBackoff {
     }
 }
 
-fn text(error: kube::Error) -> String {
-    error.to_string()
-}
-
-fn restore(
-    allocators: &mut Allocators,
-    kind: RangeKind,
-    snapshot: &Snapshot,
-) -> allocator::Result<()> {
-    match kind {
-        RangeKind::ClusterIps(family) => allocators
-            .cluster_ips_of_mut(family)
-            .ok_or(allocator::Error::FamilyNotConfigured(family))?
-            .restore(snapshot),
-        RangeKind::NodePorts => allocators.node_ports_mut().restore(snapshot),
-    }
-}
-
 /// Takes up to `wanted` free values of the dynamic band of `kind`, and no more than an
 /// eighth of its free values.
 fn take_free(allocators: &mut Allocators, kind: RangeKind, wanted: usize) -> Vec<Value> {
-    let mut taken = Vec::new();
-    match kind {
-        RangeKind::ClusterIps(family) => {
-            let Some(ips) = allocators.cluster_ips_of_mut(family) else {
-                return taken;
-            };
-            let room = usize::try_from(ips.dynamic_free() / 8).unwrap_or(usize::MAX);
-            while taken.len() < wanted.min(room) {
-                match ips.allocate_next() {
-                    Ok(ip) => taken.push(Value::ClusterIp(ip)),
-                    Err(_) => break,
-                }
-            }
-        }
-        RangeKind::NodePorts => {
-            let ports = allocators.node_ports_mut();
-            let room = usize::try_from(ports.dynamic_free() / 8).unwrap_or(usize::MAX);
-            while taken.len() < wanted.min(room) {
-                match ports.allocate_next() {
-                    Ok(port) => taken.push(Value::NodePort(port)),
-                    Err(_) => break,
-                }
-            }
-        }
-    }
-    taken
-}
-
-fn snapshot_of(allocators: &Allocators, kind: RangeKind) -> (Snapshot, u64) {
-    match kind {
-        RangeKind::ClusterIps(family) => {
-            let ips = allocators
-                .cluster_ips_of(family)
-                .expect("configured family");
-            (ips.snapshot(), ips.used())
-        }
-        RangeKind::NodePorts => {
-            let ports = allocators.node_ports();
-            (ports.snapshot(), ports.used())
-        }
-    }
+    let Some(usage) = allocators.usage_of(kind) else {
+        return Vec::new();
+    };
+    let room = usize::try_from(usage.dynamic_free / 8).unwrap_or(usize::MAX);
+    (0..wanted.min(room))
+        .map_while(|_| allocators.allocate_next_of(kind).ok())
+        .collect()
 }
 
 #[cfg(test)]

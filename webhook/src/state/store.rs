@@ -16,97 +16,55 @@
 //! come from the pool is answered without a write, which is what keeps the handling time
 //! of an admission well below one apiserver write.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::hash::BuildHasher;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use allocator::{Allocators, ServiceSpec, Snapshot, Value};
-use k8s_openapi::ByteString;
-use kube::api::{ObjectMeta, PostParams};
+use allocator::{Allocators, ServiceSpec, Value};
 use kube::{Api, Client};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::crd::{RangeAllocation, RangeAllocationSpec, RangeKind, Reservation};
-use super::pool::PoolConfig;
-use super::unconfirmed::{Expired, ServiceName, Unconfirmed, UnconfirmedConfig};
+use super::batch::{AdmitRequest, Outcome, Recent, answered, plan_batch};
+use super::crd::{RangeAllocation, RangeKind, Reservation};
+use super::error::StoreError;
+use super::unconfirmed::{Expired, Unconfirmed, UnconfirmedConfig};
+use super::write::{conflict_backoff, random};
+use persist::{PersistError, Rebased};
 
 /// How many commands one batch (and so one write per range) takes at most.
 const MAX_BATCH: usize = 256;
 /// How many times a batch is written (replayed or planned again after each conflict)
 /// before its clients get an error.
 const MAX_ATTEMPTS: u32 = 16;
-/// The first cap of the wait before writing again after a conflict; it doubles with each
-/// attempt up to [`CONFLICT_BACKOFF_MAX`]. The waits of all attempts add up to at most
-/// about 0.7 s, well inside the webhook's timeout.
-const CONFLICT_BACKOFF_BASE: Duration = Duration::from_millis(1);
-/// See [`CONFLICT_BACKOFF_BASE`].
-const CONFLICT_BACKOFF_MAX: Duration = Duration::from_millis(64);
-/// How many recent admissions are remembered to answer a reinvocation alike.
-const RECENT_ADMISSIONS: usize = 4096;
-
-/// Why the store could not answer.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The request itself is refused (range full, value taken, invalid combination).
-    #[error(transparent)]
-    Allocation(#[from] allocator::Error),
-    /// The state could not be read or written; nothing was handed out.
-    #[error("could not persist the allocation state: {0}; try again")]
-    Persist(String),
-    /// The store is shutting down.
-    #[error("the allocation store is stopped")]
-    Stopped,
-    /// The namespace holds as many values not yet confirmed by a stored Service as one
-    /// replica gives a namespace.
-    #[error(
-        "namespace {namespace:?} already holds {limit} allocated values whose Services have not been seen created yet (the limit per namespace); retry once earlier requests have completed or timed out"
-    )]
-    TooManyUnconfirmed {
-        /// The namespace.
-        namespace: String,
-        /// The limit.
-        limit: usize,
-    },
-    /// The stored state belongs to other ranges than this replica's.
-    #[error(
-        "the stored allocation state {object} is for range {stored}, but this replica is configured with {configured}: start every replica with the same ranges (and kube-apiserver's); to change the ranges on purpose, delete RangeAllocation {object} and repair rebuilds it from the Services"
-    )]
-    RangeMismatch {
-        /// The RangeAllocation object.
-        object: &'static str,
-        /// Its range.
-        stored: String,
-        /// This replica's.
-        configured: String,
-    },
+/// How a replica pools values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Cluster IPs kept ready per range (node ports: a quarter of it); 0 turns pools off
+    /// (every allocation is then written before its answer).
+    pub size: usize,
+    /// How long a reservation entry lives without renewal: the same on every replica.
+    pub lifetime: Duration,
 }
 
-/// A Service change to allocate for.
-#[derive(Clone, Debug)]
-pub struct AdmitRequest {
-    /// The AdmissionRequest uid: a reinvocation gets the same answer.
-    pub uid: String,
-    /// The Service's namespace.
-    pub namespace: String,
-    /// The Service's name (or, for a create with `generateName`, its prefix).
-    pub service: ServiceName,
-    /// The Service before the change (updates).
-    pub old: Option<ServiceSpec>,
-    /// The Service as requested.
-    pub new: ServiceSpec,
-    /// Report what would be allocated; persist nothing.
-    pub dry_run: bool,
+impl PoolConfig {
+    /// No pools.
+    pub const OFF: PoolConfig = PoolConfig {
+        size: 0,
+        lifetime: Duration::from_secs(60),
+    };
+
+    /// How many values the pool of `kind` holds when full. Node ports are fewer and
+    /// requested by number more often than cluster IPs: their pools are a quarter as large.
+    pub fn size_of(&self, kind: RangeKind) -> usize {
+        match kind {
+            RangeKind::ClusterIps(_) => self.size,
+            RangeKind::NodePorts => self.size.div_ceil(4),
+        }
+    }
 }
 
-type PendingAdmit = (
-    AdmitRequest,
-    oneshot::Sender<Result<ServiceSpec, StoreError>>,
-);
-
-/// One admission's outcome in a planned batch: the filled Service and every value it was
-/// given (pooled ones included), or why it is refused.
-type Outcome = Result<(ServiceSpec, Vec<Value>), StoreError>;
+type Reply = oneshot::Sender<Result<ServiceSpec, StoreError>>;
+type PendingAdmit = (AdmitRequest, Reply);
 
 enum Command {
     /// Boxed: two Service specs would make every command as large.
@@ -160,13 +118,16 @@ impl AllocationStore {
     /// Loads (or creates) the `RangeAllocation` objects of `allocators`' ranges and starts
     /// the actor. `allocators` gives the configured ranges; a stored object of another range
     /// is an error ([`StoreError::RangeMismatch`]): it is never reset.
-    /// `pool` sets the pools, which the refiller ([`super::pool::spawn_refiller`]) fills.
+    /// `pool` sets the pools, which the refiller ([`super::pool::spawn_refiller`]) fills
+    /// in this replica's reservation entries, named `holder`; the store's own writes renew
+    /// them too.
     /// Values given at admission whose wait for their Service ran out are sent to
     /// `expired`, whose reader gives back those no Service holds.
     pub async fn start(
         client: Client,
         allocators: Allocators,
         pool: PoolConfig,
+        holder: String,
         unconfirmed: UnconfirmedConfig,
         expired: mpsc::UnboundedSender<Vec<Expired>>,
     ) -> Result<Self, StoreError> {
@@ -177,9 +138,10 @@ impl AllocationStore {
             versions: BTreeMap::new(),
             reservations: BTreeMap::new(),
             pool,
+            holder,
             pool_usable_until: BTreeMap::new(),
             refill: Arc::clone(&refill),
-            recent: VecDeque::new(),
+            recent: Recent::default(),
             deferred_releases: Vec::new(),
             stale: false,
             unconfirmed: Unconfirmed::new(unconfirmed),
@@ -281,11 +243,13 @@ struct Actor {
     /// The reservation entries of that same object, written back unchanged.
     reservations: BTreeMap<RangeKind, BTreeMap<String, Reservation>>,
     pool: PoolConfig,
+    /// The name of this replica's reservation entries.
+    holder: String,
     /// Per range, until when its pool may be handed out: half the entry's lifetime after
     /// the refiller last renewed it, so that no other replica can deem it dead meanwhile.
     pool_usable_until: BTreeMap<RangeKind, Instant>,
     refill: Arc<Notify>,
-    recent: VecDeque<(String, ServiceSpec)>,
+    recent: Recent,
     deferred_releases: Vec<Value>,
     stale: bool,
     unconfirmed: Unconfirmed,
@@ -402,21 +366,39 @@ impl Actor {
         releases: Vec<Value>,
         marks: Vec<Value>,
     ) {
+        let (requests, replies): (Vec<AdmitRequest>, Vec<_>) = admits.into_iter().unzip();
         // Values this batch persisted in an attempt that then had to be planned again:
         // given back first, as no client was told of them.
         let mut persisted_unanswered: Vec<Value> = Vec::new();
         let mut attempts = 0;
-        while attempts < MAX_ATTEMPTS {
+        let failure = loop {
+            if attempts >= MAX_ATTEMPTS {
+                break "the state kept changing under concurrent writers".to_string();
+            }
             attempts += 1;
             if self.stale
                 && let Err(error) = self.reload().await
             {
+                // Unreadable for now (the apiserver restarting, say): read again within
+                // this batch's attempts before failing its admissions.
+                if matches!(error, StoreError::Persist(_)) && attempts < MAX_ATTEMPTS {
+                    tracing::debug!(%error, attempts, "allocation state not reloaded; trying again");
+                    tokio::time::sleep(conflict_backoff(attempts, random())).await;
+                    continue;
+                }
                 tracing::warn!(%error, "allocation state not reloaded");
-                break;
+                break error.to_string();
             }
             let given_back = std::mem::take(&mut persisted_unanswered);
-            let mut planned = self.plan_batch(&admits, &releases, &marks, given_back.clone());
-
+            let mut planned = plan_batch(
+                &mut self.allocators,
+                &self.recent,
+                &self.unconfirmed,
+                &requests,
+                &releases,
+                &marks,
+                given_back.clone(),
+            );
             let rebased = match self.persist(&planned.pending).await {
                 Ok(()) => Ok(Rebased::Written),
                 Err(PersistError::Conflict { written }) => {
@@ -427,7 +409,7 @@ impl Actor {
             };
             match rebased {
                 Ok(Rebased::Written) => {
-                    self.answer(admits, planned.outcomes);
+                    self.answer(requests, replies, planned.outcomes);
                     return;
                 }
                 Ok(Rebased::Replan) => {
@@ -436,302 +418,51 @@ impl Actor {
                         "a value of this batch was taken meanwhile; planning the batch again"
                     );
                     persisted_unanswered = planned.unanswered(given_back);
+                    planned.abandon(&mut self.allocators);
                     self.stale = true;
                 }
                 Ok(Rebased::OutOfAttempts) => {
                     persisted_unanswered = planned.unanswered(given_back);
-                    break;
+                    planned.abandon(&mut self.allocators);
+                    break "the state kept changing under concurrent writers".to_string();
                 }
                 Err(error) => {
                     tracing::warn!(%error, "allocation state not written");
-                    self.fail(admits, releases, error);
-                    return;
+                    planned.abandon(&mut self.allocators);
+                    break error;
                 }
             }
-        }
+        };
         // What earlier attempts persisted for answers never sent is freed with the releases.
         let mut releases = releases;
         releases.extend(persisted_unanswered);
-        self.fail(
-            admits,
-            releases,
-            "the state kept changing under concurrent writers".to_string(),
-        );
+        self.fail(replies, releases, failure);
     }
 
-    /// After a write conflict: writes each range `planned` has still to write after a read
-    /// of a fresh copy on which the batch's changes are replayed, so that the window another
-    /// replica can write in is one read and one write; a random wait precedes each try that
-    /// follows a conflict. Counts each write in `attempts`.
-    async fn write_rebased(
-        &mut self,
-        planned: &mut Planned,
-        attempts: &mut u32,
-    ) -> Result<Rebased, String> {
-        let mut conflicted = true;
-        while let Some(&kind) = planned.pending.first() {
-            if *attempts >= MAX_ATTEMPTS {
-                return Ok(Rebased::OutOfAttempts);
-            }
-            if conflicted {
-                let backoff = conflict_backoff(*attempts, random());
-                tracing::debug!(
-                    attempts,
-                    ?backoff,
-                    range = kind.object_name(),
-                    "allocation state changed under this replica; replaying the batch on a fresh copy"
-                );
-                // Replicas busy at once would otherwise retry in lockstep and keep
-                // overwriting each other until every attempt is spent.
-                tokio::time::sleep(backoff).await;
-            }
-            *attempts += 1;
-            let stored = match self.api.get_opt(kind.object_name()).await {
-                Ok(Some(stored)) => stored,
-                Ok(None) => return Ok(Rebased::Replan),
-                Err(error) => return Err(error.to_string()),
-            };
-            let snapshot = Snapshot {
-                range: stored.spec.range.clone(),
-                data: stored.spec.data.0.clone(),
-            };
-            if self.restore(kind, &snapshot).is_err() {
-                return Ok(Rebased::Replan);
-            }
-            self.learn(kind, stored);
-            if !replay(&mut self.allocators, &planned.deltas[&kind]) {
-                return Ok(Rebased::Replan);
-            }
-            match self.persist(&BTreeSet::from([kind])).await {
-                Ok(()) => {
-                    planned.pending.remove(&kind);
-                    conflicted = false;
-                }
-                Err(PersistError::Conflict { .. }) => conflicted = true,
-                Err(PersistError::Other(error)) => return Err(error),
-            }
-        }
-        Ok(Rebased::Written)
-    }
-
-    /// Answers the admissions of a persisted batch.
     /// Answers the admissions of a persisted batch; what they were given waits for their
     /// Services to be seen.
-    fn answer(&mut self, admits: Vec<PendingAdmit>, outcomes: Vec<Outcome>) {
+    fn answer(&mut self, requests: Vec<AdmitRequest>, replies: Vec<Reply>, outcomes: Vec<Outcome>) {
         let now = Instant::now();
-        for ((request, reply), outcome) in admits.into_iter().zip(outcomes) {
-            let answer = outcome.map(|(filled, given)| {
-                if !request.dry_run {
-                    self.remember(&request.uid, &filled);
-                    self.unconfirmed
-                        .add(&request.namespace, &request.service, &given, now);
-                }
-                filled
-            });
+        for ((request, reply), outcome) in requests.into_iter().zip(replies).zip(outcomes) {
+            let answer = answered(
+                &request,
+                outcome,
+                &mut self.recent,
+                &mut self.unconfirmed,
+                now,
+            );
             let _ = reply.send(answer);
         }
     }
 
     /// Answers every admission of a batch that could not be persisted with an error the
     /// client can retry; its releases wait for the next batch.
-    fn fail(&mut self, admits: Vec<PendingAdmit>, releases: Vec<Value>, error: String) {
+    fn fail(&mut self, replies: Vec<Reply>, releases: Vec<Value>, error: String) {
         self.stale = true;
         self.deferred_releases = releases;
-        for (_, reply) in admits {
+        for reply in replies {
             let _ = reply.send(Err(StoreError::Persist(error.clone())));
         }
-    }
-
-    /// Plans a batch on the in-memory allocators: gives back `given_back`, applies the
-    /// releases and marks, plans every admission.
-    fn plan_batch(
-        &mut self,
-        admits: &[PendingAdmit],
-        releases: &[Value],
-        marks: &[Value],
-        given_back: Vec<Value>,
-    ) -> Planned {
-        let mut deltas: BTreeMap<RangeKind, RangeDelta> = BTreeMap::new();
-        for value in given_back.into_iter().chain(releases.iter().copied()) {
-            if self.allocators.release(value) {
-                deltas
-                    .entry(RangeKind::of(value))
-                    .or_default()
-                    .released
-                    .push(value);
-            }
-        }
-        for &value in marks {
-            if !self.allocators.has(value) && self.allocators.allocate(value).is_ok() {
-                deltas
-                    .entry(RangeKind::of(value))
-                    .or_default()
-                    .marked
-                    .push(value);
-            }
-        }
-        // Pooled values are persisted already: handing them out needs no write.
-        let pooled: HashSet<Value> = if admits.is_empty() {
-            HashSet::new()
-        } else {
-            self.allocators.pooled().into_iter().collect()
-        };
-        // What this batch gives each namespace, on top of what it holds unconfirmed.
-        let mut given: HashMap<&str, usize> = HashMap::new();
-        let mut outcomes = Vec::with_capacity(admits.len());
-        for (request, _) in admits {
-            let outcome = match self.plan(request) {
-                Ok((filled, reserved)) => {
-                    let namespace = request.namespace.as_str();
-                    let taken = given.entry(namespace).or_default();
-                    if *taken + reserved.len() > self.unconfirmed.room(namespace) {
-                        self.give_back(&reserved, &pooled, &mut deltas);
-                        Err(StoreError::TooManyUnconfirmed {
-                            namespace: namespace.to_string(),
-                            limit: self.unconfirmed.limit(),
-                        })
-                    } else {
-                        *taken += reserved.len();
-                        for &value in reserved.iter().filter(|v| !pooled.contains(v)) {
-                            deltas
-                                .entry(RangeKind::of(value))
-                                .or_default()
-                                .reserved
-                                .push(value);
-                        }
-                        Ok((filled, reserved))
-                    }
-                }
-                Err(error) => Err(StoreError::Allocation(error)),
-            };
-            outcomes.push(outcome);
-        }
-        Planned {
-            outcomes,
-            pending: deltas.keys().copied().collect(),
-            deltas,
-        }
-    }
-
-    /// Frees what an admission refused after planning had reserved; a pooled value is
-    /// persisted as allocated, so freeing it is a change to write.
-    fn give_back(
-        &mut self,
-        reserved: &[Value],
-        pooled: &HashSet<Value>,
-        deltas: &mut BTreeMap<RangeKind, RangeDelta>,
-    ) {
-        for &value in reserved {
-            if self.allocators.release(value) && pooled.contains(&value) {
-                deltas
-                    .entry(RangeKind::of(value))
-                    .or_default()
-                    .released
-                    .push(value);
-            }
-        }
-    }
-
-    /// Plans one admission on the in-memory allocators, reserving what it allocates.
-    /// Returns the filled Service and the values reserved (none for a dry run).
-    fn plan(
-        &mut self,
-        request: &AdmitRequest,
-    ) -> Result<(ServiceSpec, Vec<Value>), allocator::Error> {
-        if let Some((_, filled)) = self.recent.iter().find(|(uid, _)| uid == &request.uid) {
-            return Ok((filled.clone(), Vec::new()));
-        }
-        if request.dry_run {
-            // On a copy: a dry run gives back what it took, and a pooled value given back
-            // would leave the pool.
-            let mut scratch = self.allocators.clone();
-            let transaction = match &request.old {
-                None => scratch.create(&request.new, true)?,
-                Some(old) => scratch.update(old, &request.new, true)?,
-            };
-            return Ok((transaction.service().clone(), Vec::new()));
-        }
-        let transaction = match &request.old {
-            None => self.allocators.create(&request.new, false)?,
-            Some(old) => self.allocators.update(old, &request.new, false)?,
-        };
-        let filled = transaction.service().clone();
-        let reserved = transaction.reserved().to_vec();
-        // Releases wait until the Service without those values is observed (see release.rs):
-        // dropping the transaction keeps the reservations and applies no release.
-        drop(transaction);
-        Ok((filled, reserved))
-    }
-
-    fn remember(&mut self, uid: &str, filled: &ServiceSpec) {
-        if self.recent.len() == RECENT_ADMISSIONS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((uid.to_string(), filled.clone()));
-    }
-
-    async fn persist(&mut self, touched: &BTreeSet<RangeKind>) -> Result<(), PersistError> {
-        let mut written = BTreeSet::new();
-        for &kind in touched {
-            let object = self.object(kind);
-            match self
-                .api
-                .replace(kind.object_name(), &PostParams::default(), &object)
-                .await
-            {
-                Ok(stored) => {
-                    self.learn(kind, stored);
-                    written.insert(kind);
-                }
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    return Err(PersistError::Conflict { written });
-                }
-                Err(error) => return Err(PersistError::Other(error.to_string())),
-            }
-        }
-        Ok(())
-    }
-
-    fn snapshot_of(&self, kind: RangeKind) -> (Snapshot, u64, u64) {
-        match kind {
-            RangeKind::ClusterIps(family) => {
-                let ips = self
-                    .allocators
-                    .cluster_ips_of(family)
-                    .expect("configured family");
-                (ips.snapshot(), ips.used(), ips.size())
-            }
-            RangeKind::NodePorts => {
-                let ports = self.allocators.node_ports();
-                (ports.snapshot(), ports.used(), ports.size())
-            }
-        }
-    }
-
-    fn object(&self, kind: RangeKind) -> RangeAllocation {
-        let (snapshot, used, size) = self.snapshot_of(kind);
-        RangeAllocation {
-            metadata: ObjectMeta {
-                name: Some(kind.object_name().to_string()),
-                resource_version: self.versions.get(&kind).cloned(),
-                ..ObjectMeta::default()
-            },
-            spec: RangeAllocationSpec {
-                range: snapshot.range,
-                data: ByteString(snapshot.data),
-                used,
-                size,
-                reservations: self.reservations.get(&kind).cloned().unwrap_or_default(),
-            },
-        }
-    }
-
-    /// Takes the resourceVersion and reservation entries of `stored`, the object `kind`
-    /// was just read or written as.
-    fn learn(&mut self, kind: RangeKind, stored: RangeAllocation) {
-        self.versions
-            .insert(kind, stored.metadata.resource_version.unwrap_or_default());
-        self.reservations.insert(kind, stored.spec.reservations);
     }
 
     fn view(&self) -> StateView {
@@ -785,184 +516,41 @@ impl Actor {
             .insert(kind, renewed + self.pool.lifetime / 2);
     }
 
+    /// Whether the pool of `kind` may still be handed out at `now`.
+    fn pool_usable(&self, kind: RangeKind, now: Instant) -> bool {
+        self.pool_usable_until
+            .get(&kind)
+            .is_some_and(|&until| until > now)
+    }
+
+    /// Whether the pool of `kind` has values and may be handed out at `now`.
+    fn pool_in_use(&self, kind: RangeKind, now: Instant) -> bool {
+        self.pool_usable(kind, now)
+            && self
+                .allocators
+                .pooled()
+                .iter()
+                .any(|&value| RangeKind::of(value) == kind)
+    }
+
     /// Empties the pools whose entry was not renewed in time: another replica may deem it
     /// dead soon and repair may free its values. They stay allocated (repair frees them).
     fn expire_pools(&mut self) {
         let now = Instant::now();
         for kind in self.ranges() {
-            let usable = self
-                .pool_usable_until
-                .get(&kind)
-                .is_some_and(|&until| until > now);
-            if usable {
+            if self.pool_usable(kind, now) {
                 continue;
             }
-            let drained = match kind {
-                RangeKind::ClusterIps(family) => {
-                    self.allocators.cluster_ips_of_mut(family).map_or(0, |ips| {
-                        let count = ips.pooled().len();
-                        ips.drain_pool();
-                        count
-                    })
-                }
-                RangeKind::NodePorts => {
-                    let ports = self.allocators.node_ports_mut();
-                    let count = ports.pooled().len();
-                    ports.drain_pool();
-                    count
-                }
-            };
+            let drained = self.allocators.drain_pool_of(kind);
             if drained > 0 {
                 tracing::warn!(
-                    range = kind.object_name(),
+                    range = kind.name(),
                     values = drained,
                     "pool not renewed in time; its values are left to repair"
                 );
             }
         }
     }
-
-    /// Reads every range's object, creating the missing ones from the in-memory state.
-    async fn reload(&mut self) -> Result<(), StoreError> {
-        for kind in self.ranges() {
-            let name = kind.object_name();
-            let stored = match self.api.get_opt(name).await.map_err(persist)? {
-                Some(stored) => stored,
-                None => {
-                    self.versions.remove(&kind);
-                    let fresh = self.object(kind);
-                    match self.api.create(&PostParams::default(), &fresh).await {
-                        Ok(created) => created,
-                        Err(kube::Error::Api(status)) if status.code == 409 => {
-                            self.api.get(name).await.map_err(persist)?
-                        }
-                        Err(error) => return Err(persist(error)),
-                    }
-                }
-            };
-            let snapshot = Snapshot {
-                range: stored.spec.range.clone(),
-                data: stored.spec.data.0.clone(),
-            };
-            if self.restore(kind, &snapshot).is_err() {
-                return Err(StoreError::RangeMismatch {
-                    object: name,
-                    stored: stored.spec.range,
-                    configured: self.object(kind).spec.range,
-                });
-            }
-            self.learn(kind, stored);
-        }
-        self.stale = false;
-        Ok(())
-    }
-
-    fn restore(&mut self, kind: RangeKind, snapshot: &Snapshot) -> allocator::Result<()> {
-        match kind {
-            RangeKind::ClusterIps(family) => self
-                .allocators
-                .cluster_ips_of_mut(family)
-                .expect("configured family")
-                .restore(snapshot),
-            RangeKind::NodePorts => self.allocators.node_ports_mut().restore(snapshot),
-        }
-    }
-}
-
-/// How writing a batch after a conflict ended.
-enum Rebased {
-    /// Every range is written.
-    Written,
-    /// A value the batch reserved was taken meanwhile: plan it again.
-    Replan,
-    /// Every attempt is spent.
-    OutOfAttempts,
-}
-
-/// A batch planned on the in-memory allocators, not yet (entirely) persisted.
-struct Planned {
-    /// Each admission's filled Service and what it was given, or why it is refused.
-    outcomes: Vec<Outcome>,
-    /// What the batch changes in each range.
-    deltas: BTreeMap<RangeKind, RangeDelta>,
-    /// Ranges still to write.
-    pending: BTreeSet<RangeKind>,
-}
-
-impl Planned {
-    /// What the stored state holds for answers this attempt will not send: the values it
-    /// reserved in the ranges it wrote, and those of `given_back` (values an earlier attempt
-    /// persisted) whose range it did not write. Freeing them is up to a later write.
-    fn unanswered(&self, given_back: Vec<Value>) -> Vec<Value> {
-        self.deltas
-            .iter()
-            .filter(|(kind, _)| !self.pending.contains(kind))
-            .flat_map(|(_, delta)| delta.reserved.iter().copied())
-            .chain(
-                given_back
-                    .into_iter()
-                    .filter(|value| self.pending.contains(&RangeKind::of(*value))),
-            )
-            .collect()
-    }
-}
-
-/// What a batch changed in one range, relative to the copy it was planned on; replayed on a
-/// fresher copy after a write conflict, so that a replica that lost a race writes again
-/// after one read of that range instead of planning the whole batch over.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct RangeDelta {
-    /// Freed: values no Service holds, and reservations given back.
-    released: Vec<Value>,
-    /// Allocated because Services hold them.
-    marked: Vec<Value>,
-    /// Reserved by the batch's admissions: they must still be free in the fresher copy.
-    reserved: Vec<Value>,
-}
-
-/// Replays `delta` on `allocators` in the order it was planned: releases, marks, then
-/// reservations. `false` when a reserved value is taken in this copy.
-fn replay(allocators: &mut Allocators, delta: &RangeDelta) -> bool {
-    for &value in &delta.released {
-        allocators.release(value);
-    }
-    for &value in &delta.marked {
-        if !allocators.has(value) {
-            let _ = allocators.allocate(value);
-        }
-    }
-    delta
-        .reserved
-        .iter()
-        .all(|&value| allocators.allocate(value).is_ok())
-}
-
-/// The wait before attempt `attempt + 1` after a conflict: uniform in `[0, cap]` ("full
-/// jitter"), the cap doubling from [`CONFLICT_BACKOFF_BASE`] up to [`CONFLICT_BACKOFF_MAX`].
-/// `random` is any uniformly random number.
-fn conflict_backoff(attempt: u32, random: u64) -> Duration {
-    let cap = CONFLICT_BACKOFF_BASE
-        .saturating_mul(1 << attempt.min(16))
-        .min(CONFLICT_BACKOFF_MAX);
-    let cap_nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(random % (cap_nanos + 1))
-}
-
-/// A random number from the standard library's per-instance random hasher keys.
-fn random() -> u64 {
-    std::collections::hash_map::RandomState::new().hash_one(0u8)
-}
-
-enum PersistError {
-    /// A range changed since it was read; `written` were written before that.
-    Conflict {
-        written: BTreeSet<RangeKind>,
-    },
-    Other(String),
-}
-
-fn persist(error: kube::Error) -> StoreError {
-    StoreError::Persist(error.to_string())
 }
 
 /// Sleeps until `deadline`; forever without one.
@@ -973,77 +561,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+mod persist;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use allocator::{ClusterIpAllocator, NodePortAllocator};
-
-    #[test]
-    fn conflict_backoff_is_jittered_under_a_doubling_cap() {
-        assert_eq!(conflict_backoff(1, 0), Duration::ZERO);
-        let mut total = Duration::ZERO;
-        for attempt in 1..MAX_ATTEMPTS {
-            let cap = (CONFLICT_BACKOFF_BASE * 2u32.pow(attempt)).min(CONFLICT_BACKOFF_MAX);
-            for _ in 0..64 {
-                assert!(conflict_backoff(attempt, random()) <= cap);
-            }
-            let at_cap = conflict_backoff(attempt, u64::try_from(cap.as_nanos()).unwrap());
-            assert_eq!(at_cap, cap);
-            total += at_cap;
-        }
-        assert_eq!(total, Duration::from_millis(702));
-    }
-
-    fn allocators() -> Allocators {
-        Allocators::new(
-            vec![ClusterIpAllocator::new("10.96.0.0/24".parse().unwrap())],
-            NodePortAllocator::new(allocator::PortRange::default()),
-        )
-        .unwrap()
-    }
-
-    fn ip(s: &str) -> Value {
-        Value::ClusterIp(s.parse().unwrap())
-    }
-
-    #[test]
-    fn a_delta_replays_on_a_copy_others_changed() {
-        // Another replica allocated .7 and freed .9 since this one read the range.
-        let mut fresher = allocators();
-        fresh_allocate(&mut fresher, &[ip("10.96.0.7"), ip("10.96.0.8")]);
-        let delta = RangeDelta {
-            released: vec![ip("10.96.0.8"), ip("10.96.0.9")],
-            marked: vec![ip("10.96.0.7"), ip("10.96.0.20")],
-            reserved: vec![ip("10.96.0.30"), ip("10.96.0.8")],
-        };
-        assert!(replay(&mut fresher, &delta));
-        let held: Vec<String> = fresher.cluster_ips()[0]
-            .iter()
-            .map(|ip| ip.to_string())
-            .collect();
-        assert_eq!(held, ["10.96.0.7", "10.96.0.8", "10.96.0.20", "10.96.0.30"]);
-    }
-
-    #[test]
-    fn a_reservation_taken_meanwhile_fails_the_replay() {
-        let mut fresher = allocators();
-        fresh_allocate(&mut fresher, &[ip("10.96.0.30")]);
-        let delta = RangeDelta {
-            reserved: vec![ip("10.96.0.30")],
-            ..RangeDelta::default()
-        };
-        assert!(!replay(&mut fresher, &delta));
-    }
-
-    fn fresh_allocate(allocators: &mut Allocators, values: &[Value]) {
-        for &value in values {
-            allocators.allocate(value).unwrap();
-        }
-    }
-
-    #[test]
-    fn random_numbers_differ() {
-        let draws: BTreeSet<u64> = (0..32).map(|_| random()).collect();
-        assert!(draws.len() > 30);
-    }
-}
+mod tests;

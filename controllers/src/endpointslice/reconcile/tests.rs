@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::super::desired::{desired_endpoint_slices, new_slice};
 use super::super::identity::EndpointKey;
 use super::*;
-use crate::fixtures::{labels, node, pod, service, service_port, time};
+use crate::fixtures::{Cluster, labels, node, pod, service, service_port, time};
 use crate::pods::PodInfo;
 
 const MANAGER: &str = "endpointslice.svcplane.io";
@@ -74,76 +74,6 @@ fn stored_slice(svc: &Service, name: &str, members: &[&PodInfo]) -> EndpointSlic
     slice.metadata.resource_version = Some("1".into());
     slice.endpoints = Some(members.iter().map(|p| endpoint_of(svc, p)).collect());
     slice
-}
-
-/// A stand-in apiserver: names created slices, checks updates against the stored version.
-#[derive(Default)]
-struct Cluster {
-    slices: Vec<EndpointSlice>,
-    version: u64,
-}
-
-impl Cluster {
-    fn with(slices: Vec<EndpointSlice>) -> Self {
-        Cluster {
-            slices,
-            version: 100,
-        }
-    }
-
-    fn apply(&mut self, plan: &SlicePlan) {
-        for gone in &plan.delete {
-            let before = self.slices.len();
-            self.slices
-                .retain(|s| s.metadata.name != gone.metadata.name);
-            assert_eq!(
-                self.slices.len(),
-                before - 1,
-                "deleted a slice that does not exist"
-            );
-        }
-        for updated in &plan.update {
-            self.version += 1;
-            let stored = self
-                .slices
-                .iter_mut()
-                .find(|s| s.metadata.name == updated.metadata.name)
-                .expect("updated a slice that does not exist");
-            assert_eq!(
-                stored.metadata.resource_version, updated.metadata.resource_version,
-                "update from a stale version"
-            );
-            assert_eq!(
-                stored.address_type, updated.address_type,
-                "addressType is immutable"
-            );
-            let generation = stored.metadata.generation.unwrap_or_default() + 1;
-            *stored = updated.clone();
-            stored.metadata.generation = Some(generation);
-            stored.metadata.resource_version = Some(self.version.to_string());
-        }
-        for created in &plan.create {
-            self.version += 1;
-            assert_eq!(created.metadata.name, None);
-            let mut slice = created.clone();
-            let name = format!(
-                "{}{}",
-                created.metadata.generate_name.as_deref().unwrap(),
-                self.version
-            );
-            slice.metadata.uid = Some(format!("uid-{name}"));
-            slice.metadata.name = Some(name);
-            slice.metadata.generation = Some(1);
-            slice.metadata.resource_version = Some(self.version.to_string());
-            self.slices.push(slice);
-        }
-    }
-
-    fn lengths(&self) -> Vec<usize> {
-        let mut lengths: Vec<usize> = self.slices.iter().map(|s| endpoints_of(s).len()).collect();
-        lengths.sort();
-        lengths
-    }
 }
 
 fn counts(plan: &SlicePlan) -> (usize, usize, usize) {

@@ -1,0 +1,604 @@
+//! A Service's EndpointSlice endpoints, kept between syncs and fed pod by pod, so that a sync
+//! after one pod changed costs what that pod changed, not what the Service holds.
+//!
+//! The index holds each selected pod's endpoints (computed once per pod change), the pods changed
+//! since the last successful sync, and what that sync published: the resourceVersion of every
+//! slice and which slice holds each pod's endpoint. When the cached slices are exactly those
+//! versions, a sync plans from the changed pods alone: slices holding none of them are known to
+//! be current and are left unread. Otherwise (first sync, a slice changed by someone else, a
+//! failed write, Auto topology hints, which depend on every endpoint) it plans from scratch.
+//! Both give the same plan: the reconciler is the same, told which slices and endpoints an
+//! earlier sync settled.
+
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
+use k8s_openapi::jiff::Timestamp;
+
+use super::desired::{DesiredEndpointSlices, EndpointGroup, PodOnMissingNode, endpoint_ports};
+use super::desired::{node_zone, pod_endpoint};
+use super::identity::{EndpointKey, PortsKey, sort_by_key};
+use super::reconcile::{GroupTarget, SliceParams, SlicePlan, Targets, plan_slices};
+use crate::fast_hash::FastHash;
+use crate::pod_changes::PodChanges;
+use crate::pods::{self, PodInfo, ResolvedPorts, addresses_of_family, resolved_ports};
+use crate::service::{self, IpFamily, is_being_deleted, publishes_not_ready, slice_families};
+use crate::topology::{
+    HintsPolicy, TopologyOutcome, TrafficDistribution, ZoneCapacity, apply_topology,
+    apply_traffic_distribution,
+};
+use crate::trigger_time::PodTrigger;
+
+/// The port list of a group of endpoints, written out once per distinct resolution.
+#[derive(Debug)]
+struct PortList {
+    ports: Vec<EndpointPort>,
+    key: PortsKey,
+}
+
+/// What one selected pod contributes to the slices.
+#[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "endpoints kept in place: an allocation per pod is much of a sync from scratch"
+)]
+enum Contribution {
+    /// Nothing: no IP, or finished.
+    Nothing,
+    /// Nothing until its Node is known.
+    MissingNode(String),
+    /// One endpoint per address type it has addresses of (two at most, kept in place rather
+    /// than allocated), all with the same ports.
+    Endpoints {
+        ports: Arc<PortList>,
+        endpoints: [Option<(IpFamily, Endpoint)>; 2],
+    },
+}
+
+#[derive(Debug, Clone)]
+struct IndexedPod {
+    ready_since: Option<Timestamp>,
+    contribution: Contribution,
+}
+
+/// What the last successful sync left in the cluster.
+#[derive(Debug, Default)]
+struct Published {
+    /// Slice uid -> resourceVersion.
+    versions: HashMap<String, String>,
+    /// (address type, pod) -> uid of the slice holding the pod's endpoint.
+    placement: HashMap<(IpFamily, String), String>,
+}
+
+impl Published {
+    fn add(&mut self, slice: &EndpointSlice) {
+        let (Some(uid), Some(version), Some(family)) = (
+            slice.metadata.uid.as_ref(),
+            slice.metadata.resource_version.as_ref(),
+            IpFamily::from_api(&slice.address_type),
+        ) else {
+            return;
+        };
+        self.versions.insert(uid.clone(), version.clone());
+        for endpoint in slice.endpoints.iter().flatten() {
+            let pod = pod_name(endpoint).to_string();
+            self.placement.insert((family, pod), uid.clone());
+        }
+    }
+
+    /// Whether the live slices are exactly the published versions.
+    fn matches(&self, live: &[&EndpointSlice]) -> bool {
+        live.len() == self.versions.len()
+            && live.iter().all(|slice| {
+                let meta = &slice.metadata;
+                meta.uid
+                    .as_ref()
+                    .and_then(|uid| self.versions.get(uid))
+                    .is_some_and(|version| meta.resource_version.as_ref() == Some(version))
+            })
+    }
+}
+
+fn pod_name(endpoint: &Endpoint) -> &str {
+    endpoint
+        .target_ref
+        .as_ref()
+        .and_then(|r| r.name.as_deref())
+        .unwrap_or_default()
+}
+
+fn uid(slice: &EndpointSlice) -> &str {
+    slice.metadata.uid.as_deref().unwrap_or_default()
+}
+
+/// One sync's work for a Service, from [`SliceIndex::plan`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceSync {
+    /// The writes.
+    pub plan: SlicePlan,
+    /// What topology hints were given.
+    pub topology: TopologyOutcome,
+    /// Endpoints added and removed, as the in-tree metrics count them.
+    pub added: usize,
+    /// See `added`.
+    pub removed: usize,
+    /// Pods left out because their Node is not known: retry the sync later.
+    pub pods_on_missing_nodes: Vec<PodOnMissingNode>,
+    /// Whether the plan was made from the changed pods alone.
+    pub incremental: bool,
+}
+
+/// The endpoints of one Service's pods and what the last sync published of them; plain data,
+/// fed by [`SliceIndex::apply_pods`].
+#[derive(Debug)]
+pub struct SliceIndex {
+    service: Service,
+    address_types: Vec<IpFamily>,
+    /// The hints every endpoint gets: Auto hints depend on every endpoint, and are given at
+    /// sync time.
+    distribution: Option<TrafficDistribution>,
+    port_lists: HashMap<ResolvedPorts, Arc<PortList>, FastHash>,
+    pods: HashMap<String, IndexedPod, FastHash>,
+    /// Endpoints per address type and port list.
+    group_sizes: BTreeMap<IpFamily, BTreeMap<PortsKey, (Arc<PortList>, usize)>>,
+    changed: PodChanges,
+    published: Option<Published>,
+}
+
+impl SliceIndex {
+    /// An empty index for the Service, or `None` when the pod controllers do not manage its
+    /// slices (no selector, or `ExternalName`).
+    pub fn new(service: &Service) -> Option<Self> {
+        service::manages_endpoints(service).then(|| SliceIndex {
+            service: service.clone(),
+            address_types: slice_families(service),
+            distribution: match HintsPolicy::of(service) {
+                HintsPolicy::TrafficDistribution(distribution) => Some(distribution),
+                HintsPolicy::Auto | HintsPolicy::None => None,
+            },
+            port_lists: HashMap::default(),
+            pods: HashMap::default(),
+            group_sizes: BTreeMap::new(),
+            changed: PodChanges::Every,
+            published: None,
+        })
+    }
+
+    /// The Service the index was built for; a changed Service needs a new index.
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// Applies pods as they are now, each by name: `None` (or a pod the Service does not select)
+    /// for one that is gone; the last of a name counts. `node` looks a Node up by name, once
+    /// per Node and call.
+    pub fn apply_pods<'p, F, N>(
+        &mut self,
+        pods: impl IntoIterator<Item = (&'p str, Option<&'p PodInfo>)>,
+        node: F,
+    ) where
+        F: Fn(&str) -> Option<N>,
+        N: Borrow<Node>,
+    {
+        let mut zones: HashMap<String, Option<Option<String>>, FastHash> = HashMap::default();
+        let pods = pods.into_iter();
+        self.pods.reserve(pods.size_hint().0);
+        let mut zone_of = |name: &str| {
+            if let Some(zone) = zones.get(name) {
+                return zone.clone();
+            }
+            let zone = node(name).map(|n| node_zone(n.borrow()));
+            zones.insert(name.to_string(), zone.clone());
+            zone
+        };
+        for (name, pod) in pods {
+            let pod = pod.filter(|pod| service::selects(&self.service, pod));
+            let old = match pod.map(|pod| self.index_pod(pod, &mut zone_of)) {
+                Some(indexed) => {
+                    self.count(&indexed.contribution, 1);
+                    self.pods.insert(name.to_string(), indexed)
+                }
+                None => self.pods.remove(name),
+            };
+            if let Some(old) = old {
+                self.count(&old.contribution, -1);
+            }
+            self.changed.record(name);
+        }
+    }
+
+    fn index_pod(
+        &mut self,
+        pod: &PodInfo,
+        zone_of: &mut impl FnMut(&str) -> Option<Option<String>>,
+    ) -> IndexedPod {
+        let contribution = if pods::counts_for_slices(pod) {
+            let node_name = pod.node_name.as_deref().unwrap_or_default();
+            match zone_of(node_name) {
+                Some(zone) => self.endpoints_of(pod, zone),
+                None if publishes_not_ready(&self.service) => self.endpoints_of(pod, None),
+                None => Contribution::MissingNode(node_name.to_string()),
+            }
+        } else {
+            Contribution::Nothing
+        };
+        IndexedPod {
+            ready_since: pod.ready_since,
+            contribution,
+        }
+    }
+
+    fn endpoints_of(&mut self, pod: &PodInfo, zone: Option<String>) -> Contribution {
+        let service_ports = self
+            .service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_deref())
+            .unwrap_or_default();
+        let resolved = resolved_ports(service_ports, pod);
+        let ports = self
+            .port_lists
+            .entry(resolved)
+            .or_insert_with_key(|resolved| {
+                let ports = endpoint_ports(service_ports, resolved);
+                let key = PortsKey::of(&ports);
+                Arc::new(PortList { ports, key })
+            })
+            .clone();
+        let distribution = self.distribution;
+        let mut endpoints = [None, None];
+        for &family in &self.address_types {
+            let addresses = addresses_of_family(pod, family);
+            if !addresses.is_empty() {
+                let mut endpoint = pod_endpoint(&self.service, pod, zone.clone(), addresses);
+                apply_traffic_distribution(distribution, std::iter::once(&mut endpoint));
+                let slot = endpoints.iter_mut().find(|slot| slot.is_none());
+                *slot.expect("two address types at most") = Some((family, endpoint));
+            }
+        }
+        Contribution::Endpoints { ports, endpoints }
+    }
+
+    fn count(&mut self, contribution: &Contribution, delta: isize) {
+        let Contribution::Endpoints { ports, endpoints } = contribution else {
+            return;
+        };
+        for (family, _) in endpoints.iter().flatten() {
+            let groups = self.group_sizes.entry(*family).or_default();
+            let size = match groups.get_mut(&ports.key) {
+                Some((_, size)) => size,
+                None => {
+                    let group = groups.entry(ports.key.clone());
+                    &mut group.or_insert_with(|| (ports.clone(), 0)).1
+                }
+            };
+            *size = size.saturating_add_signed(delta);
+            if *size == 0 {
+                groups.remove(&ports.key);
+                if groups.is_empty() {
+                    self.group_sizes.remove(family);
+                }
+            }
+        }
+    }
+
+    /// The pods changed since the last successful sync, with their `Ready` transition time
+    /// (`None` for a pod gone), for the trigger time; and whether that is every pod (an index
+    /// no sync has published yet).
+    pub fn changed_pods(&self) -> (Vec<PodTrigger<'_>>, bool) {
+        let at = |name: &str| self.pods.get(name).and_then(|p| p.ready_since);
+        match self.changed.names() {
+            Some(names) => (names.iter().map(|n| (n.as_str(), at(n))).collect(), false),
+            None => {
+                let every = self.pods.iter().map(|(n, p)| (n.as_str(), p.ready_since));
+                (every.collect(), true)
+            }
+        }
+    }
+
+    /// The endpoint groups (address type, endpoint count), ordered like
+    /// [`DesiredEndpointSlices::groups`], and the address types.
+    pub fn group_sizes(&self) -> (&[IpFamily], impl Iterator<Item = (IpFamily, usize)>) {
+        let sizes = self
+            .group_sizes
+            .iter()
+            .flat_map(|(family, groups)| groups.values().map(|(_, size)| (*family, *size)));
+        (&self.address_types, sizes)
+    }
+
+    fn pods_on_missing_nodes(&self) -> Vec<PodOnMissingNode> {
+        let mut missing: Vec<PodOnMissingNode> = self
+            .pods
+            .iter()
+            .filter_map(|(name, pod)| match &pod.contribution {
+                Contribution::MissingNode(node) => Some(PodOnMissingNode {
+                    pod: name.clone(),
+                    node: node.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        missing.sort_by(|a, b| a.pod.cmp(&b.pod));
+        missing
+    }
+
+    fn endpoints<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> Vec<EndpointRef<'_>> {
+        let mut found = Vec::new();
+        for name in names {
+            if let Some(IndexedPod {
+                contribution: Contribution::Endpoints { ports, endpoints },
+                ..
+            }) = self.pods.get(name)
+            {
+                let listed = endpoints.iter().flatten();
+                found.extend(listed.map(|(family, e)| (*family, &ports.key, e)));
+            }
+        }
+        found
+    }
+
+    /// The desired slice contents, written out in full.
+    pub fn desired(&self) -> DesiredEndpointSlices {
+        let mut groups: BTreeMap<(IpFamily, &PortsKey), EndpointGroup> = BTreeMap::new();
+        for (family, key, endpoint) in self.endpoints(self.pods.keys().map(String::as_str)) {
+            let (ports, _) = &self.group_sizes[&family][key];
+            groups
+                .entry((family, key))
+                .or_insert_with(|| EndpointGroup {
+                    address_type: family,
+                    ports: ports.ports.clone(),
+                    endpoints: Vec::new(),
+                })
+                .endpoints
+                .push(endpoint.clone());
+        }
+        let mut groups: Vec<EndpointGroup> = groups.into_values().collect();
+        for group in &mut groups {
+            sort_by_key(&mut group.endpoints);
+        }
+        DesiredEndpointSlices {
+            address_types: self.address_types.clone(),
+            groups,
+            pods_on_missing_nodes: self.pods_on_missing_nodes(),
+        }
+    }
+
+    /// Plans the sync: the writes that bring `existing` (the Service's slices, as
+    /// [`plan_endpoint_slices`](crate::plan_endpoint_slices) takes them) to the desired state,
+    /// with topology hints per the Service and `capacity`. Record the outcome with
+    /// [`SliceIndex::synced`] or [`SliceIndex::failed`].
+    pub fn plan<S: Borrow<EndpointSlice>>(
+        &self,
+        existing: &[S],
+        capacity: &ZoneCapacity,
+        params: &SliceParams<'_>,
+    ) -> SliceSync {
+        let live: Vec<&EndpointSlice> = existing
+            .iter()
+            .map(Borrow::borrow)
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
+            .collect();
+        let pods_on_missing_nodes = self.pods_on_missing_nodes();
+        if HintsPolicy::of(&self.service) == HintsPolicy::Auto {
+            let mut desired = self.desired();
+            let topology = apply_topology(&self.service, capacity, &mut desired, existing);
+            let plan = plan_slices(
+                &self.service,
+                existing,
+                Targets::from_scratch(&desired),
+                params,
+            );
+            let after = desired.groups.iter().flat_map(|g| {
+                let family = g.address_type;
+                g.endpoints.iter().map(move |e| (family, e))
+            });
+            let (added, removed) = endpoint_changes(&live, after, |_| true);
+            return SliceSync {
+                plan,
+                topology,
+                added,
+                removed,
+                pods_on_missing_nodes,
+                incremental: false,
+            };
+        }
+
+        let published = self.published.as_ref().filter(|p| p.matches(&live));
+        let published = published.filter(|_| self.changed.names().is_some());
+        let incremental = published.is_some();
+        let mut groups: BTreeMap<(IpFamily, &PortsKey), GroupTarget<'_>> = self
+            .group_sizes
+            .iter()
+            .flat_map(|(family, groups)| groups.iter().map(move |group| (*family, group)))
+            .map(|(family, (key, (ports, _)))| {
+                let target = GroupTarget {
+                    address_type: family,
+                    ports: &ports.ports,
+                    ports_key: key.clone(),
+                    pending: HashMap::default(),
+                };
+                ((family, key), target)
+            })
+            .collect();
+        let changed = self.changed.names().filter(|_| incremental);
+        let pending = match changed {
+            Some(names) => self.endpoints(names.iter().map(String::as_str)),
+            None => self.endpoints(self.pods.keys().map(String::as_str)),
+        };
+        for group in groups.values_mut() {
+            let size = self.group_sizes[&group.address_type][&group.ports_key].1;
+            group.pending.reserve(size.min(pending.len()));
+        }
+        for (family, key, endpoint) in &pending {
+            if let Some(group) = groups.get_mut(&(*family, *key)) {
+                group.pending.insert(EndpointKey::of(endpoint), endpoint);
+            }
+        }
+        let touched: HashSet<&str> = published
+            .zip(changed)
+            .map(|(published, changed)| {
+                changed
+                    .iter()
+                    .flat_map(|pod| {
+                        self.address_types
+                            .iter()
+                            .filter_map(|family| published.placement.get(&(*family, pod.clone())))
+                    })
+                    .map(String::as_str)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let settled = |family: IpFamily, key: &PortsKey, endpoint: &Endpoint| {
+            let name = pod_name(endpoint);
+            if !incremental || self.changed.contains(name) {
+                return None;
+            }
+            self.endpoints([name])
+                .into_iter()
+                .find(|(f, k, e)| {
+                    *f == family && *k == key && EndpointKey::of(e) == EndpointKey::of(endpoint)
+                })
+                .map(|(_, _, e)| e)
+        };
+        // An empty slice (a placeholder) is never left as it is: the reconciler deletes or reuses it.
+        let clean = |slice: &EndpointSlice| {
+            incremental
+                && !touched.contains(uid(slice))
+                && slice.endpoints.as_ref().is_some_and(|e| !e.is_empty())
+        };
+        let targets = Targets {
+            address_types: &self.address_types,
+            groups: groups.into_values().collect(),
+            settled: &settled,
+            clean: &clean,
+        };
+        let plan = plan_slices(&self.service, existing, targets, params);
+
+        // Only the changed pods' endpoints differ between the slices and the desired state.
+        let after = pending.iter().map(|(family, _, e)| (*family, *e));
+        let (added, removed) = if incremental {
+            let before: Vec<&EndpointSlice> = live
+                .iter()
+                .copied()
+                .filter(|s| touched.contains(uid(s)))
+                .collect();
+            endpoint_changes(&before, after, |e| self.changed.contains(pod_name(e)))
+        } else {
+            endpoint_changes(&live, after, |_| true)
+        };
+        SliceSync {
+            plan,
+            topology: TopologyOutcome::NotAuto(self.address_types.clone()),
+            added,
+            removed,
+            pods_on_missing_nodes,
+            incremental,
+        }
+    }
+
+    /// Records that `sync` (planned against `existing`) was written: `written` are the created
+    /// and updated slices as the apiserver returned them. The next sync plans from what changes
+    /// from now on.
+    pub fn synced<S: Borrow<EndpointSlice>>(
+        &mut self,
+        existing: &[S],
+        sync: &SliceSync,
+        written: &[EndpointSlice],
+    ) {
+        let changed = self.changed.take();
+        let auto = matches!(sync.topology, TopologyOutcome::Auto(_));
+        if auto || is_being_deleted(&self.service) {
+            self.published = None;
+            return;
+        }
+        // The slices the changed pods were in are read again, unless rewritten.
+        let mut reread: HashSet<String> = HashSet::new();
+        let mut published = match self.published.take() {
+            Some(mut published) if sync.incremental => {
+                for pod in changed.names().into_iter().flatten() {
+                    for family in &self.address_types {
+                        reread.extend(published.placement.remove(&(*family, pod.clone())));
+                    }
+                }
+                published
+            }
+            _ => Published::default(),
+        };
+        let plan = &sync.plan;
+        for slice in &plan.delete {
+            published.versions.remove(uid(slice));
+        }
+        let rewritten: HashSet<&str> = plan.update.iter().chain(&plan.delete).map(uid).collect();
+        for slice in existing.iter().map(Borrow::borrow) {
+            let kept = slice.metadata.deletion_timestamp.is_none()
+                && !rewritten.contains(uid(slice))
+                && (reread.contains(uid(slice)) || !published.versions.contains_key(uid(slice)));
+            if kept {
+                published.add(slice);
+            }
+        }
+        for slice in written {
+            published.add(slice);
+        }
+        // Every desired endpoint must be placed exactly once for the next sync to build on this.
+        let endpoints: usize = self
+            .group_sizes
+            .values()
+            .flatten()
+            .map(|(_, (_, s))| s)
+            .sum();
+        self.published = (published.placement.len() == endpoints).then_some(published);
+    }
+
+    /// Records that the sync failed: what it wrote is unknown, so the next one plans from
+    /// scratch (the pods changed stay changed, for the trigger time).
+    pub fn failed(&mut self) {
+        self.published = None;
+    }
+}
+
+/// An endpoint of the index: address type, port list, endpoint.
+type EndpointRef<'a> = (IpFamily, &'a PortsKey, &'a Endpoint);
+
+/// An endpoint as the added/removed metrics count it: address type, addresses and pod.
+type EndpointId<'a> = (&'a str, &'a [String], Option<&'a str>);
+
+fn endpoint_id<'a>(address_type: &'a str, endpoint: &'a Endpoint) -> EndpointId<'a> {
+    let uid = endpoint.target_ref.as_ref().and_then(|r| r.uid.as_deref());
+    (address_type, endpoint.addresses.as_slice(), uid)
+}
+
+/// Endpoints added and removed between the endpoints of `before` (those `counted`) and `after`.
+fn endpoint_changes<'a>(
+    before: &[&'a EndpointSlice],
+    after: impl Iterator<Item = (IpFamily, &'a Endpoint)>,
+    counted: impl Fn(&Endpoint) -> bool,
+) -> (usize, usize) {
+    let count = before
+        .iter()
+        .map(|s| s.endpoints.as_ref().map_or(0, Vec::len))
+        .sum();
+    let mut ids: HashSet<EndpointId<'a>, FastHash> =
+        HashSet::with_capacity_and_hasher(count, FastHash::default());
+    for slice in before {
+        let address_type = slice.address_type.as_str();
+        let counted = slice.endpoints.iter().flatten().filter(|e| counted(e));
+        ids.extend(counted.map(|e| endpoint_id(address_type, e)));
+    }
+    let before = ids;
+    let after = after.map(|(f, e)| endpoint_id(f.as_api(), e));
+    let mut ids: HashSet<EndpointId<'a>, FastHash> =
+        HashSet::with_capacity_and_hasher(count, FastHash::default());
+    ids.extend(after);
+    let after = ids;
+    (
+        after.difference(&before).count(),
+        before.difference(&after).count(),
+    )
+}
+
+#[cfg(test)]
+mod tests;
