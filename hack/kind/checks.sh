@@ -383,9 +383,9 @@ e2e_suite() {
   local skip=()
   if [ -z "${KIND_SIDECAR:-}" ]; then
     # With the Deployment's two replicas, the one that did not release a deleted Service's
-    # nodePort refuses it as taken until its own repair frees it (three sweeps, 9 minutes):
-    # its copy of the state is not refreshed. The local control plane and the sidecar run
-    # one replica.
+    # nodePort goes on refusing it as taken (its copy of the state is not refreshed; README,
+    # "In a real cluster"), and kube-apiserver may be talking to that one. The local control
+    # plane and the sidecar run one replica.
     skip+=(--skip webhook::releases_on_delete)
   else
     # It applies the Deployment mode's manifests (dry run) over the registration: the
