@@ -42,14 +42,16 @@ for tool in openssl go cargo jq; do
 done
 case "$ip_family" in dual | ipv4) ;; *) die "KIND_IP_FAMILY must be dual or ipv4" ;; esac
 
+cache=${SVCPLANE_CACHE:-$HOME/.cache/svcplane}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
+
 say "images (hack/kind-images.sh; returns at once when built)"
-eval "$(hack/kind-images.sh | grep -E '^[A-Z_]+=')"
+images=$(hack/kind-images.sh) || die "hack/kind-images.sh failed (see above)"
+eval "$(grep -E '^[A-Z_]+=' <<<"$images")"
 kind() { "$KIND" "$@"; }
 kubectl() { "$KUBE_DIR/kubectl" "$@"; }
 svcplane=$SVCPLANE_BIN
 
-cache=${SVCPLANE_CACHE:-$HOME/.cache/svcplane}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
 state="$cache/kind/clusters/$cluster"
 # The control-plane node's /etc/kubernetes/svcplane: kube-apiserver's side of the webhook's
 # client authentication, and in the sidecar mode the sidecar's certificates.

@@ -384,11 +384,12 @@ step_svcplane() {
     rm -rf "$ctx"
   fi
 
-  # The profile hack/test.sh's cargo builds use: with them done, cargo only links the binary.
+  # The profile and features of hack/test.sh's build of the e2e suite (e2e in the selection
+  # unifies its dependencies' features alike): with it done, cargo only links the binary.
   command -v cargo >/dev/null || die "cargo is not installed; install Rust (rustup) and run again."
   say "building svcplane (cargo build, debug profile)"
   timed "cargo build svcplane (debug)" nice -n 15 \
-    env CARGO_TARGET_DIR="$TARGET_DIR" cargo build --locked -p svcplane --bin svcplane >&2 ||
+    env CARGO_TARGET_DIR="$TARGET_DIR" cargo build --locked -p e2e -p svcplane --bin svcplane >&2 ||
     die "cargo build of svcplane failed (see above)."
   # The binary without its debug information and the shared libraries it was linked against
   # (glibc's, from this machine), on an empty base.

@@ -1,8 +1,8 @@
 # shellcheck shell=bash disable=SC2154
 # svcplane's install in a kind cluster and what real consumers see of its Endpoints and
-# EndpointSlices (sourced by hack/kind-e2e.sh, which defines say, die, kubectl, $svcplane and
-# $ns, $namespace, $ip_family, $state, $TEST_SERVER_IMAGE). The test server answers with its
-# pod's name; the client pod counts answers per pod.
+# EndpointSlices (sourced by hack/kind-e2e.sh, which defines say, die, kubectl, $ns,
+# $namespace, $ranges, $ip_family, $state and $TEST_SERVER_IMAGE). The test server answers
+# with its pod's name; the client pod counts answers per pod.
 
 requests=60
 
@@ -383,9 +383,9 @@ e2e_suite() {
   local skip=()
   if [ -z "${KIND_SIDECAR:-}" ]; then
     # With the Deployment's two replicas, the one that did not release a deleted Service's
-    # nodePort refuses it as taken until its own repair frees it (three sweeps, 9 minutes):
-    # its copy of the state is not refreshed. The local control plane and the sidecar run
-    # one replica.
+    # nodePort goes on refusing it as taken (its copy of the state is not refreshed; README,
+    # "In a real cluster"), and kube-apiserver may be talking to that one. The local control
+    # plane and the sidecar run one replica.
     skip+=(--skip webhook::releases_on_delete)
   else
     # It applies the Deployment mode's manifests (dry run) over the registration: the
