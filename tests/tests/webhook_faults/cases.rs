@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use allocator::Value;
 use anyhow::Result;
 use e2e::load::{self, Burst, BurstReport};
 use e2e::wait;
 use k8s_openapi::api::core::v1::Service;
 
 use crate::checks;
-use crate::setup::{POOL_LIFETIME, Setup};
+use crate::setup::{POOL_LIFETIME, RELEASER, Setup};
 
 const SERVICES: usize = 1000;
 const CLIENTS: usize = 50;
@@ -313,5 +314,59 @@ pub async fn an_apiserver_restart_mid_burst_gives_clean_errors_then_recovers(
     assert_no_duplicates(&setup).await?;
     until_state_matches_services(&setup).await?;
     say(CASE, "state equals the Services");
+    Ok(())
+}
+
+/// A NodePort Service requesting one port, created through the replica that does not
+/// release, then deleted: the releasing replica frees the port, and the next create
+/// requesting it, answered by the first replica again, gets it at once (its copy of the
+/// state is read again before a refusal, once it saw the other replica's write), three
+/// times over.
+pub async fn a_value_released_by_one_replica_is_given_by_the_other(
+    _: std::sync::Arc<()>,
+) -> Result<()> {
+    const CASE: &str = "released-elsewhere";
+    // In the static band, which pools never take from.
+    const PORT: i32 = 30040;
+    let setup = Setup::start(DEFAULT_REPAIR).await?;
+    let other = 1 - RELEASER;
+    setup.only_through(other);
+    let namespace = setup.namespace("released").await?;
+    let services: kube::Api<Service> = kube::Api::namespaced(setup.client.clone(), &namespace);
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "fixed-port" },
+        "spec": { "type": "NodePort", "ports": [{ "port": 80, "nodePort": PORT }] },
+    }))?;
+    let port = Value::NodePort(PORT as u16);
+    for round in 1..=3 {
+        let answered_before = setup.answered().await?;
+        services
+            .create(&kube::api::PostParams::default(), &service)
+            .await
+            .map_err(|error| anyhow::anyhow!("round {round}: create refused: {error}"))?;
+        let answered_after = setup.answered().await?;
+        anyhow::ensure!(
+            answered_after[other] > answered_before[other]
+                && answered_after[RELEASER] == answered_before[RELEASER],
+            "round {round}: the create should have been answered by replica {other} only: \
+             {answered_before:?} -> {answered_after:?}"
+        );
+        services
+            .delete("fixed-port", &kube::api::DeleteParams::default())
+            .await?;
+        wait::until("the releasing replica freeing the port", || async {
+            let (stored, _) = checks::stored(&setup.client, POOL_LIFETIME).await?;
+            Ok(if stored.contains(&port) {
+                Err(format!("{port} still stored as allocated"))
+            } else {
+                Ok(())
+            })
+        })
+        .await?;
+        say(
+            CASE,
+            format!("round {round}: created through replica {other}, deleted, freed"),
+        );
+    }
     Ok(())
 }

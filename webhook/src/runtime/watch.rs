@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
 use lenient_watch::Event;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -16,9 +17,9 @@ use tokio::task::JoinSet;
 use super::pods::{PodAddresses, PodIpIndex};
 use super::{Releaser, WebhookConfig};
 use crate::services::spec::to_spec;
-use crate::state::AllocationStore;
 use crate::state::held::{HeldIndex, describe, held_values};
 use crate::state::repair::{Finding, Repairer};
+use crate::state::{AllocationStore, RangeAllocation, RangeKind};
 
 /// The running watches and repair loop; aborted together.
 pub struct Watches(JoinSet<()>);
@@ -54,6 +55,7 @@ pub async fn start(
         config.releaser.clone(),
         listed,
     ));
+    tasks.spawn(watch_ranges(client.clone(), store.clone()));
     if config.deny_foreign_pod_ips {
         tasks.spawn(watch_pods(client.clone(), pod_ips));
     }
@@ -188,6 +190,35 @@ async fn watch_services(
             if let Err(error) = store.release(released).await {
                 tracing::warn!(%error, "release not queued");
             }
+        }
+    }
+}
+
+/// Tells the store each version of the stored ranges, so that it reads a range again
+/// before refusing what another replica's write may have freed (its copy is otherwise only
+/// refreshed by its own writes).
+async fn watch_ranges(client: Client, store: AllocationStore) {
+    let api: Api<PartialObjectMeta<RangeAllocation>> = Api::all(client);
+    let events = watcher(api, watcher::Config::default()).default_backoff();
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        let object = match event {
+            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => object,
+            Ok(_) => continue,
+            Err(error) => {
+                tracing::debug!(%error, "range watch interrupted");
+                continue;
+            }
+        };
+        let kind = object
+            .metadata
+            .name
+            .as_deref()
+            .and_then(RangeKind::from_name);
+        if let (Some(kind), Some(version)) = (kind, object.metadata.resource_version)
+            && store.observed(kind, version).await.is_err()
+        {
+            return;
         }
     }
 }

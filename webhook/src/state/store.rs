@@ -86,6 +86,11 @@ enum Command {
     Pools(oneshot::Sender<BTreeMap<RangeKind, PoolView>>),
     /// Frees every pooled value (on shutdown); answers how many were freed.
     ReturnPools(oneshot::Sender<Result<usize, StoreError>>),
+    /// The stored object of `kind` was seen at `version`.
+    Observed {
+        kind: RangeKind,
+        version: String,
+    },
 }
 
 /// This replica's allocation state, for repair.
@@ -144,6 +149,7 @@ impl AllocationStore {
             recent: Recent::default(),
             deferred_releases: Vec::new(),
             stale: false,
+            outdated: BTreeSet::new(),
             unconfirmed: Unconfirmed::new(unconfirmed),
             expired,
         };
@@ -222,6 +228,13 @@ impl AllocationStore {
         answer.await.map_err(|_| StoreError::Stopped)?
     }
 
+    /// The stored object of range `kind` was seen at `version` (by a watch): when this
+    /// replica's copy is of another version, a refusal that a fresher copy could turn into
+    /// an allocation (a value taken, a range full) is only given after reading it again.
+    pub async fn observed(&self, kind: RangeKind, version: String) -> Result<(), StoreError> {
+        self.send(Command::Observed { kind, version }).await
+    }
+
     /// Resolves when a pool ran low.
     pub(super) async fn pool_low(&self) {
         self.refill.notified().await;
@@ -252,6 +265,8 @@ struct Actor {
     recent: Recent,
     deferred_releases: Vec<Value>,
     stale: bool,
+    /// Ranges seen stored at another version than this copy's: another replica wrote them.
+    outdated: BTreeSet<RangeKind>,
     unconfirmed: Unconfirmed,
     expired: mpsc::UnboundedSender<Vec<Expired>>,
 }
@@ -327,6 +342,11 @@ impl Actor {
                     let _ = reply.send(self.pools());
                 }
                 Command::ReturnPools(reply) => returns.push(reply),
+                Command::Observed { kind, version } => {
+                    if self.versions.get(&kind) != Some(&version) {
+                        self.outdated.insert(kind);
+                    }
+                }
             }
         }
         if !(admits.is_empty() && releases.is_empty() && marks.is_empty()) {
@@ -370,6 +390,8 @@ impl Actor {
         // Values this batch persisted in an attempt that then had to be planned again:
         // given back first, as no client was told of them.
         let mut persisted_unanswered: Vec<Value> = Vec::new();
+        // Whether a refusal was already checked on a fresh copy in this batch.
+        let mut refusals_checked = false;
         let mut attempts = 0;
         let failure = loop {
             if attempts >= MAX_ATTEMPTS {
@@ -399,6 +421,18 @@ impl Actor {
                 &marks,
                 given_back.clone(),
             );
+            // Another replica may have freed what this copy refuses for: read it again
+            // before refusing (once per batch, and only when a watch saw a newer copy).
+            if !refusals_checked && planned.refuses_on_state() && !self.outdated.is_empty() {
+                refusals_checked = true;
+                tracing::debug!(
+                    "a refusal depends on ranges another replica changed; reading them again"
+                );
+                planned.abandon(&mut self.allocators);
+                persisted_unanswered = given_back;
+                self.stale = true;
+                continue;
+            }
             let rebased = match self.persist(&planned.pending).await {
                 Ok(()) => Ok(Rebased::Written),
                 Err(PersistError::Conflict { written }) => {

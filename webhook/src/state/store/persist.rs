@@ -135,6 +135,7 @@ impl Actor {
         self.versions
             .insert(kind, stored.metadata.resource_version.unwrap_or_default());
         self.reservations.insert(kind, stored.spec.reservations);
+        self.outdated.remove(&kind);
     }
 
     /// Reads every range's object, creating the missing ones from the in-memory state.

@@ -146,3 +146,39 @@ async fn a_write_of_the_store_renews_its_pool_entry() {
     );
     assert_eq!(entries["replica-a"].values, ["10.96.0.9"]);
 }
+
+/// A value another replica freed (its Service was deleted and that replica released it) is
+/// refused by a copy that has not seen the change only until a watch reports a newer
+/// stored object: then the store reads the range again before refusing, and allocates.
+#[tokio::test]
+async fn a_refusal_is_checked_on_a_fresh_copy_once_another_replica_wrote() {
+    let fake = FakeRanges::default();
+    let store = start(&fake).await;
+    let wanted = "10.96.0.5";
+    let request = |uid: &str| {
+        let mut request = AdmitRequest::test_create(uid);
+        request.new.cluster_ips = vec![wanted.to_string()];
+        request
+    };
+    store.admit(request("first")).await.unwrap();
+    // The other replica releases it: the stored object changes, this copy does not.
+    let mut object = fake.object(V4.name()).unwrap();
+    change_stored(&mut object, |ips| {
+        ips.release(wanted.parse().unwrap());
+    });
+    fake.put_object(object);
+
+    let (gets, _) = fake.counts();
+    let unaware = store.admit(request("unaware")).await;
+    assert!(
+        matches!(&unaware, Err(StoreError::Allocation(error)) if *error.reason() == allocator::Error::IpAllocated),
+        "{unaware:?}"
+    );
+    assert_eq!(fake.counts().0, gets, "no read without a sign of change");
+
+    let version = fake.object(V4.name()).unwrap().metadata.resource_version;
+    store.observed(V4, version.unwrap()).await.unwrap();
+    let filled = store.admit(request("aware")).await.unwrap();
+    assert_eq!(filled.cluster_ips, [wanted]);
+    assert!(stored_ips(&fake).has(wanted.parse().unwrap()));
+}
