@@ -1,4 +1,5 @@
-//! Watches restarted with backoff that no single object can stop.
+//! Watches restarted with backoff that no single object can stop, and the relist
+//! bookkeeping ([`Relist`]) of the indexes they feed, with one key type ([`ObjectKey`]).
 //!
 //! A typed watch fails as a whole when one object in a list or an event does not deserialize,
 //! and then fails again on every retry. Here each object is read on its own: one that cannot be
@@ -14,6 +15,9 @@ use kube::{Api, Client, Resource};
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, Deserializer};
 use serde_json::value::RawValue;
+
+mod relist;
+pub use relist::Relist;
 
 /// An object as the watch delivered it: readable as `K`, or only its metadata.
 #[derive(Debug, Clone)]

@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
-use lenient_watch::Event;
+use kube::{Api, Client};
+use lenient_watch::{Event, ObjectKey};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
@@ -90,17 +90,13 @@ pub async fn start(
 
 /// What the index keeps of a Service: its key and the values it holds.
 struct HeldBy {
-    service: String,
+    service: ObjectKey,
     values: Vec<allocator::Value>,
 }
 
 impl From<Service> for HeldBy {
     fn from(service: Service) -> Self {
-        let key = format!(
-            "{}/{}",
-            service.namespace().unwrap_or_default(),
-            service.name_any()
-        );
+        let key = ObjectKey::of(&service);
         let values = match to_spec(&service) {
             Ok(spec) => held_values(&spec),
             Err(error) => {
@@ -152,7 +148,7 @@ async fn watch_services(
                     index.apply(&held.service, held.values)
                 }
                 Event::Unreadable(key) if relisting => {
-                    index.relist_keep(&key.to_string());
+                    index.relist_keep(&key);
                     Vec::new()
                 }
                 // An unreadable change keeps what was known of the Service.
@@ -260,7 +256,7 @@ impl RepairLoop {
             let index = self.held.lock().expect("held index lock poisoned");
             index
                 .services()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(key, values)| (key.to_string(), values.clone()))
                 .collect()
         };
         let sweep = self
