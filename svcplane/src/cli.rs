@@ -204,8 +204,9 @@ pub struct WebhookFlags {
     pub allocation_pool_size: usize,
     /// How long a replica's pool entry lives without renewal. Give every replica the same
     /// value. A replica renews every quarter of it and stops handing out its pool half of it
-    /// after the last renewal; the values of a replica gone for this long are freed by
-    /// repair. Replicas' clocks must differ by less than half of it.
+    /// after the last renewal; what the entry of a replica gone for this long lists (its
+    /// pool, its unconfirmed values) is freed by the releasing replica, unless a Service
+    /// holds it. Replicas' clocks must differ by less than half of it.
     #[arg(long, env = "SVCPLANE_ALLOCATION_POOL_LIFETIME", default_value = "60s", value_parser = humantime::parse_duration)]
     pub allocation_pool_lifetime: Duration,
     /// How long values given at admission wait for the watch to show a Service holding

@@ -68,6 +68,14 @@ pub async fn start(
             instance: std::env::var("POD_NAME").ok(),
         },
     );
+    if config.pool.size > 0 {
+        tasks.spawn(reclaim_dead_entries(
+            client.clone(),
+            store.clone(),
+            config.releaser.clone(),
+            config.pool.lifetime / 4,
+        ));
+    }
     let mut repair = RepairLoop {
         store,
         releaser: config.releaser.clone(),
@@ -230,6 +238,61 @@ async fn watch_pods(client: Client, index: Arc<PodIpIndex>) {
             Event::Delete(pod) => index.delete(&pod),
             Event::Unreadable(key) => index.relist_keep(key),
             Event::RelistDone => index.relist_done(),
+        }
+    }
+}
+
+/// On the releasing replica, every `every`: the entries of replicas gone for a pool
+/// lifetime are dropped and what they list that no Service holds is freed, so that the pool
+/// and the unconfirmed values of a replica that died are free again within about a lifetime
+/// instead of three repair sweeps. The Services are read from kube-apiserver (a list, not
+/// the watch's copy): a Service admitted by that replica just before it died is seen.
+async fn reclaim_dead_entries(
+    client: Client,
+    store: AllocationStore,
+    releaser: Releaser,
+    every: std::time::Duration,
+) {
+    let services: Api<Service> = Api::all(client);
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        if !releaser.is_active() {
+            continue;
+        }
+        let Ok(state) = store.snapshot().await else {
+            return;
+        };
+        if state.dead.is_empty() {
+            continue;
+        }
+        let listed = match services.list(&Default::default()).await {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(%error, "Services not listed; the entries of dead replicas wait");
+                continue;
+            }
+        };
+        let held: std::collections::HashSet<allocator::Value> = listed
+            .items
+            .iter()
+            .filter_map(|service| to_spec(service).ok())
+            .flat_map(|spec| held_values(&spec))
+            .collect();
+        let mut entries = state.dead;
+        for entry in &mut entries {
+            entry
+                .values
+                .retain(|value| !held.contains(value) && !state.pooled.contains(value));
+            tracing::info!(
+                holder = %entry.holder,
+                range = entry.kind.name(),
+                values = %describe(&entry.values),
+                "reclaiming the entry of a replica gone for a pool lifetime"
+            );
+        }
+        if store.reclaim(entries).await.is_err() {
+            return;
         }
     }
 }
