@@ -46,6 +46,7 @@ fn fixture(batch: Duration) -> Fixture {
         },
         state.clone(),
         SVCPLANE_SLICE_MANAGER,
+        EnabledControllers::default(),
     );
     Fixture {
         router,
