@@ -51,6 +51,7 @@ mod pod_changes;
 pub mod pods;
 pub mod runtime;
 pub mod service;
+mod slice_name;
 pub mod topology;
 pub mod trigger_time;
 pub mod well_known;

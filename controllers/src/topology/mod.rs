@@ -67,6 +67,18 @@ impl HintsPolicy {
         }
         TrafficDistribution::of(service).map_or(HintsPolicy::None, HintsPolicy::TrafficDistribution)
     }
+
+    /// The `topology` and `traffic_distribution` labels of
+    /// `endpoint_slice_controller_endpointslices_changed_per_sync`: `Auto` or `Disabled`, and
+    /// the `spec.trafficDistribution` value only when it is the one in effect (empty under
+    /// Auto).
+    pub fn metric_labels(self) -> (&'static str, &'static str) {
+        match self {
+            HintsPolicy::Auto => ("Auto", ""),
+            HintsPolicy::TrafficDistribution(distribution) => ("Disabled", distribution.as_api()),
+            HintsPolicy::None => ("Disabled", ""),
+        }
+    }
 }
 
 /// What [`apply_topology`] did.

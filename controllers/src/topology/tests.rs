@@ -64,6 +64,12 @@ fn zone_hint(zone: &str) -> Option<EndpointHints> {
     })
 }
 
+/// `hintsEnabled` (k8s.io/endpointslice utils.go): the older `topology-aware-hints`
+/// annotation, when present with any value, decides instead of `topology-mode`; `Auto` and
+/// `auto` turn hints on. `reconcileByAddressType` (reconciler.go): `trafficDistribution` is
+/// used only when hints are not enabled (`canUseTrafficDistribution`), and only with a value
+/// `validTrafficDistribution` knows (PreferSameTrafficDistribution is GA and locked on in
+/// 1.37, pkg/features/kube_features.go).
 #[test]
 fn the_policy_follows_annotations_then_traffic_distribution() {
     let auto = service("web")
@@ -101,6 +107,41 @@ fn the_policy_follows_annotations_then_traffic_distribution() {
     let unknown = service("web").traffic_distribution("PreferMars").build();
     assert_eq!(HintsPolicy::of(&unknown), HintsPolicy::None);
     assert_eq!(HintsPolicy::of(&service("web").build()), HintsPolicy::None);
+    // The older annotation with another value leaves trafficDistribution in effect.
+    let old_off = service("web")
+        .annotation(ANNOTATION_TOPOLOGY_AWARE_HINTS, "Disabled")
+        .annotation(ANNOTATION_TOPOLOGY_MODE, "Auto")
+        .traffic_distribution("PreferSameNode")
+        .build();
+    assert_eq!(
+        HintsPolicy::of(&old_off),
+        HintsPolicy::TrafficDistribution(TrafficDistribution::PreferSameNode)
+    );
+    let mode_other = service("web")
+        .annotation(ANNOTATION_TOPOLOGY_MODE, "PreferZone")
+        .traffic_distribution("PreferClose")
+        .build();
+    assert_eq!(
+        HintsPolicy::of(&mode_other),
+        HintsPolicy::TrafficDistribution(TrafficDistribution::PreferClose)
+    );
+}
+
+/// `finalize` (k8s.io/endpointslice reconciler.go) labels
+/// `endpointslices_changed_per_sync` with `Auto` when hints are enabled, else `Disabled`, and
+/// with `spec.trafficDistribution` only when it is valid and hints are not enabled.
+#[test]
+fn the_sync_metric_labels_the_policy_in_effect() {
+    let labels = |svc: &Service| HintsPolicy::of(svc).metric_labels();
+    let auto_and_node = service("web")
+        .annotation(ANNOTATION_TOPOLOGY_MODE, "Auto")
+        .traffic_distribution("PreferSameNode")
+        .build();
+    assert_eq!(labels(&auto_and_node), ("Auto", ""));
+    let close = service("web").traffic_distribution("PreferClose").build();
+    assert_eq!(labels(&close), ("Disabled", "PreferClose"));
+    let unknown = service("web").traffic_distribution("PreferMars").build();
+    assert_eq!(labels(&unknown), ("Disabled", ""));
 }
 
 #[test]
