@@ -72,5 +72,5 @@ pub use mirroring::{
     DesiredMirroredSlices, MirroringParams, desired_mirrored_slices, plan_mirrored_slices,
 };
 pub use service::IpFamily;
-pub use topology::{HintsDecision, HintsEventTracker, ZoneCapacity, apply_topology};
+pub use topology::{HintsDecision, HintsEventTracker, ZoneCapacity, plan_with_topology};
 pub use trigger_time::{PodTrigger, TriggerObservation, TriggerTimeTracker};
