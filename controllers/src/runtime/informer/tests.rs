@@ -541,8 +541,16 @@ async fn capacity_changes_queue_the_services_with_auto_hints() {
     );
     drain(&f);
 
-    // More CPU in z1: the shares move, the Auto Service is synced.
+    // More CPU in z1 is not noticed by itself, as in-tree (`updateNode`,
+    // pkg/controller/endpointslice/endpointslice_controller.go)...
     apply_node(&mut f, fixtures::worker_node("n1", Some("z1"), "8"));
+    assert!(waiting(&f.slices).is_empty());
+    // ...but at the next Node added: the shares move, the Auto Service is synced.
+    apply_node(&mut f, fixtures::worker_node("n3", Some("z1"), "4"));
+    let ZoneCapacity::Zones(shares) = f.capacity.read().unwrap().clone() else {
+        panic!("two zones")
+    };
+    assert_eq!(shares["z1"], 0.75);
     assert_eq!(waiting(&f.slices), vec![("auto".into(), 0)]);
     drain(&f);
 

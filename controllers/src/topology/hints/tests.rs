@@ -93,6 +93,8 @@ fn hinted_zones(slices: &[EndpointSlice]) -> Vec<(String, Vec<Option<&str>>)> {
         .collect()
 }
 
+/// `getAllocations` (k8s.io/endpointslice topologycache/topologycache.go): no CPU ratios
+/// (insufficient Node information) or Nodes ready in one zone only turn hints off.
 #[test]
 fn without_node_information_hints_are_disabled() {
     let mut endpoints = vec![ready_in("10.1.2.3", "zone-a")];
@@ -110,6 +112,8 @@ fn without_node_information_hints_are_disabled() {
     );
 }
 
+/// `getAllocations` (topologycache.go): fewer ready endpoints (`getTotalReadyEndpoints`,
+/// sliceinfo.go) than zones turn hints off.
 #[test]
 fn fewer_endpoints_than_zones_disable_hints() {
     // In-tree: "slice to create with 2 endpoints, zone ratios require 3".
@@ -138,6 +142,8 @@ fn fewer_endpoints_than_zones_disable_hints() {
     ));
 }
 
+/// `AddHints` (topologycache.go): every ready endpoint is hinted to its own zone; not-ready
+/// ones get none.
 #[test]
 fn two_endpoints_in_two_zones_get_their_own_zone() {
     // In-tree: "slice to create with 2 ready, 1 unready, 1 unknown endpoints, zone ratios only
@@ -157,6 +163,8 @@ fn two_endpoints_in_two_zones_get_their_own_zone() {
     assert_eq!(hinted, vec![Some("zone-a"), Some("zone-b"), None, None]);
 }
 
+/// `getGivingAndReceivingZones` and `redistributeHints` (topologycache/utils.go): a zone
+/// above its desired share gives its first ready endpoints.
 #[test]
 fn three_zones_within_the_threshold_move_one_endpoint() {
     // In-tree: "slices to create and update within 3 zone threshold": 10 endpoints, 5 in
@@ -188,6 +196,8 @@ fn three_zones_within_the_threshold_move_one_endpoint() {
     );
 }
 
+/// `getAllocations` (topologycache.go): each zone's desired share is its CPU ratio of the
+/// ready endpoints, its minimum `ceil(desired / (1 + overloadThreshold))`.
 #[test]
 fn uneven_cpu_allocates_proportionally() {
     let ratios = capacity(&[("zone-a", 0.5), ("zone-b", 0.25), ("zone-c", 0.25)]);
@@ -229,6 +239,8 @@ fn uneven_cpu_allocates_proportionally() {
     assert_eq!(hinted_zone(&endpoints[5]), Some("zone-a"));
 }
 
+/// `getAllocations` (topologycache.go): a zone's maximum is its minimum plus what is left once
+/// every zone has its minimum.
 #[test]
 fn allocations_leave_room_above_the_minimum() {
     let assignment = zone_assignment(&capacity(&[("zone-a", 0.45), ("zone-b", 0.55)]), 10).unwrap();
@@ -245,6 +257,8 @@ fn allocations_leave_room_above_the_minimum() {
     assert_eq!(assignment.ready_endpoints, 10);
 }
 
+/// `getAllocations` (topologycache.go): minimums that add up to more than the ready endpoints
+/// turn hints off.
 #[test]
 fn overload_disables_hints() {
     // 1.5 desired per zone needs ceil(1.25) = 2 each: 4 > 3 endpoints.
@@ -273,6 +287,8 @@ fn overload_disables_hints() {
     assert!(zone_assignment(&thirds, 3).is_ok());
 }
 
+/// `AddHints` (topologycache.go): a ready endpoint without zone in a slice written turns hints
+/// off; a not-ready one does not matter.
 #[test]
 fn an_endpoint_without_zone_disables_hints() {
     let mut endpoints = vec![
@@ -433,6 +449,7 @@ fn zone_map<T: Copy>(pairs: &[(&str, T)]) -> BTreeMap<String, T> {
     pairs.iter().map(|(z, v)| (z.to_string(), *v)).collect()
 }
 
+/// `getGivingAndReceivingZones` (topologycache/utils.go), on the cases of its in-tree table.
 #[test]
 fn in_tree_giving_and_receiving_table() {
     type Case<'a> = (
@@ -509,6 +526,7 @@ fn in_tree_giving_and_receiving_table() {
     }
 }
 
+/// `redistributeHints` (topologycache/utils.go), on the cases of its in-tree table.
 #[test]
 fn in_tree_redistribution_table() {
     let own = |ip: &str, zone: &str| {
@@ -546,6 +564,7 @@ fn in_tree_redistribution_table() {
     assert!(changes.is_empty());
 }
 
+/// The messages of topologycache/event.go.
 #[test]
 fn disabled_reasons_read_as_the_in_tree_events() {
     assert_eq!(
