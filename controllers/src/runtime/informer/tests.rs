@@ -569,3 +569,47 @@ async fn capacity_changes_queue_the_services_with_auto_hints() {
     assert_eq!(*f.capacity.read().unwrap(), ZoneCapacity::SingleZone);
     assert_eq!(waiting(&f.slices), vec![("auto".into(), 0)]);
 }
+
+#[test]
+fn only_the_kinds_the_enabled_controllers_read_are_watched() {
+    let watched = |endpoints, endpointslice, mirroring| {
+        Watched::by(EnabledControllers {
+            endpoints,
+            endpointslice,
+            mirroring,
+        })
+    };
+    let all = Watched {
+        pods: true,
+        nodes: true,
+        endpoints: true,
+        slices: true,
+    };
+    assert_eq!(watched(true, true, true), all);
+    assert_eq!(watched(false, true, true), all, "mirroring reads Endpoints");
+    assert_eq!(
+        watched(false, false, true),
+        Watched {
+            pods: false,
+            nodes: false,
+            endpoints: true,
+            slices: true,
+        }
+    );
+    assert_eq!(
+        watched(true, false, false),
+        Watched {
+            pods: true,
+            nodes: false,
+            endpoints: true,
+            slices: false,
+        }
+    );
+    assert_eq!(
+        watched(false, true, false),
+        Watched {
+            endpoints: false,
+            ..all
+        }
+    );
+}
