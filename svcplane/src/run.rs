@@ -215,7 +215,15 @@ pub async fn webhook(args: WebhookArgs) -> Result<()> {
 }
 
 fn controllers_config(flags: &ControllerFlags) -> Result<ControllersConfig> {
+    let list = &flags.selection.controllers;
+    for entry in list.ignored() {
+        tracing::info!(
+            entry,
+            "--controllers names a kube-controller-manager controller svcplane does not run: ignored"
+        );
+    }
     Ok(ControllersConfig {
+        enabled: list.enabled(),
         concurrent_service_endpoint_syncs: flags.concurrent_service_endpoint_syncs,
         concurrent_endpoint_syncs: flags.concurrent_endpoint_syncs,
         endpointslice_updates_batch_period: flags.endpointslice_updates_batch_period,

@@ -6,6 +6,7 @@
 pub mod bins;
 pub mod certs;
 pub mod control_plane;
+pub mod controllers;
 pub mod env;
 pub mod harness;
 pub mod kubelet;

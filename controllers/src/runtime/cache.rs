@@ -157,6 +157,11 @@ impl<K: Keyed> Cache<K> {
         self.inner.write().expect("cache lock").relist.seen(&key);
     }
 
+    /// The cache of a kind that is not watched: it stays empty and counts as synced.
+    pub(crate) fn mark_listed(&self) {
+        self.inner.write().expect("cache lock").synced = true;
+    }
+
     /// A relist starts: every object must be listed again to stay.
     pub(crate) fn begin_relist(&self) {
         self.inner.write().expect("cache lock").relist.start();

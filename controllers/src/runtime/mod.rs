@@ -10,6 +10,7 @@
 //! - `endpoints` and `endpointslice`: one sync of one Service, for each controller;
 //!   `mirroring`: one sync of one selectorless Service's user-written Endpoints.
 //! - [`leader`]: leader election on a Lease.
+//! - [`enabled`]: which controllers run, from kube-controller-manager's `--controllers`.
 //! - `readiness`: whether the controllers are ready, for `/readyz`.
 //! - `metrics`: the in-tree metric names in the registry the caller passes in.
 //!
@@ -39,6 +40,7 @@
 //! outside the queue would race with a sync of the same Service in flight.
 
 pub mod cache;
+pub mod enabled;
 mod endpoints;
 mod endpointslice;
 mod error;
@@ -59,6 +61,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::Client;
@@ -68,6 +71,7 @@ use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
 
 pub use cache::ObjectKey;
+pub use enabled::{ControllerList, EnabledControllers};
 pub use error::{Error, Result};
 pub use leader::{LeaderElectionConfig, LeaseElector, default_identity};
 pub use readiness::Readiness;
@@ -75,7 +79,7 @@ pub use readiness::Readiness;
 use self::endpoints::EndpointsController;
 use self::endpointslice::SliceController;
 use self::error::SyncError;
-use self::informer::{Caches, Queues, Router, SharedState, Update, is_mirrored};
+use self::informer::{Caches, Queues, Router, SharedState, Update, Watched, is_mirrored};
 use self::metrics::Metrics;
 use self::mirroring::MirroringController;
 use self::queue::{Backoff, WorkQueue};
@@ -116,6 +120,8 @@ pub struct ControllersConfig {
     pub mirroring_endpoint_updates_batch_period: Duration,
     /// Leader election (on, Lease `kube-system/svcplane-controllers`).
     pub leader_election: LeaderElectionConfig,
+    /// `--controllers`: which controllers run (all three).
+    pub enabled: EnabledControllers,
 }
 
 impl Default for ControllersConfig {
@@ -129,6 +135,7 @@ impl Default for ControllersConfig {
             mirroring_concurrent_service_endpoint_syncs: 5,
             mirroring_endpoint_updates_batch_period: Duration::ZERO,
             leader_election: LeaderElectionConfig::default(),
+            enabled: EnabledControllers::default(),
         }
     }
 }
@@ -168,12 +175,14 @@ const MIRRORING_BACKOFF: Backoff = Backoff {
 };
 const MAX_RETRIES: u32 = 15;
 
-/// Runs the Endpoints, EndpointSlice and EndpointSlice mirroring controllers until
-/// `shutdown` completes.
+/// Runs the Endpoints, EndpointSlice and EndpointSlice mirroring controllers (those of
+/// [`ControllersConfig::enabled`]) until `shutdown` completes.
 ///
-/// The metrics are registered in `registry` when `run` is called, before the returned future
-/// is first polled, so the caller can serve the registry while the controllers run; the
-/// future's [`Controllers::readiness`] says when they are ready.
+/// The metrics of the enabled controllers are registered in `registry` when `run` is called,
+/// before the returned future is first polled, so the caller can serve the registry while the
+/// controllers run; the future's [`Controllers::readiness`] says when they are ready. Only the
+/// kinds the enabled controllers read are watched, and readiness waits for those alone. With
+/// none enabled, nothing is watched, no Lease is taken, and the controllers are ready at once.
 ///
 /// With leader election on, the controllers only run while this instance holds the Lease:
 /// the future waits for it, and fails with [`Error::LeadershipLost`] if it is lost (the process
@@ -185,11 +194,18 @@ pub fn run(
     registry: &mut Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Controllers {
-    let metrics = Arc::new(Metrics::register(registry));
+    let metrics = Arc::new(Metrics::register(registry, config.enabled));
     let (ready, readiness) = readiness::channel();
     let run = async move {
         config.validate()?;
         let shutdown = shutdown.shared();
+        if config.enabled.none() {
+            tracing::info!("no controller enabled by --controllers");
+            ready.send_replace(true);
+            shutdown.await;
+            return Ok(());
+        }
+        tracing::info!(controllers = ?config.enabled.names(), "controllers enabled");
         if !config.leader_election.enabled {
             return run_controllers(client, &config, metrics, &ready, shutdown).await;
         }
@@ -285,6 +301,17 @@ async fn run_controllers(
         queues.mirroring.clone(),
     );
     let state = SharedState::default();
+    // A disabled controller's queue takes nothing.
+    let enabled = config.enabled;
+    for (on, queue) in [
+        (enabled.endpoints, &endpoints_queue),
+        (enabled.endpointslice, &slices_queue),
+        (enabled.mirroring, &mirroring_queue),
+    ] {
+        if !on {
+            queue.shut_down();
+        }
+    }
 
     let mut tasks = JoinSet::new();
     let (synced_tx, mut synced_rx) = tokio::sync::watch::channel(false);
@@ -293,8 +320,15 @@ async fn run_controllers(
         queues,
         state.clone(),
         SVCPLANE_SLICE_MANAGER,
+        enabled,
     );
-    tasks.spawn(route(client.clone(), router, caches.clone(), synced_tx));
+    tasks.spawn(route(
+        client.clone(),
+        router,
+        caches.clone(),
+        Watched::by(enabled),
+        synced_tx,
+    ));
 
     tokio::pin!(shutdown);
     let synced = tokio::select! {
@@ -340,21 +374,28 @@ async fn run_controllers(
         mirroring_waiters,
     ));
     let mut workers = JoinSet::new();
-    for _ in 0..config.concurrent_endpoint_syncs {
+    let workers_of = |on: bool, count: u16| if on { count } else { 0 };
+    for _ in 0..workers_of(enabled.endpoints, config.concurrent_endpoint_syncs) {
         let (queue, controller) = (endpoints_queue.clone(), endpoints_controller.clone());
         workers.spawn(work(queue, "endpoints", move |key| {
             let controller = controller.clone();
             async move { controller.sync(&key).await }
         }));
     }
-    for _ in 0..config.concurrent_service_endpoint_syncs {
+    for _ in 0..workers_of(
+        enabled.endpointslice,
+        config.concurrent_service_endpoint_syncs,
+    ) {
         let (queue, controller) = (slices_queue.clone(), slice_controller.clone());
         workers.spawn(work(queue, "endpointslice", move |key| {
             let controller = controller.clone();
             async move { controller.sync(&key).await }
         }));
     }
-    for _ in 0..config.mirroring_concurrent_service_endpoint_syncs {
+    for _ in 0..workers_of(
+        enabled.mirroring,
+        config.mirroring_concurrent_service_endpoint_syncs,
+    ) {
         let (queue, controller) = (mirroring_queue.clone(), mirroring_controller.clone());
         workers.spawn(work(queue, "endpointslice-mirroring", move |key| {
             let controller = controller.clone();
@@ -432,30 +473,62 @@ fn queue_everything(
     }
 }
 
-/// Feeds the watch events of every kind to the router, and says when all caches are synced.
+/// The watch events of one kind.
+type UpdateStream = BoxStream<'static, Update>;
+
+/// Feeds the watch events of the watched kinds to the router, and says when their caches are
+/// synced. The cache of a kind not watched stays empty and counts as synced.
 async fn route(
     client: Client,
     mut router: Router,
     caches: Arc<Caches>,
+    watched: Watched,
     synced: tokio::sync::watch::Sender<bool>,
 ) {
-    let mut updates = futures::stream::select_all([
-        lenient_watch::watch(client.clone(), Config::default(), trim::service)
+    // Streams are lazy: one not kept never opens a watch.
+    let optional: [(bool, UpdateStream, &dyn Fn()); 4] = [
+        (
+            watched.pods,
+            lenient_watch::watch::<Pod, _>(client.clone(), Config::default(), PodInfo::from)
+                .map(|event| Update::Pod(Box::new(event)))
+                .boxed(),
+            &|| caches.pods.mark_listed(),
+        ),
+        (
+            watched.nodes,
+            lenient_watch::watch(client.clone(), Config::default(), trim::node)
+                .map(|event| Update::Node(Box::new(event)))
+                .boxed(),
+            &|| caches.nodes.mark_listed(),
+        ),
+        (
+            watched.endpoints,
+            lenient_watch::watch(client.clone(), Config::default(), trim::endpoints)
+                .map(|event| Update::Endpoints(Box::new(event)))
+                .boxed(),
+            &|| caches.endpoints.mark_listed(),
+        ),
+        (
+            watched.slices,
+            lenient_watch::watch(client.clone(), Config::default(), trim::endpoint_slice)
+                .map(|event| Update::Slice(Box::new(event)))
+                .boxed(),
+            &|| caches.slices.mark_listed(),
+        ),
+    ];
+    let mut streams = vec![
+        lenient_watch::watch(client, Config::default(), trim::service)
             .map(|event| Update::Service(Box::new(event)))
             .boxed(),
-        lenient_watch::watch::<Pod, _>(client.clone(), Config::default(), PodInfo::from)
-            .map(|event| Update::Pod(Box::new(event)))
-            .boxed(),
-        lenient_watch::watch(client.clone(), Config::default(), trim::node)
-            .map(|event| Update::Node(Box::new(event)))
-            .boxed(),
-        lenient_watch::watch(client.clone(), Config::default(), trim::endpoints)
-            .map(|event| Update::Endpoints(Box::new(event)))
-            .boxed(),
-        lenient_watch::watch(client, Config::default(), trim::endpoint_slice)
-            .map(|event| Update::Slice(Box::new(event)))
-            .boxed(),
-    ]);
+    ];
+    for (on, stream, mark_listed) in optional {
+        if on {
+            streams.push(stream);
+        } else {
+            mark_listed();
+        }
+    }
+    let mut updates = futures::stream::select_all(streams);
     while let Some(update) = updates.next().await {
         router.handle(update);
         if !*synced.borrow() && caches.synced() {
