@@ -12,8 +12,8 @@ use kube::Resource;
 
 use crate::pods::PodInfo;
 
-pub use lenient_watch::ObjectKey;
-use lenient_watch::Relist;
+pub use plumbing::ObjectKey;
+use plumbing::Relist;
 
 /// Anything a cache can hold: it knows its own key.
 pub trait Keyed {

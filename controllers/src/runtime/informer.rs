@@ -30,7 +30,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use lenient_watch::Event as WatchEvent;
+use plumbing::Event as WatchEvent;
 
 use super::cache::{Cache, Change, Keyed, ObjectKey};
 use super::enabled::EnabledControllers;

@@ -1,7 +1,7 @@
 //! The controllers at work: watches, caches, work queues, API writes, leader election, metrics
 //! and events around the pure core.
 //!
-//! - one watch per kind (`lenient-watch`), with backoff, that no single bad object stops.
+//! - one watch per kind (`plumbing`), with backoff, that no single bad object stops.
 //! - `trim`: what the caches keep of each object, and which changes matter.
 //! - [`cache`]: the per-kind caches both controllers share.
 //! - `informer`: which Services a change of any object queues for a sync.
@@ -46,11 +46,9 @@ mod endpointslice;
 mod error;
 mod indexes;
 mod informer;
-pub mod leader;
 mod metrics;
 mod mirroring;
 mod queue;
-mod readiness;
 mod trim;
 
 use std::future::Future;
@@ -73,8 +71,9 @@ use tokio::task::JoinSet;
 pub use cache::ObjectKey;
 pub use enabled::{ControllerList, EnabledControllers};
 pub use error::{Error, Result};
-pub use leader::{LeaderElectionConfig, LeaseElector, default_identity};
-pub use readiness::Readiness;
+pub use plumbing::Readiness;
+use plumbing::ReadinessGate;
+use plumbing::lease::{LeaderElectionConfig, LeaseElector};
 
 use self::endpoints::EndpointsController;
 use self::endpointslice::SliceController;
@@ -195,13 +194,17 @@ pub fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Controllers {
     let metrics = Arc::new(Metrics::register(registry, config.enabled));
-    let (ready, readiness) = readiness::channel();
+    // A standby counts as ready: it has nothing to sync until it leads, and `svcplane run`
+    // serves admissions on every replica, so standbys that never became ready would take all
+    // but one replica out of the webhook's Service.
+    let readiness = Readiness::default();
+    let ready = readiness.gate("controllers");
     let run = async move {
         config.validate()?;
         let shutdown = shutdown.shared();
         if config.enabled.none() {
             tracing::info!("no controller enabled by --controllers");
-            ready.send_replace(true);
+            ready.set(true);
             shutdown.await;
             return Ok(());
         }
@@ -215,12 +218,12 @@ pub fn run(
             () = shutdown.clone() => return Ok(()),
         };
         if !leading {
-            ready.send_replace(true);
+            ready.set(true);
             tokio::select! {
                 () = elector.acquire() => {}
                 () = shutdown.clone() => return Ok(()),
             }
-            ready.send_replace(false);
+            ready.set(false);
         }
         tracing::info!(lease = %config.leader_election.lease(), "leading; starting the caches");
         let result = tokio::select! {
@@ -275,7 +278,7 @@ async fn run_controllers(
     client: Client,
     config: &ControllersConfig,
     metrics: Arc<Metrics>,
-    ready: &tokio::sync::watch::Sender<bool>,
+    ready: &ReadinessGate,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let caches = Arc::new(Caches::default());
@@ -344,7 +347,7 @@ async fn run_controllers(
         nodes = caches.nodes.len(),
         "caches synced; starting the controllers"
     );
-    ready.send_replace(true);
+    ready.set(true);
     queue_everything(&caches, &endpoints_queue, &slices_queue, &mirroring_queue);
 
     let shared = Shared {
@@ -410,7 +413,7 @@ async fn run_controllers(
         }
         ended = tasks.join_next() => Err(watches_stopped(ended)),
     };
-    ready.send_replace(false);
+    ready.set(false);
     endpoints_queue.shut_down();
     slices_queue.shut_down();
     mirroring_queue.shut_down();
@@ -489,35 +492,35 @@ async fn route(
     let optional: [(bool, UpdateStream, &dyn Fn()); 4] = [
         (
             watched.pods,
-            lenient_watch::watch::<Pod, _>(client.clone(), Config::default(), PodInfo::from)
+            plumbing::watch::<Pod, _>(client.clone(), Config::default(), PodInfo::from)
                 .map(|event| Update::Pod(Box::new(event)))
                 .boxed(),
             &|| caches.pods.mark_listed(),
         ),
         (
             watched.nodes,
-            lenient_watch::watch(client.clone(), Config::default(), trim::node)
+            plumbing::watch(client.clone(), Config::default(), trim::node)
                 .map(|event| Update::Node(Box::new(event)))
                 .boxed(),
             &|| caches.nodes.mark_listed(),
         ),
         (
             watched.endpoints,
-            lenient_watch::watch(client.clone(), Config::default(), trim::endpoints)
+            plumbing::watch(client.clone(), Config::default(), trim::endpoints)
                 .map(|event| Update::Endpoints(Box::new(event)))
                 .boxed(),
             &|| caches.endpoints.mark_listed(),
         ),
         (
             watched.slices,
-            lenient_watch::watch(client.clone(), Config::default(), trim::endpoint_slice)
+            plumbing::watch(client.clone(), Config::default(), trim::endpoint_slice)
                 .map(|event| Update::Slice(Box::new(event)))
                 .boxed(),
             &|| caches.slices.mark_listed(),
         ),
     ];
     let mut streams = vec![
-        lenient_watch::watch(client, Config::default(), trim::service)
+        plumbing::watch(client, Config::default(), trim::service)
             .map(|event| Update::Service(Box::new(event)))
             .boxed(),
     ];

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use controllers::runtime::{ControllersConfig, Error, LeaderElectionConfig};
+use controllers::runtime::{ControllersConfig, Error};
 use e2e::controllers::InProcessControllers;
 use e2e::kubelet::{self, PodState, PodTemplate};
 use e2e::{ControlPlane, ControlPlaneConfig, create_namespace, wait};
@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
+use plumbing::lease::LeaderElectionConfig;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use controllers::runtime::{ControllersConfig, EnabledControllers, LeaderElectionConfig};
+use controllers::runtime::{ControllersConfig, EnabledControllers};
 use e2e::controllers::InProcessControllers;
 use e2e::kubelet::{self, PodState, PodTemplate};
 use e2e::{ControlPlane, ControlPlaneConfig, create_namespace, wait};
@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
+use plumbing::lease::LeaderElectionConfig;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use serde_json::json;

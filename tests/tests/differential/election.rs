@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use controllers::runtime::{ControllersConfig, LeaderElectionConfig, LeaseElector};
+use controllers::runtime::ControllersConfig;
 use e2e::controllers::InProcessControllers;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
+use plumbing::lease::{LeaderElectionConfig, LeaseElector};
 use prometheus_client::registry::Registry;
 
 use crate::harness::Planes;

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::RwLock;
 
 use k8s_openapi::api::core::v1::Pod;
-use lenient_watch::{ObjectKey, Relist};
+use plumbing::{ObjectKey, Relist};
 use tokio::sync::watch;
 
 use crate::validate::PodIps;

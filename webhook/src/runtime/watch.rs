@@ -10,7 +10,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use lenient_watch::{Event, ObjectKey};
+use plumbing::{Event, ObjectKey};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
@@ -129,8 +129,7 @@ async fn watch_services(
     let mut listed = Some(listed);
     let mut relisting = false;
     let mut relisted: Vec<allocator::Value> = Vec::new();
-    let events =
-        lenient_watch::watch::<Service, _>(client, watcher::Config::default(), HeldBy::from);
+    let events = plumbing::watch::<Service, _>(client, watcher::Config::default(), HeldBy::from);
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         // Values to mark as allocated: those of a Service the apiserver allocated on its own
@@ -229,7 +228,7 @@ async fn watch_ranges(client: Client, store: AllocationStore) {
 
 async fn watch_pods(client: Client, index: Arc<PodIpIndex>) {
     let config = watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
-    let events = lenient_watch::watch::<Pod, _>(client, config, PodAddresses::from);
+    let events = plumbing::watch::<Pod, _>(client, config, PodAddresses::from);
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         match event {

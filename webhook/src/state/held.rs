@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use allocator::{ServiceSpec, Value};
-use lenient_watch::{ObjectKey, Relist};
+use plumbing::{ObjectKey, Relist};
 
 /// The values a Service holds: its ClusterIPs and node ports (healthCheckNodePort included).
 pub fn held_values(spec: &ServiceSpec) -> Vec<Value> {
