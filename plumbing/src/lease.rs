@@ -178,8 +178,8 @@ struct Observed {
     since: Instant,
 }
 
-/// Acquires, renews and releases the Lease. [`run`](super::run) uses it; it is public so that
-/// other processes (or tests) can take part in the same election.
+/// Acquires, renews and releases the Lease: the controllers' leader election and the
+/// webhook's releasing replica both use it.
 pub struct LeaseElector {
     api: Api<Lease>,
     config: LeaderElectionConfig,
