@@ -9,9 +9,8 @@
 //! - `indexes`: each controller's per-Service index of endpoints, kept between syncs.
 //! - `endpoints` and `endpointslice`: one sync of one Service, for each controller;
 //!   `mirroring`: one sync of one selectorless Service's user-written Endpoints.
-//! - [`leader`]: leader election on a Lease.
+//! - leader election on a Lease and readiness come from `plumbing` (shared with the webhook).
 //! - [`enabled`]: which controllers run, from kube-controller-manager's `--controllers`.
-//! - `readiness`: whether the controllers are ready, for `/readyz`.
 //! - `metrics`: the in-tree metric names in the registry the caller passes in.
 //!
 //! The entry point is [`run`]; a binary parses flags into a [`ControllersConfig`] and calls it:
