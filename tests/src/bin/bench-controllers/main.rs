@@ -37,7 +37,6 @@
 //! `/proc/<pid>/status` and its CPU time (user + system) from `/proc/<pid>/stat`, then the
 //! final slices and Endpoints are listed and checked again. Every run prints the load
 //! average before it starts.
-
 //!
 //! Modules: `plane` starts a run's control plane and controllers and writes its objects;
 //! `published` follows what the controllers publish through watches; `scale_up` and `churn`

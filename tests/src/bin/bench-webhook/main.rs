@@ -2,6 +2,7 @@
 //! against a fresh local control plane without the webhook, then against another with it,
 //! side by side. Run by `hack/bench-webhook.sh` (release build).
 //!
+//! `bench-webhook --svcplane PATH [--services N] [--clients C] [--warmup W] [--rounds R]
 //! [--node-port-every K] [--rate CREATES_PER_SECOND]` (defaults 5000, 50, 200, 3, 5, 0;
 //! `--help` says what each is).
 //!
@@ -19,6 +20,7 @@
 //! it is deployed), registered at its loopback URL, and its own handling time is read from
 //! its `svcplane_admission_handling_seconds` histogram (the burst's share: after minus
 //! before). Last, the decision alone (decode, plan, patch,
+//! encode, without the persisted write) is timed in this process on the same reviews.
 //!
 //! Modules: `run` is one run on its fresh control plane; `histogram` reads the webhook's and
 //! the apiserver's histograms; `decision` times the decision alone; `report` prints.
