@@ -45,7 +45,7 @@ pub fn print_scale_up(options: &Options, runs: &[ScaleUp]) {
     );
     for r in runs {
         println!(
-            "{:<16} {:>5} {:>8} {:>8} {:>7} {:>9} {:>8} {:>6} {:>18} {:>20} {:>15} {:>6} {:>6} {:>6} {:>6} {}",
+            "{:<16} {:>5} {:>8} {:>8} {:>7} {:>9} {:>8} {} {:>6} {} {}",
             r.side.to_string(),
             r.load.split(' ').next().unwrap_or(""),
             seconds(r.pods_written),
@@ -53,14 +53,9 @@ pub fn print_scale_up(options: &Options, runs: &[ScaleUp]) {
             seconds(r.slices_complete.saturating_sub(r.pods_written)),
             seconds(r.endpoints_complete),
             seconds(r.last_write),
-            r.writes.total(),
-            r.writes.endpoints.to_string(),
-            r.writes.slices.to_string(),
-            requests(r.requests),
+            writes_columns(&r.writes, r.requests),
             r.slices,
-            mib(r.resources.rss_kib),
-            mib(r.resources.hwm_kib),
-            format!("{:.1}s", r.resources.cpu_seconds),
+            process_columns(&r.resources),
             r.correct
         );
     }
@@ -109,7 +104,7 @@ pub fn print_churn(options: &Options, runs: &[Churn]) {
     };
     for r in runs {
         println!(
-            "{:<16} {:>5} {:>7} {:>5} {:>11} {:>20} {:>20} {:>14} {:>7} {:>6} {:>18} {:>20} {:>15} {:>6} {:>6} {:>6} {}",
+            "{:<16} {:>5} {:>7} {:>5} {:>11} {:>20} {:>20} {:>14} {:>7} {} {} {}",
             r.side.to_string(),
             r.load.split(' ').next().unwrap_or(""),
             seconds(r.setup),
@@ -123,13 +118,8 @@ pub fn print_churn(options: &Options, runs: &[Churn]) {
             with_max(&r.delays.endpoints),
             p50_p99(&r.delays.slice_after_pod),
             format!("{}/{}/{}", r.unshown.0, r.unshown.1, r.unshown.2),
-            r.writes.total(),
-            r.writes.endpoints.to_string(),
-            r.writes.slices.to_string(),
-            requests(r.requests),
-            mib(r.resources.rss_kib),
-            mib(r.resources.hwm_kib),
-            format!("{:.1}s", r.resources.cpu_seconds),
+            writes_columns(&r.writes, r.requests),
+            process_columns(&r.resources),
             r.correct
         );
     }
@@ -224,9 +214,31 @@ fn millis(d: Duration) -> String {
     format!("{}ms", d.as_millis())
 }
 
+/// A row's writes: watch events (all, Endpoints, EndpointSlices), then write requests as
 /// `total (Endpoints/slices)`.
-fn requests(r: WriteRequests) -> String {
-    format!("{} ({}/{})", r.total(), r.endpoints, r.slices)
+fn writes_columns(writes: &Writes, requests: WriteRequests) -> String {
+    format!(
+        "{:>6} {:>18} {:>20} {:>15}",
+        writes.total(),
+        writes.endpoints.to_string(),
+        writes.slices.to_string(),
+        format!(
+            "{} ({}/{})",
+            requests.total(),
+            requests.endpoints,
+            requests.slices
+        )
+    )
+}
+
+/// A row's controller process: RSS, peak RSS, CPU time.
+fn process_columns(resources: &Resources) -> String {
+    format!(
+        "{:>6} {:>6} {:>6}",
+        mib(resources.rss_kib),
+        mib(resources.hwm_kib),
+        format!("{:.1}s", resources.cpu_seconds)
+    )
 }
 
 fn mib(kib: u64) -> String {
