@@ -3,6 +3,7 @@
 //! Each e2e test binary starts one [`TestEnv`] (a local etcd + kube-apiserver, or the
 //! cluster `KUBECONFIG` names) and gives every test its own namespace.
 
+pub mod bench;
 pub mod bins;
 pub mod certs;
 pub mod control_plane;
