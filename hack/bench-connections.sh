@@ -7,6 +7,9 @@
 #
 # Environment:
 #   CONNECTIONS        connections to open (default 10000)
+#   FLOOD              mixed (default: half TCP only, half TLS with kube-apiserver's certificate
+#                      and headers that never end) or unknown (all TCP only, as a caller without
+#                      a certificate)
 #   PROFILE            cargo profile to build: release (default) or dev
 #   CARGO_TARGET_DIR   where cargo builds (default: $SVCPLANE_CACHE/target, see hack/lib.sh)
 # shellcheck source=hack/lib.sh

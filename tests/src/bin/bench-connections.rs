@@ -1,9 +1,11 @@
 //! What holding svcplane's admission port costs it (issue 14): against one replica running
 //! as its own process (`svcplane webhook`, the binary given as the first argument) on a
 //! fresh local control plane, opens `--connections` (or `$CONNECTIONS`; default 10,000)
-//! connections that never finish a request, half of them TCP only (a TLS handshake never
-//! started), half TLS with kube-apiserver's client certificate and a request whose headers
-//! never end; then sends 8 concurrent reviews of almost 3 MiB. Prints the replica's VmRSS and
+//! connections that never finish a request: with `--flood=mixed` (the default), half of them
+//! TCP only (a TLS handshake never started), half TLS with kube-apiserver's client
+//! certificate and a request whose headers never end; with `--flood=unknown`, all TCP only,
+//! as a caller without a certificate can hold them. Then sends 8 concurrent reviews of almost
+//! 3 MiB. Prints the replica's VmRSS and
 //! VmHWM (from `/proc/<pid>/status`) after each step and whether an ordinary review is
 //! answered, and how long after the flood it is. A measurement, not a test: nothing is
 //! asserted. Loopback only.
@@ -84,7 +86,7 @@ impl Target {
     }
 }
 
-async fn bench(binary: PathBuf, connections: usize) -> Result<()> {
+async fn bench(binary: PathBuf, connections: usize, flood: Flood) -> Result<()> {
     let plane = ControlPlane::start(ControlPlaneConfig::default()).await?;
     let replica = svcplane::start_binary(&plane, &binary, "webhook", &[]).await?;
     let pid = replica.process.pid();
@@ -98,7 +100,7 @@ async fn bench(binary: PathBuf, connections: usize) -> Result<()> {
         },
     });
     println!(
-        "svcplane webhook (pid {pid}) at {}, default limits; {connections} connections",
+        "svcplane webhook (pid {pid}) at {}, default limits; {connections} connections ({flood:?})",
         target.addr
     );
     memory(pid, "ready");
@@ -112,7 +114,7 @@ async fn bench(binary: PathBuf, connections: usize) -> Result<()> {
             let target = Arc::clone(&target);
             let (opened, refused) = (&opened, &refused);
             async move {
-                let held: Result<Box<dyn Send>> = if i % 2 == 0 {
+                let held: Result<Box<dyn Send>> = if flood == Flood::Unknown || i % 2 == 0 {
                     tokio::net::TcpStream::connect(target.addr)
                         .await
                         .map(|s| Box::new(s) as Box<dyn Send>)
@@ -225,13 +227,30 @@ async fn bench(binary: PathBuf, connections: usize) -> Result<()> {
 struct Options {
     /// The svcplane binary, run as `svcplane webhook`.
     svcplane: PathBuf,
-    /// Connections to open, half TCP only, half TLS with headers that never end.
+    /// Connections to open.
     #[arg(long, env = "CONNECTIONS", default_value_t = 10_000)]
     connections: usize,
+    /// Who holds them.
+    #[arg(long, env = "FLOOD", value_enum, default_value_t = Flood::Mixed)]
+    flood: Flood,
+}
+
+/// Who opens the flood's connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Flood {
+    /// Half TCP only, half TLS with kube-apiserver's client certificate and headers that
+    /// never end.
+    Mixed,
+    /// All TCP only: what a caller without a client certificate can hold.
+    Unknown,
 }
 
 fn main() -> Result<()> {
     init_tracing("error,kube_client::client::builder=off");
     let options = Options::parse();
-    tokio::runtime::Runtime::new()?.block_on(bench(options.svcplane, options.connections))
+    tokio::runtime::Runtime::new()?.block_on(bench(
+        options.svcplane,
+        options.connections,
+        options.flood,
+    ))
 }
