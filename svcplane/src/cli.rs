@@ -380,7 +380,9 @@ pub struct ServerLimitFlags {
     /// so that the apiserver gets an answer rather than waits.
     #[arg(long, env = "SVCPLANE_REQUEST_TIMEOUT", default_value = "4s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
-    /// Connections served at once on each port; those beyond are closed on accept.
+    /// Connections served at once on each port. Beyond it, a new connection closes the one
+    /// that has waited longest (over a second) for a request, or is closed itself when all
+    /// are busy: connections held open without requests cannot keep kube-apiserver out.
     #[arg(long, env = "SVCPLANE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
     /// Connections in their TLS handshake at once on the admission port (within

@@ -278,11 +278,14 @@ async fn silent_and_half_sent_connections_are_closed() {
     assert!(closed_by_server(idle).await);
 }
 
+/// At the connection limit, a new connection closes the one that has waited longest for a
+/// request: connections held open without requests cannot keep kube-apiserver out, even
+/// with a valid certificate.
 #[tokio::test]
-async fn connections_over_the_limit_are_closed_while_open_ones_are_answered() {
+async fn at_the_limit_the_connection_waiting_longest_makes_room() {
     let limits = ServerLimits {
-        idle_timeout: Duration::from_secs(30),
-        header_read_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(3600),
+        header_read_timeout: Duration::from_secs(3600),
         max_connections: 2,
         ..short_limits()
     };
@@ -298,27 +301,55 @@ async fn connections_over_the_limit_are_closed_while_open_ones_are_answered() {
             200
         );
     }
-    let third = TcpStream::connect(server.addr).await.unwrap();
-    assert!(closed_by_server(third).await);
-    assert!(review_status(&server, Some(cert.clone())).await.is_err());
+    // The second's request headers never end.
+    second
+        .write_all(b"POST /mutate/services HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The first's wait starts again after this answer.
     assert_eq!(
         post(&mut first, paths::MUTATE_SERVICES, REVIEW.as_bytes())
             .await
             .unwrap(),
         200
     );
+    assert_eq!(review_status(&server, Some(cert)).await.unwrap(), 200);
+    assert!(
+        closed_by_server(second).await,
+        "the longest wait was the second's"
+    );
+    assert_eq!(
+        post(&mut first, paths::MUTATE_SERVICES, REVIEW.as_bytes())
+            .await
+            .unwrap(),
+        200
+    );
+}
 
-    // A slot freed is a slot served again.
-    drop(second);
-    let mut answered = false;
-    for _ in 0..100 {
-        if review_status(&server, Some(cert.clone())).await.ok() == Some(200) {
-            answered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// A connection with a request in flight is never closed to make room: the new one is.
+#[tokio::test]
+async fn at_the_limit_busy_connections_are_kept_and_the_new_one_closed() {
+    let limits = ServerLimits {
+        max_connections: 2,
+        ..short_limits()
+    };
+    let server = Arc::new(start(limits, &[], Duration::from_secs(3)).await);
+    let cert = apiserver_cert(&server);
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let (server, cert) = (Arc::clone(&server), cert.clone());
+            tokio::spawn(async move { review_status(&server, Some(cert)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let third = TcpStream::connect(server.addr).await.unwrap();
+    assert!(closed_by_server(third).await);
+    for request in busy {
+        assert_eq!(request.await.unwrap().unwrap(), 200);
     }
-    assert!(answered);
+    // A slot freed is a slot served again.
+    assert_eq!(review_status(&server, Some(cert)).await.unwrap(), 200);
 }
 
 /// Callers that open connections and never start their handshake hold at most the

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod serve;
 pub mod summary;
 pub mod tls;
+mod waiting;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};

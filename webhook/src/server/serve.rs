@@ -1,6 +1,7 @@
 //! The accept loop of the admission port and the admin port, bounded in every way a
 //! caller could hold the process: a TLS handshake timeout, a header-read timeout, an idle
-//! timeout, a per-request deadline and a connection limit (the body limit is the router's:
+//! timeout, a per-request deadline and a connection limit at which a new connection closes
+//! the one that has waited longest for a request (the body limit is the router's:
 //! [`super::MAX_REVIEW_BYTES`]). The webhook is in the path of every Service create, so no
 //! caller, slow or hostile, may make it hang or run out of memory or file descriptors.
 //! kube-apiserver's secure serving and controller-runtime's webhook server are the models.
@@ -10,7 +11,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use tracing::Level;
 
 use super::handshakes::{Handshake, PendingHandshakes};
 use super::summary::LogSummary;
+use super::waiting::{Connection, MIN_WAIT, OpenConnections};
 
 /// How long a caller may take, and how many may be connected at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +47,9 @@ pub struct ServerLimits {
     /// From the request's headers to the end of its response: past it, the answer is 504
     /// and the handler is dropped.
     pub request_timeout: Duration,
-    /// Connections served at once; those accepted beyond it are closed at once.
+    /// Connections served at once. Beyond it, a new connection closes the one that has
+    /// waited longest for a request (at least a second), or is closed itself when every
+    /// connection is busy or has just sent a request.
     pub max_connections: usize,
     /// Connections in their TLS handshake at once (within `max_connections`); a new one
     /// beyond it closes the oldest pending one, so that callers that never finish a
@@ -85,6 +89,7 @@ pub async fn serve(
     let (stop, stopping) = watch::channel(false);
     let mut warnings = LogSummary::new(Duration::from_secs(60), 1);
     let mut handshakes = PendingHandshakes::new(limits.max_pending_handshakes);
+    let mut open = OpenConnections::default();
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -102,13 +107,23 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         while connections.try_join_next().is_some() {}
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            warnings.within_budget("connection limit", Level::WARN, || {
-                tracing::warn!(%peer, limit = limits.max_connections, "connection limit reached; closing new connections");
-            });
-            drop(stream);
-            continue;
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => Ok(slot),
+            Err(_) if open.evict_longest_waiting(MIN_WAIT) => {
+                warnings.within_budget("connection limit, room made", Level::WARN, || {
+                    tracing::warn!(%peer, limit = limits.max_connections, "connection limit reached; closing the connection that has waited longest for a request");
+                });
+                Err(Arc::clone(&slots))
+            }
+            Err(_) => {
+                warnings.within_budget("connection limit", Level::WARN, || {
+                    tracing::warn!(%peer, limit = limits.max_connections, "connection limit reached and every connection busy; closing new connections");
+                });
+                drop(stream);
+                continue;
+            }
         };
+        let connection = open.register();
         let _ = stream.set_nodelay(true);
         let tls = acceptor.clone().map(|acceptor| {
             let (handshake, evicted) = handshakes.start();
@@ -126,6 +141,7 @@ pub async fn serve(
             limits,
             stopping.clone(),
             slot,
+            connection,
         ));
     }
     let _ = stop.send(true);
@@ -148,14 +164,24 @@ async fn serve_connection(
     router: Router,
     limits: ServerLimits,
     stopping: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    slot: Result<OwnedSemaphorePermit, Arc<Semaphore>>,
+    connection: Arc<Connection>,
 ) {
+    // The slot of the connection closed to make room, once it has closed.
+    let _slot = match slot {
+        Ok(slot) => slot,
+        Err(slots) => match tokio::time::timeout(MIN_WAIT, slots.acquire_owned()).await {
+            Ok(Ok(slot)) => slot,
+            _ => return,
+        },
+    };
     let Some((acceptor, handshake)) = tls else {
-        return drive(stream, false, router, limits, stopping).await;
+        return drive(stream, false, router, limits, stopping, connection).await;
     };
     let accepted = tokio::select! {
         accepted = tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)) => accepted,
         () = handshake.evicted() => return,
+        () = connection.evicted() => return,
     };
     if !handshake.finish() {
         return;
@@ -163,7 +189,7 @@ async fn serve_connection(
     match accepted {
         Ok(Ok(tls)) => {
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            drive(tls, h2, router, limits, stopping).await;
+            drive(tls, h2, router, limits, stopping, connection).await;
         }
         // Unknown callers (no or a wrong certificate) end here: not worth a line each.
         Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
@@ -207,6 +233,7 @@ async fn drive<I>(
     router: Router,
     limits: ServerLimits,
     stopping: watch::Receiver<bool>,
+    connection: Arc<Connection>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -215,12 +242,11 @@ async fn drive<I>(
         inner: io,
         activity: activity.clone(),
     });
-    let in_flight = Arc::new(AtomicUsize::new(0));
     let service = {
-        let in_flight = Arc::clone(&in_flight);
+        let connection = Arc::clone(&connection);
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let router = router.clone();
-            let guard = InFlight::enter(&in_flight);
+            let guard = connection.request();
             async move {
                 let _guard = guard;
                 let answer = tokio::time::timeout(
@@ -240,35 +266,35 @@ async fn drive<I>(
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         // An AdmissionReview needs one stream; kube-apiserver opens a few per connection.
         builder.timer(TokioTimer::new()).max_concurrent_streams(64);
-        let connection = builder.serve_connection(io, service);
-        watch_connection(connection, &activity, &in_flight, limits, stopping).await;
+        let http = builder.serve_connection(io, service);
+        watch_connection(http, &activity, &connection, limits, stopping).await;
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .keep_alive(true);
-        let connection = builder.serve_connection(io, service);
-        watch_connection(connection, &activity, &in_flight, limits, stopping).await;
+        let http = builder.serve_connection(io, service);
+        watch_connection(http, &activity, &connection, limits, stopping).await;
     }
 }
 
-/// Runs `connection` to its end, asking it to close when the server stops or when it has
-/// been idle for the idle timeout.
+/// Runs `http` to its end, asking it to close when the server stops or when it has been
+/// idle for the idle timeout, and closing it when a new connection needs its slot.
 async fn watch_connection(
-    connection: impl HttpConnection,
+    http: impl HttpConnection,
     activity: &Activity,
-    in_flight: &AtomicUsize,
+    connection: &Connection,
     limits: ServerLimits,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let mut connection = std::pin::pin!(connection);
+    let mut http = std::pin::pin!(http);
     let mut closing = false;
     let check_every = (limits.idle_timeout / 4).max(Duration::from_millis(10));
     let mut idle_check = tokio::time::interval(check_every);
     loop {
         tokio::select! {
-            result = connection.as_mut() => {
+            result = http.as_mut() => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "connection ended with an error");
                 }
@@ -276,12 +302,20 @@ async fn watch_connection(
             }
             _ = stopping.wait_for(|stop| *stop), if !closing => {
                 closing = true;
-                connection.as_mut().shut_down();
+                http.as_mut().shut_down();
+            }
+            // Chosen while no request was in flight; one that started since is finished.
+            () = connection.evicted(), if !closing => {
+                if !connection.is_busy() {
+                    return;
+                }
+                closing = true;
+                http.as_mut().shut_down();
             }
             _ = idle_check.tick(), if !closing => {
-                if in_flight.load(Ordering::Acquire) == 0 && activity.idle_for() >= limits.idle_timeout {
+                if !connection.is_busy() && activity.idle_for() >= limits.idle_timeout {
                     closing = true;
-                    connection.as_mut().shut_down();
+                    http.as_mut().shut_down();
                 }
             }
         }
@@ -295,22 +329,6 @@ fn deadline_exceeded(deadline: Duration) -> Response<Body> {
     )));
     *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
     response
-}
-
-/// Counts a request in flight on its connection while alive.
-struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    fn enter(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(count))
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// When bytes last moved on a connection.
@@ -411,15 +429,5 @@ mod tests {
         assert!(activity.idle_for() >= Duration::from_millis(20));
         activity.touch();
         assert!(activity.idle_for() < Duration::from_millis(20));
-    }
-
-    #[test]
-    fn in_flight_counts_until_dropped() {
-        let count = Arc::new(AtomicUsize::new(0));
-        let first = InFlight::enter(&count);
-        let second = InFlight::enter(&count);
-        assert_eq!(count.load(Ordering::Acquire), 2);
-        drop((first, second));
-        assert_eq!(count.load(Ordering::Acquire), 0);
     }
 }
