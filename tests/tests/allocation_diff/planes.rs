@@ -1,0 +1,152 @@
+//! The two control planes every table runs on, and the case that gives svcplane narrower
+//! ranges than its apiserver, on a plane of its own.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use e2e::svcplane::{self, WebhookReplica};
+use e2e::{ControlPlane, ControlPlaneConfig, create_namespace};
+use futures::future::try_join_all;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::PostParams;
+use kube::{Api, Client};
+use serde_json::json;
+
+/// One kube-apiserver as a table sees it.
+pub struct Plane {
+    pub label: &'static str,
+    pub client: Client,
+}
+
+/// kube-apiserver alone, and kube-apiserver with svcplane's webhook, both with
+/// [`ControlPlaneConfig::default`]'s ranges (dual-stack: `10.96.0.0/12,fd00:10:96::/112`,
+/// node ports 30000-32767).
+pub struct Planes {
+    pub in_tree: Plane,
+    pub svcplane: Plane,
+    summary: Mutex<Vec<String>>,
+    // Stopped before the plane it serves.
+    _replica: WebhookReplica,
+    _planes: [ControlPlane; 2],
+}
+
+impl Planes {
+    pub async fn start() -> Result<Self> {
+        let (alone, fronted) = tokio::try_join!(
+            ControlPlane::start(ControlPlaneConfig::default()),
+            ControlPlane::start(ControlPlaneConfig::default()),
+        )?;
+        let config = svcplane::webhook_config(&fronted)?;
+        let replica = start_webhook(&fronted, config).await?;
+        Ok(Self {
+            in_tree: Plane {
+                label: "kube-apiserver",
+                client: alone.client().await?,
+            },
+            svcplane: Plane {
+                label: "svcplane",
+                client: fronted.client().await?,
+            },
+            summary: Mutex::new(Vec::new()),
+            _replica: replica,
+            _planes: [alone, fronted],
+        })
+    }
+
+    /// Records one case's line of the summary printed at the end.
+    pub fn record(&self, line: String) {
+        self.summary.lock().unwrap().push(line);
+    }
+
+    pub fn summary(&self) -> Vec<String> {
+        let mut lines = self.summary.lock().unwrap().clone();
+        lines.sort();
+        lines
+    }
+}
+
+/// Starts a webhook replica with `config` for `plane`, registers it and waits until the
+/// apiserver calls it.
+async fn start_webhook(
+    plane: &ControlPlane,
+    config: webhook::runtime::WebhookConfig,
+) -> Result<WebhookReplica> {
+    let client = plane.client().await?;
+    svcplane::install_crd(&client).await?;
+    let replica = svcplane::start_replica(client.clone(), config).await?;
+    let ca = std::fs::read(plane.dir().join("ca.crt"))?;
+    svcplane::register(&client, &replica.url, ca, false).await?;
+    svcplane::wait_until_called(&client, replica.admin).await?;
+    Ok(replica)
+}
+
+/// svcplane's ranges narrower than kube-apiserver's: every value a Service did not ask for
+/// lands in svcplane's ranges, and 100 concurrent creates get 100 distinct values of each
+/// kind. kube-apiserver alone picks at random from its whole ranges, so this shows the
+/// values are svcplane's choice, and that kube-apiserver accepts them as requested values.
+pub async fn svcplane_is_the_allocator(_: Arc<Planes>) -> Result<()> {
+    const CREATES: usize = 100;
+    let plane = ControlPlane::start(ControlPlaneConfig::default()).await?;
+    let mut config = svcplane::webhook_config(&plane)?;
+    config.service_cluster_ip_ranges =
+        vec!["10.97.0.0/24".parse()?, "fd00:10:96::100/120".parse()?];
+    config.service_node_port_range = "31000-31299".parse()?;
+    let (v4, v6, node_ports) = (
+        config.service_cluster_ip_ranges[0],
+        config.service_cluster_ip_ranges[1],
+        config.service_node_port_range,
+    );
+    let _replica = start_webhook(&plane, config).await?;
+    let client = plane.client().await?;
+    create_namespace(&client, "narrow").await?;
+    let api: Api<Service> = Api::namespaced(client, "narrow");
+    let created = try_join_all((0..CREATES).map(|i| {
+        let api = api.clone();
+        async move {
+            let service: Service = serde_json::from_value(json!({
+                "metadata": { "name": format!("s{i}") },
+                "spec": {
+                    "type": "NodePort",
+                    "ipFamilyPolicy": "RequireDualStack",
+                    "ports": [{ "port": 80 }],
+                },
+            }))?;
+            api.create(&PostParams::default(), &service)
+                .await
+                .with_context(|| format!("creating s{i}"))
+        }
+    }))
+    .await?;
+    let (mut ips, mut ports) = (BTreeSet::new(), BTreeSet::new());
+    for service in &created {
+        let spec = service.spec.as_ref().context("a Service without spec")?;
+        for ip in spec.cluster_ips.iter().flatten() {
+            let address: std::net::IpAddr = ip.parse()?;
+            anyhow::ensure!(
+                v4.contains(&address) || v6.contains(&address),
+                "{ip} is outside svcplane's ranges {v4} and {v6}: kube-apiserver chose it"
+            );
+            ips.insert(address);
+        }
+        for port in spec.ports.iter().flatten().filter_map(|p| p.node_port) {
+            anyhow::ensure!(
+                node_ports.contains(u16::try_from(port)?),
+                "nodePort {port} is outside svcplane's range {node_ports}"
+            );
+            ports.insert(port);
+        }
+    }
+    anyhow::ensure!(
+        ips.len() == 2 * CREATES && ports.len() == CREATES,
+        "{CREATES} dual-stack NodePort Services got {} distinct cluster IPs and {} distinct node ports",
+        ips.len(),
+        ports.len()
+    );
+    eprintln!(
+        "[svcplane_is_the_allocator] {CREATES} concurrent creates: {} distinct cluster IPs in {v4} and {v6}, {} distinct node ports in {node_ports}",
+        ips.len(),
+        ports.len()
+    );
+    Ok(())
+}
