@@ -46,6 +46,8 @@ fn cases() -> Vec<(String, Case<Planes>)> {
         lifecycle::delete_and_request_again,
         lifecycle::delete_collection_and_request_again,
         refusals::already_exists,
+        refusals::validation,
+        refusals::update_conflict,
         refusals::resource_quota,
         refusals::validating_admission_policy,
         planes::svcplane_is_the_allocator,

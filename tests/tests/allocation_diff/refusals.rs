@@ -4,10 +4,11 @@
 //! fails (`pkg/registry/core/service/storage/storage.go` `beginCreate` returns a finish
 //! function that calls `txn.Revert()` unless the create succeeded).
 //!
-//! svcplane's webhook is never told that a create it admitted was refused later: it frees
+//! svcplane's webhook is never told that a request it admitted was refused later: it frees
 //! the values once `--unconfirmed-allocation-timeout` has passed and a read shows no Service
 //! holds them. Until then the follow-up create is refused, the documented difference
-//! [`REFUSED_CREATE_HOLDS`], asserted by name so that a change of that behaviour shows here.
+//! [`REFUSED_REQUEST_HOLDS`], asserted by name so that a change of that behaviour shows here;
+//! the follow-up is then sent to svcplane again until it is admitted.
 
 use std::sync::Arc;
 
@@ -16,17 +17,20 @@ use http::Method;
 use serde_json::json;
 
 use crate::planes::Planes;
-use crate::table::{Known, compare, create, raw};
+use crate::table::{Known, Step, compare, create, merge, put_stale, raw};
 
-/// README: "values of a create refused after admission (quota, another plugin, name taken)".
-const REFUSED_CREATE_HOLDS: &str =
-    "values of a create refused after admission, held until --unconfirmed-allocation-timeout";
+/// README: "values of a create or update refused after admission (quota, validation,
+/// another plugin, name taken, conflict)".
+const REFUSED_REQUEST_HOLDS: &str =
+    "values of a request refused after admission, held until --unconfirmed-allocation-timeout";
 
-fn held(message: &'static str) -> Known {
-    Known {
-        name: REFUSED_CREATE_HOLDS,
+/// The documented refusal, then the same request admitted by svcplane once it freed them.
+fn held(step: Step, message: &'static str) -> Step {
+    step.known(Known {
+        name: REFUSED_REQUEST_HOLDS,
         svcplane: (422, message),
-    }
+    })
+    .released_later()
 }
 
 pub async fn already_exists(planes: Arc<Planes>) -> Result<()> {
@@ -44,13 +48,75 @@ pub async fn already_exists(planes: Arc<Planes>) -> Result<()> {
                 "a",
                 json!({ "clusterIP": "10.96.13.12", "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30071 }] }),
             ),
-            create(
-                "b",
-                json!({ "clusterIP": "10.96.13.12", "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30071 }] }),
-            )
-            .known(held(
+            held(
+                create(
+                    "b",
+                    json!({ "clusterIP": "10.96.13.12", "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30071 }] }),
+                ),
                 "Service \"b\" is invalid: spec.clusterIPs: Invalid value: [\"10.96.13.12\"]: failed to allocate IP 10.96.13.12: provided IP is already allocated",
-            )),
+            ),
+        ],
+    )
+    .await
+}
+
+/// A create and an update that kube-apiserver's validation refuses (a selector key that is
+/// no label name: svcplane's webhook does not look at selectors), after svcplane admitted
+/// them.
+pub async fn validation(planes: Arc<Planes>) -> Result<()> {
+    let bad_selector = json!({ "bad key!": "x" });
+    compare(
+        &planes,
+        "refused-validation",
+        vec![
+            create(
+                "a",
+                json!({ "clusterIP": "10.96.16.11", "type": "NodePort", "selector": bad_selector, "ports": [{ "port": 80, "nodePort": 30074 }] }),
+            ),
+            held(
+                create(
+                    "b",
+                    json!({ "clusterIP": "10.96.16.11", "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30074 }] }),
+                ),
+                "Service \"b\" is invalid: spec.clusterIPs: Invalid value: [\"10.96.16.11\"]: failed to allocate IP 10.96.16.11: provided IP is already allocated",
+            ),
+            create("c", json!({})),
+            merge(
+                "c",
+                json!({ "spec": { "type": "NodePort", "selector": bad_selector, "ports": [{ "port": 80, "nodePort": 30075 }] } }),
+            ),
+            held(
+                create(
+                    "d",
+                    json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30075 }] }),
+                ),
+                "Service \"d\" is invalid: spec.ports[0].nodePort: Invalid value: 30075: provided port is already allocated",
+            ),
+        ],
+    )
+    .await
+}
+
+/// An update refused with 409 Conflict (a stale resourceVersion) after svcplane admitted
+/// it (`registry/generic/registry/store.go` `Update` compares resourceVersions after
+/// `UpdatedObject` ran admission).
+pub async fn update_conflict(planes: Arc<Planes>) -> Result<()> {
+    compare(
+        &planes,
+        "refused-conflict",
+        vec![
+            create("a", json!({})),
+            put_stale(
+                "a",
+                json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30076 }] }),
+            ),
+            held(
+                create(
+                    "b",
+                    json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30076 }] }),
+                ),
+                "Service \"b\" is invalid: spec.ports[0].nodePort: Invalid value: 30076: provided port is already allocated",
+            ),
         ],
     )
     .await
@@ -81,11 +147,10 @@ pub async fn resource_quota(planes: Arc<Planes>) -> Result<()> {
                 .dry_run()
                 .until_refused(),
             create("a", json!({ "clusterIP": "10.96.14.11" })),
-            create("b", json!({ "clusterIP": "10.96.14.11" }))
-                .in_namespace("free")
-                .known(held(
-                    "Service \"b\" is invalid: spec.clusterIPs: Invalid value: [\"10.96.14.11\"]: failed to allocate IP 10.96.14.11: provided IP is already allocated",
-                )),
+            held(
+                create("b", json!({ "clusterIP": "10.96.14.11" })).in_namespace("free"),
+                "Service \"b\" is invalid: spec.clusterIPs: Invalid value: [\"10.96.14.11\"]: failed to allocate IP 10.96.14.11: provided IP is already allocated",
+            ),
         ],
     )
     .await
@@ -143,9 +208,10 @@ pub async fn validating_admission_policy(planes: Arc<Planes>) -> Result<()> {
                 .dry_run()
                 .until_refused(),
             raw(Method::POST, services, "application/json", labelled),
-            create("b", json!({ "clusterIP": "10.96.15.11" })).known(held(
+            held(
+                create("b", json!({ "clusterIP": "10.96.15.11" })),
                 "Service \"b\" is invalid: spec.clusterIPs: Invalid value: [\"10.96.15.11\"]: failed to allocate IP 10.96.15.11: provided IP is already allocated",
-            )),
+            ),
         ],
     )
     .await

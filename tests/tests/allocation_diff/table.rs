@@ -8,6 +8,7 @@
 //! with the string `"{{a.ports[0].nodePort}}"` (each side sends its own value).
 
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use http::{Method, Request};
@@ -27,6 +28,7 @@ pub struct Step {
     body: Option<Json>,
     repeat_until_refused: bool,
     known: Option<Known>,
+    released_later: bool,
 }
 
 /// Where a step's request goes.
@@ -78,6 +80,7 @@ impl Step {
             body: None,
             repeat_until_refused: false,
             known: None,
+            released_later: false,
         }
     }
 
@@ -104,6 +107,14 @@ impl Step {
     /// The answers differ, as documented.
     pub fn known(mut self, known: Known) -> Self {
         self.known = Some(known);
+        self
+    }
+
+    /// After the documented refusal, svcplane is asked again until it admits the request
+    /// (within the e2e wait limit), and the time that took is printed: the values it held
+    /// were freed. Both planes then hold the same.
+    pub fn released_later(mut self) -> Self {
+        self.released_later = true;
         self
     }
 
@@ -136,6 +147,19 @@ pub fn put(name: &str, spec: Json) -> Step {
         Target::Service(name.into()),
     )
     .with_body("application/json", service_json(name, spec))
+}
+
+/// `PUT` Service `name` with `spec` and a resourceVersion that is not the stored one: refused
+/// with 409 Conflict by storage, after admission.
+pub fn put_stale(name: &str, spec: Json) -> Step {
+    let mut body = service_json(name, spec.clone());
+    body["metadata"]["resourceVersion"] = json!("1");
+    Step::new(
+        format!("put {name} {spec} at resourceVersion 1"),
+        Method::PUT,
+        Target::Service(name.into()),
+    )
+    .with_body("application/json", body)
 }
 
 /// A JSON merge patch of Service `name`.
@@ -236,6 +260,19 @@ pub async fn compare(planes: &Planes, case: &str, steps: Vec<Step>) -> Result<()
                     theirs.brief(),
                     mine.brief()
                 );
+                if step.released_later {
+                    let started = Instant::now();
+                    let admitted = ours.send_until_admitted(step).await?;
+                    anyhow::ensure!(
+                        admitted == theirs,
+                        "{line}: admitted by svcplane after {:?}, but not as by kube-apiserver:\n  kube-apiserver: {theirs}\n  svcplane:       {admitted}",
+                        started.elapsed()
+                    );
+                    eprintln!(
+                        "[{line}] svcplane admitted it after {:.1}s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
             }
             _ => {
                 let mut report =
@@ -297,7 +334,26 @@ impl Side {
                 "{}: a step repeated until refused must be a dry run",
                 step.what
             );
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Sends `step` until it is admitted, for at most the e2e wait limit.
+    async fn send_until_admitted(&mut self, step: &Step) -> Result<Answer> {
+        let deadline = Instant::now() + e2e::wait::wait_limit();
+        loop {
+            let answer = self.send_once(step).await?;
+            if answer.code < 400 {
+                return Ok(answer);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{}: {} still refused after {:?}: {answer}",
+                self.label,
+                step.what,
+                e2e::wait::wait_limit()
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
