@@ -312,6 +312,63 @@ mod tests {
         );
     }
 
+    /// `pkg/registry/core/service/storage/alloc.go` `allocIPs` and `initNodePorts`.
+    #[tokio::test]
+    async fn allocation_refusals_read_like_kube_apiservers_allocator() {
+        let allocation = allocation();
+        // A request of its own for each name: an admission of the same uid is answered again.
+        let create = |name: &str, spec: Json| {
+            let mut request = request(
+                json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": name }, "spec": spec }),
+                None,
+            );
+            request.uid = format!("uid-{name}");
+            request.name = name.to_string();
+            request
+        };
+        let taken = json!({ "type": "NodePort", "clusterIP": "10.96.0.11", "ports": [{ "port": 80, "nodePort": 30080 }] });
+        assert!(
+            mutate_service(&create("a", taken.clone()), &allocation)
+                .await
+                .allowed
+        );
+        let message = |response: AdmissionResponse| response.result.message;
+        assert_eq!(
+            message(mutate_service(&create("b", taken), &allocation).await),
+            "Service \"b\" is invalid: spec.clusterIPs: Invalid value: [\"10.96.0.11\"]: failed to allocate IP 10.96.0.11: provided IP is already allocated"
+        );
+        assert_eq!(
+            message(
+                mutate_service(
+                    &create("c", json!({ "clusterIP": "10.97.0.1" })),
+                    &allocation
+                )
+                .await
+            ),
+            "Service \"c\" is invalid: spec.clusterIPs: Invalid value: [\"10.97.0.1\"]: failed to allocate IP 10.97.0.1: the provided network does not match the current range"
+        );
+        assert_eq!(
+            message(
+                mutate_service(
+                    &create(
+                        "d",
+                        json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30080 }] })
+                    ),
+                    &allocation
+                )
+                .await
+            ),
+            "Service \"d\" is invalid: spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"
+        );
+        // Outside every node-port range: left to kube-apiserver, nothing reserved.
+        let beyond = create(
+            "e",
+            json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": 70000 }] }),
+        );
+        let response = mutate_service(&beyond, &allocation).await;
+        assert!(response.allowed && response.patch.is_none());
+    }
+
     #[test]
     fn field_paths_resolve_to_values() {
         let object = json!({ "spec": { "clusterIPs": ["10.96.0.1"], "ports": [{ "port": 80 }, { "nodePort": 30080 }] } });

@@ -348,6 +348,84 @@ mod tests {
         );
     }
 
+    fn refused(spec: serde_json::Value) -> Vec<String> {
+        refusals(&reconciled(spec, None), None)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn addresses_are_read_as_kube_apiserver_reads_them() {
+        const NOT_AN_IP: &str = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)";
+        assert_eq!(
+            refused(json!({ "clusterIP": "10.96.2.300" })),
+            [format!(
+                "spec.clusterIPs[0]: Invalid value: \"10.96.2.300\": {NOT_AN_IP}"
+            )]
+        );
+        assert_eq!(
+            refused(json!({ "clusterIP": "010.096.002.001" })),
+            ["spec.clusterIPs[0]: Invalid value: \"010.096.002.001\": must not have leading 0s"]
+        );
+        assert_eq!(
+            refused(json!({ "clusterIP": "::ffff:10.96.0.1" })),
+            [
+                "spec.clusterIPs[0]: Invalid value: \"::ffff:10.96.0.1\": must not be an IPv4-mapped IPv6 address"
+            ]
+        );
+        assert_eq!(
+            refused(json!({ "clusterIP": "10.96.2.3", "clusterIPs": ["10.96.2.3", "None"] })),
+            [format!(
+                "spec.clusterIPs[1]: Invalid value: \"None\": {NOT_AN_IP}"
+            )]
+        );
+        // An address the Service already had stays valid.
+        let old =
+            service(json!({ "clusterIP": "010.096.002.001", "clusterIPs": ["010.096.002.001"] }));
+        let mut kept = old.clone();
+        reconcile(&mut kept, Some(&old));
+        assert!(refusals(&kept, Some(&old)).is_empty());
+    }
+
+    #[test]
+    fn every_error_is_given_in_kube_apiservers_order() {
+        assert_eq!(
+            refused(json!({ "ipFamilies": ["IPv4", "IPv4", "IPv5"], "ipFamilyPolicy": "Bogus" })),
+            [
+                "spec.ipFamilies[1]: Duplicate value: \"IPv4\"",
+                "spec.ipFamilies[2]: Unsupported value: \"IPv5\": supported values: \"IPv4\", \"IPv6\"",
+                "spec.ipFamilyPolicy: Unsupported value: \"Bogus\": supported values: \"PreferDualStack\", \"RequireDualStack\", \"SingleStack\"",
+            ]
+        );
+        assert_eq!(
+            refused(json!({
+                "clusterIP": "10.96.9.17", "clusterIPs": ["10.96.9.17", "fd00::44"],
+                "ipFamilies": ["IPv6", "IPv4"],
+            })),
+            [
+                "spec.clusterIPs[0]: Invalid value: \"10.96.9.17\": expected an IPv6 value as indicated by `ipFamilies[0]`",
+                "spec.clusterIPs[1]: Invalid value: \"fd00::44\": expected an IPv4 value as indicated by `ipFamilies[1]`",
+            ]
+        );
+        assert_eq!(
+            refused(json!({
+                "clusterIP": "10.96.9.16", "clusterIPs": ["10.96.9.16", "fd00::43"],
+                "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "SingleStack",
+            })),
+            [
+                "spec.ipFamilyPolicy: Invalid value: \"SingleStack\": must be 'RequireDualStack' or 'PreferDualStack' when multiple cluster IPs are specified",
+                "spec.ipFamilyPolicy: Invalid value: \"SingleStack\": must be 'RequireDualStack' or 'PreferDualStack' when multiple IP families are specified",
+            ]
+        );
+        assert_eq!(
+            refused(json!({ "clusterIP": "10.96.2.1", "clusterIPs": ["10.96.2.1", "10.96.2.2"] })),
+            [
+                "spec.clusterIPs: Invalid value: [\"10.96.2.1\",\"10.96.2.2\"]: may specify no more than one IP for each IP family"
+            ]
+        );
+    }
+
     #[test]
     fn single_stack_on_a_dual_stack_service_drops_the_secondary() {
         let old = json!({
