@@ -11,7 +11,9 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::planes::Planes;
-use crate::table::{Known, compare, create, delete, delete_collection, merge, put};
+use crate::table::{
+    Known, compare, create, delete, delete_collection, merge, put, webhook_down, webhook_up,
+};
 
 /// README: "a dry-run create asking for a cluster IP that is taken". kube-apiserver alone
 /// answers 201: its dry-run IP allocator checks only the range (`ipallocator.go`
@@ -141,4 +143,58 @@ pub async fn delete_collection_and_request_again(planes: Arc<Planes>) -> Result<
         ],
     )
     .await
+}
+
+/// Services created while svcplane's webhook was down (kube-apiserver allocated them on its
+/// own, the registration failing open), then svcplane back: their values are refused to
+/// others, and freed when they are deleted. On planes of the case's own, since the webhook
+/// stops.
+pub async fn svcplane_down_then_back(shared: Arc<Planes>) -> Result<()> {
+    let planes = Planes::start().await?;
+    let outcome = compare(
+        &planes,
+        "down-and-back",
+        vec![
+            create(
+                "a",
+                json!({ "type": "NodePort", "clusterIP": "10.96.17.11", "ports": [{ "port": 80, "nodePort": 30077 }] }),
+            ),
+            webhook_down(),
+            create(
+                "b",
+                json!({ "type": "NodePort", "clusterIP": "10.96.17.12", "ports": [{ "port": 80, "nodePort": 30078 }] }),
+            ),
+            create("c", json!({ "type": "NodePort", "ipFamilyPolicy": "RequireDualStack" })),
+            webhook_up(),
+            create(
+                "d",
+                json!({ "type": "NodePort", "clusterIP": "10.96.17.12", "ports": [{ "port": 80, "nodePort": 30078 }] }),
+            ),
+            create(
+                "e",
+                json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": "{{c.ports[0].nodePort}}" }] }),
+            ),
+            create("f", json!({ "clusterIP": "{{c.clusterIPs[1]}}" })),
+            delete("b"),
+            create(
+                "g",
+                json!({ "type": "NodePort", "clusterIP": "10.96.17.12", "ports": [{ "port": 80, "nodePort": 30078 }] }),
+            ),
+            delete("c"),
+            create(
+                "h",
+                json!({
+                    "type": "NodePort", "ipFamilyPolicy": "RequireDualStack",
+                    "clusterIP": "{{c.clusterIPs[0]}}", "clusterIPs": ["{{c.clusterIPs[0]}}", "{{c.clusterIPs[1]}}"],
+                    "ports": [{ "port": 80, "nodePort": "{{c.ports[0].nodePort}}" }],
+                }),
+            ),
+            create("i", json!({ "type": "NodePort" })),
+        ],
+    )
+    .await;
+    for line in planes.summary() {
+        shared.record(line);
+    }
+    outcome
 }

@@ -45,6 +45,7 @@ fn cases() -> Vec<(String, Case<Planes>)> {
         lifecycle::dry_run,
         lifecycle::delete_and_request_again,
         lifecycle::delete_collection_and_request_again,
+        lifecycle::svcplane_down_then_back,
         refusals::already_exists,
         refusals::validation,
         refusals::update_conflict,

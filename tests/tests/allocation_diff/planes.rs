@@ -27,8 +27,9 @@ pub struct Planes {
     pub svcplane: Plane,
     summary: Mutex<Vec<String>>,
     // Stopped before the plane it serves.
-    _replica: WebhookReplica,
-    _planes: [ControlPlane; 2],
+    replica: tokio::sync::Mutex<Option<WebhookReplica>>,
+    fronted: ControlPlane,
+    _alone: ControlPlane,
 }
 
 impl Planes {
@@ -49,9 +50,23 @@ impl Planes {
                 client: fronted.client().await?,
             },
             summary: Mutex::new(Vec::new()),
-            _replica: replica,
-            _planes: [alone, fronted],
+            replica: tokio::sync::Mutex::new(Some(replica)),
+            fronted,
+            _alone: alone,
         })
+    }
+
+    /// Stops svcplane's webhook (kube-apiserver then allocates on its own: the registration
+    /// fails open) or starts it again, registered and called.
+    pub async fn set_webhook(&self, up: bool) -> Result<()> {
+        let mut replica = self.replica.lock().await;
+        if up && replica.is_none() {
+            let config = svcplane::webhook_config(&self.fronted)?;
+            *replica = Some(start_webhook(&self.fronted, config).await?);
+        } else if !up {
+            replica.take();
+        }
+        Ok(())
     }
 
     /// Records one case's line of the summary printed at the end.
