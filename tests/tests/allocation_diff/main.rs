@@ -51,6 +51,7 @@ fn cases() -> Vec<(String, Case<Planes>)> {
         refusals::update_conflict,
         refusals::resource_quota,
         refusals::validating_admission_policy,
+        planes::concurrent_creates_of_one_value,
         planes::svcplane_is_the_allocator,
     ]
 }

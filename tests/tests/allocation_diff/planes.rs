@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use e2e::svcplane::{self, WebhookReplica};
 use e2e::{ControlPlane, ControlPlaneConfig, create_namespace};
-use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::PostParams;
 use kube::{Api, Client};
@@ -116,23 +115,16 @@ pub async fn svcplane_is_the_allocator(_: Arc<Planes>) -> Result<()> {
     let client = plane.client().await?;
     create_namespace(&client, "narrow").await?;
     let api: Api<Service> = Api::namespaced(client, "narrow");
-    let created = try_join_all((0..CREATES).map(|i| {
-        let api = api.clone();
-        async move {
-            let service: Service = serde_json::from_value(json!({
-                "metadata": { "name": format!("s{i}") },
-                "spec": {
-                    "type": "NodePort",
-                    "ipFamilyPolicy": "RequireDualStack",
-                    "ports": [{ "port": 80 }],
-                },
-            }))?;
-            api.create(&PostParams::default(), &service)
-                .await
-                .with_context(|| format!("creating s{i}"))
-        }
-    }))
-    .await?;
+    let created = create_concurrently(
+        &api,
+        CREATES,
+        json!({ "type": "NodePort", "ipFamilyPolicy": "RequireDualStack", "ports": [{ "port": 80 }] }),
+    )
+    .await
+    .into_iter()
+    .enumerate()
+    .map(|(i, created)| created.with_context(|| format!("creating s{i}")))
+    .collect::<Result<Vec<_>>>()?;
     let (mut ips, mut ports) = (BTreeSet::new(), BTreeSet::new());
     for service in &created {
         let spec = service.spec.as_ref().context("a Service without spec")?;
@@ -164,4 +156,78 @@ pub async fn svcplane_is_the_allocator(_: Arc<Planes>) -> Result<()> {
         ports.len()
     );
     Ok(())
+}
+
+/// 20 concurrent creates asking for one cluster IP and one node port, on each plane: one is
+/// admitted and the others get the same refusal on both (`alloc.go` `allocIPs`: the address
+/// is allocated once, whichever create comes first).
+pub async fn concurrent_creates_of_one_value(planes: Arc<Planes>) -> Result<()> {
+    const CREATES: usize = 20;
+    const CASE: &str = "concurrent";
+    let mut outcomes = Vec::new();
+    for plane in [&planes.in_tree, &planes.svcplane] {
+        create_namespace(&plane.client, CASE).await?;
+        let api: Api<Service> = Api::namespaced(plane.client.clone(), CASE);
+        let answers = create_concurrently(
+            &api,
+            CREATES,
+            json!({ "type": "NodePort", "clusterIP": "10.96.18.11", "ports": [{ "port": 80, "nodePort": 30079 }] }),
+        )
+        .await
+        .into_iter()
+        .enumerate()
+        .map(|(i, answer)| match answer {
+            Ok(_) => Ok("201".to_string()),
+            Err(kube::Error::Api(status)) => {
+                let message = status.message.replace(&format!("\"s{i}\""), "\"<name>\"");
+                let message = match message.split_once("denied the request: ") {
+                    Some((_, rest)) => rest.to_string(),
+                    None => message,
+                };
+                Ok(format!("{} {message}", status.code))
+            }
+            Err(error) => Err(error.into()),
+        })
+        .collect::<Result<Vec<_>>>()?;
+        let mut counted = std::collections::BTreeMap::<String, usize>::new();
+        for answer in answers {
+            *counted.entry(answer).or_default() += 1;
+        }
+        eprintln!("[{CASE}] {}: {counted:?}", plane.label);
+        outcomes.push(counted);
+    }
+    let same = outcomes[0] == outcomes[1];
+    planes.record(format!(
+        "{CASE}: {CREATES} concurrent creates, {}",
+        if same {
+            "same answers"
+        } else {
+            "differing answers"
+        }
+    ));
+    anyhow::ensure!(
+        same && outcomes[0].get("201") == Some(&1),
+        "20 concurrent creates of one cluster IP and node port:\n  kube-apiserver: {:?}\n  svcplane:       {:?}",
+        outcomes[0],
+        outcomes[1]
+    );
+    Ok(())
+}
+
+/// Creates Services `s0`..`s<count>` with `spec` all at once; their answers in that order.
+async fn create_concurrently(
+    api: &Api<Service>,
+    count: usize,
+    spec: serde_json::Value,
+) -> Vec<kube::Result<Service>> {
+    futures::future::join_all((0..count).map(|i| {
+        let service: Service = serde_json::from_value(json!({
+            "metadata": { "name": format!("s{i}") },
+            "spec": spec.clone(),
+        }))
+        .expect("a Service");
+        let api = api.clone();
+        async move { api.create(&PostParams::default(), &service).await }
+    }))
+    .await
 }
