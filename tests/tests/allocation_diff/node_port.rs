@@ -57,6 +57,13 @@ pub async fn requested_and_duplicate(planes: Arc<Planes>) -> Result<()> {
                 "h",
                 json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": "{{a.ports[0].nodePort}}" }] }),
             ),
+            create(
+                "h2",
+                json!({ "type": "ClusterIP", "ports": [
+                    { "name": "a", "port": 80, "nodePort": 30013 },
+                    { "name": "b", "port": 81, "nodePort": 30013 },
+                ] }),
+            ),
             // Nothing above held 30011 or 30012.
             create(
                 "i",

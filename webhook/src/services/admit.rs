@@ -33,9 +33,12 @@ pub async fn mutate_service(request: &Request, store: &impl Allocate) -> Admissi
     // applies to the object as sent.
     let mut reconciled = service.clone();
     cluster_ips::reconcile(&mut reconciled, old_service.as_ref());
-    // Nothing is reserved for what kube-apiserver's validation will refuse anyway.
-    let mut refusals = port_refusals(&service);
-    refusals.extend(cluster_ips::refusals(&reconciled, old_service.as_ref()));
+    // Nothing is reserved for what kube-apiserver will refuse anyway. Its allocator checks
+    // the cluster IP fields first and answers with those errors alone.
+    let mut refusals = cluster_ips::refusals(&reconciled, old_service.as_ref());
+    if refusals.is_empty() {
+        refusals = port_refusals(&service, old_service.is_none());
+    }
     if !refusals.is_empty() {
         return deny_invalid(request, &refusals);
     }

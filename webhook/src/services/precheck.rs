@@ -19,16 +19,23 @@ use crate::review::FieldError;
 const DNS1123_LABEL_MAX_LENGTH: usize = 63;
 const DNS1123_LABEL_MESSAGE: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 
-/// The refusals kube-apiserver would give `service`'s ports, in its order: its allocator's
-/// refusal of one node port asked for by two port numbers, which comes first and alone, or
-/// else its validation's.
-pub fn port_refusals(service: &Service) -> Vec<FieldError> {
+/// The refusals kube-apiserver would give `service`'s ports (`created`, or updated), in its
+/// order: its allocator's refusal of one node port asked for by two port numbers, which
+/// comes first and alone, or else its validation's.
+pub fn port_refusals(service: &Service, created: bool) -> Vec<FieldError> {
     let ports = service
         .spec
         .as_ref()
         .and_then(|spec| spec.ports.as_deref())
         .unwrap_or_default();
-    if let Some(refusal) = node_port_taken_by_another_port(ports) {
+    let service_type = service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.type_.as_deref())
+        .unwrap_or("ClusterIP");
+    if matches!(service_type, "NodePort" | "LoadBalancer")
+        && let Some(refusal) = node_port_taken_by_another_port(ports)
+    {
         return vec![refusal];
     }
     let require_name = ports.len() > 1;
@@ -59,6 +66,22 @@ pub fn port_refusals(service: &Service) -> Vec<FieldError> {
             ));
         }
     }
+    // On update, kube-apiserver first drops the node ports a ClusterIP Service kept from its
+    // old type (`dropTypeDependentFields` in `pkg/registry/core/service/strategy.go`).
+    if created && service_type == "ClusterIP" {
+        errors.extend(
+            ports
+                .iter()
+                .enumerate()
+                .filter(|(_, port)| port.node_port.is_some_and(|p| p != 0))
+                .map(|(i, _)| {
+                    FieldError::forbidden(
+                        format!("spec.ports[{i}].nodePort"),
+                        "may not be used when `type` is 'ClusterIP'",
+                    )
+                }),
+        );
+    }
     let mut node_ports = HashSet::new();
     for (i, port) in ports.iter().enumerate() {
         let Some(node_port) = port.node_port.filter(|&p| p != 0) else {
@@ -77,8 +100,8 @@ pub fn port_refusals(service: &Service) -> Vec<FieldError> {
 
 /// kube-apiserver v1.37.2 allocates before it validates (`store.go` calls `BeginCreate`
 /// before `BeforeCreate`), one node port per port number whatever the protocol
-/// (`storage/alloc.go` `initNodePorts`): a node port asked for again by a port with another
-/// number is refused as taken, naming the later port.
+/// (`storage/alloc.go` `initNodePorts`, for the types that have node ports): a node port
+/// asked for again by a port with another number is refused as taken, naming the later port.
 fn node_port_taken_by_another_port(ports: &[ServicePort]) -> Option<FieldError> {
     let mut claimed: HashMap<i32, i32> = HashMap::new();
     ports.iter().enumerate().find_map(|(i, port)| {
@@ -134,7 +157,7 @@ mod tests {
     }
 
     fn messages(service: &Service) -> Vec<String> {
-        port_refusals(service)
+        port_refusals(service, true)
             .iter()
             .map(ToString::to_string)
             .collect()
@@ -157,7 +180,7 @@ mod tests {
     #[test]
     fn thousands_of_unnamed_ports_are_refused_one_error_each() {
         let ports: Vec<_> = (1..=2768).map(|port| json!({ "port": port })).collect();
-        let errors = port_refusals(&service(json!(ports)));
+        let errors = port_refusals(&service(json!(ports)), true);
         assert_eq!(errors.len(), 2768);
         assert_eq!(
             errors[2767].to_string(),
@@ -187,6 +210,26 @@ mod tests {
         );
         assert_eq!(dns1123_label_problems("-a"), [DNS1123_LABEL_MESSAGE]);
         assert!(dns1123_label_problems("a-0").is_empty());
+    }
+
+    #[test]
+    fn node_ports_of_a_cluster_ip_service_are_forbidden_then_duplicates_named() {
+        let service: Service = serde_json::from_value(json!({
+            "metadata": { "name": "web" },
+            "spec": { "ports": [
+                { "name": "a", "port": 80, "nodePort": 30013 },
+                { "name": "b", "port": 81, "nodePort": 30013 },
+            ] },
+        }))
+        .unwrap();
+        assert_eq!(
+            messages(&service),
+            [
+                "spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'",
+                "spec.ports[1].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'",
+                "spec.ports[1].nodePort: Duplicate value: 30013",
+            ]
+        );
     }
 
     #[test]
