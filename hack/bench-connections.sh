@@ -8,13 +8,12 @@
 # Environment:
 #   CONNECTIONS        connections to open (default 10000)
 #   PROFILE            cargo profile to build: release (default) or dev
-#   CARGO_TARGET_DIR   where cargo builds (default ./target)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+#   CARGO_TARGET_DIR   where cargo builds (default: $SVCPLANE_CACHE/target, see hack/lib.sh)
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh" bench-connections
 
 CONNECTIONS=${CONNECTIONS:-10000}
 PROFILE=${PROFILE:-release}
-TARGET=${CARGO_TARGET_DIR:-target}
 OUT=$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 
 # The client holds every connection it opens; the replica holds at most its limit.
@@ -24,13 +23,12 @@ if [ "$(ulimit -n)" -lt "$WANT" ]; then
 fi
 echo "file descriptor limit: $(ulimit -n)"
 
-SVCPLANE_KUBE_BIN_DIR=$(bash hack/kube-bins.sh | tail -n1)
-export SVCPLANE_KUBE_BIN_DIR
+kube_bins
 cargo build --locked --profile "$PROFILE" -p svcplane --bin svcplane
 cargo build --locked --profile "$PROFILE" -p e2e --bin bench-connections
 
 # Copies, so that a build in the shared target directory during the run changes nothing.
 BIN=$(mktemp -d)
 trap 'rm -rf "$BIN"' EXIT
-cp "$TARGET/$OUT/svcplane" "$TARGET/$OUT/bench-connections" "$BIN/"
+cp "$CARGO_TARGET_DIR/$OUT/svcplane" "$CARGO_TARGET_DIR/$OUT/bench-connections" "$BIN/"
 CONNECTIONS=$CONNECTIONS "$BIN/bench-connections" "$BIN/svcplane"

@@ -15,9 +15,9 @@
 #   PODS NODES BATCH   scale-up size (default 5000, 10, 100)
 #   SERVICES PODS_PER_SERVICE FLIPS_PER_SECOND CHURN_SECONDS
 #                      churn size (default 500, 10, 20, 60)
-#   CARGO_TARGET_DIR   where cargo builds (default ./target)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+#   CARGO_TARGET_DIR   where cargo builds (default: $SVCPLANE_CACHE/target, see hack/lib.sh)
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh" bench-controllers
 
 SIDES=${SIDES:-in-tree,in-tree-qps1000,svcplane}
 SCENARIOS=${SCENARIOS:-scale-up,churn}
@@ -28,21 +28,20 @@ SERVICES=${SERVICES:-500}
 PODS_PER_SERVICE=${PODS_PER_SERVICE:-10}
 FLIPS_PER_SECOND=${FLIPS_PER_SECOND:-20}
 CHURN_SECONDS=${CHURN_SECONDS:-60}
-TARGET=${CARGO_TARGET_DIR:-target}
 
 # The Kubernetes binaries first, so that their build is not part of a run.
-bash hack/kube-bins.sh >/dev/null
+kube_bins
 cargo build --release -p svcplane --bin svcplane
 cargo build --release -p e2e --bin bench-controllers
 
 # Copies, so that a build in the shared target directory during the run changes nothing.
 BIN=$(mktemp -d)
 trap 'rm -rf "$BIN"' EXIT
-cp "$TARGET/release/svcplane" "$TARGET/release/bench-controllers" "$BIN/"
+cp "$CARGO_TARGET_DIR/release/svcplane" "$CARGO_TARGET_DIR/release/bench-controllers" "$BIN/"
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- controllers svcplane tests || echo ' (with local changes)')"
-echo "kube-controller-manager: $("$(bash hack/kube-bins.sh 2>/dev/null | tail -1)/kube-controller-manager" --version)"
+echo "kube-controller-manager: $("$SVCPLANE_KUBE_BIN_DIR/kube-controller-manager" --version)"
 "$BIN/bench-controllers" --svcplane "$BIN/svcplane" \
   --sides "$SIDES" --scenarios "$SCENARIOS" \
   --pods "$PODS" --nodes "$NODES" --batch "$BATCH" \

@@ -8,9 +8,9 @@
 #
 # Environment:
 #   ITERATIONS         syncs counted under cachegrind (default 20)
-#   CARGO_TARGET_DIR   where cargo builds (default ./target)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+#   CARGO_TARGET_DIR   where cargo builds (default: $SVCPLANE_CACHE/target, see hack/lib.sh)
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh" bench-sync
 
 ITERATIONS=${ITERATIONS:-20}
 echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- controllers || echo ' (with local changes)')"

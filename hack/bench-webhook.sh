@@ -15,9 +15,9 @@
 #   NODE_PORT_EVERY  one Service in this many is a NodePort (default 5; 0: none)
 #   RATE       creates per second, the same for both runs (default 0: closed loop, each
 #              client sending its next create when its last one is answered)
-#   CARGO_TARGET_DIR   where cargo builds (default ./target)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+#   CARGO_TARGET_DIR   where cargo builds (default: $SVCPLANE_CACHE/target, see hack/lib.sh)
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh" bench-webhook
 
 SERVICES=${SERVICES:-5000}
 CLIENTS=${CLIENTS:-50}
@@ -25,17 +25,16 @@ WARMUP=${WARMUP:-200}
 ROUNDS=${ROUNDS:-3}
 NODE_PORT_EVERY=${NODE_PORT_EVERY:-5}
 RATE=${RATE:-0}
-TARGET=${CARGO_TARGET_DIR:-target}
 
 # The Kubernetes binaries first, so that their build is not part of a run.
-bash hack/kube-bins.sh >/dev/null
+kube_bins
 cargo build --release -p svcplane --bin svcplane
 cargo build --release -p e2e --bin bench-webhook
 
 # Copies, so that a build in the shared target directory during the run changes nothing.
 BIN=$(mktemp -d)
 trap 'rm -rf "$BIN"' EXIT
-cp "$TARGET/release/svcplane" "$TARGET/release/bench-webhook" "$BIN/"
+cp "$CARGO_TARGET_DIR/release/svcplane" "$CARGO_TARGET_DIR/release/bench-webhook" "$BIN/"
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 # What the binaries are built from: svcplane, the webhook, the allocator, the e2e crate.

@@ -26,24 +26,17 @@
 #   SVCPLANE_CACHE   cache root (default: $HOME/.cache/svcplane); the cluster's certificates
 #                    and kubeconfig are kept in $SVCPLANE_CACHE/kind/clusters/<name> while it lives
 #   CARGO_TARGET_DIR cargo's build directory (default: $SVCPLANE_CACHE/target, as hack/test.sh)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh" kind-e2e
 
 cluster=${KIND_CLUSTER:-svcplane}
 ip_family=${KIND_IP_FAMILY:-dual}
 namespace="svcplane-system"
 ns="svcplane-e2e"
-started=$SECONDS
-
-say() { printf '[kind-e2e %4ss] %s\n' "$((SECONDS - started))" "$*" >&2; }
-die() { printf '[kind-e2e] FAILED: %s\n' "$*" >&2; exit 1; }
 for tool in openssl go cargo jq; do
   command -v "$tool" >/dev/null || die "$tool is required"
 done
 case "$ip_family" in dual | ipv4) ;; *) die "KIND_IP_FAMILY must be dual or ipv4" ;; esac
-
-cache=${SVCPLANE_CACHE:-$HOME/.cache/svcplane}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
 
 say "images (hack/kind-images.sh; returns at once when built)"
 images=$(hack/kind-images.sh) || die "hack/kind-images.sh failed (see above)"
@@ -52,7 +45,7 @@ kind() { "$KIND" "$@"; }
 kubectl() { "$KUBE_DIR/kubectl" "$@"; }
 svcplane=$SVCPLANE_BIN
 
-state="$cache/kind/clusters/$cluster"
+state="$SVCPLANE_CACHE/kind/clusters/$cluster"
 # The control-plane node's /etc/kubernetes/svcplane: kube-apiserver's side of the webhook's
 # client authentication, and in the sidecar mode the sidecar's certificates.
 node_dir="$state/node"

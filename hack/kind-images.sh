@@ -22,8 +22,8 @@
 #   SVCPLANE_CACHE    cache root (default: $HOME/.cache/svcplane)
 #   CARGO_TARGET_DIR  cargo's build directory (default: $SVCPLANE_CACHE/target, as hack/test.sh)
 #   KUBE_VERSION      Kubernetes release (default: v1.37.2)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh" kind-images
 
 # The versions kind v0.33.0's base image pins (images/base/Dockerfile), except crictl, whose
 # releases follow Kubernetes' minor versions, and etcd and CoreDNS, which are the ones
@@ -37,15 +37,12 @@ CRICTL_VERSION=v1.37.0
 COREDNS_VERSION=v1.14.6
 ETCD_VERSION=v3.7.0
 DEBIAN_SUITE=bookworm
-CACHE=${SVCPLANE_CACHE:-$HOME/.cache/svcplane}
-KIND_CACHE="$CACHE/kind"
+KIND_CACHE="$SVCPLANE_CACHE/kind"
 GO_BIN="$KIND_CACHE/bin"
-KIND_BIN="$CACHE/bin/kind-$KIND_VERSION/kind"
+KIND_BIN="$SVCPLANE_CACHE/bin/kind-$KIND_VERSION/kind"
 IMAGE_DIR="$KIND_CACHE/images"
 TIMES="$KIND_CACHE/build-times.log"
 
-say() { printf '[kind-images] %s\n' "$*" >&2; }
-die() { printf '[kind-images] error: %s\n' "$*" >&2; exit 1; }
 mkdir -p "$KIND_CACHE" "$IMAGE_DIR" "$GO_BIN"
 
 # timed <label> <command...>: runs the command, records how long it took.
@@ -130,9 +127,7 @@ step_docker() { docker_up; }
 # --- go -----------------------------------------------------------------------------------
 # One module and build cache with hack/kube-bins.sh: the node's Kubernetes binaries reuse
 # what building kube-apiserver compiled.
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod
-export GOMODCACHE=${GOMODCACHE_OVERRIDE:-$CACHE/go/mod}
-export GOCACHE=${GOCACHE_OVERRIDE:-$CACHE/go/build}
+go_env
 
 # go_install <dir> <label> <cgo> <tags> <ldflags> <package@version...>: binaries into <dir>
 # (named after its component and version), unless the first one is there already.
@@ -368,7 +363,7 @@ step_node() {
 # --- svcplane -------------------------------------------------------------------------------
 # Tagged by content: runs from other checkouts on this machine do not load each other's images.
 TEST_SERVER_IMAGE="svcplane-test-server:e2e-${PROGRAMS_BIN##*-}"
-TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
+TARGET_DIR=$CARGO_TARGET_DIR
 [[ $TARGET_DIR == /* ]] || TARGET_DIR="$PWD/$TARGET_DIR"
 SVCPLANE_BIN="$TARGET_DIR/debug/svcplane"
 
@@ -389,7 +384,7 @@ step_svcplane() {
   command -v cargo >/dev/null || die "cargo is not installed; install Rust (rustup) and run again."
   say "building svcplane (cargo build, debug profile)"
   timed "cargo build svcplane (debug)" nice -n 15 \
-    env CARGO_TARGET_DIR="$TARGET_DIR" cargo build --locked -p e2e -p svcplane --bin svcplane >&2 ||
+    cargo build --locked -p e2e -p svcplane --bin svcplane >&2 ||
     die "cargo build of svcplane failed (see above)."
   # The binary without its debug information and the shared libraries it was linked against
   # (glibc's, from this machine), on an empty base.

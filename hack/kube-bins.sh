@@ -12,17 +12,14 @@
 #   SVCPLANE_CACHE   cache root (default: $HOME/.cache/svcplane)
 #   KUBE_VERSION     Kubernetes release (default: pinned below)
 #   ETCD_VERSION     etcd release (default: pinned below)
-set -euo pipefail
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh" kube-bins
 
 # v1.37.2: the newest v1.37 patch the Go module proxy serves that Go 1.26 builds.
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
-CACHE=${SVCPLANE_CACHE:-$HOME/.cache/svcplane}
-BIN_DIR="$CACHE/bin/kube-$KUBE_VERSION-etcd-$ETCD_VERSION"
+BIN_DIR="$SVCPLANE_CACHE/bin/kube-$KUBE_VERSION-etcd-$ETCD_VERSION"
 KUBE_BINS=(kube-apiserver kube-controller-manager kubectl "$@")
-
-say() { printf '[kube-bins] %s\n' "$*" >&2; }
-die() { printf '[kube-bins] error: %s\n' "$*" >&2; exit 1; }
 
 all_present() {
   for b in etcd "${KUBE_BINS[@]}"; do [ -x "$BIN_DIR/$b" ] || return 1; done
@@ -35,9 +32,8 @@ fi
 
 command -v go >/dev/null || die "Go is not installed; install Go >= 1.26 (https://go.dev/dl) and run again."
 
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
-export GOMODCACHE=${GOMODCACHE_OVERRIDE:-$CACHE/go/mod}
-export GOCACHE=${GOCACHE_OVERRIDE:-$CACHE/go/build}
+go_env
+export CGO_ENABLED=0
 mkdir -p "$BIN_DIR" "$GOMODCACHE" "$GOCACHE"
 
 # go_line_of <go.mod>: the version on its `go` line.
@@ -107,7 +103,7 @@ build() {
 }
 
 if [ ! -x "$BIN_DIR/etcd" ]; then
-  dir="$CACHE/src/etcd-$ETCD_VERSION"
+  dir="$SVCPLANE_CACHE/src/etcd-$ETCD_VERSION"
   wrapper_module "$dir" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "$ETCD_VERSION"
   build "$dir" go.etcd.io/etcd/server/v3 "$BIN_DIR/etcd"
 fi
@@ -115,7 +111,7 @@ fi
 missing=()
 for b in "${KUBE_BINS[@]}"; do [ -x "$BIN_DIR/$b" ] || missing+=("$b"); done
 if [ ${#missing[@]} -gt 0 ]; then
-  dir="$CACHE/src/kube-$KUBE_VERSION"
+  dir="$SVCPLANE_CACHE/src/kube-$KUBE_VERSION"
   # Staging modules are published as k8s.io/<m> v0.<minor>.<patch>.
   wrapper_module "$dir" k8s.io/kubernetes "$KUBE_VERSION" "v0.${KUBE_VERSION#v1.}"
   IFS=. read -r major minor _ <<<"${KUBE_VERSION#v}"

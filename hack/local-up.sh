@@ -6,17 +6,13 @@
 #
 #   --in-tree          kube-controller-manager's endpoint controllers instead of svcplane's
 #   --no-walkthrough   skip the demo
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh" local-up
 
-export SVCPLANE_CACHE=${SVCPLANE_CACHE:-$HOME/.cache/svcplane}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$SVCPLANE_CACHE/target}
+step "Kubernetes binaries (hack/kube-bins.sh)"
+kube_bins
 
-echo "==> Kubernetes binaries (hack/kube-bins.sh)" >&2
-SVCPLANE_KUBE_BIN_DIR=$(bash hack/kube-bins.sh | tail -n 1)
-export SVCPLANE_KUBE_BIN_DIR
-
-echo "==> building svcplane and the local runner (cargo)" >&2
+step "building svcplane and the local runner (cargo)"
 cargo build --locked -p svcplane -p e2e --bin svcplane --bin local-up
 export SVCPLANE_BIN="$CARGO_TARGET_DIR/debug/svcplane"
 exec "$CARGO_TARGET_DIR/debug/local-up" "$@"

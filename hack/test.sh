@@ -13,14 +13,10 @@
 #   SVCPLANE_SKIP_KIND=1  skip the kind stage
 #   SVCPLANE_KIND_LATEST_START  in CI, the kind stage is skipped (and says so) when the run
 #                     has taken longer than this many seconds before it (default 3900)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-
-export SVCPLANE_CACHE=${SVCPLANE_CACHE:-$HOME/.cache/svcplane}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$SVCPLANE_CACHE/target}
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh" test
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-step() { printf '\n==> %s\n' "$*" >&2; }
 started=$SECONDS
 
 step "Rust components"
@@ -31,8 +27,7 @@ for component in rustfmt clippy; do
 done
 
 step "Kubernetes binaries (hack/kube-bins.sh)"
-SVCPLANE_KUBE_BIN_DIR=$(bash hack/kube-bins.sh | tail -n 1)
-export SVCPLANE_KUBE_BIN_DIR
+kube_bins
 
 step "kind stage: Docker, and its images built in the background (hack/kind-images.sh)"
 # kind_blocker: why the kind stage cannot run here, or nothing (and Docker is up: as root,

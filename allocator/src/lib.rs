@@ -11,7 +11,9 @@
 //! - [`transaction`]: [`Allocators`], which turns a Service create / update / delete into a
 //!   [`Transaction`] that reserves at once and releases on commit.
 //!
-//! The contract is `spec/allocation.md`; the reference behaviour is kube-apiserver's
+//! What it allocates, and where svcplane answers differently from kube-apiserver, is in the
+//! repository's `README.md` (its opening list and "Where svcplane answers differently from
+//! kube-apiserver"); the reference behaviour is kube-apiserver's
 //! `pkg/registry/core/service/{allocator,ipallocator,portallocator,storage}`.
 //!
 //! ```

@@ -51,6 +51,7 @@ mod pod_changes;
 pub mod pods;
 pub mod runtime;
 pub mod service;
+mod slice_name;
 pub mod topology;
 pub mod trigger_time;
 pub mod well_known;
@@ -71,5 +72,5 @@ pub use mirroring::{
     DesiredMirroredSlices, MirroringParams, desired_mirrored_slices, plan_mirrored_slices,
 };
 pub use service::IpFamily;
-pub use topology::{HintsDecision, HintsEventTracker, ZoneCapacity, apply_topology};
+pub use topology::{HintsDecision, HintsEventTracker, ZoneCapacity, plan_with_topology};
 pub use trigger_time::{PodTrigger, TriggerObservation, TriggerTimeTracker};

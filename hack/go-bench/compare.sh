@@ -6,15 +6,13 @@
 # Usage: hack/go-bench/compare.sh
 # Environment:
 #   MEASUREMENT_TIME  seconds measured per workload on each side (default 3)
-#   SVCPLANE_CACHE    cache root (default: $HOME/.cache/svcplane): cargo target dir, Go caches
-set -euo pipefail
+#   SVCPLANE_CACHE    cache root (default: $HOME/.cache/svcplane): Go caches, cargo's builds
+#   CARGO_TARGET_DIR  where cargo builds (default: $SVCPLANE_CACHE/target, see hack/lib.sh)
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/../lib.sh" compare
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-CACHE=${SVCPLANE_CACHE:-$HOME/.cache/svcplane}
+ROOT=$PWD
 MEASUREMENT_TIME=${MEASUREMENT_TIME:-3}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target-allocator}
-
-say() { printf '[compare] %s\n' "$*" >&2; }
 
 command -v go >/dev/null || { say "Go is not installed; install Go >= 1.26 and run again."; exit 1; }
 command -v python3 >/dev/null || { say "python3 is needed to print the table."; exit 1; }
@@ -35,9 +33,8 @@ run "$OUT/memory.txt" cargo bench -p allocator --bench memory
 
 say "in-tree: go test -bench (k8s.io/kubernetes v1.37.1, ${MEASUREMENT_TIME}s per workload)"
 cd "$ROOT/hack/go-bench"
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
-export GOMODCACHE=${GOMODCACHE_OVERRIDE:-$CACHE/go/mod}
-export GOCACHE=${GOCACHE_OVERRIDE:-$CACHE/go/build}
+go_env
+export CGO_ENABLED=0
 run "$OUT/go.txt" go test -run '^$' -bench . -benchmem -benchtime "${MEASUREMENT_TIME}s"
 
 echo "machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"

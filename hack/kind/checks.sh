@@ -381,13 +381,7 @@ bootstrap_token_controllers() {
 # and the differential suite need control planes of their own and skip themselves here.
 e2e_suite() {
   local skip=()
-  if [ -z "${KIND_SIDECAR:-}" ]; then
-    # With the Deployment's two replicas, the one that did not release a deleted Service's
-    # nodePort goes on refusing it as taken (its copy of the state is not refreshed; README,
-    # "In a real cluster"), and kube-apiserver may be talking to that one. The local control
-    # plane and the sidecar run one replica.
-    skip+=(--skip webhook::releases_on_delete)
-  else
+  if [ -n "${KIND_SIDECAR:-}" ]; then
     # It applies the Deployment mode's manifests (dry run) over the registration: the
     # sidecar's URL, applied by kubectl's field manager, would stay beside their Service.
     skip+=(--skip product::manifests_apply_cleanly)

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use allocator::{IpFamily, PortRange};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use controllers::runtime::ControllerList;
 use ipnet::IpNet;
 
 /// svcplane: ClusterIP/NodePort allocation, Endpoints and EndpointSlice controllers and an
@@ -36,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Controllers (leader-elected) and webhook in one process: the sidecar mode.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Only the Endpoints and EndpointSlice controllers (leader-elected).
     Controllers(ControllersArgs),
     /// Only the admission webhook; run any number of replicas.
@@ -204,8 +205,9 @@ pub struct WebhookFlags {
     pub allocation_pool_size: usize,
     /// How long a replica's pool entry lives without renewal. Give every replica the same
     /// value. A replica renews every quarter of it and stops handing out its pool half of it
-    /// after the last renewal; the values of a replica gone for this long are freed by
-    /// repair. Replicas' clocks must differ by less than half of it.
+    /// after the last renewal; what the entry of a replica gone for this long lists (its
+    /// pool, its unconfirmed values) is freed by the releasing replica, unless a Service
+    /// holds it. Replicas' clocks must differ by less than half of it.
     #[arg(long, env = "SVCPLANE_ALLOCATION_POOL_LIFETIME", default_value = "60s", value_parser = humantime::parse_duration)]
     pub allocation_pool_lifetime: Duration,
     /// How long values given at admission wait for the watch to show a Service holding
@@ -264,6 +266,8 @@ pub struct IdentityArgs {
 /// The controllers' flags (kube-controller-manager's names and defaults).
 #[derive(Debug, Args)]
 pub struct ControllerFlags {
+    #[command(flatten)]
+    pub selection: ControllerSelection,
     /// Services whose EndpointSlices are synced at once.
     #[arg(
         long,
@@ -322,6 +326,28 @@ pub struct ControllerFlags {
     /// Time between attempts to acquire or renew the Lease.
     #[arg(long, env = "SVCPLANE_LEADER_ELECT_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
     pub leader_elect_retry_period: Duration,
+}
+
+/// `--controllers`, shared by the subcommands that run the controllers and `manifests`.
+#[derive(Debug, Args)]
+pub struct ControllerSelection {
+    /// Which controllers run, in kube-controller-manager's syntax and names: a comma-separated
+    /// list where `*` turns on every controller that is on by default (all three here), `foo`
+    /// turns on `foo` and `-foo` turns it off; the first entry naming a controller decides.
+    /// svcplane's controllers are `endpoints-controller`, `endpointslice-controller` and
+    /// `endpointslice-mirroring-controller` (aliases `endpoint`, `endpointslice`,
+    /// `endpointslicemirroring`). The names of kube-controller-manager's other controllers are
+    /// accepted and ignored (a log line says so), so the same value can be given to both; a
+    /// name kube-controller-manager does not know is refused, as it refuses it. Example:
+    /// `*,-endpoints-controller` runs only the EndpointSlice controllers.
+    #[arg(
+        long,
+        env = "SVCPLANE_CONTROLLERS",
+        default_value = "*",
+        value_name = "NAME,...",
+        allow_hyphen_values = true
+    )]
+    pub controllers: ControllerList,
 }
 
 /// The plain-HTTP admin port.
@@ -412,6 +438,10 @@ pub struct ManifestArgs {
     /// Webhook replicas of the Deployment.
     #[arg(long, default_value_t = 2)]
     pub replicas: i32,
+    /// The controllers svcplane runs (passed to `svcplane run`); kube-controller-manager's
+    /// `--controllers` printed in the comments turns exactly these off.
+    #[command(flatten)]
+    pub controllers: ControllerSelection,
     /// PEM of the CA that signed the webhook's serving certificate (goes into caBundle).
     #[arg(long, value_name = "FILE")]
     pub ca_bundle_file: Option<PathBuf>,
@@ -654,6 +684,37 @@ mod tests {
         .unwrap_err();
         assert!(
             error.to_string().contains("--service-node-port-range"),
+            "{error}"
+        );
+    }
+
+    /// `--controllers` takes kube-controller-manager's value as it is (the rules are
+    /// `controllers::runtime::enabled`'s, tested there).
+    #[test]
+    fn controllers_takes_kube_controller_managers_list() {
+        let enabled = |args: &[&str]| match parse(args) {
+            Ok(Cli {
+                command: Command::Controllers(controllers),
+                ..
+            }) => Ok(controllers.controllers.selection.controllers.enabled()),
+            Ok(_) => unreachable!(),
+            Err(error) => Err(error.to_string()),
+        };
+        let all = enabled(&["controllers"]).unwrap();
+        assert!(all.endpoints && all.endpointslice && all.mirroring);
+        let slices = enabled(&["controllers", "--controllers=*,-endpoints-controller"]).unwrap();
+        assert!(!slices.endpoints && slices.endpointslice && slices.mirroring);
+        let mirroring = enabled(&[
+            "controllers",
+            "--controllers",
+            "-endpoints-controller,endpointslice-mirroring-controller,bootstrapsigner",
+        ])
+        .unwrap();
+        assert!(!mirroring.endpoints && !mirroring.endpointslice && mirroring.mirroring);
+        assert!(enabled(&["controllers", "--controllers="]).unwrap().none());
+        let error = enabled(&["controllers", "--controllers=*,-endpointslices"]).unwrap_err();
+        assert!(
+            error.contains("\"endpointslices\" is not in the list of known controllers"),
             "{error}"
         );
     }

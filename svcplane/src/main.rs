@@ -9,7 +9,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     run::init_logging(&cli.logging);
     match cli.command {
-        Command::Run(args) => run::all(args).await,
+        Command::Run(args) => run::all(*args).await,
         Command::Controllers(args) => run::controllers(args).await,
         Command::Webhook(args) => run::webhook(args).await,
         Command::Manifests(args) => manifests::print(&args),

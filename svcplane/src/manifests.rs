@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
+use controllers::runtime::EnabledControllers;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
@@ -45,10 +46,23 @@ const CALLERS_CONFIG_MAP: &str = "svcplane-webhook-callers";
 const CALLERS_DIR: &str = "/etc/svcplane/callers";
 /// Where the container reads its serving certificate (`tls.crt`, `tls.key`).
 const TLS_DIR: &str = "/etc/svcplane/tls";
-/// kube-controller-manager's flag that leaves the endpoint controllers to svcplane. It keeps
-/// the two controllers kubeadm adds to `*`: without bootstrapsigner no node can join, and
-/// without tokencleaner expired bootstrap tokens stay.
-pub const KCM_CONTROLLERS_FLAG: &str = "--controllers=*,bootstrapsigner,tokencleaner,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller";
+/// What kube-controller-manager's `--controllers` keeps besides `*`: the two controllers kubeadm
+/// adds, since without bootstrapsigner no node can join and without tokencleaner expired
+/// bootstrap tokens stay.
+const KCM_CONTROLLERS_KEPT: &str = "*,bootstrapsigner,tokencleaner";
+
+/// kube-controller-manager's flag that leaves to svcplane the controllers it runs
+/// (`--controllers` of `manifests`), and only those.
+pub fn kcm_controllers_flag(args: &ManifestArgs) -> String {
+    let mut list = vec![KCM_CONTROLLERS_KEPT.to_string()];
+    list.extend(
+        args.controllers
+            .controllers
+            .enabled()
+            .kube_controller_manager_exclusions(),
+    );
+    format!("--controllers={}", list.join(","))
+}
 /// kube-controller-manager's user: the sidecar runs with its kubeconfig.
 const KCM_USER: &str = "system:kube-controller-manager";
 /// kube-controller-manager's kubeconfig on a kubeadm control-plane node.
@@ -107,7 +121,7 @@ pub fn render(args: &ManifestArgs) -> Result<String> {
     })?;
     doc(&webhook::manifests::cluster_role())?;
     doc(&binding("svcplane-webhook", args))?;
-    doc(&controllers_role())?;
+    doc(&controllers_role(args.controllers.controllers.enabled()))?;
     doc(&binding("svcplane-controllers", args))?;
     doc(&lease_role(namespace))?;
     doc(&lease_binding(args))?;
@@ -135,8 +149,9 @@ fn header(args: &ManifestArgs) -> String {
              # with a client certificate signed by the CA in ConfigMap {CALLERS_CONFIG_MAP}\n\
              # (ca.crt) are answered: give kube-apiserver one (`svcplane manifests\n\
              # --admission-config` prints its side). Then restart kube-controller-manager with\n\
-             # {KCM_CONTROLLERS_FLAG}\n\
-             # (keep what its --controllers had beyond `*`: kubeadm's clusters have the two above).\n"
+             # {kcm_flag}\n\
+             # (keep what its --controllers had beyond `*`: kubeadm's clusters have the two above).\n",
+            kcm_flag = kcm_controllers_flag(args)
         )),
         Some(url) => out.push_str(&format!(
             "# The webhook is registered at {url}: svcplane runs in\n\
@@ -193,28 +208,33 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-/// What the Endpoints and EndpointSlice controllers read and write.
-fn controllers_role() -> ClusterRole {
+/// What the controllers that run read and write: Services always; Pods for the Endpoints and
+/// EndpointSlice controllers, Nodes for the EndpointSlice controller; Endpoints written by the
+/// Endpoints controller and read by the mirroring controller; EndpointSlices written by the
+/// EndpointSlice and mirroring controllers.
+fn controllers_role(enabled: EnabledControllers) -> ClusterRole {
+    const READ: &[&str] = &["get", "list", "watch"];
+    const WRITE: &[&str] = &["get", "list", "watch", "create", "update", "delete"];
+    let mut read = vec!["services"];
+    if enabled.endpoints || enabled.endpointslice {
+        read.push("pods");
+    }
+    if enabled.endpointslice {
+        read.push("nodes");
+    }
+    let mut rules = vec![rule(&[""], &read, READ)];
+    if enabled.endpoints {
+        rules.push(rule(&[""], &["endpoints"], WRITE));
+    } else if enabled.mirroring {
+        rules.push(rule(&[""], &["endpoints"], READ));
+    }
+    if enabled.endpointslice || enabled.mirroring {
+        rules.push(rule(&["discovery.k8s.io"], &["endpointslices"], WRITE));
+    }
+    rules.push(rule(&["events.k8s.io"], &["events"], &["create", "patch"]));
     ClusterRole {
         metadata: meta("svcplane-controllers", None),
-        rules: Some(vec![
-            rule(
-                &[""],
-                &["services", "pods", "nodes"],
-                &["get", "list", "watch"],
-            ),
-            rule(
-                &[""],
-                &["endpoints"],
-                &["get", "list", "watch", "create", "update", "delete"],
-            ),
-            rule(
-                &["discovery.k8s.io"],
-                &["endpointslices"],
-                &["get", "list", "watch", "create", "update", "delete"],
-            ),
-            rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
-        ]),
+        rules: Some(rules),
         ..ClusterRole::default()
     }
 }
@@ -307,6 +327,10 @@ fn run_args(args: &ManifestArgs) -> Vec<String> {
     if let Some(cidrs) = &args.allowed_external_ip_cidrs {
         let list: Vec<String> = cidrs.0.iter().map(ToString::to_string).collect();
         flags.push(format!("--allowed-external-ip-cidrs={}", list.join(",")));
+    }
+    let controllers = &args.controllers.controllers;
+    if !controllers.is_default() {
+        flags.push(format!("--controllers={controllers}"));
     }
     flags
 }
@@ -706,12 +730,13 @@ fn sidecar_snippet(args: &ManifestArgs) -> Result<String> {
          # 2. In /etc/kubernetes/manifests/kube-controller-manager.yaml, replace\n\
          #    kube-controller-manager's --controllers with (kubeadm:\n\
          #    controllerManager.extraArgs in its ClusterConfiguration)\n\
-         #      {KCM_CONTROLLERS_FLAG}\n\
+         #      {kcm_flag}\n\
          # 3. Merge this strategic merge patch into that static pod: kubeadm takes it as\n\
          #    kube-controller-manager+strategic.yaml in its --patches directory (which survives\n\
          #    `kubeadm upgrade`); by hand: kubectl patch --local --type=strategic\n\
          #    --patch-file=<this patch> -f kube-controller-manager.yaml -o yaml\n\
-         {SIDECAR_PATCH_MARKER}\n"
+         {SIDECAR_PATCH_MARKER}\n",
+        kcm_flag = kcm_controllers_flag(args)
     );
     for line in serde_yaml::to_string(&sidecar_patch(args))?.lines() {
         out.push_str("# ");
@@ -1052,9 +1077,10 @@ mod tests {
 
     #[test]
     fn the_sidecar_runs_with_the_callers_ca_and_kube_controller_managers_kubeconfig() {
-        let yaml = render(&args(&["--webhook-url=https://127.0.0.1:9443"])).unwrap();
+        let sidecar = args(&["--webhook-url=https://127.0.0.1:9443"]);
+        let yaml = render(&sidecar).unwrap();
         assert!(
-            yaml.contains(&format!("#      {KCM_CONTROLLERS_FLAG}\n")),
+            yaml.contains(&format!("#      {}\n", kcm_controllers_flag(&sidecar))),
             "{yaml}"
         );
         let patch = sidecar_patch_of(&yaml);
@@ -1129,7 +1155,8 @@ mod tests {
 
     #[test]
     fn kube_controller_manager_keeps_the_controllers_kubeadm_adds() {
-        let controllers: Vec<&str> = KCM_CONTROLLERS_FLAG
+        let flag = kcm_controllers_flag(&args(&[]));
+        let controllers: Vec<&str> = flag
             .strip_prefix("--controllers=")
             .unwrap()
             .split(',')
@@ -1145,7 +1172,63 @@ mod tests {
                 "-endpointslice-mirroring-controller"
             ]
         );
-        assert!(render(&args(&[])).unwrap().contains(KCM_CONTROLLERS_FLAG));
+        let yaml = render(&args(&[])).unwrap();
+        assert!(yaml.contains(&flag));
+        assert!(
+            !yaml.contains("- --controllers="),
+            "svcplane runs its default"
+        );
+    }
+
+    /// kube-controller-manager turns off exactly what svcplane runs; svcplane's container is
+    /// given the same list; RBAC follows.
+    #[test]
+    fn the_controllers_svcplane_runs_are_the_ones_kube_controller_manager_leaves() {
+        let only_slices = args(&["--controllers=*,-endpoints-controller"]);
+        assert_eq!(
+            kcm_controllers_flag(&only_slices),
+            "--controllers=*,bootstrapsigner,tokencleaner,-endpointslice-controller,-endpointslice-mirroring-controller"
+        );
+        let yaml = render(&only_slices).unwrap();
+        let docs = documents(&yaml);
+        let deployment = document(&docs, "Deployment");
+        let container_args =
+            strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]);
+        assert!(
+            container_args.contains(&"--controllers=*,-endpoints-controller".to_string()),
+            "{container_args:?}"
+        );
+        let role = docs
+            .iter()
+            .find(|d| {
+                d["metadata"]["name"].as_str() == Some("svcplane-controllers")
+                    && d["kind"].as_str() == Some("ClusterRole")
+            })
+            .unwrap();
+        let endpoints_rules: Vec<_> = role["rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|r| strings(&r["resources"]).contains(&"endpoints".to_string()))
+            .collect();
+        assert_eq!(endpoints_rules.len(), 1);
+        assert_eq!(
+            strings(&endpoints_rules[0]["verbs"]),
+            ["get", "list", "watch"]
+        );
+
+        let sidecar = render(&args(&[
+            "--webhook-url=https://127.0.0.1:9443",
+            "--controllers=endpointslice-mirroring-controller",
+        ]))
+        .unwrap();
+        assert!(
+            sidecar.contains(
+                "--controllers=*,bootstrapsigner,tokencleaner,-endpointslice-mirroring-controller\n"
+            ),
+            "{sidecar}"
+        );
+        assert!(sidecar.contains("--controllers=endpointslice-mirroring-controller"));
     }
 
     #[test]

@@ -9,17 +9,19 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use plumbing::Readiness;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use webhook::runtime::{Releaser, WebhookConfig};
-use webhook::server::admin::{self, Liveness, Readiness};
+use webhook::server::admin::{self, Liveness};
 use webhook::server::client_auth::ClientAuth;
 use webhook::server::metrics::AdmissionMetrics;
 use webhook::server::{ServerLimits, serve};
 use webhook::state::{PoolConfig, UnconfirmedConfig};
 
 use controllers::MaxEndpointsPerSlice;
-use controllers::runtime::{ControllersConfig, LeaderElectionConfig, LeaseElector};
+use controllers::runtime::ControllersConfig;
+use plumbing::lease::{LeaderElectionConfig, LeaseElector};
 
 use crate::cli::{
     ClusterArgs, ControllerFlags, ControllersArgs, LogArgs, LogFormat, RangeArgs, RunArgs,
@@ -79,14 +81,15 @@ impl Shutdown {
     }
 }
 
-/// Serves `/metrics`, `/livez` and `/readyz` on `address`; returns what `/readyz` and
-/// `/livez` answer from.
+/// Serves `/metrics`, `/livez` and `/readyz` (from `readiness`) on `address`; returns what
+/// `/livez` answers from.
 async fn serve_admin(
     address: SocketAddr,
     limits: ServerLimits,
     registry: Registry,
-) -> Result<(Readiness, Liveness)> {
-    let (readiness, liveness) = (Readiness::default(), Liveness::default());
+    readiness: Readiness,
+) -> Result<Liveness> {
+    let liveness = Liveness::default();
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding the admin address {address}"))?;
@@ -98,20 +101,7 @@ async fn serve_admin(
             tracing::error!(%error, "admin server stopped");
         }
     });
-    Ok((readiness, liveness))
-}
-
-/// Keeps what `/readyz` answers equal to `ready()`. Polled, because the webhook's readiness is
-/// a flag nothing can wait on; a kubelet probes every few seconds, so a quarter second is
-/// fresh enough.
-fn follow_readiness(served: Readiness, ready: impl Fn() -> bool + Send + 'static) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_millis(250));
-        loop {
-            every.tick().await;
-            served.set(ready());
-        }
-    });
+    Ok(liveness)
 }
 
 fn webhook_config(
@@ -194,8 +184,14 @@ pub async fn webhook(args: WebhookArgs) -> Result<()> {
     let shutdown = Shutdown::on_signals()?;
     let mut registry = Registry::default();
     let metrics = AdmissionMetrics::register(&mut registry);
-    let (readiness, liveness) =
-        serve_admin(args.admin.admin_address, args.limits.limits(), registry).await?;
+    let readiness = Readiness::default();
+    let liveness = serve_admin(
+        args.admin.admin_address,
+        args.limits.limits(),
+        registry,
+        readiness.clone(),
+    )
+    .await?;
     let releaser = elect_releaser(
         client.clone(),
         &args.webhook.releaser_lease,
@@ -205,7 +201,7 @@ pub async fn webhook(args: WebhookArgs) -> Result<()> {
         client,
         webhook_config(&args.ranges, &args.webhook, &args.limits, releaser),
         metrics,
-        readiness,
+        readiness.gate("webhook"),
         liveness,
         shutdown.wait(),
     )
@@ -215,7 +211,15 @@ pub async fn webhook(args: WebhookArgs) -> Result<()> {
 }
 
 fn controllers_config(flags: &ControllerFlags) -> Result<ControllersConfig> {
+    let list = &flags.selection.controllers;
+    for entry in list.ignored() {
+        tracing::info!(
+            entry,
+            "--controllers names a kube-controller-manager controller svcplane does not run: ignored"
+        );
+    }
     Ok(ControllersConfig {
+        enabled: list.enabled(),
         concurrent_service_endpoint_syncs: flags.concurrent_service_endpoint_syncs,
         concurrent_endpoint_syncs: flags.concurrent_endpoint_syncs,
         endpointslice_updates_batch_period: flags.endpointslice_updates_batch_period,
@@ -247,10 +251,13 @@ pub async fn controllers(args: ControllersArgs) -> Result<()> {
         &mut registry,
         shutdown.wait(),
     );
-    let (readiness, _) =
-        serve_admin(args.admin.admin_address, args.limits.limits(), registry).await?;
-    let controllers_ready = controllers.readiness();
-    follow_readiness(readiness, move || controllers_ready.is_ready());
+    serve_admin(
+        args.admin.admin_address,
+        args.limits.limits(),
+        registry,
+        controllers.readiness(),
+    )
+    .await?;
     controllers.await?;
     tracing::info!("controllers stopped");
     Ok(())
@@ -270,13 +277,16 @@ pub async fn all(args: RunArgs) -> Result<()> {
         shutdown.clone().wait(),
     );
     let metrics = AdmissionMetrics::register(&mut registry);
-    let (readiness, liveness) =
-        serve_admin(args.admin.admin_address, args.limits.limits(), registry).await?;
-    let (webhook_ready, controllers_ready) = (Readiness::default(), controllers.readiness());
-    follow_readiness(readiness, {
-        let webhook_ready = webhook_ready.clone();
-        move || webhook_ready.is_ready() && controllers_ready.is_ready()
-    });
+    // One readiness: the controllers' gate and the webhook's.
+    let readiness = controllers.readiness();
+    let webhook_ready = readiness.gate("webhook");
+    let liveness = serve_admin(
+        args.admin.admin_address,
+        args.limits.limits(),
+        registry,
+        readiness,
+    )
+    .await?;
     let releaser = elect_releaser(
         client.clone(),
         &args.webhook.releaser_lease,
@@ -295,34 +305,4 @@ pub async fn all(args: RunArgs) -> Result<()> {
     },)?;
     tracing::info!("stopped");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn readyz_answers_ready_only_while_both_parts_are() {
-        let served = Readiness::default();
-        let (webhook, controllers) = (Readiness::default(), Readiness::default());
-        follow_readiness(served.clone(), {
-            let (webhook, controllers) = (webhook.clone(), controllers.clone());
-            move || webhook.is_ready() && controllers.is_ready()
-        });
-        let settle = || tokio::time::sleep(Duration::from_millis(600));
-        webhook.set(true);
-        settle().await;
-        assert!(
-            !served.is_ready(),
-            "ready before the controllers' caches synced"
-        );
-        controllers.set(true);
-        settle().await;
-        assert!(served.is_ready());
-        webhook.set(false);
-        settle().await;
-        assert!(!served.is_ready());
-    }
 }

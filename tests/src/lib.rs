@@ -3,9 +3,11 @@
 //! Each e2e test binary starts one [`TestEnv`] (a local etcd + kube-apiserver, or the
 //! cluster `KUBECONFIG` names) and gives every test its own namespace.
 
+pub mod bench;
 pub mod bins;
 pub mod certs;
 pub mod control_plane;
+pub mod controllers;
 pub mod env;
 pub mod harness;
 pub mod kubelet;

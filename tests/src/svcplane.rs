@@ -13,13 +13,14 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, Resource};
+use plumbing::Readiness;
 use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use webhook::manifests::{self, Endpoint, Registration};
 use webhook::runtime::{Releaser, WebhookConfig};
 use webhook::server::ServerLimits;
-use webhook::server::admin::{self, Liveness, Readiness};
+use webhook::server::admin::{self, Liveness};
 use webhook::server::client_auth::ClientAuth;
 use webhook::server::metrics::AdmissionMetrics;
 use webhook::state::{PoolConfig, UnconfirmedConfig};
@@ -156,7 +157,7 @@ pub async fn start_replica(client: Client, config: WebhookConfig) -> Result<Webh
 
     let (shutdown, on_shutdown) = oneshot::channel::<()>();
     let url = format!("https://{}", config.bind_address);
-    let (run_readiness, run_liveness) = (readiness.clone(), liveness.clone());
+    let (run_readiness, run_liveness) = (readiness.gate("webhook"), liveness.clone());
     let webhook_task = tokio::spawn(async move {
         let stop = async move {
             let _ = on_shutdown.await;

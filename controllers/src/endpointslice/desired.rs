@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use super::index::SliceIndex;
 use crate::pods::{PodInfo, hostname_for};
 use crate::service::{IpFamily, has_cluster_ip, publishes_not_ready};
+use crate::slice_name::generate_name_prefix;
 use crate::well_known::{
     LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY, LABEL_TOPOLOGY_ZONE,
 };
@@ -208,9 +209,8 @@ pub(crate) fn new_slice(
 ) -> EndpointSlice {
     EndpointSlice {
         metadata: ObjectMeta {
-            generate_name: Some(format!(
-                "{}-",
-                service.metadata.name.as_deref().unwrap_or_default()
+            generate_name: Some(generate_name_prefix(
+                service.metadata.name.as_deref().unwrap_or_default(),
             )),
             namespace: service.metadata.namespace.clone(),
             labels: Some(slice_labels(service, managed_by)),

@@ -183,6 +183,15 @@ pub(crate) fn same_endpoint(a: &Endpoint, b: &Endpoint) -> bool {
     view(a) == view(b)
 }
 
+/// [`same_endpoint`] without the hints, as in-tree's `EndpointsEqualBeyondHash`
+/// (k8s.io/endpointslice util/controller_utils.go) compares them when Auto hints are given
+/// after planning.
+pub(crate) fn same_endpoint_beyond_hints(a: &Endpoint, b: &Endpoint) -> bool {
+    let (mut a, mut b) = (view(a), view(b));
+    (a.2.1, b.2.1) = (None, None);
+    a == b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

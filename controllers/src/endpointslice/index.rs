@@ -27,8 +27,8 @@ use crate::pod_changes::PodChanges;
 use crate::pods::{self, PodInfo, ResolvedPorts, addresses_of_family, resolved_ports};
 use crate::service::{self, IpFamily, is_being_deleted, publishes_not_ready, slice_families};
 use crate::topology::{
-    HintsPolicy, TopologyOutcome, TrafficDistribution, ZoneCapacity, apply_topology,
-    apply_traffic_distribution,
+    HintsPolicy, TopologyOutcome, TrafficDistribution, ZoneCapacity, apply_traffic_distribution,
+    plan_with_topology,
 };
 use crate::trigger_time::PodTrigger;
 
@@ -384,13 +384,8 @@ impl SliceIndex {
         let pods_on_missing_nodes = self.pods_on_missing_nodes();
         if HintsPolicy::of(&self.service) == HintsPolicy::Auto {
             let mut desired = self.desired();
-            let topology = apply_topology(&self.service, capacity, &mut desired, existing);
-            let plan = plan_slices(
-                &self.service,
-                existing,
-                Targets::from_scratch(&desired),
-                params,
-            );
+            let (plan, topology) =
+                plan_with_topology(&self.service, capacity, &mut desired, existing, params);
             let after = desired.groups.iter().flat_map(|g| {
                 let family = g.address_type;
                 g.endpoints.iter().map(move |e| (family, e))
@@ -474,6 +469,7 @@ impl SliceIndex {
             groups: groups.into_values().collect(),
             settled: &settled,
             clean: &clean,
+            auto_hints: None,
         };
         let plan = plan_slices(&self.service, existing, targets, params);
 

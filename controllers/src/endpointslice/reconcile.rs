@@ -9,7 +9,7 @@
 //! sake.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -18,7 +18,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::desired::{DesiredEndpointSlices, new_slice, owned_by, slice_labels};
-use super::identity::{EndpointKey, PortsKey, same_endpoint};
+use super::identity::{EndpointKey, PortsKey, same_endpoint, same_endpoint_beyond_hints};
 use crate::error::{Error, Result};
 use crate::fast_hash::FastHash;
 use crate::service::{IpFamily, is_being_deleted};
@@ -186,7 +186,16 @@ pub(crate) struct Targets<'a> {
     /// Whether an existing slice is known to hold exactly desired, non-pending endpoints with the
     /// right labels: it is then left as it is without reading its endpoints.
     pub clean: &'a dyn Fn(&EndpointSlice) -> bool,
+    /// Auto hints: endpoints are compared without their hints, and this is called for each
+    /// address type with the slices to create, the slices to update and the Service's other
+    /// slices of that type, before creates take the place of deleted slices (as in-tree, where
+    /// hints are added before `finalize`).
+    pub auto_hints: Option<&'a AutoHints<'a>>,
 }
+
+/// What [`Targets::auto_hints`] calls: address type, creates, updates, unchanged slices.
+pub(crate) type AutoHints<'a> =
+    dyn Fn(IpFamily, &mut [EndpointSlice], &mut Vec<EndpointSlice>, &[&EndpointSlice]) + 'a;
 
 impl<'a> Targets<'a> {
     /// Every desired endpoint pending, nothing settled: a sync from scratch.
@@ -209,6 +218,7 @@ impl<'a> Targets<'a> {
                 .collect(),
             settled: &|_, _, _| None,
             clean: &|_| false,
+            auto_hints: None,
         }
     }
 }
@@ -240,7 +250,11 @@ fn plan_group<'a>(
                 .or_else(|| (targets.settled)(group.address_type, &group.ports_key, endpoint));
             match wanted {
                 Some(wanted) => {
-                    changed |= !same_endpoint(wanted, endpoint);
+                    changed |= if targets.auto_hints.is_some() {
+                        !same_endpoint_beyond_hints(wanted, endpoint)
+                    } else {
+                        !same_endpoint(wanted, endpoint)
+                    };
                     kept.push(wanted);
                 }
                 None => changed = true,
@@ -401,9 +415,11 @@ pub(crate) fn plan_slices<S: Borrow<EndpointSlice>>(
         let slices = by_type.remove(&family).unwrap_or_default();
         let total = slices.len();
         let mut foreign = Vec::new();
+        let mut owned = Vec::new();
         let mut by_ports: BTreeMap<PortsKey, Vec<&EndpointSlice>> = BTreeMap::new();
         for slice in slices {
             if owned_by(slice, service) {
+                owned.push(slice);
                 by_ports
                     .entry(PortsKey::of_slice(slice))
                     .or_default()
@@ -438,6 +454,23 @@ pub(crate) fn plan_slices<S: Borrow<EndpointSlice>>(
                     delete.remove(index);
                 }
                 None => create.push(placeholder),
+            }
+        }
+
+        if let Some(auto_hints) = targets.auto_hints {
+            let written: HashSet<&str> = update
+                .iter()
+                .chain(delete.iter())
+                .filter_map(|s| s.metadata.name.as_deref())
+                .collect();
+            let unchanged: Vec<&EndpointSlice> = owned
+                .iter()
+                .copied()
+                .filter(|s| !written.contains(s.metadata.name.as_deref().unwrap_or_default()))
+                .collect();
+            auto_hints(family, &mut create, &mut update, &unchanged);
+            for slice in &mut update {
+                slice.metadata.labels = Some(labels.clone());
             }
         }
 

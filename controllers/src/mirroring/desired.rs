@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 
 use crate::endpointslice::{EndpointGroup, MaxEndpointsPerSlice};
 use crate::service::{IpFamily, parse_ip};
+use crate::slice_name::generate_name_prefix;
 use crate::well_known::{
     ANNOTATION_LAST_APPLIED_CONFIGURATION, ANNOTATION_LAST_CHANGE_TRIGGER_TIME,
     ANNOTATION_LEADER_ELECTION, IN_TREE_ENDPOINTS_MANAGER, LABEL_ENDPOINTS_MANAGED_BY,
@@ -277,7 +278,7 @@ fn mirrored_metadata(endpoints: &Endpoints) -> ObjectMeta {
         .collect();
     let name = endpoints.metadata.name.clone().unwrap_or_default();
     ObjectMeta {
-        generate_name: Some(format!("{name}-")),
+        generate_name: Some(generate_name_prefix(&name)),
         namespace: endpoints.metadata.namespace.clone(),
         labels: Some(mirrored_labels(endpoints)),
         annotations: (!annotations.is_empty()).then_some(annotations),

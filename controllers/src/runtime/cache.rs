@@ -5,14 +5,15 @@
 //! not listed again is reported as deleted, so the controllers hear about deletions they missed
 //! while the watch was down.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use kube::Resource;
 
 use crate::pods::PodInfo;
 
-pub use lenient_watch::ObjectKey;
+pub use plumbing::ObjectKey;
+use plumbing::Relist;
 
 /// Anything a cache can hold: it knows its own key.
 pub trait Keyed {
@@ -49,8 +50,7 @@ pub enum Change<K> {
 #[derive(Debug)]
 struct Inner<K> {
     objects: HashMap<String, BTreeMap<String, Arc<K>>>,
-    /// Keys seen since the relist started, while one is under way.
-    relisted: Option<HashSet<ObjectKey>>,
+    relist: Relist,
     synced: bool,
 }
 
@@ -65,7 +65,7 @@ impl<K> Default for Cache<K> {
         Cache {
             inner: RwLock::new(Inner {
                 objects: HashMap::new(),
-                relisted: None,
+                relist: Relist::default(),
                 synced: false,
             }),
         }
@@ -124,9 +124,7 @@ impl<K: Keyed> Cache<K> {
         let key = object.key();
         let new = Arc::new(object);
         let mut inner = self.inner.write().expect("cache lock");
-        if let Some(relisted) = &mut inner.relisted {
-            relisted.insert(key.clone());
-        }
+        inner.relist.seen(&key);
         let old = inner
             .objects
             .entry(key.namespace)
@@ -156,15 +154,17 @@ impl<K: Keyed> Cache<K> {
     /// Keeps an object that was listed again but could not be read: the relist must not count
     /// it as deleted.
     pub(crate) fn keep(&self, key: ObjectKey) {
-        let mut inner = self.inner.write().expect("cache lock");
-        if let Some(relisted) = &mut inner.relisted {
-            relisted.insert(key);
-        }
+        self.inner.write().expect("cache lock").relist.seen(&key);
+    }
+
+    /// The cache of a kind that is not watched: it stays empty and counts as synced.
+    pub(crate) fn mark_listed(&self) {
+        self.inner.write().expect("cache lock").synced = true;
     }
 
     /// A relist starts: every object must be listed again to stay.
     pub(crate) fn begin_relist(&self) {
-        self.inner.write().expect("cache lock").relisted = Some(HashSet::new());
+        self.inner.write().expect("cache lock").relist.start();
     }
 
     /// The relist is complete: objects not listed again are removed and returned. The cache is
@@ -172,10 +172,7 @@ impl<K: Keyed> Cache<K> {
     pub(crate) fn end_relist(&self) -> Vec<Arc<K>> {
         let mut inner = self.inner.write().expect("cache lock");
         inner.synced = true;
-        let Some(relisted) = inner.relisted.take() else {
-            return Vec::new();
-        };
-        let gone: Vec<ObjectKey> = inner
+        let known: Vec<ObjectKey> = inner
             .objects
             .iter()
             .flat_map(|(namespace, objects)| {
@@ -183,8 +180,8 @@ impl<K: Keyed> Cache<K> {
                     .keys()
                     .map(|name| ObjectKey::new(namespace.clone(), name.clone()))
             })
-            .filter(|key| !relisted.contains(key))
             .collect();
+        let gone = inner.relist.finish(known);
         gone.iter()
             .filter_map(|key| Self::remove(&mut inner, key))
             .collect()

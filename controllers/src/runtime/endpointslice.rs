@@ -18,7 +18,7 @@ use super::indexes::Indexes;
 use super::informer::{CacheWaiters, Caches, SharedState};
 use super::metrics::{Metrics, ServiceSliceCounts};
 use crate::service::{IpFamily, manages_endpoints};
-use crate::topology::{self, HintsEventTracker, TopologyEvent, ZoneCapacity, uses_auto_hints};
+use crate::topology::{self, HintsEventTracker, HintsPolicy, TopologyEvent, ZoneCapacity};
 use crate::well_known::{IN_TREE_SLICE_MANAGER, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY};
 use crate::{
     MaxEndpointsPerSlice, SliceIndex, SliceParams, SlicePlan, SliceTracker, TriggerTimeTracker,
@@ -191,11 +191,6 @@ impl SliceController {
             .lock()
             .expect("tracker lock")
             .commit(observation);
-        let traffic_distribution = service
-            .spec
-            .as_ref()
-            .and_then(|s| s.traffic_distribution.clone())
-            .unwrap_or_default();
         let events = self.hints_events.lock().expect("tracker lock").events(
             &key.namespace,
             &key.name,
@@ -204,17 +199,13 @@ impl SliceController {
         for event in &events {
             self.record_hints(&service, event).await;
         }
-        let topology = if uses_auto_hints(&service) {
-            "Auto"
-        } else {
-            "Disabled"
-        };
+        let (topology, traffic_distribution) = HintsPolicy::of(&service).metric_labels();
         self.metrics.slice_sync_changes(
             sync.added,
             sync.removed,
             writes,
             topology,
-            &traffic_distribution,
+            traffic_distribution,
         );
         self.metrics.service_slices(key, Some(counts));
 

@@ -30,9 +30,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use lenient_watch::Event as WatchEvent;
+use plumbing::Event as WatchEvent;
 
 use super::cache::{Cache, Change, Keyed, ObjectKey};
+use super::enabled::EnabledControllers;
 use super::queue::WorkQueue;
 use super::trim::{PodChange, node_zone_changed, pod_change};
 use crate::SliceTracker;
@@ -67,6 +68,29 @@ impl Caches {
             && self.nodes.is_synced()
             && self.endpoints.is_synced()
             && self.slices.is_synced()
+    }
+}
+
+/// The kinds watched: those the enabled controllers read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Watched {
+    pub pods: bool,
+    pub nodes: bool,
+    pub endpoints: bool,
+    pub slices: bool,
+}
+
+impl Watched {
+    /// Services always; pods for the Endpoints and EndpointSlice controllers; Nodes for the
+    /// EndpointSlice controller (zones, hints); Endpoints for the Endpoints and mirroring
+    /// controllers; EndpointSlices for the EndpointSlice and mirroring controllers.
+    pub fn by(enabled: EnabledControllers) -> Self {
+        Watched {
+            pods: enabled.endpoints || enabled.endpointslice,
+            nodes: enabled.endpointslice,
+            endpoints: enabled.endpoints || enabled.mirroring,
+            slices: enabled.endpointslice || enabled.mirroring,
+        }
     }
 }
 
@@ -176,6 +200,8 @@ pub(crate) struct Router {
     queues: Queues,
     shared: SharedState,
     slice_manager: &'static str,
+    /// Pod changes are recorded only for the controllers that run, which take them.
+    enabled: EnabledControllers,
     pods_by_node: HashMap<String, BTreeSet<ObjectKey>>,
     /// A Node changed in a way that can move the zones' CPU shares since they were computed.
     capacity_outdated: bool,
@@ -232,12 +258,14 @@ impl Router {
         queues: Queues,
         shared: SharedState,
         slice_manager: &'static str,
+        enabled: EnabledControllers,
     ) -> Self {
         Router {
             caches,
             queues,
             shared,
             slice_manager,
+            enabled,
             pods_by_node: HashMap::new(),
             capacity_outdated: false,
         }
@@ -367,8 +395,12 @@ impl Router {
             .map_or("", |p| p.name.as_str());
         for service in affected {
             let key = service_key(&service);
-            self.shared.endpoints_changes.record(&key, name);
-            self.shared.slice_changes.record(&key, name);
+            if self.enabled.endpoints {
+                self.shared.endpoints_changes.record(&key, name);
+            }
+            if self.enabled.endpointslice {
+                self.shared.slice_changes.record(&key, name);
+            }
             self.queues
                 .endpoints
                 .add_after(key.clone(), self.queues.endpoints_batch);

@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::cache::ObjectKey;
+use super::enabled::EnabledControllers;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -59,7 +60,9 @@ fn default_buckets_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub fn register(registry: &mut Registry) -> Self {
+    /// The metrics, of which those of the enabled controllers are registered (the others are
+    /// kept but never shown).
+    pub fn register(registry: &mut Registry, enabled: EnabledControllers) -> Self {
         let metrics = Metrics {
             slice_changes: Family::default(),
             endpoints_added_per_sync: per_sync_histogram(),
@@ -77,76 +80,82 @@ impl Metrics {
             mirroring_addresses_skipped_per_sync: per_sync_histogram(),
             mirroring_syncs: Family::default(),
         };
-        registry.register(
-            "endpoint_slice_controller_changes",
-            "Number of EndpointSlice changes",
-            metrics.slice_changes.clone(),
-        );
-        registry.register(
-            "endpoint_slice_controller_endpoints_added_per_sync",
-            "Number of endpoints added on each Service sync",
-            metrics.endpoints_added_per_sync.clone(),
-        );
-        registry.register(
-            "endpoint_slice_controller_endpoints_removed_per_sync",
-            "Number of endpoints removed on each Service sync",
-            metrics.endpoints_removed_per_sync.clone(),
-        );
-        registry.register(
-            "endpoint_slice_controller_endpointslices_changed_per_sync",
-            "Number of EndpointSlices changed on each Service sync",
-            metrics.slices_changed_per_sync.clone(),
-        );
-        registry.register(
-            "endpoint_slice_controller_syncs",
-            "Number of EndpointSlice syncs",
-            metrics.slice_syncs.clone(),
-        );
-        registry.register(
-            "endpoint_slice_controller_num_endpoint_slices",
-            "Number of EndpointSlices",
-            metrics.num_endpoint_slices.clone(),
-        );
-        registry.register(
-            "endpoint_slice_controller_desired_endpoint_slices",
-            "Number of EndpointSlices that would exist with perfect endpoint allocation",
-            metrics.desired_endpoint_slices.clone(),
-        );
-        registry.register(
-            "endpoint_slice_controller_endpoints_desired",
-            "Number of endpoints desired",
-            metrics.endpoints_desired.clone(),
-        );
-        registry.register(
-            "svcplane_controller_api_writes",
-            "API writes made by svcplane's endpoint controllers, by kind and operation",
-            metrics.api_writes.clone(),
-        );
-        registry.register(
-            "endpoint_slice_mirroring_controller_changes",
-            "Number of EndpointSlice changes",
-            metrics.mirroring_changes.clone(),
-        );
-        registry.register(
-            "endpoint_slice_mirroring_controller_endpoints_added_per_sync",
-            "Number of endpoints added on each Endpoints sync",
-            metrics.mirroring_endpoints_added_per_sync.clone(),
-        );
-        registry.register(
-            "endpoint_slice_mirroring_controller_endpoints_removed_per_sync",
-            "Number of endpoints removed on each Endpoints sync",
-            metrics.mirroring_endpoints_removed_per_sync.clone(),
-        );
-        registry.register(
-            "endpoint_slice_mirroring_controller_addresses_skipped_per_sync",
-            "Number of addresses skipped on each Endpoints sync due to being invalid or exceeding MaxEndpointsPerSubset",
-            metrics.mirroring_addresses_skipped_per_sync.clone(),
-        );
-        registry.register(
-            "svcplane_mirroring_controller_syncs",
-            "Number of EndpointSlice mirroring syncs, by result (no in-tree equivalent)",
-            metrics.mirroring_syncs.clone(),
-        );
+        if enabled.endpointslice {
+            registry.register(
+                "endpoint_slice_controller_changes",
+                "Number of EndpointSlice changes",
+                metrics.slice_changes.clone(),
+            );
+            registry.register(
+                "endpoint_slice_controller_endpoints_added_per_sync",
+                "Number of endpoints added on each Service sync",
+                metrics.endpoints_added_per_sync.clone(),
+            );
+            registry.register(
+                "endpoint_slice_controller_endpoints_removed_per_sync",
+                "Number of endpoints removed on each Service sync",
+                metrics.endpoints_removed_per_sync.clone(),
+            );
+            registry.register(
+                "endpoint_slice_controller_endpointslices_changed_per_sync",
+                "Number of EndpointSlices changed on each Service sync",
+                metrics.slices_changed_per_sync.clone(),
+            );
+            registry.register(
+                "endpoint_slice_controller_syncs",
+                "Number of EndpointSlice syncs",
+                metrics.slice_syncs.clone(),
+            );
+            registry.register(
+                "endpoint_slice_controller_num_endpoint_slices",
+                "Number of EndpointSlices",
+                metrics.num_endpoint_slices.clone(),
+            );
+            registry.register(
+                "endpoint_slice_controller_desired_endpoint_slices",
+                "Number of EndpointSlices that would exist with perfect endpoint allocation",
+                metrics.desired_endpoint_slices.clone(),
+            );
+            registry.register(
+                "endpoint_slice_controller_endpoints_desired",
+                "Number of endpoints desired",
+                metrics.endpoints_desired.clone(),
+            );
+        }
+        if !enabled.none() {
+            registry.register(
+                "svcplane_controller_api_writes",
+                "API writes made by svcplane's endpoint controllers, by kind and operation",
+                metrics.api_writes.clone(),
+            );
+        }
+        if enabled.mirroring {
+            registry.register(
+                "endpoint_slice_mirroring_controller_changes",
+                "Number of EndpointSlice changes",
+                metrics.mirroring_changes.clone(),
+            );
+            registry.register(
+                "endpoint_slice_mirroring_controller_endpoints_added_per_sync",
+                "Number of endpoints added on each Endpoints sync",
+                metrics.mirroring_endpoints_added_per_sync.clone(),
+            );
+            registry.register(
+                "endpoint_slice_mirroring_controller_endpoints_removed_per_sync",
+                "Number of endpoints removed on each Endpoints sync",
+                metrics.mirroring_endpoints_removed_per_sync.clone(),
+            );
+            registry.register(
+                "endpoint_slice_mirroring_controller_addresses_skipped_per_sync",
+                "Number of addresses skipped on each Endpoints sync due to being invalid or exceeding MaxEndpointsPerSubset",
+                metrics.mirroring_addresses_skipped_per_sync.clone(),
+            );
+            registry.register(
+                "svcplane_mirroring_controller_syncs",
+                "Number of EndpointSlice mirroring syncs, by result (no in-tree equivalent)",
+                metrics.mirroring_syncs.clone(),
+            );
+        }
         metrics
     }
 
@@ -243,7 +252,7 @@ mod tests {
     #[test]
     fn exposes_the_in_tree_names() {
         let mut registry = Registry::default();
-        let metrics = Metrics::register(&mut registry);
+        let metrics = Metrics::register(&mut registry, EnabledControllers::default());
         metrics.api_write("EndpointSlice", "create");
         metrics.api_write("Endpoints", "update");
         metrics.slice_sync("success");
@@ -276,5 +285,41 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn only_the_enabled_controllers_metrics_are_shown() {
+        let shown = |enabled: EnabledControllers| {
+            let mut registry = Registry::default();
+            let metrics = Metrics::register(&mut registry, enabled);
+            metrics.api_write("EndpointSlice", "create");
+            metrics.slice_sync("success");
+            metrics.mirroring_write("create");
+            let mut text = String::new();
+            encode(&mut text, &registry).unwrap();
+            [
+                "endpoint_slice_controller_",
+                "endpoint_slice_mirroring_controller_",
+                "svcplane_controller_api_writes",
+            ]
+            .map(|prefix| text.contains(&format!("# TYPE {prefix}")))
+        };
+        let only_mirroring = EnabledControllers {
+            endpoints: false,
+            endpointslice: false,
+            mirroring: true,
+        };
+        assert_eq!(shown(only_mirroring), [false, true, true]);
+        let no_endpoints = EnabledControllers {
+            endpoints: false,
+            ..EnabledControllers::default()
+        };
+        assert_eq!(shown(no_endpoints), [true, true, true]);
+        let none = EnabledControllers {
+            endpointslice: false,
+            mirroring: false,
+            ..no_endpoints
+        };
+        assert_eq!(shown(none), [false, false, false]);
     }
 }

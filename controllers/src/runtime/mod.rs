@@ -1,7 +1,7 @@
 //! The controllers at work: watches, caches, work queues, API writes, leader election, metrics
 //! and events around the pure core.
 //!
-//! - one watch per kind (`lenient-watch`), with backoff, that no single bad object stops.
+//! - one watch per kind (`plumbing`), with backoff, that no single bad object stops.
 //! - `trim`: what the caches keep of each object, and which changes matter.
 //! - [`cache`]: the per-kind caches both controllers share.
 //! - `informer`: which Services a change of any object queues for a sync.
@@ -9,8 +9,8 @@
 //! - `indexes`: each controller's per-Service index of endpoints, kept between syncs.
 //! - `endpoints` and `endpointslice`: one sync of one Service, for each controller;
 //!   `mirroring`: one sync of one selectorless Service's user-written Endpoints.
-//! - [`leader`]: leader election on a Lease.
-//! - `readiness`: whether the controllers are ready, for `/readyz`.
+//! - leader election on a Lease and readiness come from `plumbing` (shared with the webhook).
+//! - [`enabled`]: which controllers run, from kube-controller-manager's `--controllers`.
 //! - `metrics`: the in-tree metric names in the registry the caller passes in.
 //!
 //! The entry point is [`run`]; a binary parses flags into a [`ControllersConfig`] and calls it:
@@ -39,16 +39,15 @@
 //! outside the queue would race with a sync of the same Service in flight.
 
 pub mod cache;
+pub mod enabled;
 mod endpoints;
 mod endpointslice;
 mod error;
 mod indexes;
 mod informer;
-pub mod leader;
 mod metrics;
 mod mirroring;
 mod queue;
-mod readiness;
 mod trim;
 
 use std::future::Future;
@@ -59,6 +58,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::Client;
@@ -68,14 +68,16 @@ use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
 
 pub use cache::ObjectKey;
+pub use enabled::{ControllerList, EnabledControllers};
 pub use error::{Error, Result};
-pub use leader::{LeaderElectionConfig, LeaseElector, default_identity};
-pub use readiness::Readiness;
+pub use plumbing::Readiness;
+use plumbing::ReadinessGate;
+use plumbing::lease::{LeaderElectionConfig, LeaseElector};
 
 use self::endpoints::EndpointsController;
 use self::endpointslice::SliceController;
 use self::error::SyncError;
-use self::informer::{Caches, Queues, Router, SharedState, Update, is_mirrored};
+use self::informer::{Caches, Queues, Router, SharedState, Update, Watched, is_mirrored};
 use self::metrics::Metrics;
 use self::mirroring::MirroringController;
 use self::queue::{Backoff, WorkQueue};
@@ -116,6 +118,8 @@ pub struct ControllersConfig {
     pub mirroring_endpoint_updates_batch_period: Duration,
     /// Leader election (on, Lease `kube-system/svcplane-controllers`).
     pub leader_election: LeaderElectionConfig,
+    /// `--controllers`: which controllers run (all three).
+    pub enabled: EnabledControllers,
 }
 
 impl Default for ControllersConfig {
@@ -129,6 +133,7 @@ impl Default for ControllersConfig {
             mirroring_concurrent_service_endpoint_syncs: 5,
             mirroring_endpoint_updates_batch_period: Duration::ZERO,
             leader_election: LeaderElectionConfig::default(),
+            enabled: EnabledControllers::default(),
         }
     }
 }
@@ -168,12 +173,14 @@ const MIRRORING_BACKOFF: Backoff = Backoff {
 };
 const MAX_RETRIES: u32 = 15;
 
-/// Runs the Endpoints, EndpointSlice and EndpointSlice mirroring controllers until
-/// `shutdown` completes.
+/// Runs the Endpoints, EndpointSlice and EndpointSlice mirroring controllers (those of
+/// [`ControllersConfig::enabled`]) until `shutdown` completes.
 ///
-/// The metrics are registered in `registry` when `run` is called, before the returned future
-/// is first polled, so the caller can serve the registry while the controllers run; the
-/// future's [`Controllers::readiness`] says when they are ready.
+/// The metrics of the enabled controllers are registered in `registry` when `run` is called,
+/// before the returned future is first polled, so the caller can serve the registry while the
+/// controllers run; the future's [`Controllers::readiness`] says when they are ready. Only the
+/// kinds the enabled controllers read are watched, and readiness waits for those alone. With
+/// none enabled, nothing is watched, no Lease is taken, and the controllers are ready at once.
 ///
 /// With leader election on, the controllers only run while this instance holds the Lease:
 /// the future waits for it, and fails with [`Error::LeadershipLost`] if it is lost (the process
@@ -185,11 +192,22 @@ pub fn run(
     registry: &mut Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Controllers {
-    let metrics = Arc::new(Metrics::register(registry));
-    let (ready, readiness) = readiness::channel();
+    let metrics = Arc::new(Metrics::register(registry, config.enabled));
+    // A standby counts as ready: it has nothing to sync until it leads, and `svcplane run`
+    // serves admissions on every replica, so standbys that never became ready would take all
+    // but one replica out of the webhook's Service.
+    let readiness = Readiness::default();
+    let ready = readiness.gate("controllers");
     let run = async move {
         config.validate()?;
         let shutdown = shutdown.shared();
+        if config.enabled.none() {
+            tracing::info!("no controller enabled by --controllers");
+            ready.set(true);
+            shutdown.await;
+            return Ok(());
+        }
+        tracing::info!(controllers = ?config.enabled.names(), "controllers enabled");
         if !config.leader_election.enabled {
             return run_controllers(client, &config, metrics, &ready, shutdown).await;
         }
@@ -199,12 +217,12 @@ pub fn run(
             () = shutdown.clone() => return Ok(()),
         };
         if !leading {
-            ready.send_replace(true);
+            ready.set(true);
             tokio::select! {
                 () = elector.acquire() => {}
                 () = shutdown.clone() => return Ok(()),
             }
-            ready.send_replace(false);
+            ready.set(false);
         }
         tracing::info!(lease = %config.leader_election.lease(), "leading; starting the caches");
         let result = tokio::select! {
@@ -259,7 +277,7 @@ async fn run_controllers(
     client: Client,
     config: &ControllersConfig,
     metrics: Arc<Metrics>,
-    ready: &tokio::sync::watch::Sender<bool>,
+    ready: &ReadinessGate,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let caches = Arc::new(Caches::default());
@@ -285,6 +303,17 @@ async fn run_controllers(
         queues.mirroring.clone(),
     );
     let state = SharedState::default();
+    // A disabled controller's queue takes nothing.
+    let enabled = config.enabled;
+    for (on, queue) in [
+        (enabled.endpoints, &endpoints_queue),
+        (enabled.endpointslice, &slices_queue),
+        (enabled.mirroring, &mirroring_queue),
+    ] {
+        if !on {
+            queue.shut_down();
+        }
+    }
 
     let mut tasks = JoinSet::new();
     let (synced_tx, mut synced_rx) = tokio::sync::watch::channel(false);
@@ -293,8 +322,15 @@ async fn run_controllers(
         queues,
         state.clone(),
         SVCPLANE_SLICE_MANAGER,
+        enabled,
     );
-    tasks.spawn(route(client.clone(), router, caches.clone(), synced_tx));
+    tasks.spawn(route(
+        client.clone(),
+        router,
+        caches.clone(),
+        Watched::by(enabled),
+        synced_tx,
+    ));
 
     tokio::pin!(shutdown);
     let synced = tokio::select! {
@@ -310,7 +346,7 @@ async fn run_controllers(
         nodes = caches.nodes.len(),
         "caches synced; starting the controllers"
     );
-    ready.send_replace(true);
+    ready.set(true);
     queue_everything(&caches, &endpoints_queue, &slices_queue, &mirroring_queue);
 
     let shared = Shared {
@@ -340,21 +376,28 @@ async fn run_controllers(
         mirroring_waiters,
     ));
     let mut workers = JoinSet::new();
-    for _ in 0..config.concurrent_endpoint_syncs {
+    let workers_of = |on: bool, count: u16| if on { count } else { 0 };
+    for _ in 0..workers_of(enabled.endpoints, config.concurrent_endpoint_syncs) {
         let (queue, controller) = (endpoints_queue.clone(), endpoints_controller.clone());
         workers.spawn(work(queue, "endpoints", move |key| {
             let controller = controller.clone();
             async move { controller.sync(&key).await }
         }));
     }
-    for _ in 0..config.concurrent_service_endpoint_syncs {
+    for _ in 0..workers_of(
+        enabled.endpointslice,
+        config.concurrent_service_endpoint_syncs,
+    ) {
         let (queue, controller) = (slices_queue.clone(), slice_controller.clone());
         workers.spawn(work(queue, "endpointslice", move |key| {
             let controller = controller.clone();
             async move { controller.sync(&key).await }
         }));
     }
-    for _ in 0..config.mirroring_concurrent_service_endpoint_syncs {
+    for _ in 0..workers_of(
+        enabled.mirroring,
+        config.mirroring_concurrent_service_endpoint_syncs,
+    ) {
         let (queue, controller) = (mirroring_queue.clone(), mirroring_controller.clone());
         workers.spawn(work(queue, "endpointslice-mirroring", move |key| {
             let controller = controller.clone();
@@ -369,7 +412,7 @@ async fn run_controllers(
         }
         ended = tasks.join_next() => Err(watches_stopped(ended)),
     };
-    ready.send_replace(false);
+    ready.set(false);
     endpoints_queue.shut_down();
     slices_queue.shut_down();
     mirroring_queue.shut_down();
@@ -432,30 +475,62 @@ fn queue_everything(
     }
 }
 
-/// Feeds the watch events of every kind to the router, and says when all caches are synced.
+/// The watch events of one kind.
+type UpdateStream = BoxStream<'static, Update>;
+
+/// Feeds the watch events of the watched kinds to the router, and says when their caches are
+/// synced. The cache of a kind not watched stays empty and counts as synced.
 async fn route(
     client: Client,
     mut router: Router,
     caches: Arc<Caches>,
+    watched: Watched,
     synced: tokio::sync::watch::Sender<bool>,
 ) {
-    let mut updates = futures::stream::select_all([
-        lenient_watch::watch(client.clone(), Config::default(), trim::service)
+    // Streams are lazy: one not kept never opens a watch.
+    let optional: [(bool, UpdateStream, &dyn Fn()); 4] = [
+        (
+            watched.pods,
+            plumbing::watch::<Pod, _>(client.clone(), Config::default(), PodInfo::from)
+                .map(|event| Update::Pod(Box::new(event)))
+                .boxed(),
+            &|| caches.pods.mark_listed(),
+        ),
+        (
+            watched.nodes,
+            plumbing::watch(client.clone(), Config::default(), trim::node)
+                .map(|event| Update::Node(Box::new(event)))
+                .boxed(),
+            &|| caches.nodes.mark_listed(),
+        ),
+        (
+            watched.endpoints,
+            plumbing::watch(client.clone(), Config::default(), trim::endpoints)
+                .map(|event| Update::Endpoints(Box::new(event)))
+                .boxed(),
+            &|| caches.endpoints.mark_listed(),
+        ),
+        (
+            watched.slices,
+            plumbing::watch(client.clone(), Config::default(), trim::endpoint_slice)
+                .map(|event| Update::Slice(Box::new(event)))
+                .boxed(),
+            &|| caches.slices.mark_listed(),
+        ),
+    ];
+    let mut streams = vec![
+        plumbing::watch(client, Config::default(), trim::service)
             .map(|event| Update::Service(Box::new(event)))
             .boxed(),
-        lenient_watch::watch::<Pod, _>(client.clone(), Config::default(), PodInfo::from)
-            .map(|event| Update::Pod(Box::new(event)))
-            .boxed(),
-        lenient_watch::watch(client.clone(), Config::default(), trim::node)
-            .map(|event| Update::Node(Box::new(event)))
-            .boxed(),
-        lenient_watch::watch(client.clone(), Config::default(), trim::endpoints)
-            .map(|event| Update::Endpoints(Box::new(event)))
-            .boxed(),
-        lenient_watch::watch(client, Config::default(), trim::endpoint_slice)
-            .map(|event| Update::Slice(Box::new(event)))
-            .boxed(),
-    ]);
+    ];
+    for (on, stream, mark_listed) in optional {
+        if on {
+            streams.push(stream);
+        } else {
+            mark_listed();
+        }
+    }
+    let mut updates = futures::stream::select_all(streams);
     while let Some(update) = updates.next().await {
         router.handle(update);
         if !*synced.borrow() && caches.synced() {

@@ -87,17 +87,12 @@ fn allocatable_cpu_millis(node: &Node) -> Option<u128> {
     quantity_millis(&cpu.0)
 }
 
-/// Whether a Node update can change [`ZoneCapacity`]: its zone label, readiness, allocatable
-/// CPU or control-plane labels changed. Node additions and deletions always can.
+/// Whether a Node update makes the zones' CPU shares be computed again: its readiness or its
+/// zone label changed, as in-tree (`updateNode`, pkg/controller/endpointslice/
+/// endpointslice_controller.go). Node additions and deletions always do. Any other change (its
+/// allocatable CPU, its role labels) is taken into account at the next of those, as in-tree.
 pub fn nodes_changed_relevant(old: &Node, new: &Node) -> bool {
-    let relevant = |node: &Node| {
-        (
-            zone(node).map(str::to_string),
-            is_ready(node),
-            allocatable_cpu_millis(node),
-            is_control_plane(node),
-        )
-    };
+    let relevant = |node: &Node| (zone(node).map(str::to_string), is_ready(node));
     relevant(old) != relevant(new)
 }
 

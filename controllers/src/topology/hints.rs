@@ -4,11 +4,12 @@
 //! The rules are the in-tree topology cache's. Hints need two zones or more with known CPU, at
 //! least as many ready endpoints as zones, a zone on every ready endpoint, and a split where no
 //! zone's endpoints would take more than 20% over their fair share of traffic (each zone needs
-//! at least `ceil(desired / 1.2)` endpoints). Endpoints start hinted to their own zone; whole
-//! endpoints are then moved from zones with more than their share to zones with less.
+//! at least `ceil(desired / 1.2)` endpoints). Hints are given on the slices a sync writes:
+//! slices left unchanged keep hints that still fit; in the others every ready endpoint starts
+//! hinted to its own zone, then whole endpoints are moved from zones with more than their share
+//! to zones with less.
 
-use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointHints, EndpointSlice, ForZone};
@@ -89,7 +90,7 @@ impl fmt::Display for HintsDisabled {
 /// Whether an address type of a Service with `topology-mode: Auto` gets hints.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HintsDecision {
-    /// Hints on: apply the assignment with [`apply_zone_hints`].
+    /// Hints on, per this assignment.
     Enabled(ZoneAssignment),
     /// Hints off: strip them, and say why in a `TopologyAwareHintsDisabled` event.
     Disabled(HintsDisabled),
@@ -152,62 +153,12 @@ pub fn zone_assignment(
     })
 }
 
-/// Whether an address type's endpoints (ready or not, from every slice of that type) get
-/// hints under `capacity`.
-pub fn decide_hints<'a>(
-    capacity: &ZoneCapacity,
-    endpoints: impl IntoIterator<Item = &'a Endpoint>,
-) -> HintsDecision {
-    let ready: Vec<&Endpoint> = endpoints.into_iter().filter(|e| is_ready(e)).collect();
-    let assignment = match zone_assignment(capacity, ready.len()) {
-        Ok(assignment) => assignment,
-        Err(reason) => return HintsDecision::Disabled(reason),
-    };
-    if ready.iter().any(|e| zone_of(e).is_none()) {
-        return HintsDecision::Disabled(HintsDisabled::NoZoneSpecified);
-    }
-    HintsDecision::Enabled(assignment)
+fn endpoints_of(slice: &EndpointSlice) -> &[Endpoint] {
+    slice.endpoints.as_deref().unwrap_or_default()
 }
 
-/// Identifies an endpoint across syncs: its addresses and the object it stands for.
-type EndpointId = (Vec<String>, Option<String>, Option<String>);
-
-fn endpoint_id(endpoint: &Endpoint) -> EndpointId {
-    let mut addresses = endpoint.addresses.clone();
-    addresses.sort();
-    let target = endpoint.target_ref.as_ref();
-    (
-        addresses,
-        target.and_then(|t| t.namespace.clone()),
-        target.and_then(|t| t.name.clone()),
-    )
-}
-
-/// The zone hints endpoints carry in the slices that exist, so that a new assignment moves the
-/// same endpoints across zones as the last one did instead of reshuffling them.
-#[derive(Debug, Clone, Default)]
-pub struct PreviousHints(HashMap<EndpointId, String>);
-
-impl PreviousHints {
-    /// The single-zone hints found in these slices.
-    pub fn from_slices<S: Borrow<EndpointSlice>>(slices: &[S]) -> Self {
-        let hinted = slices
-            .iter()
-            .flat_map(|s| s.borrow().endpoints.iter().flatten())
-            .filter_map(|endpoint| {
-                let zones = endpoint.hints.as_ref()?.for_zones.as_ref()?;
-                match zones.as_slice() {
-                    [only] => Some((endpoint_id(endpoint), only.name.clone())),
-                    _ => None,
-                }
-            })
-            .collect();
-        PreviousHints(hinted)
-    }
-
-    fn zone_of(&self, endpoint: &Endpoint) -> Option<&str> {
-        self.0.get(&endpoint_id(endpoint)).map(String::as_str)
-    }
+fn endpoints_mut(slice: &mut EndpointSlice) -> &mut [Endpoint] {
+    slice.endpoints.as_deref_mut().unwrap_or_default()
 }
 
 fn hint(zone: &str) -> Option<EndpointHints> {
@@ -219,26 +170,63 @@ fn hint(zone: &str) -> Option<EndpointHints> {
     })
 }
 
-/// Sets `hints.forZones` on an address type's endpoints per the assignment and returns how many
-/// endpoints each zone got. Not-ready endpoints get no hints.
+/// Auto hints on the slices of one address type that a sync writes, as in-tree's
+/// `TopologyCache.AddHints` (k8s.io/endpointslice topologycache/topologycache.go).
 ///
-/// Every ready endpoint starts hinted to its own zone; zones holding more than their desired
-/// share then give whole endpoints to zones holding less, as long as that brings both closer
-/// to their share. Endpoints that went to a zone in `previous` go there again first; otherwise
-/// donors are taken in the order given.
-pub fn apply_zone_hints<'a>(
-    assignment: &ZoneAssignment,
-    endpoints: impl IntoIterator<Item = &'a mut Endpoint>,
-    previous: &PreviousHints,
-) -> BTreeMap<String, usize> {
-    let mut endpoints: Vec<&mut Endpoint> = endpoints.into_iter().collect();
+/// `create` and `update` are the slices the sync writes, `unchanged` the Service's other
+/// slices of that address type (planned with hints ignored). The zones' shares come from the
+/// ready endpoints of all of them. An unchanged slice keeps its hints while they fit the shares
+/// (`getAllocatedHintsByZone`, sliceinfo.go); otherwise it joins `update`. Every ready
+/// endpoint of the slices written is hinted to its own zone, then zones above their share give
+/// endpoints to zones below it: the first ready endpoints of a giving zone in the slices
+/// created, then in the slices updated, in their order (`redistributeHints`, utils.go). The
+/// receiving zone is the first by name that still receives (in-tree takes one in Go's map
+/// order). When hints are off, every hint goes, unchanged slices carrying some join `update`
+/// (`RemoveHintsFromSlices`, utils.go).
+pub fn add_zone_hints(
+    capacity: &ZoneCapacity,
+    create: &mut [EndpointSlice],
+    update: &mut Vec<EndpointSlice>,
+    unchanged: &[&EndpointSlice],
+) -> HintsDecision {
+    let ready_total = create
+        .iter()
+        .chain(update.iter())
+        .chain(unchanged.iter().copied())
+        .flat_map(endpoints_of)
+        .filter(|e| is_ready(e))
+        .count();
+    let assignment = match zone_assignment(capacity, ready_total) {
+        Ok(assignment) => assignment,
+        Err(reason) => {
+            remove_hints(create, update, unchanged);
+            return HintsDecision::Disabled(reason);
+        }
+    };
     let mut allocated: BTreeMap<String, i64> = BTreeMap::new();
-    for endpoint in &mut endpoints {
-        let zone = zone_of(endpoint)
-            .filter(|_| is_ready(endpoint))
-            .map(str::to_string);
-        endpoint.hints = zone.as_deref().and_then(hint);
-        if let Some(zone) = zone {
+    let mut kept = Vec::new();
+    for &slice in unchanged {
+        match hints_by_zone(slice, &allocated, &assignment) {
+            Some(hints) => {
+                for (zone, count) in hints {
+                    *allocated.entry(zone).or_default() += count;
+                }
+                kept.push(slice);
+            }
+            None => update.push(slice.clone()),
+        }
+    }
+    for slice in create.iter_mut().chain(update.iter_mut()) {
+        for endpoint in endpoints_mut(slice) {
+            if !is_ready(endpoint) {
+                endpoint.hints = None;
+                continue;
+            }
+            let Some(zone) = zone_of(endpoint).map(str::to_string) else {
+                remove_hints(create, update, &kept);
+                return HintsDecision::Disabled(HintsDisabled::NoZoneSpecified);
+            };
+            endpoint.hints = hint(&zone);
             *allocated.entry(zone).or_default() += 1;
         }
     }
@@ -248,19 +236,71 @@ pub fn apply_zone_hints<'a>(
         .map(|(zone, allocation)| (zone.clone(), allocation.desired))
         .collect();
     let (giving, receiving) = giving_and_receiving(&desired, &allocated);
-    for (zone, change) in redistribute(&mut endpoints, giving, receiving, previous) {
-        *allocated.entry(zone).or_default() += change;
-    }
-    allocated
-        .into_iter()
-        .filter_map(|(zone, count)| Some((zone, usize::try_from(count).ok()?)))
-        .collect()
+    let mut allocatable: Vec<&mut Endpoint> = create
+        .iter_mut()
+        .chain(update.iter_mut())
+        .flat_map(endpoints_mut)
+        .collect();
+    redistribute(&mut allocatable, giving, receiving);
+    HintsDecision::Enabled(assignment)
 }
 
-/// Removes every hint.
-pub fn strip_hints<'a>(endpoints: impl IntoIterator<Item = &'a mut Endpoint>) {
-    for endpoint in endpoints {
-        endpoint.hints = None;
+/// The zone hints of an unchanged slice's ready endpoints, counted per zone, when they can
+/// stay: every ready endpoint hinted, only to zones that get endpoints, and no zone past its
+/// maximum with what earlier slices hold (`getHintsByZone`, topologycache/utils.go).
+fn hints_by_zone(
+    slice: &EndpointSlice,
+    allocated: &BTreeMap<String, i64>,
+    assignment: &ZoneAssignment,
+) -> Option<BTreeMap<String, i64>> {
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    for endpoint in endpoints_of(slice).iter().filter(|e| is_ready(e)) {
+        let zones = endpoint
+            .hints
+            .as_ref()?
+            .for_zones
+            .as_deref()
+            .unwrap_or_default();
+        if zones.is_empty() {
+            return None;
+        }
+        for zone in zones {
+            if !assignment.zones.contains_key(&zone.name) {
+                return None;
+            }
+            *counts.entry(zone.name.clone()).or_default() += 1;
+        }
+    }
+    for (zone, count) in &counts {
+        let held = allocated.get(zone).copied().unwrap_or_default();
+        let maximum = assignment.zones.get(zone)?.maximum as i64;
+        if count + held > maximum {
+            return None;
+        }
+    }
+    Some(counts)
+}
+
+/// Hints off: none on the slices written, and the unchanged slices that carry some are written
+/// without them (`RemoveHintsFromSlices`, topologycache/utils.go).
+fn remove_hints(
+    create: &mut [EndpointSlice],
+    update: &mut Vec<EndpointSlice>,
+    unchanged: &[&EndpointSlice],
+) {
+    for slice in create.iter_mut().chain(update.iter_mut()) {
+        for endpoint in endpoints_mut(slice) {
+            endpoint.hints = None;
+        }
+    }
+    for &slice in unchanged {
+        if endpoints_of(slice).iter().any(|e| e.hints.is_some()) {
+            let mut stripped = slice.clone();
+            for endpoint in endpoints_mut(&mut stripped) {
+                endpoint.hints = None;
+            }
+            update.push(stripped);
+        }
     }
 }
 
@@ -317,49 +357,36 @@ fn take_one(counts: &mut BTreeMap<String, i64>, zone: &str) {
     }
 }
 
-/// Moves endpoints from giving zones to receiving zones; returns the change per zone.
+/// Moves endpoints from giving zones to receiving zones, in the order given: each ready
+/// endpoint of a zone that still gives goes to the first zone that still receives. Returns the
+/// change per zone.
 fn redistribute(
     endpoints: &mut [&mut Endpoint],
     mut giving: BTreeMap<String, i64>,
     mut receiving: BTreeMap<String, i64>,
-    previous: &PreviousHints,
 ) -> BTreeMap<String, i64> {
     let mut changes: BTreeMap<String, i64> = BTreeMap::new();
-    let mut moved = vec![false; endpoints.len()];
-    // First pass: endpoints that went to a receiving zone last time go there again.
-    // Second pass: any donor goes to the first zone still receiving.
-    for keep_previous in [true, false] {
-        for (index, endpoint) in endpoints.iter_mut().enumerate() {
-            if giving.is_empty() || receiving.is_empty() {
-                return changes;
-            }
-            if moved[index] || !is_ready(endpoint) {
-                continue;
-            }
-            let Some(zone) = zone_of(endpoint).map(str::to_string) else {
-                continue;
-            };
-            if !giving.contains_key(&zone) {
-                continue;
-            }
-            let target = if keep_previous {
-                previous
-                    .zone_of(endpoint)
-                    .filter(|p| *p != zone && receiving.contains_key(*p))
-                    .map(str::to_string)
-            } else {
-                receiving.keys().next().cloned()
-            };
-            let Some(target) = target else {
-                continue;
-            };
-            endpoint.hints = hint(&target);
-            moved[index] = true;
-            take_one(&mut giving, &zone);
-            take_one(&mut receiving, &target);
-            *changes.entry(zone).or_default() -= 1;
-            *changes.entry(target).or_default() += 1;
+    for endpoint in endpoints.iter_mut() {
+        if !is_ready(endpoint) {
+            continue;
         }
+        if giving.is_empty() || receiving.is_empty() {
+            break;
+        }
+        let Some(zone) = zone_of(endpoint).map(str::to_string) else {
+            continue;
+        };
+        if !giving.contains_key(&zone) {
+            continue;
+        }
+        let Some(target) = receiving.keys().next().cloned() else {
+            break;
+        };
+        endpoint.hints = hint(&target);
+        take_one(&mut giving, &zone);
+        take_one(&mut receiving, &target);
+        *changes.entry(zone).or_default() -= 1;
+        *changes.entry(target).or_default() += 1;
     }
     changes
 }

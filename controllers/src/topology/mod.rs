@@ -4,10 +4,11 @@
 //!
 //! - [`ZoneCapacity`]: the zones' CPU shares, from the Nodes; [`nodes_changed_relevant`] tells
 //!   which Node updates can change them.
-//! - [`decide_hints`] and [`apply_zone_hints`]: the Auto mode, with every safeguard of the
-//!   in-tree topology cache.
-//! - [`apply_traffic_distribution`]: `PreferClose`, `PreferSameZone`, `PreferSameNode`.
-//! - [`apply_topology`]: all of it on a Service's desired slices, in one call;
+//! - [`add_zone_hints`]: the Auto mode on the slices a sync writes, with every safeguard of
+//!   the in-tree topology cache.
+//! - [`apply_traffic_distribution`]: `PreferClose`, `PreferSameZone` and `PreferSameNode` on
+//!   the desired endpoints.
+//! - [`plan_with_topology`]: a Service's slice writes with its hints, in one call;
 //!   [`HintsEventTracker`] turns the outcome into the in-tree events.
 
 mod capacity;
@@ -15,19 +16,20 @@ mod hints;
 mod traffic;
 
 use std::borrow::Borrow;
+use std::cell::RefCell;
 use std::collections::HashSet;
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 pub use capacity::{ZoneCapacity, nodes_changed_relevant};
 pub use hints::{
-    HintsDecision, HintsDisabled, OVERLOAD_THRESHOLD, PreviousHints, ZoneAllocation,
-    ZoneAssignment, apply_zone_hints, decide_hints, strip_hints, zone_assignment,
+    HintsDecision, HintsDisabled, OVERLOAD_THRESHOLD, ZoneAllocation, ZoneAssignment,
+    add_zone_hints, zone_assignment,
 };
 pub use traffic::{TrafficDistribution, apply_traffic_distribution};
 
-use crate::endpointslice::DesiredEndpointSlices;
+use crate::endpointslice::{DesiredEndpointSlices, SliceParams, SlicePlan, Targets, plan_slices};
 use crate::service::IpFamily;
 use crate::well_known::{ANNOTATION_TOPOLOGY_AWARE_HINTS, ANNOTATION_TOPOLOGY_MODE};
 
@@ -67,9 +69,21 @@ impl HintsPolicy {
         }
         TrafficDistribution::of(service).map_or(HintsPolicy::None, HintsPolicy::TrafficDistribution)
     }
+
+    /// The `topology` and `traffic_distribution` labels of
+    /// `endpoint_slice_controller_endpointslices_changed_per_sync`: `Auto` or `Disabled`, and
+    /// the `spec.trafficDistribution` value only when it is the one in effect (empty under
+    /// Auto).
+    pub fn metric_labels(self) -> (&'static str, &'static str) {
+        match self {
+            HintsPolicy::Auto => ("Auto", ""),
+            HintsPolicy::TrafficDistribution(distribution) => ("Disabled", distribution.as_api()),
+            HintsPolicy::None => ("Disabled", ""),
+        }
+    }
 }
 
-/// What [`apply_topology`] did.
+/// What [`plan_with_topology`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TopologyOutcome {
     /// Auto mode: one decision per address type, in the Service's address type order.
@@ -78,63 +92,49 @@ pub enum TopologyOutcome {
     NotAuto(Vec<IpFamily>),
 }
 
-fn endpoints_of(
-    desired: &mut DesiredEndpointSlices,
-    family: IpFamily,
-) -> impl Iterator<Item = &mut Endpoint> {
-    desired
-        .groups
-        .iter_mut()
-        .filter(move |g| g.address_type == family)
-        .flat_map(|g| g.endpoints.iter_mut())
-}
-
-/// Sets the hints of every desired endpoint of the Service per its [`HintsPolicy`].
+/// The writes that bring the Service's `existing` slices to `desired`, with the hints its
+/// [`HintsPolicy`] asks for, as the in-tree reconciler gives them (`reconcileByAddressType`,
+/// k8s.io/endpointslice reconciler.go).
 ///
-/// Call it between [`desired_endpoint_slices`](crate::desired_endpoint_slices) and
-/// [`plan_endpoint_slices`](crate::plan_endpoint_slices): hints are part of an endpoint, so
-/// slices whose hints change are updated and slices carrying stale hints lose them. `existing`
-/// are the Service's current slices, used only so that Auto mode moves the same endpoints
-/// across zones as last time.
-pub fn apply_topology<S: Borrow<EndpointSlice>>(
+/// Under Auto, endpoints are planned without hints (in-tree compares them with
+/// `EndpointsEqualBeyondHash`), then [`add_zone_hints`] gives hints on the slices written and
+/// keeps those of unchanged slices that still fit. Otherwise every desired endpoint gets the
+/// hints of `spec.trafficDistribution`, or none, before planning, so that a slice whose hints
+/// are missing, wrong or stale is updated (`ReconcileHints`, trafficdist/trafficdist.go).
+pub fn plan_with_topology<S: Borrow<EndpointSlice>>(
     service: &Service,
     capacity: &ZoneCapacity,
     desired: &mut DesiredEndpointSlices,
     existing: &[S],
-) -> TopologyOutcome {
-    let families = desired.address_types.clone();
-    match HintsPolicy::of(service) {
-        HintsPolicy::Auto => {
-            let mut decisions = Vec::new();
-            for family in families {
-                let decision = decide_hints(capacity, endpoints_of(desired, family).map(|e| &*e));
-                match &decision {
-                    HintsDecision::Enabled(assignment) => {
-                        let same_family: Vec<&EndpointSlice> = existing
-                            .iter()
-                            .map(Borrow::borrow)
-                            .filter(|s| s.address_type == family.as_api())
-                            .collect();
-                        let previous = PreviousHints::from_slices(&same_family);
-                        apply_zone_hints(assignment, endpoints_of(desired, family), &previous);
-                    }
-                    HintsDecision::Disabled(_) => strip_hints(endpoints_of(desired, family)),
-                }
-                decisions.push((family, decision));
-            }
-            TopologyOutcome::Auto(decisions)
-        }
-        policy => {
-            let distribution = match policy {
-                HintsPolicy::TrafficDistribution(distribution) => Some(distribution),
-                _ => None,
-            };
-            for group in &mut desired.groups {
-                apply_traffic_distribution(distribution, &mut group.endpoints);
-            }
-            TopologyOutcome::NotAuto(families)
-        }
+    params: &SliceParams<'_>,
+) -> (SlicePlan, TopologyOutcome) {
+    let policy = HintsPolicy::of(service);
+    let distribution = match policy {
+        HintsPolicy::TrafficDistribution(distribution) => Some(distribution),
+        HintsPolicy::Auto | HintsPolicy::None => None,
+    };
+    for group in &mut desired.groups {
+        apply_traffic_distribution(distribution, &mut group.endpoints);
     }
+    if policy != HintsPolicy::Auto {
+        let plan = plan_slices(service, existing, Targets::from_scratch(desired), params);
+        return (
+            plan,
+            TopologyOutcome::NotAuto(desired.address_types.clone()),
+        );
+    }
+    let decisions = RefCell::new(Vec::new());
+    let auto_hints = |family: IpFamily,
+                      create: &mut [EndpointSlice],
+                      update: &mut Vec<EndpointSlice>,
+                      unchanged: &[&EndpointSlice]| {
+        let decision = add_zone_hints(capacity, create, update, unchanged);
+        decisions.borrow_mut().push((family, decision));
+    };
+    let mut targets = Targets::from_scratch(desired);
+    targets.auto_hints = Some(&auto_hints);
+    let plan = plan_slices(service, existing, targets, params);
+    (plan, TopologyOutcome::Auto(decisions.into_inner()))
 }
 
 /// An event's type.
@@ -181,7 +181,7 @@ pub struct HintsEventTracker {
 }
 
 impl HintsEventTracker {
-    /// The events for one sync of a Service, from [`apply_topology`]'s outcome.
+    /// The events for one sync of a Service, from [`plan_with_topology`]'s outcome.
     pub fn events(
         &mut self,
         namespace: &str,

@@ -64,6 +64,12 @@ fn zone_hint(zone: &str) -> Option<EndpointHints> {
     })
 }
 
+/// `hintsEnabled` (k8s.io/endpointslice utils.go): the older `topology-aware-hints`
+/// annotation, when present with any value, decides instead of `topology-mode`; `Auto` and
+/// `auto` turn hints on. `reconcileByAddressType` (reconciler.go): `trafficDistribution` is
+/// used only when hints are not enabled (`canUseTrafficDistribution`), and only with a value
+/// `validTrafficDistribution` knows (PreferSameTrafficDistribution is GA and locked on in
+/// 1.37, pkg/features/kube_features.go).
 #[test]
 fn the_policy_follows_annotations_then_traffic_distribution() {
     let auto = service("web")
@@ -101,6 +107,56 @@ fn the_policy_follows_annotations_then_traffic_distribution() {
     let unknown = service("web").traffic_distribution("PreferMars").build();
     assert_eq!(HintsPolicy::of(&unknown), HintsPolicy::None);
     assert_eq!(HintsPolicy::of(&service("web").build()), HintsPolicy::None);
+    // The older annotation with another value leaves trafficDistribution in effect.
+    let old_off = service("web")
+        .annotation(ANNOTATION_TOPOLOGY_AWARE_HINTS, "Disabled")
+        .annotation(ANNOTATION_TOPOLOGY_MODE, "Auto")
+        .traffic_distribution("PreferSameNode")
+        .build();
+    assert_eq!(
+        HintsPolicy::of(&old_off),
+        HintsPolicy::TrafficDistribution(TrafficDistribution::PreferSameNode)
+    );
+    let mode_other = service("web")
+        .annotation(ANNOTATION_TOPOLOGY_MODE, "PreferZone")
+        .traffic_distribution("PreferClose")
+        .build();
+    assert_eq!(
+        HintsPolicy::of(&mode_other),
+        HintsPolicy::TrafficDistribution(TrafficDistribution::PreferClose)
+    );
+}
+
+/// `finalize` (k8s.io/endpointslice reconciler.go) labels
+/// `endpointslices_changed_per_sync` with `Auto` when hints are enabled, else `Disabled`, and
+/// with `spec.trafficDistribution` only when it is valid and hints are not enabled.
+#[test]
+fn the_sync_metric_labels_the_policy_in_effect() {
+    let labels = |svc: &Service| HintsPolicy::of(svc).metric_labels();
+    let auto_and_node = service("web")
+        .annotation(ANNOTATION_TOPOLOGY_MODE, "Auto")
+        .traffic_distribution("PreferSameNode")
+        .build();
+    assert_eq!(labels(&auto_and_node), ("Auto", ""));
+    let close = service("web").traffic_distribution("PreferClose").build();
+    assert_eq!(labels(&close), ("Disabled", "PreferClose"));
+    let unknown = service("web").traffic_distribution("PreferMars").build();
+    assert_eq!(labels(&unknown), ("Disabled", ""));
+}
+
+fn params() -> SliceParams<'static> {
+    SliceParams {
+        managed_by: MANAGER,
+        max_endpoints_per_slice: MaxEndpointsPerSlice::DEFAULT,
+        trigger_time: None,
+    }
+}
+
+fn hints_in(slices: &[EndpointSlice]) -> Vec<Option<EndpointHints>> {
+    slices
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten().map(|e| e.hints.clone()))
+        .collect()
 }
 
 #[test]
@@ -110,14 +166,15 @@ fn auto_mode_hints_each_zone() {
         .build();
     let mut desired = desired(&svc, &pods());
     let capacity = ZoneCapacity::from_nodes(&nodes());
-    let outcome = apply_topology::<EndpointSlice>(&svc, &capacity, &mut desired, &[]);
+    let (plan, outcome) =
+        plan_with_topology::<EndpointSlice>(&svc, &capacity, &mut desired, &[], &params());
     assert!(matches!(
         &outcome,
         TopologyOutcome::Auto(decisions)
             if decisions.len() == 1 && matches!(decisions[0], (IpFamily::V4, HintsDecision::Enabled(_)))
     ));
     assert_eq!(
-        hints_of(&desired),
+        hints_in(&plan.create),
         vec![
             zone_hint("zone-a"),
             zone_hint("zone-a"),
@@ -125,22 +182,37 @@ fn auto_mode_hints_each_zone() {
             zone_hint("zone-b")
         ]
     );
+    // Auto hints live on the planned slices, never on the desired endpoints.
+    assert!(hints_of(&desired).iter().all(Option::is_none));
+
+    // Synced again with nothing changed: the hints fit, nothing is written.
+    let mut existing = plan.create;
+    existing[0].metadata.name = Some("web-1".into());
+    let mut again = self::desired(&svc, &pods());
+    let (plan, _) = plan_with_topology(&svc, &capacity, &mut again, &existing, &params());
+    assert!(plan.is_empty(), "{plan:?}");
 }
 
+/// `reconcileByAddressType` (k8s.io/endpointslice reconciler.go): under Auto, a disabled
+/// decision removes every hint (`RemoveHintsFromSlices`) and trafficDistribution is not used.
 #[test]
 fn auto_mode_without_capacity_strips_hints_and_ignores_traffic_distribution() {
     let svc = service("web")
         .annotation(ANNOTATION_TOPOLOGY_MODE, "Auto")
         .traffic_distribution("PreferClose")
         .build();
-    let mut desired = desired(&svc, &pods());
-    for group in &mut desired.groups {
-        for endpoint in &mut group.endpoints {
-            endpoint.hints = zone_hint("zone-z");
-        }
-    }
+    let close = service("web").traffic_distribution("PreferClose").build();
+    let capacity = ZoneCapacity::from_nodes(&nodes());
+    let mut hinted = desired(&close, &pods());
+    let (plan, _) =
+        plan_with_topology::<EndpointSlice>(&close, &capacity, &mut hinted, &[], &params());
+    let mut existing = plan.create;
+    existing[0].metadata.name = Some("web-1".into());
+    assert!(hints_in(&existing).iter().all(Option::is_some));
+
     let one_zone = ZoneCapacity::from_nodes(&[worker_node("node-a", Some("zone-a"), "4")]);
-    let outcome = apply_topology::<EndpointSlice>(&svc, &one_zone, &mut desired, &[]);
+    let mut desired = desired(&svc, &pods());
+    let (plan, outcome) = plan_with_topology(&svc, &one_zone, &mut desired, &existing, &params());
     assert_eq!(
         outcome,
         TopologyOutcome::Auto(vec![(
@@ -148,7 +220,8 @@ fn auto_mode_without_capacity_strips_hints_and_ignores_traffic_distribution() {
             HintsDecision::Disabled(HintsDisabled::NodesReadyInOneZoneOnly)
         )])
     );
-    assert!(hints_of(&desired).iter().all(Option::is_none));
+    assert_eq!(plan.update.len(), 1);
+    assert!(hints_in(&plan.update).iter().all(Option::is_none));
 }
 
 #[test]
@@ -157,15 +230,16 @@ fn traffic_distribution_hints_zone_and_node() {
         .traffic_distribution("PreferSameNode")
         .build();
     let mut desired = desired(&svc, &pods()[..1]);
-    let outcome = apply_topology::<EndpointSlice>(
+    let (plan, outcome) = plan_with_topology::<EndpointSlice>(
         &svc,
         &ZoneCapacity::InsufficientNodeInfo,
         &mut desired,
         &[],
+        &params(),
     );
     assert_eq!(outcome, TopologyOutcome::NotAuto(vec![IpFamily::V4]));
     assert_eq!(
-        hints_of(&desired),
+        hints_in(&plan.create),
         vec![Some(EndpointHints {
             for_zones: Some(vec![ForZone {
                 name: "zone-a".into()
@@ -177,64 +251,58 @@ fn traffic_distribution_hints_zone_and_node() {
     );
 }
 
+/// `ReconcileHints` (k8s.io/endpointslice trafficdist/trafficdist.go): an unchanged slice whose
+/// hints are missing or stale (`needsUpdate`) is updated; one with the right hints is not.
 #[test]
 fn hints_changes_are_slice_updates_and_stale_hints_are_removed() {
-    let params = SliceParams {
-        managed_by: MANAGER,
-        max_endpoints_per_slice: MaxEndpointsPerSlice::DEFAULT,
-        trigger_time: None,
-    };
     let plain = service("web").build();
     let close = service("web").traffic_distribution("PreferClose").build();
     let capacity = ZoneCapacity::InsufficientNodeInfo;
 
     let mut without_hints = desired(&plain, &pods());
-    apply_topology::<EndpointSlice>(&plain, &capacity, &mut without_hints, &[]);
-    let mut existing =
-        plan_endpoint_slices::<EndpointSlice>(&plain, &[], &without_hints, &params).create;
+    let (plan, _) =
+        plan_with_topology::<EndpointSlice>(&plain, &capacity, &mut without_hints, &[], &params());
+    let mut existing = plan.create;
     existing[0].metadata.name = Some("web-1".into());
 
     let mut with_hints = desired(&close, &pods());
-    apply_topology(&close, &capacity, &mut with_hints, &existing);
-    let plan = plan_endpoint_slices(&close, &existing, &with_hints, &params);
+    let (plan, _) = plan_with_topology(&close, &capacity, &mut with_hints, &existing, &params());
     assert_eq!(
         (plan.create.len(), plan.update.len(), plan.delete.len()),
         (0, 1, 0)
     );
     let hinted = plan.update[0].clone();
     assert!(
-        hinted
-            .endpoints
-            .as_ref()
-            .unwrap()
+        hints_in(std::slice::from_ref(&hinted))
             .iter()
-            .all(|e| e.hints.is_some())
+            .all(Option::is_some)
     );
 
     // The distribution goes away: the hints go too.
     let mut stripped = desired(&plain, &pods());
-    apply_topology(
+    let (plan, _) = plan_with_topology(
         &plain,
         &capacity,
         &mut stripped,
         std::slice::from_ref(&hinted),
+        &params(),
     );
-    let plan = plan_endpoint_slices(&plain, std::slice::from_ref(&hinted), &stripped, &params);
     assert_eq!(plan.update.len(), 1);
-    assert!(
-        plan.update[0]
-            .endpoints
-            .as_ref()
-            .unwrap()
-            .iter()
-            .all(|e| e.hints.is_none())
-    );
+    assert!(hints_in(&plan.update).iter().all(Option::is_none));
 
     // Nothing changed: nothing to write.
     let mut again = desired(&close, &pods());
-    apply_topology(&close, &capacity, &mut again, std::slice::from_ref(&hinted));
+    let (plan, _) = plan_with_topology(
+        &close,
+        &capacity,
+        &mut again,
+        std::slice::from_ref(&hinted),
+        &params(),
+    );
+    assert!(plan.is_empty());
+    // Planned directly, the hinted desired endpoints give the same writes.
     assert!(
-        plan_endpoint_slices(&close, std::slice::from_ref(&hinted), &again, &params).is_empty()
+        plan_endpoint_slices(&close, std::slice::from_ref(&hinted), &again, &params()).is_empty()
     );
 }
 

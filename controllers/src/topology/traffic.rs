@@ -123,6 +123,9 @@ mod tests {
         endpoints.remove(0).hints
     }
 
+    /// `ReconcileHints` (k8s.io/endpointslice trafficdist/trafficdist.go): `PreferClose`,
+    /// `PreferSameZone` and `PreferSameNode` all take the `preferCloseHeuristic`, node hints
+    /// only for `PreferSameNode`: PreferClose is PreferSameZone's older name.
     #[test]
     fn prefer_close_and_same_zone_hint_the_own_zone() {
         for distribution in [
@@ -144,6 +147,9 @@ mod tests {
         }
     }
 
+    /// `preferCloseHeuristic.update` (trafficdist.go) with `generateNodeHints`: `forZones`
+    /// from the endpoint's zone (for proxies that know only zones) and `forNodes` from its
+    /// node, each when set.
     #[test]
     fn prefer_same_node_hints_zone_and_node() {
         let hints = hinted(
@@ -170,6 +176,11 @@ mod tests {
         );
     }
 
+    /// `preferCloseHeuristic.update` (trafficdist.go) leaves endpoints that are not ready as
+    /// they come, and they come without hints: every endpoint written is rebuilt from its pod
+    /// (`podToEndpoint`, k8s.io/endpointslice utils.go); it clears the hints of a ready one
+    /// with neither zone nor node, and `defaultHeuristic.update` clears every hint when no
+    /// distribution is in effect.
     #[test]
     fn not_ready_or_unplaced_endpoints_and_no_distribution_get_no_hints() {
         let stale = || {
@@ -196,6 +207,8 @@ mod tests {
         assert_eq!(hinted(None, ready), None);
     }
 
+    /// The values of `closeTrafficDistribution` (trafficdist.go), spelled as in
+    /// k8s.io/api core/v1 `ServiceTrafficDistribution*`; anything else gives no hints.
     #[test]
     fn only_known_values_parse() {
         for value in ["PreferClose", "PreferSameZone", "PreferSameNode"] {

@@ -1,11 +1,12 @@
 //! What holding svcplane's admission port costs it (issue 14): against one replica running
 //! as its own process (`svcplane webhook`, the binary given as the first argument) on a
-//! fresh local control plane, opens CONNECTIONS (default 10,000) connections that never
-//! finish a request, half of them TCP only (a TLS handshake never started), half TLS with
-//! kube-apiserver's client certificate and a request whose headers never end; then sends 8
-//! concurrent reviews of almost 3 MiB. Prints the replica's VmRSS and VmHWM (from
-//! `/proc/<pid>/status`) after each step and whether an ordinary review is answered, and how
-//! long after the flood it is. A measurement, not a test: nothing is asserted. Loopback only.
+//! fresh local control plane, opens `--connections` (or `$CONNECTIONS`; default 10,000)
+//! connections that never finish a request, half of them TCP only (a TLS handshake never
+//! started), half TLS with kube-apiserver's client certificate and a request whose headers
+//! never end; then sends 8 concurrent reviews of almost 3 MiB. Prints the replica's VmRSS and
+//! VmHWM (from `/proc/<pid>/status`) after each step and whether an ordinary review is
+//! answered, and how long after the flood it is. A measurement, not a test: nothing is
+//! asserted. Loopback only.
 //! `hack/bench-connections.sh` builds it, raises the file descriptor limit and runs it.
 
 use std::net::SocketAddr;
@@ -14,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use clap::Parser;
+use e2e::bench::init_tracing;
 use e2e::process::resources;
 use e2e::svcplane::{self, ClientIdentity};
 use e2e::{ControlPlane, ControlPlaneConfig};
@@ -216,23 +219,19 @@ async fn bench(binary: PathBuf, connections: usize) -> Result<()> {
     Ok(())
 }
 
+/// What holding svcplane's admission port costs one replica.
+#[derive(Debug, Parser)]
+#[command(name = "bench-connections")]
+struct Options {
+    /// The svcplane binary, run as `svcplane webhook`.
+    svcplane: PathBuf,
+    /// Connections to open, half TCP only, half TLS with headers that never end.
+    #[arg(long, env = "CONNECTIONS", default_value_t = 10_000)]
+    connections: usize,
+}
+
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error,kube_client::client::builder=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let binary = std::env::args()
-        .nth(1)
-        .map(PathBuf::from)
-        .context("usage: bench-connections <path of the svcplane binary>")?;
-    let connections = std::env::var("CONNECTIONS")
-        .ok()
-        .map(|n| n.parse())
-        .transpose()
-        .context("CONNECTIONS is not a number")?
-        .unwrap_or(10_000);
-    tokio::runtime::Runtime::new()?.block_on(bench(binary, connections))
+    init_tracing("error,kube_client::client::builder=off");
+    let options = Options::parse();
+    tokio::runtime::Runtime::new()?.block_on(bench(options.svcplane, options.connections))
 }

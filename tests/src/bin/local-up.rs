@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use clap::Parser;
 use e2e::kubelet::{PodState, PodTemplate, create_pod, ensure_node, set_pod_status};
 use e2e::{ControlPlane, ControlPlaneConfig, ENDPOINT_CONTROLLERS, svcplane, wait};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
@@ -18,6 +19,21 @@ use serde_json::{Value, json};
 const NODE: &str = "mac-k8s";
 const NAMESPACE: &str = "default";
 
+/// A control plane on loopback with svcplane running on it.
+#[derive(Debug, Parser)]
+#[command(name = "local-up")]
+struct Options {
+    /// kube-controller-manager's endpoint controllers instead of svcplane's.
+    #[arg(long)]
+    in_tree: bool,
+    /// Skip the walkthrough.
+    #[arg(long)]
+    no_walkthrough: bool,
+    /// The svcplane binary.
+    #[arg(long = "svcplane", env = "SVCPLANE_BIN", value_name = "PATH")]
+    svcplane_bin: PathBuf,
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -26,12 +42,11 @@ async fn main() -> Result<()> {
                 .unwrap_or_else(|_| "warn,kube_client::client::builder=off".into()),
         )
         .init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let in_tree = args.iter().any(|a| a == "--in-tree");
-    let walkthrough = !args.iter().any(|a| a == "--no-walkthrough");
-    let svcplane_bin = PathBuf::from(
-        std::env::var("SVCPLANE_BIN").context("SVCPLANE_BIN must name the svcplane binary")?,
-    );
+    let Options {
+        in_tree,
+        no_walkthrough,
+        svcplane_bin,
+    } = Options::parse();
 
     step("Starting etcd and kube-apiserver on loopback");
     let plane = ControlPlane::start(ControlPlaneConfig::default()).await?;
@@ -60,7 +75,7 @@ async fn main() -> Result<()> {
         println!("  kube-controller-manager: {ENDPOINT_CONTROLLERS}");
     }
 
-    if walkthrough {
+    if !no_walkthrough {
         play(&client, &svcplane_bin, plane.kubeconfig()).await?;
     }
 

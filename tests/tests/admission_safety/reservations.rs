@@ -323,7 +323,7 @@ async fn a_replica_with_other_ranges_refuses_to_start_and_changes_nothing(
             client.clone(),
             other,
             webhook::server::metrics::AdmissionMetrics::register(registry),
-            webhook::server::admin::Readiness::default(),
+            plumbing::Readiness::default().gate("webhook"),
             webhook::server::admin::Liveness::default(),
             std::future::pending(),
         ),

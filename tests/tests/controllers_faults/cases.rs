@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use controllers::runtime::{ControllersConfig, Error, LeaderElectionConfig};
+use controllers::runtime::{ControllersConfig, Error};
+use e2e::controllers::InProcessControllers;
 use e2e::kubelet::{self, PodState, PodTemplate};
 use e2e::{ControlPlane, ControlPlaneConfig, create_namespace, wait};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -13,10 +14,9 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
+use plumbing::lease::LeaderElectionConfig;
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const NAMESPACE: &str = "faults";
 const SERVICE: &str = "web";
@@ -176,50 +176,25 @@ impl Setup {
     }
 }
 
-/// svcplane's controllers, in-process, holding the Lease `default/svcplane-controllers`.
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<controllers::runtime::Result<()>>,
-}
-
-impl Running {
-    /// Starts them and waits until they lead on synced caches.
-    async fn start(client: &Client, identity: &str, renew_deadline: Duration) -> Result<Self> {
-        let config = ControllersConfig {
-            leader_election: LeaderElectionConfig {
-                lease_namespace: "default".into(),
-                identity: identity.into(),
-                lease_duration: renew_deadline + Duration::from_secs(5),
-                renew_deadline,
-                retry_period: Duration::from_secs(1),
-                ..LeaderElectionConfig::default()
-            },
-            ..ControllersConfig::default()
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let run = controllers::runtime::run(client.clone(), config, &mut Registry::default(), {
-            async {
-                let _ = stopped.await;
-            }
-        });
-        let mut readiness = run.readiness();
-        let task = tokio::spawn(run);
-        let ready = tokio::time::timeout(wait::wait_limit(), readiness.ready()).await;
-        anyhow::ensure!(
-            matches!(ready, Ok(true)),
-            "the controllers are not ready: {ready:?}"
-        );
-        Ok(Self { stop, task })
-    }
-
-    /// Asks them to stop; fails unless they end cleanly.
-    async fn stop(self) -> Result<()> {
-        let _ = self.stop.send(());
-        self.task
-            .await
-            .context("the controllers panicked")?
-            .context("the controllers failed")
-    }
+/// Starts svcplane's controllers in-process, holding the Lease
+/// `default/svcplane-controllers`, and waits until they lead on synced caches.
+async fn start_controllers(
+    client: &Client,
+    identity: &str,
+    renew_deadline: Duration,
+) -> Result<InProcessControllers> {
+    let config = ControllersConfig {
+        leader_election: LeaderElectionConfig {
+            lease_namespace: "default".into(),
+            identity: identity.into(),
+            lease_duration: renew_deadline + Duration::from_secs(5),
+            renew_deadline,
+            retry_period: Duration::from_secs(1),
+            ..LeaderElectionConfig::default()
+        },
+        ..ControllersConfig::default()
+    };
+    InProcessControllers::start(client.clone(), config, &mut Registry::default()).await
 }
 
 /// The apiserver is away for less than the renew deadline: the controllers keep the Lease
@@ -230,7 +205,7 @@ pub async fn a_short_apiserver_restart_is_ridden_out(_: Arc<()>) -> Result<()> {
     let setup = Setup::start().await?;
     // A deadline well beyond the restart (kube-apiserver's start is given 120 s), so that
     // only the restart is under test, however slow the machine.
-    let running = Running::start(&setup.client, "short", Duration::from_secs(600)).await?;
+    let running = start_controllers(&setup.client, "short", Duration::from_secs(600)).await?;
     setup
         .until_published("three ready pods", &[(0, true), (1, true), (2, true)])
         .await?;
@@ -250,7 +225,7 @@ pub async fn a_short_apiserver_restart_is_ridden_out(_: Arc<()>) -> Result<()> {
     say(CASE, "changes after the restart published");
 
     anyhow::ensure!(
-        !running.task.is_finished(),
+        running.running(),
         "the controllers stopped across the restart: {:?}",
         running.stop().await
     );
@@ -269,22 +244,21 @@ pub async fn a_long_outage_stops_the_leader_and_a_new_start_catches_up(_: Arc<()
     const CASE: &str = "long-outage";
     let setup = Setup::start().await?;
     let renew_deadline = Duration::from_secs(4);
-    let running = Running::start(&setup.client, "first", renew_deadline).await?;
+    let running = start_controllers(&setup.client, "first", renew_deadline).await?;
     setup
         .until_published("three ready pods", &[(0, true), (1, true), (2, true)])
         .await?;
 
     setup.plane.stop_apiserver();
     let stopped = Instant::now();
-    let ended = tokio::time::timeout(wait::wait_limit(), running.task)
+    let ended = tokio::time::timeout(wait::wait_limit(), running.ended())
         .await
         .with_context(|| {
             format!(
                 "the controllers still run {:?} after the apiserver went away (renew deadline {renew_deadline:?})",
                 wait::wait_limit()
             )
-        })?
-        .context("the controllers panicked")?;
+        })??;
     say(
         CASE,
         format!(
@@ -301,7 +275,7 @@ pub async fn a_long_outage_stops_the_leader_and_a_new_start_catches_up(_: Arc<()
 
     setup.plane.start_apiserver().await?;
     setup.set_ready(2, false).await?;
-    let running = Running::start(&setup.client, "second", renew_deadline).await?;
+    let running = start_controllers(&setup.client, "second", renew_deadline).await?;
     setup
         .until_published(
             "the change made while no controller ran",

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use controllers::runtime::{ControllersConfig, LeaderElectionConfig, LeaseElector};
-use e2e::wait;
+use controllers::runtime::ControllersConfig;
+use e2e::controllers::InProcessControllers;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
+use plumbing::lease::{LeaderElectionConfig, LeaseElector};
 use prometheus_client::registry::Registry;
-use tokio::sync::oneshot;
 
 use crate::harness::Planes;
 
@@ -95,33 +95,21 @@ pub async fn standby_readiness(planes: Arc<Planes>) -> Result<()> {
         },
         ..ControllersConfig::default()
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = controllers::runtime::run(
+    let standby = InProcessControllers::start(
         planes.svcplane.client.clone(),
         config,
         &mut Registry::default(),
-        async {
-            let _ = stopped.await;
-        },
-    );
-    let mut readiness = run.readiness();
-    let standby = tokio::spawn(run);
-    let ready = tokio::time::timeout(wait::wait_limit(), readiness.ready()).await;
-    anyhow::ensure!(
-        matches!(ready, Ok(true)),
-        "the standby is not ready: {ready:?}"
-    );
+    )
+    .await
+    .context("the standby")?;
+    let readiness = standby.readiness.clone();
     let system: Api<Lease> = Api::namespaced(planes.svcplane.client.clone(), "kube-system");
     let (holder, _) = holder(&system, "svcplane-controllers").await?;
     anyhow::ensure!(
         holder.as_deref() == Some("differential-e2e"),
         "the standby took the Lease: {holder:?}"
     );
-    let _ = stop.send(());
-    standby
-        .await
-        .context("the standby panicked")?
-        .context("the standby failed")?;
+    standby.stop().await.context("the standby")?;
     anyhow::ensure!(!readiness.is_ready(), "the standby is ready after stopping");
     Ok(())
 }

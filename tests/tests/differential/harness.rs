@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use controllers::runtime::{ControllersConfig, LeaderElectionConfig, Readiness};
+use controllers::runtime::{ControllersConfig, Readiness};
 use controllers::well_known::SVCPLANE_MIRRORING_MANAGER;
 use e2e::kubelet::{self, PodState, PodTemplate};
 use e2e::view::{PublishedView, ServiceSlicesView};
@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use plumbing::lease::LeaderElectionConfig;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 use tokio::sync::oneshot;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use controllers::runtime::{ControllersConfig, LeaderElectionConfig};
+use controllers::runtime::ControllersConfig;
 use e2e::view::PublishedView;
 use e2e::writes::WriteCounter;
 use e2e::{ControlPlane, ControlPlaneConfig, ENDPOINT_CONTROLLERS, create_namespace, wait};
@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::ListParams;
+use plumbing::lease::LeaderElectionConfig;
 use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 

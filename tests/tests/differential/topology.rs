@@ -49,8 +49,17 @@ async fn hint_events(side: &Side) -> Result<BTreeSet<(String, String)>> {
         .collect())
 }
 
-/// PreferClose, PreferSameZone and PreferSameNode over ready and not-ready pods in two zones;
-/// then the field removed from one Service strips its hints.
+/// A Service name RelaxedServiceNameValidation admits (GA in 1.37): a leading digit, 63
+/// characters.
+const RELAXED_NAME: &str = "1-same-node-with-a-name-as-long-as-a-dns-label-may-be-012345678";
+
+/// PreferClose, PreferSameZone and PreferSameNode over ready and not-ready pods in two zones,
+/// PreferSameNode also on a Service with a relaxed name (its slices are named after the first
+/// 58 characters); the topology annotations' precedence over the field: `topology-mode: Auto`
+/// wins (zone hints only, or none when some Node of the shared planes has no zone), while the
+/// older `topology-aware-hints` annotation with another value leaves the field in effect (the
+/// apiserver refuses the two annotations with different values); then the field removed from
+/// one Service strips its hints.
 pub async fn traffic_distribution(planes: Arc<Planes>) -> Result<()> {
     const NODE_A: &str = "td-node-a";
     const NODE_B: &str = "td-node-b";
@@ -77,9 +86,25 @@ pub async fn traffic_distribution(planes: Arc<Planes>) -> Result<()> {
             ("close", "PreferClose"),
             ("same-zone", "PreferSameZone"),
             ("same-node", "PreferSameNode"),
+            (RELAXED_NAME, "PreferSameNode"),
         ] {
             let mut manifest = service(name, &[("app", "td")], &[("http", 80, "TCP", "http")]);
             manifest["spec"]["trafficDistribution"] = json!(distribution);
+            side.create_service(manifest).await?;
+        }
+        for (name, annotations) in [
+            (
+                "auto-over-same-node",
+                json!({ "service.kubernetes.io/topology-mode": "Auto" }),
+            ),
+            (
+                "older-annotation-off",
+                json!({ "service.kubernetes.io/topology-aware-hints": "Disabled" }),
+            ),
+        ] {
+            let mut manifest = service(name, &[("app", "td")], &[("http", 80, "TCP", "http")]);
+            manifest["spec"]["trafficDistribution"] = json!("PreferSameNode");
+            manifest["metadata"]["annotations"] = annotations;
             side.create_service(manifest).await?;
         }
         Ok(())
@@ -93,16 +118,16 @@ pub async fn traffic_distribution(planes: Arc<Planes>) -> Result<()> {
         ]
         .into()
     };
+    let same_node = zone_hints(
+        &["td-zone-a", "node:td-node-a"],
+        &["td-zone-b", "node:td-node-b"],
+    );
     for (name, want) in [
         ("close", zone_hints(&["td-zone-a"], &["td-zone-b"])),
         ("same-zone", zone_hints(&["td-zone-a"], &["td-zone-b"])),
-        (
-            "same-node",
-            zone_hints(
-                &["td-zone-a", "node:td-node-a"],
-                &["td-zone-b", "node:td-node-b"],
-            ),
-        ),
+        ("same-node", same_node.clone()),
+        (RELAXED_NAME, same_node.clone()),
+        ("older-annotation-off", same_node.clone()),
     ] {
         s.converge(name, None).await?;
         let (reference, ours) = s
@@ -110,6 +135,42 @@ pub async fn traffic_distribution(planes: Arc<Planes>) -> Result<()> {
             .await?;
         anyhow::ensure!(reference == want, "in-tree hints of {name}: {reference:?}");
         anyhow::ensure!(ours == want, "svcplane hints of {name}: {ours:?}");
+    }
+
+    // Auto's hints depend on every Node of the shared planes (zone hints, or none when some
+    // Node has no zone): both sides alike, and never a node hint.
+    s.converge("auto-over-same-node", None).await?;
+    let (reference, ours) = s
+        .each(|side| async move { hints(&side, "auto-over-same-node").await })
+        .await?;
+    anyhow::ensure!(
+        reference == ours
+            && reference
+                .values()
+                .flatten()
+                .all(|h| !h.starts_with("node:")),
+        "hints of auto-over-same-node: in-tree {reference:?}, svcplane {ours:?}"
+    );
+
+    let (reference, ours) = s
+        .each(|side| async move {
+            let (slices, _) = side.slices(RELAXED_NAME).await?;
+            anyhow::Ok(
+                slices
+                    .into_iter()
+                    .map(|slice| slice.metadata.name.unwrap_or_default())
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await?;
+    for names in [&reference, &ours] {
+        anyhow::ensure!(
+            !names.is_empty()
+                && names
+                    .iter()
+                    .all(|n| n.len() == 63 && n.starts_with(&RELAXED_NAME[..58])),
+            "slices of {RELAXED_NAME} not named after its first 58 characters: in-tree {reference:?}, svcplane {ours:?}"
+        );
     }
 
     s.each(|side| async move {
@@ -125,7 +186,15 @@ pub async fn traffic_distribution(planes: Arc<Planes>) -> Result<()> {
         reference == zone_hints(&[], &[]) && ours == reference,
         "hints left after trafficDistribution was removed: {reference:?} / {ours:?}"
     );
-    s.finish(&["close", "same-zone", "same-node"]).await
+    s.finish(&[
+        "close",
+        "same-zone",
+        "same-node",
+        RELAXED_NAME,
+        "auto-over-same-node",
+        "older-annotation-off",
+    ])
+    .await
 }
 
 /// `topology-mode: Auto` over three zones of 2, 4 and 6 CPUs: 12 endpoints get zone hints, 2

@@ -17,6 +17,8 @@ fn main() -> ExitCode {
             cases::two_replicas_never_hand_out_a_value_twice,
             cases::a_replica_killed_mid_burst_leaks_only_what_repair_frees,
             cases::an_apiserver_restart_mid_burst_gives_clean_errors_then_recovers,
+            cases::a_value_released_by_one_replica_is_given_by_the_other,
+            cases::a_dead_replicas_pool_and_unconfirmed_values_are_freed_within_a_lifetime,
         ],
     )
 }

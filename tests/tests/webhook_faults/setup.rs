@@ -14,7 +14,7 @@ use kube::{Api, Client};
 use webhook::runtime::{Releaser, WebhookConfig};
 
 const REPLICAS: usize = 2;
-const RELEASER: usize = 0;
+pub const RELEASER: usize = 0;
 /// The replicas' pool lifetime: short, so that the pool of a killed replica is left to
 /// repair within the test (after this, then three repair sweeps).
 pub const POOL_LIFETIME: Duration = Duration::from_secs(10);
@@ -141,6 +141,16 @@ impl Setup {
         let addr = config.bind_address;
         self.configs[index] = config;
         Ok(addr)
+    }
+
+    /// Sends every new connection of the proxy to replica `index`: the apiserver then calls
+    /// only that one (connections already open are cut).
+    pub fn only_through(&self, index: usize) {
+        for other in 0..self.configs.len() {
+            self.proxy
+                .set_backend(other, self.configs[index].bind_address);
+            self.proxy.cut(other);
+        }
     }
 
     /// Whether every replica runs and reports ready.

@@ -17,7 +17,7 @@ use kube::Client;
 use kube::core::admission::AdmissionResponse;
 
 use crate::review::{InternalError, Request, internal_error_of};
-use crate::server::admin::{Liveness, LivenessCheck, Readiness};
+use crate::server::admin::{Liveness, LivenessCheck};
 use crate::server::client_auth::{ClientAuth, ReloadingClientVerifier};
 use crate::server::metrics::AdmissionMetrics;
 use crate::server::tls::{ReloadingCertificate, TlsError, provider, server_config};
@@ -26,6 +26,7 @@ use crate::services::{mutate_service, validate_service};
 use crate::state::pool::{holder_name, spawn_refiller};
 use crate::state::{AllocationStore, PoolConfig, StoreError, UnconfirmedConfig};
 use crate::validate::{EndpointPolicy, admit_endpoints};
+use plumbing::ReadinessGate;
 use pods::PodIpIndex;
 
 /// Everything the webhook process needs to know.
@@ -175,7 +176,7 @@ pub async fn run(
     client: Client,
     config: WebhookConfig,
     metrics: AdmissionMetrics,
-    readiness: Readiness,
+    readiness: ReadinessGate,
     liveness: Liveness,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
@@ -240,8 +241,9 @@ pub async fn run(
     );
     // With the cross-namespace check on, ready only once the pods are listed: until then
     // endpoint writes get a 503, and a Service in front of the replicas should not send any.
+    let readiness = Arc::new(readiness);
     let ready_when_pods_listed = if config.deny_foreign_pod_ips {
-        let (pod_ips, readiness) = (Arc::clone(&pod_ips), readiness.clone());
+        let (pod_ips, readiness) = (Arc::clone(&pod_ips), Arc::clone(&readiness));
         Some(AbortOnDrop(tokio::spawn(async move {
             pod_ips.wait_synced().await;
             tracing::info!("pods listed: endpoint validation ready");

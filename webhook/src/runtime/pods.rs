@@ -1,12 +1,12 @@
 //! Which namespaces' pods hold each pod IP, from a Pod watch: what the cross-namespace check
 //! of user-written endpoints (CVE-2021-25740) needs.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::RwLock;
 
 use k8s_openapi::api::core::v1::Pod;
-use lenient_watch::ObjectKey;
+use plumbing::{ObjectKey, Relist};
 use tokio::sync::watch;
 
 use crate::validate::PodIps;
@@ -67,8 +67,7 @@ impl Default for PodIpIndex {
 struct Index {
     holders: HashMap<IpAddr, BTreeSet<ObjectKey>>,
     ips_of: HashMap<ObjectKey, Vec<IpAddr>>,
-    /// During a relist, the pods listed so far (or kept, when unreadable).
-    listed: Option<HashSet<ObjectKey>>,
+    relist: Relist,
 }
 
 impl PodIpIndex {
@@ -76,9 +75,7 @@ impl PodIpIndex {
     pub fn apply(&self, pod: PodAddresses) {
         let mut index = self.inner.write().expect("pod index lock poisoned");
         index.remove(&pod.key);
-        if let Some(listed) = &mut index.listed {
-            listed.insert(pod.key.clone());
-        }
+        index.relist.seen(&pod.key);
         for &ip in &pod.ips {
             index.holders.entry(ip).or_default().insert(pod.key.clone());
         }
@@ -97,14 +94,20 @@ impl PodIpIndex {
 
     /// A relist starts: what it does not list is forgotten when it is done.
     pub fn relist_start(&self) {
-        self.inner.write().expect("pod index lock poisoned").listed = Some(HashSet::new());
+        self.inner
+            .write()
+            .expect("pod index lock poisoned")
+            .relist
+            .start();
     }
 
     /// A pod the relist saw but could not read: what the index knew of it stays.
     pub fn relist_keep(&self, key: ObjectKey) {
-        if let Some(listed) = &mut self.inner.write().expect("pod index lock poisoned").listed {
-            listed.insert(key);
-        }
+        self.inner
+            .write()
+            .expect("pod index lock poisoned")
+            .relist
+            .seen(&key);
     }
 
     /// The relist is over: pods it did not list are gone, and the index is synced (from the
@@ -112,16 +115,11 @@ impl PodIpIndex {
     pub fn relist_done(&self) {
         {
             let mut index = self.inner.write().expect("pod index lock poisoned");
-            let Some(listed) = index.listed.take() else {
+            if !index.relist.is_running() {
                 return;
-            };
-            let gone: Vec<ObjectKey> = index
-                .ips_of
-                .keys()
-                .filter(|key| !listed.contains(*key))
-                .cloned()
-                .collect();
-            for key in gone {
+            }
+            let known: Vec<ObjectKey> = index.ips_of.keys().cloned().collect();
+            for key in index.relist.finish(known) {
                 index.remove(&key);
             }
         }

@@ -57,7 +57,7 @@ pub async fn give_back_unconfirmed(
                 values = %describe(&free),
                 "giving back values whose Service was not created"
             );
-            if store.release(free).await.is_err() {
+            if store.give_back(free).await.is_err() {
                 return;
             }
         }

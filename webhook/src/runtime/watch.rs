@@ -6,19 +6,20 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
-use lenient_watch::Event;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use plumbing::{Event, ObjectKey};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use super::pods::{PodAddresses, PodIpIndex};
 use super::{Releaser, WebhookConfig};
 use crate::services::spec::to_spec;
-use crate::state::AllocationStore;
 use crate::state::held::{HeldIndex, describe, held_values};
 use crate::state::repair::{Finding, Repairer};
+use crate::state::{AllocationStore, RangeAllocation, RangeKind};
 
 /// The running watches and repair loop; aborted together.
 pub struct Watches(JoinSet<()>);
@@ -54,6 +55,7 @@ pub async fn start(
         config.releaser.clone(),
         listed,
     ));
+    tasks.spawn(watch_ranges(client.clone(), store.clone()));
     if config.deny_foreign_pod_ips {
         tasks.spawn(watch_pods(client.clone(), pod_ips));
     }
@@ -66,6 +68,14 @@ pub async fn start(
             instance: std::env::var("POD_NAME").ok(),
         },
     );
+    if config.pool.size > 0 {
+        tasks.spawn(reclaim_dead_entries(
+            client.clone(),
+            store.clone(),
+            config.releaser.clone(),
+            config.pool.lifetime / 4,
+        ));
+    }
     let mut repair = RepairLoop {
         store,
         releaser: config.releaser.clone(),
@@ -88,17 +98,13 @@ pub async fn start(
 
 /// What the index keeps of a Service: its key and the values it holds.
 struct HeldBy {
-    service: String,
+    service: ObjectKey,
     values: Vec<allocator::Value>,
 }
 
 impl From<Service> for HeldBy {
     fn from(service: Service) -> Self {
-        let key = format!(
-            "{}/{}",
-            service.namespace().unwrap_or_default(),
-            service.name_any()
-        );
+        let key = ObjectKey::of(&service);
         let values = match to_spec(&service) {
             Ok(spec) => held_values(&spec),
             Err(error) => {
@@ -123,8 +129,7 @@ async fn watch_services(
     let mut listed = Some(listed);
     let mut relisting = false;
     let mut relisted: Vec<allocator::Value> = Vec::new();
-    let events =
-        lenient_watch::watch::<Service, _>(client, watcher::Config::default(), HeldBy::from);
+    let events = plumbing::watch::<Service, _>(client, watcher::Config::default(), HeldBy::from);
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         // Values to mark as allocated: those of a Service the apiserver allocated on its own
@@ -150,7 +155,7 @@ async fn watch_services(
                     index.apply(&held.service, held.values)
                 }
                 Event::Unreadable(key) if relisting => {
-                    index.relist_keep(&key.to_string());
+                    index.relist_keep(&key);
                     Vec::new()
                 }
                 // An unreadable change keeps what was known of the Service.
@@ -192,9 +197,38 @@ async fn watch_services(
     }
 }
 
+/// Tells the store each version of the stored ranges, so that it reads a range again
+/// before refusing what another replica's write may have freed (its copy is otherwise only
+/// refreshed by its own writes).
+async fn watch_ranges(client: Client, store: AllocationStore) {
+    let api: Api<PartialObjectMeta<RangeAllocation>> = Api::all(client);
+    let events = watcher(api, watcher::Config::default()).default_backoff();
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        let object = match event {
+            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => object,
+            Ok(_) => continue,
+            Err(error) => {
+                tracing::debug!(%error, "range watch interrupted");
+                continue;
+            }
+        };
+        let kind = object
+            .metadata
+            .name
+            .as_deref()
+            .and_then(RangeKind::from_name);
+        if let (Some(kind), Some(version)) = (kind, object.metadata.resource_version)
+            && store.observed(kind, version).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
 async fn watch_pods(client: Client, index: Arc<PodIpIndex>) {
     let config = watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
-    let events = lenient_watch::watch::<Pod, _>(client, config, PodAddresses::from);
+    let events = plumbing::watch::<Pod, _>(client, config, PodAddresses::from);
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         match event {
@@ -203,6 +237,61 @@ async fn watch_pods(client: Client, index: Arc<PodIpIndex>) {
             Event::Delete(pod) => index.delete(&pod),
             Event::Unreadable(key) => index.relist_keep(key),
             Event::RelistDone => index.relist_done(),
+        }
+    }
+}
+
+/// On the releasing replica, every `every`: the entries of replicas gone for a pool
+/// lifetime are dropped and what they list that no Service holds is freed, so that the pool
+/// and the unconfirmed values of a replica that died are free again within about a lifetime
+/// instead of three repair sweeps. The Services are read from kube-apiserver (a list, not
+/// the watch's copy): a Service admitted by that replica just before it died is seen.
+async fn reclaim_dead_entries(
+    client: Client,
+    store: AllocationStore,
+    releaser: Releaser,
+    every: std::time::Duration,
+) {
+    let services: Api<Service> = Api::all(client);
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        if !releaser.is_active() {
+            continue;
+        }
+        let Ok(state) = store.snapshot().await else {
+            return;
+        };
+        if state.dead.is_empty() {
+            continue;
+        }
+        let listed = match services.list(&Default::default()).await {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(%error, "Services not listed; the entries of dead replicas wait");
+                continue;
+            }
+        };
+        let held: std::collections::HashSet<allocator::Value> = listed
+            .items
+            .iter()
+            .filter_map(|service| to_spec(service).ok())
+            .flat_map(|spec| held_values(&spec))
+            .collect();
+        let mut entries = state.dead;
+        for entry in &mut entries {
+            entry
+                .values
+                .retain(|value| !held.contains(value) && !state.pooled.contains(value));
+            tracing::info!(
+                holder = %entry.holder,
+                range = entry.kind.name(),
+                values = %describe(&entry.values),
+                "reclaiming the entry of a replica gone for a pool lifetime"
+            );
+        }
+        if store.reclaim(entries).await.is_err() {
+            return;
         }
     }
 }
@@ -229,7 +318,7 @@ impl RepairLoop {
             let index = self.held.lock().expect("held index lock poisoned");
             index
                 .services()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(key, values)| (key.to_string(), values.clone()))
                 .collect()
         };
         let sweep = self

@@ -1,7 +1,6 @@
 //! The plain-HTTP admin port: `/metrics`, `/livez`, `/readyz`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -9,23 +8,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use plumbing::Readiness;
 use prometheus_client::registry::Registry;
-
-/// Whether the process is ready to serve: set once its state is loaded and caches synced.
-#[derive(Clone, Debug, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    /// Marks the process ready (or not).
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
-    }
-
-    /// Whether it is ready.
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
 
 /// Whether the process still works: named checks its tasks mark failed (with a reason)
 /// or ok. `/livez` fails while any check does, so that the kubelet restarts a process
@@ -140,11 +124,14 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     if state.readiness.is_ready() {
-        (StatusCode::OK, "ok")
+        (StatusCode::OK, "ok".to_string())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: state not loaded or caches not synced",
+            format!(
+                "not ready: {} (state not loaded, pods not listed or caches not synced)",
+                state.readiness.not_ready().join(", ")
+            ),
         )
     }
 }

@@ -240,6 +240,22 @@ pub(super) fn answered(
 }
 
 impl Planned {
+    /// Whether an admission is refused for a reason another replica's writes can change:
+    /// a requested value taken, or a range full.
+    pub fn refuses_on_state(&self) -> bool {
+        self.outcomes.iter().any(|outcome| {
+            matches!(
+                outcome,
+                Err(StoreError::Allocation(error)) if matches!(
+                    error.reason(),
+                    allocator::Error::Full
+                        | allocator::Error::IpAllocated
+                        | allocator::Error::PortAllocated
+                )
+            )
+        })
+    }
+
     /// What the stored state holds for answers this attempt will not send: the values it
     /// reserved in the ranges it wrote, and those of `given_back` (values an earlier attempt
     /// persisted) whose range it did not write. Freeing them is up to a later write.

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use allocator::{ServiceSpec, Value};
+use plumbing::{ObjectKey, Relist};
 
 /// The values a Service holds: its ClusterIPs and node ports (healthCheckNodePort included).
 pub fn held_values(spec: &ServiceSpec) -> Vec<Value> {
@@ -27,59 +28,62 @@ pub fn describe(values: &[Value]) -> String {
     }
 }
 
-/// Values held per Service (`namespace/name`), fed by watch events.
+/// Values held per Service, fed by watch events.
 #[derive(Debug, Default)]
 pub struct HeldIndex {
-    by_service: HashMap<String, Vec<Value>>,
-    relisting: Option<HashMap<String, Vec<Value>>>,
+    by_service: HashMap<ObjectKey, Vec<Value>>,
+    relist: Relist,
+    /// Values Services gave up while a relist is under way: released when it is done.
+    given_up: Vec<Value>,
 }
 
 impl HeldIndex {
     /// A Service was created or changed: returns the values it gave up that no other
     /// Service holds.
-    pub fn apply(&mut self, service: &str, values: Vec<Value>) -> Vec<Value> {
+    pub fn apply(&mut self, service: &ObjectKey, values: Vec<Value>) -> Vec<Value> {
+        self.relist.seen(service);
         let previous = self
             .by_service
-            .insert(service.to_string(), values)
+            .insert(service.clone(), values)
             .unwrap_or_default();
         self.released(previous)
     }
 
     /// A Service was deleted: returns its values that no other Service holds.
-    pub fn delete(&mut self, service: &str) -> Vec<Value> {
+    pub fn delete(&mut self, service: &ObjectKey) -> Vec<Value> {
         let previous = self.by_service.remove(service).unwrap_or_default();
         self.released(previous)
     }
 
     /// A relist starts (after a watch restart, deletions may have been missed).
     pub fn relist_start(&mut self) {
-        self.relisting = Some(HashMap::new());
+        self.relist.start();
     }
 
-    /// A Service seen during the relist.
-    pub fn relist_apply(&mut self, service: &str, values: Vec<Value>) {
-        self.relisting
-            .get_or_insert_with(HashMap::new)
-            .insert(service.to_string(), values);
+    /// A Service seen during the relist: what it gave up is released when the relist is
+    /// done.
+    pub fn relist_apply(&mut self, service: &ObjectKey, values: Vec<Value>) {
+        let given_up = self.apply(service, values);
+        self.given_up.extend(given_up);
     }
 
     /// A Service the relist saw but could not read: it keeps the values it held before.
-    pub fn relist_keep(&mut self, service: &str) {
-        let values = self.by_service.get(service).cloned().unwrap_or_default();
-        if let Some(relisting) = &mut self.relisting {
-            relisting.insert(service.to_string(), values);
-        }
+    pub fn relist_keep(&mut self, service: &ObjectKey) {
+        self.relist.seen(service);
     }
 
     /// The relist is complete: returns the values held before and by no Service now.
     pub fn relist_done(&mut self) -> Vec<Value> {
-        let current = self.relisting.take().unwrap_or_default();
-        let previous = std::mem::replace(&mut self.by_service, current);
-        self.released(previous.into_values().flatten().collect())
+        let known: Vec<ObjectKey> = self.by_service.keys().cloned().collect();
+        let mut candidates = std::mem::take(&mut self.given_up);
+        for gone in self.relist.finish(known) {
+            candidates.extend(self.by_service.remove(&gone).unwrap_or_default());
+        }
+        self.released(candidates)
     }
 
     /// Every Service with its values.
-    pub fn services(&self) -> impl Iterator<Item = (&String, &Vec<Value>)> {
+    pub fn services(&self) -> impl Iterator<Item = (&ObjectKey, &Vec<Value>)> {
         self.by_service.iter()
     }
 
@@ -102,6 +106,11 @@ impl HeldIndex {
 mod tests {
     use super::*;
 
+    fn key(namespaced: &str) -> ObjectKey {
+        let (namespace, name) = namespaced.split_once('/').unwrap();
+        ObjectKey::new(namespace, name)
+    }
+
     fn ip(s: &str) -> Value {
         Value::ClusterIp(s.parse().unwrap())
     }
@@ -122,35 +131,35 @@ mod tests {
         let mut index = HeldIndex::default();
         assert_eq!(
             index.apply(
-                "default/web",
+                &key("default/web"),
                 vec![ip("10.96.0.20"), Value::NodePort(30080)]
             ),
             vec![]
         );
         assert_eq!(
-            index.apply("default/web", vec![ip("10.96.0.20")]),
+            index.apply(&key("default/web"), vec![ip("10.96.0.20")]),
             vec![Value::NodePort(30080)]
         );
-        assert_eq!(index.delete("default/web"), vec![ip("10.96.0.20")]);
-        assert_eq!(index.delete("default/web"), vec![]);
+        assert_eq!(index.delete(&key("default/web")), vec![ip("10.96.0.20")]);
+        assert_eq!(index.delete(&key("default/web")), vec![]);
     }
 
     #[test]
     fn a_value_another_service_holds_is_kept() {
         let mut index = HeldIndex::default();
-        index.apply("a/one", vec![Value::NodePort(30080)]);
-        index.apply("b/two", vec![Value::NodePort(30080)]);
-        assert_eq!(index.delete("a/one"), vec![]);
-        assert_eq!(index.delete("b/two"), vec![Value::NodePort(30080)]);
+        index.apply(&key("a/one"), vec![Value::NodePort(30080)]);
+        index.apply(&key("b/two"), vec![Value::NodePort(30080)]);
+        assert_eq!(index.delete(&key("a/one")), vec![]);
+        assert_eq!(index.delete(&key("b/two")), vec![Value::NodePort(30080)]);
     }
 
     #[test]
     fn a_relist_releases_services_deleted_while_the_watch_was_down() {
         let mut index = HeldIndex::default();
-        index.apply("a/gone", vec![ip("10.96.0.30")]);
-        index.apply("a/kept", vec![ip("10.96.0.31")]);
+        index.apply(&key("a/gone"), vec![ip("10.96.0.30")]);
+        index.apply(&key("a/kept"), vec![ip("10.96.0.31")]);
         index.relist_start();
-        index.relist_apply("a/kept", vec![ip("10.96.0.31")]);
+        index.relist_apply(&key("a/kept"), vec![ip("10.96.0.31")]);
         assert_eq!(index.relist_done(), vec![ip("10.96.0.30")]);
         assert_eq!(index.services().count(), 1);
     }
@@ -158,13 +167,13 @@ mod tests {
     #[test]
     fn a_service_the_relist_cannot_read_keeps_its_values() {
         let mut index = HeldIndex::default();
-        index.apply("a/unreadable", vec![Value::NodePort(30081)]);
+        index.apply(&key("a/unreadable"), vec![Value::NodePort(30081)]);
         index.relist_start();
-        index.relist_keep("a/unreadable");
+        index.relist_keep(&key("a/unreadable"));
         assert_eq!(index.relist_done(), vec![], "nothing released");
         assert_eq!(
             index.services().collect::<Vec<_>>(),
-            vec![(&"a/unreadable".to_string(), &vec![Value::NodePort(30081)])]
+            vec![(&key("a/unreadable"), &vec![Value::NodePort(30081)])]
         );
     }
 }

@@ -6,9 +6,11 @@
 //! them allocated there and lists them in the replica's reservation entry, in one
 //! compare-and-swap write; only then does the replica hand them out. While the entry is
 //! renewed (every quarter of [`PoolConfig::lifetime`](super::PoolConfig::lifetime)), repair leaves its values alone; a
-//! replica stops handing out its pool half a lifetime after the last renewal, and any
-//! writer drops an entry a lifetime old: the values of a replica that died are left to
-//! repair, which frees them after its three sweeps.
+//! replica stops handing out its pool half a lifetime after the last renewal. The entry
+//! also lists the replica's unconfirmed values (given out, no Service seen yet): once it is
+//! a lifetime old, the releasing replica frees what it lists that no Service holds and
+//! drops it, in one write, so the pool and the half-done admissions of a replica that died
+//! are free again within about a lifetime.
 //!
 //! A pool never takes more than an eighth of the free values of a range's dynamic band, so
 //! that pools do not hold what a nearly full range has left.
@@ -123,11 +125,13 @@ impl Refiller {
         } else {
             0
         };
-        let renewal_due = !pool.values.is_empty()
+        // The entry lists the pool and the unconfirmed values: renewed while it lists any.
+        let lists = !(pool.values.is_empty() && pool.unconfirmed.is_empty());
+        let renewal_due = lists
             && pool
                 .usable_until
                 .is_none_or(|until| until < now + self.config.lifetime / 4);
-        let stale_entry = pool.values.is_empty() && self.has_entry.get(&kind) == Some(&true);
+        let stale_entry = !lists && self.has_entry.get(&kind) == Some(&true);
         if wanted == 0 && !renewal_due && !stale_entry {
             return Ok(Progress::Idle);
         }
@@ -148,13 +152,19 @@ impl Refiller {
                 if fresh.is_empty() && !renewal_due && !stale_entry {
                     return Err(None);
                 }
-                let listed: Vec<Value> = pool.values.iter().chain(&fresh).copied().collect();
+                let mut listed: Vec<Value> = pool.values.iter().chain(&fresh).copied().collect();
+                listed.extend(pool.unconfirmed.iter().filter(|&&value| range.has(value)));
+                listed.sort_unstable();
+                listed.dedup();
                 let entries = &mut stored.spec.reservations;
-                let lifetime = self.config.lifetime;
                 let wall = SystemTime::now();
-                entries.retain(|holder, entry| {
-                    holder == &self.holder || entry.is_live(wall, lifetime)
-                });
+                // Entries list allocated values only (see the store's writes); dead entries
+                // stay until the releasing replica frees what they list.
+                for entry in entries.values_mut() {
+                    entry.values.retain(|text| {
+                        kind.parse_value(text).is_some_and(|value| range.has(value))
+                    });
+                }
                 if listed.is_empty() {
                     entries.remove(&self.holder);
                 } else {
@@ -182,8 +192,7 @@ impl Refiller {
             }
             Err(RewriteError::Api(error)) => return Err(error.to_string()),
         };
-        self.has_entry
-            .insert(kind, !pool.values.is_empty() || !fresh.is_empty());
+        self.has_entry.insert(kind, lists || !fresh.is_empty());
         let added = if fresh.is_empty() {
             Progress::Idle
         } else {

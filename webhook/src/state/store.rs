@@ -86,6 +86,16 @@ enum Command {
     Pools(oneshot::Sender<BTreeMap<RangeKind, PoolView>>),
     /// Frees every pooled value (on shutdown); answers how many were freed.
     ReturnPools(oneshot::Sender<Result<usize, StoreError>>),
+    /// The stored object of `kind` was seen at `version`.
+    Observed {
+        kind: RangeKind,
+        version: String,
+    },
+    /// Drops the reservation entries of replicas gone for a pool lifetime and frees what
+    /// they list that no Service holds (each entry's `values`), in the same write.
+    Reclaim(Vec<DeadEntry>),
+    /// This replica's unconfirmed values that no Service holds, given back.
+    GiveBack(Vec<Value>),
 }
 
 /// This replica's allocation state, for repair.
@@ -96,6 +106,21 @@ pub struct StateView {
     /// Values in the pools of live replicas (this one's included) and this replica's
     /// unconfirmed values: allocated, held by no Service, yet no leak.
     pub pooled: BTreeSet<Value>,
+    /// The reservation entries of other replicas not renewed for a pool lifetime: those
+    /// replicas are gone, and what they listed is theirs no more.
+    pub dead: Vec<DeadEntry>,
+}
+
+/// The reservation entry of a replica gone for a pool lifetime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadEntry {
+    /// The range.
+    pub kind: RangeKind,
+    /// The replica's name.
+    pub holder: String,
+    /// The allocated values it lists: its pool, and what it gave out that no Service may
+    /// hold.
+    pub values: Vec<Value>,
 }
 
 /// The pool of one range, for the refiller.
@@ -103,6 +128,9 @@ pub struct StateView {
 pub struct PoolView {
     /// The values in the pool, oldest first.
     pub values: Vec<Value>,
+    /// This replica's unconfirmed values of the range: listed in its entry with the pool,
+    /// so that if the replica dies, whoever sees its entry dead frees those no Service holds.
+    pub unconfirmed: Vec<Value>,
     /// Until when the pool may be handed out, unless its entry is renewed.
     pub usable_until: Option<Instant>,
 }
@@ -144,6 +172,11 @@ impl AllocationStore {
             recent: Recent::default(),
             deferred_releases: Vec::new(),
             stale: false,
+            outdated: BTreeSet::new(),
+            dropping: BTreeSet::new(),
+            reclaiming: BTreeMap::new(),
+            giving_back: BTreeSet::new(),
+            had_entry: BTreeSet::new(),
             unconfirmed: Unconfirmed::new(unconfirmed),
             expired,
         };
@@ -214,12 +247,35 @@ impl AllocationStore {
         .await
     }
 
+    /// Drops the entries of dead replicas (see [`StateView::dead`]) and frees the values
+    /// each lists in `values` (those no Service holds), in one write per range. A value is
+    /// freed only if the copy written on still lists it in that entry: a value is unlisted
+    /// in the write that frees it, so it is never freed twice.
+    pub async fn reclaim(&self, entries: Vec<DeadEntry>) -> Result<(), StoreError> {
+        self.send(Command::Reclaim(entries)).await
+    }
+
+    /// Gives back this replica's unconfirmed values that no Service holds. Where this
+    /// replica's entry listed them and is gone from the stored object (the releasing replica
+    /// took this replica for dead and reclaimed it), they are left alone: they may have been
+    /// freed and given out again since.
+    pub async fn give_back(&self, values: Vec<Value>) -> Result<(), StoreError> {
+        self.send(Command::GiveBack(values)).await
+    }
+
     /// Frees the values of this replica's pools, as it stops: no other replica would hand
     /// them out before repair freed them. Returns how many were freed.
     pub async fn return_pools(&self) -> Result<usize, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::ReturnPools(reply)).await?;
         answer.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// The stored object of range `kind` was seen at `version` (by a watch): when this
+    /// replica's copy is of another version, a refusal that a fresher copy could turn into
+    /// an allocation (a value taken, a range full) is only given after reading it again.
+    pub async fn observed(&self, kind: RangeKind, version: String) -> Result<(), StoreError> {
+        self.send(Command::Observed { kind, version }).await
     }
 
     /// Resolves when a pool ran low.
@@ -252,6 +308,16 @@ struct Actor {
     recent: Recent,
     deferred_releases: Vec<Value>,
     stale: bool,
+    /// Ranges seen stored at another version than this copy's: another replica wrote them.
+    outdated: BTreeSet<RangeKind>,
+    /// Entries of dead replicas to drop at the next write of their range.
+    dropping: BTreeSet<(RangeKind, String)>,
+    /// Values to free because a dead replica's entry lists them, with that replica.
+    reclaiming: BTreeMap<Value, String>,
+    /// Values to free that this replica gave out unconfirmed.
+    giving_back: BTreeSet<Value>,
+    /// Ranges where this replica's own entry was seen stored.
+    had_entry: BTreeSet<RangeKind>,
     unconfirmed: Unconfirmed,
     expired: mpsc::UnboundedSender<Vec<Expired>>,
 }
@@ -327,9 +393,31 @@ impl Actor {
                     let _ = reply.send(self.pools());
                 }
                 Command::ReturnPools(reply) => returns.push(reply),
+                Command::Reclaim(entries) => {
+                    for entry in entries {
+                        for &value in &entry.values {
+                            self.reclaiming.insert(value, entry.holder.clone());
+                        }
+                        releases.extend(entry.values);
+                        self.dropping.insert((entry.kind, entry.holder));
+                    }
+                }
+                Command::GiveBack(values) => {
+                    self.giving_back.extend(values.iter().copied());
+                    releases.extend(values);
+                }
+                Command::Observed { kind, version } => {
+                    if self.versions.get(&kind) != Some(&version) {
+                        self.outdated.insert(kind);
+                    }
+                }
             }
         }
-        if !(admits.is_empty() && releases.is_empty() && marks.is_empty()) {
+        if !(admits.is_empty()
+            && releases.is_empty()
+            && marks.is_empty()
+            && self.dropping.is_empty())
+        {
             self.expire_pools();
             self.process_changes(admits, releases, marks).await;
         }
@@ -363,13 +451,15 @@ impl Actor {
     async fn process_changes(
         &mut self,
         admits: Vec<PendingAdmit>,
-        releases: Vec<Value>,
+        mut releases: Vec<Value>,
         marks: Vec<Value>,
     ) {
         let (requests, replies): (Vec<AdmitRequest>, Vec<_>) = admits.into_iter().unzip();
         // Values this batch persisted in an attempt that then had to be planned again:
         // given back first, as no client was told of them.
         let mut persisted_unanswered: Vec<Value> = Vec::new();
+        // Whether a refusal was already checked on a fresh copy in this batch.
+        let mut refusals_checked = false;
         let mut attempts = 0;
         let failure = loop {
             if attempts >= MAX_ATTEMPTS {
@@ -390,6 +480,14 @@ impl Actor {
                 break error.to_string();
             }
             let given_back = std::mem::take(&mut persisted_unanswered);
+            // What this copy shows must not be freed (see `may_free`) is left to repair.
+            let (freeable, kept): (Vec<Value>, Vec<Value>) =
+                releases.iter().partition(|&&value| self.may_free(value));
+            for value in kept {
+                self.reclaiming.remove(&value);
+                self.giving_back.remove(&value);
+            }
+            releases = freeable;
             let mut planned = plan_batch(
                 &mut self.allocators,
                 &self.recent,
@@ -399,6 +497,23 @@ impl Actor {
                 &marks,
                 given_back.clone(),
             );
+            // Dropping an entry is a write of its range, even with no value to free.
+            for &(kind, _) in &self.dropping {
+                planned.deltas.entry(kind).or_default();
+                planned.pending.insert(kind);
+            }
+            // Another replica may have freed what this copy refuses for: read it again
+            // before refusing (once per batch, and only when a watch saw a newer copy).
+            if !refusals_checked && planned.refuses_on_state() && !self.outdated.is_empty() {
+                refusals_checked = true;
+                tracing::debug!(
+                    "a refusal depends on ranges another replica changed; reading them again"
+                );
+                planned.abandon(&mut self.allocators);
+                persisted_unanswered = given_back;
+                self.stale = true;
+                continue;
+            }
             let rebased = match self.persist(&planned.pending).await {
                 Ok(()) => Ok(Rebased::Written),
                 Err(PersistError::Conflict { written }) => {
@@ -409,6 +524,10 @@ impl Actor {
             };
             match rebased {
                 Ok(Rebased::Written) => {
+                    for value in &releases {
+                        self.reclaiming.remove(value);
+                        self.giving_back.remove(value);
+                    }
                     self.answer(requests, replies, planned.outcomes);
                     return;
                 }
@@ -434,7 +553,6 @@ impl Actor {
             }
         };
         // What earlier attempts persisted for answers never sent is freed with the releases.
-        let mut releases = releases;
         releases.extend(persisted_unanswered);
         self.fail(replies, releases, failure);
     }
@@ -465,20 +583,57 @@ impl Actor {
         }
     }
 
+    /// Whether `value` may be freed on this copy: a value reclaimed from a dead replica only
+    /// while that replica's entry still lists it; a value this replica gives back only while
+    /// its own entry is stored, if it ever was (otherwise the entry was reclaimed, and with
+    /// it perhaps this value). Any other value may.
+    pub(super) fn may_free(&self, value: Value) -> bool {
+        let kind = RangeKind::of(value);
+        let entries = self.reservations.get(&kind);
+        if let Some(holder) = self.reclaiming.get(&value) {
+            let listed = entries
+                .and_then(|entries| entries.get(holder))
+                .is_some_and(|entry| entry.values(kind).any(|listed| listed == value));
+            if !listed {
+                tracing::debug!(%value, %holder, "no longer listed by the dead replica's entry; not freed");
+            }
+            return listed;
+        }
+        if self.giving_back.contains(&value)
+            && self.had_entry.contains(&kind)
+            && !entries.is_some_and(|entries| entries.contains_key(&self.holder))
+        {
+            tracing::warn!(%value, "this replica's entry was reclaimed as dead; its unconfirmed value is left to repair");
+            return false;
+        }
+        true
+    }
+
     fn view(&self) -> StateView {
         let now = SystemTime::now();
         let mut pooled: BTreeSet<Value> = self.allocators.pooled().into_iter().collect();
         pooled.extend(self.unconfirmed.values());
+        let mut dead = Vec::new();
         for (&kind, entries) in &self.reservations {
-            for entry in entries.values() {
+            for (holder, entry) in entries {
                 if entry.is_live(now, self.pool.lifetime) {
                     pooled.extend(entry.values(kind));
+                } else if *holder != self.holder {
+                    dead.push(DeadEntry {
+                        kind,
+                        holder: holder.clone(),
+                        values: entry
+                            .values(kind)
+                            .filter(|&value| self.allocators.has(value))
+                            .collect(),
+                    });
                 }
             }
         }
         StateView {
             allocators: self.allocators.clone(),
             pooled,
+            dead,
         }
     }
 
@@ -489,6 +644,7 @@ impl Actor {
             .map(|kind| {
                 let view = PoolView {
                     values: Vec::new(),
+                    unconfirmed: Vec::new(),
                     usable_until: self.pool_usable_until.get(&kind).copied(),
                 };
                 (kind, view)
@@ -497,6 +653,11 @@ impl Actor {
         for value in self.allocators.pooled() {
             if let Some(pool) = pools.get_mut(&RangeKind::of(value)) {
                 pool.values.push(value);
+            }
+        }
+        for value in self.unconfirmed.values() {
+            if let Some(pool) = pools.get_mut(&RangeKind::of(value)) {
+                pool.unconfirmed.push(value);
             }
         }
         pools
@@ -534,7 +695,8 @@ impl Actor {
     }
 
     /// Empties the pools whose entry was not renewed in time: another replica may deem it
-    /// dead soon and repair may free its values. They stay allocated (repair frees them).
+    /// dead soon and the releasing replica may free its values. They stay allocated (that
+    /// replica frees them once the entry is dead).
     fn expire_pools(&mut self) {
         let now = Instant::now();
         for kind in self.ranges() {
@@ -546,7 +708,7 @@ impl Actor {
                 tracing::warn!(
                     range = kind.name(),
                     values = drained,
-                    "pool not renewed in time; its values are left to repair"
+                    "pool not renewed in time; its values are left to the releasing replica"
                 );
             }
         }

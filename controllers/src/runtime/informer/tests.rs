@@ -46,6 +46,7 @@ fn fixture(batch: Duration) -> Fixture {
         },
         state.clone(),
         SVCPLANE_SLICE_MANAGER,
+        EnabledControllers::default(),
     );
     Fixture {
         router,
@@ -540,8 +541,16 @@ async fn capacity_changes_queue_the_services_with_auto_hints() {
     );
     drain(&f);
 
-    // More CPU in z1: the shares move, the Auto Service is synced.
+    // More CPU in z1 is not noticed by itself, as in-tree (`updateNode`,
+    // pkg/controller/endpointslice/endpointslice_controller.go)...
     apply_node(&mut f, fixtures::worker_node("n1", Some("z1"), "8"));
+    assert!(waiting(&f.slices).is_empty());
+    // ...but at the next Node added: the shares move, the Auto Service is synced.
+    apply_node(&mut f, fixtures::worker_node("n3", Some("z1"), "4"));
+    let ZoneCapacity::Zones(shares) = f.capacity.read().unwrap().clone() else {
+        panic!("two zones")
+    };
+    assert_eq!(shares["z1"], 0.75);
     assert_eq!(waiting(&f.slices), vec![("auto".into(), 0)]);
     drain(&f);
 
@@ -559,4 +568,48 @@ async fn capacity_changes_queue_the_services_with_auto_hints() {
     );
     assert_eq!(*f.capacity.read().unwrap(), ZoneCapacity::SingleZone);
     assert_eq!(waiting(&f.slices), vec![("auto".into(), 0)]);
+}
+
+#[test]
+fn only_the_kinds_the_enabled_controllers_read_are_watched() {
+    let watched = |endpoints, endpointslice, mirroring| {
+        Watched::by(EnabledControllers {
+            endpoints,
+            endpointslice,
+            mirroring,
+        })
+    };
+    let all = Watched {
+        pods: true,
+        nodes: true,
+        endpoints: true,
+        slices: true,
+    };
+    assert_eq!(watched(true, true, true), all);
+    assert_eq!(watched(false, true, true), all, "mirroring reads Endpoints");
+    assert_eq!(
+        watched(false, false, true),
+        Watched {
+            pods: false,
+            nodes: false,
+            endpoints: true,
+            slices: true,
+        }
+    );
+    assert_eq!(
+        watched(true, false, false),
+        Watched {
+            pods: true,
+            nodes: false,
+            endpoints: true,
+            slices: false,
+        }
+    );
+    assert_eq!(
+        watched(false, true, false),
+        Watched {
+            endpoints: false,
+            ..all
+        }
+    );
 }

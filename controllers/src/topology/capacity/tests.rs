@@ -11,6 +11,8 @@ fn control_plane(node: Node) -> Node {
     node_label(node, LABEL_NODE_ROLE_CONTROL_PLANE, "")
 }
 
+/// `SetNodes` (k8s.io/endpointslice topologycache/topologycache.go), on the cases of its in-tree
+/// table: ready worker Nodes only (control-plane Nodes left out), CPU ratios per zone.
 #[test]
 fn in_tree_set_nodes_table() {
     let a = |name: &str, cpu: &str| worker_node(name, Some("zone-a"), cpu);
@@ -80,6 +82,8 @@ fn in_tree_set_nodes_table() {
     }
 }
 
+/// `SetNodes` (topologycache.go): a ready worker without zone label or allocatable CPU makes
+/// Node information insufficient.
 #[test]
 fn a_worker_without_zone_or_cpu_disables_capacity() {
     let zoned = [
@@ -128,6 +132,7 @@ fn a_worker_without_zone_or_cpu_disables_capacity() {
     );
 }
 
+/// `SetNodes` (topologycache.go): each zone's ratio is its share of the allocatable CPU.
 #[test]
 fn uneven_cpu_gives_uneven_shares() {
     let nodes = [
@@ -142,6 +147,8 @@ fn uneven_cpu_gives_uneven_shares() {
     );
 }
 
+/// `SetNodes` (topologycache.go) adds CPU as resource quantities and divides their
+/// `MilliValue`s.
 #[test]
 fn quantities_in_thousandths() {
     let cases = [
@@ -170,6 +177,8 @@ fn quantities_in_thousandths() {
     }
 }
 
+/// `updateNode` (pkg/controller/endpointslice/endpointslice_controller.go): only a change of
+/// readiness or of the zone label queues the topology cache's update.
 #[test]
 fn relevant_node_changes() {
     let node = worker_node("n1", Some("zone-a"), "4");
@@ -178,14 +187,19 @@ fn relevant_node_changes() {
     assert!(!nodes_changed_relevant(&node, &relabelled));
     let same_cpu = worker_node("n1", Some("zone-a"), "4000m");
     assert!(!nodes_changed_relevant(&node, &same_cpu));
+    // Taken into account at the next relevant Node event, as in-tree.
+    for unnoticed in [
+        worker_node("n1", Some("zone-a"), "8"),
+        control_plane(node.clone()),
+        node_label(node.clone(), LABEL_NODE_ROLE_MASTER, ""),
+    ] {
+        assert!(!nodes_changed_relevant(&node, &unnoticed), "{unnoticed:?}");
+    }
 
     let changes = [
         worker_node("n1", Some("zone-b"), "4"),
         worker_node("n1", None, "4"),
-        worker_node("n1", Some("zone-a"), "8"),
         node_ready(node.clone(), false),
-        control_plane(node.clone()),
-        node_label(node.clone(), LABEL_NODE_ROLE_MASTER, ""),
     ];
     for changed in changes {
         assert!(nodes_changed_relevant(&node, &changed), "{changed:?}");

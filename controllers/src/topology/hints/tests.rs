@@ -38,21 +38,63 @@ fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
     pairs.iter().map(|(z, n)| (z.to_string(), *n)).collect()
 }
 
-/// Decides and, when enabled, applies: what the Auto mode does to one address type.
+/// What the Auto mode does to one address type whose endpoints all go into one new slice:
+/// the hints per zone, or why there are none.
 fn auto(
     capacity: &ZoneCapacity,
     endpoints: &mut [Endpoint],
 ) -> Result<BTreeMap<String, usize>, HintsDisabled> {
-    match decide_hints(capacity, endpoints.iter()) {
-        HintsDecision::Enabled(assignment) => Ok(apply_zone_hints(
-            &assignment,
-            endpoints.iter_mut(),
-            &PreviousHints::default(),
-        )),
-        HintsDecision::Disabled(reason) => Err(reason),
+    let mut create = [slice("new", endpoints.to_vec())];
+    let decision = add_zone_hints(capacity, &mut create, &mut Vec::new(), &[]);
+    endpoints.clone_from_slice(create[0].endpoints.as_deref().unwrap());
+    match decision {
+        HintsDecision::Enabled(_) => {
+            let mut counts = BTreeMap::new();
+            for zone in endpoints.iter().filter_map(hinted_zone) {
+                *counts.entry(zone.to_string()).or_default() += 1;
+            }
+            Ok(counts)
+        }
+        HintsDecision::Disabled(reason) => {
+            assert!(endpoints.iter().all(|e| e.hints.is_none()));
+            Err(reason)
+        }
     }
 }
 
+fn slice(name: &str, endpoints: Vec<Endpoint>) -> EndpointSlice {
+    EndpointSlice {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints: Some(endpoints),
+        ports: None,
+    }
+}
+
+fn hinted(ip: &str, zone: &str, hinted_to: &str) -> Endpoint {
+    let mut endpoint = ready_in(ip, zone);
+    endpoint.hints = hint(hinted_to);
+    endpoint
+}
+
+/// Slice name -> each endpoint's hinted zone.
+fn hinted_zones(slices: &[EndpointSlice]) -> Vec<(String, Vec<Option<&str>>)> {
+    slices
+        .iter()
+        .map(|s| {
+            (
+                s.metadata.name.clone().unwrap_or_default(),
+                endpoints_of(s).iter().map(hinted_zone).collect(),
+            )
+        })
+        .collect()
+}
+
+/// `getAllocations` (k8s.io/endpointslice topologycache/topologycache.go): no CPU ratios
+/// (insufficient Node information) or Nodes ready in one zone only turn hints off.
 #[test]
 fn without_node_information_hints_are_disabled() {
     let mut endpoints = vec![ready_in("10.1.2.3", "zone-a")];
@@ -70,6 +112,8 @@ fn without_node_information_hints_are_disabled() {
     );
 }
 
+/// `getAllocations` (topologycache.go): fewer ready endpoints (`getTotalReadyEndpoints`,
+/// sliceinfo.go) than zones turn hints off.
 #[test]
 fn fewer_endpoints_than_zones_disable_hints() {
     // In-tree: "slice to create with 2 endpoints, zone ratios require 3".
@@ -98,6 +142,8 @@ fn fewer_endpoints_than_zones_disable_hints() {
     ));
 }
 
+/// `AddHints` (topologycache.go): every ready endpoint is hinted to its own zone; not-ready
+/// ones get none.
 #[test]
 fn two_endpoints_in_two_zones_get_their_own_zone() {
     // In-tree: "slice to create with 2 ready, 1 unready, 1 unknown endpoints, zone ratios only
@@ -117,6 +163,8 @@ fn two_endpoints_in_two_zones_get_their_own_zone() {
     assert_eq!(hinted, vec![Some("zone-a"), Some("zone-b"), None, None]);
 }
 
+/// `getGivingAndReceivingZones` and `redistributeHints` (topologycache/utils.go): a zone
+/// above its desired share gives its first ready endpoints.
 #[test]
 fn three_zones_within_the_threshold_move_one_endpoint() {
     // In-tree: "slices to create and update within 3 zone threshold": 10 endpoints, 5 in
@@ -148,6 +196,8 @@ fn three_zones_within_the_threshold_move_one_endpoint() {
     );
 }
 
+/// `getAllocations` (topologycache.go): each zone's desired share is its CPU ratio of the
+/// ready endpoints, its minimum `ceil(desired / (1 + overloadThreshold))`.
 #[test]
 fn uneven_cpu_allocates_proportionally() {
     let ratios = capacity(&[("zone-a", 0.5), ("zone-b", 0.25), ("zone-c", 0.25)]);
@@ -189,6 +239,8 @@ fn uneven_cpu_allocates_proportionally() {
     assert_eq!(hinted_zone(&endpoints[5]), Some("zone-a"));
 }
 
+/// `getAllocations` (topologycache.go): a zone's maximum is its minimum plus what is left once
+/// every zone has its minimum.
 #[test]
 fn allocations_leave_room_above_the_minimum() {
     let assignment = zone_assignment(&capacity(&[("zone-a", 0.45), ("zone-b", 0.55)]), 10).unwrap();
@@ -205,6 +257,8 @@ fn allocations_leave_room_above_the_minimum() {
     assert_eq!(assignment.ready_endpoints, 10);
 }
 
+/// `getAllocations` (topologycache.go): minimums that add up to more than the ready endpoints
+/// turn hints off.
 #[test]
 fn overload_disables_hints() {
     // 1.5 desired per zone needs ceil(1.25) = 2 each: 4 > 3 endpoints.
@@ -233,6 +287,8 @@ fn overload_disables_hints() {
     assert!(zone_assignment(&thirds, 3).is_ok());
 }
 
+/// `AddHints` (topologycache.go): a ready endpoint without zone in a slice written turns hints
+/// off; a not-ready one does not matter.
 #[test]
 fn an_endpoint_without_zone_disables_hints() {
     let mut endpoints = vec![
@@ -256,46 +312,144 @@ fn an_endpoint_without_zone_disables_hints() {
     assert_eq!(endpoints[3].hints, None);
 }
 
+/// `getAllocatedHintsByZone` (k8s.io/endpointslice topologycache/sliceinfo.go): an unchanged
+/// slice whose ready endpoints all carry hints to zones that get endpoints, within each zone's
+/// maximum, keeps them and is not written; its hints count when the slices written are hinted
+/// (`AddHints`, topologycache.go), so a zone it already serves gives from the new slice.
 #[test]
-fn previous_cross_zone_hints_are_kept() {
-    let ratios = capacity(&[("zone-a", 0.35), ("zone-b", 0.35), ("zone-c", 0.30)]);
-    let zones = [
-        "zone-a", "zone-b", "zone-c", "zone-c", "zone-a", "zone-a", "zone-a", "zone-b", "zone-c",
-        "zone-a",
-    ];
-    let mut endpoints: Vec<Endpoint> = zones
-        .iter()
-        .enumerate()
-        .map(|(i, zone)| ready_in(&format!("10.0.0.{i}"), zone))
-        .collect();
-    // Last time the fourth zone-a endpoint (10.0.0.6) was the one given to zone-b.
-    let mut last_time = endpoints.clone();
-    last_time[6].hints = hint("zone-b");
-    last_time[0].hints = hint("zone-a");
-    let previous = PreviousHints::from_slices(&[EndpointSlice {
-        endpoints: Some(last_time),
-        ..Default::default()
-    }]);
-    let HintsDecision::Enabled(assignment) = decide_hints(&ratios, endpoints.iter()) else {
-        panic!("hints should be enabled");
-    };
-    apply_zone_hints(&assignment, endpoints.iter_mut(), &previous);
-    assert_eq!(hinted_zone(&endpoints[6]), Some("zone-b"));
-    assert_eq!(hinted_zone(&endpoints[0]), Some("zone-a"));
+fn unchanged_slices_keep_hints_that_fit() {
+    let halves = capacity(&[("zone-a", 0.5), ("zone-b", 0.5)]);
+    let kept = slice(
+        "kept",
+        vec![
+            hinted("10.0.0.1", "zone-a", "zone-b"),
+            hinted("10.0.0.2", "zone-a", "zone-a"),
+        ],
+    );
+    let mut create = [slice(
+        "new",
+        vec![
+            ready_in("10.0.0.3", "zone-b"),
+            ready_in("10.0.0.4", "zone-b"),
+        ],
+    )];
+    let mut update = Vec::new();
+    let decision = add_zone_hints(&halves, &mut create, &mut update, &[&kept]);
+    assert!(matches!(decision, HintsDecision::Enabled(_)));
+    assert!(update.is_empty(), "the unchanged slice is not written");
+    assert_eq!(
+        hinted_zones(&create),
+        [("new".to_string(), vec![Some("zone-a"), Some("zone-b")])]
+    );
 }
 
+/// `getHintsByZone` (topologycache/utils.go) refuses a slice with a hint to a zone that gets no
+/// endpoints, a ready endpoint without hints, or more hints for a zone than its maximum; such
+/// a slice is written with fresh hints. Not-ready endpoints are not looked at.
 #[test]
-fn stripping_removes_every_hint() {
-    let mut endpoints = [ready_in("10.0.0.1", "zone-a")];
-    endpoints[0].hints = hint("zone-a");
-    strip_hints(endpoints.iter_mut());
-    assert_eq!(endpoints[0].hints, None);
+fn unchanged_slices_whose_hints_no_longer_fit_are_rewritten() {
+    let halves = capacity(&[("zone-a", 0.5), ("zone-b", 0.5)]);
+    let mut not_ready = endpoint("10.0.0.9", Some("zone-a"), Some(false));
+    not_ready.hints = hint("zone-z");
+    let fits = slice(
+        "fits",
+        vec![
+            hinted("10.0.0.1", "zone-a", "zone-a"),
+            hinted("10.0.0.6", "zone-a", "zone-a"),
+            not_ready,
+        ],
+    );
+    let gone_zone = slice("gone-zone", vec![hinted("10.0.0.2", "zone-b", "zone-z")]);
+    let unhinted = slice("unhinted", vec![ready_in("10.0.0.3", "zone-b")]);
+    // 6 ready endpoints, 3 per zone at most: two more zone-a hints do not fit.
+    let too_many = slice(
+        "too-many",
+        vec![
+            hinted("10.0.0.4", "zone-b", "zone-a"),
+            hinted("10.0.0.5", "zone-b", "zone-a"),
+        ],
+    );
+    let mut update = Vec::new();
+    add_zone_hints(
+        &halves,
+        &mut [],
+        &mut update,
+        &[&fits, &gone_zone, &unhinted, &too_many],
+    );
+    assert_eq!(
+        hinted_zones(&update),
+        [
+            ("gone-zone".to_string(), vec![Some("zone-a")]),
+            ("unhinted".to_string(), vec![Some("zone-b")]),
+            ("too-many".to_string(), vec![Some("zone-b"), Some("zone-b")]),
+        ]
+    );
+}
+
+/// `redistributeHints` (topologycache/utils.go) over `ToCreate` then `ToUpdate`
+/// (`AddHints`): a zone above its share gives its first ready endpoints in the slices created
+/// before those in the slices updated; unchanged slices give nothing.
+#[test]
+fn endpoints_move_from_created_slices_first() {
+    let halves = capacity(&[("zone-a", 0.5), ("zone-b", 0.5)]);
+    let mut create = [slice("new", vec![ready_in("10.0.0.5", "zone-a")])];
+    let mut update = vec![slice(
+        "old",
+        vec![
+            ready_in("10.0.0.1", "zone-a"),
+            ready_in("10.0.0.2", "zone-a"),
+            ready_in("10.0.0.3", "zone-b"),
+            ready_in("10.0.0.6", "zone-b"),
+        ],
+    )];
+    let kept = slice("kept", vec![hinted("10.0.0.4", "zone-a", "zone-a")]);
+    add_zone_hints(&halves, &mut create, &mut update, &[&kept]);
+    // 6 ready: 3 each; zone-a holds 4 and gives 1, zone-b holds 2 and receives 1.
+    assert_eq!(
+        hinted_zones(&create),
+        [("new".to_string(), vec![Some("zone-b")])]
+    );
+    assert_eq!(
+        hinted_zones(&update),
+        [(
+            "old".to_string(),
+            vec![
+                Some("zone-a"),
+                Some("zone-a"),
+                Some("zone-b"),
+                Some("zone-b")
+            ]
+        )]
+    );
+}
+
+/// `RemoveHintsFromSlices` (topologycache/utils.go): when hints are off, the slices written lose
+/// theirs and every unchanged slice carrying one is written without.
+#[test]
+fn disabled_hints_are_removed_from_unchanged_slices_too() {
+    let hinted_slice = slice("hinted", vec![hinted("10.0.0.1", "zone-a", "zone-a")]);
+    let plain = slice("plain", vec![ready_in("10.0.0.2", "zone-a")]);
+    let mut create = [slice("new", vec![hinted("10.0.0.3", "zone-a", "zone-a")])];
+    let mut update = Vec::new();
+    let decision = add_zone_hints(
+        &ZoneCapacity::SingleZone,
+        &mut create,
+        &mut update,
+        &[&hinted_slice, &plain],
+    );
+    assert_eq!(
+        decision,
+        HintsDecision::Disabled(HintsDisabled::NodesReadyInOneZoneOnly)
+    );
+    assert_eq!(hinted_zones(&create), [("new".to_string(), vec![None])]);
+    assert_eq!(hinted_zones(&update), [("hinted".to_string(), vec![None])]);
 }
 
 fn zone_map<T: Copy>(pairs: &[(&str, T)]) -> BTreeMap<String, T> {
     pairs.iter().map(|(z, v)| (z.to_string(), *v)).collect()
 }
 
+/// `getGivingAndReceivingZones` (topologycache/utils.go), on the cases of its in-tree table.
 #[test]
 fn in_tree_giving_and_receiving_table() {
     type Case<'a> = (
@@ -372,6 +526,7 @@ fn in_tree_giving_and_receiving_table() {
     }
 }
 
+/// `redistributeHints` (topologycache/utils.go), on the cases of its in-tree table.
 #[test]
 fn in_tree_redistribution_table() {
     let own = |ip: &str, zone: &str| {
@@ -379,14 +534,11 @@ fn in_tree_redistribution_table() {
         e.hints = hint(zone);
         e
     };
-    let none = PreviousHints::default();
-
     let mut single = [own("10.0.0.1", "zone-a")];
     let changes = redistribute(
         &mut single.iter_mut().collect::<Vec<_>>(),
         zone_map(&[("zone-a", 1)]),
         zone_map(&[("zone-b", 1)]),
-        &none,
     );
     assert_eq!(changes, zone_map(&[("zone-a", -1), ("zone-b", 1)]));
     assert_eq!(hinted_zone(&single[0]), Some("zone-b"));
@@ -400,7 +552,6 @@ fn in_tree_redistribution_table() {
         &mut three.iter_mut().collect::<Vec<_>>(),
         zone_map(&[("zone-a", 2)]),
         zone_map(&[("zone-b", 1), ("zone-c", 1)]),
-        &none,
     );
     assert_eq!(
         changes,
@@ -409,10 +560,11 @@ fn in_tree_redistribution_table() {
     let hinted: Vec<Option<&str>> = three.iter().map(hinted_zone).collect();
     assert_eq!(hinted, vec![Some("zone-b"), Some("zone-c"), Some("zone-a")]);
 
-    let changes = redistribute(&mut [], BTreeMap::new(), BTreeMap::new(), &none);
+    let changes = redistribute(&mut [], BTreeMap::new(), BTreeMap::new());
     assert!(changes.is_empty());
 }
 
+/// The messages of topologycache/event.go.
 #[test]
 fn disabled_reasons_read_as_the_in_tree_events() {
     assert_eq!(

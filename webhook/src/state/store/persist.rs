@@ -35,6 +35,11 @@ impl Actor {
                     .restore(kind, &stored.spec.snapshot())
                     .map_err(|_| ())?;
                 self.learn(kind, stored);
+                // A value this copy shows must not be freed: the batch is planned again
+                // without it.
+                if !delta.released.iter().all(|&value| self.may_free(value)) {
+                    return Err(());
+                }
                 if !replay(&mut self.allocators, delta) {
                     return Err(());
                 }
@@ -44,7 +49,7 @@ impl Actor {
             match written {
                 Ok((stored, stamped)) => {
                     self.learn(kind, stored);
-                    self.renewed(kind, stamped);
+                    self.written(kind, stamped);
                     planned.pending.remove(&kind);
                     start = Start::Now;
                 }
@@ -72,7 +77,7 @@ impl Actor {
             {
                 Ok(stored) => {
                     self.learn(kind, stored);
-                    self.renewed(kind, stamped);
+                    self.written(kind, stamped);
                     written.insert(kind);
                 }
                 // Read the range again and replay: a conflict, or a write whose outcome
@@ -96,6 +101,16 @@ impl Actor {
             .expect("a configured range");
         let usage = self.allocators.usage_of(kind).expect("a configured range");
         let mut reservations = self.reservations.get(&kind).cloned().unwrap_or_default();
+        // An entry lists allocated values only: a value is unlisted in the write that frees
+        // it, so that what a dead replica listed is freed once at most.
+        reservations.retain(|holder, entry| {
+            entry.values.retain(|text| {
+                kind.parse_value(text)
+                    .is_some_and(|value| self.allocators.has(value))
+            });
+            *holder == self.holder
+                || !(entry.values.is_empty() || self.dropping.contains(&(kind, holder.clone())))
+        });
         // A write of a range renews this replica's entry while its pool is in use, so that
         // a refiller slowed down by a busy store does not let the pool expire.
         let stamped = Instant::now();
@@ -121,9 +136,11 @@ impl Actor {
         (object, renewing.then_some(stamped))
     }
 
-    /// A write of range `kind` stamped at `stamped` succeeded: when it renewed this
-    /// replica's entry, the pool may be handed out for half a lifetime from then.
-    fn renewed(&mut self, kind: RangeKind, stamped: Option<Instant>) {
+    /// A write of range `kind` stamped at `stamped` succeeded: the dead entries it dropped
+    /// are gone, and when it renewed this replica's entry, the pool may be handed out for
+    /// half a lifetime from then.
+    fn written(&mut self, kind: RangeKind, stamped: Option<Instant>) {
+        self.dropping.retain(|&(dropped, _)| dropped != kind);
         if let Some(stamped) = stamped {
             let until = stamped + self.pool.lifetime / 2;
             let usable = self.pool_usable_until.entry(kind).or_insert(until);
@@ -134,7 +151,11 @@ impl Actor {
     pub(super) fn learn(&mut self, kind: RangeKind, stored: RangeAllocation) {
         self.versions
             .insert(kind, stored.metadata.resource_version.unwrap_or_default());
+        if stored.spec.reservations.contains_key(&self.holder) {
+            self.had_entry.insert(kind);
+        }
         self.reservations.insert(kind, stored.spec.reservations);
+        self.outdated.remove(&kind);
     }
 
     /// Reads every range's object, creating the missing ones from the in-memory state.

@@ -2,6 +2,7 @@
 //! writes lands just before one of this store's writes, so that it conflicts.
 
 use super::*;
+use crate::state::crd::Reservation;
 use crate::state::fake_api::FakeRanges;
 use allocator::{ClusterIpAllocator, IpFamily, NodePortAllocator, PortRange};
 use k8s_openapi::ByteString;
@@ -112,7 +113,10 @@ async fn a_write_of_the_store_renews_its_pool_entry() {
     let store = start(&fake).await;
     let pooled: std::net::IpAddr = "10.96.0.9".parse().unwrap();
     let mut object = fake.object(V4.name()).unwrap();
-    change_stored(&mut object, |ips| ips.allocate(pooled).unwrap());
+    change_stored(&mut object, |ips| {
+        ips.allocate(pooled).unwrap();
+        ips.allocate("10.96.0.10".parse().unwrap()).unwrap();
+    });
     let old = SystemTime::now() - Duration::from_secs(3600);
     let old = humantime::parse_rfc3339(&humantime::format_rfc3339_millis(old).to_string()).unwrap();
     object.spec.reservations.insert(
@@ -145,4 +149,173 @@ async fn a_write_of_the_store_renews_its_pool_entry() {
         "another replica's entry is left alone"
     );
     assert_eq!(entries["replica-a"].values, ["10.96.0.9"]);
+}
+
+/// A value another replica freed (its Service was deleted and that replica released it) is
+/// refused by a copy that has not seen the change only until a watch reports a newer
+/// stored object: then the store reads the range again before refusing, and allocates.
+#[tokio::test]
+async fn a_refusal_is_checked_on_a_fresh_copy_once_another_replica_wrote() {
+    let fake = FakeRanges::default();
+    let store = start(&fake).await;
+    let wanted = "10.96.0.5";
+    let request = |uid: &str| {
+        let mut request = AdmitRequest::test_create(uid);
+        request.new.cluster_ips = vec![wanted.to_string()];
+        request
+    };
+    store.admit(request("first")).await.unwrap();
+    // The other replica releases it: the stored object changes, this copy does not.
+    let mut object = fake.object(V4.name()).unwrap();
+    change_stored(&mut object, |ips| {
+        ips.release(wanted.parse().unwrap());
+    });
+    fake.put_object(object);
+
+    let (gets, _) = fake.counts();
+    let unaware = store.admit(request("unaware")).await;
+    assert!(
+        matches!(&unaware, Err(StoreError::Allocation(error)) if *error.reason() == allocator::Error::IpAllocated),
+        "{unaware:?}"
+    );
+    assert_eq!(fake.counts().0, gets, "no read without a sign of change");
+
+    let version = fake.object(V4.name()).unwrap().metadata.resource_version;
+    store.observed(V4, version.unwrap()).await.unwrap();
+    let filled = store.admit(request("aware")).await.unwrap();
+    assert_eq!(filled.cluster_ips, [wanted]);
+    assert!(stored_ips(&fake).has(wanted.parse().unwrap()));
+}
+
+/// A time long enough ago for any entry renewed then to be dead.
+fn an_hour_ago() -> SystemTime {
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    humantime::parse_rfc3339(&humantime::format_rfc3339_millis(old).to_string()).unwrap()
+}
+
+/// Returns once the store has written what it was sent before: an admission (a dry run) is
+/// answered after the write of the batch it is in.
+async fn settle(store: &AllocationStore) {
+    let mut request = AdmitRequest::test_create("settle");
+    request.dry_run = true;
+    store.admit(request).await.unwrap();
+}
+
+/// Allocates `allocated` in the stored IPv4 range, as `holder`'s entry renewed at `renewed`
+/// that lists them and `listed`.
+fn put_entry(
+    fake: &FakeRanges,
+    holder: &str,
+    allocated: &[&str],
+    listed: &[&str],
+    renewed: SystemTime,
+) {
+    let mut object = fake.object(V4.name()).unwrap();
+    change_stored(&mut object, |ips| {
+        for text in allocated {
+            ips.allocate(text.parse().unwrap()).unwrap();
+        }
+    });
+    let values = allocated.iter().chain(listed).map(|text| ip(text));
+    object
+        .spec
+        .reservations
+        .insert(holder.to_string(), Reservation::new(values, renewed));
+    fake.put_object(object);
+}
+
+fn ip(text: &str) -> Value {
+    Value::ClusterIp(text.parse().unwrap())
+}
+
+/// The entry of a replica gone for a pool lifetime is dropped and what it lists that no
+/// Service holds is freed, in one write; a second reclaim of the same value, after someone
+/// allocated it again, frees nothing (the entry no longer lists it).
+#[tokio::test]
+async fn a_dead_replicas_entry_is_reclaimed_once() {
+    let fake = FakeRanges::default();
+    // A first store creates the objects; the one under test reads them as changed below.
+    let _first = start(&fake).await;
+    put_entry(
+        &fake,
+        "replica-b",
+        &["10.96.0.10", "10.96.0.11"],
+        &["10.96.0.12"],
+        an_hour_ago(),
+    );
+    let store = start(&fake).await;
+
+    let dead = store.snapshot().await.unwrap().dead;
+    assert_eq!(
+        dead,
+        [DeadEntry {
+            kind: V4,
+            holder: "replica-b".to_string(),
+            values: vec![ip("10.96.0.10"), ip("10.96.0.11")],
+        }],
+        "only allocated values count"
+    );
+    // 10.96.0.11 is held by a Service: the reclaimer leaves it out.
+    let mut entry = dead[0].clone();
+    entry.values = vec![ip("10.96.0.10")];
+    store.reclaim(vec![entry.clone()]).await.unwrap();
+    settle(&store).await;
+    let stored = fake.object(V4.name()).unwrap();
+    assert!(!stored.spec.reservations.contains_key("replica-b"));
+    let ips = stored_ips(&fake);
+    assert!(!ips.has("10.96.0.10".parse().unwrap()) && ips.has("10.96.0.11".parse().unwrap()));
+
+    // Given out again by another replica; a late second reclaim must not free it.
+    let mut object = fake.object(V4.name()).unwrap();
+    change_stored(&mut object, |ips| {
+        ips.allocate("10.96.0.10".parse().unwrap()).unwrap();
+    });
+    fake.put_object(object);
+    // This store's next write reads that copy.
+    let mut request = AdmitRequest::test_create("b");
+    request.new.cluster_ips = vec!["10.96.0.4".to_string()];
+    store.admit(request).await.unwrap();
+    store.reclaim(vec![entry]).await.unwrap();
+    settle(&store).await;
+    assert!(stored_ips(&fake).has("10.96.0.10".parse().unwrap()));
+}
+
+/// A replica that gives back an unconfirmed value after the releasing replica took it for
+/// dead and reclaimed its entry frees nothing: the value may belong to someone else now.
+/// While its entry is stored, the give-back frees the value.
+#[tokio::test]
+async fn a_give_back_after_the_entry_was_reclaimed_frees_nothing() {
+    let fake = FakeRanges::default();
+    let store = start(&fake).await;
+    let mine = ip("10.96.0.10");
+    put_entry(
+        &fake,
+        "replica-a",
+        &["10.96.0.10", "10.96.0.11"],
+        &[],
+        SystemTime::now(),
+    );
+    // The store reads the range (and sees its entry) on its next write of it.
+    let mut request = AdmitRequest::test_create("a");
+    request.new.cluster_ips = vec!["10.96.0.3".to_string()];
+    store.admit(request).await.unwrap();
+
+    store.give_back(vec![mine]).await.unwrap();
+    settle(&store).await;
+    assert!(
+        !stored_ips(&fake).has("10.96.0.10".parse().unwrap()),
+        "freed while listed"
+    );
+
+    // The releasing replica drops this replica's entry (freeing 10.96.0.11), and another
+    // replica gives 10.96.0.11 out again.
+    let mut object = fake.object(V4.name()).unwrap();
+    object.spec.reservations.remove("replica-a");
+    fake.put_object(object);
+    store.give_back(vec![ip("10.96.0.11")]).await.unwrap();
+    settle(&store).await;
+    assert!(
+        stored_ips(&fake).has("10.96.0.11".parse().unwrap()),
+        "a value of a reclaimed entry is left alone"
+    );
 }

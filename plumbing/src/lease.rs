@@ -18,7 +18,10 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::time::Instant;
 
-use super::error::not_found;
+/// Whether the error is a 404.
+fn not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}
 
 /// Leader election settings, with kube-controller-manager's flag names and defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +77,8 @@ pub fn default_identity() -> String {
 }
 
 impl LeaderElectionConfig {
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    /// Refuses settings under which two instances could lead at once.
+    pub fn validate(&self) -> Result<(), String> {
         if !self.enabled {
             return Ok(());
         }
@@ -174,8 +178,8 @@ struct Observed {
     since: Instant,
 }
 
-/// Acquires, renews and releases the Lease. [`run`](super::run) uses it; it is public so that
-/// other processes (or tests) can take part in the same election.
+/// Acquires, renews and releases the Lease: the controllers' leader election and the
+/// webhook's releasing replica both use it.
 pub struct LeaseElector {
     api: Api<Lease>,
     config: LeaderElectionConfig,

@@ -1,4 +1,7 @@
-//! Watches restarted with backoff that no single object can stop.
+//! The Kubernetes plumbing svcplane's controllers and webhook share: watches restarted with
+//! backoff that no single object can stop, the relist bookkeeping ([`Relist`]) of the indexes
+//! they feed with one key type ([`ObjectKey`]), Lease election ([`lease`]) and readiness
+//! ([`Readiness`]).
 //!
 //! A typed watch fails as a whole when one object in a list or an event does not deserialize,
 //! and then fails again on every retry. Here each object is read on its own: one that cannot be
@@ -14,6 +17,12 @@ use kube::{Api, Client, Resource};
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, Deserializer};
 use serde_json::value::RawValue;
+
+pub mod lease;
+mod readiness;
+mod relist;
+pub use readiness::{Readiness, ReadinessGate};
+pub use relist::Relist;
 
 /// An object as the watch delivered it: readable as `K`, or only its metadata.
 #[derive(Debug, Clone)]

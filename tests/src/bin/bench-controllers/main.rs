@@ -1,0 +1,207 @@
+//! svcplane's Endpoints and EndpointSlice controllers against kube-controller-manager's, side
+//! by side on the real apiserver. Run by `hack/bench-controllers.sh` (release build).
+//!
+//! `bench-controllers --svcplane PATH [--sides in-tree,svcplane] [--scenarios scale-up,churn]
+//! [--pods 5000] [--nodes 10] [--batch 100] [--services 500] [--pods-per-service 10]
+//! [--flips-per-second 20] [--churn-seconds 60] [--limit-seconds 900]` (`--help` says what
+//! each is).
+//!
+//! Every run (one scenario, one side) gets a fresh etcd + kube-apiserver and its controllers
+//! at equal settings (batch periods 0, 5 concurrent syncs for each controller, 100 endpoints
+//! per slice):
+//! - `in-tree`: kube-controller-manager with only the endpoints, endpointslice and
+//!   endpointslice-mirroring controllers, its client at its default 20 QPS / burst 30;
+//! - `in-tree-qps1000`: the same with `--kube-api-qps=1000 --kube-api-burst=1000`, so that
+//!   its client's rate limit is not what is measured;
+//! - `svcplane`: the `svcplane controllers --leader-elect=false` process (no client rate
+//!   limit), started once its `/readyz` says its caches synced.
+//!
+//! Before measuring, a probe Service with one ready pod must be published on each side.
+//!
+//! Scenarios:
+//! - `scale-up`: one Service, then `--pods` pods over `--nodes` Nodes in batches of `--batch`
+//!   (a batch is created, then marked ready). Times, from the first pod create: the last pod
+//!   status written; the slices holding every pod, ready, exactly once; the Endpoints holding
+//!   1000 ready addresses and `over-capacity: truncated`; the last Endpoints or slice write
+//!   seen. Writes are counted from watch events (as the e2e suite does) until 3 s pass
+//!   without one, and as write requests (POST, PUT, PATCH, DELETE of endpoints and
+//!   endpointslices) in the apiserver's `apiserver_request_total`: an update that changes
+//!   nothing is a request but makes no event.
+//! - `churn`: `--services` Services of `--pods-per-service` ready pods each (set-up time
+//!   reported), then `--flips-per-second` readiness flips of random pods (a pod whose last
+//!   flip is not published yet is not picked) for `--churn-seconds`. The delay of a flip is
+//!   from sending the pod status write to receiving the watch event of the slice (and of the
+//!   Endpoints) that shows the pod in its new state; writes are counted from the first flip.
+//!
+//! At the end of each run: the controller process's VmRSS and VmHWM (peak) from
+//! `/proc/<pid>/status` and its CPU time (user + system) from `/proc/<pid>/stat`, then the
+//! final slices and Endpoints are listed and checked again. Every run prints the load
+//! average before it starts.
+//!
+//! Modules: `plane` starts a run's control plane and controllers and writes its objects;
+//! `published` follows what the controllers publish through watches; `scale_up` and `churn`
+//! are the scenarios; `write_requests` reads the apiserver's write counts; `report` prints.
+
+mod churn;
+mod plane;
+mod published;
+mod report;
+mod scale_up;
+mod write_requests;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::{Parser, ValueEnum};
+use e2e::bench::{init_tracing, load_average};
+
+/// The settings both sides run with.
+const CONCURRENT_SYNCS: u16 = 5;
+const MAX_ENDPOINTS_PER_SLICE: u16 = 100;
+const BATCH_PERIOD: &str = "0s";
+/// Requests in flight while the bench creates pods or writes their status.
+const CLIENT_CONCURRENCY: usize = 20;
+/// What a run waits for writes to stop: no write seen for this long.
+const QUIET: Duration = Duration::from_secs(3);
+
+/// Whose controllers a run measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Side {
+    /// kube-controller-manager, its client at its default 20 QPS / burst 30.
+    #[value(name = "in-tree")]
+    InTree,
+    /// kube-controller-manager with `--kube-api-qps=1000 --kube-api-burst=1000`.
+    #[value(name = "in-tree-qps1000")]
+    InTreeQps1000,
+    /// `svcplane controllers --leader-elect=false`.
+    #[value(name = "svcplane")]
+    Svcplane,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::InTree => "in-tree",
+            Side::InTreeQps1000 => "in-tree-qps1000",
+            Side::Svcplane => "svcplane",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// One Service, then `--pods` pods over `--nodes` Nodes in batches of `--batch`.
+    #[value(name = "scale-up")]
+    ScaleUp,
+    /// `--services` Services of `--pods-per-service` ready pods, then readiness flips.
+    #[value(name = "churn")]
+    Churn,
+}
+
+/// svcplane's Endpoints and EndpointSlice controllers against kube-controller-manager's.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "bench-controllers")]
+struct Options {
+    /// The svcplane binary (needed for the svcplane side).
+    #[arg(long, value_name = "PATH")]
+    svcplane: Option<PathBuf>,
+    /// Sides to run, in order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "in-tree,svcplane"
+    )]
+    sides: Vec<Side>,
+    /// Scenarios to run, each on every side.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "scale-up,churn"
+    )]
+    scenarios: Vec<Scenario>,
+    /// scale-up: pods of the one Service.
+    #[arg(long, default_value_t = 5000)]
+    pods: usize,
+    /// Nodes the pods are spread over (both scenarios).
+    #[arg(long, default_value_t = 10)]
+    nodes: usize,
+    /// Pods created, then marked ready, at a time (both scenarios).
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// churn: Services.
+    #[arg(long, default_value_t = 500)]
+    services: usize,
+    /// churn: ready pods of each Service.
+    #[arg(long, default_value_t = 10)]
+    pods_per_service: usize,
+    /// churn: readiness flips per second.
+    #[arg(long, default_value_t = 20.0)]
+    flips_per_second: f64,
+    /// churn: how long the flips go on.
+    #[arg(long, default_value_t = 60)]
+    churn_seconds: u64,
+    /// The longest a run waits for the controllers to reach a state.
+    #[arg(long, default_value_t = 900)]
+    limit_seconds: u64,
+}
+
+impl Options {
+    fn parse_and_check() -> Result<Self> {
+        let options = Self::parse();
+        anyhow::ensure!(
+            options.nodes > 0 && options.batch > 0 && options.flips_per_second > 0.0,
+            "--nodes, --batch and --flips-per-second must be positive"
+        );
+        anyhow::ensure!(
+            options.svcplane.is_some() || !options.sides.contains(&Side::Svcplane),
+            "--svcplane PATH is needed for the svcplane side"
+        );
+        Ok(options)
+    }
+
+    fn runs(&self, scenario: Scenario) -> bool {
+        self.scenarios.contains(&scenario)
+    }
+
+    fn limit(&self) -> Duration {
+        Duration::from_secs(self.limit_seconds)
+    }
+}
+
+fn main() -> Result<()> {
+    init_tracing("warn,kube_client::client::builder=off");
+    let options = Options::parse_and_check()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    println!(
+        "settings on every side: --concurrent-endpoint-syncs={CONCURRENT_SYNCS} --concurrent-service-endpoint-syncs={CONCURRENT_SYNCS} --endpoint-updates-batch-period={BATCH_PERIOD} --endpointslice-updates-batch-period={BATCH_PERIOD} --max-endpoints-per-slice={MAX_ENDPOINTS_PER_SLICE}"
+    );
+    println!(
+        "each run on a fresh etcd + kube-apiserver; load: 1-minute load average when the run started; RSS, peak: VmRSS, VmHWM of the controller process at the end of the run; CPU: its user + system time over the whole run"
+    );
+    let started = Instant::now();
+    let mut scale_runs = Vec::new();
+    if options.runs(Scenario::ScaleUp) {
+        for &side in &options.sides {
+            scale_runs.push(runtime.block_on(scale_up::scale_up(side, &options))?);
+        }
+        report::print_scale_up(&options, &scale_runs);
+    }
+    let mut churn_runs = Vec::new();
+    if options.runs(Scenario::Churn) {
+        for &side in &options.sides {
+            churn_runs.push(runtime.block_on(churn::churn(side, &options))?);
+        }
+        report::print_churn(&options, &churn_runs);
+    }
+    report::print_goals(&scale_runs, &churn_runs);
+    println!(
+        "\ntotal time {}; load average at the end {}",
+        report::seconds(started.elapsed()),
+        load_average()
+    );
+    Ok(())
+}

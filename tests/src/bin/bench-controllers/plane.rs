@@ -1,0 +1,243 @@
+//! A run's control plane with one side's controllers on it, and the objects the scenarios
+//! write to it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use e2e::bench::load_average;
+use e2e::control_plane::free_port;
+use e2e::create_namespace;
+use e2e::kubelet::{self, PodState, PodTemplate};
+use e2e::process::{Process, Resources, resources};
+use e2e::svcplane::http_get;
+use e2e::{ControlPlane, ControlPlaneConfig, ENDPOINT_CONTROLLERS};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::{
+    BATCH_PERIOD, CLIENT_CONCURRENCY, CONCURRENT_SYNCS, MAX_ENDPOINTS_PER_SLICE, Options, Side,
+};
+
+/// A fresh control plane with one side's controllers running on it.
+pub struct Run {
+    pub side: Side,
+    // Declared before `_plane`: it stops before the plane's directory (its log) goes.
+    _svcplane: Option<Process>,
+    pid: u32,
+    pub client: Client,
+    _plane: ControlPlane,
+}
+
+impl Run {
+    async fn start(side: Side, options: &Options) -> Result<Self> {
+        let plane = ControlPlane::start(ControlPlaneConfig::default()).await?;
+        let client = plane.client().await?;
+        let (svcplane, pid) = match side {
+            Side::InTree | Side::InTreeQps1000 => {
+                let mut flags = vec![
+                    format!("--concurrent-endpoint-syncs={CONCURRENT_SYNCS}"),
+                    format!("--concurrent-service-endpoint-syncs={CONCURRENT_SYNCS}"),
+                    format!("--endpoint-updates-batch-period={BATCH_PERIOD}"),
+                    format!("--endpointslice-updates-batch-period={BATCH_PERIOD}"),
+                    format!("--max-endpoints-per-slice={MAX_ENDPOINTS_PER_SLICE}"),
+                ];
+                if side == Side::InTreeQps1000 {
+                    flags.push("--kube-api-qps=1000".into());
+                    flags.push("--kube-api-burst=1000".into());
+                }
+                plane.start_controller_manager_with(ENDPOINT_CONTROLLERS, &flags)?;
+                let pid = plane
+                    .controller_manager_pid()
+                    .context("kube-controller-manager is not running")?;
+                (None, pid)
+            }
+            Side::Svcplane => {
+                let binary = options.svcplane.as_ref().context("--svcplane PATH")?;
+                let admin_port = free_port()?;
+                let args = vec![
+                    "controllers".to_string(),
+                    format!("--kubeconfig={}", plane.kubeconfig().display()),
+                    format!("--admin-address=127.0.0.1:{admin_port}"),
+                    "--leader-elect=false".to_string(),
+                    format!("--concurrent-endpoint-syncs={CONCURRENT_SYNCS}"),
+                    format!("--concurrent-service-endpoint-syncs={CONCURRENT_SYNCS}"),
+                    format!("--endpoint-updates-batch-period={BATCH_PERIOD}"),
+                    format!("--endpointslice-updates-batch-period={BATCH_PERIOD}"),
+                    format!("--max-endpoints-per-slice={MAX_ENDPOINTS_PER_SLICE}"),
+                    "--log=warn".to_string(),
+                ];
+                let mut process =
+                    Process::spawn("svcplane-controllers", binary, &args, plane.dir())?;
+                wait_readyz(&mut process, admin_port).await?;
+                let pid = process.pid();
+                (Some(process), pid)
+            }
+        };
+        let run = Self {
+            side,
+            _svcplane: svcplane,
+            pid,
+            client,
+            _plane: plane,
+        };
+        run.probe().await?;
+        Ok(run)
+    }
+
+    /// A scenario's run: the load average before it (returned), then the run, with the
+    /// scenario's namespace and Nodes.
+    pub async fn for_scenario(
+        scenario: &str,
+        namespace: &str,
+        side: Side,
+        options: &Options,
+    ) -> Result<(Self, String)> {
+        let load = load_average();
+        eprintln!("{scenario}, {side}: starting (load average {load})");
+        let run = Self::start(side, options).await?;
+        create_namespace(&run.client, namespace).await?;
+        create_nodes(&run.client, options.nodes).await?;
+        Ok((run, load))
+    }
+
+    /// Waits until the controllers publish a probe Service's one ready pod, so that a
+    /// measurement starts with both sides up and their caches synced.
+    async fn probe(&self) -> Result<()> {
+        const NS: &str = "probe";
+        create_namespace(&self.client, NS).await?;
+        kubelet::ensure_node(&self.client, "probe-node", None, "4").await?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NS);
+        let template = PodTemplate::new("probe", "probe-node")
+            .label("app", "probe")
+            .port("http", 8080, "TCP");
+        kubelet::create_pod(&pods, &template).await?;
+        kubelet::set_pod_status(&pods, "probe", &PodState::running("10.99.0.1", true)).await?;
+        create_service(&self.client, NS, "probe", "probe").await?;
+        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), NS);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let list = slices.list(&ListParams::default()).await?;
+            let published = list
+                .items
+                .iter()
+                .flat_map(|s| s.endpoints.iter().flatten())
+                .any(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true));
+            if published {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{}: the probe Service was not published within 120 s",
+                self.side
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// VmRSS, VmHWM (KiB) and CPU seconds of the controller process.
+    pub fn resources(&self) -> Result<Resources> {
+        resources(self.pid)
+    }
+}
+
+async fn wait_readyz(process: &mut Process, port: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let admin = SocketAddr::from(([127, 0, 0, 1], port));
+    loop {
+        process.check_running()?;
+        let answer = http_get(admin, "/readyz").await.unwrap_or_default();
+        if answer.trim() == "ok" {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "svcplane's /readyz did not answer ok within 120 s; last answer {answer:?}; its log:\n{}",
+            process.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn create_service(client: &Client, namespace: &str, name: &str, app: &str) -> Result<()> {
+    let service: Service = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "selector": { "app": app },
+            "ports": [{ "name": "http", "port": 80, "protocol": "TCP", "targetPort": "http" }],
+        },
+    }))?;
+    Api::<Service>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &service)
+        .await
+        .with_context(|| format!("creating Service {name}"))?;
+    Ok(())
+}
+
+pub fn pod_ip(i: usize) -> String {
+    format!(
+        "10.{}.{}.{}",
+        100 + i / 62_500,
+        (i / 250) % 250,
+        i % 250 + 1
+    )
+}
+
+/// Nodes `node-0`.. in three zones.
+async fn create_nodes(client: &Client, nodes: usize) -> Result<()> {
+    for n in 0..nodes {
+        let zone = format!("zone-{}", n % 3);
+        kubelet::ensure_node(client, &format!("node-{n}"), Some(&zone), "64").await?;
+    }
+    Ok(())
+}
+
+/// Creates the pods (name, app label, index for the IP) in batches: each batch is created,
+/// then marked ready.
+pub async fn start_pods_in_batches(
+    client: &Client,
+    namespace: &str,
+    pods: &[(String, String)],
+    nodes: usize,
+    batch: usize,
+) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    for (b, chunk) in pods.chunks(batch).enumerate() {
+        let first = b * batch;
+        let indexed: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .map(|(k, p)| (first + k, p.clone()))
+            .collect();
+        futures::stream::iter(indexed.clone())
+            .map(|(i, (name, app))| {
+                let api = api.clone();
+                async move {
+                    let template = PodTemplate::new(&name, &format!("node-{}", i % nodes))
+                        .label("app", &app)
+                        .port("http", 8080, "TCP");
+                    kubelet::create_pod(&api, &template).await.map(drop)
+                }
+            })
+            .buffer_unordered(CLIENT_CONCURRENCY)
+            .try_collect::<()>()
+            .await?;
+        futures::stream::iter(indexed)
+            .map(|(i, (name, _))| {
+                let api = api.clone();
+                async move {
+                    kubelet::set_pod_status(&api, &name, &PodState::running(&pod_ip(i), true))
+                        .await
+                        .map(drop)
+                }
+            })
+            .buffer_unordered(CLIENT_CONCURRENCY)
+            .try_collect::<()>()
+            .await?;
+    }
+    Ok(())
+}

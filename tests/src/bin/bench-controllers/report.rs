@@ -1,0 +1,246 @@
+//! The tables a run prints, and the goals.
+
+use std::time::Duration;
+
+use e2e::load::percentile;
+use e2e::process::Resources;
+use e2e::writes::Writes;
+
+use crate::churn::Churn;
+use crate::scale_up::ScaleUp;
+use crate::write_requests::WriteRequests;
+use crate::{Options, Side};
+
+pub fn print_scale_up(options: &Options, runs: &[ScaleUp]) {
+    println!(
+        "\nscale-up: 1 Service, 0 -> {} ready pods over {} Nodes, batches of {} (created, then marked ready)",
+        options.pods, options.nodes, options.batch
+    );
+    println!(
+        "times from the first pod create: all pod status written; slices hold every pod once, ready (and the lag after the last pod write); Endpoints hold {} ready addresses{}; last Endpoints/slice write seen",
+        options.pods.min(1000),
+        if options.pods > 1000 {
+            " and over-capacity: truncated"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:<16} {:>5} {:>8} {:>8} {:>7} {:>9} {:>8} {:>6} {:>18} {:>20} {:>15} {:>6} {:>6} {:>6} {:>6} correct",
+        "side",
+        "load",
+        "pods",
+        "slices",
+        "lag",
+        "Endpoints",
+        "last",
+        "writes",
+        "Endpoints",
+        "EndpointSlices",
+        "requests (E/S)",
+        "slices",
+        "RSS",
+        "peak",
+        "CPU",
+    );
+    for r in runs {
+        println!(
+            "{:<16} {:>5} {:>8} {:>8} {:>7} {:>9} {:>8} {} {:>6} {} {}",
+            r.side.to_string(),
+            r.load.split(' ').next().unwrap_or(""),
+            seconds(r.pods_written),
+            seconds(r.slices_complete),
+            seconds(r.slices_complete.saturating_sub(r.pods_written)),
+            seconds(r.endpoints_complete),
+            seconds(r.last_write),
+            writes_columns(&r.writes, r.requests),
+            r.slices,
+            process_columns(&r.resources),
+            r.correct
+        );
+    }
+}
+
+pub fn print_churn(options: &Options, runs: &[Churn]) {
+    println!(
+        "\nchurn: {} Services x {} pods, then {} readiness flips/s on random pods for {} s",
+        options.services, options.pods_per_service, options.flips_per_second, options.churn_seconds
+    );
+    println!(
+        "set-up: from the first Service create until every pod is published ready; delays of a flip from sending the pod status write to the watch event that shows it: of the pod itself (no controller involved), of its slice, of its Endpoints, and from the pod's event to the slice's; unshown: flips the pod/slices/Endpoints watches had not shown 60 s after the last; writes: during the flips only"
+    );
+    println!(
+        "{:<16} {:>5} {:>7} {:>5} {:>11} {:>20} {:>20} {:>14} {:>7} {:>6} {:>18} {:>20} {:>15} {:>6} {:>6} {:>6} correct",
+        "side",
+        "load",
+        "set-up",
+        "flips",
+        "pod p50/p99",
+        "slices p50/p99/max",
+        "Endpoints p50/p99/max",
+        "pod->slice p50/p99",
+        "unshown",
+        "writes",
+        "Endpoints",
+        "EndpointSlices",
+        "requests (E/S)",
+        "RSS",
+        "peak",
+        "CPU",
+    );
+    let p50_p99 = |d: &[Duration]| {
+        format!(
+            "{}/{}",
+            millis(percentile(d, 50.0)),
+            millis(percentile(d, 99.0))
+        )
+    };
+    let with_max = |d: &[Duration]| {
+        format!(
+            "{}/{}",
+            p50_p99(d),
+            millis(d.last().copied().unwrap_or_default())
+        )
+    };
+    for r in runs {
+        println!(
+            "{:<16} {:>5} {:>7} {:>5} {:>11} {:>20} {:>20} {:>14} {:>7} {} {} {}",
+            r.side.to_string(),
+            r.load.split(' ').next().unwrap_or(""),
+            seconds(r.setup),
+            if r.failed_flips == 0 {
+                r.flips.to_string()
+            } else {
+                format!("{}({}!)", r.flips, r.failed_flips)
+            },
+            p50_p99(&r.delays.pod),
+            with_max(&r.delays.slice),
+            with_max(&r.delays.endpoints),
+            p50_p99(&r.delays.slice_after_pod),
+            format!("{}/{}/{}", r.unshown.0, r.unshown.1, r.unshown.2),
+            writes_columns(&r.writes, r.requests),
+            process_columns(&r.resources),
+            r.correct
+        );
+    }
+}
+
+/// svcplane's figures against each in-tree side's: writes no more, times and RSS at most
+/// half.
+pub fn print_goals(scale_runs: &[ScaleUp], churn_runs: &[Churn]) {
+    let verdict = |ok: bool| if ok { "yes" } else { "NO" };
+    let half = |ours: f64, theirs: f64| {
+        format!("{:.2}x ({})", ours / theirs, verdict(ours <= theirs / 2.0))
+    };
+    let writes = |ours: (&Writes, WriteRequests), theirs: (&Writes, WriteRequests)| {
+        let (events, requests) = (
+            (ours.0.total(), theirs.0.total()),
+            (ours.1.total(), theirs.1.total()),
+        );
+        format!(
+            "writes {} vs {} ({}); write requests {} vs {} ({})",
+            events.0,
+            events.1,
+            verdict(events.0 <= events.1),
+            requests.0,
+            requests.1,
+            verdict(requests.0 <= requests.1),
+        )
+    };
+    let memory = |ours: &Resources, theirs: &Resources| {
+        format!(
+            "RSS {}; peak RSS {}",
+            half(ours.rss_kib as f64, theirs.rss_kib as f64),
+            half(ours.hwm_kib as f64, theirs.hwm_kib as f64),
+        )
+    };
+    println!(
+        "\ngoals (svcplane / in-tree; writes, as watch events and as write requests, at most 1x; times and RSS at most 0.5x):"
+    );
+    let ours = scale_runs.iter().find(|r| r.side == Side::Svcplane);
+    for theirs in scale_runs.iter().filter(|r| r.side != Side::Svcplane) {
+        let Some(ours) = ours else { break };
+        let after_pods = |r: &ScaleUp| {
+            r.slices_complete
+                .saturating_sub(r.pods_written)
+                .as_secs_f64()
+        };
+        println!(
+            "  scale-up vs {}: {}; slices complete {}; after the last pod write {}; Endpoints complete {}; {}",
+            theirs.side,
+            writes(
+                (&ours.writes, ours.requests),
+                (&theirs.writes, theirs.requests)
+            ),
+            half(
+                ours.slices_complete.as_secs_f64(),
+                theirs.slices_complete.as_secs_f64()
+            ),
+            half(after_pods(ours), after_pods(theirs)),
+            half(
+                ours.endpoints_complete.as_secs_f64(),
+                theirs.endpoints_complete.as_secs_f64()
+            ),
+            memory(&ours.resources, &theirs.resources),
+        );
+    }
+    let ours = churn_runs.iter().find(|r| r.side == Side::Svcplane);
+    for theirs in churn_runs.iter().filter(|r| r.side != Side::Svcplane) {
+        let Some(ours) = ours else { break };
+        let p = |d: &[Duration], q: f64| percentile(d, q).as_secs_f64();
+        let (o, t) = (&ours.delays, &theirs.delays);
+        println!(
+            "  churn vs {}: {}; slice delay p50 {}; p99 {}; pod->slice p50 {}; p99 {}; set-up {}; {}",
+            theirs.side,
+            writes(
+                (&ours.writes, ours.requests),
+                (&theirs.writes, theirs.requests)
+            ),
+            half(p(&o.slice, 50.0), p(&t.slice, 50.0)),
+            half(p(&o.slice, 99.0), p(&t.slice, 99.0)),
+            half(p(&o.slice_after_pod, 50.0), p(&t.slice_after_pod, 50.0)),
+            half(p(&o.slice_after_pod, 99.0), p(&t.slice_after_pod, 99.0)),
+            half(ours.setup.as_secs_f64(), theirs.setup.as_secs_f64()),
+            memory(&ours.resources, &theirs.resources),
+        );
+    }
+}
+
+pub fn seconds(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+fn millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+/// A row's writes: watch events (all, Endpoints, EndpointSlices), then write requests as
+/// `total (Endpoints/slices)`.
+fn writes_columns(writes: &Writes, requests: WriteRequests) -> String {
+    format!(
+        "{:>6} {:>18} {:>20} {:>15}",
+        writes.total(),
+        writes.endpoints.to_string(),
+        writes.slices.to_string(),
+        format!(
+            "{} ({}/{})",
+            requests.total(),
+            requests.endpoints,
+            requests.slices
+        )
+    )
+}
+
+/// A row's controller process: RSS, peak RSS, CPU time.
+fn process_columns(resources: &Resources) -> String {
+    format!(
+        "{:>6} {:>6} {:>6}",
+        mib(resources.rss_kib),
+        mib(resources.hwm_kib),
+        format!("{:.1}s", resources.cpu_seconds)
+    )
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.0}MiB", kib as f64 / 1024.0)
+}
