@@ -38,8 +38,11 @@ pub enum Error {
         offset: u64,
     },
 
-    /// The IP is outside the range, or is the network (or IPv4 broadcast) address.
-    #[error("the provided IP ({ip}) is not in the valid range. The range of valid IPs is {cidr}")]
+    /// The IP is outside the range, or is the network (or IPv4 broadcast) address. Worded as
+    /// kube-apiserver 1.37's ServiceCIDR allocator words it (`ErrMismatchedNetwork` in
+    /// `ipallocator/cidrallocator.go`): the bitmap allocator's "the provided IP (...) is not
+    /// in the valid range" went with it in 1.34.
+    #[error("the provided network does not match the current range")]
     IpNotInRange {
         /// The requested IP.
         ip: IpAddr,

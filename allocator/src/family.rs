@@ -48,6 +48,9 @@ impl IpFamily {
         }
     }
 
+    /// The names the API accepts, sorted as kube-apiserver lists them.
+    pub const NAMES: &'static [&'static str] = &["IPv4", "IPv6"];
+
     /// The name used in the API: `IPv4` or `IPv6`.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -87,6 +90,10 @@ pub enum IpFamilyPolicy {
 }
 
 impl IpFamilyPolicy {
+    /// The names the API accepts, sorted as kube-apiserver lists them.
+    pub const NAMES: &'static [&'static str] =
+        &["PreferDualStack", "RequireDualStack", "SingleStack"];
+
     /// The name used in the API.
     pub fn as_str(&self) -> &'static str {
         match self {

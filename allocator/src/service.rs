@@ -28,6 +28,10 @@ pub enum ServiceType {
 }
 
 impl ServiceType {
+    /// The names the API accepts, sorted as kube-apiserver lists them.
+    pub const NAMES: &'static [&'static str] =
+        &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
+
     /// The name used in the API.
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -78,3 +78,48 @@ pub fn run_fault_suite(suite: &str, cases: Vec<(String, Case<()>)>) -> ExitCode 
     let trials = trials(cases, Some(Arc::new(())), &runtime, external);
     libtest_mimic::run(&args, trials).exit_code()
 }
+
+/// The `main` of a suite whose cases share local control planes it starts once (`start`, its
+/// fixture): skipped when `KUBECONFIG` names a cluster. `finish` runs after the cases with the
+/// fixture (reports, a clean stop) and says whether it failed. Takes libtest's arguments.
+pub fn run_local_planes_suite<F, Fut>(
+    suite: &str,
+    cases: Vec<(String, Case<F>)>,
+    start: impl FnOnce() -> Fut,
+    finish: impl FnOnce(&tokio::runtime::Runtime, Arc<F>) -> bool,
+) -> ExitCode
+where
+    F: Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<F>>,
+{
+    let args = Arguments::from_args();
+    init_tracing();
+    if std::env::var_os("KUBECONFIG").is_some() && !args.list {
+        println!(
+            "{suite}: skipped; it starts local control planes and cannot run against the cluster KUBECONFIG names (unset KUBECONFIG to run it)"
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let fixture = if args.list {
+        None
+    } else {
+        match runtime.block_on(start()) {
+            Ok(fixture) => Some(Arc::new(fixture)),
+            Err(error) => {
+                eprintln!("{suite}: could not start the control planes: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let trials = trials(cases, fixture.clone(), &runtime, false);
+    let mut failed = libtest_mimic::run(&args, trials).has_failed();
+    if let Some(fixture) = fixture {
+        failed |= finish(&runtime, fixture);
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

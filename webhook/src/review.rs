@@ -35,6 +35,8 @@ pub enum FieldErrorKind {
     Required,
     /// `Duplicate value: <value>`.
     Duplicate(String),
+    /// `Unsupported value: <value>`, the detail listing the supported values.
+    NotSupported(String),
 }
 
 impl FieldError {
@@ -92,6 +94,17 @@ impl FieldError {
         }
     }
 
+    /// `field: Unsupported value: "value": supported values: "a", "b"` (`field.NotSupported`
+    /// in apimachinery, the supported values in the order given).
+    pub fn not_supported(field: impl Into<String>, value: &str, supported: &[&str]) -> Self {
+        let supported: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+        Self {
+            field: field.into(),
+            kind: FieldErrorKind::NotSupported(format!("{value:?}")),
+            detail: format!("supported values: {}", supported.join(", ")),
+        }
+    }
+
     /// `field: Duplicate value: value`, `value` as kube-apiserver prints it.
     pub fn duplicate(field: impl Into<String>, value: impl Into<String>) -> Self {
         Self {
@@ -111,6 +124,7 @@ impl FieldError {
             FieldErrorKind::Forbidden => "Forbidden".to_string(),
             FieldErrorKind::Required => "Required value".to_string(),
             FieldErrorKind::Duplicate(value) => format!("Duplicate value: {value}"),
+            FieldErrorKind::NotSupported(value) => format!("Unsupported value: {value}"),
         };
         if self.detail.is_empty() {
             head
@@ -126,6 +140,7 @@ impl FieldError {
             FieldErrorKind::Forbidden => "FieldValueForbidden",
             FieldErrorKind::Required => "FieldValueRequired",
             FieldErrorKind::Duplicate(_) => "FieldValueDuplicate",
+            FieldErrorKind::NotSupported(_) => "FieldValueNotSupported",
         }
     }
 }

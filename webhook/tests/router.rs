@@ -422,9 +422,9 @@ async fn an_object_that_does_not_convert_is_denied_with_the_reason() {
     assert_eq!(response["status"]["code"], 422);
     assert_eq!(response["status"]["reason"], "Invalid");
     assert!(
-        answer
-            .message()
-            .starts_with("Service \"web\" is invalid: spec.type: Invalid value: \"Nodeport\": "),
+        answer.message().starts_with(
+            "Service \"web\" is invalid: spec.type: Unsupported value: \"Nodeport\": "
+        ),
         "{}",
         answer.message()
     );
@@ -432,13 +432,13 @@ async fn an_object_that_does_not_convert_is_denied_with_the_reason() {
     let details = &response["status"]["details"];
     assert_eq!(details["kind"], "Service");
     assert_eq!(details["name"], "web");
-    assert_eq!(details["causes"][0]["reason"], "FieldValueInvalid");
+    assert_eq!(details["causes"][0]["reason"], "FieldValueNotSupported");
     assert_eq!(details["causes"][0]["field"], "spec.type");
     assert!(
         details["causes"][0]["message"]
             .as_str()
             .unwrap()
-            .starts_with("Invalid value: \"Nodeport\": "),
+            .starts_with("Unsupported value: \"Nodeport\": "),
         "{details}"
     );
 

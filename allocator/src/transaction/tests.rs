@@ -263,7 +263,7 @@ fn requested_cluster_ips() {
     };
     assert_eq!(
         error(allocs.create(&outside, false)),
-        "spec.clusterIPs[0]: the provided IP (10.112.0.1) is not in the valid range. The range of valid IPs is 10.96.0.0/12"
+        "spec.clusterIPs[0]: the provided network does not match the current range"
     );
 }
 

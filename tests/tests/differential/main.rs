@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 use e2e::harness::Case;
 use harness::Planes;
-use libtest_mimic::Arguments;
 
 fn cases() -> Vec<(String, Case<Planes>)> {
     e2e::cases![
@@ -72,60 +71,34 @@ fn cases() -> Vec<(String, Case<Planes>)> {
 }
 
 fn main() -> ExitCode {
-    let args = Arguments::from_args();
-    e2e::harness::init_tracing();
+    e2e::harness::run_local_planes_suite("differential", cases(), Planes::start, report)
+}
 
-    if std::env::var_os("KUBECONFIG").is_some() && !args.list {
-        println!(
-            "differential: skipped; it starts two local control planes and cannot run against the cluster KUBECONFIG names (unset KUBECONFIG to run it)"
-        );
-        return ExitCode::SUCCESS;
+/// The writes and metrics of the whole run, then svcplane's controllers stopped; whether that
+/// stop failed.
+fn report(runtime: &tokio::runtime::Runtime, planes: Arc<Planes>) -> bool {
+    println!("\nAPI writes per scenario (Endpoints + EndpointSlices, created/updated/deleted):");
+    for report in planes.reports() {
+        println!("  {report}");
     }
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let planes = if args.list {
-        None
-    } else {
-        match runtime.block_on(Planes::start()) {
-            Ok(planes) => Some(Arc::new(planes)),
-            Err(error) => {
-                eprintln!("could not start the two control planes: {error:#}");
-                return ExitCode::FAILURE;
-            }
+    println!("svcplane's metrics over the whole run (all scenarios):");
+    for line in planes.svcplane_metrics() {
+        println!("  {line}");
+    }
+    let (metric, seen) = planes.svcplane_write_totals();
+    println!(
+        "svcplane's writes: {metric} by its own metric, {seen} seen by the scenarios' watches{}",
+        if metric == seen {
+            ""
+        } else {
+            " (they differ: a write outside a scenario's counting window, or a failed scenario)"
         }
-    };
-
-    let trials = e2e::harness::trials(cases(), planes.clone(), &runtime, false);
-    let conclusion = libtest_mimic::run(&args, trials);
-
-    let mut failed = conclusion.has_failed();
-    if let Some(planes) = planes {
-        println!(
-            "\nAPI writes per scenario (Endpoints + EndpointSlices, created/updated/deleted):"
-        );
-        for report in planes.reports() {
-            println!("  {report}");
-        }
-        println!("svcplane's metrics over the whole run (all scenarios):");
-        for line in planes.svcplane_metrics() {
-            println!("  {line}");
-        }
-        let (metric, seen) = planes.svcplane_write_totals();
-        println!(
-            "svcplane's writes: {metric} by its own metric, {seen} seen by the scenarios' watches{}",
-            if metric == seen {
-                ""
-            } else {
-                " (they differ: a write outside a scenario's counting window, or a failed scenario)"
-            }
-        );
-        if let Err(error) = runtime.block_on(planes.stop()) {
+    );
+    match runtime.block_on(planes.stop()) {
+        Ok(()) => false,
+        Err(error) => {
             eprintln!("svcplane's controllers: {error:#}");
-            failed = true;
+            true
         }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
     }
 }

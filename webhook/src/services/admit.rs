@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use allocator::Error as AllocError;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
 use kube::core::admission::{AdmissionResponse, Operation};
@@ -11,7 +12,7 @@ use serde_json::Value as Json;
 
 use super::cluster_ips;
 use super::precheck::port_refusals;
-use super::spec::{patch, to_spec};
+use super::spec::{Unconvertible, patch, to_spec};
 use crate::review::{self, FieldError, Request, deny_invalid, typed_object, typed_old_object};
 use crate::state::{AdmitRequest, Allocate, ServiceName, StoreError};
 
@@ -32,15 +33,20 @@ pub async fn mutate_service(request: &Request, store: &impl Allocate) -> Admissi
     // applies to the object as sent.
     let mut reconciled = service.clone();
     cluster_ips::reconcile(&mut reconciled, old_service.as_ref());
-    // Nothing is reserved for what kube-apiserver's validation will refuse anyway.
-    let mut refusals = port_refusals(&service);
-    refusals.extend(cluster_ips::refusals(&reconciled));
+    // Nothing is reserved for what kube-apiserver will refuse anyway. Its allocator checks
+    // the cluster IP fields first and answers with those errors alone.
+    let mut refusals = cluster_ips::refusals(&reconciled, old_service.as_ref());
+    if refusals.is_empty() {
+        refusals = port_refusals(&service, old_service.is_none());
+    }
     if !refusals.is_empty() {
         return deny_invalid(request, &refusals);
     }
     let new = match to_spec(&reconciled) {
         Ok(spec) => spec,
-        Err(error) => return deny_invalid(request, &[error]),
+        Err(Unconvertible::Refused(error)) => return deny_invalid(request, &[error]),
+        // Nothing is reserved, and kube-apiserver refuses the request in its own words.
+        Err(Unconvertible::PortOutOfRange) => return allowed,
     };
     // An old object that does not convert is treated as holding nothing: the update then
     // allocates as a create would, and the apiserver's own validation has the last word.
@@ -67,27 +73,61 @@ pub async fn mutate_service(request: &Request, store: &impl Allocate) -> Admissi
             }
         }
         Err(StoreError::Allocation(error)) => {
-            let field = error.field().unwrap_or("spec").to_string();
-            let reason = error.reason().to_string();
-            let object = serde_json::to_value(&reconciled).unwrap_or(Json::Null);
-            let error = if field.starts_with("spec.clusterIPs") {
-                // kube-apiserver prints the whole list for any of its addresses.
-                let ips = reconciled
-                    .spec
-                    .as_ref()
-                    .and_then(|spec| spec.cluster_ips.clone())
-                    .unwrap_or_default();
-                FieldError::invalid_list(field, &ips, reason)
-            } else {
-                match field_value(&object, &field) {
-                    Some(value) => FieldError::invalid(field, value, reason),
-                    None => FieldError::forbidden(field, reason),
-                }
-            };
-            deny_invalid(request, &[error])
+            deny_invalid(request, &[allocation_refusal(&reconciled, &error)])
         }
         Err(error @ StoreError::TooManyUnconfirmed { .. }) => too_many_requests(allowed, &error),
         Err(error) => review::internal_error(allowed, &error.to_string()),
+    }
+}
+
+/// The allocator's refusal of `service` as kube-apiserver v1.37.2 words it. Its allocator
+/// (`pkg/registry/core/service/storage/alloc.go`) refuses a requested cluster IP on the
+/// whole list, `spec.clusterIPs: Invalid value: [...]: failed to allocate IP <ip>: <why>`
+/// (`allocIPs`), and a requested node port with the number, `Invalid value: 30080`
+/// (`initNodePorts`); validation (`pkg/apis/core/validation/validation.go`) prints the
+/// whole list for an address changed on update and the address alone otherwise, and says
+/// `Forbidden` for a changed `healthCheckNodePort`.
+fn allocation_refusal(service: &Service, error: &allocator::Error) -> FieldError {
+    let field = error.field().unwrap_or("spec");
+    let reason = error.reason();
+    let ips = service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.cluster_ips.clone())
+        .unwrap_or_default();
+    if let Some(index) = field.strip_prefix("spec.clusterIPs") {
+        let index: Option<usize> = index
+            .strip_prefix('[')
+            .and_then(|i| i.strip_suffix(']'))
+            .and_then(|i| i.parse().ok());
+        let address = index.and_then(|i| ips.get(i));
+        return match (reason, address) {
+            (AllocError::IpAllocated | AllocError::IpNotInRange { .. }, Some(address)) => {
+                FieldError::invalid_list(
+                    "spec.clusterIPs",
+                    &ips,
+                    format!("failed to allocate IP {address}: {reason}"),
+                )
+            }
+            (AllocError::Immutable | AllocError::PrimaryIpUnset, _) | (_, None) => {
+                FieldError::invalid_list(field, &ips, reason.to_string())
+            }
+            (_, Some(address)) => FieldError::invalid(field, address, reason.to_string()),
+        };
+    }
+    if matches!(reason, AllocError::FieldImmutable) {
+        return FieldError::forbidden(field, reason.to_string());
+    }
+    let object = serde_json::to_value(service).unwrap_or(Json::Null);
+    match field_value(&object, field) {
+        Some(Json::Number(number)) if number.is_i64() => FieldError::invalid_number(
+            field,
+            number.as_i64().unwrap_or_default(),
+            reason.to_string(),
+        ),
+        Some(Json::String(value)) => FieldError::invalid(field, value, reason.to_string()),
+        Some(other) => FieldError::invalid(field, other, reason.to_string()),
+        None => FieldError::forbidden(field, reason.to_string()),
     }
 }
 
@@ -174,7 +214,7 @@ fn join(cidrs: &[IpNet]) -> String {
 }
 
 /// The value at a kubectl-style field path (`spec.ports[1].nodePort`) of `object`.
-fn field_value(object: &Json, path: &str) -> Option<String> {
+fn field_value(object: &Json, path: &str) -> Option<Json> {
     let mut current = object;
     for part in path.split('.') {
         let (name, index) = match part.split_once('[') {
@@ -186,11 +226,7 @@ fn field_value(object: &Json, path: &str) -> Option<String> {
             current = current.get(index)?;
         }
     }
-    match current {
-        Json::Null => None,
-        Json::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
+    (!current.is_null()).then(|| current.clone())
 }
 
 #[cfg(test)]
@@ -279,16 +315,73 @@ mod tests {
         );
     }
 
+    /// `pkg/registry/core/service/storage/alloc.go` `allocIPs` and `initNodePorts`.
+    #[tokio::test]
+    async fn allocation_refusals_read_like_kube_apiservers_allocator() {
+        let allocation = allocation();
+        // A request of its own for each name: an admission of the same uid is answered again.
+        let create = |name: &str, spec: Json| {
+            let mut request = request(
+                json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": name }, "spec": spec }),
+                None,
+            );
+            request.uid = format!("uid-{name}");
+            request.name = name.to_string();
+            request
+        };
+        let taken = json!({ "type": "NodePort", "clusterIP": "10.96.0.11", "ports": [{ "port": 80, "nodePort": 30080 }] });
+        assert!(
+            mutate_service(&create("a", taken.clone()), &allocation)
+                .await
+                .allowed
+        );
+        let message = |response: AdmissionResponse| response.result.message;
+        assert_eq!(
+            message(mutate_service(&create("b", taken), &allocation).await),
+            "Service \"b\" is invalid: spec.clusterIPs: Invalid value: [\"10.96.0.11\"]: failed to allocate IP 10.96.0.11: provided IP is already allocated"
+        );
+        assert_eq!(
+            message(
+                mutate_service(
+                    &create("c", json!({ "clusterIP": "10.97.0.1" })),
+                    &allocation
+                )
+                .await
+            ),
+            "Service \"c\" is invalid: spec.clusterIPs: Invalid value: [\"10.97.0.1\"]: failed to allocate IP 10.97.0.1: the provided network does not match the current range"
+        );
+        assert_eq!(
+            message(
+                mutate_service(
+                    &create(
+                        "d",
+                        json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30080 }] })
+                    ),
+                    &allocation
+                )
+                .await
+            ),
+            "Service \"d\" is invalid: spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"
+        );
+        // Outside every node-port range: left to kube-apiserver, nothing reserved.
+        let beyond = create(
+            "e",
+            json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": 70000 }] }),
+        );
+        let response = mutate_service(&beyond, &allocation).await;
+        assert!(response.allowed && response.patch.is_none());
+    }
+
     #[test]
     fn field_paths_resolve_to_values() {
         let object = json!({ "spec": { "clusterIPs": ["10.96.0.1"], "ports": [{ "port": 80 }, { "nodePort": 30080 }] } });
         assert_eq!(
-            field_value(&object, "spec.clusterIPs[0]").as_deref(),
-            Some("10.96.0.1")
+            field_value(&object, "spec.clusterIPs[0]"),
+            Some(json!("10.96.0.1"))
         );
         assert_eq!(
-            field_value(&object, "spec.ports[1].nodePort").as_deref(),
-            Some("30080")
+            field_value(&object, "spec.ports[1].nodePort"),
+            Some(json!(30080))
         );
         assert_eq!(field_value(&object, "spec.ports[0].nodePort"), None);
         assert_eq!(field_value(&object, "spec.healthCheckNodePort"), None);

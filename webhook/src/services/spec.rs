@@ -1,7 +1,9 @@
 //! A core/v1 Service to and from the allocator's [`ServiceSpec`], and the JSON patch that
 //! writes the allocated values into the object under admission.
 
-use allocator::{ExternalTrafficPolicy, ServicePort, ServiceSpec};
+use allocator::{
+    ExternalTrafficPolicy, IpFamily, IpFamilyPolicy, ServicePort, ServiceSpec, ServiceType,
+};
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation};
 use k8s_openapi::api::core::v1::Service;
@@ -9,21 +11,32 @@ use serde_json::{Value, json};
 
 use crate::review::FieldError;
 
+/// Why a Service cannot be turned into the allocator's [`ServiceSpec`].
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unconvertible {
+    /// A field kube-apiserver's validation refuses, in its words.
+    #[error("{0}")]
+    Refused(FieldError),
+    /// A node port outside 1..=65535, so outside every node-port range: kube-apiserver's
+    /// own allocator refuses it (`initNodePorts`, "provided port is not in the valid
+    /// range", with the range the webhook is not told here).
+    #[error("a node port outside 1-65535")]
+    PortOutOfRange,
+}
+
+impl From<FieldError> for Unconvertible {
+    fn from(error: FieldError) -> Self {
+        Self::Refused(error)
+    }
+}
+
 /// The allocation-related fields of `service`.
-pub fn to_spec(service: &Service) -> Result<ServiceSpec, FieldError> {
+pub fn to_spec(service: &Service) -> Result<ServiceSpec, Unconvertible> {
     let spec = service.spec.clone().unwrap_or_default();
-    let service_type = spec
-        .type_
-        .as_deref()
-        .unwrap_or("ClusterIP")
-        .parse()
-        .map_err(|e: allocator::Error| {
-            FieldError::invalid(
-                "spec.type",
-                spec.type_.as_deref().unwrap_or(""),
-                e.to_string(),
-            )
-        })?;
+    let type_name = spec.type_.as_deref().unwrap_or("ClusterIP");
+    let service_type = type_name.parse().map_err(|_: allocator::Error| {
+        FieldError::not_supported("spec.type", type_name, ServiceType::NAMES)
+    })?;
     let cluster_ips = match (&spec.cluster_ips, &spec.cluster_ip) {
         (Some(ips), _) if !ips.is_empty() => ips.clone(),
         (_, Some(ip)) if !ip.is_empty() => vec![ip.clone()],
@@ -35,8 +48,8 @@ pub fn to_spec(service: &Service) -> Result<ServiceSpec, FieldError> {
         .flatten()
         .enumerate()
         .map(|(i, family)| {
-            family.parse().map_err(|e: allocator::Error| {
-                FieldError::invalid(format!("spec.ipFamilies[{i}]"), family, e.to_string())
+            family.parse().map_err(|_: allocator::Error| {
+                FieldError::not_supported(format!("spec.ipFamilies[{i}]"), family, IpFamily::NAMES)
             })
         })
         .collect::<Result<_, _>>()?;
@@ -44,8 +57,8 @@ pub fn to_spec(service: &Service) -> Result<ServiceSpec, FieldError> {
         .ip_family_policy
         .as_deref()
         .map(|policy| {
-            policy.parse().map_err(|e: allocator::Error| {
-                FieldError::invalid("spec.ipFamilyPolicy", policy, e.to_string())
+            policy.parse().map_err(|_: allocator::Error| {
+                FieldError::not_supported("spec.ipFamilyPolicy", policy, IpFamilyPolicy::NAMES)
             })
         })
         .transpose()?;
@@ -53,16 +66,15 @@ pub fn to_spec(service: &Service) -> Result<ServiceSpec, FieldError> {
         .ports
         .iter()
         .flatten()
-        .enumerate()
-        .map(|(i, port)| {
+        .map(|port| {
             Ok(ServicePort {
                 name: port.name.clone().unwrap_or_default(),
                 protocol: port.protocol.clone().unwrap_or_else(|| "TCP".to_string()),
                 port: port.port,
-                node_port: node_port(port.node_port, &format!("spec.ports[{i}].nodePort"))?,
+                node_port: node_port(port.node_port)?,
             })
         })
-        .collect::<Result<_, FieldError>>()?;
+        .collect::<Result<_, Unconvertible>>()?;
     let external_traffic_policy = match spec.external_traffic_policy.as_deref() {
         Some("Local") => ExternalTrafficPolicy::Local,
         _ => ExternalTrafficPolicy::Cluster,
@@ -75,17 +87,17 @@ pub fn to_spec(service: &Service) -> Result<ServiceSpec, FieldError> {
         ports,
         allocate_load_balancer_node_ports: spec.allocate_load_balancer_node_ports,
         external_traffic_policy,
-        health_check_node_port: node_port(spec.health_check_node_port, "spec.healthCheckNodePort")?,
+        health_check_node_port: node_port(spec.health_check_node_port)?,
         has_selector: spec.selector.as_ref().is_some_and(|s| !s.is_empty()),
     })
 }
 
-fn node_port(value: Option<i32>, field: &str) -> Result<Option<u16>, FieldError> {
+fn node_port(value: Option<i32>) -> Result<Option<u16>, Unconvertible> {
     match value {
         None | Some(0) => Ok(None),
-        Some(port) => u16::try_from(port).map(Some).map_err(|_| {
-            FieldError::invalid(field, port, "must be between 1 and 65535, inclusive")
-        }),
+        Some(port) => u16::try_from(port)
+            .map(Some)
+            .map_err(|_| Unconvertible::PortOutOfRange),
     }
 }
 
@@ -194,16 +206,20 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_field() {
-        let error = to_spec(&service(json!({ "type": "Nodeport" }))).unwrap_err();
-        assert_eq!(error.field, "spec.type");
+        let Unconvertible::Refused(error) =
+            to_spec(&service(json!({ "type": "Nodeport" }))).unwrap_err()
+        else {
+            panic!("a type is refused with its field");
+        };
+        assert_eq!(
+            error.to_string(),
+            "spec.type: Unsupported value: \"Nodeport\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
+        );
         let error = to_spec(&service(
             json!({ "ports": [{ "port": 80 }, { "port": 81, "nodePort": 70000 }] }),
         ))
         .unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "spec.ports[1].nodePort: Invalid value: \"70000\": must be between 1 and 65535, inclusive"
-        );
+        assert_eq!(error, Unconvertible::PortOutOfRange);
     }
 
     #[test]
