@@ -9,8 +9,10 @@ use e2e::kubelet::{self, PodState};
 use e2e::process::Resources;
 use e2e::writes::{WriteCounter, Writes};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 
+use crate::audit::{self, Reactions};
 use crate::plane::{Run, create_service, pod_ip, start_pods_in_batches};
 use crate::published::{Flip, Goal, Published, wait_for, watch, watch_published};
 use crate::report::seconds;
@@ -25,6 +27,8 @@ pub struct Churn {
     pub flips: usize,
     pub failed_flips: usize,
     pub delays: Delays,
+    /// From the audit log: the controller's reaction to each flip.
+    pub reactions: Reactions,
     /// Flips the pod's, the slices' and the Endpoints' watches had not shown at the end.
     pub unshown: (usize, usize, usize),
     pub writes: Writes,
@@ -124,6 +128,7 @@ pub async fn churn(side: Side, options: &Options) -> Result<Churn> {
 
     let counter = WriteCounter::start(client, NS).await?;
     let requests_before = WriteRequests::read(client).await?;
+    let flips_started = Timestamp::now();
     let api: Api<Pod> = Api::namespaced(client.clone(), NS);
     let mut ready = vec![true; total];
     let mut random = Random(0x5eed_0fc0_ffee);
@@ -179,6 +184,7 @@ pub async fn churn(side: Side, options: &Options) -> Result<Churn> {
     let writes_seen = counter.settled(QUIET, options.limit()).await;
     let requests = WriteRequests::read(client).await?.since(requests_before);
     let resources = run.resources()?;
+    let reactions = audit::reactions(&run.audit_log(), NS, flips_started, audit::strip_last_part)?;
     // The final state: every pod as last flipped; check_final expects all ready, so flip the
     // not-ready ones back first and let that settle (uncounted).
     for (i, _) in ready.iter().enumerate().filter(|(_, r)| !**r) {
@@ -207,6 +213,7 @@ pub async fn churn(side: Side, options: &Options) -> Result<Churn> {
         flips,
         failed_flips,
         delays: Delays::of(&p.shown),
+        reactions,
         unshown,
         writes: writes_seen,
         requests,

@@ -38,10 +38,15 @@
 //! final slices and Endpoints are listed and checked again. Every run prints the load
 //! average before it starts.
 //!
+//! Reaction times are also read from kube-apiserver's audit log (`audit`): from the response
+//! to a pod status write to the apiserver receiving the controller's next write of that
+//! Service's slices (or Endpoints), which leaves out both writes' own apiserver cost.
+//!
 //! Modules: `plane` starts a run's control plane and controllers and writes its objects;
 //! `published` follows what the controllers publish through watches; `scale_up` and `churn`
 //! are the scenarios; `write_requests` reads the apiserver's write counts; `report` prints.
 
+mod audit;
 mod churn;
 mod plane;
 mod published;

@@ -2,6 +2,7 @@
 //! write to it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -31,11 +32,23 @@ pub struct Run {
     pid: u32,
     pub client: Client,
     _plane: ControlPlane,
+    // After `_plane`: the apiserver writes its audit log here until it stops.
+    audit: tempfile::TempDir,
 }
 
 impl Run {
     async fn start(side: Side, options: &Options) -> Result<Self> {
-        let plane = ControlPlane::start(ControlPlaneConfig::default()).await?;
+        let audit = tempfile::tempdir()?;
+        let policy = audit.path().join("policy.yaml");
+        std::fs::write(&policy, crate::audit::POLICY)?;
+        let plane = ControlPlane::start(ControlPlaneConfig {
+            extra_apiserver_args: crate::audit::apiserver_args(
+                &policy,
+                &audit.path().join("audit.log"),
+            ),
+            ..ControlPlaneConfig::default()
+        })
+        .await?;
         let client = plane.client().await?;
         let (svcplane, pid) = match side {
             Side::InTree | Side::InTreeQps1000 => {
@@ -84,6 +97,7 @@ impl Run {
             pid,
             client,
             _plane: plane,
+            audit,
         };
         run.probe().await?;
         Ok(run)
@@ -137,6 +151,11 @@ impl Run {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// kube-apiserver's audit log (JSON lines, [`crate::audit::POLICY`]).
+    pub fn audit_log(&self) -> PathBuf {
+        self.audit.path().join("audit.log")
     }
 
     /// VmRSS, VmHWM (KiB) and CPU seconds of the controller process.

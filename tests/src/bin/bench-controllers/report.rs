@@ -6,6 +6,7 @@ use e2e::load::percentile;
 use e2e::process::Resources;
 use e2e::writes::Writes;
 
+use crate::audit::Reactions;
 use crate::churn::Churn;
 use crate::scale_up::ScaleUp;
 use crate::write_requests::WriteRequests;
@@ -59,6 +60,43 @@ pub fn print_scale_up(options: &Options, runs: &[ScaleUp]) {
             r.correct
         );
     }
+    print_reactions(runs.iter().map(|r| (r.side, &r.reactions)));
+}
+
+/// The reaction times read from the audit log, per side.
+fn print_reactions<'a>(runs: impl Iterator<Item = (Side, &'a Reactions)>) {
+    println!(
+        "reaction (kube-apiserver's audit log): from the response to a pod status write to the apiserver receiving the controller's next write of the Service's slices / Endpoints; unanswered: pod writes no such write followed"
+    );
+    println!(
+        "{:<16} {:>22} {:>22} {:>12}",
+        "side", "slices p50/p99/max", "Endpoints p50/p99/max", "unanswered"
+    );
+    for (side, r) in runs {
+        println!(
+            "{:<16} {:>22} {:>22} {:>12}",
+            side.to_string(),
+            p50_p99_max(&r.slices),
+            p50_p99_max(&r.endpoints),
+            format!("{}/{}", r.unanswered_slices, r.unanswered_endpoints),
+        );
+    }
+}
+
+fn p50_p99(d: &[Duration]) -> String {
+    format!(
+        "{}/{}",
+        millis(percentile(d, 50.0)),
+        millis(percentile(d, 99.0))
+    )
+}
+
+fn p50_p99_max(d: &[Duration]) -> String {
+    format!(
+        "{}/{}",
+        p50_p99(d),
+        millis(d.last().copied().unwrap_or_default())
+    )
 }
 
 pub fn print_churn(options: &Options, runs: &[Churn]) {
@@ -88,20 +126,6 @@ pub fn print_churn(options: &Options, runs: &[Churn]) {
         "peak",
         "CPU",
     );
-    let p50_p99 = |d: &[Duration]| {
-        format!(
-            "{}/{}",
-            millis(percentile(d, 50.0)),
-            millis(percentile(d, 99.0))
-        )
-    };
-    let with_max = |d: &[Duration]| {
-        format!(
-            "{}/{}",
-            p50_p99(d),
-            millis(d.last().copied().unwrap_or_default())
-        )
-    };
     for r in runs {
         println!(
             "{:<16} {:>5} {:>7} {:>5} {:>11} {:>20} {:>20} {:>14} {:>7} {} {} {}",
@@ -114,8 +138,8 @@ pub fn print_churn(options: &Options, runs: &[Churn]) {
                 format!("{}({}!)", r.flips, r.failed_flips)
             },
             p50_p99(&r.delays.pod),
-            with_max(&r.delays.slice),
-            with_max(&r.delays.endpoints),
+            p50_p99_max(&r.delays.slice),
+            p50_p99_max(&r.delays.endpoints),
             p50_p99(&r.delays.slice_after_pod),
             format!("{}/{}/{}", r.unshown.0, r.unshown.1, r.unshown.2),
             writes_columns(&r.writes, r.requests),
@@ -123,6 +147,7 @@ pub fn print_churn(options: &Options, runs: &[Churn]) {
             r.correct
         );
     }
+    print_reactions(runs.iter().map(|r| (r.side, &r.reactions)));
 }
 
 /// svcplane's figures against each in-tree side's: writes no more, times and RSS at most
@@ -157,6 +182,7 @@ pub fn print_goals(scale_runs: &[ScaleUp], churn_runs: &[Churn]) {
     println!(
         "\ngoals (svcplane / in-tree; writes, as watch events and as write requests, at most 1x; times and RSS at most 0.5x):"
     );
+    let p = |d: &[Duration], q: f64| percentile(d, q).as_secs_f64();
     let ours = scale_runs.iter().find(|r| r.side == Side::Svcplane);
     for theirs in scale_runs.iter().filter(|r| r.side != Side::Svcplane) {
         let Some(ours) = ours else { break };
@@ -165,6 +191,13 @@ pub fn print_goals(scale_runs: &[ScaleUp], churn_runs: &[Churn]) {
                 .saturating_sub(r.pods_written)
                 .as_secs_f64()
         };
+        let (o, t) = (&ours.reactions, &theirs.reactions);
+        println!(
+            "  scale-up vs {}: reaction (audit log) to slices p50 {}, p99 {}",
+            theirs.side,
+            half(p(&o.slices, 50.0), p(&t.slices, 50.0)),
+            half(p(&o.slices, 99.0), p(&t.slices, 99.0)),
+        );
         println!(
             "  scale-up vs {}: {}; slices complete {}; after the last pod write {}; Endpoints complete {}; {}",
             theirs.side,
@@ -187,7 +220,15 @@ pub fn print_goals(scale_runs: &[ScaleUp], churn_runs: &[Churn]) {
     let ours = churn_runs.iter().find(|r| r.side == Side::Svcplane);
     for theirs in churn_runs.iter().filter(|r| r.side != Side::Svcplane) {
         let Some(ours) = ours else { break };
-        let p = |d: &[Duration], q: f64| percentile(d, q).as_secs_f64();
+        let (o, t) = (&ours.reactions, &theirs.reactions);
+        println!(
+            "  churn vs {}: reaction (audit log) to slices p50 {}, p99 {}; to Endpoints p50 {}, p99 {}",
+            theirs.side,
+            half(p(&o.slices, 50.0), p(&t.slices, 50.0)),
+            half(p(&o.slices, 99.0), p(&t.slices, 99.0)),
+            half(p(&o.endpoints, 50.0), p(&t.endpoints, 50.0)),
+            half(p(&o.endpoints, 99.0), p(&t.endpoints, 99.0)),
+        );
         let (o, t) = (&ours.delays, &theirs.delays);
         println!(
             "  churn vs {}: {}; slice delay p50 {}; p99 {}; pod->slice p50 {}; p99 {}; set-up {}; {}",

@@ -9,9 +9,11 @@ use e2e::process::Resources;
 use e2e::writes::{WriteCounter, Writes};
 use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
+use crate::audit::{self, Reactions};
 use crate::plane::{Run, create_service, pod_ip, start_pods_in_batches};
 use crate::published::{Goal, Published, is_mirrored, is_truncated, wait_for, watch_published};
 use crate::report::seconds;
@@ -25,6 +27,8 @@ pub struct ScaleUp {
     pub slices_complete: Duration,
     pub endpoints_complete: Duration,
     pub last_write: Duration,
+    /// From the audit log: the controller's reaction to each pod status write.
+    pub reactions: Reactions,
     pub writes: Writes,
     pub requests: WriteRequests,
     pub slices: usize,
@@ -51,6 +55,7 @@ pub async fn scale_up(side: Side, options: &Options) -> Result<ScaleUp> {
         .collect();
 
     let start = Instant::now();
+    let started = Timestamp::now();
     start_pods_in_batches(client, NS, &pods, options.nodes, options.batch).await?;
     let pods_written = start.elapsed();
     eprintln!(
@@ -77,6 +82,8 @@ pub async fn scale_up(side: Side, options: &Options) -> Result<ScaleUp> {
         .last_write
         .map_or(Duration::ZERO, |t| t.saturating_duration_since(start));
     let resources = run.resources()?;
+    // One Service: every write in the namespace is its.
+    let reactions = audit::reactions(&run.audit_log(), NS, started, |_| Some("big".into()))?;
     let (correct, slices) = check_final(client, NS, &pods).await?;
     for watch in watches {
         watch.abort();
@@ -88,6 +95,7 @@ pub async fn scale_up(side: Side, options: &Options) -> Result<ScaleUp> {
         slices_complete: since_start(slices_done),
         endpoints_complete: since_start(endpoints_done),
         last_write,
+        reactions,
         writes,
         requests,
         slices,

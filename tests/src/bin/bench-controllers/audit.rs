@@ -1,0 +1,240 @@
+//! Reaction times from kube-apiserver's audit log: from the response to a pod status write
+//! to the apiserver receiving the controller's next write of that pod's Service's
+//! EndpointSlices (or Endpoints). Both writes' own apiserver cost is left out, for every side
+//! alike, so what remains is the controller's: its watch delivery, queue, sync and client.
+//! Pod writes answered before the controller's write arrives are all answered by it (a
+//! controller that coalesces them is not charged for each).
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use serde::Deserialize;
+
+/// Records pod status writes and Endpoints/EndpointSlice writes, without their bodies.
+pub const POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived", "ResponseStarted", "Panic"]
+rules:
+- level: Metadata
+  verbs: ["create", "update", "patch", "delete"]
+  resources:
+  - group: ""
+    resources: ["pods/status", "endpoints"]
+  - group: "discovery.k8s.io"
+    resources: ["endpointslices"]
+- level: None
+"#;
+
+/// kube-apiserver's flags for the log at `log` with the policy at `policy`.
+pub fn apiserver_args(policy: &Path, log: &Path) -> Vec<String> {
+    vec![
+        format!("--audit-policy-file={}", policy.display()),
+        format!("--audit-log-path={}", log.display()),
+        "--audit-log-format=json".to_string(),
+        "--audit-log-maxsize=0".to_string(),
+    ]
+}
+
+/// Reaction times, each sorted, and the pod writes no controller write followed.
+#[derive(Debug, Default)]
+pub struct Reactions {
+    pub slices: Vec<Duration>,
+    pub endpoints: Vec<Duration>,
+    pub unanswered_slices: usize,
+    pub unanswered_endpoints: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Event {
+    stage: String,
+    object_ref: Option<ObjectRef>,
+    response_status: Option<ResponseStatus>,
+    request_received_timestamp: MicroTime,
+    stage_timestamp: MicroTime,
+}
+
+#[derive(Deserialize)]
+struct ObjectRef {
+    resource: Option<String>,
+    subresource: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResponseStatus {
+    code: Option<u16>,
+}
+
+/// A completed, successful write in `namespace` since `since`.
+struct Write {
+    kind: Kind,
+    name: String,
+    received: Timestamp,
+    answered: Timestamp,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    PodStatus,
+    Endpoints,
+    Slice,
+}
+
+fn writes(log: &Path, namespace: &str, since: Timestamp) -> Result<Vec<Write>> {
+    let file = std::fs::File::open(log).with_context(|| format!("opening {}", log.display()))?;
+    let mut writes = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let event: Event = serde_json::from_str(&line?).context("an audit event")?;
+        let Some(object) = event.object_ref else {
+            continue;
+        };
+        let ok = event
+            .response_status
+            .and_then(|s| s.code)
+            .is_some_and(|code| code < 300);
+        if event.stage != "ResponseComplete"
+            || !ok
+            || object.namespace.as_deref() != Some(namespace)
+            || event.request_received_timestamp.0 < since
+        {
+            continue;
+        }
+        let kind = match (object.resource.as_deref(), object.subresource.as_deref()) {
+            (Some("pods"), Some("status")) => Kind::PodStatus,
+            (Some("endpoints"), None) => Kind::Endpoints,
+            (Some("endpointslices"), None) => Kind::Slice,
+            _ => continue,
+        };
+        writes.push(Write {
+            kind,
+            // A create by generateName has no name here: it is left out.
+            name: object.name.unwrap_or_default(),
+            received: event.request_received_timestamp.0,
+            answered: event.stage_timestamp.0,
+        });
+    }
+    Ok(writes)
+}
+
+/// The reaction times to the pod status writes in `namespace` received since `since`, the
+/// Service of a pod, a slice or an Endpoints object named by `service_of` (kind, name).
+pub fn reactions(
+    log: &Path,
+    namespace: &str,
+    since: Timestamp,
+    service_of: impl Fn(&str) -> Option<String>,
+) -> Result<Reactions> {
+    let writes = writes(log, namespace, since)?;
+    // When each Service's slices, and its Endpoints, were written, in order.
+    let mut controller: HashMap<(Kind, String), Vec<Timestamp>> = HashMap::new();
+    for write in writes.iter().filter(|w| w.kind != Kind::PodStatus) {
+        let service = match write.kind {
+            Kind::Endpoints => Some(write.name.clone()),
+            _ => service_of(&write.name),
+        };
+        if let Some(service) = service {
+            controller
+                .entry((write.kind, service))
+                .or_default()
+                .push(write.received);
+        }
+    }
+    for times in controller.values_mut() {
+        times.sort();
+    }
+    let mut reactions = Reactions::default();
+    for pod in writes.iter().filter(|w| w.kind == Kind::PodStatus) {
+        let Some(service) = service_of(&pod.name) else {
+            continue;
+        };
+        for kind in [Kind::Slice, Kind::Endpoints] {
+            let next = controller.get(&(kind, service.clone())).and_then(|times| {
+                let i = times.partition_point(|t| *t < pod.answered);
+                times.get(i)
+            });
+            let (times, unanswered) = match kind {
+                Kind::Slice => (&mut reactions.slices, &mut reactions.unanswered_slices),
+                _ => (
+                    &mut reactions.endpoints,
+                    &mut reactions.unanswered_endpoints,
+                ),
+            };
+            match next {
+                Some(next) => times.push(micros(
+                    next.as_microsecond() - pod.answered.as_microsecond(),
+                )),
+                None => *unanswered += 1,
+            }
+        }
+    }
+    reactions.slices.sort();
+    reactions.endpoints.sort();
+    Ok(reactions)
+}
+
+fn micros(us: i64) -> Duration {
+    Duration::from_micros(u64::try_from(us).unwrap_or_default())
+}
+
+/// `svc-001-7` or `svc-001-x7k2p` -> `svc-001`: the pods and slices of the scenarios are
+/// named after their Service.
+pub fn strip_last_part(name: &str) -> Option<String> {
+    name.rsplit_once('-')
+        .map(|(service, _)| service.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(
+        resource: &str,
+        sub: Option<&str>,
+        name: &str,
+        received: &str,
+        answered: &str,
+    ) -> String {
+        serde_json::json!({
+            "kind": "Event", "stage": "ResponseComplete", "verb": "patch",
+            "objectRef": { "resource": resource, "subresource": sub, "namespace": "churn", "name": name },
+            "responseStatus": { "code": 200 },
+            "requestReceivedTimestamp": received, "stageTimestamp": answered,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_pod_write_is_answered_by_the_next_write_of_its_services_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.log");
+        let t = |ms: u32| format!("2026-12-03T10:00:00.{ms:03}000Z");
+        let lines = [
+            line("pods", Some("status"), "svc-001-1", &t(100), &t(110)),
+            line("pods", Some("status"), "svc-001-2", &t(105), &t(115)),
+            // Another Service's slice: not an answer.
+            line("endpointslices", None, "svc-002-abcde", &t(120), &t(125)),
+            line("endpointslices", None, "svc-001-abcde", &t(130), &t(140)),
+            line("endpoints", None, "svc-001", &t(150), &t(160)),
+            // No answer follows this one.
+            line("pods", Some("status"), "svc-002-3", &t(200), &t(210)),
+        ];
+        std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+        let since: Timestamp = t(0).parse().unwrap();
+        let r = reactions(&log, "churn", since, strip_last_part).unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(r.slices, [ms(15), ms(20)]);
+        assert_eq!(r.endpoints, [ms(35), ms(40)]);
+        assert_eq!((r.unanswered_slices, r.unanswered_endpoints), (1, 1));
+
+        let later: Timestamp = t(150).parse().unwrap();
+        let r = reactions(&log, "churn", later, strip_last_part).unwrap();
+        assert!(r.slices.is_empty() && r.unanswered_slices == 1);
+    }
+}
