@@ -16,7 +16,7 @@
 //! come from the pool is answered without a write, which is what keeps the handling time
 //! of an admission well below one apiserver write.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -375,9 +375,19 @@ impl Actor {
         for command in batch {
             match command {
                 Command::Admit(pending) => admits.push(*pending),
-                Command::Release(values) => releases.extend(values),
+                // The last command on a value wins: a Service created and deleted at once
+                // sends a mark then a release, which the batch would otherwise apply the
+                // other way round (releases first), leaving the value held by no Service.
+                Command::Release(values) => {
+                    supersede(&mut marks, &values);
+                    releases.extend(values);
+                }
                 Command::Mark(values) => {
                     self.unconfirmed.confirm(&values);
+                    for value in supersede(&mut releases, &values) {
+                        self.reclaiming.remove(&value);
+                        self.giving_back.remove(&value);
+                    }
                     marks.extend(values);
                 }
                 Command::Confirm(values) => self.unconfirmed.confirm(&values),
@@ -395,6 +405,7 @@ impl Actor {
                 Command::ReturnPools(reply) => returns.push(reply),
                 Command::Reclaim(entries) => {
                     for entry in entries {
+                        supersede(&mut marks, &entry.values);
                         for &value in &entry.values {
                             self.reclaiming.insert(value, entry.holder.clone());
                         }
@@ -403,6 +414,7 @@ impl Actor {
                     }
                 }
                 Command::GiveBack(values) => {
+                    supersede(&mut marks, &values);
                     self.giving_back.extend(values.iter().copied());
                     releases.extend(values);
                 }
@@ -716,6 +728,19 @@ impl Actor {
 }
 
 /// Sleeps until `deadline`; forever without one.
+/// Removes from `earlier` the values a later command names; returns those removed.
+fn supersede(earlier: &mut Vec<Value>, later: &[Value]) -> Vec<Value> {
+    if earlier.is_empty() {
+        return Vec::new();
+    }
+    let later: HashSet<Value> = later.iter().copied().collect();
+    let (removed, kept) = std::mem::take(earlier)
+        .into_iter()
+        .partition(|value| later.contains(value));
+    *earlier = kept;
+    removed
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,

@@ -319,3 +319,24 @@ async fn a_give_back_after_the_entry_was_reclaimed_frees_nothing() {
         "a value of a reclaimed entry is left alone"
     );
 }
+
+/// A Service created and deleted at once: its values are marked then released, and both
+/// commands can land in one batch. The last command on a value wins, so the value ends
+/// free; in the other order it ends allocated.
+#[tokio::test]
+async fn a_mark_then_a_release_in_one_batch_leave_the_value_free() {
+    let fake = FakeRanges::default();
+    let store = start(&fake).await;
+    let address: std::net::IpAddr = "10.96.0.7".parse().unwrap();
+    let value = Value::ClusterIp(address);
+    // Queued without the actor running in between (one thread): one batch.
+    store.mark(vec![value]).await.unwrap();
+    store.release(vec![value]).await.unwrap();
+    settle(&store).await;
+    assert!(!stored_ips(&fake).has(address), "marked after its release");
+
+    store.release(vec![value]).await.unwrap();
+    store.mark(vec![value]).await.unwrap();
+    settle(&store).await;
+    assert!(stored_ips(&fake).has(address));
+}
