@@ -12,6 +12,7 @@
 //! - leader election on a Lease and readiness come from `plumbing` (shared with the webhook).
 //! - [`enabled`]: which controllers run, from kube-controller-manager's `--controllers`.
 //! - `metrics`: the in-tree metric names in the registry the caller passes in.
+//! - `events`: publishing the Events the three controllers record.
 //!
 //! The entry point is [`run`]; a binary parses flags into a [`ControllersConfig`] and calls it:
 //!
@@ -43,6 +44,7 @@ pub mod enabled;
 mod endpoints;
 mod endpointslice;
 mod error;
+mod events;
 mod indexes;
 mod informer;
 mod metrics;
