@@ -56,7 +56,7 @@ fn endpoint_changes(
         .flat_map(|g| {
             g.endpoints
                 .iter()
-                .map(|e| (g.address_type.as_api().to_string(), e.addresses.clone()))
+                .map(|e| (g.address_type.as_str().to_string(), e.addresses.clone()))
         })
         .collect();
     (
