@@ -144,7 +144,7 @@ impl AllocationStore {
     /// Loads (or creates) the `RangeAllocation` objects of `allocators`' ranges and starts
     /// the actor. `allocators` gives the configured ranges; a stored object of another range
     /// is an error ([`StoreError::RangeMismatch`]): it is never reset.
-    /// `pool` sets the pools, which the refiller ([`super::pool::spawn_refiller`]) fills
+    /// `pool` sets the pools, which the refiller (`state::pool::spawn_refiller`) fills
     /// in this replica's reservation entries, named `holder`; the store's own writes renew
     /// them too.
     /// Values given at admission whose wait for their Service ran out are sent to
