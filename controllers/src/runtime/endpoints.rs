@@ -13,8 +13,8 @@ use super::cache::ObjectKey;
 use super::error::{SyncError, namespace_terminating, not_found};
 use super::events::{self, endpoints_reference};
 use super::indexes::Indexes;
-use super::informer::{CacheWaiters, Caches, ChangedPods};
 use super::metrics::Metrics;
+use super::shared::{CacheWaiters, Caches, ChangedPods};
 use crate::service::manages_endpoints;
 use crate::well_known::SVCPLANE_ENDPOINTS_MANAGER;
 use crate::{

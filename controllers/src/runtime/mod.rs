@@ -4,7 +4,9 @@
 //! - one watch per kind (`plumbing`), with backoff, that no single bad object stops.
 //! - `trim`: what the caches keep of each object, and which changes matter.
 //! - [`cache`]: the per-kind caches both controllers share.
-//! - `informer`: which Services a change of any object queues for a sync.
+//! - `shared`: what the watches feed and the controllers read: caches, queues, the pods changed
+//!   per Service, the write trackers.
+//! - `router`: which Services a change of any object queues for a sync.
 //! - `queue`: per-key de-duplicated work queues with delays and retry backoff.
 //! - `indexes`: each controller's per-Service index of endpoints, kept between syncs.
 //! - `endpoints` and `endpointslice`: one sync of one Service, for each controller;
@@ -46,10 +48,11 @@ mod endpointslice;
 mod error;
 mod events;
 mod indexes;
-mod informer;
 mod metrics;
 mod mirroring;
 mod queue;
+mod router;
+mod shared;
 mod trim;
 
 use std::future::Future;
@@ -79,10 +82,11 @@ use plumbing::lease::{LeaderElectionConfig, LeaseElector};
 use self::endpoints::EndpointsController;
 use self::endpointslice::SliceController;
 use self::error::SyncError;
-use self::informer::{Caches, Queues, Router, SharedState, Update, Watched, is_mirrored};
 use self::metrics::Metrics;
 use self::mirroring::MirroringController;
 use self::queue::{Backoff, WorkQueue};
+use self::router::{Router, Update, is_mirrored};
+use self::shared::{Caches, Queues, SharedState, Watched};
 use crate::mirroring::endpoints_mirrorable;
 use crate::pods::PodInfo;
 use crate::well_known::{
