@@ -7,42 +7,9 @@ use k8s_openapi::api::core::v1::Service;
 
 use crate::pods::PodInfo;
 
-/// An IP family, as named in `spec.ipFamilies` and in an EndpointSlice's `addressType`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum IpFamily {
-    /// `IPv4`.
-    V4,
-    /// `IPv6`.
-    V6,
-}
-
-impl IpFamily {
-    /// The family of an address.
-    pub fn of(ip: &IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(_) => IpFamily::V4,
-            IpAddr::V6(_) => IpFamily::V6,
-        }
-    }
-
-    /// Parses the API spelling (`IPv4`, `IPv6`); anything else (such as the deprecated `IP`
-    /// address type) is `None`.
-    pub fn from_api(name: &str) -> Option<Self> {
-        match name {
-            "IPv4" => Some(IpFamily::V4),
-            "IPv6" => Some(IpFamily::V6),
-            _ => None,
-        }
-    }
-
-    /// The API spelling, which is both the `spec.ipFamilies` value and the slice `addressType`.
-    pub fn as_api(self) -> &'static str {
-        match self {
-            IpFamily::V4 => "IPv4",
-            IpFamily::V6 => "IPv6",
-        }
-    }
-}
+/// An IP family: `spec.ipFamilies` and an EndpointSlice's `addressType` spell it `IPv4` or
+/// `IPv6` ([`IpFamily::as_str`], and `parse` back).
+pub use allocator::IpFamily;
 
 /// Parses an IP the way the in-tree controllers do: IPv4 octets may carry leading zeros
 /// (`010.0.0.1` is 10.0.0.1), as older clusters accepted them.
@@ -155,7 +122,7 @@ fn ip_families(service: &Service) -> Vec<IpFamily> {
         .map(|families| {
             families
                 .iter()
-                .filter_map(|f| IpFamily::from_api(f))
+                .filter_map(|f| f.parse::<IpFamily>().ok())
                 .collect()
         })
         .unwrap_or_default()

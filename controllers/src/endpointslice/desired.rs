@@ -217,7 +217,7 @@ pub(crate) fn new_slice(
             owner_references: Some(vec![owner_reference(service)]),
             ..Default::default()
         },
-        address_type: address_type.as_api().into(),
+        address_type: address_type.as_str().into(),
         endpoints: Some(Vec::new()),
         ports: Some(ports),
     }

@@ -78,7 +78,7 @@ impl Published {
         let (Some(uid), Some(version), Some(family)) = (
             slice.metadata.uid.as_ref(),
             slice.metadata.resource_version.as_ref(),
-            IpFamily::from_api(&slice.address_type),
+            slice.address_type.parse::<IpFamily>().ok(),
         ) else {
             return;
         };
@@ -585,7 +585,7 @@ fn endpoint_changes<'a>(
         ids.extend(counted.map(|e| endpoint_id(address_type, e)));
     }
     let before = ids;
-    let after = after.map(|(f, e)| endpoint_id(f.as_api(), e));
+    let after = after.map(|(f, e)| endpoint_id(f.as_str(), e));
     let mut ids: HashSet<EndpointId<'a>, FastHash> =
         HashSet::with_capacity_and_hasher(count, FastHash::default());
     ids.extend(after);

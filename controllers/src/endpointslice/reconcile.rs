@@ -396,7 +396,7 @@ pub(crate) fn plan_slices<S: Borrow<EndpointSlice>>(
         .collect();
     live.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     for slice in live {
-        match IpFamily::from_api(&slice.address_type) {
+        match slice.address_type.parse::<IpFamily>().ok() {
             Some(family) if targets.address_types.contains(&family) => {
                 by_type.entry(family).or_default().push(slice)
             }

@@ -20,7 +20,7 @@ type GroupKey = (Option<IpFamily>, Option<Vec<PortKey>>);
 
 fn group_key_of_slice(slice: &EndpointSlice) -> GroupKey {
     (
-        IpFamily::from_api(&slice.address_type),
+        slice.address_type.parse::<IpFamily>().ok(),
         PortKey::list_of_slice(slice.ports.as_deref().unwrap_or_default()),
     )
 }
@@ -95,7 +95,7 @@ fn rewritten(
     slice.metadata.labels = meta.labels.clone();
     slice.metadata.annotations = meta.annotations.clone();
     slice.metadata.owner_references = meta.owner_references.clone();
-    slice.address_type = group.address_type.as_api().into();
+    slice.address_type = group.address_type.as_str().into();
     slice.ports = Some(group.ports.clone());
     slice.endpoints = Some(group.endpoints.clone());
     slice
@@ -104,7 +104,7 @@ fn rewritten(
 fn new_slice(group: &EndpointGroup, desired: &DesiredMirroredSlices) -> EndpointSlice {
     EndpointSlice {
         metadata: desired.metadata.clone(),
-        address_type: group.address_type.as_api().into(),
+        address_type: group.address_type.as_str().into(),
         endpoints: Some(group.endpoints.clone()),
         ports: Some(group.ports.clone()),
     }
@@ -161,7 +161,7 @@ pub fn plan_mirrored_slices<S: Borrow<EndpointSlice>>(
     // A slice about to be deleted takes the place of a create of its address type.
     let mut kept_for_deletion = Vec::new();
     for doomed in delete {
-        let family = IpFamily::from_api(&doomed.address_type);
+        let family = doomed.address_type.parse::<IpFamily>().ok();
         match create.iter().position(|g| Some(g.address_type) == family) {
             Some(index) => update.push(rewritten(doomed, create.remove(index), desired)),
             None => kept_for_deletion.push(doomed),

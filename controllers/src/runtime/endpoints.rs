@@ -2,18 +2,19 @@
 
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{Endpoints, ObjectReference};
+use k8s_openapi::api::core::v1::Endpoints;
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Client};
 use tracing::instrument;
 
 use super::Shared;
 use super::cache::ObjectKey;
 use super::error::{SyncError, namespace_terminating, not_found};
+use super::events::{self, endpoints_reference};
 use super::indexes::Indexes;
-use super::informer::{CacheWaiters, Caches, ChangedPods};
 use super::metrics::Metrics;
+use super::shared::{CacheWaiters, Caches, ChangedPods};
 use crate::service::manages_endpoints;
 use crate::well_known::SVCPLANE_ENDPOINTS_MANAGER;
 use crate::{
@@ -173,24 +174,15 @@ impl EndpointsController {
     }
 
     async fn warn(&self, endpoints: &Endpoints, reason: &str, note: String) {
-        let meta = &endpoints.metadata;
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Endpoints".into()),
-            namespace: meta.namespace.clone(),
-            name: meta.name.clone(),
-            uid: meta.uid.clone(),
-            ..Default::default()
-        };
-        let event = Event {
-            type_: EventType::Warning,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Sync".into(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &reference).await {
-            tracing::warn!(%error, reason, "could not publish an event");
-        }
+        let regarding = endpoints_reference(endpoints);
+        events::publish(
+            &self.recorder,
+            &regarding,
+            EventType::Warning,
+            "Sync",
+            reason,
+            note,
+        )
+        .await;
     }
 }

@@ -7,16 +7,17 @@ use std::sync::{Arc, Mutex, RwLock};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Client, Resource};
 use tracing::instrument;
 
 use super::Shared;
 use super::cache::ObjectKey;
 use super::error::{SyncError, namespace_terminating, not_found};
+use super::events;
 use super::indexes::Indexes;
-use super::informer::{CacheWaiters, Caches, SharedState};
 use super::metrics::{Metrics, ServiceSliceCounts};
+use super::shared::{CacheWaiters, Caches, SharedState};
 use crate::service::{IpFamily, manages_endpoints};
 use crate::topology::{self, HintsEventTracker, HintsPolicy, TopologyEvent, ZoneCapacity};
 use crate::well_known::{IN_TREE_SLICE_MANAGER, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY};
@@ -227,34 +228,31 @@ impl SliceController {
             topology::EventType::Normal => EventType::Normal,
             topology::EventType::Warning => EventType::Warning,
         };
-        let event = Event {
+        events::publish(
+            &self.recorder,
+            &service.object_ref(&()),
             type_,
-            reason: event.reason.into(),
-            note: Some(event.message.clone()),
-            action: "Sync".into(),
-            secondary: None,
-        };
-        let reference = service.object_ref(&());
-        if let Err(error) = self.recorder.publish(&event, &reference).await {
-            tracing::warn!(%error, "could not publish an event");
-        }
+            "Sync",
+            event.reason,
+            event.message.clone(),
+        )
+        .await;
     }
 
     async fn warn(&self, service: &Service, error: &SyncError) {
-        let event = Event {
-            type_: EventType::Warning,
-            reason: "FailedToUpdateEndpointSlices".into(),
-            note: Some(format!(
-                "Error updating Endpoint Slices for Service {}: {error}",
-                ObjectKey::of(service)
-            )),
-            action: "Sync".into(),
-            secondary: None,
-        };
-        let reference = service.object_ref(&());
-        if let Err(error) = self.recorder.publish(&event, &reference).await {
-            tracing::warn!(%error, "could not publish an event");
-        }
+        let note = format!(
+            "Error updating Endpoint Slices for Service {}: {error}",
+            ObjectKey::of(service)
+        );
+        events::publish(
+            &self.recorder,
+            &service.object_ref(&()),
+            EventType::Warning,
+            "Sync",
+            "FailedToUpdateEndpointSlices",
+            note,
+        )
+        .await;
     }
 }
 

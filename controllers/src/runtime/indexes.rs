@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::Service;
 
 use super::cache::ObjectKey;
-use super::informer::{Caches, ChangedPods};
+use super::shared::{Caches, ChangedPods};
 use crate::pods::PodInfo;
 use crate::service::{same_for_endpoints, selects};
 use crate::{EndpointsIndex, SliceIndex};

@@ -4,18 +4,20 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{Endpoints, ObjectReference};
+use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use tracing::instrument;
 
 use super::Shared;
 use super::cache::ObjectKey;
 use super::endpointslice::apply_plan;
 use super::error::SyncError;
-use super::informer::{CacheWaiters, Caches, is_mirrored};
+use super::events::{self, endpoints_reference};
 use super::metrics::Metrics;
+use super::router::is_mirrored;
+use super::shared::{CacheWaiters, Caches};
 use crate::mirroring::{DesiredMirroredSlices, MirroringEvent};
 use crate::well_known::LABEL_SERVICE_NAME;
 use crate::{MirroringParams, SliceTracker, desired_mirrored_slices, plan_mirrored_slices};
@@ -55,7 +57,7 @@ fn endpoint_changes(
         .flat_map(|g| {
             g.endpoints
                 .iter()
-                .map(|e| (g.address_type.as_api().to_string(), e.addresses.clone()))
+                .map(|e| (g.address_type.as_str().to_string(), e.addresses.clone()))
         })
         .collect();
     (
@@ -155,25 +157,16 @@ impl MirroringController {
     }
 
     async fn warn(&self, endpoints: &Endpoints, event: &MirroringEvent) {
-        let meta = &endpoints.metadata;
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Endpoints".into()),
-            namespace: meta.namespace.clone(),
-            name: meta.name.clone(),
-            uid: meta.uid.clone(),
-            ..Default::default()
-        };
-        let event = Event {
-            type_: EventType::Warning,
-            reason: event.reason.into(),
-            note: Some(event.message.clone()),
-            action: "Mirror".into(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &reference).await {
-            tracing::warn!(%error, "could not publish an event");
-        }
+        let regarding = endpoints_reference(endpoints);
+        events::publish(
+            &self.recorder,
+            &regarding,
+            EventType::Warning,
+            "Mirror",
+            event.reason,
+            event.message.clone(),
+        )
+        .await;
     }
 }
 

@@ -4,7 +4,9 @@
 //! - one watch per kind (`plumbing`), with backoff, that no single bad object stops.
 //! - `trim`: what the caches keep of each object, and which changes matter.
 //! - [`cache`]: the per-kind caches both controllers share.
-//! - `informer`: which Services a change of any object queues for a sync.
+//! - `shared`: what the watches feed and the controllers read: caches, queues, the pods changed
+//!   per Service, the write trackers.
+//! - `router`: which Services a change of any object queues for a sync.
 //! - `queue`: per-key de-duplicated work queues with delays and retry backoff.
 //! - `indexes`: each controller's per-Service index of endpoints, kept between syncs.
 //! - `endpoints` and `endpointslice`: one sync of one Service, for each controller;
@@ -12,6 +14,7 @@
 //! - leader election on a Lease and readiness come from `plumbing` (shared with the webhook).
 //! - [`enabled`]: which controllers run, from kube-controller-manager's `--controllers`.
 //! - `metrics`: the in-tree metric names in the registry the caller passes in.
+//! - `events`: publishing the Events the three controllers record.
 //!
 //! The entry point is [`run`]; a binary parses flags into a [`ControllersConfig`] and calls it:
 //!
@@ -43,11 +46,13 @@ pub mod enabled;
 mod endpoints;
 mod endpointslice;
 mod error;
+mod events;
 mod indexes;
-mod informer;
 mod metrics;
 mod mirroring;
 mod queue;
+mod router;
+mod shared;
 mod trim;
 
 use std::future::Future;
@@ -77,10 +82,11 @@ use plumbing::lease::{LeaderElectionConfig, LeaseElector};
 use self::endpoints::EndpointsController;
 use self::endpointslice::SliceController;
 use self::error::SyncError;
-use self::informer::{Caches, Queues, Router, SharedState, Update, Watched, is_mirrored};
 use self::metrics::Metrics;
 use self::mirroring::MirroringController;
 use self::queue::{Backoff, WorkQueue};
+use self::router::{Router, Update, is_mirrored};
+use self::shared::{Caches, Queues, SharedState, Watched};
 use crate::mirroring::endpoints_mirrorable;
 use crate::pods::PodInfo;
 use crate::well_known::{

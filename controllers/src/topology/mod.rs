@@ -168,7 +168,7 @@ pub struct TopologyEvent {
 }
 
 fn with_address_type(message: impl std::fmt::Display, family: IpFamily) -> String {
-    format!("{message}, addressType: {}", family.as_api())
+    format!("{message}, addressType: {}", family.as_str())
 }
 
 /// Remembers which Services have Auto hints written, to emit the in-tree events:

@@ -4,8 +4,8 @@ pub mod admin;
 pub mod client_auth;
 mod handshakes;
 pub mod metrics;
-pub mod serve;
-pub mod summary;
+pub(crate) mod serve;
+pub(crate) mod summary;
 pub mod tls;
 mod waiting;
 

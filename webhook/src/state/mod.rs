@@ -1,21 +1,21 @@
 //! The allocation state shared by every webhook replica through the apiserver.
 
-pub mod allocate;
+pub(crate) mod allocate;
 mod batch;
 pub mod crd;
 mod error;
 #[cfg(test)]
 mod fake_api;
 pub mod held;
-pub mod pool;
-pub mod repair;
-pub mod store;
-pub mod unconfirmed;
+pub(crate) mod pool;
+pub(crate) mod repair;
+pub(crate) mod store;
+pub(crate) mod unconfirmed;
 mod write;
 
 pub use allocate::{Allocate, InMemoryAllocation};
 pub use batch::AdmitRequest;
 pub use crd::{RangeAllocation, RangeAllocationSpec, RangeKind};
 pub use error::StoreError;
-pub use store::{AllocationStore, PoolConfig, StateView};
+pub use store::{AllocationStore, DeadEntry, PoolConfig, StateView};
 pub use unconfirmed::{Expired, ServiceName, UnconfirmedConfig};

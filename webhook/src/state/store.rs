@@ -18,18 +18,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use allocator::{Allocators, ServiceSpec, Value};
 use kube::{Api, Client};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::batch::{AdmitRequest, Outcome, Recent, answered, plan_batch};
+use super::batch::{AdmitRequest, Recent};
 use super::crd::{RangeAllocation, RangeKind, Reservation};
 use super::error::StoreError;
 use super::unconfirmed::{Expired, Unconfirmed, UnconfirmedConfig};
-use super::write::{conflict_backoff, random};
-use persist::{PersistError, Rebased};
 
 /// How many commands one batch (and so one write per range) takes at most.
 const MAX_BATCH: usize = 256;
@@ -146,7 +144,7 @@ impl AllocationStore {
     /// Loads (or creates) the `RangeAllocation` objects of `allocators`' ranges and starts
     /// the actor. `allocators` gives the configured ranges; a stored object of another range
     /// is an error ([`StoreError::RangeMismatch`]): it is never reset.
-    /// `pool` sets the pools, which the refiller ([`super::pool::spawn_refiller`]) fills
+    /// `pool` sets the pools, which the refiller (`state::pool::spawn_refiller`) fills
     /// in this replica's reservation entries, named `holder`; the store's own writes renew
     /// them too.
     /// Values given at admission whose wait for their Service ran out are sent to
@@ -459,272 +457,6 @@ impl Actor {
             self.refill.notify_one();
         }
     }
-
-    async fn process_changes(
-        &mut self,
-        admits: Vec<PendingAdmit>,
-        mut releases: Vec<Value>,
-        marks: Vec<Value>,
-    ) {
-        let (requests, replies): (Vec<AdmitRequest>, Vec<_>) = admits.into_iter().unzip();
-        // Values this batch persisted in an attempt that then had to be planned again:
-        // given back first, as no client was told of them.
-        let mut persisted_unanswered: Vec<Value> = Vec::new();
-        // Whether a refusal was already checked on a fresh copy in this batch.
-        let mut refusals_checked = false;
-        let mut attempts = 0;
-        let failure = loop {
-            if attempts >= MAX_ATTEMPTS {
-                break "the state kept changing under concurrent writers".to_string();
-            }
-            attempts += 1;
-            if self.stale
-                && let Err(error) = self.reload().await
-            {
-                // Unreadable for now (the apiserver restarting, say): read again within
-                // this batch's attempts before failing its admissions.
-                if matches!(error, StoreError::Persist(_)) && attempts < MAX_ATTEMPTS {
-                    tracing::debug!(%error, attempts, "allocation state not reloaded; trying again");
-                    tokio::time::sleep(conflict_backoff(attempts, random())).await;
-                    continue;
-                }
-                tracing::warn!(%error, "allocation state not reloaded");
-                break error.to_string();
-            }
-            let given_back = std::mem::take(&mut persisted_unanswered);
-            // What this copy shows must not be freed (see `may_free`) is left to repair.
-            let (freeable, kept): (Vec<Value>, Vec<Value>) =
-                releases.iter().partition(|&&value| self.may_free(value));
-            for value in kept {
-                self.reclaiming.remove(&value);
-                self.giving_back.remove(&value);
-            }
-            releases = freeable;
-            let mut planned = plan_batch(
-                &mut self.allocators,
-                &self.recent,
-                &self.unconfirmed,
-                &requests,
-                &releases,
-                &marks,
-                given_back.clone(),
-            );
-            // Dropping an entry is a write of its range, even with no value to free.
-            for &(kind, _) in &self.dropping {
-                planned.deltas.entry(kind).or_default();
-                planned.pending.insert(kind);
-            }
-            // Another replica may have freed what this copy refuses for: read it again
-            // before refusing (once per batch, and only when a watch saw a newer copy).
-            if !refusals_checked && planned.refuses_on_state() && !self.outdated.is_empty() {
-                refusals_checked = true;
-                tracing::debug!(
-                    "a refusal depends on ranges another replica changed; reading them again"
-                );
-                planned.abandon(&mut self.allocators);
-                persisted_unanswered = given_back;
-                self.stale = true;
-                continue;
-            }
-            let rebased = match self.persist(&planned.pending).await {
-                Ok(()) => Ok(Rebased::Written),
-                Err(PersistError::Conflict { written }) => {
-                    planned.pending.retain(|kind| !written.contains(kind));
-                    self.write_rebased(&mut planned, &mut attempts).await
-                }
-                Err(PersistError::Other(error)) => Err(error),
-            };
-            match rebased {
-                Ok(Rebased::Written) => {
-                    for value in &releases {
-                        self.reclaiming.remove(value);
-                        self.giving_back.remove(value);
-                    }
-                    self.answer(requests, replies, planned.outcomes);
-                    return;
-                }
-                Ok(Rebased::Replan) => {
-                    tracing::debug!(
-                        attempts,
-                        "a value of this batch was taken meanwhile; planning the batch again"
-                    );
-                    persisted_unanswered = planned.unanswered(given_back);
-                    planned.abandon(&mut self.allocators);
-                    self.stale = true;
-                }
-                Ok(Rebased::OutOfAttempts) => {
-                    persisted_unanswered = planned.unanswered(given_back);
-                    planned.abandon(&mut self.allocators);
-                    break "the state kept changing under concurrent writers".to_string();
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "allocation state not written");
-                    planned.abandon(&mut self.allocators);
-                    break error;
-                }
-            }
-        };
-        // What earlier attempts persisted for answers never sent is freed with the releases.
-        releases.extend(persisted_unanswered);
-        self.fail(replies, releases, failure);
-    }
-
-    /// Answers the admissions of a persisted batch; what they were given waits for their
-    /// Services to be seen.
-    fn answer(&mut self, requests: Vec<AdmitRequest>, replies: Vec<Reply>, outcomes: Vec<Outcome>) {
-        let now = Instant::now();
-        for ((request, reply), outcome) in requests.into_iter().zip(replies).zip(outcomes) {
-            let answer = answered(
-                &request,
-                outcome,
-                &mut self.recent,
-                &mut self.unconfirmed,
-                now,
-            );
-            let _ = reply.send(answer);
-        }
-    }
-
-    /// Answers every admission of a batch that could not be persisted with an error the
-    /// client can retry; its releases wait for the next batch.
-    fn fail(&mut self, replies: Vec<Reply>, releases: Vec<Value>, error: String) {
-        self.stale = true;
-        self.deferred_releases = releases;
-        for reply in replies {
-            let _ = reply.send(Err(StoreError::Persist(error.clone())));
-        }
-    }
-
-    /// Whether `value` may be freed on this copy: a value reclaimed from a dead replica only
-    /// while that replica's entry still lists it; a value this replica gives back only while
-    /// its own entry is stored, if it ever was (otherwise the entry was reclaimed, and with
-    /// it perhaps this value). Any other value may.
-    pub(super) fn may_free(&self, value: Value) -> bool {
-        let kind = RangeKind::of(value);
-        let entries = self.reservations.get(&kind);
-        if let Some(holder) = self.reclaiming.get(&value) {
-            let listed = entries
-                .and_then(|entries| entries.get(holder))
-                .is_some_and(|entry| entry.values(kind).any(|listed| listed == value));
-            if !listed {
-                tracing::debug!(%value, %holder, "no longer listed by the dead replica's entry; not freed");
-            }
-            return listed;
-        }
-        if self.giving_back.contains(&value)
-            && self.had_entry.contains(&kind)
-            && !entries.is_some_and(|entries| entries.contains_key(&self.holder))
-        {
-            tracing::warn!(%value, "this replica's entry was reclaimed as dead; its unconfirmed value is left to repair");
-            return false;
-        }
-        true
-    }
-
-    fn view(&self) -> StateView {
-        let now = SystemTime::now();
-        let mut pooled: BTreeSet<Value> = self.allocators.pooled().into_iter().collect();
-        pooled.extend(self.unconfirmed.values());
-        let mut dead = Vec::new();
-        for (&kind, entries) in &self.reservations {
-            for (holder, entry) in entries {
-                if entry.is_live(now, self.pool.lifetime) {
-                    pooled.extend(entry.values(kind));
-                } else if *holder != self.holder {
-                    dead.push(DeadEntry {
-                        kind,
-                        holder: holder.clone(),
-                        values: entry
-                            .values(kind)
-                            .filter(|&value| self.allocators.has(value))
-                            .collect(),
-                    });
-                }
-            }
-        }
-        StateView {
-            allocators: self.allocators.clone(),
-            pooled,
-            dead,
-        }
-    }
-
-    fn pools(&self) -> BTreeMap<RangeKind, PoolView> {
-        let mut pools: BTreeMap<RangeKind, PoolView> = self
-            .ranges()
-            .into_iter()
-            .map(|kind| {
-                let view = PoolView {
-                    values: Vec::new(),
-                    unconfirmed: Vec::new(),
-                    usable_until: self.pool_usable_until.get(&kind).copied(),
-                };
-                (kind, view)
-            })
-            .collect();
-        for value in self.allocators.pooled() {
-            if let Some(pool) = pools.get_mut(&RangeKind::of(value)) {
-                pool.values.push(value);
-            }
-        }
-        for value in self.unconfirmed.values() {
-            if let Some(pool) = pools.get_mut(&RangeKind::of(value)) {
-                pool.unconfirmed.push(value);
-            }
-        }
-        pools
-    }
-
-    /// Puts `values`, persisted by the refiller, in the pool of `kind`. They are allocated
-    /// in the stored object; this copy may not know it yet (its next write of the range
-    /// then conflicts and replays on the stored object).
-    fn add_to_pool(&mut self, kind: RangeKind, values: Vec<Value>, renewed: Instant) {
-        for value in values {
-            if !self.allocators.has(value) {
-                let _ = self.allocators.allocate(value);
-            }
-            self.allocators.add_to_pool(value);
-        }
-        self.pool_usable_until
-            .insert(kind, renewed + self.pool.lifetime / 2);
-    }
-
-    /// Whether the pool of `kind` may still be handed out at `now`.
-    fn pool_usable(&self, kind: RangeKind, now: Instant) -> bool {
-        self.pool_usable_until
-            .get(&kind)
-            .is_some_and(|&until| until > now)
-    }
-
-    /// Whether the pool of `kind` has values and may be handed out at `now`.
-    fn pool_in_use(&self, kind: RangeKind, now: Instant) -> bool {
-        self.pool_usable(kind, now)
-            && self
-                .allocators
-                .pooled()
-                .iter()
-                .any(|&value| RangeKind::of(value) == kind)
-    }
-
-    /// Empties the pools whose entry was not renewed in time: another replica may deem it
-    /// dead soon and the releasing replica may free its values. They stay allocated (that
-    /// replica frees them once the entry is dead).
-    fn expire_pools(&mut self) {
-        let now = Instant::now();
-        for kind in self.ranges() {
-            if self.pool_usable(kind, now) {
-                continue;
-            }
-            let drained = self.allocators.drain_pool_of(kind);
-            if drained > 0 {
-                tracing::warn!(
-                    range = kind.name(),
-                    values = drained,
-                    "pool not renewed in time; its values are left to the releasing replica"
-                );
-            }
-        }
-    }
 }
 
 /// Sleeps until `deadline`; forever without one.
@@ -748,6 +480,8 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+mod changes;
 mod persist;
+mod pools;
 #[cfg(test)]
 mod tests;

@@ -173,16 +173,6 @@ impl Unconfirmed {
         self.owners.keys().copied()
     }
 
-    /// How many values are unconfirmed.
-    pub fn len(&self) -> usize {
-        self.owners.len()
-    }
-
-    /// Whether no value is unconfirmed.
-    pub fn is_empty(&self) -> bool {
-        self.owners.is_empty()
-    }
-
     fn forget_in(&mut self, namespace: &str) {
         if let Some(count) = self.per_namespace.get_mut(namespace) {
             *count -= 1;
@@ -224,7 +214,7 @@ mod tests {
         assert_eq!(values.room("other"), 3);
         values.confirm(&[Value::NodePort(30000), Value::NodePort(31000)]);
         assert_eq!(values.room("tenant"), 2);
-        assert_eq!(values.len(), 1);
+        assert_eq!(values.values().count(), 1);
     }
 
     #[test]
@@ -266,7 +256,7 @@ mod tests {
                 values: vec![Value::NodePort(30002)],
             }]
         );
-        assert!(values.is_empty());
+        assert_eq!(values.values().count(), 0);
         assert_eq!(values.next_deadline(), None);
     }
 

@@ -38,7 +38,7 @@ pub trait PodIps {
     /// know of may hold any IP, so no address can be judged.
     fn synced(&self) -> bool;
     /// The namespaces of the pods that hold `ip` (canonical, see
-    /// [`super::addresses::parse_ip`]); empty when no known pod does. An IP has several
+    /// `validate::addresses::parse_ip`); empty when no known pod does. An IP has several
     /// holders while it moves from a deleted pod to a new one.
     fn namespaces_of(&self, ip: IpAddr) -> BTreeSet<String>;
 }

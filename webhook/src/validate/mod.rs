@@ -1,6 +1,6 @@
 //! Validating admission: what user-written objects may not contain.
 
-pub mod addresses;
-pub mod endpoints;
+pub(crate) mod addresses;
+pub(crate) mod endpoints;
 
 pub use endpoints::{EndpointPolicy, PodIps, admit_endpoints};

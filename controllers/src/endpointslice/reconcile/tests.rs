@@ -734,7 +734,7 @@ fn check_result(slices: &[EndpointSlice], desired: &DesiredEndpointSlices, max: 
         for e in &group.endpoints {
             want.insert(
                 (
-                    group.address_type.as_api().into(),
+                    group.address_type.as_str().into(),
                     PortsKey::of(&group.ports),
                     EndpointKey::of(e),
                 ),
@@ -767,7 +767,7 @@ fn check_result(slices: &[EndpointSlice], desired: &DesiredEndpointSlices, max: 
     for family in &desired.address_types {
         let of_type: Vec<&EndpointSlice> = slices
             .iter()
-            .filter(|s| s.address_type == family.as_api())
+            .filter(|s| s.address_type == family.as_str())
             .collect();
         let endpoints: usize = of_type.iter().map(|s| endpoints_of(s).len()).sum();
         if endpoints == 0 {

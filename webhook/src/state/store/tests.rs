@@ -1,6 +1,8 @@
 //! The store's conflict paths against a fake `rangeallocations` API: what another replica
 //! writes lands just before one of this store's writes, so that it conflicts.
 
+use std::time::SystemTime;
+
 use super::*;
 use crate::state::crd::Reservation;
 use crate::state::fake_api::FakeRanges;

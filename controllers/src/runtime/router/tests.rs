@@ -1,9 +1,12 @@
+use std::sync::{Mutex, RwLock};
+
 use k8s_openapi::api::core::v1::PodIP;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::*;
+use crate::SliceTracker;
 use crate::fixtures::{self, NS};
-use crate::runtime::queue::Backoff;
+use crate::runtime::queue::{Backoff, WorkQueue};
 use crate::runtime::trim;
 use crate::well_known::{
     ANNOTATION_TOPOLOGY_MODE, IN_TREE_ENDPOINTS_MANAGER, LABEL_ENDPOINTS_MANAGED_BY,
@@ -568,48 +571,4 @@ async fn capacity_changes_queue_the_services_with_auto_hints() {
     );
     assert_eq!(*f.capacity.read().unwrap(), ZoneCapacity::SingleZone);
     assert_eq!(waiting(&f.slices), vec![("auto".into(), 0)]);
-}
-
-#[test]
-fn only_the_kinds_the_enabled_controllers_read_are_watched() {
-    let watched = |endpoints, endpointslice, mirroring| {
-        Watched::by(EnabledControllers {
-            endpoints,
-            endpointslice,
-            mirroring,
-        })
-    };
-    let all = Watched {
-        pods: true,
-        nodes: true,
-        endpoints: true,
-        slices: true,
-    };
-    assert_eq!(watched(true, true, true), all);
-    assert_eq!(watched(false, true, true), all, "mirroring reads Endpoints");
-    assert_eq!(
-        watched(false, false, true),
-        Watched {
-            pods: false,
-            nodes: false,
-            endpoints: true,
-            slices: true,
-        }
-    );
-    assert_eq!(
-        watched(true, false, false),
-        Watched {
-            pods: true,
-            nodes: false,
-            endpoints: true,
-            slices: false,
-        }
-    );
-    assert_eq!(
-        watched(false, true, false),
-        Watched {
-            endpoints: false,
-            ..all
-        }
-    );
 }

@@ -1,4 +1,5 @@
-//! The shared caches, and which Services a change of any watched object queues for a sync.
+//! The router: applies each watch event to the shared caches and queues the Services whose
+//! sync it may change.
 //!
 //! - A Service change queues it for both controllers.
 //! - A pod change queues the Services selecting it before or after, and only when something
@@ -23,8 +24,8 @@
 //!   [`CacheWaiters`]; the next event of that Service's slices (or Endpoints) queues it again
 //!   at once, instead of waiting for the retry backoff.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
@@ -34,9 +35,8 @@ use plumbing::Event as WatchEvent;
 
 use super::cache::{Cache, Change, Keyed, ObjectKey};
 use super::enabled::EnabledControllers;
-use super::queue::WorkQueue;
+use super::shared::{Caches, Queues, SharedState};
 use super::trim::{PodChange, node_zone_changed, pod_change};
-use crate::SliceTracker;
 use crate::mirroring::endpoints_mirrorable;
 use crate::pods::PodInfo;
 use crate::service::selects;
@@ -50,50 +50,6 @@ use crate::well_known::{
 /// slices of one Service are handled in one sync.
 pub(crate) const SLICE_CHANGE_MIN_DELAY: Duration = Duration::from_secs(1);
 
-/// One cache per watched kind, shared by both controllers.
-#[derive(Debug, Default)]
-pub(crate) struct Caches {
-    pub services: Cache<Service>,
-    pub pods: Cache<PodInfo>,
-    pub nodes: Cache<Node>,
-    pub endpoints: Cache<Endpoints>,
-    pub slices: Cache<EndpointSlice>,
-}
-
-impl Caches {
-    /// Whether every kind has been listed once.
-    pub fn synced(&self) -> bool {
-        self.services.is_synced()
-            && self.pods.is_synced()
-            && self.nodes.is_synced()
-            && self.endpoints.is_synced()
-            && self.slices.is_synced()
-    }
-}
-
-/// The kinds watched: those the enabled controllers read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Watched {
-    pub pods: bool,
-    pub nodes: bool,
-    pub endpoints: bool,
-    pub slices: bool,
-}
-
-impl Watched {
-    /// Services always; pods for the Endpoints and EndpointSlice controllers; Nodes for the
-    /// EndpointSlice controller (zones, hints); Endpoints for the Endpoints and mirroring
-    /// controllers; EndpointSlices for the EndpointSlice and mirroring controllers.
-    pub fn by(enabled: EnabledControllers) -> Self {
-        Watched {
-            pods: enabled.endpoints || enabled.endpointslice,
-            nodes: enabled.endpointslice,
-            endpoints: enabled.endpoints || enabled.mirroring,
-            slices: enabled.endpointslice || enabled.mirroring,
-        }
-    }
-}
-
 /// A watch event of any of the kinds (boxed: objects differ much in size).
 #[derive(Debug)]
 pub(crate) enum Update {
@@ -102,95 +58,6 @@ pub(crate) enum Update {
     Node(Box<WatchEvent<Node>>),
     Endpoints(Box<WatchEvent<Endpoints>>),
     Slice(Box<WatchEvent<EndpointSlice>>),
-}
-
-/// Services whose last sync found the cache out of date, waiting for the cache to move.
-#[derive(Debug, Default)]
-pub(crate) struct CacheWaiters(Mutex<HashSet<ObjectKey>>);
-
-impl CacheWaiters {
-    /// Registers before reading the cache, so that an event applied meanwhile is not missed.
-    pub fn wait(&self, key: &ObjectKey) {
-        self.0.lock().expect("waiters lock").insert(key.clone());
-    }
-
-    /// The cache was fresh after all.
-    pub fn cancel(&self, key: &ObjectKey) {
-        self.0.lock().expect("waiters lock").remove(key);
-    }
-
-    /// Whether the Service was waiting (it is not any more).
-    fn take(&self, key: &ObjectKey) -> bool {
-        self.0.lock().expect("waiters lock").remove(key)
-    }
-}
-
-/// Per Service, the pods changed since a controller last took them: what its index of the
-/// Service's endpoints has to read again.
-#[derive(Debug, Default)]
-pub(crate) struct ChangedPods(Mutex<HashMap<ObjectKey, BTreeSet<String>>>);
-
-impl ChangedPods {
-    fn record(&self, service: &ObjectKey, pod: &str) {
-        let mut changed = self.0.lock().expect("changed pods lock");
-        match changed.get_mut(service) {
-            Some(pods) => {
-                pods.insert(pod.to_string());
-            }
-            None => {
-                changed.insert(service.clone(), BTreeSet::from([pod.to_string()]));
-            }
-        }
-    }
-
-    /// The pods changed since the last call for this Service.
-    pub fn take(&self, service: &ObjectKey) -> BTreeSet<String> {
-        let mut changed = self.0.lock().expect("changed pods lock");
-        changed.remove(service).unwrap_or_default()
-    }
-}
-
-/// Where the router sends Service keys.
-#[derive(Debug)]
-pub(crate) struct Queues {
-    pub endpoints: Arc<WorkQueue<ObjectKey>>,
-    pub slices: Arc<WorkQueue<ObjectKey>>,
-    pub mirroring: Arc<WorkQueue<ObjectKey>>,
-    pub endpoints_waiters: Arc<CacheWaiters>,
-    pub slice_waiters: Arc<CacheWaiters>,
-    pub mirroring_waiters: Arc<CacheWaiters>,
-    /// `--endpoint-updates-batch-period`.
-    pub endpoints_batch: Duration,
-    /// `--endpointslice-updates-batch-period`.
-    pub slices_batch: Duration,
-    /// `--mirroring-endpointslice-updates-batch-period`.
-    pub mirroring_batch: Duration,
-}
-
-/// What the router shares with the controllers besides the caches: the slice controller's and
-/// the mirroring controller's write trackers, the pods changed per Service, and the zones' CPU
-/// shares.
-#[derive(Debug, Clone)]
-pub(crate) struct SharedState {
-    pub slice_tracker: Arc<Mutex<SliceTracker>>,
-    /// Pods changed per Service, for the Endpoints controller's indexes.
-    pub endpoints_changes: Arc<ChangedPods>,
-    /// Pods changed per Service, for the EndpointSlice controller's indexes.
-    pub slice_changes: Arc<ChangedPods>,
-    pub mirroring_tracker: Arc<Mutex<SliceTracker>>,
-    pub capacity: Arc<RwLock<ZoneCapacity>>,
-}
-
-impl Default for SharedState {
-    fn default() -> Self {
-        SharedState {
-            slice_tracker: Arc::default(),
-            endpoints_changes: Arc::default(),
-            slice_changes: Arc::default(),
-            mirroring_tracker: Arc::default(),
-            capacity: Arc::new(RwLock::new(ZoneCapacity::from_nodes::<Node>(&[]))),
-        }
-    }
 }
 
 /// Applies watch events to the caches and queues the Services they affect.
