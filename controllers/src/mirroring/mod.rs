@@ -8,11 +8,11 @@
 //! slice once mirroring no longer applies.
 
 mod desired;
-mod plan;
+mod reconcile;
 
 pub use desired::{
     DesiredMirroredSlices, MirroringEvent, MirroringParams, REASON_INVALID_IP_ADDRESS,
     REASON_TOO_MANY_ADDRESSES_TO_MIRROR, SkipReason, desired_mirrored_slices, endpoints_mirrorable,
     should_mirror,
 };
-pub use plan::plan_mirrored_slices;
+pub use reconcile::plan_mirrored_slices;
