@@ -2,8 +2,11 @@
 //! to the apiserver receiving the controller's next write of that pod's Service's
 //! EndpointSlices (or Endpoints). Both writes' own apiserver cost is left out, for every side
 //! alike, so what remains is the controller's: its watch delivery, queue, sync and client.
-//! Pod writes answered before the controller's write arrives are all answered by it (a
-//! controller that coalesces them is not charged for each).
+//! The controller's write is the first one received after the pod write was: a watch event
+//! leaves with the commit, before the pod write's response is logged, so a fast controller's
+//! write can arrive before that response (its reaction counts as zero). Pod writes answered by
+//! one controller write are all answered by it (a controller that coalesces them is not
+//! charged for each).
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -156,7 +159,7 @@ pub fn reactions(
         };
         for kind in [Kind::Slice, Kind::Endpoints] {
             let next = controller.get(&(kind, service.clone())).and_then(|times| {
-                let i = times.partition_point(|t| *t < pod.answered);
+                let i = times.partition_point(|t| *t < pod.received);
                 times.get(i)
             });
             let (times, unanswered) = match kind {
@@ -224,17 +227,21 @@ mod tests {
             line("endpoints", None, "svc-001", &t(150), &t(160)),
             // No answer follows this one.
             line("pods", Some("status"), "svc-002-3", &t(200), &t(210)),
+            // Answered before its own response was logged: a reaction of zero.
+            line("pods", Some("status"), "svc-003-1", &t(300), &t(320)),
+            line("endpointslices", None, "svc-003-fghij", &t(315), &t(330)),
         ];
         std::fs::write(&log, lines.join("\n") + "\n").unwrap();
         let since: Timestamp = t(0).parse().unwrap();
         let r = reactions(&log, "churn", since, strip_last_part).unwrap();
         let ms = Duration::from_millis;
-        assert_eq!(r.slices, [ms(15), ms(20)]);
+        assert_eq!(r.slices, [ms(0), ms(15), ms(20)]);
         assert_eq!(r.endpoints, [ms(35), ms(40)]);
-        assert_eq!((r.unanswered_slices, r.unanswered_endpoints), (1, 1));
+        assert_eq!((r.unanswered_slices, r.unanswered_endpoints), (1, 2));
 
         let later: Timestamp = t(150).parse().unwrap();
         let r = reactions(&log, "churn", later, strip_last_part).unwrap();
-        assert!(r.slices.is_empty() && r.unanswered_slices == 1);
+        assert_eq!(r.slices, [ms(0)]);
+        assert_eq!(r.unanswered_slices, 1);
     }
 }
