@@ -3,8 +3,9 @@
 # by side on fresh local control planes, in one run: a scale-up (one Service, 0 -> PODS ready
 # pods over NODES Nodes in batches of BATCH) and a churn (SERVICES Services x PODS_PER_SERVICE
 # pods, then FLIPS_PER_SECOND readiness flips for CHURN_SECONDS). Prints, per side: times,
-# flip delays, Endpoints/EndpointSlice writes, the controller's RSS and peak RSS, its CPU
-# time, and whether the goals hold. Release build; svcplane runs as the real
+# flip delays, reaction times read from kube-apiserver's audit log (pod write answered to the
+# controller's write received), Endpoints/EndpointSlice writes, the controller's RSS and peak
+# RSS, its CPU time, and whether the goals hold. Release build; svcplane runs as the real
 # `svcplane controllers --leader-elect=false` process. Figures depend on what else the
 # machine runs: the load average is printed with each run.
 #
