@@ -190,7 +190,7 @@ async fn watch_services(
             tracing::debug!(values = %describe(&released), "values no Service holds any more; the releasing replica frees them");
         } else if !released.is_empty() {
             tracing::info!(values = %describe(&released), "releasing values no Service holds any more");
-            if let Err(error) = store.release(released).await {
+            if let Err(error) = store.release_observed(released).await {
                 tracing::warn!(%error, "release not queued");
             }
         }

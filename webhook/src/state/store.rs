@@ -67,8 +67,12 @@ type PendingAdmit = (AdmitRequest, Reply);
 enum Command {
     /// Boxed: two Service specs would make every command as large.
     Admit(Box<PendingAdmit>),
-    /// Values no Service holds any more (or that repair found leaked).
-    Release(Vec<Value>),
+    /// Values no Service holds any more: seen so by the Service watch (`observed`), or
+    /// found leaked by repair.
+    Release {
+        values: Vec<Value>,
+        observed: bool,
+    },
     /// Values Services hold that the state lacks (found by repair); they are confirmed too.
     Mark(Vec<Value>),
     /// Values a Service was seen holding.
@@ -200,9 +204,25 @@ impl AllocationStore {
         answer.await.map_err(|_| StoreError::Stopped)?
     }
 
-    /// Releases values no Service holds any more.
+    /// Releases values repair found no Service holding. A mark of the same value earlier in
+    /// the queue wins: it comes from a newer view than repair's list.
     pub async fn release(&self, values: Vec<Value>) -> Result<(), StoreError> {
-        self.send(Command::Release(values)).await
+        self.send(Command::Release {
+            values,
+            observed: false,
+        })
+        .await
+    }
+
+    /// Releases values the Service watch saw no Service hold any more. This wins over a mark
+    /// of the same value earlier in the queue: the watch sent that mark before it saw the
+    /// Service go (one created and deleted at once).
+    pub async fn release_observed(&self, values: Vec<Value>) -> Result<(), StoreError> {
+        self.send(Command::Release {
+            values,
+            observed: true,
+        })
+        .await
     }
 
     /// Marks values as allocated that Services hold but the state lacks.
@@ -373,11 +393,14 @@ impl Actor {
         for command in batch {
             match command {
                 Command::Admit(pending) => admits.push(*pending),
-                // The last command on a value wins: a Service created and deleted at once
-                // sends a mark then a release, which the batch would otherwise apply the
-                // other way round (releases first), leaving the value held by no Service.
-                Command::Release(values) => {
-                    supersede(&mut marks, &values);
+                // A batch applies its releases before its marks, so a mark wins: a Service
+                // was seen holding the value. Except over the watch's own later release: a
+                // Service created and deleted at once sends a mark then a release, and the
+                // value must end free, not held by no Service.
+                Command::Release { values, observed } => {
+                    if observed {
+                        supersede(&mut marks, &values);
+                    }
                     releases.extend(values);
                 }
                 Command::Mark(values) => {
@@ -403,7 +426,6 @@ impl Actor {
                 Command::ReturnPools(reply) => returns.push(reply),
                 Command::Reclaim(entries) => {
                     for entry in entries {
-                        supersede(&mut marks, &entry.values);
                         for &value in &entry.values {
                             self.reclaiming.insert(value, entry.holder.clone());
                         }
@@ -412,7 +434,6 @@ impl Actor {
                     }
                 }
                 Command::GiveBack(values) => {
-                    supersede(&mut marks, &values);
                     self.giving_back.extend(values.iter().copied());
                     releases.extend(values);
                 }

@@ -322,8 +322,8 @@ async fn a_give_back_after_the_entry_was_reclaimed_frees_nothing() {
     );
 }
 
-/// A Service created and deleted at once: its values are marked then released, and both
-/// commands can land in one batch. The last command on a value wins, so the value ends
+/// A Service created and deleted at once: the watch marks its values, then releases them,
+/// and both commands can land in one batch. The watch's release wins, so the value ends
 /// free; in the other order it ends allocated.
 #[tokio::test]
 async fn a_mark_then_a_release_in_one_batch_leave_the_value_free() {
@@ -333,12 +333,32 @@ async fn a_mark_then_a_release_in_one_batch_leave_the_value_free() {
     let value = Value::ClusterIp(address);
     // Queued without the actor running in between (one thread): one batch.
     store.mark(vec![value]).await.unwrap();
-    store.release(vec![value]).await.unwrap();
+    store.release_observed(vec![value]).await.unwrap();
     settle(&store).await;
     assert!(!stored_ips(&fake).has(address), "marked after its release");
 
-    store.release(vec![value]).await.unwrap();
+    store.release_observed(vec![value]).await.unwrap();
     store.mark(vec![value]).await.unwrap();
     settle(&store).await;
     assert!(stored_ips(&fake).has(address));
+}
+
+/// Repair's release comes from a list older than the watch's mark: a Service was seen
+/// holding the value since, so in one batch the mark wins and the value stays allocated.
+#[tokio::test]
+async fn a_mark_wins_over_repairs_release_in_one_batch() {
+    let fake = FakeRanges::default();
+    let store = start(&fake).await;
+    let address: std::net::IpAddr = "10.96.0.8".parse().unwrap();
+    let value = Value::ClusterIp(address);
+    store.mark(vec![value]).await.unwrap();
+    settle(&store).await;
+    assert!(stored_ips(&fake).has(address));
+    store.mark(vec![value]).await.unwrap();
+    store.release(vec![value]).await.unwrap();
+    settle(&store).await;
+    assert!(
+        stored_ips(&fake).has(address),
+        "freed while a Service holds it"
+    );
 }
