@@ -12,5 +12,5 @@ pub use desired::{
 };
 pub use index::{SliceIndex, SliceSync};
 pub use reconcile::{MaxEndpointsPerSlice, SliceParams, SlicePlan, plan_endpoint_slices};
-pub(crate) use reconcile::{Targets, plan_slices};
+pub(crate) use reconcile::{Targets, live_by_name, plan_slices};
 pub use tracker::SliceTracker;

@@ -109,6 +109,17 @@ impl SlicePlan {
     }
 }
 
+/// The slices not being deleted, by name: the order both reconcilers plan in.
+pub(crate) fn live_by_name<S: Borrow<EndpointSlice>>(existing: &[S]) -> Vec<&EndpointSlice> {
+    let mut live: Vec<&EndpointSlice> = existing
+        .iter()
+        .map(Borrow::borrow)
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .collect();
+    live.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    live
+}
+
 fn endpoints_of(slice: &EndpointSlice) -> &[Endpoint] {
     slice.endpoints.as_deref().unwrap_or_default()
 }
@@ -389,13 +400,7 @@ pub(crate) fn plan_slices<S: Borrow<EndpointSlice>>(
     let mut plan = SlicePlan::default();
 
     let mut by_type: BTreeMap<IpFamily, Vec<&EndpointSlice>> = BTreeMap::new();
-    let mut live: Vec<&EndpointSlice> = existing
-        .iter()
-        .map(Borrow::borrow)
-        .filter(|s| s.metadata.deletion_timestamp.is_none())
-        .collect();
-    live.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    for slice in live {
+    for slice in live_by_name(existing) {
         match slice.address_type.parse::<IpFamily>().ok() {
             Some(family) if targets.address_types.contains(&family) => {
                 by_type.entry(family).or_default().push(slice)

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
 
 use super::desired::{DesiredMirroredSlices, PortKey};
-use crate::endpointslice::{EndpointGroup, SlicePlan};
+use crate::endpointslice::{EndpointGroup, SlicePlan, live_by_name};
 use crate::service::IpFamily;
 use crate::well_known::LABEL_SLICE_MANAGED_BY;
 
@@ -121,12 +121,7 @@ pub fn plan_mirrored_slices<S: Borrow<EndpointSlice>>(
     existing: &[S],
     desired: Option<&DesiredMirroredSlices>,
 ) -> SlicePlan {
-    let mut live: Vec<&EndpointSlice> = existing
-        .iter()
-        .map(Borrow::borrow)
-        .filter(|s| s.metadata.deletion_timestamp.is_none())
-        .collect();
-    live.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let live = live_by_name(existing);
     let Some(desired) = desired else {
         return SlicePlan {
             delete: live.into_iter().cloned().collect(),
