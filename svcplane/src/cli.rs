@@ -228,6 +228,14 @@ pub struct WebhookFlags {
         default_value_t = 256
     )]
     pub max_unconfirmed_per_namespace: usize,
+    /// The pod this replica runs in (the manifests set it from the downward API). It names
+    /// the replica's pool entries, so that after a container restart the replica frees what
+    /// its earlier life pooled and handed out unconfirmed one
+    /// --unconfirmed-allocation-timeout after it starts, instead of leaving it to the
+    /// releasing replica a pool lifetime later. Leave it unset outside a pod: replicas
+    /// sharing a name would free each other's pools.
+    #[arg(long, env = "POD_NAME", value_name = "NAME")]
+    pub pod_name: Option<String>,
 }
 
 impl WebhookFlags {

@@ -136,6 +136,7 @@ fn webhook_config(
             timeout: flags.unconfirmed_allocation_timeout,
             per_namespace: flags.max_unconfirmed_per_namespace,
         },
+        pod_name: flags.pod_name.clone().filter(|name| !name.is_empty()),
     }
 }
 

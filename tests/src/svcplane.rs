@@ -103,6 +103,7 @@ pub fn webhook_config(plane: &ControlPlane) -> Result<WebhookConfig> {
             lifetime: Duration::from_secs(60),
         },
         unconfirmed: UnconfirmedConfig::default(),
+        pod_name: None,
     })
 }
 

@@ -445,3 +445,89 @@ pub async fn a_dead_replicas_pool_and_unconfirmed_values_are_freed_within_a_life
     );
     Ok(())
 }
+
+/// A replica restarted in its pod (the same pod name, as after a container restart) frees
+/// what its earlier life listed one unconfirmed-allocation timeout after it starts. The pool
+/// lifetime and the repair interval are ten minutes here, so neither the releasing replica
+/// nor repair can be what frees it within the wait.
+pub async fn a_replica_restarted_in_its_pod_frees_its_earlier_lifes_pool(
+    _: std::sync::Arc<()>,
+) -> Result<()> {
+    const CASE: &str = "restart-in-pod";
+    const LONG: Duration = Duration::from_secs(600);
+    const UNCONFIRMED: Duration = Duration::from_secs(3);
+    let mut setup = Setup::start_tuned(LONG, |config| {
+        config.pool.lifetime = LONG;
+        config.unconfirmed.timeout = UNCONFIRMED;
+    })
+    .await?;
+    let other = 1 - RELEASER;
+    setup.only_through(other);
+    let namespace = setup.namespace("restart").await?;
+    let services: kube::Api<Service> = kube::Api::namespaced(setup.client.clone(), &namespace);
+    for i in 0..8 {
+        services
+            .create(&Default::default(), &mixed(&format!("svc-{i}"), i))
+            .await?;
+    }
+    let prefix = format!("replica-{other}-");
+    let earlier = wait::until(format!("replica {other}'s pools stored"), || async {
+        let entries = checks::entries(&setup.client).await?;
+        let own: std::collections::BTreeMap<String, std::collections::BTreeSet<Value>> = entries
+            .into_iter()
+            .filter(|(holder, _)| holder.starts_with(&prefix))
+            .collect();
+        Ok(
+            if own.values().map(|values| values.len()).sum::<usize>() > 0 {
+                Ok(own)
+            } else {
+                Err(format!("no entry named {prefix}* lists a value"))
+            },
+        )
+    })
+    .await?;
+    let listed: std::collections::BTreeSet<Value> = earlier.values().flatten().copied().collect();
+    setup.kill_replica(other);
+    setup.restart_replica(other).await?;
+    let restarted = tokio::time::Instant::now();
+    wait::until(
+        "the earlier life's entry dropped and what it listed freed",
+        || async {
+            let entries = checks::entries(&setup.client).await?;
+            let left: Vec<&String> = entries.keys().filter(|h| earlier.contains_key(*h)).collect();
+            let relisted: std::collections::BTreeSet<Value> =
+                entries.values().flatten().copied().collect();
+            let held = checks::holders(&setup.client).await?;
+            let (stored, _) = checks::stored(&setup.client, LONG).await?;
+            let unfreed: Vec<&Value> = listed
+                .iter()
+                .filter(|v| stored.contains(v) && !held.contains_key(v) && !relisted.contains(v))
+                .collect();
+            Ok(if left.is_empty() && unfreed.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "entries of the earlier life left: {left:?}; listed by it, held by no Service and still stored: {unfreed:?}"
+                ))
+            })
+        },
+    )
+    .await?;
+    say(
+        CASE,
+        format!(
+            "replica {other} restarted in its pod; the {} values its earlier life listed were freed or kept by a Service {:.1} s later (unconfirmed timeout {UNCONFIRMED:?}, pool lifetime and repair interval {LONG:?})",
+            listed.len(),
+            restarted.elapsed().as_secs_f64(),
+        ),
+    );
+    // Its liveness is checked every second: the reclaim, done once, must not count as a
+    // watch that ended.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let failures = setup.liveness_failures(other);
+    anyhow::ensure!(
+        failures.is_empty(),
+        "the restarted replica reports itself not live: {failures:?}"
+    );
+    Ok(())
+}

@@ -65,6 +65,24 @@ pub async fn stored(
     Ok((values, pooled))
 }
 
+/// The values each reservation entry lists, by entry name, over every range.
+pub async fn entries(client: &Client) -> Result<BTreeMap<String, BTreeSet<Value>>> {
+    let api: Api<RangeAllocation> = Api::all(client.clone());
+    let mut entries: BTreeMap<String, BTreeSet<Value>> = BTreeMap::new();
+    for object in api.list(&ListParams::default()).await? {
+        let kind = object
+            .kind()
+            .ok_or_else(|| anyhow::anyhow!("unknown range object {}", object.name_any()))?;
+        for (holder, entry) in &object.spec.reservations {
+            entries
+                .entry(holder.clone())
+                .or_default()
+                .extend(entry.values(kind));
+        }
+    }
+    Ok(entries)
+}
+
 /// How the stored state differs from what the Services hold.
 #[derive(Debug, Default)]
 pub struct Drift {

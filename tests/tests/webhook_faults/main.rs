@@ -19,6 +19,7 @@ fn main() -> ExitCode {
             cases::an_apiserver_restart_mid_burst_gives_clean_errors_then_recovers,
             cases::a_value_released_by_one_replica_is_given_by_the_other,
             cases::a_dead_replicas_pool_and_unconfirmed_values_are_freed_within_a_lifetime,
+            cases::a_replica_restarted_in_its_pod_frees_its_earlier_lifes_pool,
         ],
     )
 }

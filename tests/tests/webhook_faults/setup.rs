@@ -34,6 +34,14 @@ impl Setup {
     /// A fresh control plane with two replicas (repair every `repair_interval`) registered
     /// through the proxy, and the apiserver calling them.
     pub async fn start(repair_interval: Duration) -> Result<Self> {
+        Self::start_tuned(repair_interval, |_| {}).await
+    }
+
+    /// [`Setup::start`], with `tune` applied to each replica's configuration.
+    pub async fn start_tuned(
+        repair_interval: Duration,
+        tune: impl Fn(&mut WebhookConfig),
+    ) -> Result<Self> {
         let plane = ControlPlane::start(ControlPlaneConfig::default()).await?;
         let client = plane.client().await?;
         svcplane::install_crd(&client).await?;
@@ -51,6 +59,10 @@ impl Setup {
             }
             config.tls_cert_file = certs.cert_file.clone();
             config.tls_private_key_file = certs.key_file.clone();
+            // Each replica in a pod of its own: a restart keeps the name, as a container
+            // restarted in its pod does.
+            config.pod_name = Some(format!("replica-{index}"));
+            tune(&mut config);
             replicas.push(Some(
                 svcplane::start_replica(client.clone(), config.clone()).await?,
             ));
@@ -151,6 +163,14 @@ impl Setup {
                 .set_backend(other, self.configs[index].bind_address);
             self.proxy.cut(other);
         }
+    }
+
+    /// What replica `index`'s `/livez` reports failing (nothing for a stopped one).
+    pub fn liveness_failures(&self, index: usize) -> Vec<(&'static str, String)> {
+        self.replicas[index]
+            .as_ref()
+            .map(|replica| replica.liveness.failures())
+            .unwrap_or_default()
     }
 
     /// Whether every replica runs and reports ready.

@@ -23,7 +23,8 @@ use crate::server::metrics::AdmissionMetrics;
 use crate::server::tls::{ReloadingCertificate, TlsError, provider, server_config};
 use crate::server::{Admission, ServerLimits, router, serve};
 use crate::services::{mutate_service, validate_service};
-use crate::state::pool::{holder_name, spawn_refiller};
+use crate::state::Holder;
+use crate::state::pool::spawn_refiller;
 use crate::state::{AllocationStore, PoolConfig, StoreError, UnconfirmedConfig};
 use crate::validate::{EndpointPolicy, admit_endpoints};
 use plumbing::ReadinessGate;
@@ -65,6 +66,9 @@ pub struct WebhookConfig {
     /// How long values given at admission wait for their Service, and how many one
     /// namespace may hold unconfirmed.
     pub unconfirmed: UnconfirmedConfig,
+    /// The pod this replica runs in: a stable identity across container restarts (see
+    /// [`Holder`]). None outside a pod.
+    pub pod_name: Option<String>,
 }
 
 /// Whether this replica releases values (those of deleted Services, those an update
@@ -207,7 +211,7 @@ pub async fn run(
     let tls = server_config(Arc::clone(&certificate), clients)?;
 
     let (expired, unconfirmed) = tokio::sync::mpsc::unbounded_channel();
-    let holder = holder_name();
+    let holder = Holder::new(config.pod_name.as_deref());
     let store = AllocationStore::start(
         client.clone(),
         allocators(&config)?,
@@ -225,6 +229,14 @@ pub async fn run(
     let pod_ips = Arc::new(PodIpIndex::default());
     let mut watches =
         watch::start(client.clone(), store.clone(), Arc::clone(&pod_ips), &config).await;
+    // Ends once done: not one of the watches, which run as long as the process.
+    let _earlier_lives = (config.pool.size > 0).then(|| {
+        AbortOnDrop(tokio::spawn(watch::reclaim_previous_lives(
+            client.clone(),
+            store.clone(),
+            config.unconfirmed.timeout,
+        )))
+    });
     // Pools only take values once the first repair marked those existing Services hold.
     let refiller = spawn_refiller(
         client,

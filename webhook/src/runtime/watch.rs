@@ -1,8 +1,9 @@
 //! The watches that keep the allocation state true: Services (releases and repair) and,
 //! when the cross-namespace check is on, Pods.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
@@ -19,7 +20,7 @@ use super::{Releaser, WebhookConfig};
 use crate::services::spec::to_spec;
 use crate::state::held::{HeldIndex, describe, held_values};
 use crate::state::repair::{Finding, Repairer};
-use crate::state::{AllocationStore, RangeAllocation, RangeKind};
+use crate::state::{AllocationStore, DeadEntry, RangeAllocation, RangeKind};
 
 /// The running watches and repair loop; aborted together.
 pub struct Watches(JoinSet<()>);
@@ -65,7 +66,7 @@ pub async fn start(
         client.clone(),
         Reporter {
             controller: "svcplane-webhook".to_string(),
-            instance: std::env::var("POD_NAME").ok(),
+            instance: config.pod_name.clone(),
         },
     );
     if config.pool.size > 0 {
@@ -262,38 +263,87 @@ async fn reclaim_dead_entries(
         let Ok(state) = store.snapshot().await else {
             return;
         };
-        if state.dead.is_empty() {
-            continue;
-        }
-        let listed = match services.list(&Default::default()).await {
-            Ok(listed) => listed,
-            Err(error) => {
-                tracing::warn!(%error, "Services not listed; the entries of dead replicas wait");
-                continue;
-            }
-        };
-        let held: std::collections::HashSet<allocator::Value> = listed
-            .items
-            .iter()
-            .filter_map(|service| to_spec(service).ok())
-            .flat_map(|spec| held_values(&spec))
-            .collect();
-        let mut entries = state.dead;
-        for entry in &mut entries {
-            entry
-                .values
-                .retain(|value| !held.contains(value) && !state.pooled.contains(value));
-            tracing::info!(
-                holder = %entry.holder,
-                range = entry.kind.name(),
-                values = %describe(&entry.values),
-                "reclaiming the entry of a replica gone for a pool lifetime"
-            );
-        }
-        if store.reclaim(entries).await.is_err() {
+        let reclaimed = reclaim(
+            &services,
+            &store,
+            state.dead,
+            &state.pooled,
+            "reclaiming the entry of a replica gone for a pool lifetime",
+        );
+        if reclaimed.await.is_err() {
             return;
         }
     }
+}
+
+/// Frees what the entries of earlier lives of this replica's pod list (a container
+/// restarted in its pod; see `Holder`), without waiting for them to die of age: once one
+/// unconfirmed-allocation timeout has passed since this life started, whatever those lives
+/// handed out has reached kube-apiserver's storage or never will, so what no Service holds
+/// is free. This replica does it itself, whether it releases or not; the releasing replica
+/// would only take them for dead a pool lifetime after their last renewal.
+pub(super) async fn reclaim_previous_lives(client: Client, store: AllocationStore, wait: Duration) {
+    tokio::time::sleep(wait).await;
+    let services: Api<Service> = Api::all(client);
+    loop {
+        let Ok(state) = store.snapshot().await else {
+            return;
+        };
+        let reclaimed = reclaim(
+            &services,
+            &store,
+            state.previous_lives,
+            &state.pooled,
+            "freeing what an earlier life of this pod listed",
+        );
+        match reclaimed.await {
+            Ok(true) | Err(()) => return,
+            // The Services could not be listed: try again.
+            Ok(false) => tokio::time::sleep(wait / 4).await,
+        }
+    }
+}
+
+/// Drops `entries` and frees what they list that no Service holds and no live pool lists;
+/// `Ok(false)` when the Services could not be listed (nothing done), `Err` when the store
+/// has stopped.
+async fn reclaim(
+    services: &Api<Service>,
+    store: &AllocationStore,
+    mut entries: Vec<DeadEntry>,
+    pooled: &BTreeSet<allocator::Value>,
+    what: &'static str,
+) -> Result<bool, ()> {
+    if entries.is_empty() {
+        return Ok(true);
+    }
+    // A list, not the watch's copy: a Service admitted just before the entry's replica
+    // stopped is seen.
+    let listed = match services.list(&Default::default()).await {
+        Ok(listed) => listed,
+        Err(error) => {
+            tracing::warn!(%error, "Services not listed; {what} waits");
+            return Ok(false);
+        }
+    };
+    let held: std::collections::HashSet<allocator::Value> = listed
+        .items
+        .iter()
+        .filter_map(|service| to_spec(service).ok())
+        .flat_map(|spec| held_values(&spec))
+        .collect();
+    for entry in &mut entries {
+        entry
+            .values
+            .retain(|value| !held.contains(value) && !pooled.contains(value));
+        tracing::info!(
+            holder = %entry.holder,
+            range = entry.kind.name(),
+            values = %describe(&entry.values),
+            "{what}"
+        );
+    }
+    store.reclaim(entries).await.map(|()| true).map_err(|_| ())
 }
 
 struct RepairLoop {

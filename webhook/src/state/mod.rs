@@ -7,6 +7,7 @@ mod error;
 #[cfg(test)]
 mod fake_api;
 pub mod held;
+pub mod holder;
 pub(crate) mod pool;
 pub(crate) mod repair;
 pub(crate) mod store;
@@ -17,5 +18,6 @@ pub use allocate::{Allocate, InMemoryAllocation};
 pub use batch::AdmitRequest;
 pub use crd::{RangeAllocation, RangeAllocationSpec, RangeKind};
 pub use error::StoreError;
+pub use holder::Holder;
 pub use store::{AllocationStore, DeadEntry, PoolConfig, StateView};
 pub use unconfirmed::{Expired, ServiceName, UnconfirmedConfig};

@@ -23,8 +23,9 @@ use k8s_openapi::ByteString;
 use kube::{Api, Client};
 
 use super::crd::{RangeAllocation, RangeKind, Reservation};
+use super::holder::Holder;
 use super::store::{AllocationStore, PoolConfig, PoolView};
-use super::write::{RewriteError, Start, random, rewrite};
+use super::write::{RewriteError, Start, rewrite};
 
 /// How many writes a refill tries before giving up until the next one.
 const MAX_ATTEMPTS: u32 = 8;
@@ -36,7 +37,7 @@ pub fn spawn_refiller(
     store: AllocationStore,
     template: Allocators,
     config: PoolConfig,
-    holder: String,
+    holder: Holder,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if config.size == 0 {
         return None;
@@ -52,22 +53,12 @@ pub fn spawn_refiller(
     Some(tokio::spawn(refiller.run()))
 }
 
-/// A name for this replica's entries: the pod (or host) name and a random suffix, so that
-/// a restarted replica never takes over the entries of its previous life.
-pub fn holder_name() -> String {
-    let host = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "svcplane".to_string());
-    let suffix = random() as u32;
-    format!("{host}-{suffix:08x}")
-}
-
 struct Refiller {
     api: Api<RangeAllocation>,
     store: AllocationStore,
     template: Allocators,
     config: PoolConfig,
-    holder: String,
+    holder: Holder,
     /// Ranges where this replica's entry exists, as last written.
     has_entry: BTreeMap<RangeKind, bool>,
 }
@@ -166,9 +157,12 @@ impl Refiller {
                     });
                 }
                 if listed.is_empty() {
-                    entries.remove(&self.holder);
+                    entries.remove(self.holder.name());
                 } else {
-                    entries.insert(self.holder.clone(), Reservation::new(listed, wall));
+                    entries.insert(
+                        self.holder.name().to_string(),
+                        Reservation::new(listed, wall),
+                    );
                 }
                 let snapshot = range
                     .snapshot_of(kind)

@@ -27,6 +27,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::batch::{AdmitRequest, Recent};
 use super::crd::{RangeAllocation, RangeKind, Reservation};
 use super::error::StoreError;
+use super::holder::Holder;
 use super::unconfirmed::{Expired, Unconfirmed, UnconfirmedConfig};
 
 /// How many commands one batch (and so one write per range) takes at most.
@@ -111,6 +112,9 @@ pub struct StateView {
     /// The reservation entries of other replicas not renewed for a pool lifetime: those
     /// replicas are gone, and what they listed is theirs no more.
     pub dead: Vec<DeadEntry>,
+    /// The entries of earlier lives of this replica's pod (see [`Holder`]), however
+    /// recently renewed: those processes have stopped.
+    pub previous_lives: Vec<DeadEntry>,
 }
 
 /// The reservation entry of a replica gone for a pool lifetime.
@@ -157,7 +161,7 @@ impl AllocationStore {
         client: Client,
         allocators: Allocators,
         pool: PoolConfig,
-        holder: String,
+        holder: Holder,
         unconfirmed: UnconfirmedConfig,
         expired: mpsc::UnboundedSender<Vec<Expired>>,
     ) -> Result<Self, StoreError> {
@@ -318,7 +322,7 @@ struct Actor {
     reservations: BTreeMap<RangeKind, BTreeMap<String, Reservation>>,
     pool: PoolConfig,
     /// The name of this replica's reservation entries.
-    holder: String,
+    holder: Holder,
     /// Per range, until when its pool may be handed out: half the entry's lifetime after
     /// the refiller last renewed it, so that no other replica can deem it dead meanwhile.
     pool_usable_until: BTreeMap<RangeKind, Instant>,

@@ -167,7 +167,7 @@ impl Actor {
         }
         if self.giving_back.contains(&value)
             && self.had_entry.contains(&kind)
-            && !entries.is_some_and(|entries| entries.contains_key(&self.holder))
+            && !entries.is_some_and(|entries| entries.contains_key(self.holder.name()))
         {
             tracing::warn!(%value, "this replica's entry was reclaimed as dead; its unconfirmed value is left to repair");
             return false;

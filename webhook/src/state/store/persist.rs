@@ -108,7 +108,7 @@ impl Actor {
                 kind.parse_value(text)
                     .is_some_and(|value| self.allocators.has(value))
             });
-            *holder == self.holder
+            holder == self.holder.name()
                 || !(entry.values.is_empty() || self.dropping.contains(&(kind, holder.clone())))
         });
         // A write of a range renews this replica's entry while its pool is in use, so that
@@ -116,7 +116,7 @@ impl Actor {
         let stamped = Instant::now();
         let renewing = self.pool_in_use(kind, stamped)
             && reservations
-                .get_mut(&self.holder)
+                .get_mut(self.holder.name())
                 .map(|entry| entry.renew(SystemTime::now()))
                 .is_some();
         let object = RangeAllocation {
@@ -151,7 +151,7 @@ impl Actor {
     pub(super) fn learn(&mut self, kind: RangeKind, stored: RangeAllocation) {
         self.versions
             .insert(kind, stored.metadata.resource_version.unwrap_or_default());
-        if stored.spec.reservations.contains_key(&self.holder) {
+        if stored.spec.reservations.contains_key(self.holder.name()) {
             self.had_entry.insert(kind);
         }
         self.reservations.insert(kind, stored.spec.reservations);

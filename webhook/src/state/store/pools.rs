@@ -15,19 +15,23 @@ impl Actor {
         let mut pooled: BTreeSet<Value> = self.allocators.pooled().into_iter().collect();
         pooled.extend(self.unconfirmed.values());
         let mut dead = Vec::new();
+        let mut previous_lives = Vec::new();
         for (&kind, entries) in &self.reservations {
             for (holder, entry) in entries {
-                if entry.is_live(now, self.pool.lifetime) {
+                let gone = || DeadEntry {
+                    kind,
+                    holder: holder.clone(),
+                    values: entry
+                        .values(kind)
+                        .filter(|&value| self.allocators.has(value))
+                        .collect(),
+                };
+                if self.holder.is_previous_life(holder) {
+                    previous_lives.push(gone());
+                } else if entry.is_live(now, self.pool.lifetime) {
                     pooled.extend(entry.values(kind));
-                } else if *holder != self.holder {
-                    dead.push(DeadEntry {
-                        kind,
-                        holder: holder.clone(),
-                        values: entry
-                            .values(kind)
-                            .filter(|&value| self.allocators.has(value))
-                            .collect(),
-                    });
+                } else if holder != self.holder.name() {
+                    dead.push(gone());
                 }
             }
         }
@@ -35,6 +39,7 @@ impl Actor {
             allocators: self.allocators.clone(),
             pooled,
             dead,
+            previous_lives,
         }
     }
 

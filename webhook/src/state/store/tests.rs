@@ -20,6 +20,10 @@ fn allocators() -> Allocators {
 }
 
 async fn start(fake: &FakeRanges) -> AllocationStore {
+    start_as(fake, Holder::named("replica-a")).await
+}
+
+async fn start_as(fake: &FakeRanges, holder: Holder) -> AllocationStore {
     let (expired, _) = mpsc::unbounded_channel();
     let pool = PoolConfig {
         size: 4,
@@ -29,7 +33,7 @@ async fn start(fake: &FakeRanges) -> AllocationStore {
         fake.client(),
         allocators(),
         pool,
-        "replica-a".to_string(),
+        holder,
         UnconfirmedConfig::default(),
         expired,
     )
@@ -361,4 +365,38 @@ async fn a_mark_wins_over_repairs_release_in_one_batch() {
         stored_ips(&fake).has(address),
         "freed while a Service holds it"
     );
+}
+
+/// The entry of an earlier life of this replica's pod is neither a live pool nor waiting to
+/// age: it is shown apart, however recently renewed, and reclaimed like a dead one. The
+/// entry of another pod whose name extends this one's stays a live pool.
+#[tokio::test]
+async fn an_earlier_life_of_the_pod_is_shown_apart_and_reclaimed() {
+    let fake = FakeRanges::default();
+    let _first = start(&fake).await;
+    let now = SystemTime::now();
+    put_entry(&fake, "pod-a-00000001", &["10.96.0.10"], &[], now);
+    put_entry(&fake, "pod-a-b-00000002", &["10.96.0.11"], &[], now);
+    let store = start_as(&fake, Holder::of_pod("pod-a", 3)).await;
+
+    let view = store.snapshot().await.unwrap();
+    assert_eq!(
+        view.previous_lives,
+        [DeadEntry {
+            kind: V4,
+            holder: "pod-a-00000001".to_string(),
+            values: vec![ip("10.96.0.10")],
+        }]
+    );
+    assert!(view.dead.is_empty());
+    assert!(!view.pooled.contains(&ip("10.96.0.10")));
+    assert!(view.pooled.contains(&ip("10.96.0.11")));
+
+    store.reclaim(view.previous_lives).await.unwrap();
+    settle(&store).await;
+    let stored = fake.object(V4.name()).unwrap();
+    assert!(!stored.spec.reservations.contains_key("pod-a-00000001"));
+    assert!(stored.spec.reservations.contains_key("pod-a-b-00000002"));
+    let ips = stored_ips(&fake);
+    assert!(!ips.has("10.96.0.10".parse().unwrap()) && ips.has("10.96.0.11".parse().unwrap()));
 }
