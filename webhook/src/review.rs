@@ -281,48 +281,101 @@ pub fn object_name(request: &Request) -> String {
 }
 
 /// Converts the request's object to `K`; `Err` explains what is missing or malformed.
-pub fn typed_object<K: serde::de::DeserializeOwned>(
-    request: &Request,
-) -> Result<Option<K>, String> {
+pub fn typed_object<K: TypedObject>(request: &Request) -> Result<Option<K>, String> {
     request
         .object
         .as_ref()
         .map(|object| {
-            serde_json::to_value(object)
-                .and_then(serde_json::from_value)
-                .map_err(|error| {
-                    format!(
-                        "the {} in the request is malformed: {error}",
-                        request.kind.kind
-                    )
-                })
+            typed(object).map_err(|error| {
+                format!(
+                    "the {} in the request is malformed: {error}",
+                    request.kind.kind
+                )
+            })
         })
         .transpose()
 }
 
 /// Converts the request's old object (updates) to `K`.
-pub fn typed_old_object<K: serde::de::DeserializeOwned>(
-    request: &Request,
-) -> Result<Option<K>, String> {
+pub fn typed_old_object<K: TypedObject>(request: &Request) -> Result<Option<K>, String> {
     request
         .old_object
         .as_ref()
         .map(|object| {
-            serde_json::to_value(object)
-                .and_then(serde_json::from_value)
-                .map_err(|error| {
-                    format!(
-                        "the old {} in the request is malformed: {error}",
-                        request.kind.kind
-                    )
-                })
+            typed(object).map_err(|error| {
+                format!(
+                    "the old {} in the request is malformed: {error}",
+                    request.kind.kind
+                )
+            })
         })
         .transpose()
+}
+
+/// What [`typed_object`] converts to: a Kubernetes object with standard metadata.
+pub trait TypedObject:
+    serde::de::DeserializeOwned
+    + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
+{
+}
+
+impl<K> TypedObject for K where
+    K: serde::de::DeserializeOwned
+        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
+{
+}
+
+/// `object` as a `K`: its fields other than the metadata read straight from the decoded
+/// JSON, its metadata (managedFields and all, already typed) moved over as it is, instead
+/// of a round trip of the whole object through a JSON tree.
+fn typed<K: TypedObject>(object: &DynamicObject) -> serde_json::Result<K> {
+    use serde::de::Error;
+    if let Some(types) = &object.types
+        && (types.api_version != K::API_VERSION || types.kind != K::KIND)
+    {
+        return Err(serde_json::Error::custom(format!(
+            "expected apiVersion {} and kind {}, got {:?} and {:?}",
+            K::API_VERSION,
+            K::KIND,
+            types.api_version,
+            types.kind
+        )));
+    }
+    // An object built in code (not decoded) may have no fields besides its metadata.
+    let empty = serde_json::Value::Object(serde_json::Map::new());
+    let fields = if object.data.is_null() {
+        &empty
+    } else {
+        &object.data
+    };
+    let mut typed = K::deserialize(fields)?;
+    *typed.metadata_mut() = object.metadata.clone();
+    Ok(typed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The direct conversion gives what a round trip of the whole object through JSON gave.
+    #[test]
+    fn a_typed_object_equals_the_json_round_trip() {
+        let body = include_bytes!("../tests/data/service-create.json");
+        let mut review: serde_json::Value = serde_json::from_slice(body).unwrap();
+        // With managedFields, as kube-apiserver sends them.
+        review["request"]["object"]["metadata"]["managedFields"] = serde_json::json!([{
+            "manager": "kubectl", "operation": "Update", "apiVersion": "v1",
+            "time": "2026-01-01T00:00:00Z", "fieldsType": "FieldsV1",
+            "fieldsV1": { "f:spec": { "f:ports": {} } }
+        }]);
+        let request = decode(&serde_json::to_vec(&review).unwrap()).unwrap();
+        let direct: k8s_openapi::api::core::v1::Service = typed_object(&request).unwrap().unwrap();
+        let object = request.object.as_ref().unwrap();
+        let round_trip: k8s_openapi::api::core::v1::Service =
+            serde_json::from_value(serde_json::to_value(object).unwrap()).unwrap();
+        assert_eq!(direct, round_trip);
+        assert!(direct.metadata.managed_fields.is_some() && direct.spec.is_some());
+    }
 
     #[test]
     fn field_errors_read_like_apiserver_validation() {

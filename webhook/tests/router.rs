@@ -486,7 +486,7 @@ async fn a_pod_sent_to_the_endpoints_route_is_allowed_with_a_warning() {
     assert_eq!(answer.response()["allowed"], false);
     assert_eq!(
         answer.message(),
-        "the Pod in the request is malformed: invalid value: string \"Pod\", expected Service"
+        "the Pod in the request is malformed: expected apiVersion v1 and kind Service, got \"v1\" and \"Pod\""
     );
 }
 

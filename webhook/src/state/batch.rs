@@ -81,23 +81,34 @@ pub(super) struct Planned {
 }
 
 /// The filled Services of recent admissions by uid, so that a reinvocation (or a retry of
-/// the same request) is answered alike without allocating again.
+/// the same request) is answered alike without allocating again. Looked up on every
+/// admission: by hash, not by scanning.
 #[derive(Debug, Default)]
-pub(super) struct Recent(VecDeque<(String, ServiceSpec)>);
+pub(super) struct Recent {
+    by_uid: HashMap<String, ServiceSpec>,
+    /// The uids, oldest first.
+    order: VecDeque<String>,
+}
 
 impl Recent {
     pub fn get(&self, uid: &str) -> Option<&ServiceSpec> {
-        self.0
-            .iter()
-            .find(|(known, _)| known == uid)
-            .map(|(_, filled)| filled)
+        self.by_uid.get(uid)
     }
 
     pub fn remember(&mut self, uid: &str, filled: &ServiceSpec) {
-        if self.0.len() == RECENT_ADMISSIONS {
-            self.0.pop_front();
+        if self
+            .by_uid
+            .insert(uid.to_string(), filled.clone())
+            .is_some()
+        {
+            return;
         }
-        self.0.push_back((uid.to_string(), filled.clone()));
+        self.order.push_back(uid.to_string());
+        if self.order.len() > RECENT_ADMISSIONS
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.by_uid.remove(&oldest);
+        }
     }
 }
 

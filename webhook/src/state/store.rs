@@ -474,11 +474,7 @@ impl Actor {
             }
             return;
         }
-        let low = self
-            .pools()
-            .iter()
-            .any(|(&kind, pool)| pool.values.len() <= self.pool.size_of(kind) / 2);
-        if self.pool.size > 0 && low {
+        if self.pool.size > 0 && self.a_pool_is_low() {
             self.refill.notify_one();
         }
     }

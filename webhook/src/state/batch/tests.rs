@@ -209,3 +209,25 @@ fn releases_and_marks_are_in_the_delta_only_when_they_change_something() {
     assert_eq!(delta.marked, [ip("10.96.0.7")]);
     assert!(delta.reserved.is_empty());
 }
+
+#[test]
+fn recent_admissions_are_found_by_uid_and_the_oldest_forgotten_beyond_the_bound() {
+    let mut recent = Recent::default();
+    let spec = |ip: &str| ServiceSpec {
+        cluster_ips: vec![ip.to_string()],
+        ..ServiceSpec::default()
+    };
+    recent.remember("uid-0", &spec("10.96.0.1"));
+    // A reinvocation remembers the same uid again: one entry, the latest answer.
+    recent.remember("uid-0", &spec("10.96.0.2"));
+    assert_eq!(recent.get("uid-0"), Some(&spec("10.96.0.2")));
+    for i in 1..=RECENT_ADMISSIONS {
+        recent.remember(&format!("uid-{i}"), &spec("10.96.0.3"));
+    }
+    assert_eq!(recent.get("uid-0"), None, "the oldest is forgotten");
+    assert_eq!(recent.get("uid-1"), Some(&spec("10.96.0.3")));
+    assert_eq!(
+        recent.get(&format!("uid-{RECENT_ADMISSIONS}")),
+        Some(&spec("10.96.0.3"))
+    );
+}

@@ -43,6 +43,21 @@ impl Actor {
         }
     }
 
+    /// Whether a range's pool holds half its size or less: checked after every batch, so
+    /// counted without listing the pools.
+    pub(super) fn a_pool_is_low(&self) -> bool {
+        self.ranges().into_iter().any(|kind| {
+            let pooled = match kind {
+                RangeKind::ClusterIps(family) => self
+                    .allocators
+                    .cluster_ips_of(family)
+                    .map_or(0, |ips| ips.pooled().len()),
+                RangeKind::NodePorts => self.allocators.node_ports().pooled().len(),
+            };
+            pooled <= self.pool.size_of(kind) / 2
+        })
+    }
+
     pub(super) fn pools(&self) -> BTreeMap<RangeKind, PoolView> {
         let mut pools: BTreeMap<RangeKind, PoolView> = self
             .ranges()
