@@ -104,8 +104,13 @@ fn node_port(value: Option<i32>) -> Result<Option<u16>, Unconvertible> {
 /// The JSON patch that turns `service` into one holding `filled`'s values. Empty when the
 /// object already holds them (a reinvocation, or nothing to allocate).
 pub fn patch(service: &Service, filled: &ServiceSpec) -> Patch {
-    let object = serde_json::to_value(service).unwrap_or(Value::Null);
-    let spec = &object["spec"];
+    // Only the spec is compared: the metadata (managedFields and all) is left unserialized.
+    let spec = service
+        .spec
+        .as_ref()
+        .and_then(|spec| serde_json::to_value(spec).ok())
+        .unwrap_or(Value::Null);
+    let spec = &spec;
     let mut operations = Vec::new();
     let mut set = |path: &str, current: &Value, wanted: Value| {
         let pointer = PointerBuf::parse(path).expect("static JSON pointer");

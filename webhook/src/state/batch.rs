@@ -6,7 +6,7 @@
 //! delta is replayed on a fresher copy ([`replay`]); when a value it reserved was taken
 //! meanwhile, the batch is abandoned ([`Planned::abandon`]) and planned again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use allocator::{Allocators, ServiceSpec, Value};
@@ -136,11 +136,13 @@ pub(super) fn plan_batch(
             delta(&mut deltas, value).marked.push(value);
         }
     }
-    // Pooled values are persisted already: handing them out needs no write.
-    let pooled: HashSet<Value> = if admits.is_empty() {
-        HashSet::new()
+    // Pooled values are persisted already: handing them out needs no write. A few hundred
+    // at most, looked up for the few values a batch reserves: a scan costs less than
+    // hashing them all.
+    let pooled: Vec<Value> = if admits.is_empty() {
+        Vec::new()
     } else {
-        allocators.pooled().into_iter().collect()
+        allocators.pooled()
     };
     let mut from_pool = Vec::new();
     // What this batch gives each namespace, on top of what it holds unconfirmed.
@@ -190,7 +192,7 @@ fn delta(deltas: &mut BTreeMap<RangeKind, RangeDelta>, value: Value) -> &mut Ran
 fn give_back(
     allocators: &mut Allocators,
     reserved: &[Value],
-    pooled: &HashSet<Value>,
+    pooled: &[Value],
     deltas: &mut BTreeMap<RangeKind, RangeDelta>,
 ) {
     for &value in reserved {
