@@ -15,6 +15,9 @@
 #   NODE_PORT_EVERY  one Service in this many is a NodePort (default 5; 0: none)
 #   RATE       creates per second, the same for both runs (default 0: closed loop, each
 #              client sending its next create when its last one is answered)
+#   WEBHOOK_CPU  gives svcplane this CPU to itself (pinned with taskset; etcd,
+#              kube-apiserver and the driver on the others, in both runs), as a replica on a
+#              node of its own would have it; unset: nothing pinned
 #   CARGO_TARGET_DIR   where cargo builds (default: $SVCPLANE_CACHE/target, see hack/lib.sh)
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh" bench-webhook
@@ -39,4 +42,4 @@ cp "$CARGO_TARGET_DIR/release/svcplane" "$CARGO_TARGET_DIR/release/bench-webhook
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 # What the binaries are built from: svcplane, the webhook, the allocator, the e2e crate.
 echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- svcplane webhook allocator controllers tests/src tests/Cargo.toml Cargo.lock || echo ' (with local changes)')"
-"$BIN/bench-webhook" --svcplane "$BIN/svcplane" --services "$SERVICES" --clients "$CLIENTS" --warmup "$WARMUP" --rounds "$ROUNDS" --node-port-every "$NODE_PORT_EVERY" --rate "$RATE"
+"$BIN/bench-webhook" --svcplane "$BIN/svcplane" --services "$SERVICES" --clients "$CLIENTS" --warmup "$WARMUP" --rounds "$ROUNDS" --node-port-every "$NODE_PORT_EVERY" --rate "$RATE" ${WEBHOOK_CPU:+--webhook-cpu "$WEBHOOK_CPU"}

@@ -67,6 +67,11 @@ struct Options {
     /// One Service in this many is a NodePort; 0: none.
     #[arg(long, default_value_t = 5)]
     node_port_every: usize,
+    /// Gives the webhook this CPU to itself, as a replica on a node of its own would have
+    /// it: svcplane's threads are pinned to it and those of etcd, kube-apiserver and this
+    /// driver to the other CPUs, in both runs (with `taskset`). Unset: nothing is pinned.
+    #[arg(long, value_name = "CPU")]
+    webhook_cpu: Option<usize>,
 }
 
 /// One Service in this many is a NodePort (`--node-port-every`; 0: none). Read by
@@ -78,6 +83,13 @@ impl Options {
         let options = Self::parse();
         anyhow::ensure!(options.clients > 0, "--clients must be at least 1");
         anyhow::ensure!(options.rounds > 0, "--rounds must be at least 1");
+        if let Some(cpu) = options.webhook_cpu {
+            let cpus = std::thread::available_parallelism()?.get();
+            anyhow::ensure!(
+                cpus >= 2 && cpu < cpus,
+                "--webhook-cpu {cpu}: this machine has {cpus} CPUs; one must be left for the rest"
+            );
+        }
         NODE_PORT_EVERY.store(options.node_port_every, Ordering::Relaxed);
         Ok(options)
     }
@@ -119,6 +131,11 @@ fn main() -> Result<()> {
         "{} Service creates ({node_ports}) from {} concurrent clients per run, {pacing} ({} warm-up creates first, not measured); {} rounds of a run without then a run with the webhook",
         options.services, options.clients, options.warmup, options.rounds
     );
+    if let Some(cpu) = options.webhook_cpu {
+        println!(
+            "svcplane pinned to CPU {cpu}; etcd, kube-apiserver and this driver to the others"
+        );
+    }
 
     let mut without = Vec::new();
     let mut with = Vec::new();

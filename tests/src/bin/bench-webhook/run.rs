@@ -47,6 +47,18 @@ pub async fn run(options: &Options, with_webhook: bool) -> Result<RunResult> {
     } else {
         None
     };
+    if let Some(cpu) = options.webhook_cpu {
+        let &[etcd, apiserver] = plane.pids().as_slice() else {
+            anyhow::bail!("expected etcd and kube-apiserver alone: {:?}", plane.pids());
+        };
+        let others = other_cpus(cpu)?;
+        for pid in [etcd, apiserver, std::process::id()] {
+            pin(pid, &others)?;
+        }
+        if let Some(replica) = &replica {
+            pin(replica.process.pid(), &cpu.to_string())?;
+        }
+    }
     let mut clients = Vec::with_capacity(options.clients);
     for _ in 0..options.clients {
         clients.push(plane.client().await?);
@@ -110,6 +122,29 @@ pub async fn run(options: &Options, with_webhook: bool) -> Result<RunResult> {
         cpu,
         load,
     })
+}
+
+/// The CPUs other than `cpu`, as `taskset` lists them.
+fn other_cpus(cpu: usize) -> Result<String> {
+    let cpus = std::thread::available_parallelism()?.get();
+    Ok((0..cpus)
+        .filter(|&other| other != cpu)
+        .map(|other| other.to_string())
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
+/// Pins every thread of process `pid` to `cpus`; threads it starts later inherit it.
+fn pin(pid: u32, cpus: &str) -> Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["--all-tasks", "--pid", "--cpu-list", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "taskset could not pin process {pid} to CPUs {cpus}"
+    );
+    Ok(())
 }
 
 /// User + system seconds each process has used so far (0 for pid 0, or one gone).
