@@ -147,13 +147,15 @@ fn main() -> Result<()> {
         let b = runtime.block_on(run::run(&options, true))?;
         let (la, lb) = (sorted_latencies([&a], every), sorted_latencies([&b], every));
         println!(
-            "round {round}: without p50 {} p99 {} total {:.2} s (load {}) | with p50 {} p99 {} total {:.2} s (load {}) | p99 ratio {:.2}x",
+            "round {round}: without p50 {} p99 {} (from due {}) total {:.2} s (load {}) | with p50 {} p99 {} (from due {}) total {:.2} s (load {}) | p99 ratio {:.2}x",
             ms(load::percentile(&la, 50.0)),
             ms(load::percentile(&la, 99.0)),
+            ms(load::percentile(&report::sorted_from_due([&a]), 99.0)),
             a.report.elapsed.as_secs_f64(),
             a.load,
             ms(load::percentile(&lb, 50.0)),
             ms(load::percentile(&lb, 99.0)),
+            ms(load::percentile(&report::sorted_from_due([&b]), 99.0)),
             b.report.elapsed.as_secs_f64(),
             b.load,
             ratio(load::percentile(&lb, 99.0), load::percentile(&la, 99.0)),
@@ -161,7 +163,7 @@ fn main() -> Result<()> {
         without.push(a);
         with.push(b);
     }
-    report::print_creates(&without, &with);
+    report::print_creates(options.rate(), &without, &with);
     report::print_apiserver(&without, &with);
     let decisions = runtime.block_on(decision::decision_times(options.services))?;
     let handling_p99 = report::print_handling(&with, &decisions);
