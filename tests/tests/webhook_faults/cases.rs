@@ -531,3 +531,77 @@ pub async fn a_replica_restarted_in_its_pod_frees_its_earlier_lifes_pool(
     );
     Ok(())
 }
+
+/// A create asking for a node port (and a cluster IP) that sit in the other replica's pool
+/// gets them, as kube-apiserver alone would give them: the replica it reaches marks them
+/// wanted, the other gives them up.
+pub async fn a_requested_value_of_the_other_replicas_pool_is_given(
+    _: std::sync::Arc<()>,
+) -> Result<()> {
+    const CASE: &str = "wanted";
+    let setup = Setup::start(DEFAULT_REPAIR).await?;
+    let (pooling, asking) = (1 - RELEASER, RELEASER);
+    setup.only_through(pooling);
+    let namespace = setup.namespace("wanted").await?;
+    let services: kube::Api<Service> = kube::Api::namespaced(setup.client.clone(), &namespace);
+    // Through the pooling replica first, so that it pools node ports and cluster IPs.
+    services
+        .create(&Default::default(), &mixed("first", 1))
+        .await?;
+    let prefix = format!("replica-{pooling}-");
+    let pooled = wait::until(format!("replica {pooling}'s pools stored"), || async {
+        let entries = checks::entries(&setup.client).await?;
+        let values: std::collections::BTreeSet<Value> = entries
+            .into_iter()
+            .filter(|(holder, _)| holder.starts_with(&prefix))
+            .flat_map(|(_, values)| values)
+            .collect();
+        let port = values
+            .iter()
+            .find(|v| matches!(v, Value::NodePort(_)))
+            .copied();
+        let ip = values
+            .iter()
+            .find(|v| matches!(v, Value::ClusterIp(ip) if ip.is_ipv4()))
+            .copied();
+        Ok(match (port, ip) {
+            (Some(port), Some(ip)) => Ok((port, ip)),
+            _ => Err(format!(
+                "no node port and IPv4 address pooled by {prefix}*: {values:?}"
+            )),
+        })
+    })
+    .await?;
+    let (Value::NodePort(port), Value::ClusterIp(ip)) = pooled else {
+        unreachable!("matched above")
+    };
+    setup.only_through(asking);
+    let mut wanted = load::node_port_service("wanted", false);
+    let spec = wanted.spec.as_mut().expect("a spec");
+    spec.cluster_ip = Some(ip.to_string());
+    spec.ports.as_mut().expect("ports")[0].node_port = Some(i32::from(port));
+    let asked = tokio::time::Instant::now();
+    let created = services.create(&Default::default(), &wanted).await;
+    let created = created.map_err(|error| {
+        anyhow::anyhow!("a create asking for {ip} and node port {port}, pooled by replica {pooling}, was refused: {error}")
+    })?;
+    let spec = created.spec.expect("a spec");
+    anyhow::ensure!(
+        spec.cluster_ip.as_deref() == Some(ip.to_string().as_str())
+            && spec.ports.as_ref().and_then(|ports| ports[0].node_port) == Some(i32::from(port)),
+        "created with other values: {:?} {:?}",
+        spec.cluster_ip,
+        spec.ports
+    );
+    say(
+        CASE,
+        format!(
+            "a create through replica {asking} asking for {ip} and node port {port} from replica {pooling}'s pool was admitted in {:.0} ms",
+            asked.elapsed().as_secs_f64() * 1e3
+        ),
+    );
+    until_state_matches_services(&setup).await?;
+    let duplicates = assert_no_duplicates(&setup).await?;
+    say(CASE, format!("{duplicates} values held, none twice"));
+    Ok(())
+}

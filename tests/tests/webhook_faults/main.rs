@@ -20,6 +20,7 @@ fn main() -> ExitCode {
             cases::a_value_released_by_one_replica_is_given_by_the_other,
             cases::a_dead_replicas_pool_and_unconfirmed_values_are_freed_within_a_lifetime,
             cases::a_replica_restarted_in_its_pod_frees_its_earlier_lifes_pool,
+            cases::a_requested_value_of_the_other_replicas_pool_is_given,
         ],
     )
 }

@@ -20,6 +20,7 @@ use super::{Releaser, WebhookConfig};
 use crate::services::spec::to_spec;
 use crate::state::held::{HeldIndex, describe, held_values};
 use crate::state::repair::{Finding, Repairer};
+use crate::state::store::{WANTED_ANNOTATION, wanted_in};
 use crate::state::{AllocationStore, DeadEntry, RangeAllocation, RangeKind};
 
 /// The running watches and repair loop; aborted together.
@@ -200,7 +201,8 @@ async fn watch_services(
 
 /// Tells the store each version of the stored ranges, so that it reads a range again
 /// before refusing what another replica's write may have freed (its copy is otherwise only
-/// refreshed by its own writes).
+/// refreshed by its own writes), and the values another replica marked wanted, which the
+/// store gives up if its pool still holds them.
 async fn watch_ranges(client: Client, store: AllocationStore) {
     let api: Api<PartialObjectMeta<RangeAllocation>> = Api::all(client);
     let events = watcher(api, watcher::Config::default()).default_backoff();
@@ -219,7 +221,18 @@ async fn watch_ranges(client: Client, store: AllocationStore) {
             .name
             .as_deref()
             .and_then(RangeKind::from_name);
-        if let (Some(kind), Some(version)) = (kind, object.metadata.resource_version)
+        let Some(kind) = kind else { continue };
+        let wanted = object
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|annotations| annotations.get(WANTED_ANNOTATION))
+            .map(|text| wanted_in(kind, text))
+            .unwrap_or_default();
+        if !wanted.is_empty() && store.unpool(wanted).await.is_err() {
+            return;
+        }
+        if let Some(version) = object.metadata.resource_version
             && store.observed(kind, version).await.is_err()
         {
             return;

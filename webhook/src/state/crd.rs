@@ -99,7 +99,7 @@ impl Reservation {
     }
 }
 
-fn value_text(value: Value) -> String {
+pub(super) fn value_text(value: Value) -> String {
     match value {
         Value::ClusterIp(ip) => ip.to_string(),
         Value::NodePort(port) => port.to_string(),

@@ -9,6 +9,16 @@ pub enum StoreError {
     /// The state could not be read or written; nothing was handed out.
     #[error("could not persist the allocation state: {0}; try again")]
     Persist(String),
+    /// A requested value is taken because it sits in another live replica's pool: that
+    /// replica gives it up when asked (see `AllocationStore::admit`). Never returned by
+    /// `admit`, which asks and tries again, then answers `Allocation(error)`.
+    #[error("{error}")]
+    InAnotherPool {
+        /// The refusal, should the value stay taken.
+        error: allocator::Error,
+        /// The requested values other replicas pool.
+        values: Vec<allocator::Value>,
+    },
     /// The store is shutting down.
     #[error("the allocation store is stopped")]
     Stopped,

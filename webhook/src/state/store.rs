@@ -27,9 +27,13 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::batch::{AdmitRequest, Recent};
 use super::crd::{RangeAllocation, RangeKind, Reservation};
 use super::error::StoreError;
+use super::held::describe;
 use super::holder::Holder;
 use super::unconfirmed::{Expired, Unconfirmed, UnconfirmedConfig};
 
+/// How long an admission asking for a value of another replica's pool waits for it, in
+/// all: well within kube-apiserver's webhook timeout and svcplane's request timeout.
+pub const WANTED_WAIT: Duration = Duration::from_millis(1500);
 /// How many commands one batch (and so one write per range) takes at most.
 const MAX_BATCH: usize = 256;
 /// How many times a batch is written (replayed or planned again after each conflict)
@@ -99,6 +103,8 @@ enum Command {
     Reclaim(Vec<DeadEntry>),
     /// This replica's unconfirmed values that no Service holds, given back.
     GiveBack(Vec<Value>),
+    /// Values another replica asked for: freed if this replica's pool still holds them.
+    Unpool(Vec<Value>),
 }
 
 /// This replica's allocation state, for repair.
@@ -146,6 +152,11 @@ pub struct PoolView {
 pub struct AllocationStore {
     commands: mpsc::Sender<Command>,
     refill: Arc<Notify>,
+    /// For marking values wanted, outside the actor: one mark in flight at a time, so that
+    /// requests for other replicas' values (a tenant's, say) cost at most one write at once
+    /// and never hold up the actor.
+    api: Api<RangeAllocation>,
+    marking: Arc<tokio::sync::Semaphore>,
 }
 
 impl AllocationStore {
@@ -166,8 +177,9 @@ impl AllocationStore {
         expired: mpsc::UnboundedSender<Vec<Expired>>,
     ) -> Result<Self, StoreError> {
         let refill = Arc::new(Notify::new());
+        let api = Api::all(client);
         let mut actor = Actor {
-            api: Api::all(client),
+            api: api.clone(),
             allocators,
             versions: BTreeMap::new(),
             reservations: BTreeMap::new(),
@@ -189,7 +201,12 @@ impl AllocationStore {
         actor.reload().await?;
         let (commands, receiver) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(actor.run(receiver));
-        Ok(Self { commands, refill })
+        Ok(Self {
+            commands,
+            refill,
+            api,
+            marking: Arc::new(tokio::sync::Semaphore::new(1)),
+        })
     }
 
     /// Whether the store's actor has stopped: nothing will be answered any more.
@@ -199,13 +216,47 @@ impl AllocationStore {
 
     /// Plans and persists the allocations of a Service change; returns the Service with
     /// every allocated value filled in.
+    ///
+    /// A requested value that sits in another live replica's pool is free as far as the
+    /// cluster's Services go, and kube-apiserver would give it: this replica marks it wanted
+    /// on its range's object, the replica that pools it gives it up (if it has not handed it
+    /// out meanwhile), and the admission is planned again once a watch shows the range
+    /// written, for up to [`WANTED_WAIT`] in all; then it is refused as taken.
     pub async fn admit(&self, request: AdmitRequest) -> Result<ServiceSpec, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Admit(Box::new((request, reply))))
-            .await
-            .map_err(|_| StoreError::Stopped)?;
-        answer.await.map_err(|_| StoreError::Stopped)?
+        let started = tokio::time::Instant::now();
+        let mut asked = false;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let (reply, answer) = oneshot::channel();
+            self.commands
+                .send(Command::Admit(Box::new((request.clone(), reply))))
+                .await
+                .map_err(|_| StoreError::Stopped)?;
+            match answer.await.map_err(|_| StoreError::Stopped)? {
+                Err(StoreError::InAnotherPool { error, values }) => {
+                    if started.elapsed() + pause > WANTED_WAIT {
+                        return Err(StoreError::Allocation(error));
+                    }
+                    // Asked once; while another admission's mark is being written, not at
+                    // all (it is then refused as taken, as without asking).
+                    if !asked {
+                        asked = true;
+                        if let Ok(_one_at_a_time) = self.marking.try_acquire() {
+                            wanted::mark_wanted(&self.api, values).await;
+                        }
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    /// Values another replica asked for (see [`AllocationStore::admit`]): freed if this
+    /// replica's pool still holds them, never if it handed them out.
+    pub async fn unpool(&self, values: Vec<Value>) -> Result<(), StoreError> {
+        self.send(Command::Unpool(values)).await
     }
 
     /// Releases values repair found no Service holding. A mark of the same value earlier in
@@ -441,6 +492,18 @@ impl Actor {
                     self.giving_back.extend(values.iter().copied());
                     releases.extend(values);
                 }
+                // Checked here, in the order of the batches: a value handed out by an earlier
+                // batch is no longer pooled and stays; one freed here leaves the pool before
+                // this batch's admissions are planned.
+                Command::Unpool(values) => {
+                    let pooled: HashSet<Value> = self.allocators.pooled().into_iter().collect();
+                    let given_up: Vec<Value> =
+                        values.into_iter().filter(|v| pooled.contains(v)).collect();
+                    if !given_up.is_empty() {
+                        tracing::info!(values = %describe(&given_up), "giving up pooled values another replica asked for");
+                        releases.extend(given_up);
+                    }
+                }
                 Command::Observed { kind, version } => {
                     if self.versions.get(&kind) != Some(&version) {
                         self.outdated.insert(kind);
@@ -506,3 +569,6 @@ mod persist;
 mod pools;
 #[cfg(test)]
 mod tests;
+mod wanted;
+
+pub use wanted::{WANTED_ANNOTATION, wanted_in};

@@ -13,6 +13,14 @@ use crate::state::crd::RangeKind;
 use crate::state::error::StoreError;
 use crate::state::write::{conflict_backoff, random};
 
+/// Whether `error` refuses a requested value as taken.
+fn is_taken(error: &allocator::Error) -> bool {
+    matches!(
+        error.reason(),
+        allocator::Error::IpAllocated | allocator::Error::PortAllocated
+    )
+}
+
 impl Actor {
     pub(super) async fn process_changes(
         &mut self,
@@ -128,6 +136,17 @@ impl Actor {
     fn answer(&mut self, requests: Vec<AdmitRequest>, replies: Vec<Reply>, outcomes: Vec<Outcome>) {
         let now = Instant::now();
         for ((request, reply), outcome) in requests.into_iter().zip(replies).zip(outcomes) {
+            let outcome = match outcome {
+                Err(StoreError::Allocation(error)) if is_taken(&error) => {
+                    let values = self.pooled_elsewhere(&request);
+                    if values.is_empty() {
+                        Err(StoreError::Allocation(error))
+                    } else {
+                        Err(StoreError::InAnotherPool { error, values })
+                    }
+                }
+                outcome => outcome,
+            };
             let answer = answered(
                 &request,
                 outcome,

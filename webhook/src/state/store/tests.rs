@@ -3,6 +3,7 @@
 
 use std::time::SystemTime;
 
+use super::wanted::WANTED_ANNOTATION;
 use super::*;
 use crate::state::crd::Reservation;
 use crate::state::fake_api::FakeRanges;
@@ -399,4 +400,107 @@ async fn an_earlier_life_of_the_pod_is_shown_apart_and_reclaimed() {
     assert!(stored.spec.reservations.contains_key("pod-a-b-00000002"));
     let ips = stored_ips(&fake);
     assert!(!ips.has("10.96.0.10".parse().unwrap()) && ips.has("10.96.0.11".parse().unwrap()));
+}
+
+/// Another replica asked for two pooled values: the one still pooled is freed, the one an
+/// admission took from the pool before is kept (a Service may hold it).
+#[tokio::test]
+async fn a_wanted_value_is_given_up_only_while_pooled() {
+    let fake = FakeRanges::default();
+    let store = start(&fake).await;
+    let (first, second) = ("10.96.0.9", "10.96.0.10");
+    let mut object = fake.object(V4.name()).unwrap();
+    change_stored(&mut object, |ips| {
+        ips.allocate(first.parse().unwrap()).unwrap();
+        ips.allocate(second.parse().unwrap()).unwrap();
+    });
+    fake.put_object(object);
+    store
+        .pooled(V4, vec![ip(first), ip(second)], Instant::now())
+        .await
+        .unwrap();
+    let given = store.admit(AdmitRequest::test_create("a")).await.unwrap();
+    assert_eq!(given.cluster_ips, [first], "the oldest pooled value");
+
+    store.unpool(vec![ip(first), ip(second)]).await.unwrap();
+    settle(&store).await;
+    let ips = stored_ips(&fake);
+    assert!(ips.has(first.parse().unwrap()), "handed out: kept");
+    assert!(!ips.has(second.parse().unwrap()), "still pooled: given up");
+}
+
+/// A requested value listed in another replica's live entry is marked wanted on the
+/// range's object; once that replica frees it (and a watch shows the newer copy), the
+/// admission gets it. Nobody freeing it, it is refused as taken after the wait.
+#[tokio::test]
+async fn a_requested_value_of_another_replicas_pool_is_asked_for() {
+    let fake = FakeRanges::default();
+    let _first = start(&fake).await;
+    let wanted = "10.96.0.10";
+    put_entry(&fake, "replica-b", &[wanted], &[], SystemTime::now());
+    let store = start(&fake).await;
+    let request = |uid: &str| {
+        let mut request = AdmitRequest::test_create(uid);
+        request.new.cluster_ips = vec![wanted.to_string()];
+        request
+    };
+
+    let refused = store.admit(request("nobody-frees-it")).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Allocation(error)) if *error.reason() == allocator::Error::IpAllocated),
+        "{refused:?}"
+    );
+    let marked = fake
+        .object(V4.name())
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert_eq!(
+        marked.get(WANTED_ANNOTATION).map(String::as_str),
+        Some(wanted)
+    );
+
+    // Replica b gives it up as soon as it sees the mark again; its write reaches this
+    // store through the watch.
+    let owner = {
+        let (fake, store) = (fake.clone(), store.clone());
+        tokio::spawn(async move {
+            loop {
+                let object = fake.object(V4.name()).unwrap();
+                if object
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(WANTED_ANNOTATION))
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let mut object = fake.object(V4.name()).unwrap();
+            change_stored(&mut object, |ips| {
+                ips.release(wanted.parse().unwrap());
+            });
+            object.spec.reservations.remove("replica-b");
+            object.metadata.annotations = None;
+            fake.put_object(object);
+            let version = fake
+                .object(V4.name())
+                .unwrap()
+                .metadata
+                .resource_version
+                .unwrap();
+            store.observed(V4, version).await.unwrap();
+        })
+    };
+    // The mark of the first admission is cleared by nothing here: clear it, so that the
+    // owner above waits for the second admission's own mark.
+    let mut object = fake.object(V4.name()).unwrap();
+    object.metadata.annotations = None;
+    fake.put_object(object);
+    let filled = store.admit(request("freed-meanwhile")).await.unwrap();
+    owner.await.unwrap();
+    assert_eq!(filled.cluster_ips, [wanted]);
+    assert!(stored_ips(&fake).has(wanted.parse().unwrap()));
 }
