@@ -136,7 +136,7 @@ impl Run {
             controllers,
             pid,
             client,
-            plane: plane,
+            plane,
             audit,
         };
         run.probe().await?;
