@@ -2,7 +2,10 @@
 # svcplane's Endpoints and EndpointSlice controllers against kube-controller-manager's, side
 # by side on fresh local control planes, in one run: a scale-up (one Service, 0 -> PODS ready
 # pods over NODES Nodes in batches of BATCH) and a churn (SERVICES Services x PODS_PER_SERVICE
-# pods, then FLIPS_PER_SECOND readiness flips for CHURN_SECONDS). Prints, per side: times,
+# pods, then FLIPS_PER_SECOND readiness flips for CHURN_SECONDS), and, when SCENARIOS names
+# it, a restart (the churn's Services and pods published, then the controller process
+# stopped with SIGTERM and started again with the same flags: the time until it has verified
+# every Service, its writes, CPU time and peak RSS until then). Prints, per side: times,
 # flip delays, reaction times read from kube-apiserver's audit log (pod write answered to the
 # controller's write received), Endpoints/EndpointSlice writes, the controller's RSS and peak
 # RSS, its CPU time, and whether the goals hold. Release build; svcplane runs as the real
@@ -12,10 +15,11 @@
 # Environment:
 #   SIDES              comma-separated: in-tree, in-tree-qps1000, svcplane
 #                      (default in-tree,in-tree-qps1000,svcplane)
-#   SCENARIOS          scale-up,churn (default both)
+#   SCENARIOS          comma-separated: scale-up, churn, restart (default scale-up,churn)
 #   PODS NODES BATCH   scale-up size (default 5000, 10, 100)
 #   SERVICES PODS_PER_SERVICE FLIPS_PER_SECOND CHURN_SECONDS
-#                      churn size (default 500, 10, 20, 60)
+#                      churn size (default 500, 10, 20, 60); SERVICES and
+#                      PODS_PER_SERVICE are also the restart's
 #   CARGO_TARGET_DIR   where cargo builds (default: $SVCPLANE_CACHE/target, see hack/lib.sh)
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh" bench-controllers

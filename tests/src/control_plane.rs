@@ -216,6 +216,16 @@ impl ControlPlane {
         self.controller_manager.lock().unwrap().take();
     }
 
+    /// Stops kube-controller-manager, if it runs, with SIGTERM, and waits up to `limit` for
+    /// it to exit.
+    pub fn terminate_controller_manager(&self, limit: Duration) -> Result<()> {
+        let process = self.controller_manager.lock().unwrap().take();
+        if let Some(process) = process {
+            process.terminate(limit)?;
+        }
+        Ok(())
+    }
+
     /// The process id of kube-controller-manager, if it runs.
     pub fn controller_manager_pid(&self) -> Option<u32> {
         self.controller_manager

@@ -57,6 +57,29 @@ impl Process {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends SIGTERM and waits up to `limit` for the process to exit, as a graceful stop
+    /// does; fails (and the drop kills it) if it is still running then.
+    pub fn terminate(mut self, limit: std::time::Duration) -> Result<std::process::ExitStatus> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        anyhow::ensure!(sent.success(), "kill -TERM {} failed", self.child.id());
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                tracing::debug!(name = %self.name, %status, "exited after SIGTERM");
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{} still runs {limit:?} after SIGTERM",
+                self.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Process {

@@ -1,7 +1,7 @@
 //! The churn scenario: many small Services, then readiness flips of random pods, each timed
 //! until the watches show it.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -11,6 +11,7 @@ use e2e::writes::{WriteCounter, Writes};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
+use tokio::task::JoinHandle;
 
 use crate::audit::{self, Reactions};
 use crate::plane::{Run, create_service, pod_ip, start_pods_in_batches};
@@ -77,9 +78,26 @@ impl Random {
     }
 }
 
-pub async fn churn(side: Side, options: &Options) -> Result<Churn> {
-    const NS: &str = "churn";
-    let (run, load) = Run::for_scenario("churn", NS, side, options).await?;
+/// The churn's objects published: `--services` Services of `--pods-per-service` ready pods,
+/// and the watches that follow them.
+pub struct SetUp {
+    pub published: Arc<Mutex<Published>>,
+    /// The slices', Endpoints' and pods' watches (abort them at the end).
+    pub watches: Vec<JoinHandle<()>>,
+    /// Pod name and app label, in the order of their IPs (`pod_ip`).
+    pub pods: Vec<(String, String)>,
+    /// From the first Service create until every pod is published ready.
+    pub time: Duration,
+}
+
+/// Creates the Services and their ready pods in `namespace`, waits until the controllers have
+/// published them all, then until their writes stop.
+pub async fn set_up(
+    run: &Run,
+    scenario: &str,
+    namespace: &str,
+    options: &Options,
+) -> Result<SetUp> {
     let client = &run.client;
     let total = options.services * options.pods_per_service;
     let published = Published::new(Goal {
@@ -88,16 +106,16 @@ pub async fn churn(side: Side, options: &Options) -> Result<Churn> {
         endpoints_ready: total,
         truncated: options.services * usize::from(options.pods_per_service > 1000),
     });
-    let mut watches = Vec::from(watch_published(client, NS, &published));
+    let mut watches = Vec::from(watch_published(client, namespace, &published));
     watches.push(watch::<Pod>(
-        Api::namespaced(client.clone(), NS),
+        Api::namespaced(client.clone(), namespace),
         published.clone(),
         Published::pod_seen,
     ));
     let setup_start = Instant::now();
     for s in 0..options.services {
         let name = format!("svc-{s:03}");
-        create_service(client, NS, &name, &name).await?;
+        create_service(client, namespace, &name, &name).await?;
     }
     let pods: Vec<(String, String)> = (0..options.services)
         .flat_map(|s| {
@@ -105,26 +123,46 @@ pub async fn churn(side: Side, options: &Options) -> Result<Churn> {
                 .map(move |k| (format!("svc-{s:03}-{k}"), format!("svc-{s:03}")))
         })
         .collect();
-    start_pods_in_batches(client, NS, &pods, options.nodes, options.batch).await?;
+    start_pods_in_batches(client, namespace, &pods, options.nodes, options.batch).await?;
     wait_for("the set-up to be published", options.limit(), || {
         published.lock().unwrap().missing()
     })
     .await?;
-    let setup = {
+    let time = {
         let p = published.lock().unwrap();
         let done = p.slices_done.max(p.endpoints_done).unwrap_or(setup_start);
         done.saturating_duration_since(setup_start)
     };
     eprintln!(
-        "churn, {side}: {} Services x {} pods published in {}",
+        "{scenario}, {}: {} Services x {} pods published in {}",
+        run.side,
         options.services,
         options.pods_per_service,
-        seconds(setup)
+        seconds(time)
     );
-    // Writes still trailing the set-up are not the churn's.
-    let quiet = WriteCounter::start(client, NS).await?;
+    // Writes still trailing the set-up are not the scenario's.
+    let quiet = WriteCounter::start(client, namespace).await?;
     quiet.settled(QUIET, options.limit()).await;
     drop(quiet);
+    Ok(SetUp {
+        published,
+        watches,
+        pods,
+        time,
+    })
+}
+
+pub async fn churn(side: Side, options: &Options) -> Result<Churn> {
+    const NS: &str = "churn";
+    let (run, load) = Run::for_scenario("churn", NS, side, options).await?;
+    let client = &run.client;
+    let total = options.services * options.pods_per_service;
+    let SetUp {
+        published,
+        watches,
+        pods,
+        time: setup,
+    } = set_up(&run, "churn", NS, options).await?;
 
     let counter = WriteCounter::start(client, NS).await?;
     let requests_before = WriteRequests::read(client).await?;

@@ -32,6 +32,17 @@
 //!   flip is not published yet is not picked) for `--churn-seconds`. The delay of a flip is
 //!   from sending the pod status write to receiving the watch event of the slice (and of the
 //!   Endpoints) that shows the pod in its new state; writes are counted from the first flip.
+//! - `restart`: the churn's Services and pods, published; then the controller process is
+//!   stopped (SIGTERM, and its exit awaited) and started again with the same flags, nothing
+//!   having changed. Times, from the new process's start, until its `/metrics` (read every
+//!   100 ms) shows every Service verified: as many slice syncs as Services, the endpoints of
+//!   all of them desired (`endpoint_slice_controller_syncs`, `_endpoints_desired`, which both
+//!   sides serve) and, where the process serves its work queues' metrics
+//!   (kube-controller-manager: `workqueue_work_duration_seconds_count` and `workqueue_depth`
+//!   of the `endpoint` and `endpoint_slice` queues), as many keys processed from each queue
+//!   and both queues empty. Writes after the restart (watch events and write requests) are
+//!   counted from the new start until they stop; the new process's VmHWM and CPU time are
+//!   read when it has verified every Service.
 //!
 //! At the end of each run: the controller process's VmRSS and VmHWM (peak) from
 //! `/proc/<pid>/status` and its CPU time (user + system) from `/proc/<pid>/stat`, then the
@@ -43,14 +54,15 @@
 //! Service's slices (or Endpoints), which leaves out both writes' own apiserver cost.
 //!
 //! Modules: `plane` starts a run's control plane and controllers and writes its objects;
-//! `published` follows what the controllers publish through watches; `scale_up` and `churn`
-//! are the scenarios; `write_requests` reads the apiserver's write counts; `report` prints.
+//! `published` follows what the controllers publish through watches; `scale_up`, `churn` and
+//! `restart` are the scenarios; `write_requests` reads the apiserver's write counts; `report` prints.
 
 mod audit;
 mod churn;
 mod plane;
 mod published;
 mod report;
+mod restart;
 mod scale_up;
 mod write_requests;
 
@@ -103,6 +115,9 @@ enum Scenario {
     /// `--services` Services of `--pods-per-service` ready pods, then readiness flips.
     #[value(name = "churn")]
     Churn,
+    /// The churn's Services and pods, then the controller process restarted.
+    #[value(name = "restart")]
+    Restart,
 }
 
 /// svcplane's Endpoints and EndpointSlice controllers against kube-controller-manager's.
@@ -137,10 +152,10 @@ struct Options {
     /// Pods created, then marked ready, at a time (both scenarios).
     #[arg(long, default_value_t = 100)]
     batch: usize,
-    /// churn: Services.
+    /// churn and restart: Services.
     #[arg(long, default_value_t = 500)]
     services: usize,
-    /// churn: ready pods of each Service.
+    /// churn and restart: ready pods of each Service.
     #[arg(long, default_value_t = 10)]
     pods_per_service: usize,
     /// churn: readiness flips per second.
@@ -202,7 +217,14 @@ fn main() -> Result<()> {
         }
         report::print_churn(&options, &churn_runs);
     }
-    report::print_goals(&scale_runs, &churn_runs);
+    let mut restart_runs = Vec::new();
+    if options.runs(Scenario::Restart) {
+        for &side in &options.sides {
+            restart_runs.push(runtime.block_on(restart::restart(side, &options))?);
+        }
+        report::print_restart(&options, &restart_runs);
+    }
+    report::print_goals(&scale_runs, &churn_runs, &restart_runs);
     println!(
         "\ntotal time {}; load average at the end {}",
         report::seconds(started.elapsed()),

@@ -11,7 +11,7 @@ use e2e::control_plane::free_port;
 use e2e::create_namespace;
 use e2e::kubelet::{self, PodState, PodTemplate};
 use e2e::process::{Process, Resources, resources};
-use e2e::svcplane::http_get;
+use e2e::svcplane::{connect_tls, http_get};
 use e2e::{ControlPlane, ControlPlaneConfig, ENDPOINT_CONTROLLERS};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -27,14 +27,36 @@ use crate::{
 /// A fresh control plane with one side's controllers running on it.
 pub struct Run {
     pub side: Side,
-    // Declared before `_plane`: it stops before the plane's directory (its log) goes.
-    _svcplane: Option<Process>,
+    // Declared before `plane`: it stops before the plane's directory (its log) goes.
+    controllers: Controllers,
     pid: u32,
     pub client: Client,
-    _plane: ControlPlane,
-    // After `_plane`: the apiserver writes its audit log here until it stops.
+    plane: ControlPlane,
+    // After `plane`: the apiserver writes its audit log here until it stops.
     audit: tempfile::TempDir,
 }
+
+/// How a run's controller process is started (again, after a stop), and where it serves
+/// `/metrics`.
+enum Controllers {
+    /// kube-controller-manager, run by the control plane; `/metrics` over HTTPS with its
+    /// self-signed certificate (written to `cert`), open to anonymous requests.
+    InTree {
+        flags: Vec<String>,
+        metrics: SocketAddr,
+        cert: PathBuf,
+    },
+    /// `svcplane controllers`; `/metrics` on its plain-HTTP admin port.
+    Svcplane {
+        process: Option<Process>,
+        binary: PathBuf,
+        args: Vec<String>,
+        admin: SocketAddr,
+    },
+}
+
+/// What a graceful stop of the controller process may take.
+const STOP_LIMIT: Duration = Duration::from_secs(60);
 
 impl Run {
     async fn start(side: Side, options: &Options) -> Result<Self> {
@@ -50,32 +72,40 @@ impl Run {
         })
         .await?;
         let client = plane.client().await?;
-        let (svcplane, pid) = match side {
+        let mut controllers = match side {
             Side::InTree | Side::InTreeQps1000 => {
+                let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+                let cert_dir = plane.dir().join("kube-controller-manager-certs");
                 let mut flags = vec![
                     format!("--concurrent-endpoint-syncs={CONCURRENT_SYNCS}"),
                     format!("--concurrent-service-endpoint-syncs={CONCURRENT_SYNCS}"),
                     format!("--endpoint-updates-batch-period={BATCH_PERIOD}"),
                     format!("--endpointslice-updates-batch-period={BATCH_PERIOD}"),
                     format!("--max-endpoints-per-slice={MAX_ENDPOINTS_PER_SLICE}"),
+                    // Its /metrics on loopback (the workqueue and sync counters).
+                    format!("--secure-port={}", metrics.port()),
+                    "--bind-address=127.0.0.1".to_string(),
+                    format!("--cert-dir={}", cert_dir.display()),
+                    "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics"
+                        .to_string(),
                 ];
                 if side == Side::InTreeQps1000 {
                     flags.push("--kube-api-qps=1000".into());
                     flags.push("--kube-api-burst=1000".into());
                 }
-                plane.start_controller_manager_with(ENDPOINT_CONTROLLERS, &flags)?;
-                let pid = plane
-                    .controller_manager_pid()
-                    .context("kube-controller-manager is not running")?;
-                (None, pid)
+                Controllers::InTree {
+                    flags,
+                    metrics,
+                    cert: cert_dir.join("kube-controller-manager.crt"),
+                }
             }
             Side::Svcplane => {
-                let binary = options.svcplane.as_ref().context("--svcplane PATH")?;
-                let admin_port = free_port()?;
+                let binary = options.svcplane.clone().context("--svcplane PATH")?;
+                let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
                 let args = vec![
                     "controllers".to_string(),
                     format!("--kubeconfig={}", plane.kubeconfig().display()),
-                    format!("--admin-address=127.0.0.1:{admin_port}"),
+                    format!("--admin-address={admin}"),
                     "--leader-elect=false".to_string(),
                     format!("--concurrent-endpoint-syncs={CONCURRENT_SYNCS}"),
                     format!("--concurrent-service-endpoint-syncs={CONCURRENT_SYNCS}"),
@@ -84,23 +114,64 @@ impl Run {
                     format!("--max-endpoints-per-slice={MAX_ENDPOINTS_PER_SLICE}"),
                     "--log=warn".to_string(),
                 ];
-                let mut process =
-                    Process::spawn("svcplane-controllers", binary, &args, plane.dir())?;
-                wait_readyz(&mut process, admin_port).await?;
-                let pid = process.pid();
-                (Some(process), pid)
+                Controllers::Svcplane {
+                    process: None,
+                    binary,
+                    args,
+                    admin,
+                }
             }
         };
+        let pid = controllers.spawn(&plane)?;
+        if let Controllers::Svcplane {
+            process: Some(process),
+            admin,
+            ..
+        } = &mut controllers
+        {
+            wait_readyz(process, *admin).await?;
+        }
         let run = Self {
             side,
-            _svcplane: svcplane,
+            controllers,
             pid,
             client,
-            _plane: plane,
+            plane,
             audit,
         };
         run.probe().await?;
         Ok(run)
+    }
+
+    /// Stops the controller process gracefully: SIGTERM, then waits for it to exit.
+    pub fn stop_controllers(&mut self) -> Result<()> {
+        match &mut self.controllers {
+            Controllers::InTree { .. } => self.plane.terminate_controller_manager(STOP_LIMIT),
+            Controllers::Svcplane { process, .. } => match process.take() {
+                Some(process) => process.terminate(STOP_LIMIT).map(drop),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Starts the controller process again, with the same flags; returns when it was started
+    /// (without waiting for it to be ready).
+    pub fn start_controllers_again(&mut self) -> Result<Instant> {
+        let started = Instant::now();
+        self.pid = self.controllers.spawn(&self.plane)?;
+        Ok(started)
+    }
+
+    /// The controller process's `/metrics` text.
+    pub async fn controller_metrics(&self) -> Result<String> {
+        match &self.controllers {
+            Controllers::InTree { metrics, cert, .. } => {
+                let ca =
+                    std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+                https_get(*metrics, &ca, "/metrics").await
+            }
+            Controllers::Svcplane { admin, .. } => http_get(*admin, "/metrics").await,
+        }
     }
 
     /// A scenario's run: the load average before it (returned), then the run, with the
@@ -164,9 +235,63 @@ impl Run {
     }
 }
 
-async fn wait_readyz(process: &mut Process, port: u16) -> Result<()> {
+impl Controllers {
+    /// Starts the controller process; returns its pid.
+    fn spawn(&mut self, plane: &ControlPlane) -> Result<u32> {
+        match self {
+            Controllers::InTree { flags, .. } => {
+                plane.start_controller_manager_with(ENDPOINT_CONTROLLERS, flags)?;
+                plane
+                    .controller_manager_pid()
+                    .context("kube-controller-manager is not running")
+            }
+            Controllers::Svcplane {
+                process,
+                binary,
+                args,
+                ..
+            } => {
+                let mut started =
+                    Process::spawn("svcplane-controllers", binary, args, plane.dir())?;
+                // The control plane's check of a kube-controller-manager it starts, so that
+                // both sides' first `/metrics` read comes as late after the start.
+                std::thread::sleep(Duration::from_millis(200));
+                started.check_running()?;
+                let pid = started.pid();
+                *process = Some(started);
+                Ok(pid)
+            }
+        }
+    }
+}
+
+/// The body of a GET of `path` over HTTPS on loopback, the server's certificate verified
+/// against `ca_pem` (for its name `localhost`).
+async fn https_get(addr: SocketAddr, ca_pem: &[u8], path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = connect_tls(addr, ca_pem, None).await?;
+    stream
+        .write_all(
+            // HTTP/1.0: the body comes whole, not chunked, and the connection then closes.
+            format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    anyhow::ensure!(
+        text.split(' ').nth(1) == Some("200"),
+        "GET {path}: {}",
+        text.lines().next().unwrap_or_default()
+    );
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default())
+}
+
+async fn wait_readyz(process: &mut Process, admin: SocketAddr) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let admin = SocketAddr::from(([127, 0, 0, 1], port));
     loop {
         process.check_running()?;
         let answer = http_get(admin, "/readyz").await.unwrap_or_default();

@@ -8,9 +8,10 @@ use e2e::writes::Writes;
 
 use crate::audit::Reactions;
 use crate::churn::Churn;
+use crate::restart::Restart;
 use crate::scale_up::ScaleUp;
 use crate::write_requests::WriteRequests;
-use crate::{Options, Side};
+use crate::{Options, QUIET, Side};
 
 pub fn print_scale_up(options: &Options, runs: &[ScaleUp]) {
     println!(
@@ -150,9 +151,59 @@ pub fn print_churn(options: &Options, runs: &[Churn]) {
     print_reactions(runs.iter().map(|r| (r.side, &r.reactions)));
 }
 
+pub fn print_restart(options: &Options, runs: &[Restart]) {
+    println!(
+        "\nrestart: {} Services x {} ready pods published, then the controller process stopped (SIGTERM) and started again with the same flags, nothing changed",
+        options.services, options.pods_per_service
+    );
+    println!(
+        "set-up: as churn's; stop: from SIGTERM to the exit; verified: from the new start to the first /metrics read (every 100 ms) showing every Service verified: slice syncs >= Services and endpoint_slice_controller_endpoints_desired >= pods (both sides), and, where served (in-tree only; svcplane serves no work queue metrics, so its Endpoints controller's progress is not seen), keys processed from the endpoint and endpoint_slice queues >= Services, both queues empty; writes: from the new start until {} s without one; RSS, peak, CPU: the new process's when verified",
+        QUIET.as_secs()
+    );
+    println!(
+        "{:<16} {:>5} {:>7} {:>6} {:>9} {:>6} {:>18} {:>20} {:>15} {:>6} {:>6} {:>6} {:>23} correct",
+        "side",
+        "load",
+        "set-up",
+        "stop",
+        "verified",
+        "writes",
+        "Endpoints",
+        "EndpointSlices",
+        "requests (E/S)",
+        "RSS",
+        "peak",
+        "CPU",
+        "syncs/desired/queues",
+    );
+    for r in runs {
+        let p = &r.progress;
+        println!(
+            "{:<16} {:>5} {:>7} {:>6} {:>9} {} {} {:>23} {}",
+            r.side.to_string(),
+            r.load.split(' ').next().unwrap_or(""),
+            seconds(r.setup),
+            seconds(r.stop),
+            seconds(r.verified),
+            writes_columns(&r.writes, r.requests),
+            process_columns(&r.resources),
+            format!(
+                "{}/{}/{}",
+                p.slice_syncs,
+                p.endpoints_desired,
+                p.queues.map_or("-".to_string(), |q| format!(
+                    "{}+{}",
+                    q.endpoints_processed, q.slices_processed
+                ))
+            ),
+            r.correct
+        );
+    }
+}
+
 /// svcplane's figures against each in-tree side's: writes no more, times and RSS at most
 /// half.
-pub fn print_goals(scale_runs: &[ScaleUp], churn_runs: &[Churn]) {
+pub fn print_goals(scale_runs: &[ScaleUp], churn_runs: &[Churn], restart_runs: &[Restart]) {
     let verdict = |ok: bool| if ok { "yes" } else { "NO" };
     let half = |ours: f64, theirs: f64| {
         format!("{:.2}x ({})", ours / theirs, verdict(ours <= theirs / 2.0))
@@ -180,7 +231,7 @@ pub fn print_goals(scale_runs: &[ScaleUp], churn_runs: &[Churn]) {
         )
     };
     println!(
-        "\ngoals (svcplane / in-tree; writes, as watch events and as write requests, at most 1x; times and RSS at most 0.5x):"
+        "\ngoals (svcplane / in-tree; writes, as watch events and as write requests, at most 1x; times and RSS at most 0.5x; restart: zero writes when nothing changed, and verified in at most 0.5x in-tree's time):"
     );
     let p = |d: &[Duration], q: f64| percentile(d, q).as_secs_f64();
     let ours = scale_runs.iter().find(|r| r.side == Side::Svcplane);
@@ -243,6 +294,26 @@ pub fn print_goals(scale_runs: &[ScaleUp], churn_runs: &[Churn]) {
             half(p(&o.slice_after_pod, 99.0), p(&t.slice_after_pod, 99.0)),
             half(ours.setup.as_secs_f64(), theirs.setup.as_secs_f64()),
             memory(&ours.resources, &theirs.resources),
+        );
+    }
+    let ours = restart_runs.iter().find(|r| r.side == Side::Svcplane);
+    for theirs in restart_runs.iter().filter(|r| r.side != Side::Svcplane) {
+        let Some(ours) = ours else { break };
+        println!(
+            "  restart vs {}: zero writes when nothing changed: write requests {} vs {} ({}), watch events {} vs {}; verified {}; peak RSS {}; CPU {:.1}s vs {:.1}s",
+            theirs.side,
+            ours.requests.total(),
+            theirs.requests.total(),
+            verdict(ours.requests.total() == 0 && ours.writes.total() == 0),
+            ours.writes.total(),
+            theirs.writes.total(),
+            half(ours.verified.as_secs_f64(), theirs.verified.as_secs_f64()),
+            half(
+                ours.resources.hwm_kib as f64,
+                theirs.resources.hwm_kib as f64
+            ),
+            ours.resources.cpu_seconds,
+            theirs.resources.cpu_seconds,
         );
     }
 }
