@@ -137,7 +137,8 @@ impl Actor {
         let now = Instant::now();
         for ((request, reply), outcome) in requests.into_iter().zip(replies).zip(outcomes) {
             let outcome = match outcome {
-                Err(StoreError::Allocation(error)) if is_taken(&error) => {
+                // A dry run asks nobody to give anything up: it changes nothing.
+                Err(StoreError::Allocation(error)) if is_taken(&error) && !request.dry_run => {
                     let values = self.pooled_elsewhere(&request);
                     if values.is_empty() {
                         Err(StoreError::Allocation(error))

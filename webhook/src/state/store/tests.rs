@@ -504,3 +504,32 @@ async fn a_requested_value_of_another_replicas_pool_is_asked_for() {
     assert_eq!(filled.cluster_ips, [wanted]);
     assert!(stored_ips(&fake).has(wanted.parse().unwrap()));
 }
+
+/// A dry run asking for a value of another replica's pool marks nothing: it changes
+/// nothing anywhere, and is answered as taken at once.
+#[tokio::test]
+async fn a_dry_run_asks_nobody_for_their_pooled_value() {
+    let fake = FakeRanges::default();
+    let _first = start(&fake).await;
+    let wanted = "10.96.0.10";
+    put_entry(&fake, "replica-b", &[wanted], &[], SystemTime::now());
+    let store = start(&fake).await;
+    let mut request = AdmitRequest::test_create("dry");
+    request.new.cluster_ips = vec![wanted.to_string()];
+    request.dry_run = true;
+    let refused = store.admit(request).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Allocation(error)) if *error.reason() == allocator::Error::IpAllocated),
+        "{refused:?}"
+    );
+    let annotations = fake
+        .object(V4.name())
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        !annotations.contains_key(WANTED_ANNOTATION),
+        "{annotations:?}"
+    );
+}
