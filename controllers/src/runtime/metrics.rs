@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 
 use super::cache::ObjectKey;
 use super::enabled::EnabledControllers;
+use super::queue::QueueMetrics;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -47,6 +48,10 @@ pub(crate) struct Metrics {
     mirroring_endpoints_removed_per_sync: Histogram,
     mirroring_addresses_skipped_per_sync: Histogram,
     mirroring_syncs: Family<Labels, Counter>,
+    queue_adds: Family<Labels, Counter>,
+    queue_depth: Family<Labels, Gauge>,
+    queue_retries: Family<Labels, Counter>,
+    queue_work: Family<Labels, Histogram>,
 }
 
 fn per_sync_histogram() -> Histogram {
@@ -79,6 +84,10 @@ impl Metrics {
             mirroring_endpoints_removed_per_sync: per_sync_histogram(),
             mirroring_addresses_skipped_per_sync: per_sync_histogram(),
             mirroring_syncs: Family::default(),
+            queue_adds: Family::default(),
+            queue_depth: Family::default(),
+            queue_retries: Family::default(),
+            queue_work: Family::new_with_constructor(QueueMetrics::work_histogram),
         };
         if enabled.endpointslice {
             registry.register(
@@ -123,6 +132,28 @@ impl Metrics {
             );
         }
         if !enabled.none() {
+            // client-go's names; the queues are labelled `endpoint`, `endpoint_slice` and
+            // `endpoint_slice_mirroring`, as in kube-controller-manager.
+            registry.register(
+                "workqueue_adds",
+                "Total number of adds handled by workqueue",
+                metrics.queue_adds.clone(),
+            );
+            registry.register(
+                "workqueue_depth",
+                "Current depth of workqueue",
+                metrics.queue_depth.clone(),
+            );
+            registry.register(
+                "workqueue_retries",
+                "Total number of retries handled by workqueue",
+                metrics.queue_retries.clone(),
+            );
+            registry.register(
+                "workqueue_work_duration_seconds",
+                "How long in seconds processing an item from workqueue takes",
+                metrics.queue_work.clone(),
+            );
             registry.register(
                 "svcplane_controller_api_writes",
                 "API writes made by svcplane's endpoint controllers, by kind and operation",
@@ -157,6 +188,17 @@ impl Metrics {
             );
         }
         metrics
+    }
+
+    /// The work-queue metrics of the queue named `name` (kube-controller-manager's name).
+    pub fn queue(&self, name: &'static str) -> QueueMetrics {
+        let labels = vec![("name", name)];
+        QueueMetrics {
+            adds: self.queue_adds.get_or_create(&labels).clone(),
+            depth: self.queue_depth.get_or_create(&labels).clone(),
+            retries: self.queue_retries.get_or_create(&labels).clone(),
+            work: self.queue_work.get_or_create(&labels).clone(),
+        }
     }
 
     /// Counts one successful mirrored slice write: `create`, `update` or `delete`.
@@ -284,6 +326,48 @@ mod tests {
             "endpoint_slice_mirroring_controller_addresses_skipped_per_sync_sum 2.0",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    /// A queue reports client-go's work-queue metrics under kube-controller-manager's queue
+    /// names: each add counted, the depth of what waits, each sync timed, each retry.
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_reports_adds_depth_work_and_retries() {
+        use super::super::queue::{Backoff, WorkQueue};
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry, EnabledControllers::default());
+        let backoff = Backoff {
+            base: std::time::Duration::from_millis(5),
+            max: std::time::Duration::from_secs(1),
+        };
+        let queue = WorkQueue::new(backoff).with_metrics(metrics.queue("endpoint_slice"));
+        let text = || {
+            let mut text = String::new();
+            encode(&mut text, &registry).unwrap();
+            text
+        };
+        let (a, b) = (ObjectKey::new("ns", "a"), ObjectKey::new("ns", "b"));
+        queue.add(a.clone());
+        queue.add(a.clone());
+        queue.add(b.clone());
+        let seen = text();
+        for line in [
+            "workqueue_adds_total{name=\"endpoint_slice\"} 3",
+            "workqueue_depth{name=\"endpoint_slice\"} 2",
+        ] {
+            assert!(seen.contains(line), "missing {line:?} in\n{seen}");
+        }
+        let first = queue.next().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        queue.done(&first);
+        queue.retry(first);
+        let seen = text();
+        for line in [
+            "workqueue_depth{name=\"endpoint_slice\"} 1",
+            "workqueue_work_duration_seconds_count{name=\"endpoint_slice\"} 1",
+            "workqueue_retries_total{name=\"endpoint_slice\"} 1",
+        ] {
+            assert!(seen.contains(line), "missing {line:?} in\n{seen}");
         }
     }
 

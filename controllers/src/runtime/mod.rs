@@ -288,9 +288,16 @@ async fn run_controllers(
 ) -> Result<()> {
     let caches = Arc::new(Caches::default());
     let queues = Queues {
-        endpoints: Arc::new(WorkQueue::new(ENDPOINTS_BACKOFF)),
-        slices: Arc::new(WorkQueue::new(SLICES_BACKOFF)),
-        mirroring: Arc::new(WorkQueue::new(MIRRORING_BACKOFF)),
+        endpoints: Arc::new(
+            WorkQueue::new(ENDPOINTS_BACKOFF).with_metrics(metrics.queue("endpoint")),
+        ),
+        slices: Arc::new(
+            WorkQueue::new(SLICES_BACKOFF).with_metrics(metrics.queue("endpoint_slice")),
+        ),
+        mirroring: Arc::new(
+            WorkQueue::new(MIRRORING_BACKOFF)
+                .with_metrics(metrics.queue("endpoint_slice_mirroring")),
+        ),
         endpoints_batch: config.endpoint_updates_batch_period,
         slices_batch: config.endpointslice_updates_batch_period,
         mirroring_batch: config.mirroring_endpoint_updates_batch_period,

@@ -8,8 +8,35 @@ use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+/// One queue's share of client-go's work-queue metrics (`workqueue_adds_total`,
+/// `workqueue_depth`, `workqueue_retries_total`, `workqueue_work_duration_seconds`, labelled
+/// by the queue's in-tree name): what an operator watches to see a controller keeping up.
+#[derive(Debug, Clone)]
+pub struct QueueMetrics {
+    /// Adds, each counted (a key already waiting included), as client-go counts them.
+    pub adds: Counter,
+    /// Keys waiting to be synced now.
+    pub depth: Gauge,
+    /// Keys queued again after a failed sync.
+    pub retries: Counter,
+    /// How long each sync took, from the key handed out to [`WorkQueue::done`].
+    pub work: Histogram,
+}
+
+impl QueueMetrics {
+    /// Client-go's buckets for work durations: 1 µs to 10 s.
+    pub fn work_histogram() -> Histogram {
+        Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            1e-6, 10.0, 8,
+        ))
+    }
+}
 
 /// Exponential per-key retry delays: `base * 2^(failures - 1)`, at most `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +68,8 @@ struct State<K> {
     delayed_by_time: BTreeMap<(Instant, u64), K>,
     next_id: u64,
     failures: HashMap<K, u32>,
+    /// When each key being synced was handed out, for the work-duration metric.
+    started: HashMap<K, Instant>,
     shut_down: bool,
 }
 
@@ -50,6 +79,7 @@ pub struct WorkQueue<K> {
     state: Mutex<State<K>>,
     notify: Notify,
     backoff: Backoff,
+    metrics: Option<QueueMetrics>,
 }
 
 impl<K: Clone + Eq + Hash> WorkQueue<K> {
@@ -64,17 +94,37 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
                 delayed_by_time: BTreeMap::new(),
                 next_id: 0,
                 failures: HashMap::new(),
+                started: HashMap::new(),
                 shut_down: false,
             }),
             notify: Notify::new(),
             backoff,
+            metrics: None,
+        }
+    }
+
+    /// The same queue, reporting in `metrics`.
+    pub fn with_metrics(mut self, metrics: QueueMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Keeps the depth gauge at what `state` holds ready.
+    fn report_depth(&self, state: &State<K>) {
+        if let Some(metrics) = &self.metrics {
+            metrics.depth.set(state.ready.len() as i64);
         }
     }
 
     /// Queues the key for a sync now.
     pub fn add(&self, key: K) {
+        if let Some(metrics) = &self.metrics {
+            metrics.adds.inc();
+        }
         let mut state = self.state.lock().expect("queue lock");
-        if Self::enqueue(&mut state, key) {
+        let queued = Self::enqueue(&mut state, key);
+        self.report_depth(&state);
+        if queued {
             drop(state);
             self.notify.notify_one();
         }
@@ -127,6 +177,9 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
             *failures += 1;
             *failures
         };
+        if let Some(metrics) = &self.metrics {
+            metrics.retries.inc();
+        }
         self.add_after(key, self.backoff.delay(failures));
     }
 
@@ -169,10 +222,16 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
                 if state.shut_down {
                     return None;
                 }
-                Self::promote_due(&mut state, Instant::now());
-                if let Some(key) = state.ready.pop_front() {
+                let now = Instant::now();
+                Self::promote_due(&mut state, now);
+                let next = state.ready.pop_front();
+                self.report_depth(&state);
+                if let Some(key) = next {
                     state.dirty.remove(&key);
                     state.processing.insert(key.clone());
+                    if self.metrics.is_some() {
+                        state.started.insert(key.clone(), now);
+                    }
                     if !state.ready.is_empty() {
                         // Let another idle worker pick up the rest.
                         self.notify.notify_one();
@@ -200,8 +259,12 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
     pub fn done(&self, key: &K) {
         let mut state = self.state.lock().expect("queue lock");
         state.processing.remove(key);
+        if let (Some(metrics), Some(started)) = (&self.metrics, state.started.remove(key)) {
+            metrics.work.observe(started.elapsed().as_secs_f64());
+        }
         if state.dirty.contains(key) && !state.shut_down {
             state.ready.push_back(key.clone());
+            self.report_depth(&state);
             drop(state);
             self.notify.notify_one();
         }

@@ -157,7 +157,7 @@ pub fn print_restart(options: &Options, runs: &[Restart]) {
         options.services, options.pods_per_service
     );
     println!(
-        "set-up: as churn's; stop: from SIGTERM to the exit; verified: from the new start to the first /metrics read (every 100 ms) showing every Service verified: slice syncs >= Services and endpoint_slice_controller_endpoints_desired >= pods (both sides), and, where served (in-tree only; svcplane serves no work queue metrics, so its Endpoints controller's progress is not seen), keys processed from the endpoint and endpoint_slice queues >= Services, both queues empty; writes: from the new start until {} s without one; RSS, peak, CPU: the new process's when verified",
+        "set-up: as churn's; stop: from SIGTERM to the exit; verified: from the new start to the first /metrics read (every 100 ms) showing every Service verified: slice syncs >= Services and endpoint_slice_controller_endpoints_desired >= pods (both sides), and, where served (both sides since svcplane serves client-go's work-queue metrics), keys processed from the endpoint and endpoint_slice queues >= Services, both queues empty; writes: from the new start until {} s without one; RSS, peak, CPU: the new process's when verified",
         QUIET.as_secs()
     );
     println!(

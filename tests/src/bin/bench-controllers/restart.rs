@@ -45,7 +45,7 @@ pub struct Progress {
     /// `endpoint_slice_controller_endpoints_desired`: the endpoints of the Services the slice
     /// controller has synced.
     pub endpoints_desired: f64,
-    /// The work queues' metrics, where the process serves them (kube-controller-manager).
+    /// The work queues' metrics (client-go's names, served by both sides).
     pub queues: Option<Queues>,
 }
 
