@@ -533,3 +533,31 @@ async fn a_dry_run_asks_nobody_for_their_pooled_value() {
         "{annotations:?}"
     );
 }
+
+/// A value listed by an earlier life of this replica's pod is not asked for: that life
+/// owns no pool any more, nobody would answer. It is refused as taken at once.
+#[tokio::test]
+async fn a_value_of_an_earlier_life_is_not_asked_for() {
+    let fake = FakeRanges::default();
+    let _first = start(&fake).await;
+    let listed = "10.96.0.10";
+    put_entry(&fake, "pod-a-00000001", &[listed], &[], SystemTime::now());
+    let store = start_as(&fake, Holder::of_pod("pod-a", 2)).await;
+    let mut request = AdmitRequest::test_create("earlier");
+    request.new.cluster_ips = vec![listed.to_string()];
+    let refused = store.admit(request).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Allocation(error)) if *error.reason() == allocator::Error::IpAllocated),
+        "{refused:?}"
+    );
+    let annotations = fake
+        .object(V4.name())
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        !annotations.contains_key(WANTED_ANNOTATION),
+        "{annotations:?}"
+    );
+}

@@ -73,7 +73,7 @@ pub(super) async fn mark_wanted(api: &Api<RangeAllocation>, values: Vec<Value>) 
 
 impl Actor {
     /// The values `request` asks for by number (not held before an update) that the live
-    /// entry of another replica lists: pooled there, or handed out by it.
+    /// entry of another running replica lists: pooled there, or handed out by it.
     pub(super) fn pooled_elsewhere(&self, request: &AdmitRequest) -> Vec<Value> {
         let now = SystemTime::now();
         let before: HashSet<Value> = request
@@ -89,8 +89,11 @@ impl Actor {
             .filter(|&value| {
                 let kind = RangeKind::of(value);
                 self.reservations.get(&kind).is_some_and(|entries| {
+                    // An earlier life of this pod owns no pool any more: nobody would
+                    // answer the mark (its values are freed by `reclaim_previous_lives`).
                     entries.iter().any(|(holder, entry)| {
                         holder != self.holder.name()
+                            && !self.holder.is_previous_life(holder)
                             && entry.is_live(now, self.pool.lifetime)
                             && entry.values(kind).any(|listed| listed == value)
                     })
