@@ -166,12 +166,7 @@ async fn a_refusal_is_checked_on_a_fresh_copy_once_another_replica_wrote() {
     let fake = FakeRanges::default();
     let store = start(&fake).await;
     let wanted = "10.96.0.5";
-    let request = |uid: &str| {
-        let mut request = AdmitRequest::test_create(uid);
-        request.new.cluster_ips = vec![wanted.to_string()];
-        request
-    };
-    store.admit(request("first")).await.unwrap();
+    store.admit(asking_for("first", wanted)).await.unwrap();
     // The other replica releases it: the stored object changes, this copy does not.
     let mut object = fake.object(V4.name()).unwrap();
     change_stored(&mut object, |ips| {
@@ -180,7 +175,7 @@ async fn a_refusal_is_checked_on_a_fresh_copy_once_another_replica_wrote() {
     fake.put_object(object);
 
     let (gets, _) = fake.counts();
-    let unaware = store.admit(request("unaware")).await;
+    let unaware = store.admit(asking_for("unaware", wanted)).await;
     assert!(
         matches!(&unaware, Err(StoreError::Allocation(error)) if *error.reason() == allocator::Error::IpAllocated),
         "{unaware:?}"
@@ -189,7 +184,7 @@ async fn a_refusal_is_checked_on_a_fresh_copy_once_another_replica_wrote() {
 
     let version = fake.object(V4.name()).unwrap().metadata.resource_version;
     store.observed(V4, version.unwrap()).await.unwrap();
-    let filled = store.admit(request("aware")).await.unwrap();
+    let filled = store.admit(asking_for("aware", wanted)).await.unwrap();
     assert_eq!(filled.cluster_ips, [wanted]);
     assert!(stored_ips(&fake).has(wanted.parse().unwrap()));
 }
@@ -402,6 +397,31 @@ async fn an_earlier_life_of_the_pod_is_shown_apart_and_reclaimed() {
     assert!(!ips.has("10.96.0.10".parse().unwrap()) && ips.has("10.96.0.11".parse().unwrap()));
 }
 
+/// A create asking for cluster IP `ip`.
+fn asking_for(uid: &str, ip: &str) -> AdmitRequest {
+    let mut request = AdmitRequest::test_create(uid);
+    request.new.cluster_ips = vec![ip.to_string()];
+    request
+}
+
+/// `refused` is a refusal of a taken cluster IP, and nobody was asked to give it up.
+fn assert_taken_and_not_asked(fake: &FakeRanges, refused: &Result<ServiceSpec, StoreError>) {
+    assert!(
+        matches!(refused, Err(StoreError::Allocation(error)) if *error.reason() == allocator::Error::IpAllocated),
+        "{refused:?}"
+    );
+    let annotations = fake
+        .object(V4.name())
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        !annotations.contains_key(WANTED_ANNOTATION),
+        "{annotations:?}"
+    );
+}
+
 /// Another replica asked for two pooled values: the one still pooled is freed, the one an
 /// admission took from the pool before is kept (a Service may hold it).
 #[tokio::test]
@@ -439,13 +459,8 @@ async fn a_requested_value_of_another_replicas_pool_is_asked_for() {
     let wanted = "10.96.0.10";
     put_entry(&fake, "replica-b", &[wanted], &[], SystemTime::now());
     let store = start(&fake).await;
-    let request = |uid: &str| {
-        let mut request = AdmitRequest::test_create(uid);
-        request.new.cluster_ips = vec![wanted.to_string()];
-        request
-    };
 
-    let refused = store.admit(request("nobody-frees-it")).await;
+    let refused = store.admit(asking_for("nobody-frees-it", wanted)).await;
     assert!(
         matches!(&refused, Err(StoreError::Allocation(error)) if *error.reason() == allocator::Error::IpAllocated),
         "{refused:?}"
@@ -499,7 +514,10 @@ async fn a_requested_value_of_another_replicas_pool_is_asked_for() {
     let mut object = fake.object(V4.name()).unwrap();
     object.metadata.annotations = None;
     fake.put_object(object);
-    let filled = store.admit(request("freed-meanwhile")).await.unwrap();
+    let filled = store
+        .admit(asking_for("freed-meanwhile", wanted))
+        .await
+        .unwrap();
     owner.await.unwrap();
     assert_eq!(filled.cluster_ips, [wanted]);
     assert!(stored_ips(&fake).has(wanted.parse().unwrap()));
@@ -514,24 +532,9 @@ async fn a_dry_run_asks_nobody_for_their_pooled_value() {
     let wanted = "10.96.0.10";
     put_entry(&fake, "replica-b", &[wanted], &[], SystemTime::now());
     let store = start(&fake).await;
-    let mut request = AdmitRequest::test_create("dry");
-    request.new.cluster_ips = vec![wanted.to_string()];
+    let mut request = asking_for("dry", wanted);
     request.dry_run = true;
-    let refused = store.admit(request).await;
-    assert!(
-        matches!(&refused, Err(StoreError::Allocation(error)) if *error.reason() == allocator::Error::IpAllocated),
-        "{refused:?}"
-    );
-    let annotations = fake
-        .object(V4.name())
-        .unwrap()
-        .metadata
-        .annotations
-        .unwrap_or_default();
-    assert!(
-        !annotations.contains_key(WANTED_ANNOTATION),
-        "{annotations:?}"
-    );
+    assert_taken_and_not_asked(&fake, &store.admit(request).await);
 }
 
 /// A value listed by an earlier life of this replica's pod is not asked for: that life
@@ -543,21 +546,6 @@ async fn a_value_of_an_earlier_life_is_not_asked_for() {
     let listed = "10.96.0.10";
     put_entry(&fake, "pod-a-00000001", &[listed], &[], SystemTime::now());
     let store = start_as(&fake, Holder::of_pod("pod-a", 2)).await;
-    let mut request = AdmitRequest::test_create("earlier");
-    request.new.cluster_ips = vec![listed.to_string()];
-    let refused = store.admit(request).await;
-    assert!(
-        matches!(&refused, Err(StoreError::Allocation(error)) if *error.reason() == allocator::Error::IpAllocated),
-        "{refused:?}"
-    );
-    let annotations = fake
-        .object(V4.name())
-        .unwrap()
-        .metadata
-        .annotations
-        .unwrap_or_default();
-    assert!(
-        !annotations.contains_key(WANTED_ANNOTATION),
-        "{annotations:?}"
-    );
+    let refused = store.admit(asking_for("earlier", listed)).await;
+    assert_taken_and_not_asked(&fake, &refused);
 }
