@@ -72,11 +72,13 @@ pub struct WebhookConfig {
 }
 
 /// Whether this replica releases values (those of deleted Services, those an update
-/// dropped, leaks repair found). Exactly one replica should: two replicas releasing the
-/// same value from the same watch event race with a third allocating it again in between,
-/// and the late release would free a value a new Service holds. Allocation and marking
-/// are safe from any replica. A process elects its releaser on a Lease; a single replica
-/// uses [`Releaser::always`].
+/// dropped, leaks repair found) and marks those Services hold. Exactly one replica should:
+/// two replicas releasing the same value from the same watch event race with a third
+/// allocating it again in between, and the late release would free a value a new Service
+/// holds; a replica whose watch lags marking a value the releaser has just freed (its
+/// Service deleted) would allocate it again for nobody. Allocation is safe from any
+/// replica. A process elects its releaser on a Lease; a single replica uses
+/// [`Releaser::always`].
 #[derive(Clone, Debug)]
 pub struct Releaser(tokio::sync::watch::Receiver<bool>);
 

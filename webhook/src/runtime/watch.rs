@@ -85,14 +85,14 @@ pub async fn start(
         recorder,
         repairer: Repairer::default(),
     };
-    repair.sweep().await;
+    repair.sweep(Sweep::AtStart).await;
     let interval = config.repair_interval;
     tasks.spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await;
         loop {
             ticker.tick().await;
-            repair.sweep().await;
+            repair.sweep(Sweep::Periodic).await;
         }
     });
     Watches(tasks)
@@ -183,10 +183,19 @@ async fn watch_services(
         {
             tracing::warn!(%error, "values not confirmed");
         }
-        if !learned.is_empty()
-            && let Err(error) = store.mark(learned).await
-        {
-            tracing::warn!(%error, "values not marked");
+        // Only the releasing replica marks: its marks and releases follow one watch, in
+        // order. Another replica's watch may show a Service after the releaser has seen it
+        // deleted and freed its values; a mark then would allocate them again for nobody.
+        // Elsewhere, the values are confirmed only.
+        if !learned.is_empty() {
+            let sent = if releaser.is_active() {
+                store.mark(learned).await
+            } else {
+                store.confirm(learned).await
+            };
+            if let Err(error) = sent {
+                tracing::warn!(%error, "values not marked");
+            }
         }
         if !released.is_empty() && !releaser.is_active() {
             tracing::debug!(values = %describe(&released), "values no Service holds any more; the releasing replica frees them");
@@ -273,7 +282,7 @@ async fn reclaim_dead_entries(
         if !releaser.is_active() {
             continue;
         }
-        let Ok(state) = store.snapshot().await else {
+        let Ok(state) = store.fresh_snapshot().await else {
             return;
         };
         let reclaimed = reclaim(
@@ -359,6 +368,17 @@ async fn reclaim(
     store.reclaim(entries).await.map(|()| true).map_err(|_| ())
 }
 
+/// Which repair sweep runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    /// Before this replica serves: it marks what the listed Services hold (default/kubernetes,
+    /// Services from before installation), whichever replica releases, so that it never
+    /// hands those values out.
+    AtStart,
+    /// Later ones: only the releasing replica marks (see `watch_services`).
+    Periodic,
+}
+
 struct RepairLoop {
     store: AllocationStore,
     releaser: Releaser,
@@ -369,7 +389,7 @@ struct RepairLoop {
 
 impl RepairLoop {
     #[tracing::instrument(name = "repair", skip_all)]
-    async fn sweep(&mut self) {
+    async fn sweep(&mut self, which: Sweep) {
         let state = match self.store.snapshot().await {
             Ok(state) => state,
             Err(error) => {
@@ -395,7 +415,9 @@ impl RepairLoop {
             findings = sweep.findings.len(),
             "repair sweep"
         );
-        if !sweep.mark.is_empty()
+        let marks = which == Sweep::AtStart || self.releaser.is_active();
+        if marks
+            && !sweep.mark.is_empty()
             && let Err(error) = self.store.mark(sweep.mark).await
         {
             tracing::warn!(%error, "repair could not mark values");

@@ -34,6 +34,15 @@ use super::unconfirmed::{Expired, Unconfirmed, UnconfirmedConfig};
 /// How long an admission asking for a value of another replica's pool waits for it, in
 /// all: well within kube-apiserver's webhook timeout and svcplane's request timeout.
 pub const WANTED_WAIT: Duration = Duration::from_millis(1500);
+/// How often at most a refusal is checked on a fresh copy when no watch has shown a newer
+/// one yet: another replica's write reaches this replica's watch a moment after it lands,
+/// and a create sent in that moment (right after the value was seen freed) must not be
+/// refused; the bound keeps a flood of refused requests from turning into reads.
+#[cfg(not(test))]
+const REFUSAL_RECHECK: Duration = Duration::from_millis(100);
+/// Long enough in unit tests for two refusals in a row to fall within it on any machine.
+#[cfg(test)]
+const REFUSAL_RECHECK: Duration = Duration::from_secs(3600);
 /// How many commands one batch (and so one write per range) takes at most.
 const MAX_BATCH: usize = 256;
 /// How many times a batch is written (replayed or planned again after each conflict)
@@ -82,7 +91,12 @@ enum Command {
     Mark(Vec<Value>),
     /// Values a Service was seen holding.
     Confirm(Vec<Value>),
-    Snapshot(oneshot::Sender<StateView>),
+    /// A view of this copy; `fresh`: of the stored state, read again first when a watch
+    /// showed another replica's write.
+    Snapshot {
+        reply: oneshot::Sender<StateView>,
+        fresh: bool,
+    },
     /// The refiller persisted `values` in this replica's pool of `kind`, in an entry it
     /// renewed at `renewed` (with no values: it only renewed the entry).
     Pooled {
@@ -191,6 +205,7 @@ impl AllocationStore {
             deferred_releases: Vec::new(),
             stale: false,
             outdated: BTreeSet::new(),
+            refusal_rechecked: None,
             dropping: BTreeSet::new(),
             reclaiming: BTreeMap::new(),
             giving_back: BTreeSet::new(),
@@ -292,8 +307,19 @@ impl AllocationStore {
 
     /// A copy of the allocation state as this replica knows it.
     pub async fn snapshot(&self) -> Result<StateView, StoreError> {
+        self.view(false).await
+    }
+
+    /// The allocation state as stored: this replica's copy, read again first if another
+    /// replica wrote since (as its watch saw). Which entries are dead is judged on it: a
+    /// copy read long ago shows an entry renewed since as dead.
+    pub async fn fresh_snapshot(&self) -> Result<StateView, StoreError> {
+        self.view(true).await
+    }
+
+    async fn view(&self, fresh: bool) -> Result<StateView, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Snapshot(reply)).await?;
+        self.send(Command::Snapshot { reply, fresh }).await?;
         answer.await.map_err(|_| StoreError::Stopped)
     }
 
@@ -383,6 +409,8 @@ struct Actor {
     stale: bool,
     /// Ranges seen stored at another version than this copy's: another replica wrote them.
     outdated: BTreeSet<RangeKind>,
+    /// When a refusal was last checked on a fresh copy no watch had announced.
+    refusal_rechecked: Option<Instant>,
     /// Entries of dead replicas to drop at the next write of their range.
     dropping: BTreeSet<(RangeKind, String)>,
     /// Values to free because a dead replica's entry lists them, with that replica.
@@ -445,6 +473,7 @@ impl Actor {
         let mut releases = std::mem::take(&mut self.deferred_releases);
         let mut marks = Vec::new();
         let mut returns = Vec::new();
+        let mut fresh_views = Vec::new();
         for command in batch {
             match command {
                 Command::Admit(pending) => admits.push(*pending),
@@ -467,7 +496,8 @@ impl Actor {
                     marks.extend(values);
                 }
                 Command::Confirm(values) => self.unconfirmed.confirm(&values),
-                Command::Snapshot(reply) => {
+                Command::Snapshot { reply, fresh: true } => fresh_views.push(reply),
+                Command::Snapshot { reply, .. } => {
                     let _ = reply.send(self.view());
                 }
                 Command::Pooled {
@@ -518,6 +548,17 @@ impl Actor {
         {
             self.expire_pools();
             self.process_changes(admits, releases, marks).await;
+        }
+        if !fresh_views.is_empty() {
+            if (self.stale || !self.outdated.is_empty())
+                && let Err(error) = self.reload().await
+            {
+                tracing::debug!(%error, "the state was not read again; viewing this copy");
+            }
+            let view = self.view();
+            for reply in fresh_views {
+                let _ = reply.send(view.clone());
+            }
         }
         if !returns.is_empty() {
             let pooled = self.allocators.pooled();

@@ -2,12 +2,12 @@
 //! persists it (replaying it or planning it again after conflicts), then answers its
 //! admissions or fails them with an error they can retry.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use allocator::Value;
 
 use super::persist::{PersistError, Rebased};
-use super::{Actor, MAX_ATTEMPTS, PendingAdmit, Reply};
+use super::{Actor, MAX_ATTEMPTS, PendingAdmit, REFUSAL_RECHECK, Reply};
 use crate::state::batch::{AdmitRequest, Outcome, answered, plan_batch};
 use crate::state::crd::RangeKind;
 use crate::state::error::StoreError;
@@ -77,11 +77,12 @@ impl Actor {
                 planned.pending.insert(kind);
             }
             // Another replica may have freed what this copy refuses for: read it again
-            // before refusing (once per batch, and only when a watch saw a newer copy).
-            if !refusals_checked && planned.refuses_on_state() && !self.outdated.is_empty() {
+            // before refusing (once per batch: when a watch saw a newer copy, or else at
+            // most every REFUSAL_RECHECK, as the watch may not have seen it yet).
+            if !refusals_checked && planned.refuses_on_state() && self.may_recheck_refusals() {
                 refusals_checked = true;
                 tracing::debug!(
-                    "a refusal depends on ranges another replica changed; reading them again"
+                    "a refusal depends on ranges another replica may have changed; reading them again"
                 );
                 planned.abandon(&mut self.allocators);
                 persisted_unanswered = given_back;
@@ -169,6 +170,21 @@ impl Actor {
         }
     }
 
+    /// Whether a refusal may be checked on a fresh copy now (and if so, counts it).
+    fn may_recheck_refusals(&mut self) -> bool {
+        if self.outdated.is_empty()
+            && self
+                .refusal_rechecked
+                .is_some_and(|at| at.elapsed() < REFUSAL_RECHECK)
+        {
+            return false;
+        }
+        if self.outdated.is_empty() {
+            self.refusal_rechecked = Some(Instant::now());
+        }
+        true
+    }
+
     /// Whether `value` may be freed on this copy: a value reclaimed from a dead replica only
     /// while that replica's entry still lists it; a value this replica gives back only while
     /// its own entry is stored, if it ever was (otherwise the entry was reclaimed, and with
@@ -177,11 +193,17 @@ impl Actor {
         let kind = RangeKind::of(value);
         let entries = self.reservations.get(&kind);
         if let Some(holder) = self.reclaiming.get(&value) {
+            // Checked on this copy, which may be fresher than the one that showed the entry
+            // dead: a replica that renewed its entry meanwhile is alive and may hand the
+            // value out.
             let listed = entries
                 .and_then(|entries| entries.get(holder))
-                .is_some_and(|entry| entry.values(kind).any(|listed| listed == value));
+                .is_some_and(|entry| {
+                    self.is_dead(holder, entry, SystemTime::now())
+                        && entry.values(kind).any(|listed| listed == value)
+                });
             if !listed {
-                tracing::debug!(%value, %holder, "no longer listed by the dead replica's entry; not freed");
+                tracing::debug!(%value, %holder, "no longer listed by a dead entry (renewed, or gone); not freed");
             }
             return listed;
         }

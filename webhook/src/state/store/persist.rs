@@ -102,14 +102,17 @@ impl Actor {
         let usage = self.allocators.usage_of(kind).expect("a configured range");
         let mut reservations = self.reservations.get(&kind).cloned().unwrap_or_default();
         // An entry lists allocated values only: a value is unlisted in the write that frees
-        // it, so that what a dead replica listed is freed once at most.
+        // it, so that what a dead replica listed is freed once at most. An entry to drop is
+        // dropped only while it is dead on this copy (its replica may have renewed it since).
+        let now = SystemTime::now();
         reservations.retain(|holder, entry| {
             entry.values.retain(|text| {
                 kind.parse_value(text)
                     .is_some_and(|value| self.allocators.has(value))
             });
-            holder == self.holder.name()
-                || !(entry.values.is_empty() || self.dropping.contains(&(kind, holder.clone())))
+            let dropped =
+                self.dropping.contains(&(kind, holder.clone())) && self.is_dead(holder, entry, now);
+            holder == self.holder.name() || !(entry.values.is_empty() || dropped)
         });
         // A write of a range renews this replica's entry while its pool is in use, so that
         // a refiller slowed down by a busy store does not let the pool expire.

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use allocator::Value;
 
 use super::{Actor, DeadEntry, PoolView, StateView};
-use crate::state::crd::RangeKind;
+use crate::state::crd::{RangeKind, Reservation};
 
 impl Actor {
     pub(super) fn view(&self) -> StateView {
@@ -41,6 +41,13 @@ impl Actor {
             dead,
             previous_lives,
         }
+    }
+
+    /// Whether `holder`'s entry is dead on this copy: another replica's, of an earlier
+    /// life of this pod or not renewed for a pool lifetime.
+    pub(super) fn is_dead(&self, holder: &str, entry: &Reservation, now: SystemTime) -> bool {
+        holder != self.holder.name()
+            && (self.holder.is_previous_life(holder) || !entry.is_live(now, self.pool.lifetime))
     }
 
     /// Whether a range's pool holds half its size or less: checked after every batch, so

@@ -159,34 +159,47 @@ async fn a_write_of_the_store_renews_its_pool_entry() {
 }
 
 /// A value another replica freed (its Service was deleted and that replica released it) is
-/// refused by a copy that has not seen the change only until a watch reports a newer
-/// stored object: then the store reads the range again before refusing, and allocates.
+/// not refused by a copy that has not seen the change: the store reads the range again
+/// before refusing, at once when a watch reported a newer stored object, and otherwise
+/// once per REFUSAL_RECHECK (the watch may lag the write), so that a flood of refused
+/// requests is not a flood of reads.
 #[tokio::test]
-async fn a_refusal_is_checked_on_a_fresh_copy_once_another_replica_wrote() {
+async fn a_refusal_is_checked_on_a_fresh_copy() {
     let fake = FakeRanges::default();
     let store = start(&fake).await;
-    let wanted = "10.96.0.5";
-    store.admit(asking_for("first", wanted)).await.unwrap();
-    // The other replica releases it: the stored object changes, this copy does not.
-    let mut object = fake.object(V4.name()).unwrap();
-    change_stored(&mut object, |ips| {
-        ips.release(wanted.parse().unwrap());
-    });
-    fake.put_object(object);
+    let (first, second) = ("10.96.0.5", "10.96.0.6");
+    store.admit(asking_for("a", first)).await.unwrap();
+    store.admit(asking_for("b", second)).await.unwrap();
+    // The other replica releases a value: the stored object changes, this copy does not.
+    let release = |value: &str| {
+        let mut object = fake.object(V4.name()).unwrap();
+        change_stored(&mut object, |ips| {
+            ips.release(value.parse().unwrap());
+        });
+        fake.put_object(object);
+    };
+    release(first);
+    let filled = store.admit(asking_for("unannounced", first)).await.unwrap();
+    assert_eq!(filled.cluster_ips, [first], "checked on a fresh copy");
 
+    release(second);
     let (gets, _) = fake.counts();
-    let unaware = store.admit(asking_for("unaware", wanted)).await;
+    let refused = store.admit(asking_for("too-soon", second)).await;
     assert!(
-        matches!(&unaware, Err(StoreError::Allocation(error)) if *error.reason() == allocator::Error::IpAllocated),
-        "{unaware:?}"
+        matches!(&refused, Err(StoreError::Allocation(error)) if *error.reason() == allocator::Error::IpAllocated),
+        "{refused:?}"
     );
-    assert_eq!(fake.counts().0, gets, "no read without a sign of change");
+    assert_eq!(
+        fake.counts().0,
+        gets,
+        "no second unannounced read within the bound"
+    );
 
     let version = fake.object(V4.name()).unwrap().metadata.resource_version;
     store.observed(V4, version.unwrap()).await.unwrap();
-    let filled = store.admit(asking_for("aware", wanted)).await.unwrap();
-    assert_eq!(filled.cluster_ips, [wanted]);
-    assert!(stored_ips(&fake).has(wanted.parse().unwrap()));
+    let filled = store.admit(asking_for("announced", second)).await.unwrap();
+    assert_eq!(filled.cluster_ips, [second]);
+    assert!(stored_ips(&fake).has(second.parse().unwrap()));
 }
 
 /// A time long enough ago for any entry renewed then to be dead.
@@ -280,6 +293,40 @@ async fn a_dead_replicas_entry_is_reclaimed_once() {
     store.reclaim(vec![entry]).await.unwrap();
     settle(&store).await;
     assert!(stored_ips(&fake).has("10.96.0.10".parse().unwrap()));
+}
+
+/// The regression behind a Service whose ClusterIP was missing from the stored state on a
+/// two-replica cluster: this store's copy showed the other replica's entry dead (a copy
+/// read long before), but that replica had renewed its entry since and was handing its pool
+/// out. Dead entries are judged on a fresh copy, and a reclaim's write checks again on the
+/// copy it writes: it frees nothing, nor drops the entry.
+#[tokio::test]
+async fn an_entry_renewed_since_the_copy_that_showed_it_dead_is_left_alone() {
+    let fake = FakeRanges::default();
+    let _first = start(&fake).await;
+    put_entry(&fake, "replica-b", &["10.96.0.10"], &[], an_hour_ago());
+    let store = start(&fake).await;
+    let dead = store.snapshot().await.unwrap().dead;
+    assert_eq!(dead.len(), 1, "the copy shows replica-b's entry dead");
+
+    let mut object = fake.object(V4.name()).unwrap();
+    let entry = object.spec.reservations.get_mut("replica-b").unwrap();
+    *entry = Reservation::new(entry.values(V4).collect::<Vec<_>>(), SystemTime::now());
+    fake.put_object(object);
+    // Judged on a fresh copy once the watch showed the write, the entry is alive; a
+    // reclaim decided on the old copy still frees nothing.
+    let version = fake.object(V4.name()).unwrap().metadata.resource_version;
+    store.observed(V4, version.unwrap()).await.unwrap();
+    assert_eq!(store.fresh_snapshot().await.unwrap().dead, []);
+    store.reclaim(dead).await.unwrap();
+    settle(&store).await;
+
+    let stored = fake.object(V4.name()).unwrap();
+    assert!(
+        stored_ips(&fake).has("10.96.0.10".parse().unwrap()),
+        "a value of a live replica's pool was freed"
+    );
+    assert!(stored.spec.reservations.contains_key("replica-b"));
 }
 
 /// A replica that gives back an unconfirmed value after the releasing replica took it for
