@@ -59,6 +59,12 @@ cleanup() {
   fi
   if [ "$rc" != 0 ] && kind get clusters 2>/dev/null | grep -qx "$cluster"; then
     kubectl get nodes,pods -A -o wide >&2 || true
+    # What svcplane and kube-apiserver said about the webhook: a call that failed open
+    # (failurePolicy Ignore) shows here and nowhere else.
+    echo "[kind-e2e] svcplane's logs (last 150 lines of each container):" >&2
+    kubectl -n "$namespace" logs -l app.kubernetes.io/name=svcplane --all-containers --prefix --tail=150 >&2 || true
+    echo "[kind-e2e] kube-apiserver's lines about webhooks:" >&2
+    kubectl -n kube-system logs "kube-apiserver-$cluster-control-plane" 2>/dev/null | grep -i 'webhook' | tail -n 60 >&2 || true
   fi
   kind delete cluster --name "$cluster" >&2 || true
   rm -rf "$state"

@@ -309,7 +309,7 @@ run_checks() {
   local rest=()
   for p in "${all[@]}"; do [ "$p" = "$a" ] || rest+=("$p"); done
   expect_pods "ClusterIP, $a not ready" "http://web.$ns/" "${rest[@]}"
-  expect_pods "NodePort, $a not ready" "$(url "$(kubectl get nodes -o jsonpath='{.items[0].status.addresses[0].address}')" "$node_port")" "${rest[@]}"
+  expect_pods "NodePort, $a not ready" "$(url "$(kubectl get node "$(control_plane)" -o jsonpath='{.status.addresses[0].address}')" "$node_port")" "${rest[@]}"
   kubectl -n "$ns" exec "$a" -- /test-server post http://127.0.0.1:8080/recover >&2
   wait_ready_in_slices web "$a" true
   expect_pods "ClusterIP, $a ready again" "http://web.$ns/" "${all[@]}"
