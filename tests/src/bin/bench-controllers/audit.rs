@@ -1,6 +1,6 @@
 //! Reaction times from kube-apiserver's audit log: from the response to a pod status write
-//! to the apiserver receiving the controller's next write of that pod's Service's
-//! EndpointSlices (or Endpoints). Both writes' own apiserver cost is left out, for every side
+//! (or a pod delete) to the apiserver receiving the controller's next write of that pod's
+//! Service's EndpointSlices (or Endpoints). Both writes' own apiserver cost is left out, for every side
 //! alike, so what remains is the controller's: its watch delivery, queue, sync and client.
 //! The controller's write is the first one received after the pod write was: a watch event
 //! leaves with the commit, before the pod write's response is logged, so a fast controller's
@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::BufRead;
+use std::ops::RangeBounds;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,7 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use serde::Deserialize;
 
-/// Records pod status writes and Endpoints/EndpointSlice writes, without their bodies.
+/// Records pod status writes, pod deletes (the load scenario's Deployments delete pods) and
+/// Endpoints/EndpointSlice writes, without their bodies.
 pub const POLICY: &str = r#"apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived", "ResponseStarted", "Panic"]
@@ -30,6 +32,11 @@ rules:
     resources: ["pods/status", "endpoints"]
   - group: "discovery.k8s.io"
     resources: ["endpointslices"]
+- level: Metadata
+  verbs: ["delete"]
+  resources:
+  - group: ""
+    resources: ["pods"]
 - level: None
 "#;
 
@@ -75,7 +82,7 @@ struct ResponseStatus {
     code: Option<u16>,
 }
 
-/// A completed, successful write in `namespace` since `since`.
+/// A completed, successful write in `namespace` received within a window.
 struct Write {
     kind: Kind,
     name: String,
@@ -85,12 +92,13 @@ struct Write {
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
-    PodStatus,
+    /// A pod status write or a pod delete.
+    Pod,
     Endpoints,
     Slice,
 }
 
-fn writes(log: &Path, namespace: &str, since: Timestamp) -> Result<Vec<Write>> {
+fn writes(log: &Path, namespace: &str, window: &impl RangeBounds<Timestamp>) -> Result<Vec<Write>> {
     let file = std::fs::File::open(log).with_context(|| format!("opening {}", log.display()))?;
     let mut writes = Vec::new();
     for line in std::io::BufReader::new(file).lines() {
@@ -105,12 +113,13 @@ fn writes(log: &Path, namespace: &str, since: Timestamp) -> Result<Vec<Write>> {
         if event.stage != "ResponseComplete"
             || !ok
             || object.namespace.as_deref() != Some(namespace)
-            || event.request_received_timestamp.0 < since
+            || !window.contains(&event.request_received_timestamp.0)
         {
             continue;
         }
         let kind = match (object.resource.as_deref(), object.subresource.as_deref()) {
-            (Some("pods"), Some("status")) => Kind::PodStatus,
+            // The policy records pods only when deleted.
+            (Some("pods"), Some("status") | None) => Kind::Pod,
             (Some("endpoints"), None) => Kind::Endpoints,
             (Some("endpointslices"), None) => Kind::Slice,
             _ => continue,
@@ -126,18 +135,20 @@ fn writes(log: &Path, namespace: &str, since: Timestamp) -> Result<Vec<Write>> {
     Ok(writes)
 }
 
-/// The reaction times to the pod status writes in `namespace` received since `since`, the
-/// Service of a pod, a slice or an Endpoints object named by `service_of` (kind, name).
+/// The reaction times to the pod status writes and deletes in `namespace` received within
+/// `window` (e.g. `since..`), the Service of a pod or a slice named by `service_of` (an
+/// Endpoints object is named after its Service). Controller writes outside the window are
+/// not answers.
 pub fn reactions(
     log: &Path,
     namespace: &str,
-    since: Timestamp,
+    window: impl RangeBounds<Timestamp>,
     service_of: impl Fn(&str) -> Option<String>,
 ) -> Result<Reactions> {
-    let writes = writes(log, namespace, since)?;
+    let writes = writes(log, namespace, &window)?;
     // When each Service's slices, and its Endpoints, were written, in order.
     let mut controller: HashMap<(Kind, String), Vec<Timestamp>> = HashMap::new();
-    for write in writes.iter().filter(|w| w.kind != Kind::PodStatus) {
+    for write in writes.iter().filter(|w| w.kind != Kind::Pod) {
         let service = match write.kind {
             Kind::Endpoints => Some(write.name.clone()),
             _ => service_of(&write.name),
@@ -153,7 +164,7 @@ pub fn reactions(
         times.sort();
     }
     let mut reactions = Reactions::default();
-    for pod in writes.iter().filter(|w| w.kind == Kind::PodStatus) {
+    for pod in writes.iter().filter(|w| w.kind == Kind::Pod) {
         let Some(service) = service_of(&pod.name) else {
             continue;
         };
@@ -233,15 +244,26 @@ mod tests {
         ];
         std::fs::write(&log, lines.join("\n") + "\n").unwrap();
         let since: Timestamp = t(0).parse().unwrap();
-        let r = reactions(&log, "churn", since, strip_last_part).unwrap();
+        let r = reactions(&log, "churn", since.., strip_last_part).unwrap();
         let ms = Duration::from_millis;
         assert_eq!(r.slices, [ms(0), ms(15), ms(20)]);
         assert_eq!(r.endpoints, [ms(35), ms(40)]);
         assert_eq!((r.unanswered_slices, r.unanswered_endpoints), (1, 2));
 
         let later: Timestamp = t(150).parse().unwrap();
-        let r = reactions(&log, "churn", later, strip_last_part).unwrap();
+        let r = reactions(&log, "churn", later.., strip_last_part).unwrap();
         assert_eq!(r.slices, [ms(0)]);
         assert_eq!(r.unanswered_slices, 1);
+
+        // A window that ends before the answers: none.
+        let r = reactions(
+            &log,
+            "churn",
+            since..t(120).parse().unwrap(),
+            strip_last_part,
+        );
+        let r = r.unwrap();
+        assert!(r.slices.is_empty());
+        assert_eq!(r.unanswered_slices, 2);
     }
 }
