@@ -6,9 +6,10 @@
 //! leaves with the commit, before the pod write's response is logged, so a fast controller's
 //! write can arrive before that response (its reaction counts as zero). Pod writes answered by
 //! one controller write are all answered by it (a controller that coalesces them is not
-//! charged for each).
+//! charged for each). A pod's second delete (its removal once terminated) is answered by a
+//! slice write only: it changes no Endpoints.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 use std::ops::RangeBounds;
 use std::path::Path;
@@ -92,10 +93,17 @@ struct Write {
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
-    /// A pod status write or a pod delete.
-    Pod,
+    PodStatus,
+    PodDelete,
     Endpoints,
     Slice,
+}
+
+impl Kind {
+    /// A pod write a controller answers.
+    fn is_pod(self) -> bool {
+        matches!(self, Kind::PodStatus | Kind::PodDelete)
+    }
 }
 
 fn writes(log: &Path, namespace: &str, window: &impl RangeBounds<Timestamp>) -> Result<Vec<Write>> {
@@ -118,8 +126,9 @@ fn writes(log: &Path, namespace: &str, window: &impl RangeBounds<Timestamp>) -> 
             continue;
         }
         let kind = match (object.resource.as_deref(), object.subresource.as_deref()) {
+            (Some("pods"), Some("status")) => Kind::PodStatus,
             // The policy records pods only when deleted.
-            (Some("pods"), Some("status") | None) => Kind::Pod,
+            (Some("pods"), None) => Kind::PodDelete,
             (Some("endpoints"), None) => Kind::Endpoints,
             (Some("endpointslices"), None) => Kind::Slice,
             _ => continue,
@@ -148,7 +157,7 @@ pub fn reactions(
     let writes = writes(log, namespace, &window)?;
     // When each Service's slices, and its Endpoints, were written, in order.
     let mut controller: HashMap<(Kind, String), Vec<Timestamp>> = HashMap::new();
-    for write in writes.iter().filter(|w| w.kind != Kind::Pod) {
+    for write in writes.iter().filter(|w| !w.kind.is_pod()) {
         let service = match write.kind {
             Kind::Endpoints => Some(write.name.clone()),
             _ => service_of(&write.name),
@@ -164,11 +173,20 @@ pub fn reactions(
         times.sort();
     }
     let mut reactions = Reactions::default();
-    for pod in writes.iter().filter(|w| w.kind == Kind::Pod) {
+    let mut deleted = HashSet::new();
+    for pod in writes.iter().filter(|w| w.kind.is_pod()) {
         let Some(service) = service_of(&pod.name) else {
             continue;
         };
-        for kind in [Kind::Slice, Kind::Endpoints] {
+        // A second delete of a pod (its removal once it terminated) needs no Endpoints write:
+        // the pod left its Endpoints when it began terminating. Only a slice answers it.
+        let again = pod.kind == Kind::PodDelete && !deleted.insert(pod.name.as_str());
+        let kinds: &[Kind] = if again {
+            &[Kind::Slice]
+        } else {
+            &[Kind::Slice, Kind::Endpoints]
+        };
+        for &kind in kinds {
             let next = controller.get(&(kind, service.clone())).and_then(|times| {
                 let i = times.partition_point(|t| *t < pod.received);
                 times.get(i)
@@ -224,6 +242,16 @@ mod tests {
         .to_string()
     }
 
+    fn delete_line(name: &str, received: &str, answered: &str) -> String {
+        serde_json::json!({
+            "kind": "Event", "stage": "ResponseComplete", "verb": "delete",
+            "objectRef": { "resource": "pods", "namespace": "churn", "name": name },
+            "responseStatus": { "code": 200 },
+            "requestReceivedTimestamp": received, "stageTimestamp": answered,
+        })
+        .to_string()
+    }
+
     #[test]
     fn a_pod_write_is_answered_by_the_next_write_of_its_services_objects() {
         let dir = tempfile::tempdir().unwrap();
@@ -249,6 +277,22 @@ mod tests {
         assert_eq!(r.slices, [ms(0), ms(15), ms(20)]);
         assert_eq!(r.endpoints, [ms(35), ms(40)]);
         assert_eq!((r.unanswered_slices, r.unanswered_endpoints), (1, 2));
+
+        // A pod deleted twice (terminating, then removed): the second delete is answered by
+        // a slice write only.
+        let deletes = [
+            delete_line("svc-004-1", &t(400), &t(405)),
+            line("endpointslices", None, "svc-004-abcde", &t(410), &t(415)),
+            line("endpoints", None, "svc-004", &t(412), &t(418)),
+            delete_line("svc-004-1", &t(500), &t(505)),
+            line("endpointslices", None, "svc-004-abcde", &t(520), &t(525)),
+        ];
+        std::fs::write(&log, deletes.join("\n") + "\n").unwrap();
+        let r = reactions(&log, "churn", since.., strip_last_part).unwrap();
+        assert_eq!(r.slices, [ms(5), ms(15)]);
+        assert_eq!(r.endpoints, [ms(7)]);
+        assert_eq!((r.unanswered_slices, r.unanswered_endpoints), (0, 0));
+        std::fs::write(&log, lines.join("\n") + "\n").unwrap();
 
         let later: Timestamp = t(150).parse().unwrap();
         let r = reactions(&log, "churn", later.., strip_last_part).unwrap();
