@@ -550,3 +550,26 @@ async fn published(
 fn target_name(target: Option<&k8s_openapi::api::core::v1::ObjectReference>) -> String {
     target.and_then(|t| t.name.clone()).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployments_in_clusterloader2s_proportions_a_service_for_every_other() {
+        let d = deployments(2000);
+        let count = |size: &str| d.keys().filter(|n| n.starts_with(size)).count();
+        assert_eq!(
+            (count("big"), count("medium"), count("small")),
+            (2, 16, 200)
+        );
+        assert_eq!(d.values().sum::<i32>(), 500 + 480 + 1000);
+        assert_eq!(d.keys().filter(|n| has_service(n)).count(), 1 + 8 + 100);
+        // A pod, a slice, an Endpoints object; a Deployment without a Service.
+        let small = Some("small-0004".to_string());
+        assert_eq!(service_of("small-0004-6d5f7c9b8-x2x7q"), small);
+        assert_eq!(service_of("small-0004-abcde"), small);
+        assert_eq!(service_of("small-0004"), small);
+        assert_eq!(service_of("small-0005-6d5f7c9b8-x2x7q"), None);
+    }
+}
