@@ -8,18 +8,34 @@
 # every Service, its writes, CPU time and peak RSS until then). Prints, per side: times,
 # flip delays, reaction times read from kube-apiserver's audit log (pod write answered to the
 # controller's write received), Endpoints/EndpointSlice writes, the controller's RSS and peak
-# RSS, its CPU time, and whether the goals hold. Release build; svcplane runs as the real
+# RSS, its CPU time, and whether the goals hold.
+#
+# The `load` scenario (SCENARIOS=load), after clusterloader2's load test, runs the pods the
+# way a cluster does: LOAD_PODS pods in Deployments of 250, 30 and 5 replicas (a quarter, a
+# quarter and half of the pods), a Service for every other Deployment of each size, on
+# LOAD_NODES KWOK Nodes in three zones (each with a podCIDR KWOK takes the pods' IPs from).
+# Beside the controllers measured run kube-scheduler, a kube-controller-manager with only the
+# Deployment, ReplicaSet and garbage collector controllers, and KWOK (pods Running and Ready
+# at once); both are built on first use (hack/kube-bins.sh with SVCPLANE_LOAD_TOOLS=1).
+# Phases: create, rolling update (a pod template annotation), scale down by half, delete;
+# each prints, per side, the time until the Deployments, pods, slices and Endpoints
+# converged, the controller's CPU time and RSS, its write requests, and its reaction times to
+# KWOK's pod status writes and the pod deletes (audit log), with the goals: CPU and
+# reaction p50/p99 at most 0.5x in-tree's, write requests at most in-tree's, peak RSS at
+# most 0.33x. Release build; svcplane runs as the real
 # `svcplane controllers --leader-elect=false` process. Figures depend on what else the
 # machine runs: the load average is printed with each run.
 #
 # Environment:
 #   SIDES              comma-separated: in-tree, in-tree-qps1000, svcplane
 #                      (default in-tree,in-tree-qps1000,svcplane)
-#   SCENARIOS          comma-separated: scale-up, churn, restart (default scale-up,churn)
+#   SCENARIOS          comma-separated: scale-up, churn, restart, load
+#                      (default scale-up,churn)
 #   PODS NODES BATCH   scale-up size (default 5000, 10, 100)
 #   SERVICES PODS_PER_SERVICE FLIPS_PER_SECOND CHURN_SECONDS
 #                      churn size (default 500, 10, 20, 60); SERVICES and
 #                      PODS_PER_SERVICE are also the restart's
+#   LOAD_PODS LOAD_NODES  load size (default 2000, 20)
 #   CARGO_TARGET_DIR   where cargo builds (default: $SVCPLANE_CACHE/target, see hack/lib.sh)
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh" bench-controllers
@@ -33,8 +49,12 @@ SERVICES=${SERVICES:-500}
 PODS_PER_SERVICE=${PODS_PER_SERVICE:-10}
 FLIPS_PER_SECOND=${FLIPS_PER_SECOND:-20}
 CHURN_SECONDS=${CHURN_SECONDS:-60}
+LOAD_PODS=${LOAD_PODS:-2000}
+LOAD_NODES=${LOAD_NODES:-20}
 
-# The Kubernetes binaries first, so that their build is not part of a run.
+# The Kubernetes binaries first, so that their build is not part of a run; with
+# kube-scheduler and KWOK for the load scenario.
+if [[ ,$SCENARIOS, == *,load,* ]]; then export SVCPLANE_LOAD_TOOLS=1; fi
 kube_bins
 cargo build --release -p svcplane --bin svcplane
 cargo build --release -p e2e --bin bench-controllers
@@ -51,4 +71,5 @@ echo "kube-controller-manager: $("$SVCPLANE_KUBE_BIN_DIR/kube-controller-manager
   --sides "$SIDES" --scenarios "$SCENARIOS" \
   --pods "$PODS" --nodes "$NODES" --batch "$BATCH" \
   --services "$SERVICES" --pods-per-service "$PODS_PER_SERVICE" \
-  --flips-per-second "$FLIPS_PER_SECOND" --churn-seconds "$CHURN_SECONDS"
+  --flips-per-second "$FLIPS_PER_SECOND" --churn-seconds "$CHURN_SECONDS" \
+  --load-pods "$LOAD_PODS" --load-nodes "$LOAD_NODES"

@@ -5,6 +5,12 @@
 # Arguments name more binaries of k8s.io/kubernetes/cmd to build into the same directory
 # (hack/kind-images.sh asks for kubelet, kubeadm, kube-proxy and kube-scheduler).
 #
+# With SVCPLANE_LOAD_TOOLS=1 it also builds what the controllers benchmark's `load` scenario
+# runs: kube-scheduler (as above) and KWOK (sigs.k8s.io/kwok/cmd/kwok at KWOK_VERSION, into
+# $SVCPLANE_CACHE/bin/kwok-$KWOK_VERSION with its release's fast stages as stages.yaml,
+# linked as `kwok` and `kwok-stages.yaml` from the directory printed). Off by default: the
+# test suite and CI need neither.
+#
 # Prints the directory holding the binaries on its last line of stdout; progress
 # goes to stderr.
 #
@@ -12,20 +18,37 @@
 #   SVCPLANE_CACHE   cache root (default: $HOME/.cache/svcplane)
 #   KUBE_VERSION     Kubernetes release (default: pinned below)
 #   ETCD_VERSION     etcd release (default: pinned below)
+#   SVCPLANE_LOAD_TOOLS  1: also kube-scheduler and KWOK (default: 0)
+#   KWOK_VERSION     KWOK release (default: pinned below)
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh" kube-bins
 
 # v1.37.2: the newest v1.37 patch the Go module proxy serves that Go 1.26 builds.
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+# v0.8.0: the newest v0.8 release the Go module proxy serves.
+KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 BIN_DIR="$SVCPLANE_CACHE/bin/kube-$KUBE_VERSION-etcd-$ETCD_VERSION"
+KWOK_DIR="$SVCPLANE_CACHE/bin/kwok-$KWOK_VERSION"
 KUBE_BINS=(kube-apiserver kube-controller-manager kubectl "$@")
+LOAD_TOOLS=${SVCPLANE_LOAD_TOOLS:-0}
+[ "$LOAD_TOOLS" = 1 ] && KUBE_BINS+=(kube-scheduler)
 
 all_present() {
   for b in etcd "${KUBE_BINS[@]}"; do [ -x "$BIN_DIR/$b" ] || return 1; done
+  [ "$LOAD_TOOLS" != 1 ] || { [ -x "$KWOK_DIR/kwok" ] && [ -s "$KWOK_DIR/stages.yaml" ]; }
+}
+
+# link_kwok: BIN_DIR/kwok and kwok-stages.yaml name this KWOK_VERSION's build (when the
+# load tools are wanted).
+link_kwok() {
+  [ "$LOAD_TOOLS" = 1 ] || return 0
+  ln -sfn "$KWOK_DIR/kwok" "$BIN_DIR/kwok"
+  ln -sfn "$KWOK_DIR/stages.yaml" "$BIN_DIR/kwok-stages.yaml"
 }
 
 if all_present; then
+  link_kwok
   echo "$BIN_DIR"
   exit 0
 fi
@@ -123,9 +146,31 @@ if [ ${#missing[@]} -gt 0 ]; then
   done
 fi
 
+if [ "$LOAD_TOOLS" = 1 ] && [ ! -x "$KWOK_DIR/kwok" ]; then
+  dir="$SVCPLANE_CACHE/src/kwok-$KWOK_VERSION"
+  mkdir -p "$KWOK_DIR"
+  # KWOK's go.mod replaces nothing: the wrapper only requires it.
+  wrapper_module "$dir" sigs.k8s.io/kwok "$KWOK_VERSION" "$KWOK_VERSION"
+  build "$dir" sigs.k8s.io/kwok/cmd/kwok "$KWOK_DIR/kwok"
+fi
+if [ "$LOAD_TOOLS" = 1 ] && [ ! -s "$KWOK_DIR/stages.yaml" ]; then
+  # The kwok binary has no stages of its own (kwokctl writes them into its config): its
+  # release's fast ones (nodes Ready at once, with a heartbeat; pods Running and Ready at
+  # once, deleted at once), as a config file for `kwok --config`.
+  src=$(cd "$SVCPLANE_CACHE/src/kwok-$KWOK_VERSION" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage
+  for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml \
+    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    echo "---"
+    cat "$src/$f"
+  done >"$KWOK_DIR/stages.yaml.tmp"
+  mv "$KWOK_DIR/stages.yaml.tmp" "$KWOK_DIR/stages.yaml"
+fi
+link_kwok
+
 say "ready in $BIN_DIR:"
 say "  etcd $("$BIN_DIR/etcd" --version | awk '/etcd Version/ { print $3 }')"
 say "  kube-apiserver $("$BIN_DIR/kube-apiserver" --version | awk '{ print $2 }')"
 say "  kube-controller-manager $("$BIN_DIR/kube-controller-manager" --version | awk '{ print $2 }')"
 say "  kubectl $("$BIN_DIR/kubectl" version --client 2>/dev/null | awk '/Client Version/ { print $3 }')"
+[ "$LOAD_TOOLS" != 1 ] || say "  kwok $KWOK_VERSION ($KWOK_DIR/kwok)"
 echo "$BIN_DIR"

@@ -36,7 +36,8 @@ kube_bins() {
 }
 
 go_env() {
-  export GOTOOLCHAIN=local GOFLAGS=-mod=mod
+  # GOFLAGS from the caller (e.g. -p=1 on a shared machine) are kept.
+  export GOTOOLCHAIN=local GOFLAGS="-mod=mod${GOFLAGS:+ $GOFLAGS}"
   export GOMODCACHE=${GOMODCACHE_OVERRIDE:-$SVCPLANE_CACHE/go/mod}
   export GOCACHE=${GOCACHE_OVERRIDE:-$SVCPLANE_CACHE/go/build}
 }

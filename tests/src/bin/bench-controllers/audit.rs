@@ -1,15 +1,17 @@
 //! Reaction times from kube-apiserver's audit log: from the response to a pod status write
-//! to the apiserver receiving the controller's next write of that pod's Service's
-//! EndpointSlices (or Endpoints). Both writes' own apiserver cost is left out, for every side
+//! (or a pod delete) to the apiserver receiving the controller's next write of that pod's
+//! Service's EndpointSlices (or Endpoints). Both writes' own apiserver cost is left out, for every side
 //! alike, so what remains is the controller's: its watch delivery, queue, sync and client.
 //! The controller's write is the first one received after the pod write was: a watch event
 //! leaves with the commit, before the pod write's response is logged, so a fast controller's
 //! write can arrive before that response (its reaction counts as zero). Pod writes answered by
 //! one controller write are all answered by it (a controller that coalesces them is not
-//! charged for each).
+//! charged for each). A pod's second delete (its removal once terminated) is answered by a
+//! slice write only: it changes no Endpoints.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
+use std::ops::RangeBounds;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,7 +20,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use serde::Deserialize;
 
-/// Records pod status writes and Endpoints/EndpointSlice writes, without their bodies.
+/// Records pod status writes, pod deletes (the load scenario's Deployments delete pods) and
+/// Endpoints/EndpointSlice writes, without their bodies.
 pub const POLICY: &str = r#"apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived", "ResponseStarted", "Panic"]
@@ -30,6 +33,11 @@ rules:
     resources: ["pods/status", "endpoints"]
   - group: "discovery.k8s.io"
     resources: ["endpointslices"]
+- level: Metadata
+  verbs: ["delete"]
+  resources:
+  - group: ""
+    resources: ["pods"]
 - level: None
 "#;
 
@@ -75,7 +83,7 @@ struct ResponseStatus {
     code: Option<u16>,
 }
 
-/// A completed, successful write in `namespace` since `since`.
+/// A completed, successful write in `namespace` received within a window.
 struct Write {
     kind: Kind,
     name: String,
@@ -86,11 +94,19 @@ struct Write {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
     PodStatus,
+    PodDelete,
     Endpoints,
     Slice,
 }
 
-fn writes(log: &Path, namespace: &str, since: Timestamp) -> Result<Vec<Write>> {
+impl Kind {
+    /// A pod write a controller answers.
+    fn is_pod(self) -> bool {
+        matches!(self, Kind::PodStatus | Kind::PodDelete)
+    }
+}
+
+fn writes(log: &Path, namespace: &str, window: &impl RangeBounds<Timestamp>) -> Result<Vec<Write>> {
     let file = std::fs::File::open(log).with_context(|| format!("opening {}", log.display()))?;
     let mut writes = Vec::new();
     for line in std::io::BufReader::new(file).lines() {
@@ -105,12 +121,14 @@ fn writes(log: &Path, namespace: &str, since: Timestamp) -> Result<Vec<Write>> {
         if event.stage != "ResponseComplete"
             || !ok
             || object.namespace.as_deref() != Some(namespace)
-            || event.request_received_timestamp.0 < since
+            || !window.contains(&event.request_received_timestamp.0)
         {
             continue;
         }
         let kind = match (object.resource.as_deref(), object.subresource.as_deref()) {
             (Some("pods"), Some("status")) => Kind::PodStatus,
+            // The policy records pods only when deleted.
+            (Some("pods"), None) => Kind::PodDelete,
             (Some("endpoints"), None) => Kind::Endpoints,
             (Some("endpointslices"), None) => Kind::Slice,
             _ => continue,
@@ -126,18 +144,20 @@ fn writes(log: &Path, namespace: &str, since: Timestamp) -> Result<Vec<Write>> {
     Ok(writes)
 }
 
-/// The reaction times to the pod status writes in `namespace` received since `since`, the
-/// Service of a pod, a slice or an Endpoints object named by `service_of` (kind, name).
+/// The reaction times to the pod status writes and deletes in `namespace` received within
+/// `window` (e.g. `since..`), the Service of a pod or a slice named by `service_of` (an
+/// Endpoints object is named after its Service). Controller writes outside the window are
+/// not answers.
 pub fn reactions(
     log: &Path,
     namespace: &str,
-    since: Timestamp,
+    window: impl RangeBounds<Timestamp>,
     service_of: impl Fn(&str) -> Option<String>,
 ) -> Result<Reactions> {
-    let writes = writes(log, namespace, since)?;
+    let writes = writes(log, namespace, &window)?;
     // When each Service's slices, and its Endpoints, were written, in order.
     let mut controller: HashMap<(Kind, String), Vec<Timestamp>> = HashMap::new();
-    for write in writes.iter().filter(|w| w.kind != Kind::PodStatus) {
+    for write in writes.iter().filter(|w| !w.kind.is_pod()) {
         let service = match write.kind {
             Kind::Endpoints => Some(write.name.clone()),
             _ => service_of(&write.name),
@@ -153,11 +173,20 @@ pub fn reactions(
         times.sort();
     }
     let mut reactions = Reactions::default();
-    for pod in writes.iter().filter(|w| w.kind == Kind::PodStatus) {
+    let mut deleted = HashSet::new();
+    for pod in writes.iter().filter(|w| w.kind.is_pod()) {
         let Some(service) = service_of(&pod.name) else {
             continue;
         };
-        for kind in [Kind::Slice, Kind::Endpoints] {
+        // A second delete of a pod (its removal once it terminated) needs no Endpoints write:
+        // the pod left its Endpoints when it began terminating. Only a slice answers it.
+        let again = pod.kind == Kind::PodDelete && !deleted.insert(pod.name.as_str());
+        let kinds: &[Kind] = if again {
+            &[Kind::Slice]
+        } else {
+            &[Kind::Slice, Kind::Endpoints]
+        };
+        for &kind in kinds {
             let next = controller.get(&(kind, service.clone())).and_then(|times| {
                 let i = times.partition_point(|t| *t < pod.received);
                 times.get(i)
@@ -213,6 +242,16 @@ mod tests {
         .to_string()
     }
 
+    fn delete_line(name: &str, received: &str, answered: &str) -> String {
+        serde_json::json!({
+            "kind": "Event", "stage": "ResponseComplete", "verb": "delete",
+            "objectRef": { "resource": "pods", "namespace": "churn", "name": name },
+            "responseStatus": { "code": 200 },
+            "requestReceivedTimestamp": received, "stageTimestamp": answered,
+        })
+        .to_string()
+    }
+
     #[test]
     fn a_pod_write_is_answered_by_the_next_write_of_its_services_objects() {
         let dir = tempfile::tempdir().unwrap();
@@ -233,15 +272,42 @@ mod tests {
         ];
         std::fs::write(&log, lines.join("\n") + "\n").unwrap();
         let since: Timestamp = t(0).parse().unwrap();
-        let r = reactions(&log, "churn", since, strip_last_part).unwrap();
+        let r = reactions(&log, "churn", since.., strip_last_part).unwrap();
         let ms = Duration::from_millis;
         assert_eq!(r.slices, [ms(0), ms(15), ms(20)]);
         assert_eq!(r.endpoints, [ms(35), ms(40)]);
         assert_eq!((r.unanswered_slices, r.unanswered_endpoints), (1, 2));
 
+        // A pod deleted twice (terminating, then removed): the second delete is answered by
+        // a slice write only.
+        let deletes = [
+            delete_line("svc-004-1", &t(400), &t(405)),
+            line("endpointslices", None, "svc-004-abcde", &t(410), &t(415)),
+            line("endpoints", None, "svc-004", &t(412), &t(418)),
+            delete_line("svc-004-1", &t(500), &t(505)),
+            line("endpointslices", None, "svc-004-abcde", &t(520), &t(525)),
+        ];
+        std::fs::write(&log, deletes.join("\n") + "\n").unwrap();
+        let r = reactions(&log, "churn", since.., strip_last_part).unwrap();
+        assert_eq!(r.slices, [ms(5), ms(15)]);
+        assert_eq!(r.endpoints, [ms(7)]);
+        assert_eq!((r.unanswered_slices, r.unanswered_endpoints), (0, 0));
+        std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+
         let later: Timestamp = t(150).parse().unwrap();
-        let r = reactions(&log, "churn", later, strip_last_part).unwrap();
+        let r = reactions(&log, "churn", later.., strip_last_part).unwrap();
         assert_eq!(r.slices, [ms(0)]);
         assert_eq!(r.unanswered_slices, 1);
+
+        // A window that ends before the answers: none.
+        let r = reactions(
+            &log,
+            "churn",
+            since..t(120).parse().unwrap(),
+            strip_last_part,
+        );
+        let r = r.unwrap();
+        assert!(r.slices.is_empty());
+        assert_eq!(r.unanswered_slices, 2);
     }
 }

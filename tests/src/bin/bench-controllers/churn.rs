@@ -222,7 +222,12 @@ pub async fn churn(side: Side, options: &Options) -> Result<Churn> {
     let writes_seen = counter.settled(QUIET, options.limit()).await;
     let requests = WriteRequests::read(client).await?.since(requests_before);
     let resources = run.resources()?;
-    let reactions = audit::reactions(&run.audit_log(), NS, flips_started, audit::strip_last_part)?;
+    let reactions = audit::reactions(
+        &run.audit_log(),
+        NS,
+        flips_started..,
+        audit::strip_last_part,
+    )?;
     // The final state: every pod as last flipped; check_final expects all ready, so flip the
     // not-ready ones back first and let that settle (uncounted).
     for (i, _) in ready.iter().enumerate().filter(|(_, r)| !**r) {

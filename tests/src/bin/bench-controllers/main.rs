@@ -3,8 +3,8 @@
 //!
 //! `bench-controllers --svcplane PATH [--sides in-tree,svcplane] [--scenarios scale-up,churn]
 //! [--pods 5000] [--nodes 10] [--batch 100] [--services 500] [--pods-per-service 10]
-//! [--flips-per-second 20] [--churn-seconds 60] [--limit-seconds 900]` (`--help` says what
-//! each is).
+//! [--flips-per-second 20] [--churn-seconds 60] [--load-pods 2000] [--load-nodes 20]
+//! [--limit-seconds 900]` (`--help` says what each is).
 //!
 //! Every run (one scenario, one side) gets a fresh etcd + kube-apiserver and its controllers
 //! at equal settings (batch periods 0, 5 concurrent syncs for each controller, 100 endpoints
@@ -43,6 +43,18 @@
 //!   and both queues empty. Writes after the restart (watch events and write requests) are
 //!   counted from the new start until they stop; the new process's VmHWM and CPU time are
 //!   read when it has verified every Service.
+//! - `load`: after clusterloader2's load test, `--load-pods` pods in Deployments of 250, 30
+//!   and 5 replicas (a quarter, a quarter and half of the pods), a Service for every other
+//!   Deployment of each size, on `--load-nodes` KWOK Nodes in three zones. kube-scheduler,
+//!   a second kube-controller-manager with only the Deployment, ReplicaSet and garbage
+//!   collector controllers, and KWOK (pods Running and Ready at once, their IPs from their
+//!   Node's podCIDR) run beside the controllers measured, so the pod writes are a cluster's.
+//!   Phases: create (Services, then Deployments), rolling update (a pod template
+//!   annotation), scale down by half, delete (the Deployments). Each is timed from its first
+//!   write until a poll (every 500 ms) sees every Deployment rolled out, its pods ready and
+//!   each Service's slices and Endpoints listing exactly its ready pods; its writes, CPU
+//!   time and reactions (pod status writes and pod deletes) are counted until the writes
+//!   stop; RSS and peak RSS are the controller process's at the phase's end.
 //!
 //! At the end of each run: the controller process's VmRSS and VmHWM (peak) from
 //! `/proc/<pid>/status` and its CPU time (user + system) from `/proc/<pid>/stat`, then the
@@ -50,15 +62,16 @@
 //! average before it starts.
 //!
 //! Reaction times are also read from kube-apiserver's audit log (`audit`): from the response
-//! to a pod status write to the apiserver receiving the controller's next write of that
+//! to a pod status write (or delete) to the apiserver receiving the controller's next write of that
 //! Service's slices (or Endpoints), which leaves out both writes' own apiserver cost.
 //!
 //! Modules: `plane` starts a run's control plane and controllers and writes its objects;
-//! `published` follows what the controllers publish through watches; `scale_up`, `churn` and
-//! `restart` are the scenarios; `write_requests` reads the apiserver's write counts; `report` prints.
+//! `published` follows what the controllers publish through watches; `scale_up`, `churn`,
+//! `restart` and `load` are the scenarios; `write_requests` reads the apiserver's write counts; `report` prints.
 
 mod audit;
 mod churn;
+mod load;
 mod plane;
 mod published;
 mod report;
@@ -118,6 +131,10 @@ enum Scenario {
     /// The churn's Services and pods, then the controller process restarted.
     #[value(name = "restart")]
     Restart,
+    /// Deployments on KWOK Nodes, after clusterloader2's load test: create, roll, scale
+    /// down, delete.
+    #[value(name = "load")]
+    Load,
 }
 
 /// svcplane's Endpoints and EndpointSlice controllers against kube-controller-manager's.
@@ -164,6 +181,13 @@ struct Options {
     /// churn: how long the flips go on.
     #[arg(long, default_value_t = 60)]
     churn_seconds: u64,
+    /// load: pods over all Deployments (a quarter in Deployments of 250, a quarter in
+    /// Deployments of 30, half in Deployments of 5).
+    #[arg(long, default_value_t = 2000)]
+    load_pods: usize,
+    /// load: KWOK Nodes.
+    #[arg(long, default_value_t = 20)]
+    load_nodes: usize,
     /// The longest a run waits for the controllers to reach a state.
     #[arg(long, default_value_t = 900)]
     limit_seconds: u64,
@@ -173,8 +197,11 @@ impl Options {
     fn parse_and_check() -> Result<Self> {
         let options = Self::parse();
         anyhow::ensure!(
-            options.nodes > 0 && options.batch > 0 && options.flips_per_second > 0.0,
-            "--nodes, --batch and --flips-per-second must be positive"
+            options.nodes > 0
+                && options.batch > 0
+                && options.flips_per_second > 0.0
+                && options.load_nodes > 0,
+            "--nodes, --batch, --flips-per-second and --load-nodes must be positive"
         );
         anyhow::ensure!(
             options.svcplane.is_some() || !options.sides.contains(&Side::Svcplane),
@@ -224,7 +251,14 @@ fn main() -> Result<()> {
         }
         report::print_restart(&options, &restart_runs);
     }
-    report::print_goals(&scale_runs, &churn_runs, &restart_runs);
+    let mut load_runs = Vec::new();
+    if options.runs(Scenario::Load) {
+        for &side in &options.sides {
+            load_runs.push(runtime.block_on(load::load(side, &options))?);
+        }
+        report::print_load(&options, &load_runs);
+    }
+    report::print_goals(&scale_runs, &churn_runs, &restart_runs, &load_runs);
     println!(
         "\ntotal time {}; load average at the end {}",
         report::seconds(started.elapsed()),

@@ -182,12 +182,29 @@ impl Run {
         side: Side,
         options: &Options,
     ) -> Result<(Self, String)> {
+        let (run, load) = Self::fresh(scenario, namespace, side, options).await?;
+        create_nodes(&run.client, options.nodes).await?;
+        Ok((run, load))
+    }
+
+    /// A scenario's run with its namespace and no Nodes but the probe's: the load average
+    /// before it (returned), then the run.
+    pub async fn fresh(
+        scenario: &str,
+        namespace: &str,
+        side: Side,
+        options: &Options,
+    ) -> Result<(Self, String)> {
         let load = load_average();
         eprintln!("{scenario}, {side}: starting (load average {load})");
         let run = Self::start(side, options).await?;
         create_namespace(&run.client, namespace).await?;
-        create_nodes(&run.client, options.nodes).await?;
         Ok((run, load))
+    }
+
+    /// The run's control plane (to start more processes on it).
+    pub fn plane(&self) -> &ControlPlane {
+        &self.plane
     }
 
     /// Waits until the controllers publish a probe Service's one ready pod, so that a

@@ -8,6 +8,7 @@ use e2e::writes::Writes;
 
 use crate::audit::Reactions;
 use crate::churn::Churn;
+use crate::load::Load;
 use crate::restart::Restart;
 use crate::scale_up::ScaleUp;
 use crate::write_requests::WriteRequests;
@@ -151,6 +152,55 @@ pub fn print_churn(options: &Options, runs: &[Churn]) {
     print_reactions(runs.iter().map(|r| (r.side, &r.reactions)));
 }
 
+pub fn print_load(options: &Options, runs: &[Load]) {
+    println!(
+        "\nload: {} pods in Deployments of 250/30/5 replicas (a quarter/a quarter/half of the pods), a Service for every other one, on {} KWOK Nodes in 3 zones; kube-scheduler, kube-controller-manager's Deployment, ReplicaSet and garbage collector controllers and KWOK beside the controllers measured",
+        options.load_pods, options.load_nodes
+    );
+    println!(
+        "per phase: converged: from the phase's first write to the first poll (every 500 ms) that saw every Deployment rolled out, its pods ready and each Service's slices and Endpoints listing exactly its ready pods; writes, reactions (to pod status writes and pod deletes) and CPU: from the phase's first write until {} s without an Endpoints or slice write; RSS, peak: at that end",
+        QUIET.as_secs()
+    );
+    let phases = runs.first().map_or(0, |r| r.phases.len());
+    for i in 0..phases {
+        println!(
+            "{:<16} {:<16} {:>5} {:>9} {:>6} {:>18} {:>20} {:>15} {:>6} {:>6} {:>6} {:>22} {:>22} {:>10}",
+            "phase",
+            "side",
+            "load",
+            "converged",
+            "writes",
+            "Endpoints",
+            "EndpointSlices",
+            "requests (E/S)",
+            "RSS",
+            "peak",
+            "CPU",
+            "slices p50/p99/max",
+            "Endpoints p50/p99/max",
+            "unanswered",
+        );
+        for r in runs {
+            let phase = &r.phases[i];
+            println!(
+                "{:<16} {:<16} {:>5} {:>9} {} {} {:>22} {:>22} {:>10}",
+                phase.name,
+                r.side.to_string(),
+                r.load.split(' ').next().unwrap_or(""),
+                seconds(phase.converged),
+                writes_columns(&phase.writes, phase.requests),
+                process_columns(&phase.resources),
+                p50_p99_max(&phase.reactions.slices),
+                p50_p99_max(&phase.reactions.endpoints),
+                format!(
+                    "{}/{}",
+                    phase.reactions.unanswered_slices, phase.reactions.unanswered_endpoints
+                ),
+            );
+        }
+    }
+}
+
 pub fn print_restart(options: &Options, runs: &[Restart]) {
     println!(
         "\nrestart: {} Services x {} ready pods published, then the controller process stopped (SIGTERM) and started again with the same flags, nothing changed",
@@ -202,12 +252,14 @@ pub fn print_restart(options: &Options, runs: &[Restart]) {
 }
 
 /// svcplane's figures against each in-tree side's: writes no more, times and RSS at most
-/// half.
-pub fn print_goals(scale_runs: &[ScaleUp], churn_runs: &[Churn], restart_runs: &[Restart]) {
-    let verdict = |ok: bool| if ok { "yes" } else { "NO" };
-    let half = |ours: f64, theirs: f64| {
-        format!("{:.2}x ({})", ours / theirs, verdict(ours <= theirs / 2.0))
-    };
+/// half (load: peak RSS at most a third).
+pub fn print_goals(
+    scale_runs: &[ScaleUp],
+    churn_runs: &[Churn],
+    restart_runs: &[Restart],
+    load_runs: &[Load],
+) {
+    let half = |ours: f64, theirs: f64| ratio(ours, theirs, 0.5);
     let writes = |ours: (&Writes, WriteRequests), theirs: (&Writes, WriteRequests)| {
         let (events, requests) = (
             (ours.0.total(), theirs.0.total()),
@@ -231,7 +283,7 @@ pub fn print_goals(scale_runs: &[ScaleUp], churn_runs: &[Churn], restart_runs: &
         )
     };
     println!(
-        "\ngoals (svcplane / in-tree; writes, as watch events and as write requests, at most 1x; times and RSS at most 0.5x; restart: zero writes when nothing changed, and verified in at most 0.5x in-tree's time):"
+        "\ngoals (svcplane / in-tree; writes, as watch events and as write requests, at most 1x; times and RSS at most 0.5x; restart: zero writes when nothing changed, and verified in at most 0.5x in-tree's time; load, per phase: CPU and reaction p50/p99 at most 0.5x, write requests at most 1x, peak RSS at most 0.33x):"
     );
     let p = |d: &[Duration], q: f64| percentile(d, q).as_secs_f64();
     let ours = scale_runs.iter().find(|r| r.side == Side::Svcplane);
@@ -316,6 +368,45 @@ pub fn print_goals(scale_runs: &[ScaleUp], churn_runs: &[Churn], restart_runs: &
             theirs.resources.cpu_seconds,
         );
     }
+    let ours = load_runs.iter().find(|r| r.side == Side::Svcplane);
+    for theirs in load_runs.iter().filter(|r| r.side != Side::Svcplane) {
+        let Some(ours) = ours else { break };
+        print_load_goals(ours, theirs);
+    }
+}
+
+/// Each load phase's goals, svcplane's run against an in-tree one.
+fn print_load_goals(ours: &Load, theirs: &Load) {
+    let p = |d: &[Duration], q: f64| percentile(d, q).as_secs_f64();
+    for (o, t) in ours.phases.iter().zip(&theirs.phases) {
+        let (or, tr) = (&o.reactions, &t.reactions);
+        let (oq, tq) = (o.requests.total(), t.requests.total());
+        println!(
+            "  load {} vs {}: CPU {}; reaction to slices p50 {}, p99 {}; to Endpoints p50 {}, p99 {}; write requests {} vs {} ({}); peak RSS {}; converged in {} vs {}",
+            o.name,
+            theirs.side,
+            ratio(o.resources.cpu_seconds, t.resources.cpu_seconds, 0.5),
+            ratio(p(&or.slices, 50.0), p(&tr.slices, 50.0), 0.5),
+            ratio(p(&or.slices, 99.0), p(&tr.slices, 99.0), 0.5),
+            ratio(p(&or.endpoints, 50.0), p(&tr.endpoints, 50.0), 0.5),
+            ratio(p(&or.endpoints, 99.0), p(&tr.endpoints, 99.0), 0.5),
+            oq,
+            tq,
+            verdict(oq <= tq),
+            ratio(o.resources.hwm_kib as f64, t.resources.hwm_kib as f64, 0.33),
+            seconds(o.converged),
+            seconds(t.converged),
+        );
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "yes" } else { "NO" }
+}
+
+/// `ours / theirs`, and whether it is at most `goal`.
+fn ratio(ours: f64, theirs: f64, goal: f64) -> String {
+    format!("{:.2}x ({})", ours / theirs, verdict(ours <= theirs * goal))
 }
 
 pub fn seconds(d: Duration) -> String {
