@@ -551,10 +551,14 @@ pub async fn a_requested_value_of_the_other_replicas_pool_is_given(
     let prefix = format!("replica-{pooling}-");
     let pooled = wait::until(format!("replica {pooling}'s pools stored"), || async {
         let entries = checks::entries(&setup.client).await?;
+        // An entry may still list what its replica handed out since it last wrote it
+        // ("first"'s values): those are taken, not pooled.
+        let held = checks::holders(&setup.client).await?;
         let values: std::collections::BTreeSet<Value> = entries
             .into_iter()
             .filter(|(holder, _)| holder.starts_with(&prefix))
             .flat_map(|(_, values)| values)
+            .filter(|value| !held.contains_key(value))
             .collect();
         let port = values
             .iter()

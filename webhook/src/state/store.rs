@@ -249,7 +249,9 @@ impl AllocationStore {
                 .map_err(|_| StoreError::Stopped)?;
             match answer.await.map_err(|_| StoreError::Stopped)? {
                 Err(StoreError::InAnotherPool { error, values }) => {
-                    if started.elapsed() + pause > WANTED_WAIT {
+                    // The last try is at the end of the wait, not a pause before it.
+                    let left = WANTED_WAIT.saturating_sub(started.elapsed());
+                    if left.is_zero() {
                         return Err(StoreError::Allocation(error));
                     }
                     // Asked once; while another admission's mark is being written, not at
@@ -260,7 +262,7 @@ impl AllocationStore {
                             wanted::mark_wanted(&self.api, values).await;
                         }
                     }
-                    tokio::time::sleep(pause).await;
+                    tokio::time::sleep(pause.min(left)).await;
                     pause *= 2;
                 }
                 answer => return answer,
