@@ -36,6 +36,8 @@
 #                      churn size (default 500, 10, 20, 60); SERVICES and
 #                      PODS_PER_SERVICE are also the restart's
 #   LOAD_PODS LOAD_NODES  load size (default 2000, 20)
+#   BATCH_PERIOD       every side's --endpoint-updates-batch-period and
+#                      --endpointslice-updates-batch-period (default 0s)
 #   CARGO_TARGET_DIR   where cargo builds (default: $SVCPLANE_CACHE/target, see hack/lib.sh)
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh" bench-controllers
@@ -49,6 +51,7 @@ SERVICES=${SERVICES:-500}
 PODS_PER_SERVICE=${PODS_PER_SERVICE:-10}
 FLIPS_PER_SECOND=${FLIPS_PER_SECOND:-20}
 CHURN_SECONDS=${CHURN_SECONDS:-60}
+BATCH_PERIOD=${BATCH_PERIOD:-0s}
 LOAD_PODS=${LOAD_PODS:-2000}
 LOAD_NODES=${LOAD_NODES:-20}
 
@@ -72,4 +75,4 @@ echo "kube-controller-manager: $("$SVCPLANE_KUBE_BIN_DIR/kube-controller-manager
   --pods "$PODS" --nodes "$NODES" --batch "$BATCH" \
   --services "$SERVICES" --pods-per-service "$PODS_PER_SERVICE" \
   --flips-per-second "$FLIPS_PER_SECOND" --churn-seconds "$CHURN_SECONDS" \
-  --load-pods "$LOAD_PODS" --load-nodes "$LOAD_NODES"
+  --load-pods "$LOAD_PODS" --load-nodes "$LOAD_NODES" --batch-period "$BATCH_PERIOD"

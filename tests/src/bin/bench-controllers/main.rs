@@ -90,7 +90,6 @@ use e2e::bench::{init_tracing, load_average};
 /// The settings both sides run with.
 const CONCURRENT_SYNCS: u16 = 5;
 const MAX_ENDPOINTS_PER_SLICE: u16 = 100;
-const BATCH_PERIOD: &str = "0s";
 /// Requests in flight while the bench creates pods or writes their status.
 const CLIENT_CONCURRENCY: usize = 20;
 /// What a run waits for writes to stop: no write seen for this long.
@@ -181,6 +180,11 @@ struct Options {
     /// churn: how long the flips go on.
     #[arg(long, default_value_t = 60)]
     churn_seconds: u64,
+    /// `--endpoint-updates-batch-period` and `--endpointslice-updates-batch-period` of every
+    /// side (kube-controller-manager's syntax): how long a pod change waits to be synced, so
+    /// that a burst is written once. Write counts depend on it as much as on the controller.
+    #[arg(long, default_value = "0s")]
+    batch_period: String,
     /// load: pods over all Deployments (a quarter in Deployments of 250, a quarter in
     /// Deployments of 30, half in Deployments of 5).
     #[arg(long, default_value_t = 2000)]
@@ -224,7 +228,8 @@ fn main() -> Result<()> {
     let options = Options::parse_and_check()?;
     let runtime = tokio::runtime::Runtime::new()?;
     println!(
-        "settings on every side: --concurrent-endpoint-syncs={CONCURRENT_SYNCS} --concurrent-service-endpoint-syncs={CONCURRENT_SYNCS} --endpoint-updates-batch-period={BATCH_PERIOD} --endpointslice-updates-batch-period={BATCH_PERIOD} --max-endpoints-per-slice={MAX_ENDPOINTS_PER_SLICE}"
+        "settings on every side: --concurrent-endpoint-syncs={CONCURRENT_SYNCS} --concurrent-service-endpoint-syncs={CONCURRENT_SYNCS} --endpoint-updates-batch-period={period} --endpointslice-updates-batch-period={period} --max-endpoints-per-slice={MAX_ENDPOINTS_PER_SLICE}",
+        period = options.batch_period
     );
     println!(
         "each run on a fresh etcd + kube-apiserver; load: 1-minute load average when the run started; RSS, peak: VmRSS, VmHWM of the controller process at the end of the run; CPU: its user + system time over the whole run"

@@ -20,9 +20,7 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::{
-    BATCH_PERIOD, CLIENT_CONCURRENCY, CONCURRENT_SYNCS, MAX_ENDPOINTS_PER_SLICE, Options, Side,
-};
+use crate::{CLIENT_CONCURRENCY, CONCURRENT_SYNCS, MAX_ENDPOINTS_PER_SLICE, Options, Side};
 
 /// A fresh control plane with one side's controllers running on it.
 pub struct Run {
@@ -79,8 +77,11 @@ impl Run {
                 let mut flags = vec![
                     format!("--concurrent-endpoint-syncs={CONCURRENT_SYNCS}"),
                     format!("--concurrent-service-endpoint-syncs={CONCURRENT_SYNCS}"),
-                    format!("--endpoint-updates-batch-period={BATCH_PERIOD}"),
-                    format!("--endpointslice-updates-batch-period={BATCH_PERIOD}"),
+                    format!("--endpoint-updates-batch-period={}", options.batch_period),
+                    format!(
+                        "--endpointslice-updates-batch-period={}",
+                        options.batch_period
+                    ),
                     format!("--max-endpoints-per-slice={MAX_ENDPOINTS_PER_SLICE}"),
                     // Its /metrics on loopback (the workqueue and sync counters).
                     format!("--secure-port={}", metrics.port()),
@@ -109,8 +110,11 @@ impl Run {
                     "--leader-elect=false".to_string(),
                     format!("--concurrent-endpoint-syncs={CONCURRENT_SYNCS}"),
                     format!("--concurrent-service-endpoint-syncs={CONCURRENT_SYNCS}"),
-                    format!("--endpoint-updates-batch-period={BATCH_PERIOD}"),
-                    format!("--endpointslice-updates-batch-period={BATCH_PERIOD}"),
+                    format!("--endpoint-updates-batch-period={}", options.batch_period),
+                    format!(
+                        "--endpointslice-updates-batch-period={}",
+                        options.batch_period
+                    ),
                     format!("--max-endpoints-per-slice={MAX_ENDPOINTS_PER_SLICE}"),
                     "--log=warn".to_string(),
                 ];
