@@ -223,6 +223,30 @@ impl Options {
     }
 }
 
+/// Runs `scenario` on every side, one after the other, and prints its report; runs and
+/// prints nothing when the scenario is not asked for.
+fn each_side<'a, T, F>(
+    runtime: &tokio::runtime::Runtime,
+    options: &'a Options,
+    scenario: Scenario,
+    run: impl Fn(Side, &'a Options) -> F,
+    print: fn(&Options, &[T]),
+) -> Result<Vec<T>>
+where
+    F: std::future::Future<Output = Result<T>> + 'a,
+{
+    if !options.runs(scenario) {
+        return Ok(Vec::new());
+    }
+    let runs = options
+        .sides
+        .iter()
+        .map(|&side| runtime.block_on(run(side, options)))
+        .collect::<Result<Vec<_>>>()?;
+    print(options, &runs);
+    Ok(runs)
+}
+
 fn main() -> Result<()> {
     init_tracing("warn,kube_client::client::builder=off");
     let options = Options::parse_and_check()?;
@@ -235,34 +259,23 @@ fn main() -> Result<()> {
         "each run on a fresh etcd + kube-apiserver; load: 1-minute load average when the run started; RSS, peak: VmRSS, VmHWM of the controller process at the end of the run; CPU: its user + system time over the whole run"
     );
     let started = Instant::now();
-    let mut scale_runs = Vec::new();
-    if options.runs(Scenario::ScaleUp) {
-        for &side in &options.sides {
-            scale_runs.push(runtime.block_on(scale_up::scale_up(side, &options))?);
-        }
-        report::print_scale_up(&options, &scale_runs);
-    }
-    let mut churn_runs = Vec::new();
-    if options.runs(Scenario::Churn) {
-        for &side in &options.sides {
-            churn_runs.push(runtime.block_on(churn::churn(side, &options))?);
-        }
-        report::print_churn(&options, &churn_runs);
-    }
-    let mut restart_runs = Vec::new();
-    if options.runs(Scenario::Restart) {
-        for &side in &options.sides {
-            restart_runs.push(runtime.block_on(restart::restart(side, &options))?);
-        }
-        report::print_restart(&options, &restart_runs);
-    }
-    let mut load_runs = Vec::new();
-    if options.runs(Scenario::Load) {
-        for &side in &options.sides {
-            load_runs.push(runtime.block_on(load::load(side, &options))?);
-        }
-        report::print_load(&options, &load_runs);
-    }
+    let (o, rt) = (&options, &runtime);
+    let scale_runs = each_side(
+        rt,
+        o,
+        Scenario::ScaleUp,
+        scale_up::scale_up,
+        report::print_scale_up,
+    )?;
+    let churn_runs = each_side(rt, o, Scenario::Churn, churn::churn, report::print_churn)?;
+    let restart_runs = each_side(
+        rt,
+        o,
+        Scenario::Restart,
+        restart::restart,
+        report::print_restart,
+    )?;
+    let load_runs = each_side(rt, o, Scenario::Load, load::load, report::print_load)?;
     report::print_goals(&scale_runs, &churn_runs, &restart_runs, &load_runs);
     println!(
         "\ntotal time {}; load average at the end {}",

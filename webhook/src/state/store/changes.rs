@@ -172,16 +172,16 @@ impl Actor {
 
     /// Whether a refusal may be checked on a fresh copy now (and if so, counts it).
     fn may_recheck_refusals(&mut self) -> bool {
-        if self.outdated.is_empty()
-            && self
-                .refusal_rechecked
-                .is_some_and(|at| at.elapsed() < REFUSAL_RECHECK)
+        if !self.outdated.is_empty() {
+            return true;
+        }
+        if self
+            .refusal_rechecked
+            .is_some_and(|at| at.elapsed() < REFUSAL_RECHECK)
         {
             return false;
         }
-        if self.outdated.is_empty() {
-            self.refusal_rechecked = Some(Instant::now());
-        }
+        self.refusal_rechecked = Some(Instant::now());
         true
     }
 

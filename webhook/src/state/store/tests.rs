@@ -239,6 +239,19 @@ fn put_entry(
     fake.put_object(object);
 }
 
+/// Stored objects created by a first store (returned, to keep it running), then `holder`'s
+/// entry renewed at `renewed` allocating and listing `value`: what a store started next reads.
+async fn with_entry(
+    holder: &str,
+    value: &str,
+    renewed: SystemTime,
+) -> (FakeRanges, AllocationStore) {
+    let fake = FakeRanges::default();
+    let first = start(&fake).await;
+    put_entry(&fake, holder, &[value], &[], renewed);
+    (fake, first)
+}
+
 fn ip(text: &str) -> Value {
     Value::ClusterIp(text.parse().unwrap())
 }
@@ -302,9 +315,7 @@ async fn a_dead_replicas_entry_is_reclaimed_once() {
 /// copy it writes: it frees nothing, nor drops the entry.
 #[tokio::test]
 async fn an_entry_renewed_since_the_copy_that_showed_it_dead_is_left_alone() {
-    let fake = FakeRanges::default();
-    let _first = start(&fake).await;
-    put_entry(&fake, "replica-b", &["10.96.0.10"], &[], an_hour_ago());
+    let (fake, _first) = with_entry("replica-b", "10.96.0.10", an_hour_ago()).await;
     let store = start(&fake).await;
     let dead = store.snapshot().await.unwrap().dead;
     assert_eq!(dead.len(), 1, "the copy shows replica-b's entry dead");
@@ -501,10 +512,8 @@ async fn a_wanted_value_is_given_up_only_while_pooled() {
 /// admission gets it. Nobody freeing it, it is refused as taken after the wait.
 #[tokio::test]
 async fn a_requested_value_of_another_replicas_pool_is_asked_for() {
-    let fake = FakeRanges::default();
-    let _first = start(&fake).await;
     let wanted = "10.96.0.10";
-    put_entry(&fake, "replica-b", &[wanted], &[], SystemTime::now());
+    let (fake, _first) = with_entry("replica-b", wanted, SystemTime::now()).await;
     let store = start(&fake).await;
 
     let refused = store.admit(asking_for("nobody-frees-it", wanted)).await;
@@ -574,10 +583,8 @@ async fn a_requested_value_of_another_replicas_pool_is_asked_for() {
 /// nothing anywhere, and is answered as taken at once.
 #[tokio::test]
 async fn a_dry_run_asks_nobody_for_their_pooled_value() {
-    let fake = FakeRanges::default();
-    let _first = start(&fake).await;
     let wanted = "10.96.0.10";
-    put_entry(&fake, "replica-b", &[wanted], &[], SystemTime::now());
+    let (fake, _first) = with_entry("replica-b", wanted, SystemTime::now()).await;
     let store = start(&fake).await;
     let mut request = asking_for("dry", wanted);
     request.dry_run = true;
@@ -588,10 +595,8 @@ async fn a_dry_run_asks_nobody_for_their_pooled_value() {
 /// owns no pool any more, nobody would answer. It is refused as taken at once.
 #[tokio::test]
 async fn a_value_of_an_earlier_life_is_not_asked_for() {
-    let fake = FakeRanges::default();
-    let _first = start(&fake).await;
     let listed = "10.96.0.10";
-    put_entry(&fake, "pod-a-00000001", &[listed], &[], SystemTime::now());
+    let (fake, _first) = with_entry("pod-a-00000001", listed, SystemTime::now()).await;
     let store = start_as(&fake, Holder::of_pod("pod-a", 2)).await;
     let refused = store.admit(asking_for("earlier", listed)).await;
     assert_taken_and_not_asked(&fake, &refused);
