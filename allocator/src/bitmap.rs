@@ -67,6 +67,9 @@ pub struct Snapshot {
     pub range: String,
     /// The serialized roaring bitmap of the allocated offsets.
     pub data: Vec<u8>,
+    /// The further ranges of the same values, each with its own offsets: the other
+    /// ClusterIP ranges of a family (ServiceCIDRs); empty otherwise.
+    pub extra: Vec<Snapshot>,
 }
 
 impl fmt::Debug for Snapshot {
@@ -74,6 +77,7 @@ impl fmt::Debug for Snapshot {
         f.debug_struct("Snapshot")
             .field("range", &self.range)
             .field("data_len", &self.data.len())
+            .field("extra", &self.extra)
             .finish()
     }
 }
@@ -425,6 +429,7 @@ impl OffsetAllocator {
         Snapshot {
             range: self.range.clone(),
             data: self.offsets.serialize(),
+            extra: Vec::new(),
         }
     }
 

@@ -7,6 +7,9 @@
 //! least 8 addresses. Memory and snapshot size grow with the number of allocated addresses,
 //! not with the size of the range: see [`crate::bitmap`] for how the dynamic band of a huge
 //! IPv6 range keeps its allocations dense.
+//!
+//! A family may have several ranges (a cluster's ServiceCIDR objects add them at run time):
+//! [`ClusterIpAllocator`] keeps them together.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -32,7 +35,7 @@ const MIN_PREFIX_V6: u8 = 64;
 ///
 /// Parses from the usual notation (`10.96.0.0/12`, `fd00:10:96::/108`); host bits are
 /// cleared, as kube-apiserver does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IpRange {
     net: IpNet,
 }
@@ -152,19 +155,78 @@ impl fmt::Display for IpRange {
     }
 }
 
-/// Allocates the cluster IPs of one [`IpRange`].
+/// Allocates the cluster IPs of one family: its primary range (`--service-cluster-ip-range`)
+/// and the further ranges of the cluster's ServiceCIDR objects.
+///
+/// Each range keeps its own offsets, bands and pool. An address that lies in several ranges
+/// (ServiceCIDRs may overlap) is allocated in all of them or in none, so that no range hands
+/// out what another holds. New addresses come only from *usable* ranges (listed by a ready
+/// ServiceCIDR that is not being deleted), in order: the primary range, then the others by
+/// CIDR. Addresses of a range that is no longer usable stay allocated until released.
 #[derive(Clone, Debug)]
 pub struct ClusterIpAllocator {
+    /// The primary range first, then the others in CIDR order.
+    sections: Vec<Section>,
+}
+
+/// One range of a family.
+#[derive(Clone, Debug)]
+struct Section {
     range: IpRange,
     offsets: OffsetAllocator,
+    /// New addresses may come from it.
+    usable: bool,
+    /// The primary range, or listed by a ServiceCIDR: kept while so. Other ranges are only
+    /// carried from a stored snapshot (another replica knows of a ServiceCIDR this one does
+    /// not yet).
+    listed: bool,
+}
+
+impl Section {
+    fn new(range: IpRange, usable: bool, listed: bool) -> Self {
+        Section {
+            range,
+            offsets: OffsetAllocator::new(range.to_string(), range.size(), range.band_offset()),
+            usable,
+            listed,
+        }
+    }
+
+    fn overlaps(&self, other: &IpRange) -> bool {
+        let (a, b) = (self.range.cidr(), other.cidr());
+        a.contains(&b.network()) || b.contains(&a.network())
+    }
+
+    /// Whether another range of the family holds every address of this one.
+    fn is_nested_in(&self, sections: &[Section]) -> bool {
+        let net = self.range.cidr();
+        sections.iter().any(|other| {
+            let outer = other.range.cidr();
+            outer != net && outer.contains(&net)
+        })
+    }
+}
+
+/// One range of a family as [`ClusterIpAllocator::ranges`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeUse {
+    /// The range.
+    pub range: IpRange,
+    /// New addresses may come from it.
+    pub usable: bool,
+    /// The primary range (from the flags).
+    pub primary: bool,
+    /// Allocated addresses.
+    pub used: u64,
+    /// Allocatable addresses.
+    pub size: u64,
 }
 
 impl ClusterIpAllocator {
     /// An empty allocator for `range`, with a random generator seeded by the OS.
     pub fn new(range: IpRange) -> Self {
         ClusterIpAllocator {
-            range,
-            offsets: OffsetAllocator::new(range.to_string(), range.size(), range.band_offset()),
+            sections: vec![Section::new(range, true, true)],
         }
     }
 
@@ -175,134 +237,388 @@ impl ClusterIpAllocator {
         Ok(allocator)
     }
 
-    /// The same allocator with its random generator seeded from `seed`.
+    /// The same allocator with its random generators seeded from `seed`.
     pub fn with_seed(mut self, seed: u64) -> Self {
-        self.offsets = self.offsets.with_seed(seed);
+        for (index, section) in self.sections.iter_mut().enumerate() {
+            section.offsets = section
+                .offsets
+                .clone()
+                .with_seed(seed.wrapping_add(index as u64));
+        }
         self
     }
 
-    /// The range.
+    fn primary(&self) -> &Section {
+        &self.sections[0]
+    }
+
+    /// The primary range.
     pub fn range(&self) -> IpRange {
-        self.range
+        self.primary().range
     }
 
-    /// The CIDR of the range.
+    /// The CIDR of the primary range.
     pub fn cidr(&self) -> IpNet {
-        self.range.cidr()
+        self.range().cidr()
     }
 
-    /// The IP family of the range.
+    /// The IP family.
     pub fn family(&self) -> IpFamily {
-        self.range.family()
+        self.range().family()
     }
 
-    /// The number of allocatable addresses.
+    /// Every range, primary first, with its use.
+    pub fn ranges(&self) -> Vec<RangeUse> {
+        self.sections
+            .iter()
+            .enumerate()
+            .map(|(index, section)| RangeUse {
+                range: section.range,
+                usable: section.usable,
+                primary: index == 0,
+                used: section.offsets.used(),
+                size: section.offsets.size(),
+            })
+            .collect()
+    }
+
+    /// The ranges that hold every address of the family once: those not nested in another.
+    fn outermost(&self) -> impl Iterator<Item = &Section> {
+        self.sections
+            .iter()
+            .filter(|section| !section.is_nested_in(&self.sections))
+    }
+
+    /// The number of allocatable addresses, over every range (nested ones counted once).
     pub fn size(&self) -> u64 {
-        self.offsets.size()
+        self.outermost().map(|s| s.offsets.size()).sum()
     }
 
-    /// The offsets underneath.
+    /// The primary range's offsets (its usage, bands and pool), for the primary-only case.
     pub(crate) fn offsets(&self) -> &OffsetAllocator {
-        &self.offsets
+        &self.primary().offsets
     }
 
-    /// The number of allocated addresses.
+    /// The number of allocated addresses, over every range (nested ones counted once).
     pub fn used(&self) -> u64 {
-        self.offsets.used()
+        self.outermost().map(|s| s.offsets.used()).sum()
     }
 
-    /// The number of free addresses.
+    /// The number of free addresses, over every range (nested ones counted once).
     pub fn free(&self) -> u64 {
-        self.offsets.free()
+        self.outermost().map(|s| s.offsets.free()).sum()
     }
 
-    /// Reserves `ip`.
+    /// Whether more than one range is known (the sums then differ from the primary's).
+    pub fn has_further_ranges(&self) -> bool {
+        self.sections.len() > 1
+    }
+
+    /// Reserves `ip`, in every range that holds it.
     ///
-    /// Fails with [`Error::IpNotInRange`] for an address outside the range, the network
-    /// address or the IPv4 broadcast address, and with [`Error::IpAllocated`] when taken.
+    /// Fails with [`Error::IpNotInRange`] when no usable range holds it (outside every range,
+    /// a network address, an IPv4 broadcast address, or only in ranges being deleted), and
+    /// with [`Error::IpAllocated`] when taken.
     pub fn allocate(&mut self, ip: IpAddr) -> Result<()> {
-        let offset = self.offset_of(ip)?;
-        self.offsets
-            .allocate(offset)
-            .map_err(|_| Error::IpAllocated)
+        self.reserve(ip, true)
     }
 
-    /// Reserves a free address, preferring the dynamic band. Fails with [`Error::Full`].
+    /// Reserves `ip` as a Service holds it, in every range that holds it, usable or not (a
+    /// Service keeps its address while its ServiceCIDR is being deleted). Fails as
+    /// [`allocate`](Self::allocate) does, for an address outside every range or taken.
+    pub fn mark(&mut self, ip: IpAddr) -> Result<()> {
+        self.reserve(ip, false)
+    }
+
+    fn reserve(&mut self, ip: IpAddr, from_usable: bool) -> Result<()> {
+        let holding = self.holding(ip);
+        if !holding
+            .iter()
+            .any(|&(index, _)| self.sections[index].usable || !from_usable)
+        {
+            return Err(Error::IpNotInRange {
+                ip,
+                cidr: self.cidr(),
+            });
+        }
+        // A pooled address is handed out of its pool (it is allocated everywhere already).
+        if let Some(&(index, offset)) = holding
+            .iter()
+            .find(|&&(index, offset)| self.sections[index].offsets.pooled().any(|o| o == offset))
+        {
+            return self.sections[index].offsets.allocate(offset);
+        }
+        if holding
+            .iter()
+            .any(|&(index, offset)| self.sections[index].offsets.has(offset))
+        {
+            return Err(Error::IpAllocated);
+        }
+        for (index, offset) in holding {
+            // Free in every range holding it (checked above): this cannot fail.
+            let _ = self.sections[index].offsets.allocate(offset);
+        }
+        Ok(())
+    }
+
+    /// The ranges holding `ip`, with its offset in each.
+    fn holding(&self, ip: IpAddr) -> Vec<(usize, u64)> {
+        self.sections
+            .iter()
+            .enumerate()
+            .filter_map(|(index, s)| s.range.offset_of(ip).map(|offset| (index, offset)))
+            .collect()
+    }
+
+    /// Reserves a free address: a pooled one if a usable range has one, else from the first
+    /// usable range with a free address, preferring its dynamic band. Fails with
+    /// [`Error::Full`] when every usable range is full.
     pub fn allocate_next(&mut self) -> Result<IpAddr> {
-        let offset = self.offsets.allocate_next()?;
-        Ok(self.range.ip_at(offset))
+        self.next(|offsets| offsets.allocate_next())
     }
 
     /// Like [`allocate_next`](Self::allocate_next), drawing the random start from `rng`.
     pub fn allocate_next_with(&mut self, rng: &mut impl Rng) -> Result<IpAddr> {
-        let offset = self.offsets.allocate_next_with(rng)?;
-        Ok(self.range.ip_at(offset))
+        self.next(|offsets| offsets.allocate_next_with(rng))
     }
 
-    /// Frees `ip`. Returns whether it was allocated; freeing a free address or one outside
-    /// the range does nothing.
+    fn next(
+        &mut self,
+        mut pick: impl FnMut(&mut OffsetAllocator) -> Result<u64>,
+    ) -> Result<IpAddr> {
+        let usable = |s: &Section| s.usable;
+        // A pooled address is allocated in every range holding it already.
+        if let Some(section) = self
+            .sections
+            .iter_mut()
+            .find(|s| usable(s) && s.offsets.pooled().len() > 0)
+        {
+            let offset = pick(&mut section.offsets)?;
+            return Ok(section.range.ip_at(offset));
+        }
+        for index in 0..self.sections.len() {
+            if !usable(&self.sections[index]) {
+                continue;
+            }
+            match pick(&mut self.sections[index].offsets) {
+                Ok(offset) => {
+                    let ip = self.sections[index].range.ip_at(offset);
+                    for (other, offset) in self.holding(ip) {
+                        if other != index {
+                            let _ = self.sections[other].offsets.allocate(offset);
+                        }
+                    }
+                    return Ok(ip);
+                }
+                Err(Error::Full) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Err(Error::Full)
+    }
+
+    /// Frees `ip` in every range holding it. Returns whether it was allocated; freeing a
+    /// free address or one outside every range does nothing.
     pub fn release(&mut self, ip: IpAddr) -> bool {
-        self.range
-            .offset_of(ip)
-            .is_some_and(|offset| self.offsets.release(offset))
+        let mut released = false;
+        for (index, offset) in self.holding(ip) {
+            released |= self.sections[index].offsets.release(offset);
+        }
+        released
     }
 
     /// Whether `ip` is allocated.
     pub fn has(&self, ip: IpAddr) -> bool {
-        self.range
-            .offset_of(ip)
-            .is_some_and(|offset| self.offsets.has(offset))
+        self.sections
+            .iter()
+            .any(|s| s.range.offset_of(ip).is_some_and(|o| s.offsets.has(o)))
     }
 
-    /// The number of free addresses of the dynamic band.
+    /// Whether some range of the family holds `ip`, usable or not.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.sections.iter().any(|s| s.range.contains(ip))
+    }
+
+    /// The number of free addresses of the usable ranges' dynamic bands.
     pub fn dynamic_free(&self) -> u64 {
-        self.offsets.dynamic_free()
+        self.outermost()
+            .filter(|s| s.usable)
+            .map(|s| s.offsets.dynamic_free())
+            .sum()
     }
 
     /// Adds an allocated `ip` to the pool that [`allocate_next`](Self::allocate_next) hands
-    /// out first (see [`OffsetAllocator::add_to_pool`]). Returns whether it was added.
+    /// out first (see [`OffsetAllocator::add_to_pool`]): the pool of the first usable range
+    /// holding it. Returns whether it was added.
     pub fn add_to_pool(&mut self, ip: IpAddr) -> bool {
-        self.range
-            .offset_of(ip)
-            .is_some_and(|offset| self.offsets.add_to_pool(offset))
+        if self.pooled().any(|pooled| pooled == ip) {
+            return false;
+        }
+        self.sections
+            .iter_mut()
+            .filter(|s| s.usable)
+            .find_map(|s| s.range.offset_of(ip).map(|offset| (s, offset)))
+            .is_some_and(|(s, offset)| s.offsets.add_to_pool(offset))
     }
 
-    /// The pooled addresses, oldest first.
+    /// The pooled addresses, oldest first within each range.
     pub fn pooled(&self) -> impl ExactSizeIterator<Item = IpAddr> + '_ {
-        self.offsets.pooled().map(|offset| self.range.ip_at(offset))
+        self.sections
+            .iter()
+            .flat_map(|s| s.offsets.pooled().map(|offset| s.range.ip_at(offset)))
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
-    /// Empties the pool; its addresses stay allocated.
+    /// Empties every pool; the addresses stay allocated.
     pub fn drain_pool(&mut self) {
-        self.offsets.drain_pool();
+        for section in &mut self.sections {
+            section.offsets.drain_pool();
+        }
     }
 
-    /// The allocated addresses, in ascending order.
+    /// The allocated addresses, in ascending order, each once.
     pub fn iter(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.offsets.iter().map(|offset| self.range.ip_at(offset))
+        let mut all: Vec<IpAddr> = self
+            .sections
+            .iter()
+            .flat_map(|s| s.offsets.iter().map(|offset| s.range.ip_at(offset)))
+            .collect();
+        if self.sections.len() > 1 {
+            all.sort_unstable();
+            all.dedup();
+        }
+        all.into_iter()
     }
 
-    /// The state to store: the CIDR and the roaring serialization of the allocated offsets.
+    /// The state to store: the primary range's CIDR and offsets, with every other range's
+    /// in [`Snapshot::extra`].
     pub fn snapshot(&self) -> Snapshot {
-        self.offsets.snapshot()
+        let mut snapshot = self.primary().offsets.snapshot();
+        snapshot.extra = self.sections[1..]
+            .iter()
+            .map(|s| s.offsets.snapshot())
+            .collect();
+        snapshot
     }
 
     /// The size in bytes of the snapshot's data, without serializing.
     pub fn snapshot_size(&self) -> usize {
-        self.offsets.snapshot_size()
+        self.sections
+            .iter()
+            .map(|s| s.offsets.snapshot_size())
+            .sum()
     }
 
-    /// Replaces the allocated addresses with those of `snapshot`, which must be of the same
-    /// range.
+    /// Replaces the allocated addresses with those of `snapshot`, whose primary range must
+    /// be this one's. The snapshot's other ranges replace those known here; a range a
+    /// ServiceCIDR lists that the snapshot lacks is rebuilt from the ranges overlapping it;
+    /// a range neither lists is dropped. On error the allocator is left unchanged.
     pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
-        self.offsets.restore(snapshot)
+        let mut further = Vec::with_capacity(snapshot.extra.len());
+        for extra in &snapshot.extra {
+            let range: IpRange = extra.range.parse()?;
+            if range.family() != self.family() || range == self.range() {
+                return Err(Error::CorruptSnapshot {
+                    range: snapshot.range.clone(),
+                    reason: format!("it lists {range} again or of another family"),
+                });
+            }
+            let mut section = self
+                .sections
+                .iter()
+                .find(|s| s.range == range)
+                .cloned()
+                .unwrap_or_else(|| Section::new(range, false, false));
+            section.offsets.restore(extra)?;
+            further.push(section);
+        }
+        self.sections[0].offsets.restore(snapshot)?;
+        let derived: Vec<Section> = self.sections[1..]
+            .iter()
+            .filter(|s| s.listed && !further.iter().any(|f| f.range == s.range))
+            .cloned()
+            .collect();
+        self.sections.truncate(1);
+        self.sections.extend(further);
+        for section in derived {
+            self.add_section(section);
+        }
+        self.sort();
+        Ok(())
     }
 
-    fn offset_of(&self, ip: IpAddr) -> Result<u64> {
-        self.range.offset_of(ip).ok_or(Error::IpNotInRange {
-            ip,
-            cidr: self.range.cidr(),
-        })
+    /// Sets the family's ranges to those of the cluster's ServiceCIDRs, each with whether new
+    /// addresses may come from it. The primary range stays, usable only while a usable range
+    /// holds all of it (the ServiceCIDR of the same CIDR, or a wider one: the primary range
+    /// may be a share of it); a range listed for the first time starts with the addresses
+    /// the ranges overlapping it hold; a range no longer listed is dropped with its
+    /// addresses.
+    ///
+    /// Returns the pooled addresses of ranges no longer usable, taken out of their pools:
+    /// they are not to be handed out, and are still allocated.
+    pub fn set_ranges(&mut self, ranges: &[(IpRange, bool)]) -> Vec<IpAddr> {
+        let primary = self.range();
+        self.sections[0].usable = ranges
+            .iter()
+            .any(|&(range, usable)| usable && range.cidr().contains(&primary.cidr()));
+        let listed = |s: &Section| s.range == primary || ranges.iter().any(|&(r, _)| r == s.range);
+        let mut unpooled: Vec<IpAddr> = self
+            .sections
+            .iter()
+            .filter(|s| !listed(s))
+            .flat_map(|s| s.offsets.pooled().map(|o| s.range.ip_at(o)))
+            .collect();
+        self.sections.retain(listed);
+        for &(range, usable) in ranges {
+            if range.family() != self.family() || range == primary {
+                continue;
+            }
+            match self.sections.iter_mut().find(|s| s.range == range) {
+                Some(section) => {
+                    section.usable = usable;
+                    section.listed = true;
+                }
+                None => self.add_section(Section::new(range, usable, true)),
+            }
+        }
+        self.sort();
+        for section in self.sections.iter_mut().filter(|s| !s.usable) {
+            let range = section.range;
+            unpooled.extend(
+                section
+                    .offsets
+                    .drain_pool()
+                    .into_iter()
+                    .map(|o| range.ip_at(o)),
+            );
+        }
+        unpooled
+    }
+
+    /// Adds `section` (replacing what it held) with the addresses the others hold in it.
+    fn add_section(&mut self, mut section: Section) {
+        let pool: Vec<u64> = section.offsets.pooled().collect();
+        let fresh = Section::new(section.range, section.usable, section.listed);
+        section.offsets = fresh.offsets;
+        for other in &self.sections {
+            if !other.overlaps(&section.range) {
+                continue;
+            }
+            for offset in other.offsets.iter() {
+                if let Some(inner) = section.range.offset_of(other.range.ip_at(offset)) {
+                    let _ = section.offsets.allocate(inner);
+                }
+            }
+        }
+        for offset in pool {
+            section.offsets.add_to_pool(offset);
+        }
+        self.sections.push(section);
+    }
+
+    fn sort(&mut self) {
+        self.sections[1..].sort_by_key(|s| s.range.cidr());
     }
 }
 
@@ -548,3 +864,6 @@ mod tests {
         assert_eq!(alloc.used(), 10_000);
     }
 }
+
+#[cfg(test)]
+mod further_ranges_tests;

@@ -54,7 +54,7 @@ pub mod transaction;
 pub use bitmap::{OffsetAllocator, Snapshot};
 pub use error::{Error, Result};
 pub use family::{IpFamily, IpFamilyPolicy, resolve_ip_families};
-pub use ip::{ClusterIpAllocator, IpRange};
+pub use ip::{ClusterIpAllocator, IpRange, RangeUse};
 pub use port::{NodePortAllocator, PortRange};
 pub use range::{RangeKind, Usage};
 pub use service::{ExternalTrafficPolicy, Protocol, ServicePort, ServiceSpec, ServiceType};

@@ -5,8 +5,8 @@
 use std::fmt;
 
 use crate::{
-    Allocators, ClusterIpAllocator, Error, IpFamily, NodePortAllocator, OffsetAllocator, Result,
-    Snapshot, Value,
+    Allocators, ClusterIpAllocator, Error, IpFamily, IpRange, NodePortAllocator, OffsetAllocator,
+    Result, Snapshot, Value,
 };
 
 /// One range of a cluster.
@@ -67,7 +67,7 @@ impl RangeKind {
             RangeKind::ClusterIps(_) => {
                 let ips = ClusterIpAllocator::from_snapshot(snapshot)?;
                 let values = ips.iter().map(Value::ClusterIp).collect();
-                (Usage::of(ips.offsets()), values)
+                (Usage::of_ips(&ips), values)
             }
             RangeKind::NodePorts => {
                 let ports = NodePortAllocator::from_snapshot(snapshot)?;
@@ -100,6 +100,17 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// The usage of a family's ranges: every range counted (nested ones once); the bands
+    /// are the primary range's.
+    fn of_ips(ips: &ClusterIpAllocator) -> Self {
+        Usage {
+            used: ips.used(),
+            size: ips.size(),
+            dynamic_free: ips.dynamic_free(),
+            ..Usage::of(ips.offsets())
+        }
+    }
+
     fn of(offsets: &OffsetAllocator) -> Self {
         Usage {
             used: offsets.used(),
@@ -123,9 +134,7 @@ impl Allocators {
     /// How full range `kind` is; `None` when the cluster does not have it.
     pub fn usage_of(&self, kind: RangeKind) -> Option<Usage> {
         match kind {
-            RangeKind::ClusterIps(family) => {
-                self.cluster_ips_of(family).map(|a| Usage::of(a.offsets()))
-            }
+            RangeKind::ClusterIps(family) => self.cluster_ips_of(family).map(Usage::of_ips),
             RangeKind::NodePorts => Some(Usage::of(self.node_ports().offsets())),
         }
     }
@@ -154,6 +163,21 @@ impl Allocators {
                 .map(Value::ClusterIp),
             RangeKind::NodePorts => self.node_ports_mut().allocate_next().map(Value::NodePort),
         }
+    }
+
+    /// Sets the ClusterIP ranges of `family` to those of the cluster's ServiceCIDRs, each
+    /// with whether new addresses may come from it (see [`ClusterIpAllocator::set_ranges`]).
+    /// Returns the pooled addresses of ranges no longer usable (taken out of their pools,
+    /// still allocated); `None` when the cluster lacks the family.
+    pub fn set_ranges(
+        &mut self,
+        family: IpFamily,
+        ranges: &[(IpRange, bool)],
+    ) -> Option<Vec<Value>> {
+        self.cluster_ips_of_mut(family).map(|ips| {
+            let unpooled = ips.set_ranges(ranges);
+            unpooled.into_iter().map(Value::ClusterIp).collect()
+        })
     }
 
     /// Empties the pool of range `kind`; its values stay allocated. Returns how many there

@@ -125,6 +125,20 @@ impl Allocators {
         }
     }
 
+    /// Reserves `value` as a Service holds it: like [`allocate`](Self::allocate), also in a
+    /// ClusterIP range no longer usable.
+    pub fn mark(&mut self, value: Value) -> Result<()> {
+        match value {
+            Value::ClusterIp(ip) => {
+                let family = IpFamily::of(&ip);
+                self.cluster_ips_of_mut(family)
+                    .ok_or(Error::FamilyNotConfigured(family))?
+                    .mark(ip)
+            }
+            Value::NodePort(port) => self.node_ports.allocate(port),
+        }
+    }
+
     /// Frees `value`. Returns whether it was allocated; values of a family the cluster does
     /// not have, or outside the ranges, are ignored.
     pub fn release(&mut self, value: Value) -> bool {

@@ -173,6 +173,7 @@ mod tests {
                 used,
                 size,
                 reservations: BTreeMap::new(),
+                further_ranges: Vec::new(),
             },
         }
     }

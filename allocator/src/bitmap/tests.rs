@@ -205,6 +205,7 @@ fn restore_refuses_other_ranges_and_bad_data() {
     let other = Snapshot {
         range: "other".into(),
         data: alloc.snapshot().data,
+        extra: Vec::new(),
     };
     assert_eq!(
         alloc.restore(&other),
@@ -217,6 +218,7 @@ fn restore_refuses_other_ranges_and_bad_data() {
     let garbage = Snapshot {
         range: "test".into(),
         data: vec![1, 2, 3],
+        extra: Vec::new(),
     };
     assert!(matches!(
         alloc.restore(&garbage),

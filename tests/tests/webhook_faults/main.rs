@@ -1,11 +1,13 @@
 //! svcplane's webhook under concurrency and faults, against a real kube-apiserver: two
 //! replicas behind a round-robin proxy take 1,000 concurrent creates; one replica is killed
-//! in the middle of a burst; the apiserver is restarted in the middle of a burst. Each case
+//! in the middle of a burst; the apiserver is restarted in the middle of a burst; a
+//! ServiceCIDR grows a full range, then is deleted. Each case
 //! starts its own local control plane, so the cases run one at a time unless
 //! `--test-threads` says otherwise. Takes libtest's arguments (`--list`, filters).
 
 mod cases;
 mod checks;
+mod service_cidrs;
 mod setup;
 
 use std::process::ExitCode;
@@ -21,6 +23,7 @@ fn main() -> ExitCode {
             cases::a_dead_replicas_pool_and_unconfirmed_values_are_freed_within_a_lifetime,
             cases::a_replica_restarted_in_its_pod_frees_its_earlier_lifes_pool,
             cases::a_requested_value_of_the_other_replicas_pool_is_given,
+            service_cidrs::a_service_cidr_grows_a_full_range_and_its_deletion_stops_it,
         ],
     )
 }

@@ -42,7 +42,16 @@ impl Setup {
         repair_interval: Duration,
         tune: impl Fn(&mut WebhookConfig),
     ) -> Result<Self> {
-        let plane = ControlPlane::start(ControlPlaneConfig::default()).await?;
+        Self::start_on(ControlPlaneConfig::default(), repair_interval, tune).await
+    }
+
+    /// [`Setup::start_tuned`] on a control plane configured as `plane`.
+    pub async fn start_on(
+        plane: ControlPlaneConfig,
+        repair_interval: Duration,
+        tune: impl Fn(&mut WebhookConfig),
+    ) -> Result<Self> {
+        let plane = ControlPlane::start(plane).await?;
         let client = plane.client().await?;
         svcplane::install_crd(&client).await?;
         let certs = ProxyCerts::generate()?;

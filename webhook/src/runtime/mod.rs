@@ -2,6 +2,7 @@
 //! the HTTPS admission server and the admin port, wired together.
 
 pub mod pods;
+pub mod service_cidrs;
 mod unconfirmed;
 mod watch;
 

@@ -1,5 +1,5 @@
-//! The watches that keep the allocation state true: Services (releases and repair) and,
-//! when the cross-namespace check is on, Pods.
+//! The watches that keep the allocation state true: Services (releases and repair),
+//! ServiceCIDRs (the ClusterIP ranges) and, when the cross-namespace check is on, Pods.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -39,8 +39,9 @@ impl Watches {
     }
 }
 
-/// Starts the watches and returns once the Services have been listed and a first repair
-/// has marked every value they hold.
+/// Starts the watches and returns once the Services have been listed, the ClusterIP ranges
+/// follow the cluster's ServiceCIDRs (where the API is served) and a first repair has
+/// marked every value the Services hold.
 pub async fn start(
     client: Client,
     store: AllocationStore,
@@ -58,10 +59,17 @@ pub async fn start(
         listed,
     ));
     tasks.spawn(watch_ranges(client.clone(), store.clone()));
+    let (ranges_set, on_ranges_set) = oneshot::channel();
+    tasks.spawn(super::service_cidrs::watch(
+        client.clone(),
+        store.clone(),
+        ranges_set,
+    ));
     if config.deny_foreign_pod_ips {
         tasks.spawn(watch_pods(client.clone(), pod_ips));
     }
     let _ = on_listed.await;
+    let _ = on_ranges_set.await;
 
     let recorder = Recorder::new(
         client.clone(),

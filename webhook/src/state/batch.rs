@@ -132,7 +132,7 @@ pub(super) fn plan_batch(
         }
     }
     for &value in marks {
-        if !allocators.has(value) && allocators.allocate(value).is_ok() {
+        if !allocators.has(value) && allocators.mark(value).is_ok() {
             delta(&mut deltas, value).marked.push(value);
         }
     }
@@ -306,7 +306,7 @@ pub(super) fn replay(allocators: &mut Allocators, delta: &RangeDelta) -> bool {
     }
     for &value in &delta.marked {
         if !allocators.has(value) {
-            let _ = allocators.allocate(value);
+            let _ = allocators.mark(value);
         }
     }
     delta

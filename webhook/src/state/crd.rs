@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 pub use allocator::RangeKind;
-use allocator::{Snapshot, Value};
+use allocator::{Snapshot, Usage, Value};
 use k8s_openapi::ByteString;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -40,14 +40,62 @@ pub struct RangeAllocationSpec {
     /// renewed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reservations: BTreeMap<String, Reservation>,
+    /// The family's further ClusterIP ranges (the cluster's ServiceCIDRs beyond `range`),
+    /// each with its allocated offsets as `data` holds `range`'s. An address that lies in
+    /// several ranges is allocated in each; `used` and `size` count it once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub further_ranges: Vec<FurtherRange>,
+}
+
+/// One further ClusterIP range of a family.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FurtherRange {
+    /// The CIDR.
+    pub range: String,
+    /// Allocated addresses, as offsets into the range: roaring's portable serialization.
+    #[schemars(with = "String")]
+    pub data: ByteString,
 }
 
 impl RangeAllocationSpec {
+    /// The spec storing `snapshot`, whose range is `usage` full, with `reservations`.
+    pub fn new(
+        snapshot: Snapshot,
+        usage: Usage,
+        reservations: BTreeMap<String, Reservation>,
+    ) -> Self {
+        RangeAllocationSpec {
+            range: snapshot.range,
+            data: ByteString(snapshot.data),
+            used: usage.used,
+            size: usage.size,
+            reservations,
+            further_ranges: snapshot
+                .extra
+                .into_iter()
+                .map(|extra| FurtherRange {
+                    range: extra.range,
+                    data: ByteString(extra.data),
+                })
+                .collect(),
+        }
+    }
+
     /// The allocator snapshot this object stores.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             range: self.range.clone(),
             data: self.data.0.clone(),
+            extra: self
+                .further_ranges
+                .iter()
+                .map(|further| Snapshot {
+                    range: further.range.clone(),
+                    data: further.data.0.clone(),
+                    extra: Vec::new(),
+                })
+                .collect(),
         }
     }
 }

@@ -154,7 +154,7 @@ impl Repairer {
 
 fn in_range(state: &Allocators, value: Value) -> bool {
     match value {
-        Value::ClusterIp(ip) => state.cluster_ips().iter().any(|a| a.range().contains(ip)),
+        Value::ClusterIp(ip) => state.cluster_ips().iter().any(|a| a.contains(ip)),
         Value::NodePort(port) => state.node_ports().range().contains(port),
     }
 }

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use allocator::{Allocators, ServiceSpec, Value};
+use allocator::{Allocators, IpFamily, IpRange, ServiceSpec, Value};
 use kube::{Api, Client};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -119,6 +119,9 @@ enum Command {
     GiveBack(Vec<Value>),
     /// Values another replica asked for: freed if this replica's pool still holds them.
     Unpool(Vec<Value>),
+    /// The cluster's ServiceCIDRs give these ClusterIP ranges, by family, each with whether
+    /// new addresses may come from it.
+    Ranges(BTreeMap<IpFamily, Vec<(IpRange, bool)>>),
 }
 
 /// This replica's allocation state, for repair.
@@ -207,6 +210,7 @@ impl AllocationStore {
             outdated: BTreeSet::new(),
             refusal_rechecked: None,
             dropping: BTreeSet::new(),
+            rewrite: BTreeSet::new(),
             reclaiming: BTreeMap::new(),
             giving_back: BTreeSet::new(),
             had_entry: BTreeSet::new(),
@@ -305,6 +309,15 @@ impl AllocationStore {
     /// A Service was seen holding `values`: those given at admission are confirmed.
     pub async fn confirm(&self, values: Vec<Value>) -> Result<(), StoreError> {
         self.send(Command::Confirm(values)).await
+    }
+
+    /// Sets the ClusterIP ranges to those the cluster's ServiceCIDRs give, by family (a
+    /// family the map lacks has no usable range).
+    pub async fn set_ranges(
+        &self,
+        by_family: BTreeMap<IpFamily, Vec<(IpRange, bool)>>,
+    ) -> Result<(), StoreError> {
+        self.send(Command::Ranges(by_family)).await
     }
 
     /// A copy of the allocation state as this replica knows it.
@@ -415,6 +428,9 @@ struct Actor {
     refusal_rechecked: Option<Instant>,
     /// Entries of dead replicas to drop at the next write of their range.
     dropping: BTreeSet<(RangeKind, String)>,
+    /// Ranges whose ServiceCIDRs came or went: written even with no value to change, so
+    /// that the stored state lists the ranges the cluster has.
+    rewrite: BTreeSet<RangeKind>,
     /// Values to free because a dead replica's entry lists them, with that replica.
     reclaiming: BTreeMap<Value, String>,
     /// Values to free that this replica gave out unconfirmed.
@@ -536,6 +552,25 @@ impl Actor {
                         releases.extend(given_up);
                     }
                 }
+                // Pooled addresses of a range no longer usable are freed: they must not be
+                // handed out, and nothing else would free them while the pool lives.
+                Command::Ranges(by_family) => {
+                    for family in self.allocators.families() {
+                        let kind = RangeKind::ClusterIps(family);
+                        let known = |allocators: &Allocators| -> Vec<IpRange> {
+                            let ips = allocators.cluster_ips_of(family);
+                            ips.map(|ips| ips.ranges().iter().map(|r| r.range).collect())
+                                .unwrap_or_default()
+                        };
+                        let before = known(&self.allocators);
+                        let ranges = by_family.get(&family).map_or(&[][..], Vec::as_slice);
+                        let unpooled = self.allocators.set_ranges(family, ranges);
+                        releases.extend(unpooled.into_iter().flatten());
+                        if known(&self.allocators) != before {
+                            self.rewrite.insert(kind);
+                        }
+                    }
+                }
                 Command::Observed { kind, version } => {
                     if self.versions.get(&kind) != Some(&version) {
                         self.outdated.insert(kind);
@@ -546,7 +581,8 @@ impl Actor {
         if !(admits.is_empty()
             && releases.is_empty()
             && marks.is_empty()
-            && self.dropping.is_empty())
+            && self.dropping.is_empty()
+            && self.rewrite.is_empty())
         {
             self.expire_pools();
             self.process_changes(admits, releases, marks).await;

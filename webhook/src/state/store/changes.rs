@@ -71,8 +71,10 @@ impl Actor {
                 &marks,
                 given_back.clone(),
             );
-            // Dropping an entry is a write of its range, even with no value to free.
-            for &(kind, _) in &self.dropping {
+            // Dropping an entry is a write of its range, even with no value to free; so is a
+            // change of the ranges the ServiceCIDRs give.
+            let unchanged = self.dropping.iter().map(|(kind, _)| kind);
+            for &kind in unchanged.chain(&self.rewrite) {
                 planned.deltas.entry(kind).or_default();
                 planned.pending.insert(kind);
             }
@@ -99,6 +101,7 @@ impl Actor {
             };
             match rebased {
                 Ok(Rebased::Written) => {
+                    self.rewrite.clear();
                     for value in &releases {
                         self.reclaiming.remove(value);
                         self.giving_back.remove(value);

@@ -12,7 +12,6 @@ use crate::state::batch::{Planned, replay};
 use crate::state::crd::{RangeAllocation, RangeAllocationSpec, RangeKind};
 use crate::state::error::StoreError;
 use crate::state::write::{RewriteError, Start, rewrite, worth_another_try};
-use k8s_openapi::ByteString;
 
 impl Actor {
     /// After a write conflict: writes each range `planned` has still to write after a read
@@ -128,13 +127,7 @@ impl Actor {
                 resource_version: self.versions.get(&kind).cloned(),
                 ..ObjectMeta::default()
             },
-            spec: RangeAllocationSpec {
-                range: snapshot.range,
-                data: ByteString(snapshot.data),
-                used: usage.used,
-                size: usage.size,
-                reservations,
-            },
+            spec: RangeAllocationSpec::new(snapshot, usage, reservations),
         };
         (object, renewing.then_some(stamped))
     }

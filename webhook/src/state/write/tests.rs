@@ -44,6 +44,7 @@ mod against_the_api {
                 used,
                 size: 254,
                 reservations: Default::default(),
+                further_ranges: Vec::new(),
             },
         }
     }
