@@ -1,14 +1,17 @@
 //! `svcplane status`: each range's usage read from the cluster, with the values no Service
-//! holds (leaks repair will free) and the values several Services hold (conflicts).
+//! holds (leaks repair will free) and the values several Services hold (conflicts). A
+//! family's ClusterIP ranges are shown one by one, each with the ServiceCIDRs that list it.
 
 use std::collections::{BTreeMap, HashSet};
 
-use allocator::Value;
+use allocator::{Snapshot, Value};
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::Api;
 use kube::api::ListParams;
 use serde::Serialize;
+use webhook::runtime::service_cidrs::ranges_of;
 use webhook::services::spec::to_spec;
 use webhook::state::RangeAllocation;
 use webhook::state::held::held_values;
@@ -39,10 +42,18 @@ pub struct RangeStatus {
     pub leaked: u64,
     /// Values more than one Service holds.
     pub conflicts: u64,
+    /// The ServiceCIDR objects listing the range, each marked when new addresses may not
+    /// come from it (being deleted, not ready); empty where the API is not served.
+    pub service_cidrs: Vec<String>,
 }
 
-/// Computes the status of every range from its object and the cluster's Services.
-pub fn compute(objects: &[RangeAllocation], services: &[Service]) -> Result<Vec<RangeStatus>> {
+/// Computes the status of every range from its object, the cluster's Services and its
+/// ServiceCIDRs.
+pub fn compute(
+    objects: &[RangeAllocation],
+    services: &[Service],
+    cidrs: &[ServiceCIDR],
+) -> Result<Vec<RangeStatus>> {
     let mut holders: BTreeMap<Value, u32> = BTreeMap::new();
     for service in services {
         if let Ok(spec) = to_spec(service) {
@@ -58,44 +69,80 @@ pub fn compute(objects: &[RangeAllocation], services: &[Service]) -> Result<Vec<
         let kind = object
             .kind()
             .with_context(|| format!("{name} is not a range svcplane stores"))?;
-        let (usage, values) = kind
-            .read(&object.spec.snapshot())
-            .with_context(|| format!("reading {name}"))?;
-        let (size, used) = (usage.size, usage.used);
-        let in_range: HashSet<Value> = values.into_iter().collect();
-        let pooled: HashSet<Value> = object
-            .spec
-            .reservations
-            .values()
-            .flat_map(|entry| entry.values(kind))
-            .filter(|v| in_range.contains(v) && !held.contains(v))
-            .collect();
-        statuses.push(RangeStatus {
-            name,
-            range: object.spec.range.clone(),
-            size,
-            used,
-            free: size - used,
-            utilization: if size == 0 {
-                0.0
-            } else {
-                used as f64 * 100.0 / size as f64
-            },
-            static_band: usage.static_band,
-            static_used: usage.static_used,
-            dynamic_used: used - usage.static_used,
-            pooled: pooled.len() as u64,
-            leaked: in_range
-                .iter()
-                .filter(|v| !held.contains(v) && !pooled.contains(v))
-                .count() as u64,
-            conflicts: holders
-                .iter()
-                .filter(|(v, n)| **n > 1 && in_range.contains(v))
-                .count() as u64,
-        });
+        let stored = object.spec.snapshot();
+        // Each range on its own: the primary one, then the further ones.
+        let primary = Snapshot {
+            extra: Vec::new(),
+            ..stored.clone()
+        };
+        for snapshot in std::iter::once(primary).chain(stored.extra) {
+            let (usage, values) = kind
+                .read(&snapshot)
+                .with_context(|| format!("reading {name} ({})", snapshot.range))?;
+            let in_range: HashSet<Value> = values.into_iter().collect();
+            let pooled: HashSet<Value> = object
+                .spec
+                .reservations
+                .values()
+                .flat_map(|entry| entry.values(kind))
+                .filter(|v| in_range.contains(v) && !held.contains(v))
+                .collect();
+            let (size, used) = (usage.size, usage.used);
+            statuses.push(RangeStatus {
+                name: name.clone(),
+                range: snapshot.range.clone(),
+                size,
+                used,
+                free: size - used,
+                utilization: if size == 0 {
+                    0.0
+                } else {
+                    used as f64 * 100.0 / size as f64
+                },
+                static_band: usage.static_band,
+                static_used: usage.static_used,
+                dynamic_used: used - usage.static_used,
+                pooled: pooled.len() as u64,
+                leaked: in_range
+                    .iter()
+                    .filter(|v| !held.contains(v) && !pooled.contains(v))
+                    .count() as u64,
+                conflicts: holders
+                    .iter()
+                    .filter(|(v, n)| **n > 1 && in_range.contains(v))
+                    .count() as u64,
+                service_cidrs: listing(cidrs, &snapshot.range),
+            });
+        }
     }
     Ok(statuses)
+}
+
+/// The ServiceCIDRs listing `range`, each marked when it gives no new addresses.
+fn listing(cidrs: &[ServiceCIDR], range: &str) -> Vec<String> {
+    cidrs
+        .iter()
+        .filter(|object| {
+            let listed = object.spec.as_ref().and_then(|spec| spec.cidrs.as_ref());
+            listed.into_iter().flatten().any(|cidr| cidr == range)
+        })
+        .map(|object| {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            let ranges = ranges_of([object]);
+            let ready = ranges
+                .by_family
+                .values()
+                .flatten()
+                .any(|(_, usable)| *usable);
+            if object.metadata.deletion_timestamp.is_some() {
+                format!("{name} (deleting)")
+            } else if !ready {
+                format!("{name} (not ready)")
+            } else {
+                name
+            }
+        })
+        .collect()
 }
 
 /// A table with one usage bar per range.
@@ -124,6 +171,13 @@ pub fn render(statuses: &[RangeStatus]) -> String {
             "{:<18} static band (offsets < {}): {} used; dynamic band: {} used; pooled by webhook replicas: {}; leaked (pending repair): {}; conflicts: {}\n",
             "", s.static_band, s.static_used, s.dynamic_used, s.pooled, s.leaked, s.conflicts
         ));
+        if !s.service_cidrs.is_empty() {
+            out.push_str(&format!(
+                "{:<18} ServiceCIDRs: {}\n",
+                "",
+                s.service_cidrs.join(", ")
+            ));
+        }
     }
     out
 }
@@ -136,11 +190,17 @@ pub async fn print(args: &StatusArgs) -> Result<()> {
         .await
         .context("listing RangeAllocations (is svcplane's webhook installed?)")?
         .items;
-    let services = Api::<Service>::all(client)
+    let services = Api::<Service>::all(client.clone())
         .list(&ListParams::default())
         .await?
         .items;
-    let statuses = compute(&objects, &services)?;
+    // Before Kubernetes 1.33 there are none to show.
+    let cidrs = Api::<ServiceCIDR>::all(client)
+        .list(&ListParams::default())
+        .await
+        .map(|list| list.items)
+        .unwrap_or_default();
+    let statuses = compute(&objects, &services, &cidrs)?;
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&statuses)?),
         OutputFormat::Text if statuses.is_empty() => {
@@ -154,8 +214,7 @@ pub async fn print(args: &StatusArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use allocator::{ClusterIpAllocator, NodePortAllocator, PortRange, Snapshot};
-    use k8s_openapi::ByteString;
+    use allocator::{ClusterIpAllocator, NodePortAllocator, PortRange, Usage};
     use kube::api::ObjectMeta;
     use serde_json::json;
     use webhook::state::RangeAllocationSpec;
@@ -167,14 +226,17 @@ mod tests {
                 name: Some(name.into()),
                 ..ObjectMeta::default()
             },
-            spec: RangeAllocationSpec {
-                range: snapshot.range,
-                data: ByteString(snapshot.data),
-                used,
-                size,
-                reservations: BTreeMap::new(),
-                further_ranges: Vec::new(),
-            },
+            spec: RangeAllocationSpec::new(
+                snapshot,
+                Usage {
+                    used,
+                    size,
+                    dynamic_free: size - used,
+                    static_band: 0,
+                    static_used: 0,
+                },
+                BTreeMap::new(),
+            ),
         }
     }
 
@@ -215,7 +277,7 @@ mod tests {
             service("a", "10.96.0.2", Some(30000)),
             service("b", "10.96.0.2", None),
         ];
-        let statuses = compute(&objects, &services).unwrap();
+        let statuses = compute(&objects, &services, &[]).unwrap();
         assert_eq!(
             (statuses[0].used, statuses[0].free, statuses[0].size),
             (3, 11, 14)
@@ -236,5 +298,57 @@ mod tests {
             text.contains("[#######.......................]  21.43%  used 3 / 14, free 11"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn each_range_of_a_family_is_shown_with_its_service_cidrs() {
+        let mut ips = ClusterIpAllocator::new("10.96.0.0/28".parse().unwrap());
+        ips.set_ranges(&[
+            ("10.96.0.0/28".parse().unwrap(), true),
+            ("10.100.0.0/28".parse().unwrap(), false),
+        ]);
+        ips.mark("10.100.0.5".parse().unwrap()).unwrap();
+        ips.allocate("10.96.0.1".parse().unwrap()).unwrap();
+        let objects = [object("cluster-ips-ipv4", ips.snapshot(), 2, 28)];
+        let services = [
+            service("kubernetes", "10.96.0.1", None),
+            service("a", "10.100.0.5", None),
+        ];
+        let cidrs: Vec<ServiceCIDR> = [
+            json!({ "metadata": { "name": "kubernetes" }, "spec": { "cidrs": ["10.96.0.0/28"] } }),
+            json!({ "metadata": { "name": "grown", "deletionTimestamp": "2026-01-01T00:00:00Z" },
+                    "spec": { "cidrs": ["10.100.0.0/28"] } }),
+        ]
+        .into_iter()
+        .map(|object| serde_json::from_value(object).unwrap())
+        .collect();
+        let statuses = compute(&objects, &services, &cidrs).unwrap();
+        let shown: Vec<(&str, u64, u64, u64, &[String])> = statuses
+            .iter()
+            .map(|s| {
+                (
+                    s.range.as_str(),
+                    s.used,
+                    s.size,
+                    s.leaked,
+                    &s.service_cidrs[..],
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("10.96.0.0/28", 1, 14, 0, &["kubernetes".to_string()][..]),
+                (
+                    "10.100.0.0/28",
+                    1,
+                    14,
+                    0,
+                    &["grown (deleting)".to_string()][..]
+                ),
+            ]
+        );
+        let text = render(&statuses);
+        assert!(text.contains("ServiceCIDRs: grown (deleting)"), "{text}");
     }
 }

@@ -232,8 +232,8 @@ pub fn crd() -> CustomResourceDefinition {
     RangeAllocation::crd()
 }
 
-/// What the webhook may do, and nothing more: its own state, reading Services, Pods and
-/// ServiceCIDRs, and recording events.
+/// What the webhook may do, and nothing more: its own state, reading Services, Pods,
+/// ServiceCIDRs and IPAddresses, and recording events.
 pub fn cluster_role() -> ClusterRole {
     let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| PolicyRule {
         api_groups: Some(groups.iter().map(|g| g.to_string()).collect()),
@@ -252,7 +252,7 @@ pub fn cluster_role() -> ClusterRole {
             rule(&[""], &["services", "pods"], &["get", "list", "watch"]),
             rule(
                 &["networking.k8s.io"],
-                &["servicecidrs"],
+                &["servicecidrs", "ipaddresses"],
                 &["get", "list", "watch"],
             ),
             rule(&["events.k8s.io"], &["events"], &["create", "patch"]),

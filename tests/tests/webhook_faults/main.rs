@@ -24,6 +24,7 @@ fn main() -> ExitCode {
             cases::a_replica_restarted_in_its_pod_frees_its_earlier_lifes_pool,
             cases::a_requested_value_of_the_other_replicas_pool_is_given,
             service_cidrs::a_service_cidr_grows_a_full_range_and_its_deletion_stops_it,
+            service_cidrs::an_ip_address_object_keeps_its_address_from_being_given,
         ],
     )
 }

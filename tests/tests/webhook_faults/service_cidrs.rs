@@ -23,6 +23,14 @@ const GROWN: &str = "10.100.0.0/28";
 /// finalizer does while addresses lie in it only (no kube-controller-manager runs here).
 const HOLD: &str = "svcplane.io/test-hold";
 
+/// A control plane whose only range is the /28 [`PRIMARY`].
+fn plane() -> ControlPlaneConfig {
+    ControlPlaneConfig {
+        service_cluster_ip_range: PRIMARY.to_string(),
+        ..ControlPlaneConfig::default()
+    }
+}
+
 fn say(what: impl std::fmt::Display) {
     eprintln!("[service-cidrs] {what}");
 }
@@ -59,11 +67,7 @@ async fn stored(client: &Client) -> Result<ClusterIpAllocator> {
 pub async fn a_service_cidr_grows_a_full_range_and_its_deletion_stops_it(
     _: std::sync::Arc<()>,
 ) -> Result<()> {
-    let plane = ControlPlaneConfig {
-        service_cluster_ip_range: PRIMARY.to_string(),
-        ..ControlPlaneConfig::default()
-    };
-    let setup = Setup::start_on(plane, Duration::from_secs(180), |_| {}).await?;
+    let setup = Setup::start_on(plane(), Duration::from_secs(180), |_| {}).await?;
     let namespace = setup.namespace("cidrs").await?;
     let services: Api<Service> = Api::namespaced(setup.client.clone(), &namespace);
     let primary: IpRange = PRIMARY.parse()?;
@@ -241,5 +245,54 @@ pub async fn a_service_cidr_grows_a_full_range_and_its_deletion_stops_it(
     })
     .await?;
     say("ServiceCIDR gone: range dropped");
+    Ok(())
+}
+
+/// An IPAddress object kube-apiserver holds for no Service svcplane sees (written by hand
+/// here; a Service being created, elsewhere) keeps its address: repair marks it, and the
+/// range fills without it. Pools are off so that none holds the address beforehand.
+pub async fn an_ip_address_object_keeps_its_address_from_being_given(
+    _: std::sync::Arc<()>,
+) -> Result<()> {
+    let setup = Setup::start_on(plane(), Duration::from_secs(2), |config| {
+        config.pool.size = 0;
+    })
+    .await?;
+    let taken: IpAddr = "10.96.0.9".parse()?;
+    let addresses: Api<IPAddress> = Api::all(setup.client.clone());
+    let object: IPAddress = serde_json::from_value(json!({
+        "metadata": { "name": taken.to_string() },
+        "spec": { "parentRef": { "group": "", "resource": "services",
+                                 "namespace": "elsewhere", "name": "reserved" } },
+    }))?;
+    addresses.create(&PostParams::default(), &object).await?;
+    wait::until("repair marking the IPAddress's address", || async {
+        let state = stored(&setup.client).await?;
+        Ok(if state.has(taken) {
+            Ok(())
+        } else {
+            Err(format!("{taken} not stored as allocated"))
+        })
+    })
+    .await?;
+    let namespace = setup.namespace("reserved").await?;
+    let services: Api<Service> = Api::namespaced(setup.client.clone(), &namespace);
+    // 14 addresses: `kubernetes` holds one, the IPAddress another.
+    let mut given = Vec::new();
+    for index in 0..12 {
+        let ip = create(&services, &format!("fill-{index}"), None)
+            .await
+            .map_err(|e| anyhow::anyhow!("create {index}: {e}"))?;
+        given.push(ip);
+    }
+    anyhow::ensure!(!given.contains(&taken), "{taken} was given: {given:?}");
+    let refused = create(&services, "one-more", None).await;
+    anyhow::ensure!(
+        matches!(&refused, Err(e) if e.contains("range is full")),
+        "the range should be full: {refused:?}"
+    );
+    say(format!(
+        "{taken} held by an IPAddress only: marked by repair, never given; 12 others given"
+    ));
     Ok(())
 }

@@ -71,21 +71,28 @@ fn is_ready(object: &ServiceCIDR) -> bool {
 /// `listed` is told once the first ranges are set (or the API is found not served).
 pub async fn watch(client: Client, store: AllocationStore, listed: oneshot::Sender<()>) {
     let api: Api<ServiceCIDR> = Api::all(client);
-    if let Err(kube::Error::Api(status)) = api.list(&ListParams::default().limit(1)).await
-        && status.code == 404
-    {
-        tracing::info!(
-            "this apiserver serves no ServiceCIDR API (Kubernetes before 1.33): ClusterIP ranges are the flags'"
-        );
-        let _ = listed.send(());
-        return std::future::pending().await;
+    let mut listed = Some(listed);
+    match api.list(&ListParams::default().limit(1)).await {
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            tracing::info!(
+                "this apiserver serves no ServiceCIDR API (Kubernetes before 1.33): ClusterIP ranges are the flags'"
+            );
+            let _ = listed.take().map(|listed| listed.send(()));
+            return std::future::pending().await;
+        }
+        // Admission does not wait on what it cannot read (RBAC without ServiceCIDRs, say):
+        // the flags' ranges serve until the watch below gets through.
+        Err(error) => {
+            tracing::error!(%error, "ServiceCIDRs not readable: ClusterIP ranges are the flags' until they are");
+            let _ = listed.take().map(|listed| listed.send(()));
+        }
+        Ok(_) => {}
     }
     let (reader, writer) = reflector::store();
     let events = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer);
     let mut events = std::pin::pin!(events);
-    let mut listed = Some(listed);
     let mut last: Option<Ranges> = None;
     while let Some(event) = events.next().await {
         match event {

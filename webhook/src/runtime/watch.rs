@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
+use k8s_openapi::api::networking::v1::IPAddress;
+use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -19,7 +21,7 @@ use super::pods::{PodAddresses, PodIpIndex};
 use super::{Releaser, WebhookConfig};
 use crate::services::spec::to_spec;
 use crate::state::held::{HeldIndex, describe, held_values};
-use crate::state::repair::{Finding, Repairer};
+use crate::state::repair::{Finding, IpAddresses, Repairer};
 use crate::state::store::{WANTED_ANNOTATION, wanted_in};
 use crate::state::{AllocationStore, DeadEntry, RangeAllocation, RangeKind};
 
@@ -87,6 +89,7 @@ pub async fn start(
         ));
     }
     let mut repair = RepairLoop {
+        client: client.clone(),
         store,
         releaser: config.releaser.clone(),
         held,
@@ -388,11 +391,35 @@ enum Sweep {
 }
 
 struct RepairLoop {
+    client: Client,
     store: AllocationStore,
     releaser: Releaser,
     held: Arc<Mutex<HeldIndex>>,
     recorder: Recorder,
     repairer: Repairer,
+}
+
+/// kube-apiserver's IPAddress objects; `None` where the API is not served (before
+/// Kubernetes 1.33) or could not be read this time.
+async fn ip_addresses(client: &Client) -> Option<IpAddresses> {
+    let api: Api<IPAddress> = Api::all(client.clone());
+    let listed = match api.list(&ListParams::default()).await {
+        Ok(listed) => listed,
+        Err(kube::Error::Api(status)) if status.code == 404 => return None,
+        Err(error) => {
+            tracing::warn!(%error, "IPAddress objects not read; this sweep goes without them");
+            return None;
+        }
+    };
+    let addresses = listed.items.into_iter().filter_map(|object| {
+        let ip = object.metadata.name.as_deref()?.parse().ok()?;
+        let service = Some(object.spec.parent_ref)
+            .filter(|parent| parent.group.as_deref().unwrap_or("").is_empty())
+            .filter(|parent| parent.resource == "services")
+            .map(|parent| format!("{}/{}", parent.namespace.unwrap_or_default(), parent.name));
+        Some((ip, service))
+    });
+    Some(addresses.collect())
 }
 
 impl RepairLoop {
@@ -412,9 +439,14 @@ impl RepairLoop {
                 .map(|(key, values)| (key.to_string(), values.clone()))
                 .collect()
         };
-        let sweep = self
-            .repairer
-            .sweep(services.iter(), &state.allocators, &state.pooled);
+        // Listed after the Services were taken: see `Repairer::sweep`.
+        let addresses = ip_addresses(&self.client).await;
+        let sweep = self.repairer.sweep(
+            services.iter(),
+            &state.allocators,
+            &state.pooled,
+            addresses.as_ref(),
+        );
         tracing::info!(
             services = services.len(),
             marked = sweep.mark.len(),
@@ -443,8 +475,24 @@ impl RepairLoop {
 
     async fn report(&self, finding: &Finding) {
         let service = match finding {
-            Finding::NotAllocated { service, .. } | Finding::OutOfRange { service, .. } => service,
+            Finding::NotAllocated { service, .. }
+            | Finding::OutOfRange { service, .. }
+            | Finding::NoIpAddress { service, .. } => service,
             Finding::AlreadyAllocated { services, .. } => &services[0],
+            Finding::HeldByIpAddress { value, .. } => {
+                // About the IPAddress object: its parent may not exist.
+                let name = match value {
+                    allocator::Value::ClusterIp(ip) => ip.to_string(),
+                    allocator::Value::NodePort(port) => port.to_string(),
+                };
+                let reference = ObjectReference {
+                    api_version: Some("networking.k8s.io/v1".to_string()),
+                    kind: Some("IPAddress".to_string()),
+                    name: Some(name),
+                    ..ObjectReference::default()
+                };
+                return self.publish(finding, &reference).await;
+            }
         };
         let (namespace, name) = service.split_once('/').unwrap_or(("", service));
         let reference = ObjectReference {
@@ -454,9 +502,13 @@ impl RepairLoop {
             name: Some(name.to_string()),
             ..ObjectReference::default()
         };
+        self.publish(finding, &reference).await
+    }
+
+    async fn publish(&self, finding: &Finding, reference: &ObjectReference) {
         let event = KubeEvent {
             type_: match finding {
-                Finding::NotAllocated { .. } => EventType::Normal,
+                Finding::NotAllocated { .. } | Finding::HeldByIpAddress { .. } => EventType::Normal,
                 _ => EventType::Warning,
             },
             reason: finding.reason().to_string(),
@@ -464,7 +516,7 @@ impl RepairLoop {
             action: "Repair".to_string(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&event, &reference).await {
+        if let Err(error) = self.recorder.publish(&event, reference).await {
             tracing::warn!(%error, reason = finding.reason(), "repair event not recorded");
         }
     }

@@ -1,7 +1,9 @@
-//! Repair: compares the allocation state with the values the Services hold, and says what
-//! to mark, what to free and what to report.
+//! Repair: compares the allocation state with the values the Services hold, and with
+//! kube-apiserver's own record of allocated ClusterIPs (IPAddress objects, Kubernetes 1.33+),
+//! and says what to mark, what to free and what to report.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 
 use allocator::{Allocators, Value};
 
@@ -9,6 +11,10 @@ use allocator::{Allocators, Value};
 /// admission whose Service write has not landed yet looks leaked for a moment (in-tree bug
 /// #37488 freed such values).
 pub const LEAK_SWEEPS: u8 = 3;
+
+/// kube-apiserver's IPAddress objects: each allocated ClusterIP, with the Service it names
+/// as its parent (`namespace/name`; `None` when the parent is not a Service).
+pub type IpAddresses = BTreeMap<IpAddr, Option<String>>;
 
 /// Something repair reports, as an event with the in-tree reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +40,22 @@ pub enum Finding {
         /// The value.
         value: Value,
     },
+    /// kube-apiserver holds a ClusterIP (an IPAddress object) the state lacked and no
+    /// Service svcplane sees holds; it is now marked.
+    HeldByIpAddress {
+        /// The Service the IPAddress names as its parent (`namespace/name`), if any.
+        parent: Option<String>,
+        /// The value.
+        value: Value,
+    },
+    /// A Service holds a ClusterIP that has no IPAddress object, on two sweeps in a row:
+    /// kube-apiserver does not count it as allocated (its own repair recreates it).
+    NoIpAddress {
+        /// `namespace/name`.
+        service: String,
+        /// The value.
+        value: Value,
+    },
 }
 
 impl Finding {
@@ -47,6 +69,10 @@ impl Finding {
             (Finding::AlreadyAllocated { .. }, false) => "PortAlreadyAllocated",
             (Finding::OutOfRange { .. }, true) => "ClusterIPOutOfRange",
             (Finding::OutOfRange { .. }, false) => "PortOutOfRange",
+            // kube-apiserver's repairip.go names a Service's address without an IPAddress so.
+            (Finding::NoIpAddress { .. } | Finding::HeldByIpAddress { .. }, _) => {
+                "ClusterIPNotAllocated"
+            }
         }
     }
 
@@ -55,7 +81,9 @@ impl Finding {
         match self {
             Finding::NotAllocated { value, .. }
             | Finding::AlreadyAllocated { value, .. }
-            | Finding::OutOfRange { value, .. } => *value,
+            | Finding::OutOfRange { value, .. }
+            | Finding::NoIpAddress { value, .. }
+            | Finding::HeldByIpAddress { value, .. } => *value,
         }
     }
 
@@ -74,6 +102,13 @@ impl Finding {
             Finding::OutOfRange { service, value } => {
                 format!("{value} of Service {service} is outside the configured range")
             }
+            Finding::HeldByIpAddress { parent, value } => format!(
+                "{value} has an IPAddress object (parent {}) but was not recorded as allocated; repaired",
+                parent.as_deref().unwrap_or("not a Service")
+            ),
+            Finding::NoIpAddress { service, value } => format!(
+                "Cluster IP {value} of Service {service} has no IPAddress object: kube-apiserver does not count it as allocated"
+            ),
         }
     }
 }
@@ -91,20 +126,25 @@ pub struct Sweep {
     pub findings: Vec<Finding>,
 }
 
-/// Leak counts carried from one sweep to the next.
+/// Counts carried from one sweep to the next.
 #[derive(Clone, Debug, Default)]
 pub struct Repairer {
     leaked_sweeps: HashMap<Value, u8>,
+    /// Service addresses seen without an IPAddress object on the last sweep.
+    unrecorded: BTreeSet<Value>,
 }
 
 impl Repairer {
     /// Compares `services` (`namespace/name` -> values held) with `state`; values in
-    /// `pooled` (the pools of live webhook replicas) are not leaks.
+    /// `pooled` (the pools of live webhook replicas) are not leaks. Where kube-apiserver
+    /// serves them, `addresses` (its IPAddress objects, listed after `services` were
+    /// taken) are allocated too: never handed out, never freed as leaks.
     pub fn sweep<'a>(
         &mut self,
         services: impl IntoIterator<Item = (&'a String, &'a Vec<Value>)>,
         state: &Allocators,
         pooled: &BTreeSet<Value>,
+        addresses: Option<&IpAddresses>,
     ) -> Sweep {
         let mut holders: BTreeMap<Value, Vec<String>> = BTreeMap::new();
         for (service, values) in services {
@@ -113,6 +153,7 @@ impl Repairer {
             }
         }
         let mut sweep = Sweep::default();
+        let mut unrecorded = BTreeSet::new();
         for (&value, services) in &mut holders {
             services.sort();
             let service = services[0].clone();
@@ -128,15 +169,44 @@ impl Repairer {
             }
             if !state.has(value) {
                 sweep.mark.push(value);
-                sweep
-                    .findings
-                    .push(Finding::NotAllocated { service, value });
+                sweep.findings.push(Finding::NotAllocated {
+                    service: service.clone(),
+                    value,
+                });
             }
+            // A Service deleted since its index was taken shows no IPAddress once: only
+            // the second sweep in a row is a disagreement.
+            if let (Some(addresses), Value::ClusterIp(ip)) = (addresses, value)
+                && !addresses.contains_key(&ip)
+            {
+                unrecorded.insert(value);
+                if self.unrecorded.contains(&value) {
+                    sweep.findings.push(Finding::NoIpAddress { service, value });
+                }
+            }
+        }
+        self.unrecorded = unrecorded;
+
+        // What kube-apiserver allocated for something svcplane does not see holding it (a
+        // Service being created, an IPAddress object written by hand): it would refuse
+        // the address, so svcplane must not give it.
+        for (&ip, parent) in addresses.into_iter().flatten() {
+            let value = Value::ClusterIp(ip);
+            if holders.contains_key(&value) || !in_range(state, value) || state.has(value) {
+                continue;
+            }
+            sweep.mark.push(value);
+            sweep.findings.push(Finding::HeldByIpAddress {
+                parent: parent.clone(),
+                value,
+            });
         }
 
         let mut leaked_sweeps = HashMap::new();
         for value in allocated(state) {
-            if holders.contains_key(&value) || pooled.contains(&value) {
+            let recorded = |ip| addresses.is_some_and(|a| a.contains_key(&ip));
+            let by_apiserver = matches!(value, Value::ClusterIp(ip) if recorded(ip));
+            if holders.contains_key(&value) || pooled.contains(&value) || by_apiserver {
                 continue;
             }
             let sweeps = self.leaked_sweeps.get(&value).copied().unwrap_or(0) + 1;
@@ -200,6 +270,7 @@ mod tests {
             services.iter().map(|(k, v)| (k, v)),
             state,
             &BTreeSet::new(),
+            None,
         )
     }
 
@@ -273,11 +344,60 @@ mod tests {
         let pooled = BTreeSet::from([ip("10.96.0.50")]);
         let mut repairer = Repairer::default();
         for _ in 0..LEAK_SWEEPS + 1 {
-            let result = repairer.sweep(std::iter::empty(), &state, &pooled);
+            let result = repairer.sweep(std::iter::empty(), &state, &pooled, None);
             assert_eq!((result.release, result.pending_leaks), (vec![], 0));
         }
         // Once its replica's entry is dead, the value is a leak like any other.
         let none = services(&[]);
         assert_eq!(sweep(&mut repairer, &none, &state).pending_leaks, 1);
+    }
+
+    #[test]
+    fn ip_address_objects_are_allocated_and_services_without_one_are_reported() {
+        // kube-apiserver v1.37.2 repairip.go: a Service's ClusterIP without an IPAddress is
+        // "ClusterIPNotAllocated"; an IPAddress blocks its address for any allocator.
+        let mut state = allocators();
+        state.allocate(ip("10.96.0.10")).unwrap();
+        state.allocate(ip("10.96.0.11")).unwrap();
+        let addresses = IpAddresses::from([
+            ("10.96.0.10".parse().unwrap(), Some("a/web".to_string())),
+            ("10.96.0.20".parse().unwrap(), None),
+            ("192.168.0.1".parse().unwrap(), None),
+        ]);
+        let held = services(&[
+            ("a/web", &[ip("10.96.0.10")]),
+            ("b/db", &[ip("10.96.0.11")]),
+        ]);
+        let mut repairer = Repairer::default();
+        let mut sweep_once = |state: &Allocators| {
+            repairer.sweep(
+                held.iter().map(|(k, v)| (k, v)),
+                state,
+                &BTreeSet::new(),
+                Some(&addresses),
+            )
+        };
+        let first = sweep_once(&state);
+        // 10.96.0.20 is the apiserver's: marked, never a leak. 192.168.0.1 is no range's.
+        assert_eq!(first.mark, vec![ip("10.96.0.20")]);
+        assert_eq!(
+            first.findings,
+            vec![Finding::HeldByIpAddress {
+                parent: None,
+                value: ip("10.96.0.20")
+            }]
+        );
+        // b/db's address has had no IPAddress for two sweeps: reported.
+        let second = sweep_once(&state);
+        let reported = Finding::NoIpAddress {
+            service: "b/db".into(),
+            value: ip("10.96.0.11"),
+        };
+        assert!(second.findings.contains(&reported), "{:?}", second.findings);
+        assert_eq!(reported.reason(), "ClusterIPNotAllocated");
+        state.allocate(ip("10.96.0.20")).unwrap();
+        for _ in 0..LEAK_SWEEPS + 1 {
+            assert_eq!(sweep_once(&state).pending_leaks, 0);
+        }
     }
 }
