@@ -309,6 +309,14 @@ impl ClusterIpAllocator {
         self.outermost().map(|s| s.offsets.free()).sum()
     }
 
+    /// Whether a usable range has a free address (one [`allocate_next`](Self::allocate_next)
+    /// could give, pools aside).
+    pub fn has_free(&self) -> bool {
+        self.sections
+            .iter()
+            .any(|s| s.usable && s.offsets.free() > 0)
+    }
+
     /// Whether more than one range is known (the sums then differ from the primary's).
     pub fn has_further_ranges(&self) -> bool {
         self.sections.len() > 1

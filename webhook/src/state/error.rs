@@ -16,7 +16,8 @@ pub enum StoreError {
     InAnotherPool {
         /// The refusal, should the value stay taken.
         error: allocator::Error,
-        /// The requested values other replicas pool.
+        /// The requested values other replicas pool; for a full range, values they pool
+        /// there.
         values: Vec<allocator::Value>,
     },
     /// The store is shutting down.

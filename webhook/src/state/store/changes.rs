@@ -13,11 +13,11 @@ use crate::state::crd::RangeKind;
 use crate::state::error::StoreError;
 use crate::state::write::{conflict_backoff, random};
 
-/// Whether `error` refuses a requested value as taken.
+/// Whether `error` refuses a requested value as taken, or a range as full.
 fn is_taken(error: &allocator::Error) -> bool {
     matches!(
         error.reason(),
-        allocator::Error::IpAllocated | allocator::Error::PortAllocated
+        allocator::Error::IpAllocated | allocator::Error::PortAllocated | allocator::Error::Full
     )
 }
 
@@ -143,7 +143,11 @@ impl Actor {
             let outcome = match outcome {
                 // A dry run asks nobody to give anything up: it changes nothing.
                 Err(StoreError::Allocation(error)) if is_taken(&error) && !request.dry_run => {
-                    let values = self.pooled_elsewhere(&request);
+                    let values = if *error.reason() == allocator::Error::Full {
+                        self.pooled_in_full_ranges()
+                    } else {
+                        self.pooled_elsewhere(&request)
+                    };
                     if values.is_empty() {
                         Err(StoreError::Allocation(error))
                     } else {

@@ -601,3 +601,32 @@ async fn a_value_of_an_earlier_life_is_not_asked_for() {
     let refused = store.admit(asking_for("earlier", listed)).await;
     assert_taken_and_not_asked(&fake, &refused);
 }
+
+/// A range full but for what another replica's live entry lists: those values are marked
+/// wanted, as a requested one would be (kube-apiserver would give them); nobody freeing
+/// them, the create is refused as full after the wait.
+#[tokio::test]
+async fn a_full_range_asks_for_what_another_replica_pools() {
+    let pooled = "10.96.0.14";
+    let (fake, _first) = with_entry("replica-b", pooled, SystemTime::now()).await;
+    let mut object = fake.object(V4.name()).unwrap();
+    change_stored(&mut object, |ips| while ips.allocate_next().is_ok() {});
+    fake.put_object(object);
+    let store = start(&fake).await;
+
+    let refused = store.admit(AdmitRequest::test_create("full")).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Allocation(error)) if *error.reason() == allocator::Error::Full),
+        "{refused:?}"
+    );
+    let marked = fake
+        .object(V4.name())
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert_eq!(
+        marked.get(WANTED_ANNOTATION).map(String::as_str),
+        Some(pooled)
+    );
+}

@@ -1,6 +1,6 @@
-//! Values of other replicas' pools that an admission asked for: marked on their range's
-//! object, where the replica that pools them sees them through its watch and gives up
-//! those it still pools.
+//! Values of other replicas' pools that an admission asked for (by number, or because the
+//! range is otherwise full): marked on their range's object, where the replica that pools
+//! them sees them through its watch and gives up those it still pools.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -72,6 +72,38 @@ pub(super) async fn mark_wanted(api: &Api<RangeAllocation>, values: Vec<Value>) 
 }
 
 impl Actor {
+    /// For each range with no free value left on this copy, a few values the live entries
+    /// of other running replicas list: in a nearly full range, what their pools hold is all
+    /// that is left, and kube-apiserver would give it.
+    pub(super) fn pooled_in_full_ranges(&self) -> Vec<Value> {
+        /// As many as one Service may need of one range (its node ports, say).
+        const PER_RANGE: usize = 4;
+        let now = SystemTime::now();
+        let full = |kind: RangeKind| match kind {
+            RangeKind::ClusterIps(family) => self
+                .allocators
+                .cluster_ips_of(family)
+                .is_some_and(|ips| !ips.has_free()),
+            RangeKind::NodePorts => self.allocators.node_ports().free() == 0,
+        };
+        let mut values = Vec::new();
+        for (&kind, entries) in &self.reservations {
+            if !full(kind) {
+                continue;
+            }
+            let listed = entries
+                .iter()
+                .filter(|(holder, entry)| {
+                    *holder != self.holder.name()
+                        && !self.holder.is_previous_life(holder)
+                        && entry.is_live(now, self.pool.lifetime)
+                })
+                .flat_map(|(_, entry)| entry.values(kind));
+            values.extend(listed.take(PER_RANGE));
+        }
+        values
+    }
+
     /// The values `request` asks for by number (not held before an update) that the live
     /// entry of another running replica lists: pooled there, or handed out by it.
     pub(super) fn pooled_elsewhere(&self, request: &AdmitRequest) -> Vec<Value> {
