@@ -462,10 +462,16 @@ fn asking_for(uid: &str, ip: &str) -> AdmitRequest {
     request
 }
 
-/// `refused` is a refusal of a taken cluster IP, and nobody was asked to give it up.
-fn assert_taken_and_not_asked(fake: &FakeRanges, refused: &Result<ServiceSpec, StoreError>) {
+/// `refused` is a refusal for `reason`, and `asked` is what was marked wanted (`None`:
+/// nobody was asked to give anything up).
+fn assert_refused(
+    fake: &FakeRanges,
+    refused: &Result<ServiceSpec, StoreError>,
+    reason: allocator::Error,
+    asked: Option<&str>,
+) {
     assert!(
-        matches!(refused, Err(StoreError::Allocation(error)) if *error.reason() == allocator::Error::IpAllocated),
+        matches!(refused, Err(StoreError::Allocation(error)) if *error.reason() == reason),
         "{refused:?}"
     );
     let annotations = fake
@@ -474,9 +480,9 @@ fn assert_taken_and_not_asked(fake: &FakeRanges, refused: &Result<ServiceSpec, S
         .metadata
         .annotations
         .unwrap_or_default();
-    assert!(
-        !annotations.contains_key(WANTED_ANNOTATION),
-        "{annotations:?}"
+    assert_eq!(
+        annotations.get(WANTED_ANNOTATION).map(String::as_str),
+        asked
     );
 }
 
@@ -517,20 +523,7 @@ async fn a_requested_value_of_another_replicas_pool_is_asked_for() {
     let store = start(&fake).await;
 
     let refused = store.admit(asking_for("nobody-frees-it", wanted)).await;
-    assert!(
-        matches!(&refused, Err(StoreError::Allocation(error)) if *error.reason() == allocator::Error::IpAllocated),
-        "{refused:?}"
-    );
-    let marked = fake
-        .object(V4.name())
-        .unwrap()
-        .metadata
-        .annotations
-        .unwrap_or_default();
-    assert_eq!(
-        marked.get(WANTED_ANNOTATION).map(String::as_str),
-        Some(wanted)
-    );
+    assert_refused(&fake, &refused, allocator::Error::IpAllocated, Some(wanted));
 
     // Replica b gives it up as soon as it sees the mark again; its write reaches this
     // store through the watch.
@@ -588,7 +581,12 @@ async fn a_dry_run_asks_nobody_for_their_pooled_value() {
     let store = start(&fake).await;
     let mut request = asking_for("dry", wanted);
     request.dry_run = true;
-    assert_taken_and_not_asked(&fake, &store.admit(request).await);
+    assert_refused(
+        &fake,
+        &store.admit(request).await,
+        allocator::Error::IpAllocated,
+        None,
+    );
 }
 
 /// A value listed by an earlier life of this replica's pod is not asked for: that life
@@ -599,7 +597,7 @@ async fn a_value_of_an_earlier_life_is_not_asked_for() {
     let (fake, _first) = with_entry("pod-a-00000001", listed, SystemTime::now()).await;
     let store = start_as(&fake, Holder::of_pod("pod-a", 2)).await;
     let refused = store.admit(asking_for("earlier", listed)).await;
-    assert_taken_and_not_asked(&fake, &refused);
+    assert_refused(&fake, &refused, allocator::Error::IpAllocated, None);
 }
 
 /// A range full but for what another replica's live entry lists: those values are marked
@@ -615,18 +613,5 @@ async fn a_full_range_asks_for_what_another_replica_pools() {
     let store = start(&fake).await;
 
     let refused = store.admit(AdmitRequest::test_create("full")).await;
-    assert!(
-        matches!(&refused, Err(StoreError::Allocation(error)) if *error.reason() == allocator::Error::Full),
-        "{refused:?}"
-    );
-    let marked = fake
-        .object(V4.name())
-        .unwrap()
-        .metadata
-        .annotations
-        .unwrap_or_default();
-    assert_eq!(
-        marked.get(WANTED_ANNOTATION).map(String::as_str),
-        Some(pooled)
-    );
+    assert_refused(&fake, &refused, allocator::Error::Full, Some(pooled));
 }
