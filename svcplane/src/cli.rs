@@ -111,7 +111,9 @@ pub struct ClusterArgs {
 #[derive(Debug, Args)]
 pub struct RangeArgs {
     /// One CIDR, or two of different families for dual-stack (primary first), e.g.
-    /// `10.96.0.0/12,fd00:10:96::/108`. IPv4 down to /8, IPv6 down to /64.
+    /// `10.96.0.0/12,fd00:10:96::/108`. IPv4 down to /8, IPv6 down to /64. Where the
+    /// cluster serves ServiceCIDRs (Kubernetes 1.33+), the webhook also allocates from
+    /// every usable ServiceCIDR of these families, this range first while one holds it.
     #[arg(
         long,
         env = "SVCPLANE_SERVICE_CLUSTER_IP_RANGE",
