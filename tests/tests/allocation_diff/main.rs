@@ -16,6 +16,7 @@ mod lifecycle;
 mod node_port;
 mod planes;
 mod refusals;
+mod service_cidrs;
 mod table;
 mod transitions;
 
@@ -51,6 +52,7 @@ fn cases() -> Vec<(String, Case<Planes>)> {
         refusals::update_conflict,
         refusals::resource_quota,
         refusals::validating_admission_policy,
+        service_cidrs::added_overlapping_and_deleted,
         planes::concurrent_creates_of_one_value,
         planes::svcplane_is_the_allocator,
     ]

@@ -26,9 +26,17 @@ pub struct Step {
     query: &'static str,
     content_type: &'static str,
     body: Option<Json>,
-    repeat_until_refused: bool,
+    repeat_until: Option<Until>,
     known: Option<Known>,
     released_later: bool,
+}
+
+/// What a repeated step waits for: a change that takes effect through an informer (a
+/// policy, a quota, a ServiceCIDR).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    Refused,
+    Admitted,
 }
 
 /// Where a step's request goes.
@@ -80,7 +88,7 @@ impl Step {
             query: "",
             content_type: "application/json",
             body: None,
-            repeat_until_refused: false,
+            repeat_until: None,
             known: None,
             released_later: false,
         }
@@ -102,7 +110,14 @@ impl Step {
     /// Sends the request again until it is refused (a policy or a quota that takes effect
     /// through an informer), then compares the refusals.
     pub fn until_refused(mut self) -> Self {
-        self.repeat_until_refused = true;
+        self.repeat_until = Some(Until::Refused);
+        self
+    }
+
+    /// Sends the request again until it is admitted (a ServiceCIDR that takes effect
+    /// through an informer), then compares the answers.
+    pub fn until_admitted(mut self) -> Self {
+        self.repeat_until = Some(Until::Admitted);
         self
     }
 
@@ -349,14 +364,20 @@ impl Side {
     }
 
     async fn send(&mut self, step: &Step) -> Result<Answer> {
+        let deadline = Instant::now() + e2e::wait::wait_limit();
         loop {
             let answer = self.send_once(step).await?;
-            if !step.repeat_until_refused || answer.code >= 400 {
+            let reached = match step.repeat_until {
+                None => true,
+                Some(Until::Refused) => answer.code >= 400,
+                Some(Until::Admitted) => answer.code < 400,
+            };
+            if reached || Instant::now() >= deadline {
                 return Ok(answer);
             }
             anyhow::ensure!(
                 step.query.contains("dryRun"),
-                "{}: a step repeated until refused must be a dry run",
+                "{}: a repeated step must be a dry run",
                 step.what
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
