@@ -317,11 +317,6 @@ impl ClusterIpAllocator {
             .any(|s| s.usable && s.offsets.free() > 0)
     }
 
-    /// Whether more than one range is known (the sums then differ from the primary's).
-    pub fn has_further_ranges(&self) -> bool {
-        self.sections.len() > 1
-    }
-
     /// Reserves `ip`, in every range that holds it.
     ///
     /// Fails with [`Error::IpNotInRange`] when no usable range holds it (outside every range,
