@@ -238,13 +238,34 @@ where
     if !options.runs(scenario) {
         return Ok(Vec::new());
     }
+    // A signal ends the side's run: dropping it stops the processes it started (apiserver,
+    // etcd, controllers, KWOK), which would otherwise outlive the benchmark.
     let runs = options
         .sides
         .iter()
-        .map(|&side| runtime.block_on(run(side, options)))
+        .map(|&side| {
+            runtime.block_on(async {
+                tokio::select! {
+                    run = run(side, options) => run,
+                    signal = stopped() => anyhow::bail!("stopped by {signal}"),
+                }
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     print(options, &runs);
     Ok(runs)
+}
+
+/// Resolves on SIGINT or SIGTERM, with its name.
+async fn stopped() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
 }
 
 fn main() -> Result<()> {

@@ -404,9 +404,14 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "yes" } else { "NO" }
 }
 
-/// `ours / theirs`, and whether it is at most `goal`.
+/// `ours / theirs`, and whether it is at most `goal`. Against 0 there is no ratio: the
+/// figure is shown as it is.
 fn ratio(ours: f64, theirs: f64, goal: f64) -> String {
-    format!("{:.2}x ({})", ours / theirs, verdict(ours <= theirs * goal))
+    let ok = verdict(ours <= theirs * goal);
+    if theirs == 0.0 {
+        return format!("{ours} against 0 ({ok})");
+    }
+    format!("{:.2}x ({ok})", ours / theirs)
 }
 
 pub fn seconds(d: Duration) -> String {
@@ -446,4 +451,17 @@ fn process_columns(resources: &Resources) -> String {
 
 fn mib(kib: u64) -> String {
     format!("{:.0}MiB", kib as f64 / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ratio;
+
+    #[test]
+    fn a_ratio_against_zero_shows_the_figure() {
+        assert_eq!(ratio(1.0, 4.0, 0.5), "0.25x (yes)");
+        assert_eq!(ratio(3.0, 4.0, 0.5), "0.75x (NO)");
+        assert_eq!(ratio(0.0, 0.0, 0.5), "0 against 0 (yes)");
+        assert_eq!(ratio(53.0, 0.0, 0.5), "53 against 0 (NO)");
+    }
 }
