@@ -334,10 +334,11 @@ impl ClusterIpAllocator {
     }
 
     fn reserve(&mut self, ip: IpAddr, from_usable: bool) -> Result<()> {
-        let holding = self.holding(ip);
-        if !holding
+        let allowed = |s: &Section| s.usable || !from_usable;
+        if !self
+            .sections
             .iter()
-            .any(|&(index, _)| self.sections[index].usable || !from_usable)
+            .any(|s| s.range.contains(ip) && allowed(s))
         {
             return Err(Error::IpNotInRange {
                 ip,
@@ -345,32 +346,24 @@ impl ClusterIpAllocator {
             });
         }
         // A pooled address is handed out of its pool (it is allocated everywhere already).
-        if let Some(&(index, offset)) = holding
-            .iter()
-            .find(|&&(index, offset)| self.sections[index].offsets.pooled().any(|o| o == offset))
-        {
-            return self.sections[index].offsets.allocate(offset);
+        let pooled_in = |s: &Section| {
+            let offset = s.range.offset_of(ip)?;
+            s.offsets.pooled().any(|o| o == offset).then_some(offset)
+        };
+        if let Some(section) = self.sections.iter_mut().find(|s| pooled_in(s).is_some()) {
+            let offset = pooled_in(section).expect("found pooled");
+            return section.offsets.allocate(offset);
         }
-        if holding
-            .iter()
-            .any(|&(index, offset)| self.sections[index].offsets.has(offset))
-        {
+        if self.has(ip) {
             return Err(Error::IpAllocated);
         }
-        for (index, offset) in holding {
-            // Free in every range holding it (checked above): this cannot fail.
-            let _ = self.sections[index].offsets.allocate(offset);
+        for section in &mut self.sections {
+            if let Some(offset) = section.range.offset_of(ip) {
+                // Free in every range holding it (checked above): this cannot fail.
+                let _ = section.offsets.allocate(offset);
+            }
         }
         Ok(())
-    }
-
-    /// The ranges holding `ip`, with its offset in each.
-    fn holding(&self, ip: IpAddr) -> Vec<(usize, u64)> {
-        self.sections
-            .iter()
-            .enumerate()
-            .filter_map(|(index, s)| s.range.offset_of(ip).map(|offset| (index, offset)))
-            .collect()
     }
 
     /// Reserves a free address: a pooled one if a usable range has one, else from the first
@@ -406,9 +399,11 @@ impl ClusterIpAllocator {
             match pick(&mut self.sections[index].offsets) {
                 Ok(offset) => {
                     let ip = self.sections[index].range.ip_at(offset);
-                    for (other, offset) in self.holding(ip) {
-                        if other != index {
-                            let _ = self.sections[other].offsets.allocate(offset);
+                    for (other, section) in self.sections.iter_mut().enumerate() {
+                        if let Some(offset) = section.range.offset_of(ip)
+                            && other != index
+                        {
+                            let _ = section.offsets.allocate(offset);
                         }
                     }
                     return Ok(ip);
@@ -424,8 +419,10 @@ impl ClusterIpAllocator {
     /// free address or one outside every range does nothing.
     pub fn release(&mut self, ip: IpAddr) -> bool {
         let mut released = false;
-        for (index, offset) in self.holding(ip) {
-            released |= self.sections[index].offsets.release(offset);
+        for section in &mut self.sections {
+            if let Some(offset) = section.range.offset_of(ip) {
+                released |= section.offsets.release(offset);
+            }
         }
         released
     }
