@@ -114,26 +114,28 @@ impl Allocators {
 
     /// Reserves `value` in its range.
     pub fn allocate(&mut self, value: Value) -> Result<()> {
-        match value {
-            Value::ClusterIp(ip) => {
-                let family = IpFamily::of(&ip);
-                self.cluster_ips_of_mut(family)
-                    .ok_or(Error::FamilyNotConfigured(family))?
-                    .allocate(ip)
-            }
-            Value::NodePort(port) => self.node_ports.allocate(port),
-        }
+        self.reserve(value, ClusterIpAllocator::allocate)
     }
 
     /// Reserves `value` as a Service holds it: like [`allocate`](Self::allocate), also in a
     /// ClusterIP range no longer usable.
     pub fn mark(&mut self, value: Value) -> Result<()> {
+        self.reserve(value, ClusterIpAllocator::mark)
+    }
+
+    /// Reserves `value`, a cluster IP by `ip`.
+    fn reserve(
+        &mut self,
+        value: Value,
+        ip: fn(&mut ClusterIpAllocator, IpAddr) -> Result<()>,
+    ) -> Result<()> {
         match value {
-            Value::ClusterIp(ip) => {
-                let family = IpFamily::of(&ip);
-                self.cluster_ips_of_mut(family)
-                    .ok_or(Error::FamilyNotConfigured(family))?
-                    .mark(ip)
+            Value::ClusterIp(address) => {
+                let family = IpFamily::of(&address);
+                let ips = self
+                    .cluster_ips_of_mut(family)
+                    .ok_or(Error::FamilyNotConfigured(family))?;
+                ip(ips, address)
             }
             Value::NodePort(port) => self.node_ports.allocate(port),
         }
