@@ -202,6 +202,13 @@ impl PodBuilder {
         }]);
         self
     }
+    /// Sets the `Ready` condition's last transition time.
+    pub fn ready_since(mut self, seconds: i64) -> Self {
+        for condition in self.status().conditions.iter_mut().flatten() {
+            condition.last_transition_time = Some(time(seconds));
+        }
+        self
+    }
     pub fn not_ready(self) -> Self {
         self.ready(false)
     }

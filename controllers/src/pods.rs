@@ -9,11 +9,14 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Container, Pod, Service, ServicePort};
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::service::{IpFamily, parse_ip};
+
+mod wire;
+pub use wire::WatchedPod;
 
 /// A named container port, as a named `targetPort` looks it up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,72 +91,9 @@ impl PodIp {
     }
 }
 
-fn named_ports<'a>(
-    containers: impl IntoIterator<Item = &'a Container>,
-) -> impl Iterator<Item = NamedPort> {
-    containers
-        .into_iter()
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| {
-            Some(NamedPort {
-                name: p.name.clone()?,
-                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                port: p.container_port,
-            })
-        })
-}
-
 impl From<Pod> for PodInfo {
     fn from(pod: Pod) -> Self {
-        let meta = &pod.metadata;
-        let spec = pod.spec.as_ref();
-        let status = pod.status.as_ref();
-        let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
-        let sidecars = spec
-            .and_then(|s| s.init_containers.as_deref())
-            .unwrap_or_default()
-            .iter()
-            .filter(|c| c.restart_policy.as_deref() == Some("Always"));
-        let ready_condition = status
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|conditions| conditions.iter().find(|c| c.type_ == "Ready"));
-        let pod_ip = status.and_then(|s| s.pod_ip.as_deref());
-        let pod_ips = status
-            .and_then(|s| s.pod_ips.as_deref())
-            .unwrap_or_default();
-        let ips = if pod_ips.is_empty() {
-            pod_ip.and_then(PodIp::parse).into_iter().collect()
-        } else {
-            pod_ips.iter().filter_map(|p| PodIp::parse(&p.ip)).collect()
-        };
-        PodInfo {
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            name: meta.name.clone().unwrap_or_default(),
-            uid: meta.uid.clone(),
-            labels: meta.labels.clone().unwrap_or_default(),
-            terminating: meta.deletion_timestamp.is_some(),
-            terminal: matches!(
-                status.and_then(|s| s.phase.as_deref()),
-                Some("Succeeded" | "Failed")
-            ),
-            node_name: spec
-                .and_then(|s| s.node_name.clone())
-                .filter(|n| !n.is_empty()),
-            hostname: spec
-                .and_then(|s| s.hostname.clone())
-                .filter(|h| !h.is_empty()),
-            subdomain: spec.and_then(|s| s.subdomain.clone()),
-            named_ports: named_ports(containers)
-                .chain(named_ports(sidecars))
-                .collect(),
-            has_ip: pod_ip.is_some_and(|ip| !ip.is_empty()) || !pod_ips.is_empty(),
-            ips,
-            primary_ip: pod_ip.and_then(parse_ip),
-            ready: ready_condition.is_some_and(|c| c.status == "True"),
-            ready_since: ready_condition
-                .and_then(|c| c.last_transition_time.as_ref())
-                .map(|t| t.0),
-        }
+        PodInfo::from(WatchedPod::from(pod))
     }
 }
 

@@ -65,7 +65,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher::Config;
@@ -88,7 +88,7 @@ use self::queue::{Backoff, WorkQueue};
 use self::router::{Router, Update, is_mirrored};
 use self::shared::{Caches, Queues, SharedState, Watched};
 use crate::mirroring::endpoints_mirrorable;
-use crate::pods::PodInfo;
+use crate::pods::{PodInfo, WatchedPod};
 use crate::well_known::{
     LABEL_SERVICE_NAME, SVCPLANE_ENDPOINTS_MANAGER, SVCPLANE_MIRRORING_MANAGER,
     SVCPLANE_SLICE_MANAGER,
@@ -504,7 +504,7 @@ async fn route(
     let optional: [(bool, UpdateStream, &dyn Fn()); 4] = [
         (
             watched.pods,
-            plumbing::watch::<Pod, _>(client.clone(), Config::default(), PodInfo::from)
+            plumbing::watch::<WatchedPod, _>(client.clone(), Config::default(), PodInfo::from)
                 .map(|event| Update::Pod(Box::new(event)))
                 .boxed(),
             &|| caches.pods.mark_listed(),
