@@ -21,11 +21,17 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Deserialize;
 
 /// Records pod status writes, pod deletes (the load scenario's Deployments delete pods) and
-/// Endpoints/EndpointSlice writes, without their bodies.
+/// Endpoints/EndpointSlice writes, without their bodies but for slice creates (whose name, when
+/// generated, is only in the body).
 pub const POLICY: &str = r#"apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived", "ResponseStarted", "Panic"]
 rules:
+- level: Request
+  verbs: ["create"]
+  resources:
+  - group: "discovery.k8s.io"
+    resources: ["endpointslices"]
 - level: Metadata
   verbs: ["create", "update", "patch", "delete"]
   resources:
@@ -68,6 +74,20 @@ struct Event {
     response_status: Option<ResponseStatus>,
     request_received_timestamp: MicroTime,
     stage_timestamp: MicroTime,
+    /// Recorded for slice creates only: a create by `generateName` has no name in
+    /// `objectRef`, only the name's prefix in its body.
+    request_object: Option<RequestObject>,
+}
+
+#[derive(Deserialize)]
+struct RequestObject {
+    metadata: RequestMetadata,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestMetadata {
+    generate_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -133,10 +153,14 @@ fn writes(log: &Path, namespace: &str, window: &impl RangeBounds<Timestamp>) -> 
             (Some("endpointslices"), None) => Kind::Slice,
             _ => continue,
         };
+        // A create by generateName is named by its prefix (`svc-001-`), which names the
+        // Service as a full name would.
+        let generate_name = event
+            .request_object
+            .and_then(|o| o.metadata.generate_name);
         writes.push(Write {
             kind,
-            // A create by generateName has no name here: it is left out.
-            name: object.name.unwrap_or_default(),
+            name: object.name.or(generate_name).unwrap_or_default(),
             received: event.request_received_timestamp.0,
             answered: event.stage_timestamp.0,
         });
@@ -292,6 +316,23 @@ mod tests {
         assert_eq!(r.slices, [ms(5), ms(15)]);
         assert_eq!(r.endpoints, [ms(7)]);
         assert_eq!((r.unanswered_slices, r.unanswered_endpoints), (0, 0));
+
+        // A slice created by generateName has no name in objectRef: its prefix names it.
+        let create = serde_json::json!({
+            "kind": "Event", "stage": "ResponseComplete", "verb": "create",
+            "objectRef": { "resource": "endpointslices", "namespace": "churn" },
+            "responseStatus": { "code": 201 },
+            "requestReceivedTimestamp": t(620), "stageTimestamp": t(630),
+            "requestObject": { "metadata": { "generateName": "svc-005-" } },
+        });
+        let created = [
+            line("pods", Some("status"), "svc-005-1", &t(600), &t(610)),
+            create.to_string(),
+        ];
+        std::fs::write(&log, created.join("\n") + "\n").unwrap();
+        let r = reactions(&log, "churn", since.., strip_last_part).unwrap();
+        assert_eq!(r.slices, [ms(10)]);
+        assert_eq!(r.unanswered_slices, 0);
         std::fs::write(&log, lines.join("\n") + "\n").unwrap();
 
         let later: Timestamp = t(150).parse().unwrap();
