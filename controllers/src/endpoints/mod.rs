@@ -284,12 +284,12 @@ fn namespaced_name(endpoints: &Endpoints) -> (String, String) {
 }
 
 impl EndpointsTracker {
-    /// Records an update: `previous` is the object the update was computed from, `written` what
-    /// the apiserver returned.
-    pub fn record_update(&mut self, previous: &Endpoints, written: &Endpoints) {
+    /// Records an update: `previous` is the object the update was computed from, `written` the
+    /// metadata the apiserver returned.
+    pub fn record_update(&mut self, previous: &Endpoints, written: &ObjectMeta) {
         let (Some(old), Some(new)) = (
             &previous.metadata.resource_version,
-            &written.metadata.resource_version,
+            &written.resource_version,
         ) else {
             return;
         };

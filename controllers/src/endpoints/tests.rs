@@ -870,14 +870,14 @@ fn tracker_flags_replaced_versions_as_stale() {
     let new = stored(old.clone(), "6");
     let mut tracker = EndpointsTracker::default();
     assert!(!tracker.is_stale(&old));
-    tracker.record_update(&old, &new);
+    tracker.record_update(&old, &new.metadata);
     assert!(tracker.is_stale(&old));
     assert!(!tracker.is_stale(&new));
     tracker.forget(NS, "web");
     assert!(!tracker.is_stale(&old));
 
     let no_op = stored(old.clone(), "5");
-    tracker.record_update(&old, &no_op);
+    tracker.record_update(&old, &no_op.metadata);
     assert!(
         !tracker.is_stale(&old),
         "a write that kept the version leaves the cache current"

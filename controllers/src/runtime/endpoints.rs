@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Endpoints;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::DeleteParams;
 use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Client};
 use tracing::instrument;
@@ -15,6 +15,7 @@ use super::events::{self, endpoints_reference};
 use super::indexes::Indexes;
 use super::metrics::Metrics;
 use super::shared::{CacheWaiters, Caches, ChangedPods};
+use super::write;
 use crate::service::manages_endpoints;
 use crate::well_known::SVCPLANE_ENDPOINTS_MANAGER;
 use crate::{
@@ -124,15 +125,14 @@ impl EndpointsController {
         cached: Option<&Endpoints>,
         write: &Option<EndpointsWrite>,
     ) -> Result<Option<String>, SyncError> {
-        let api: Api<Endpoints> = Api::namespaced(self.client.clone(), &key.namespace);
-        let version = |endpoints: &Endpoints| endpoints.metadata.resource_version.clone();
+        let namespace = &key.namespace;
         match write {
-            None => Ok(cached.and_then(version)),
+            None => Ok(cached.and_then(|cached| cached.metadata.resource_version.clone())),
             Some(EndpointsWrite::Create(endpoints)) => {
-                match api.create(&PostParams::default(), endpoints).await {
+                match write::create(&self.client, namespace, endpoints).await {
                     Ok(written) => {
                         self.metrics.api_write("Endpoints", "create");
-                        Ok(version(&written))
+                        Ok(written.resource_version)
                     }
                     Err(error) if namespace_terminating(&error) => Ok(None),
                     Err(error) => {
@@ -146,10 +146,7 @@ impl EndpointsController {
                 }
             }
             Some(EndpointsWrite::Update(endpoints)) => {
-                match api
-                    .replace(&key.name, &PostParams::default(), endpoints)
-                    .await
-                {
+                match write::replace(&self.client, namespace, &key.name, endpoints).await {
                     Ok(written) => {
                         self.metrics.api_write("Endpoints", "update");
                         if let Some(previous) = cached {
@@ -158,7 +155,7 @@ impl EndpointsController {
                                 .expect("tracker lock")
                                 .record_update(previous, &written);
                         }
-                        Ok(version(&written))
+                        Ok(written.resource_version)
                     }
                     Err(error) => {
                         let note = format!(

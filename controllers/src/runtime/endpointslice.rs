@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::DeleteParams;
 use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Client, Resource};
 use tracing::instrument;
@@ -18,6 +18,7 @@ use super::events;
 use super::indexes::Indexes;
 use super::metrics::{Metrics, ServiceSliceCounts};
 use super::shared::{CacheWaiters, Caches, SharedState};
+use super::write;
 use crate::service::{IpFamily, manages_endpoints};
 use crate::topology::{self, HintsEventTracker, HintsPolicy, TopologyEvent, ZoneCapacity};
 use crate::well_known::{IN_TREE_SLICE_MANAGER, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY};
@@ -176,8 +177,7 @@ impl SliceController {
         let slices_after = slices.len() + sync.plan.create.len() - sync.plan.delete.len();
 
         let written = |operation| self.metrics.api_write("EndpointSlice", operation);
-        let plan = sync.plan.clone();
-        let result = apply_plan(&self.client, &self.tracker, key, plan, written).await;
+        let result = apply_plan(&self.client, &self.tracker, key, &sync.plan, written).await;
         match &result {
             Ok(written) => index.synced(&slices, &sync, written),
             Err(_) => index.failed(),
@@ -264,16 +264,21 @@ pub(super) async fn apply_plan(
     client: &Client,
     tracker: &Mutex<SliceTracker>,
     key: &ObjectKey,
-    plan: SlicePlan,
+    plan: &SlicePlan,
     written: impl Fn(&'static str),
 ) -> Result<Vec<EndpointSlice>, SyncError> {
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &key.namespace);
-    let post = PostParams::default();
+    // What the apiserver stored: the slice sent, with the metadata it answered with.
+    let stored = |sent: &EndpointSlice, metadata| EndpointSlice {
+        metadata,
+        ..sent.clone()
+    };
     let mut objects = Vec::new();
     for slice in &plan.create {
-        match api.create(&post, slice).await {
-            Ok(object) => {
+        match write::create(client, &key.namespace, slice).await {
+            Ok(metadata) => {
                 written("create");
+                let object = stored(slice, metadata);
                 tracker.lock().expect("tracker lock").record_write(&object);
                 objects.push(object);
             }
@@ -284,9 +289,10 @@ pub(super) async fn apply_plan(
     }
     for slice in &plan.update {
         let name = slice.metadata.name.as_deref().unwrap_or_default();
-        match api.replace(name, &post, slice).await {
-            Ok(object) => {
+        match write::replace(client, &key.namespace, name, slice).await {
+            Ok(metadata) => {
                 written("update");
+                let object = stored(slice, metadata);
                 tracker.lock().expect("tracker lock").record_write(&object);
                 objects.push(object);
             }

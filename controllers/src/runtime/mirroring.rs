@@ -145,7 +145,7 @@ impl MirroringController {
         let plan = plan_mirrored_slices(&slices, desired.as_ref());
         let (added, removed) = endpoint_changes(&slices, desired.as_ref());
         let written = |operation| self.metrics.mirroring_write(operation);
-        apply_plan(&self.client, &self.tracker, key, plan, written).await?;
+        apply_plan(&self.client, &self.tracker, key, &plan, written).await?;
         let skipped = desired.as_ref().map_or(0, |d| d.addresses_skipped);
         self.metrics.mirroring_sync_changes(added, removed, skipped);
         if let (Some(desired), Some(endpoints)) = (&desired, &endpoints) {

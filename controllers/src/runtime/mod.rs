@@ -54,6 +54,7 @@ mod queue;
 mod router;
 mod shared;
 mod trim;
+mod write;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

@@ -155,9 +155,7 @@ fn writes(log: &Path, namespace: &str, window: &impl RangeBounds<Timestamp>) -> 
         };
         // A create by generateName is named by its prefix (`svc-001-`), which names the
         // Service as a full name would.
-        let generate_name = event
-            .request_object
-            .and_then(|o| o.metadata.generate_name);
+        let generate_name = event.request_object.and_then(|o| o.metadata.generate_name);
         writes.push(Write {
             kind,
             name: object.name.or(generate_name).unwrap_or_default(),
