@@ -72,6 +72,22 @@ pub(super) async fn mark_wanted(api: &Api<RangeAllocation>, values: Vec<Value>) 
 }
 
 impl Actor {
+    /// The values of range `kind` that the live entries of other running replicas list. An
+    /// earlier life of this pod owns no pool any more: nobody would answer a mark of its
+    /// values (they are freed by `reclaim_previous_lives`).
+    fn listed_elsewhere(&self, kind: RangeKind, now: SystemTime) -> impl Iterator<Item = Value> {
+        self.reservations
+            .get(&kind)
+            .into_iter()
+            .flatten()
+            .filter(move |(holder, entry)| {
+                *holder != self.holder.name()
+                    && !self.holder.is_previous_life(holder)
+                    && entry.is_live(now, self.pool.lifetime)
+            })
+            .flat_map(move |(_, entry)| entry.values(kind))
+    }
+
     /// For each range with no free value left on this copy, a few values the live entries
     /// of other running replicas list: in a nearly full range, what their pools hold is all
     /// that is left, and kube-apiserver would give it.
@@ -86,22 +102,11 @@ impl Actor {
                 .is_some_and(|ips| !ips.has_free()),
             RangeKind::NodePorts => self.allocators.node_ports().free() == 0,
         };
-        let mut values = Vec::new();
-        for (&kind, entries) in &self.reservations {
-            if !full(kind) {
-                continue;
-            }
-            let listed = entries
-                .iter()
-                .filter(|(holder, entry)| {
-                    *holder != self.holder.name()
-                        && !self.holder.is_previous_life(holder)
-                        && entry.is_live(now, self.pool.lifetime)
-                })
-                .flat_map(|(_, entry)| entry.values(kind));
-            values.extend(listed.take(PER_RANGE));
-        }
-        values
+        self.reservations
+            .keys()
+            .filter(|&&kind| full(kind))
+            .flat_map(|&kind| self.listed_elsewhere(kind, now).take(PER_RANGE))
+            .collect()
     }
 
     /// The values `request` asks for by number (not held before an update) that the live
@@ -119,17 +124,8 @@ impl Actor {
             .into_iter()
             .filter(|value| !before.contains(value))
             .filter(|&value| {
-                let kind = RangeKind::of(value);
-                self.reservations.get(&kind).is_some_and(|entries| {
-                    // An earlier life of this pod owns no pool any more: nobody would
-                    // answer the mark (its values are freed by `reclaim_previous_lives`).
-                    entries.iter().any(|(holder, entry)| {
-                        holder != self.holder.name()
-                            && !self.holder.is_previous_life(holder)
-                            && entry.is_live(now, self.pool.lifetime)
-                            && entry.values(kind).any(|listed| listed == value)
-                    })
-                })
+                self.listed_elsewhere(RangeKind::of(value), now)
+                    .any(|listed| listed == value)
             })
             .collect()
     }
