@@ -1,8 +1,9 @@
 //! What the caches keep of each object, and which changes matter to the controllers.
 //!
-//! Pods become [`PodInfo`] (see [`PodInfo::from`]) and Nodes are cut down to the fields the desired-state functions
-//! read: that keeps the caches small, and makes "did anything relevant change" a plain
-//! comparison of the trimmed objects. Endpoints and EndpointSlices are written back from the cache, so they keep
+//! Pods are read from the watch as [`WatchedPod`](crate::pods::WatchedPod) and become
+//! [`PodInfo`]; Nodes are cut down to the fields the desired-state functions read: that keeps
+//! the caches small, and makes "did anything relevant change" a plain comparison of the
+//! trimmed objects. Endpoints and EndpointSlices are written back from the cache, so they keep
 //! everything but `managedFields` (which the apiserver preserves when an update leaves it out).
 
 use std::collections::BTreeMap;
