@@ -350,8 +350,11 @@ impl ClusterIpAllocator {
             let offset = s.range.offset_of(ip)?;
             s.offsets.pooled().any(|o| o == offset).then_some(offset)
         };
-        if let Some(section) = self.sections.iter_mut().find(|s| pooled_in(s).is_some()) {
-            let offset = pooled_in(section).expect("found pooled");
+        if let Some((section, offset)) = self
+            .sections
+            .iter_mut()
+            .find_map(|s| pooled_in(s).map(|offset| (s, offset)))
+        {
             return section.offsets.allocate(offset);
         }
         if self.has(ip) {
