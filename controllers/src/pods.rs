@@ -6,7 +6,6 @@
 //! (its spec and status structs are large), which adds up to most of the controllers' memory
 //! in a cluster of thousands of pods.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
@@ -15,7 +14,9 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::service::{IpFamily, parse_ip};
 
+mod labels;
 mod wire;
+pub use labels::Labels;
 pub use wire::WatchedPod;
 
 /// A named container port, as a named `targetPort` looks it up.
@@ -39,7 +40,7 @@ pub struct PodInfo {
     /// `metadata.uid`.
     pub uid: Option<String>,
     /// `metadata.labels`.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// Whether `metadata.deletionTimestamp` is set.
     pub terminating: bool,
     /// Whether the phase is `Succeeded` or `Failed`.

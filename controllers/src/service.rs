@@ -54,7 +54,7 @@ pub fn selects(service: &Service, pod: &PodInfo) -> bool {
     }
     selector
         .iter()
-        .all(|(key, value)| pod.labels.get(key) == Some(value))
+        .all(|(key, value)| pod.labels.get(key) == Some(value.as_str()))
 }
 
 fn cluster_ip(service: &Service) -> &str {

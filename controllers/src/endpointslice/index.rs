@@ -41,20 +41,16 @@ struct PortList {
 
 /// What one selected pod contributes to the slices.
 #[derive(Debug, Clone)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "endpoints kept in place: an allocation per pod is much of a sync from scratch"
-)]
 enum Contribution {
     /// Nothing: no IP, or finished.
     Nothing,
     /// Nothing until its Node is known.
     MissingNode(String),
-    /// One endpoint per address type it has addresses of (two at most, kept in place rather
-    /// than allocated), all with the same ports.
+    /// One endpoint per address type it has addresses of, all with the same ports (held
+    /// apart: an endpoint is 350 bytes, and most pods have one).
     Endpoints {
         ports: Arc<PortList>,
-        endpoints: [Option<(IpFamily, Endpoint)>; 2],
+        endpoints: Box<[(IpFamily, Endpoint)]>,
     },
 }
 
@@ -249,24 +245,26 @@ impl SliceIndex {
             })
             .clone();
         let distribution = self.distribution;
-        let mut endpoints = [None, None];
+        let mut endpoints = Vec::with_capacity(self.address_types.len());
         for &family in &self.address_types {
             let addresses = addresses_of_family(pod, family);
             if !addresses.is_empty() {
                 let mut endpoint = pod_endpoint(&self.service, pod, zone.clone(), addresses);
                 apply_traffic_distribution(distribution, std::iter::once(&mut endpoint));
-                let slot = endpoints.iter_mut().find(|slot| slot.is_none());
-                *slot.expect("two address types at most") = Some((family, endpoint));
+                endpoints.push((family, endpoint));
             }
         }
-        Contribution::Endpoints { ports, endpoints }
+        Contribution::Endpoints {
+            ports,
+            endpoints: endpoints.into_boxed_slice(),
+        }
     }
 
     fn count(&mut self, contribution: &Contribution, delta: isize) {
         let Contribution::Endpoints { ports, endpoints } = contribution else {
             return;
         };
-        for (family, _) in endpoints.iter().flatten() {
+        for (family, _) in endpoints {
             let groups = self.group_sizes.entry(*family).or_default();
             let size = match groups.get_mut(&ports.key) {
                 Some((_, size)) => size,
@@ -333,8 +331,7 @@ impl SliceIndex {
                 ..
             }) = self.pods.get(name)
             {
-                let listed = endpoints.iter().flatten();
-                found.extend(listed.map(|(family, e)| (*family, &ports.key, e)));
+                found.extend(endpoints.iter().map(|(family, e)| (*family, &ports.key, e)));
             }
         }
         found

@@ -209,7 +209,7 @@ impl From<WatchedPod> for PodInfo {
             namespace: meta.namespace.unwrap_or_default(),
             name: meta.name.unwrap_or_default(),
             uid: meta.uid,
-            labels: meta.labels.unwrap_or_default(),
+            labels: meta.labels.unwrap_or_default().into(),
             terminating: meta.deletion_timestamp.is_some(),
             terminal: matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")),
             node_name: spec.node_name.filter(|n| !n.is_empty()),
@@ -283,7 +283,7 @@ mod tests {
         assert!(info.ready && info.has_ip && !info.terminating && !info.terminal);
         assert_eq!(info.ips[0].text, "10.244.3.17");
         assert_eq!(info.node_name.as_deref(), Some("node-b-07"));
-        assert_eq!(info.labels["pod-template-hash"], "7d9c6b5f4");
+        assert_eq!(info.labels.get("pod-template-hash"), Some("7d9c6b5f4"));
         let http = NamedPort {
             name: "http".into(),
             protocol: "TCP".into(),

@@ -233,7 +233,7 @@ mod tests {
         assert_eq!(pod_change(&base, &PodInfo::from(bumped)), PodChange::None);
 
         let mut relabelled = base.clone();
-        relabelled.labels.insert("tier".into(), "front".into());
+        relabelled.labels = base.labels.iter().chain([("tier", "front")]).collect();
         assert_eq!(pod_change(&base, &relabelled), PodChange::LabelsOnly);
 
         let mut moved = full_pod();
