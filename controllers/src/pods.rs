@@ -30,7 +30,8 @@ pub struct NamedPort {
     pub port: i32,
 }
 
-/// The part of a Pod that decides its endpoints.
+/// The part of a Pod that decides its endpoints. Its lists are boxed slices, so that a cached
+/// pod holds no spare capacity (a list collected from a filter starts with room for four).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PodInfo {
     /// `metadata.namespace`.
@@ -53,12 +54,12 @@ pub struct PodInfo {
     pub subdomain: Option<String>,
     /// The named ports of the app containers, in order, then those of the sidecars (init
     /// containers with `restartPolicy: Always`).
-    pub named_ports: Vec<NamedPort>,
+    pub named_ports: Box<[NamedPort]>,
     /// Whether `status.podIP` or `status.podIPs` holds anything.
     pub has_ip: bool,
     /// `status.podIPs` (else `status.podIP`), parsed and normalised; unparsable entries
     /// dropped.
-    pub ips: Vec<PodIp>,
+    pub ips: Box<[PodIp]>,
     /// `status.podIP`, parsed.
     pub primary_ip: Option<IpAddr>,
     /// Whether the `Ready` condition is `True`.

@@ -294,7 +294,7 @@ mod tests {
             port: 9090,
             ..http.clone()
         };
-        assert_eq!(info.named_ports, [http, metrics]);
+        assert_eq!(*info.named_ports, [http, metrics]);
         assert!(info.ready_since.is_some());
     }
 

@@ -58,9 +58,11 @@ impl ServiceIndex for SliceIndex {
     }
 }
 
-/// One controller's indexes, and the pods changed per Service since it last took them.
+/// One controller's indexes, and the pods changed per Service since it last took them. An
+/// index is boxed: it takes about a kilobyte in place (its Service is most of it), and the map
+/// has room for up to twice the Services it holds.
 pub(crate) struct Indexes<I> {
-    indexes: Mutex<HashMap<ObjectKey, I>>,
+    indexes: Mutex<HashMap<ObjectKey, Box<I>>>,
     changes: Arc<ChangedPods>,
 }
 
@@ -75,10 +77,10 @@ impl<I: ServiceIndex> Indexes<I> {
     /// The index of the Service `key`, up to date with the pods changed since its last sync;
     /// built from every pod it selects for a Service new or changed since. `None` when the
     /// controllers do not manage the Service's endpoints.
-    pub fn take(&self, key: &ObjectKey, service: &Service, caches: &Caches) -> Option<I> {
+    pub fn take(&self, key: &ObjectKey, service: &Service, caches: &Caches) -> Option<Box<I>> {
         let changed = self.changes.take(key);
         let kept = self.indexes.lock().expect("indexes lock").remove(key);
-        let (mut index, pods): (I, PodsNow) =
+        let (mut index, pods): (Box<I>, PodsNow) =
             match kept.filter(|index| same_for_endpoints(index.service(), service)) {
                 Some(index) => {
                     let pods = changed.into_iter().map(|name| {
@@ -94,7 +96,7 @@ impl<I: ServiceIndex> Indexes<I> {
                     let pods = selected
                         .into_iter()
                         .map(|pod| (pod.name.clone(), Some(pod)));
-                    (I::new(service)?, pods.collect())
+                    (Box::new(I::new(service)?), pods.collect())
                 }
             };
         index.apply(&pods, caches);
@@ -102,7 +104,7 @@ impl<I: ServiceIndex> Indexes<I> {
     }
 
     /// Puts the index back after the sync.
-    pub fn put(&self, key: &ObjectKey, index: I) {
+    pub fn put(&self, key: &ObjectKey, index: Box<I>) {
         let mut indexes = self.indexes.lock().expect("indexes lock");
         indexes.insert(key.clone(), index);
     }
