@@ -1,7 +1,7 @@
 //! A pod's labels as the pod cache keeps them.
 //!
 //! A pod has a handful of labels (its app's, `pod-template-hash`). Kept as a `BTreeMap`, they
-//! cost a tree node of room for eleven entries per pod, about 550 bytes, more than the rest of
+//! cost a tree node of room for eleven entries per pod, about 550 bytes, as much as the rest of
 //! a [`PodInfo`](super::PodInfo); a sorted list costs what the labels hold.
 
 use std::collections::BTreeMap;
@@ -49,7 +49,22 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Labels {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn answers_as_the_map_it_was_made_from(
+            pairs in prop::collection::vec(("[a-d]{0,2}", "[x-z]{0,2}"), 0..8),
+            key in "[a-e]{0,2}",
+        ) {
+            let map: BTreeMap<String, String> = pairs.iter().cloned().collect();
+            let labels: Labels = pairs.into_iter().collect();
+            prop_assert_eq!(labels.get(&key), map.get(&key).map(String::as_str));
+            prop_assert!(labels.iter().eq(map.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
+        }
+    }
 
     #[test]
     fn looks_up_every_label_and_no_other() {
