@@ -1,7 +1,7 @@
 //! A pod's labels as the pod cache keeps them.
 //!
 //! A pod has a handful of labels (its app's, `pod-template-hash`). Kept as a `BTreeMap`, they
-//! cost a tree node of room for eleven entries per pod, about 550 bytes, as much as the rest of
+//! cost a tree node of room for eleven entries per pod, about 540 bytes, as much as the rest of
 //! a [`PodInfo`](super::PodInfo); a sorted list costs what the labels hold.
 
 use std::collections::BTreeMap;
