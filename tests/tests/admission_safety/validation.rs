@@ -399,6 +399,18 @@ pub async fn no_foreign_write_is_allowed_while_a_replica_lists_its_pods(_: Arc<(
 
     let config = svcplane::webhook_config(&cluster.plane)?;
     cluster.register(&config).await?;
+    // The apiserver picks the registration up from its own watch: until then writes skip the
+    // webhook altogether, which is not what this case is about. Start once it calls the
+    // (not yet running) webhook and fails closed.
+    wait::until("the apiserver calling the registered webhook", || async {
+        let outcome =
+            write_endpoints(&cluster.client, ATTACKER, "registered", &ip(0), true).await?;
+        Ok(match outcome {
+            Err(message) if message.contains("failed calling webhook") => Ok(()),
+            other => Err(format!("{other:?}")),
+        })
+    })
+    .await?;
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
