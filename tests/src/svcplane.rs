@@ -332,26 +332,43 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
 /// `admin`: a webhook
 /// configuration takes effect once the apiserver's informer has it.
 pub async fn wait_until_called(client: &Client, admin: SocketAddr) -> Result<()> {
-    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::core::v1::{Endpoints, Service};
     use kube::api::PostParams;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let probe: Service = serde_json::from_value(serde_json::json!({
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    let service: Service = serde_json::from_value(serde_json::json!({
         "metadata": { "name": "svcplane-webhook-probe" },
         "spec": { "ports": [{ "port": 80 }] },
+    }))?;
+    let endpoint: Endpoints = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "svcplane-webhook-probe" },
     }))?;
     let dry_run = PostParams {
         dry_run: true,
         ..PostParams::default()
     };
-    let counter = "svcplane_admission_reviews_total{webhook=\"mutate-services\"";
+    // The two configurations reach the apiserver through two informers: wait for both.
+    let mutating = "svcplane_admission_reviews_total{webhook=\"mutate-services\"";
+    let validating = "svcplane_admission_reviews_total{webhook=\"validate-endpoints\"";
     wait::until("the apiserver calling the webhook", || async {
-        let before = metric_sum(admin, counter).await?;
-        services.create(&dry_run, &probe).await?;
-        let after = metric_sum(admin, counter).await?;
+        let before = metric_sum(admin, mutating).await?;
+        services.create(&dry_run, &service).await?;
+        let after = metric_sum(admin, mutating).await?;
         Ok(if after > before {
             Ok(())
         } else {
-            Err("no admission review received yet")
+            Err("no Service admission review received yet")
+        })
+    })
+    .await?;
+    wait::until("the apiserver calling the endpoint validation", || async {
+        let before = metric_sum(admin, validating).await?;
+        let _ = endpoints.create(&dry_run, &endpoint).await;
+        let after = metric_sum(admin, validating).await?;
+        Ok(if after > before {
+            Ok(())
+        } else {
+            Err("no Endpoints admission review received yet")
         })
     })
     .await
