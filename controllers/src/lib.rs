@@ -50,6 +50,7 @@ pub mod mirroring;
 mod pod_changes;
 pub mod pods;
 pub mod runtime;
+mod selectors;
 pub mod service;
 mod slice_name;
 pub mod topology;

@@ -3,9 +3,11 @@
 //! Objects are kept per namespace, so a sync lists the pods or slices of one namespace without
 //! walking the whole cluster. A relist (the watch restarted) replaces the contents: what was
 //! not listed again is reported as deleted, so the controllers hear about deletions they missed
-//! while the watch was down.
+//! while the watch was down. A cache made [`Cache::grouped`] also keeps its objects' names by a
+//! group (a slice's Service), so that a sync reads its Service's slices without walking every
+//! slice of the namespace.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use kube::Resource;
@@ -47,9 +49,14 @@ pub enum Change<K> {
     Deleted(Arc<K>),
 }
 
+/// The group an object belongs to, if any.
+pub type GroupOf<K> = fn(&K) -> Option<&str>;
+
 #[derive(Debug)]
 struct Inner<K> {
     objects: HashMap<String, BTreeMap<String, Arc<K>>>,
+    /// Namespace, then group, then the names of the objects in it.
+    groups: HashMap<String, HashMap<String, BTreeSet<String>>>,
     relist: Relist,
     synced: bool,
 }
@@ -58,6 +65,7 @@ struct Inner<K> {
 #[derive(Debug)]
 pub struct Cache<K> {
     inner: RwLock<Inner<K>>,
+    group_of: Option<GroupOf<K>>,
 }
 
 impl<K> Default for Cache<K> {
@@ -65,9 +73,50 @@ impl<K> Default for Cache<K> {
         Cache {
             inner: RwLock::new(Inner {
                 objects: HashMap::new(),
+                groups: HashMap::new(),
                 relist: Relist::default(),
                 synced: false,
             }),
+            group_of: None,
+        }
+    }
+}
+
+impl<K> Cache<K> {
+    /// A cache that also keeps its objects' names by `group_of`, for [`Cache::list_group`].
+    pub fn grouped(group_of: GroupOf<K>) -> Self {
+        Cache {
+            group_of: Some(group_of),
+            ..Cache::default()
+        }
+    }
+}
+
+impl<K> Inner<K> {
+    fn group(&mut self, group_of: Option<GroupOf<K>>, key: &ObjectKey, object: &K, add: bool) {
+        let Some(group) = group_of.and_then(|group_of| group_of(object)) else {
+            return;
+        };
+        if add {
+            self.groups
+                .entry(key.namespace.clone())
+                .or_default()
+                .entry(group.to_string())
+                .or_default()
+                .insert(key.name.clone());
+            return;
+        }
+        let Some(groups) = self.groups.get_mut(&key.namespace) else {
+            return;
+        };
+        if let Some(names) = groups.get_mut(group) {
+            names.remove(&key.name);
+            if names.is_empty() {
+                groups.remove(group);
+            }
+        }
+        if groups.is_empty() {
+            self.groups.remove(&key.namespace);
         }
     }
 }
@@ -88,6 +137,30 @@ impl<K: Keyed> Cache<K> {
             .get(namespace)
             .into_iter()
             .flat_map(|objects| objects.values())
+            .filter(|object| filter(object))
+            .cloned()
+            .collect()
+    }
+
+    /// The cached objects of a namespace in `group` that pass `filter`, ordered by name: what
+    /// [`Cache::list`] answers for a filter that holds only in the group, without reading
+    /// the others. Empty for a cache not [`Cache::grouped`].
+    pub fn list_group(
+        &self,
+        namespace: &str,
+        group: &str,
+        filter: impl Fn(&K) -> bool,
+    ) -> Vec<Arc<K>> {
+        let inner = self.inner.read().expect("cache lock");
+        let (Some(names), Some(objects)) = (
+            inner.groups.get(namespace).and_then(|g| g.get(group)),
+            inner.objects.get(namespace),
+        ) else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .filter_map(|name| objects.get(name))
             .filter(|object| filter(object))
             .cloned()
             .collect()
@@ -125,11 +198,17 @@ impl<K: Keyed> Cache<K> {
         let new = Arc::new(object);
         let mut inner = self.inner.write().expect("cache lock");
         inner.relist.seen(&key);
+        inner.group(self.group_of, &key, &new, true);
         let old = inner
             .objects
-            .entry(key.namespace)
+            .entry(key.namespace.clone())
             .or_default()
-            .insert(key.name, new.clone());
+            .insert(key.name.clone(), new.clone());
+        if let Some(old) = &old
+            && self.group_of.and_then(|g| g(old)) != self.group_of.and_then(|g| g(&new))
+        {
+            inner.group(self.group_of, &key, old, false);
+        }
         Change::Applied { old, new }
     }
 
@@ -138,15 +217,22 @@ impl<K: Keyed> Cache<K> {
     pub(crate) fn delete(&self, object: K) -> Change<K> {
         let key = object.key();
         let mut inner = self.inner.write().expect("cache lock");
-        let cached = Self::remove(&mut inner, &key);
+        let cached = Self::remove(&mut inner, self.group_of, &key);
         Change::Deleted(cached.unwrap_or_else(|| Arc::new(object)))
     }
 
-    fn remove(inner: &mut Inner<K>, key: &ObjectKey) -> Option<Arc<K>> {
+    fn remove(
+        inner: &mut Inner<K>,
+        group_of: Option<GroupOf<K>>,
+        key: &ObjectKey,
+    ) -> Option<Arc<K>> {
         let objects = inner.objects.get_mut(&key.namespace)?;
         let removed = objects.remove(&key.name);
         if objects.is_empty() {
             inner.objects.remove(&key.namespace);
+        }
+        if let Some(removed) = &removed {
+            inner.group(group_of, key, removed, false);
         }
         removed
     }
@@ -183,7 +269,7 @@ impl<K: Keyed> Cache<K> {
             .collect();
         let gone = inner.relist.finish(known);
         gone.iter()
-            .filter_map(|key| Self::remove(&mut inner, key))
+            .filter_map(|key| Self::remove(&mut inner, self.group_of, key))
             .collect()
     }
 }
@@ -192,6 +278,7 @@ impl<K: Keyed> Cache<K> {
 mod tests {
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::ObjectMeta;
+    use proptest::prelude::*;
 
     use super::*;
 
@@ -256,6 +343,78 @@ mod tests {
             panic!("a deletion")
         };
         assert_eq!(unknown.metadata.resource_version.as_deref(), Some("9"));
+    }
+
+    /// A pod's group in the grouped tests: its label `g`.
+    fn group_of(pod: &Pod) -> Option<&str> {
+        pod.metadata.labels.as_ref()?.get("g").map(String::as_str)
+    }
+
+    fn grouped_pod(namespace: &str, name: &str, group: Option<&str>) -> Pod {
+        let mut pod = pod(namespace, name, "1");
+        pod.metadata.labels =
+            group.map(|g| std::collections::BTreeMap::from([("g".to_string(), g.to_string())]));
+        pod
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Apply(&'static str, &'static str, Option<&'static str>),
+        Delete(&'static str, &'static str),
+        Relist(Vec<(&'static str, &'static str, Option<&'static str>)>),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let namespace = prop::sample::select(vec!["a", "b"]);
+        let name = prop::sample::select(vec!["p", "q", "r"]);
+        let group = prop::option::of(prop::sample::select(vec!["x", "y"]));
+        let object = (namespace.clone(), name.clone(), group);
+        prop_oneof![
+            4 => object.clone().prop_map(|(ns, n, g)| Op::Apply(ns, n, g)),
+            2 => (namespace, name).prop_map(|(ns, n)| Op::Delete(ns, n)),
+            1 => prop::collection::vec(object, 0..4).prop_map(Op::Relist),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_group_lists_what_a_filter_on_the_group_lists(
+            ops in prop::collection::vec(op(), 0..24),
+        ) {
+            let cache = Cache::grouped(group_of);
+            for op in ops {
+                match op {
+                    Op::Apply(ns, n, g) => drop(cache.apply(grouped_pod(ns, n, g))),
+                    Op::Delete(ns, n) => drop(cache.delete(grouped_pod(ns, n, None))),
+                    Op::Relist(objects) => {
+                        cache.begin_relist();
+                        for (ns, n, g) in objects {
+                            cache.apply(grouped_pod(ns, n, g));
+                        }
+                        cache.end_relist();
+                    }
+                }
+                for ns in ["a", "b"] {
+                    for g in ["x", "y"] {
+                        prop_assert_eq!(
+                            names(&cache.list_group(ns, g, |_| true)),
+                            names(&cache.list(ns, |p| group_of(p) == Some(g)))
+                        );
+                    }
+                }
+            }
+            let inner = cache.inner.read().unwrap();
+            let grouped: usize = inner.groups.values().flat_map(|g| g.values()).map(BTreeSet::len).sum();
+            let with_group = cache.all().iter().filter(|p| group_of(p).is_some()).count();
+            prop_assert_eq!(grouped, with_group, "no name outlives its object in the groups");
+        }
+    }
+
+    #[test]
+    fn a_cache_not_grouped_lists_no_group() {
+        let cache = Cache::default();
+        cache.apply(grouped_pod("a", "p", Some("x")));
+        assert!(cache.list_group("a", "x", |_| true).is_empty());
     }
 
     #[test]

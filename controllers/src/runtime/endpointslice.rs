@@ -145,9 +145,12 @@ impl SliceController {
         }
 
         self.waiters.wait(key);
-        let slices = self.caches.slices.list(&key.namespace, |slice| {
-            self.is_own(slice, &key.name) && slice.metadata.deletion_timestamp.is_none()
-        });
+        let slices = self
+            .caches
+            .slices
+            .list_group(&key.namespace, &key.name, |slice| {
+                self.is_own(slice, &key.name) && slice.metadata.deletion_timestamp.is_none()
+            });
         if self
             .tracker
             .lock()

@@ -19,7 +19,6 @@ use super::metrics::Metrics;
 use super::router::is_mirrored;
 use super::shared::{CacheWaiters, Caches};
 use crate::mirroring::{DesiredMirroredSlices, MirroringEvent};
-use crate::well_known::LABEL_SERVICE_NAME;
 use crate::{MirroringParams, SliceTracker, desired_mirrored_slices, plan_mirrored_slices};
 
 /// Mirrors one Endpoints object at a time (the queue keeps a key from being synced by two
@@ -102,15 +101,10 @@ impl MirroringController {
         let service = self.caches.services.get(&key.namespace, &key.name);
         let endpoints = self.caches.endpoints.get(&key.namespace, &key.name);
         self.waiters.wait(key);
-        let slices = self.caches.slices.list(&key.namespace, |slice| {
-            is_mirrored(slice)
-                && slice
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_SERVICE_NAME))
-                    == Some(&key.name)
-        });
+        let slices = self
+            .caches
+            .slices
+            .list_group(&key.namespace, &key.name, is_mirrored);
         let desired = match desired_mirrored_slices(
             service.as_deref(),
             endpoints.as_deref(),

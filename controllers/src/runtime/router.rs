@@ -39,6 +39,7 @@ use super::shared::{Caches, Queues, SharedState};
 use super::trim::{PodChange, node_zone_changed, pod_change};
 use crate::mirroring::endpoints_mirrorable;
 use crate::pods::PodInfo;
+use crate::selectors::SelectorIndex;
 use crate::service::selects;
 use crate::topology::{ZoneCapacity, nodes_changed_relevant, uses_auto_hints};
 use crate::well_known::{
@@ -70,6 +71,8 @@ pub(crate) struct Router {
     /// Pod changes are recorded only for the controllers that run, which take them.
     enabled: EnabledControllers,
     pods_by_node: HashMap<String, BTreeSet<ObjectKey>>,
+    /// The cached Services filed by their selectors, to find those selecting a pod.
+    selectors: SelectorIndex,
     /// A Node changed in a way that can move the zones' CPU shares since they were computed.
     capacity_outdated: bool,
 }
@@ -134,6 +137,7 @@ impl Router {
             slice_manager,
             enabled,
             pods_by_node: HashMap::new(),
+            selectors: SelectorIndex::default(),
             capacity_outdated: false,
         }
     }
@@ -143,6 +147,12 @@ impl Router {
         match update {
             Update::Service(event) => {
                 for change in apply_event(&self.caches.services, *event) {
+                    match &change {
+                        Change::Applied { old, new } => {
+                            self.selectors.update(old.as_deref(), Some(new));
+                        }
+                        Change::Deleted(old) => self.selectors.update(Some(old), None),
+                    }
                     let (key, mirroring) = match change {
                         Change::Applied { old: None, new } => {
                             (service_key(&new), !has_selector(&new))
@@ -249,13 +259,21 @@ impl Router {
         let selected = |service: &Service, pod: &Option<Arc<PodInfo>>| {
             pod.as_ref().is_some_and(|pod| selects(service, pod))
         };
-        let affected = self.caches.services.list(&namespace, |service| {
-            let (before, after) = (selected(service, &old), selected(service, &new));
-            match kind {
-                PodChange::LabelsOnly => before != after,
-                _ => before || after,
-            }
-        });
+        let mut candidates = BTreeSet::new();
+        for pod in [&old, &new].into_iter().flatten() {
+            candidates.extend(self.selectors.candidates(&namespace, &pod.labels));
+        }
+        let affected: Vec<Arc<Service>> = candidates
+            .into_iter()
+            .filter_map(|name| self.caches.services.get(&namespace, name))
+            .filter(|service| {
+                let (before, after) = (selected(service, &old), selected(service, &new));
+                match kind {
+                    PodChange::LabelsOnly => before != after,
+                    _ => before || after,
+                }
+            })
+            .collect();
         let name = new
             .as_ref()
             .or(old.as_ref())
@@ -304,11 +322,7 @@ impl Router {
             let Some(pod) = self.caches.pods.get(&key.namespace, &key.name) else {
                 continue;
             };
-            for service in self
-                .caches
-                .services
-                .list(&key.namespace, |service| selects(service, &pod))
-            {
+            for service in self.selecting(&pod) {
                 let service = service_key(&service);
                 self.shared.slice_changes.record(&service, &key.name);
                 affected.insert(service);
@@ -319,6 +333,16 @@ impl Router {
                 self.queues.slices.add(key);
             }
         }
+    }
+
+    /// The cached Services that select the pod, by name.
+    fn selecting(&self, pod: &PodInfo) -> Vec<Arc<Service>> {
+        self.selectors
+            .candidates(&pod.namespace, &pod.labels)
+            .into_iter()
+            .filter_map(|name| self.caches.services.get(&pod.namespace, name))
+            .filter(|service| selects(service, pod))
+            .collect()
     }
 
     /// Recomputes the zones' CPU shares when a Node changed since, once all Nodes are cached;

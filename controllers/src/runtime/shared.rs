@@ -15,15 +15,39 @@ use super::queue::WorkQueue;
 use crate::SliceTracker;
 use crate::pods::PodInfo;
 use crate::topology::ZoneCapacity;
+use crate::well_known::LABEL_SERVICE_NAME;
 
 /// One cache per watched kind, shared by both controllers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Caches {
     pub services: Cache<Service>,
     pub pods: Cache<PodInfo>,
     pub nodes: Cache<Node>,
     pub endpoints: Cache<Endpoints>,
+    /// Grouped by the Service a slice is labelled for.
     pub slices: Cache<EndpointSlice>,
+}
+
+impl Default for Caches {
+    fn default() -> Self {
+        Caches {
+            services: Cache::default(),
+            pods: Cache::default(),
+            nodes: Cache::default(),
+            endpoints: Cache::default(),
+            slices: Cache::grouped(slice_service),
+        }
+    }
+}
+
+/// The Service a slice is labelled for.
+pub(crate) fn slice_service(slice: &EndpointSlice) -> Option<&str> {
+    slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(LABEL_SERVICE_NAME)
+        .map(String::as_str)
 }
 
 impl Caches {
