@@ -93,19 +93,16 @@ impl<K> Cache<K> {
 }
 
 impl<K> Inner<K> {
-    fn group(&mut self, group_of: Option<GroupOf<K>>, key: &ObjectKey, object: &K, add: bool) {
-        let Some(group) = group_of.and_then(|group_of| group_of(object)) else {
-            return;
-        };
-        if add {
-            self.groups
-                .entry(key.namespace.clone())
-                .or_default()
-                .entry(group.to_string())
-                .or_default()
-                .insert(key.name.clone());
-            return;
-        }
+    fn group(&mut self, key: &ObjectKey, group: &str) {
+        self.groups
+            .entry(key.namespace.clone())
+            .or_default()
+            .entry(group.to_string())
+            .or_default()
+            .insert(key.name.clone());
+    }
+
+    fn ungroup(&mut self, key: &ObjectKey, group: &str) {
         let Some(groups) = self.groups.get_mut(&key.namespace) else {
             return;
         };
@@ -198,17 +195,23 @@ impl<K: Keyed> Cache<K> {
         let new = Arc::new(object);
         let mut inner = self.inner.write().expect("cache lock");
         inner.relist.seen(&key);
-        inner.group(self.group_of, &key, &new, true);
+        if let Some(group_of) = self.group_of {
+            let old = Self::cached(&inner, &key);
+            let (before, after) = (old.as_deref().and_then(group_of), group_of(&new));
+            if before != after {
+                if let Some(group) = before {
+                    inner.ungroup(&key, group);
+                }
+                if let Some(group) = after {
+                    inner.group(&key, group);
+                }
+            }
+        }
         let old = inner
             .objects
-            .entry(key.namespace.clone())
+            .entry(key.namespace)
             .or_default()
-            .insert(key.name.clone(), new.clone());
-        if let Some(old) = &old
-            && self.group_of.and_then(|g| g(old)) != self.group_of.and_then(|g| g(&new))
-        {
-            inner.group(self.group_of, &key, old, false);
-        }
+            .insert(key.name, new.clone());
         Change::Applied { old, new }
     }
 
@@ -231,10 +234,14 @@ impl<K: Keyed> Cache<K> {
         if objects.is_empty() {
             inner.objects.remove(&key.namespace);
         }
-        if let Some(removed) = &removed {
-            inner.group(group_of, key, removed, false);
+        if let Some(group) = removed.as_deref().zip(group_of).and_then(|(r, g)| g(r)) {
+            inner.ungroup(key, group);
         }
         removed
+    }
+
+    fn cached(inner: &Inner<K>, key: &ObjectKey) -> Option<Arc<K>> {
+        inner.objects.get(&key.namespace)?.get(&key.name).cloned()
     }
 
     /// Keeps an object that was listed again but could not be read: the relist must not count
