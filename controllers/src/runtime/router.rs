@@ -35,7 +35,7 @@ use plumbing::Event as WatchEvent;
 
 use super::cache::{Cache, Change, Keyed, ObjectKey};
 use super::enabled::EnabledControllers;
-use super::shared::{Caches, Queues, SharedState};
+use super::shared::{Caches, Queues, SharedState, slice_service};
 use super::trim::{PodChange, node_zone_changed, pod_change};
 use crate::mirroring::endpoints_mirrorable;
 use crate::pods::PodInfo;
@@ -43,7 +43,7 @@ use crate::selectors::SelectorIndex;
 use crate::service::selects;
 use crate::topology::{ZoneCapacity, nodes_changed_relevant, uses_auto_hints};
 use crate::well_known::{
-    IN_TREE_MIRRORING_MANAGER, IN_TREE_SLICE_MANAGER, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY,
+    IN_TREE_MIRRORING_MANAGER, IN_TREE_SLICE_MANAGER, LABEL_SLICE_MANAGED_BY,
     SVCPLANE_MIRRORING_MANAGER,
 };
 
@@ -425,10 +425,9 @@ impl Router {
     }
 
     fn slice_service(slice: &EndpointSlice) -> Option<ObjectKey> {
-        let name = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
         Some(ObjectKey::new(
             slice.metadata.namespace.clone().unwrap_or_default(),
-            name.clone(),
+            slice_service(slice)?,
         ))
     }
 

@@ -10,7 +10,7 @@ use crate::runtime::queue::{Backoff, WorkQueue};
 use crate::runtime::trim;
 use crate::well_known::{
     ANNOTATION_TOPOLOGY_MODE, IN_TREE_ENDPOINTS_MANAGER, LABEL_ENDPOINTS_MANAGED_BY,
-    LABEL_SKIP_MIRROR, SVCPLANE_SLICE_MANAGER,
+    LABEL_SERVICE_NAME, LABEL_SKIP_MIRROR, SVCPLANE_SLICE_MANAGER,
 };
 
 const BATCH: Duration = Duration::from_secs(3);
