@@ -13,25 +13,22 @@ use k8s_openapi::api::core::v1::Service;
 use crate::pods::Labels;
 
 /// Where one Service is filed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Filed {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Filed<'a> {
     /// Under the label `key=value`.
-    Label { key: String, value: String },
+    Label { key: &'a str, value: &'a str },
     /// With the Services selecting every pod (an empty selector).
     EveryPod,
 }
 
 /// Where a Service goes, by its selector; `None` for one without a selector, which selects no
 /// pod.
-fn filed(service: &Service) -> Option<(&str, &str, Filed)> {
+fn filed(service: &Service) -> Option<(&str, &str, Filed<'_>)> {
     let namespace = service.metadata.namespace.as_deref().unwrap_or_default();
     let name = service.metadata.name.as_deref()?;
     let selector = service.spec.as_ref()?.selector.as_ref()?;
     let filed = match selector.iter().next() {
-        Some((key, value)) => Filed::Label {
-            key: key.clone(),
-            value: value.clone(),
-        },
+        Some((key, value)) => Filed::Label { key, value },
         None => Filed::EveryPod,
     };
     Some((namespace, name, filed))
@@ -45,19 +42,19 @@ struct Namespace {
 }
 
 impl Namespace {
-    fn names(&mut self, filed: Filed) -> &mut BTreeSet<String> {
+    fn names(&mut self, filed: Filed<'_>) -> &mut BTreeSet<String> {
         match filed {
             Filed::Label { key, value } => self
                 .by_label
-                .entry(key)
+                .entry(key.to_string())
                 .or_default()
-                .entry(value)
+                .entry(value.to_string())
                 .or_default(),
             Filed::EveryPod => &mut self.every_pod,
         }
     }
 
-    fn remove(&mut self, name: &str, filed: &Filed) {
+    fn remove(&mut self, name: &str, filed: Filed<'_>) {
         match filed {
             Filed::Label { key, value } => {
                 let Some(values) = self.by_label.get_mut(key) else {
@@ -101,7 +98,7 @@ impl SelectorIndex {
         if let Some((namespace, name, filed)) = old
             && let Some(services) = self.namespaces.get_mut(namespace)
         {
-            services.remove(name, &filed);
+            services.remove(name, filed);
             if services.is_empty() {
                 self.namespaces.remove(namespace);
             }

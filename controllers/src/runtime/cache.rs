@@ -55,8 +55,9 @@ pub type GroupOf<K> = fn(&K) -> Option<&str>;
 #[derive(Debug)]
 struct Inner<K> {
     objects: HashMap<String, BTreeMap<String, Arc<K>>>,
-    /// Namespace, then group, then the names of the objects in it.
-    groups: HashMap<String, HashMap<String, BTreeSet<String>>>,
+    /// A group (its namespace and name), then the names of the objects in it.
+    groups: HashMap<ObjectKey, BTreeSet<String>>,
+    group_of: Option<GroupOf<K>>,
     relist: Relist,
     synced: bool,
 }
@@ -65,7 +66,6 @@ struct Inner<K> {
 #[derive(Debug)]
 pub struct Cache<K> {
     inner: RwLock<Inner<K>>,
-    group_of: Option<GroupOf<K>>,
 }
 
 impl<K> Default for Cache<K> {
@@ -74,10 +74,10 @@ impl<K> Default for Cache<K> {
             inner: RwLock::new(Inner {
                 objects: HashMap::new(),
                 groups: HashMap::new(),
+                group_of: None,
                 relist: Relist::default(),
                 synced: false,
             }),
-            group_of: None,
         }
     }
 }
@@ -85,36 +85,47 @@ impl<K> Default for Cache<K> {
 impl<K> Cache<K> {
     /// A cache that also keeps its objects' names by `group_of`, for [`Cache::list_group`].
     pub fn grouped(group_of: GroupOf<K>) -> Self {
-        Cache {
-            group_of: Some(group_of),
-            ..Cache::default()
-        }
+        let cache = Cache::default();
+        cache.inner.write().expect("cache lock").group_of = Some(group_of);
+        cache
     }
 }
 
 impl<K> Inner<K> {
-    fn group(&mut self, key: &ObjectKey, group: &str) {
-        self.groups
-            .entry(key.namespace.clone())
-            .or_default()
-            .entry(group.to_string())
-            .or_default()
-            .insert(key.name.clone());
-    }
-
-    fn ungroup(&mut self, key: &ObjectKey, group: &str) {
-        let Some(groups) = self.groups.get_mut(&key.namespace) else {
+    /// Files `key` under the group of `new` instead of that of `old`.
+    fn regroup(&mut self, key: &ObjectKey, old: Option<&K>, new: Option<&K>) {
+        let Some(group_of) = self.group_of else {
             return;
         };
-        if let Some(names) = groups.get_mut(group) {
-            names.remove(&key.name);
-            if names.is_empty() {
-                groups.remove(group);
+        let (before, after) = (old.and_then(group_of), new.and_then(group_of));
+        if before == after {
+            return;
+        }
+        if let Some(group) = before {
+            let group = ObjectKey::new(key.namespace.as_str(), group);
+            if let Some(names) = self.groups.get_mut(&group) {
+                names.remove(&key.name);
+                if names.is_empty() {
+                    self.groups.remove(&group);
+                }
             }
         }
-        if groups.is_empty() {
-            self.groups.remove(&key.namespace);
+        if let Some(group) = after {
+            self.groups
+                .entry(ObjectKey::new(key.namespace.as_str(), group))
+                .or_default()
+                .insert(key.name.clone());
         }
+    }
+
+    fn remove(&mut self, key: &ObjectKey) -> Option<Arc<K>> {
+        let objects = self.objects.get_mut(&key.namespace)?;
+        let removed = objects.remove(&key.name);
+        if objects.is_empty() {
+            self.objects.remove(&key.namespace);
+        }
+        self.regroup(key, removed.as_deref(), None);
+        removed
     }
 }
 
@@ -150,7 +161,7 @@ impl<K: Keyed> Cache<K> {
     ) -> Vec<Arc<K>> {
         let inner = self.inner.read().expect("cache lock");
         let (Some(names), Some(objects)) = (
-            inner.groups.get(namespace).and_then(|g| g.get(group)),
+            inner.groups.get(&ObjectKey::new(namespace, group)),
             inner.objects.get(namespace),
         ) else {
             return Vec::new();
@@ -195,17 +206,13 @@ impl<K: Keyed> Cache<K> {
         let new = Arc::new(object);
         let mut inner = self.inner.write().expect("cache lock");
         inner.relist.seen(&key);
-        if let Some(group_of) = self.group_of {
-            let old = Self::cached(&inner, &key);
-            let (before, after) = (old.as_deref().and_then(group_of), group_of(&new));
-            if before != after {
-                if let Some(group) = before {
-                    inner.ungroup(&key, group);
-                }
-                if let Some(group) = after {
-                    inner.group(&key, group);
-                }
-            }
+        if inner.group_of.is_some() {
+            let old = inner
+                .objects
+                .get(&key.namespace)
+                .and_then(|o| o.get(&key.name))
+                .cloned();
+            inner.regroup(&key, old.as_deref(), Some(&new));
         }
         let old = inner
             .objects
@@ -220,28 +227,8 @@ impl<K: Keyed> Cache<K> {
     pub(crate) fn delete(&self, object: K) -> Change<K> {
         let key = object.key();
         let mut inner = self.inner.write().expect("cache lock");
-        let cached = Self::remove(&mut inner, self.group_of, &key);
+        let cached = inner.remove(&key);
         Change::Deleted(cached.unwrap_or_else(|| Arc::new(object)))
-    }
-
-    fn remove(
-        inner: &mut Inner<K>,
-        group_of: Option<GroupOf<K>>,
-        key: &ObjectKey,
-    ) -> Option<Arc<K>> {
-        let objects = inner.objects.get_mut(&key.namespace)?;
-        let removed = objects.remove(&key.name);
-        if objects.is_empty() {
-            inner.objects.remove(&key.namespace);
-        }
-        if let Some(group) = removed.as_deref().zip(group_of).and_then(|(r, g)| g(r)) {
-            inner.ungroup(key, group);
-        }
-        removed
-    }
-
-    fn cached(inner: &Inner<K>, key: &ObjectKey) -> Option<Arc<K>> {
-        inner.objects.get(&key.namespace)?.get(&key.name).cloned()
     }
 
     /// Keeps an object that was listed again but could not be read: the relist must not count
@@ -275,9 +262,7 @@ impl<K: Keyed> Cache<K> {
             })
             .collect();
         let gone = inner.relist.finish(known);
-        gone.iter()
-            .filter_map(|key| Self::remove(&mut inner, self.group_of, key))
-            .collect()
+        gone.iter().filter_map(|key| inner.remove(key)).collect()
     }
 }
 
@@ -410,9 +395,9 @@ mod tests {
                     }
                 }
             }
-            let inner = cache.inner.read().unwrap();
-            let grouped: usize = inner.groups.values().flat_map(|g| g.values()).map(BTreeSet::len).sum();
             let with_group = cache.all().iter().filter(|p| group_of(p).is_some()).count();
+            let inner = cache.inner.read().unwrap();
+            let grouped: usize = inner.groups.values().map(BTreeSet::len).sum();
             prop_assert_eq!(grouped, with_group, "no name outlives its object in the groups");
         }
     }

@@ -17,11 +17,11 @@ use super::error::{SyncError, namespace_terminating, not_found};
 use super::events;
 use super::indexes::Indexes;
 use super::metrics::{Metrics, ServiceSliceCounts};
+use super::router::is_managed_by;
 use super::shared::{CacheWaiters, Caches, SharedState};
 use super::write;
 use crate::service::{IpFamily, manages_endpoints};
 use crate::topology::{self, HintsEventTracker, HintsPolicy, TopologyEvent, ZoneCapacity};
-use crate::well_known::{IN_TREE_SLICE_MANAGER, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY};
 use crate::{
     MaxEndpointsPerSlice, SliceIndex, SliceParams, SlicePlan, SliceTracker, TriggerTimeTracker,
 };
@@ -97,16 +97,6 @@ impl SliceController {
         }
     }
 
-    fn is_own(&self, slice: &EndpointSlice, service: &str) -> bool {
-        let Some(labels) = &slice.metadata.labels else {
-            return false;
-        };
-        labels.get(LABEL_SERVICE_NAME).map(String::as_str) == Some(service)
-            && labels
-                .get(LABEL_SLICE_MANAGED_BY)
-                .is_some_and(|m| m == self.managed_by || m == IN_TREE_SLICE_MANAGER)
-    }
-
     /// Syncs the slices of the Service `key`, and records the outcome in the metrics.
     #[instrument(level = "debug", skip(self), fields(service = %key))]
     pub async fn sync(&self, key: &ObjectKey) -> Result<(), SyncError> {
@@ -149,7 +139,7 @@ impl SliceController {
             .caches
             .slices
             .list_group(&key.namespace, &key.name, |slice| {
-                self.is_own(slice, &key.name) && slice.metadata.deletion_timestamp.is_none()
+                is_managed_by(slice, self.managed_by) && slice.metadata.deletion_timestamp.is_none()
             });
         if self
             .tracker

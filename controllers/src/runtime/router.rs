@@ -114,6 +114,12 @@ fn slice_manager_of(slice: &EndpointSlice) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// Whether the slice is managed by `manager` or by the in-tree slice controller (whose slices
+/// svcplane's slice controller takes over).
+pub(crate) fn is_managed_by(slice: &EndpointSlice, manager: &str) -> bool {
+    slice_manager_of(slice).is_some_and(|m| m == manager || m == IN_TREE_SLICE_MANAGER)
+}
+
 /// Whether the slice is a mirrored one (svcplane's or the in-tree mirroring controller's).
 pub(crate) fn is_mirrored(slice: &EndpointSlice) -> bool {
     matches!(
@@ -416,12 +422,7 @@ impl Router {
     }
 
     fn is_managed(&self, slice: &EndpointSlice) -> bool {
-        let manager = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_SLICE_MANAGED_BY));
-        manager.is_some_and(|m| m == self.slice_manager || m == IN_TREE_SLICE_MANAGER)
+        is_managed_by(slice, self.slice_manager)
     }
 
     fn slice_service(slice: &EndpointSlice) -> Option<ObjectKey> {

@@ -149,6 +149,19 @@ async fn write_endpoints(
     refused_or_admitted(api.create(&params, &endpoints(name, ip)?).await)
 }
 
+/// Waits until a dry-run write of the attacker's pointing at `ip` fails closed: the apiserver
+/// calls the registered webhook, and cannot reach it.
+async fn until_failing_closed(client: &Client, ip: &str) -> Result<()> {
+    wait::until("endpoint writes failing closed", || async {
+        let outcome = write_endpoints(client, ATTACKER, "closed", ip, true).await?;
+        Ok(match outcome {
+            Err(message) if message.contains("failed calling webhook") => Ok(()),
+            other => Err(format!("{other:?}")),
+        })
+    })
+    .await
+}
+
 fn refused_or_admitted<T>(result: kube::Result<T>) -> Result<Result<(), String>> {
     match result {
         Ok(_) => Ok(Ok(())),
@@ -330,14 +343,7 @@ pub async fn the_apiserver_reconciles_its_own_endpoints_while_the_webhook_is_dow
     } = cluster;
     drop(replica);
     // Fail closed for users: the apiserver cannot call the stopped webhook.
-    wait::until("users' endpoint writes failing closed", || async {
-        let outcome = write_endpoints(&client, ATTACKER, "closed", "192.0.2.10", true).await?;
-        Ok(match outcome {
-            Err(message) if message.contains("failed calling webhook") => Ok(()),
-            other => Err(format!("{other:?}")),
-        })
-    })
-    .await?;
+    until_failing_closed(&client, "192.0.2.10").await?;
     let started = Instant::now();
     endpoints
         .delete("kubernetes", &DeleteParams::default())
@@ -402,15 +408,7 @@ pub async fn no_foreign_write_is_allowed_while_a_replica_lists_its_pods(_: Arc<(
     // The apiserver picks the registration up from its own watch: until then writes skip the
     // webhook altogether, which is not what this case is about. Start once it calls the
     // (not yet running) webhook and fails closed.
-    wait::until("the apiserver calling the registered webhook", || async {
-        let outcome =
-            write_endpoints(&cluster.client, ATTACKER, "registered", &ip(0), true).await?;
-        Ok(match outcome {
-            Err(message) if message.contains("failed calling webhook") => Ok(()),
-            other => Err(format!("{other:?}")),
-        })
-    })
-    .await?;
+    until_failing_closed(&cluster.client, &ip(0)).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
