@@ -140,8 +140,9 @@ pub fn resolve_target_port(pod: &PodInfo, port: &ServicePort) -> Option<i32> {
 }
 
 /// The Service ports a pod serves, each as (index among the Service's ports, target port on
-/// this pod, from [`resolve_target_port`]): cheap to compute and compare for every pod.
-pub type ResolvedPorts = Vec<(usize, i32)>;
+/// this pod, from [`resolve_target_port`]): cheap to compute and compare for every pod, and
+/// held in place for the usual one or two ports (no allocation per pod when an index is built).
+pub type ResolvedPorts = smallvec::SmallVec<[(usize, i32); 2]>;
 
 /// The [`ResolvedPorts`] of `pod` for the Service ports `service_ports`.
 pub fn resolved_ports(service_ports: &[ServicePort], pod: &PodInfo) -> ResolvedPorts {

@@ -142,26 +142,21 @@ impl EndpointsIndex {
                 }
             }
         }
-        // Sorted on borrowed strings, which compare faster than the keys.
-        let mut by_port: BTreeMap<PortId, Vec<(&str, &str, &PodName, &Listing)>> = BTreeMap::new();
+        let mut by_port: BTreeMap<PortId, Vec<(&PodName, &Listing)>> = BTreeMap::new();
         for (pod, listing) in &self.pods {
             if let Some(listing) = listing {
-                let (ip, uid) = listing.key.parts();
                 for port in listing.ports() {
-                    by_port
-                        .entry(port)
-                        .or_default()
-                        .push((ip, uid, pod, listing));
+                    by_port.entry(port).or_default().push((pod, listing));
                 }
             }
         }
         let ports: BTreeMap<PortId, PortAddresses> = by_port
             .into_iter()
             .map(|(port, mut listings)| {
-                listings.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+                listings.sort_unstable_by(|a, b| (&a.1.key, a.0).cmp(&(&b.1.key, b.0)));
                 let listings = listings
                     .into_iter()
-                    .map(|(_, _, pod, listing)| (listing.key.clone(), pod.clone(), listing.ready))
+                    .map(|(pod, listing)| (listing.key.clone(), pod.clone(), listing.ready))
                     .collect();
                 (port, PortAddresses::from_sorted(listings))
             })

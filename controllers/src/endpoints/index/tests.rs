@@ -234,3 +234,32 @@ proptest! {
         check(&variant(which), &base, rounds)?;
     }
 }
+
+/// An IPv4 address, or an IPv6 one whose text shares its first 25 bytes with every other
+/// (longer than the part of the text a key holds).
+fn address_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0u8..3, 0u8..3).prop_map(|(a, b)| format!("10.0.{a}.{b}")),
+        (0u16..3, 0u16..3, 0u16..0x1100)
+            .prop_map(|(a, b, c)| format!("fd00:1111:2222:3333:4444:{a:x}:{b:x}:{c:x}")),
+    ]
+}
+
+proptest! {
+    /// Address keys order and compare as (IP text, UID), also where the texts agree beyond
+    /// the start a key holds or one text starts the other.
+    #[test]
+    fn address_keys_order_as_text_then_uid(
+        a in (address_text(), 0u8..2),
+        b in (address_text(), 0u8..2),
+    ) {
+        let key = |(ip, uid): &(String, u8)| {
+            let mut pod = pod("p", ip).build();
+            pod.uid = Some(format!("uid-{uid}"));
+            addresses::AddressKey::new(Arc::new(pod), 0)
+        };
+        let (x, y) = (key(&a), key(&b));
+        prop_assert_eq!(x.cmp(&y), x.parts().cmp(&y.parts()));
+        prop_assert_eq!(x == y, x.parts() == y.parts());
+    }
+}
