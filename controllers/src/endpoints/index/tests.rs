@@ -235,11 +235,13 @@ proptest! {
     }
 }
 
-/// An IPv4 address (some texts the start of others: `10.0.1.1`, `10.0.1.10`), or an IPv6 one
-/// whose text shares its first 25 bytes with every other (more than a key holds).
+/// An IPv4 address, often one whose text starts another's (`10.0.1.1`, `10.0.1.10`: what the
+/// zero padding of a key's start orders), or an IPv6 one whose text shares its first 25 bytes
+/// with every other (more than a key holds).
 fn address_text() -> impl Strategy<Value = String> {
     prop_oneof![
-        (0u8..3, 0u8..12).prop_map(|(a, b)| format!("10.0.{a}.{b}")),
+        prop::sample::select(vec!["10.0.1.1", "10.0.1.10", "10.0.1.11", "10.0.1.2"])
+            .prop_map(String::from),
         (0u16..3, 0u16..3, 0u16..0x1100)
             .prop_map(|(a, b, c)| format!("fd00:1111:2222:3333:4444:{a:x}:{b:x}:{c:x}")),
     ]
