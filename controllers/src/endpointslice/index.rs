@@ -14,6 +14,7 @@ use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use indexmap::IndexMap;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::jiff::Timestamp;
@@ -58,6 +59,21 @@ enum Contribution {
 struct IndexedPod {
     ready_since: Option<Timestamp>,
     contribution: Contribution,
+}
+
+impl IndexedPod {
+    fn endpoints(&self) -> impl Iterator<Item = EndpointRef<'_>> {
+        let (ports, endpoints) = match &self.contribution {
+            Contribution::Endpoints { ports, endpoints } => (Some(ports), &endpoints[..]),
+            Contribution::Nothing | Contribution::MissingNode(_) => (None, &[][..]),
+        };
+        let endpoints = ports.map(|ports| {
+            endpoints
+                .iter()
+                .map(move |(family, e)| (*family, &ports.key, e))
+        });
+        endpoints.into_iter().flatten()
+    }
 }
 
 /// What the last successful sync left in the cluster.
@@ -137,7 +153,9 @@ pub struct SliceIndex {
     /// sync time.
     distribution: Option<TrafficDistribution>,
     port_lists: HashMap<ResolvedPorts, Arc<PortList>, FastHash>,
-    pods: HashMap<String, IndexedPod, FastHash>,
+    /// In the order pods came (a removed pod's place taken by the last): a sync from scratch
+    /// reads, and a dropped index frees, the endpoints in the order they were made.
+    pods: IndexMap<String, IndexedPod, FastHash>,
     /// Endpoints per address type and port list.
     group_sizes: BTreeMap<IpFamily, BTreeMap<PortsKey, (Arc<PortList>, usize)>>,
     changed: PodChanges,
@@ -156,7 +174,7 @@ impl SliceIndex {
                 HintsPolicy::Auto | HintsPolicy::None => None,
             },
             port_lists: HashMap::default(),
-            pods: HashMap::default(),
+            pods: IndexMap::default(),
             group_sizes: BTreeMap::new(),
             changed: PodChanges::Every,
             published: None,
@@ -197,7 +215,7 @@ impl SliceIndex {
                     self.count(&indexed.contribution, 1);
                     self.pods.insert(name.to_string(), indexed)
                 }
-                None => self.pods.remove(name),
+                None => self.pods.swap_remove(name),
             };
             if let Some(old) = old {
                 self.count(&old.contribution, -1);
@@ -323,24 +341,36 @@ impl SliceIndex {
         missing
     }
 
+    /// The endpoints of the named pods.
     fn endpoints<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> Vec<EndpointRef<'_>> {
         let mut found = Vec::new();
         for name in names {
-            if let Some(IndexedPod {
-                contribution: Contribution::Endpoints { ports, endpoints },
-                ..
-            }) = self.pods.get(name)
-            {
-                found.extend(endpoints.iter().map(|(family, e)| (*family, &ports.key, e)));
+            if let Some(pod) = self.pods.get(name) {
+                found.extend(pod.endpoints());
             }
         }
+        found
+    }
+
+    fn endpoint_count(&self) -> usize {
+        self.group_sizes
+            .values()
+            .flatten()
+            .map(|(_, (_, s))| s)
+            .sum()
+    }
+
+    /// Every pod's endpoints.
+    fn all_endpoints(&self) -> Vec<EndpointRef<'_>> {
+        let mut found = Vec::with_capacity(self.endpoint_count());
+        found.extend(self.pods.values().flat_map(IndexedPod::endpoints));
         found
     }
 
     /// The desired slice contents, written out in full.
     pub fn desired(&self) -> DesiredEndpointSlices {
         let mut groups: BTreeMap<(IpFamily, &PortsKey), EndpointGroup> = BTreeMap::new();
-        for (family, key, endpoint) in self.endpoints(self.pods.keys().map(String::as_str)) {
+        for (family, key, endpoint) in self.all_endpoints() {
             let (ports, _) = &self.group_sizes[&family][key];
             groups
                 .entry((family, key))
@@ -418,7 +448,7 @@ impl SliceIndex {
         let changed = self.changed.names().filter(|_| incremental);
         let pending = match changed {
             Some(names) => self.endpoints(names.iter().map(String::as_str)),
-            None => self.endpoints(self.pods.keys().map(String::as_str)),
+            None => self.all_endpoints(),
         };
         for group in groups.values_mut() {
             let size = self.group_sizes[&group.address_type][&group.ports_key].1;
@@ -537,13 +567,7 @@ impl SliceIndex {
             published.add(slice);
         }
         // Every desired endpoint must be placed exactly once for the next sync to build on this.
-        let endpoints: usize = self
-            .group_sizes
-            .values()
-            .flatten()
-            .map(|(_, (_, s))| s)
-            .sum();
-        self.published = (published.placement.len() == endpoints).then_some(published);
+        self.published = (published.placement.len() == self.endpoint_count()).then_some(published);
     }
 
     /// Records that the sync failed: what it wrote is unknown, so the next one plans from
@@ -564,33 +588,34 @@ fn endpoint_id<'a>(address_type: &'a str, endpoint: &'a Endpoint) -> EndpointId<
     (address_type, endpoint.addresses.as_slice(), uid)
 }
 
-/// Endpoints added and removed between the endpoints of `before` (those `counted`) and `after`.
+/// Endpoints added and removed between the endpoints of `before` (those `counted`) and `after`,
+/// as sets of [`EndpointId`]s: one set of `after`'s, each marked when `before` has it too; what
+/// `before` has beyond it is gathered apart (usually nothing).
 fn endpoint_changes<'a>(
     before: &[&'a EndpointSlice],
     after: impl Iterator<Item = (IpFamily, &'a Endpoint)>,
     counted: impl Fn(&Endpoint) -> bool,
 ) -> (usize, usize) {
-    let count = before
-        .iter()
-        .map(|s| s.endpoints.as_ref().map_or(0, Vec::len))
-        .sum();
-    let mut ids: HashSet<EndpointId<'a>, FastHash> =
-        HashSet::with_capacity_and_hasher(count, FastHash::default());
+    let mut after_ids: HashMap<EndpointId<'a>, bool, FastHash> =
+        HashMap::with_capacity_and_hasher(after.size_hint().0, FastHash::default());
+    for (family, endpoint) in after {
+        after_ids.insert(endpoint_id(family.as_str(), endpoint), false);
+    }
+    let mut gone: HashSet<EndpointId<'a>, FastHash> = HashSet::default();
     for slice in before {
         let address_type = slice.address_type.as_str();
-        let counted = slice.endpoints.iter().flatten().filter(|e| counted(e));
-        ids.extend(counted.map(|e| endpoint_id(address_type, e)));
+        for endpoint in slice.endpoints.iter().flatten().filter(|e| counted(e)) {
+            let id = endpoint_id(address_type, endpoint);
+            match after_ids.get_mut(&id) {
+                Some(seen) => *seen = true,
+                None => {
+                    gone.insert(id);
+                }
+            }
+        }
     }
-    let before = ids;
-    let after = after.map(|(f, e)| endpoint_id(f.as_str(), e));
-    let mut ids: HashSet<EndpointId<'a>, FastHash> =
-        HashSet::with_capacity_and_hasher(count, FastHash::default());
-    ids.extend(after);
-    let after = ids;
-    (
-        after.difference(&before).count(),
-        before.difference(&after).count(),
-    )
+    let added = after_ids.values().filter(|seen| !**seen).count();
+    (added, gone.len())
 }
 
 #[cfg(test)]

@@ -364,3 +364,49 @@ proptest! {
         }
     }
 }
+
+/// An endpoint of `uid` at `ip`, as the added/removed counts see it.
+fn counted_endpoint(ip: &str, uid: &str) -> Endpoint {
+    Endpoint {
+        addresses: vec![ip.into()],
+        target_ref: Some(k8s_openapi::api::core::v1::ObjectReference {
+            uid: Some(uid.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn endpoint_changes_count_distinct_endpoints_as_sets_do() {
+    let slice = |endpoints: Vec<Endpoint>| EndpointSlice {
+        address_type: "IPv4".into(),
+        endpoints: Some(endpoints),
+        ..Default::default()
+    };
+    let (a, b, c) = (
+        counted_endpoint("10.0.0.1", "a"),
+        counted_endpoint("10.0.0.2", "b"),
+        counted_endpoint("10.0.0.3", "c"),
+    );
+    // `a` stays (found twice before), `b` goes (found twice before), `c` comes (wanted twice).
+    let first = slice(vec![a.clone(), b.clone()]);
+    let second = slice(vec![a.clone(), b.clone()]);
+    let before = [&first, &second];
+    let after = [a.clone(), c.clone(), c.clone()];
+    let after = after.iter().map(|e| (IpFamily::V4, e));
+    assert_eq!(endpoint_changes(&before, after, |_| true), (1, 1));
+    // The same addresses and pod under another address type are another endpoint.
+    let after = [(IpFamily::V6, &a)];
+    assert_eq!(
+        endpoint_changes(&[&first], after.into_iter(), |_| true),
+        (1, 2)
+    );
+    // Endpoints not counted are left out of `before`.
+    let after = [(IpFamily::V4, &a)];
+    let counted = |e: &Endpoint| e.addresses[0] != "10.0.0.2";
+    assert_eq!(
+        endpoint_changes(&[&first], after.into_iter(), counted),
+        (0, 0)
+    );
+}
