@@ -159,7 +159,7 @@ fn node_lookup<'n>(nodes: &'n [Node]) -> impl Fn(&str) -> Option<&'n Node> + 'n 
 fn slice_index(service: &Service, pods: &[Arc<PodInfo>], nodes: &[Node]) -> SliceIndex {
     let mut index = SliceIndex::new(service).unwrap();
     index.apply_pods(
-        pods.iter().map(|p| (p.name.as_str(), Some(&**p))),
+        pods.iter().map(|p| (p.name.as_str(), Some(p))),
         node_lookup(nodes),
     );
     index
@@ -199,7 +199,7 @@ fn slices_sync() -> impl FnMut() -> SliceSync {
     let changed = after[PODS / 2].clone();
     move || {
         index.apply_pods(
-            [(changed.name.as_str(), Some(&**black_box(&changed)))],
+            [(changed.name.as_str(), Some(black_box(&changed)))],
             node_lookup(&nodes),
         );
         let planned = index.plan(&published, &capacity, &slice_params());

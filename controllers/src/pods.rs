@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
@@ -156,11 +156,27 @@ pub fn resolved_ports(service_ports: &[ServicePort], pod: &PodInfo) -> ResolvedP
 /// The pod's hostname as published for this Service: only when `spec.hostname` is set and
 /// `spec.subdomain` names the Service in the same namespace (how StatefulSets get per-pod DNS).
 pub fn hostname_for(pod: &PodInfo, service: &Service) -> Option<String> {
+    published_hostname(pod, service).map(str::to_string)
+}
+
+/// The `targetRef` of the pod's endpoints and addresses.
+pub fn pod_reference(pod: &PodInfo) -> ObjectReference {
+    ObjectReference {
+        kind: Some("Pod".into()),
+        namespace: Some(pod.namespace.clone()),
+        name: Some(pod.name.clone()),
+        uid: pod.uid.clone(),
+        ..Default::default()
+    }
+}
+
+/// [`hostname_for`], borrowed from the pod.
+pub fn published_hostname<'p>(pod: &'p PodInfo, service: &Service) -> Option<&'p str> {
     let hostname = pod.hostname.as_deref()?;
     let same_namespace = service.metadata.namespace.as_deref().unwrap_or_default() == pod.namespace;
     let subdomain_is_service =
         pod.subdomain.is_some() && pod.subdomain.as_deref() == service.metadata.name.as_deref();
-    (same_namespace && subdomain_is_service).then(|| hostname.to_string())
+    (same_namespace && subdomain_is_service).then_some(hostname)
 }
 
 #[cfg(test)]

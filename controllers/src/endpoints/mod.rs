@@ -13,13 +13,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Service,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 pub use index::{EndpointsIndex, EndpointsSync};
 
-use crate::pods::{PodInfo, addresses_of_family, hostname_for};
+use crate::pods::{PodInfo, addresses_of_family, hostname_for, pod_reference};
 use crate::service::{endpoints_family, has_cluster_ip};
 use crate::well_known::{
     ANNOTATION_LAST_CHANGE_TRIGGER_TIME, ANNOTATION_OVER_CAPACITY, LABEL_ENDPOINTS_MANAGED_BY,
@@ -134,13 +134,7 @@ fn pod_address(service: &Service, pod: &PodInfo) -> Option<EndpointAddress> {
         ip,
         hostname: hostname_for(pod, service),
         node_name: pod.node_name.clone(),
-        target_ref: Some(ObjectReference {
-            kind: Some("Pod".into()),
-            namespace: Some(pod.namespace.clone()),
-            name: Some(pod.name.clone()),
-            uid: pod.uid.clone(),
-            ..Default::default()
-        }),
+        target_ref: Some(pod_reference(pod)),
     })
 }
 

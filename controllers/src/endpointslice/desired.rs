@@ -3,14 +3,15 @@
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Service, ServicePort};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::api::core::v1::{Node, Service, ServicePort};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::index::SliceIndex;
-use crate::pods::{PodInfo, hostname_for};
-use crate::service::{IpFamily, has_cluster_ip, publishes_not_ready};
+use crate::pods::PodInfo;
+use crate::service::{IpFamily, has_cluster_ip};
 use crate::slice_name::generate_name_prefix;
 use crate::well_known::{
     LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY, LABEL_TOPOLOGY_ZONE,
@@ -76,35 +77,6 @@ pub(super) fn endpoint_ports(
         .collect()
 }
 
-pub(super) fn pod_endpoint(
-    service: &Service,
-    pod: &PodInfo,
-    zone: Option<String>,
-    addresses: Vec<String>,
-) -> Endpoint {
-    let serving = pod.ready;
-    let terminating = pod.terminating;
-    Endpoint {
-        addresses,
-        conditions: Some(EndpointConditions {
-            ready: Some(publishes_not_ready(service) || (serving && !terminating)),
-            serving: Some(serving),
-            terminating: Some(terminating),
-        }),
-        hostname: hostname_for(pod, service),
-        node_name: pod.node_name.clone(),
-        target_ref: Some(ObjectReference {
-            kind: Some("Pod".into()),
-            namespace: Some(pod.namespace.clone()),
-            name: Some(pod.name.clone()),
-            uid: pod.uid.clone(),
-            ..Default::default()
-        }),
-        zone,
-        ..Default::default()
-    }
-}
-
 /// The desired slice contents for the Service, or `None` when the pod controllers do not manage
 /// its slices (no selector, or `ExternalName`).
 ///
@@ -125,13 +97,8 @@ where
     N: Borrow<Node>,
 {
     let mut index = SliceIndex::new(service)?;
-    index.apply_pods(
-        pods.iter().map(|p| {
-            let pod = p.borrow();
-            (pod.name.as_str(), Some(pod))
-        }),
-        node,
-    );
+    let pods: Vec<Arc<PodInfo>> = pods.iter().map(|p| Arc::new(p.borrow().clone())).collect();
+    index.apply_pods(pods.iter().map(|p| (p.name.as_str(), Some(p))), node);
     Some(index.desired())
 }
 

@@ -1,7 +1,15 @@
 //! How slices and endpoints are recognised across syncs: by their port list, and an endpoint by
 //! its addresses, hostname and pod, so that condition or topology changes are updates in place.
 
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::discovery::v1::{
+    Endpoint, EndpointConditions, EndpointHints, EndpointPort, EndpointSlice,
+};
+
+use crate::pods::{PodInfo, pod_reference};
+use crate::service::IpFamily;
 
 /// A slice's port list, order and spelling normalised (no name is `""`, no protocol is TCP).
 /// Endpoints with the same resolved ports share slices; slices of different port lists never
@@ -51,10 +59,14 @@ enum Addresses<'a> {
 
 impl<'a> Addresses<'a> {
     fn of(addresses: &'a [String]) -> Self {
-        match addresses {
-            [one] => Addresses::One(one),
-            many => {
-                let mut sorted: Vec<&str> = many.iter().map(String::as_str).collect();
+        Self::of_texts(addresses.iter().map(String::as_str))
+    }
+
+    fn of_texts(mut texts: impl Iterator<Item = &'a str>) -> Self {
+        match (texts.next(), texts.next()) {
+            (Some(one), None) => Addresses::One(one),
+            (first, second) => {
+                let mut sorted: Vec<&str> = first.into_iter().chain(second).chain(texts).collect();
                 sorted.sort_unstable();
                 Addresses::Sorted(sorted)
             }
@@ -128,74 +140,183 @@ pub(crate) fn sort_by_key(endpoints: &mut Vec<Endpoint>) {
 
 /// An endpoint's fields as compared: addresses sorted, empty strings and empty conditions as
 /// unset, the pod's resourceVersion left out. Borrowed: syncs compare thousands of endpoints.
-type EndpointView<'a> = (
-    Addresses<'a>,
-    Option<&'a EndpointConditions>,
-    (
-        Option<&'a std::collections::BTreeMap<String, String>>,
-        Option<&'a k8s_openapi::api::discovery::v1::EndpointHints>,
-    ),
-    [Option<&'a str>; 3],
-    Option<[Option<&'a str>; 6]>,
-);
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct EndpointFields<'a> {
+    addresses: Addresses<'a>,
+    conditions: Option<&'a EndpointConditions>,
+    deprecated_topology: Option<&'a BTreeMap<String, String>>,
+    hints: Option<&'a EndpointHints>,
+    /// Hostname, node name, zone.
+    names: [Option<&'a str>; 3],
+    /// API version, field path, kind, name, namespace, uid.
+    target: Option<[Option<&'a str>; 6]>,
+}
 
-fn view(endpoint: &Endpoint) -> EndpointView<'_> {
-    // Destructured so that a field added to Endpoint or ObjectReference cannot be forgotten.
-    let Endpoint {
-        addresses,
-        conditions,
-        deprecated_topology,
-        hints,
-        hostname,
-        node_name,
-        target_ref,
-        zone,
-    } = endpoint;
-    fn non_empty(s: &Option<String>) -> Option<&str> {
-        s.as_deref().filter(|s| !s.is_empty())
+fn non_empty(s: Option<&str>) -> Option<&str> {
+    s.filter(|s| !s.is_empty())
+}
+
+impl<'a> EndpointFields<'a> {
+    pub(crate) fn of(endpoint: &'a Endpoint) -> Self {
+        // Destructured so that a field added to Endpoint or ObjectReference cannot be forgotten.
+        let Endpoint {
+            addresses,
+            conditions,
+            deprecated_topology,
+            hints,
+            hostname,
+            node_name,
+            target_ref,
+            zone,
+        } = endpoint;
+        let target = target_ref.as_ref().map(|target| {
+            let ObjectReference {
+                api_version,
+                field_path,
+                kind,
+                name,
+                namespace,
+                resource_version: _,
+                uid,
+            } = target;
+            [api_version, field_path, kind, name, namespace, uid].map(Option::as_deref)
+        });
+        EndpointFields {
+            addresses: Addresses::of(addresses),
+            conditions: conditions
+                .as_ref()
+                .filter(|c| **c != EndpointConditions::default()),
+            deprecated_topology: deprecated_topology.as_ref(),
+            hints: hints.as_ref(),
+            names: [hostname, node_name, zone].map(|s| non_empty(s.as_deref())),
+            target,
+        }
     }
-    let target = target_ref.as_ref().map(|target| {
-        let k8s_openapi::api::core::v1::ObjectReference {
-            api_version,
-            field_path,
-            kind,
-            name,
-            namespace,
-            resource_version: _,
-            uid,
-        } = target;
-        [api_version, field_path, kind, name, namespace, uid].map(Option::as_deref)
-    });
-    (
-        Addresses::of(addresses),
-        conditions
-            .as_ref()
-            .filter(|c| **c != EndpointConditions::default()),
-        (deprecated_topology.as_ref(), hints.as_ref()),
-        [non_empty(hostname), non_empty(node_name), non_empty(zone)],
-        target,
-    )
+
+    /// The fields of a pod's endpoint as [`DesiredEndpoint::to_endpoint`] writes it out,
+    /// without writing it out.
+    pub(crate) fn of_pod(endpoint: PodEndpoint<'a>) -> Self {
+        let pod = endpoint.pod;
+        EndpointFields {
+            addresses: Addresses::of_texts(endpoint.addresses()),
+            conditions: Some(endpoint.conditions).filter(|c| **c != EndpointConditions::default()),
+            deprecated_topology: None,
+            hints: endpoint.hints,
+            names: [endpoint.hostname, pod.node_name.as_deref(), endpoint.zone].map(non_empty),
+            target: Some([
+                None,
+                None,
+                Some("Pod"),
+                Some(&pod.name),
+                Some(&pod.namespace),
+                pod.uid.as_deref(),
+            ]),
+        }
+    }
+
+    /// The endpoint's identity.
+    pub(crate) fn key(&self) -> EndpointKey<'a> {
+        let target = self.target.unwrap_or_default();
+        EndpointKey {
+            addresses: self.addresses.clone(),
+            hostname: self.names[0].unwrap_or_default(),
+            namespace: target[4].unwrap_or_default(),
+            name: target[3].unwrap_or_default(),
+        }
+    }
+}
+
+/// An endpoint the reconciler is to place: recognised by its fields, written out only when the
+/// slice it goes into is written.
+pub(crate) trait DesiredEndpoint<'a>: Copy {
+    /// Its fields as compared.
+    fn fields(self) -> EndpointFields<'a>;
+    /// Its identity.
+    fn key(self) -> EndpointKey<'a> {
+        self.fields().key()
+    }
+    /// The endpoint, written out.
+    fn to_endpoint(self) -> Endpoint;
+}
+
+impl<'a> DesiredEndpoint<'a> for &'a Endpoint {
+    fn fields(self) -> EndpointFields<'a> {
+        EndpointFields::of(self)
+    }
+
+    fn to_endpoint(self) -> Endpoint {
+        self.clone()
+    }
+}
+
+/// A pod's endpoint of one address type, from what an index keeps of the pod: written out
+/// only when a slice is written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PodEndpoint<'a> {
+    pub pod: &'a PodInfo,
+    pub family: IpFamily,
+    pub conditions: &'a EndpointConditions,
+    pub hints: Option<&'a EndpointHints>,
+    pub hostname: Option<&'a str>,
+    pub zone: Option<&'a str>,
+}
+
+impl<'a> PodEndpoint<'a> {
+    /// The pod's addresses of the endpoint's address type.
+    pub(crate) fn addresses(self) -> impl Iterator<Item = &'a str> {
+        let family = self.family;
+        let ips = self.pod.ips.iter().filter(move |ip| ip.family() == family);
+        ips.map(|ip| ip.text.as_str())
+    }
+}
+
+impl<'a> DesiredEndpoint<'a> for PodEndpoint<'a> {
+    fn fields(self) -> EndpointFields<'a> {
+        EndpointFields::of_pod(self)
+    }
+
+    fn key(self) -> EndpointKey<'a> {
+        EndpointKey {
+            addresses: Addresses::of_texts(self.addresses()),
+            hostname: self.hostname.unwrap_or_default(),
+            namespace: &self.pod.namespace,
+            name: &self.pod.name,
+        }
+    }
+
+    fn to_endpoint(self) -> Endpoint {
+        let pod = self.pod;
+        Endpoint {
+            addresses: self.addresses().map(str::to_string).collect(),
+            conditions: Some(self.conditions.clone()),
+            hints: self.hints.cloned(),
+            hostname: self.hostname.map(str::to_string),
+            node_name: pod.node_name.clone(),
+            target_ref: Some(pod_reference(pod)),
+            zone: self.zone.map(str::to_string),
+            deprecated_topology: None,
+        }
+    }
 }
 
 /// Whether two endpoints publish the same thing, ignoring address order and the pod's
 /// resourceVersion in `targetRef` (a pod annotation change must not rewrite slices).
-pub(crate) fn same_endpoint(a: &Endpoint, b: &Endpoint) -> bool {
-    view(a) == view(b)
+pub(crate) fn same_endpoint<'a>(a: impl DesiredEndpoint<'a>, b: &Endpoint) -> bool {
+    a.fields() == EndpointFields::of(b)
 }
 
 /// [`same_endpoint`] without the hints, as in-tree's `EndpointsEqualBeyondHash`
 /// (k8s.io/endpointslice util/controller_utils.go) compares them when Auto hints are given
 /// after planning.
-pub(crate) fn same_endpoint_beyond_hints(a: &Endpoint, b: &Endpoint) -> bool {
-    let (mut a, mut b) = (view(a), view(b));
-    (a.2.1, b.2.1) = (None, None);
+pub(crate) fn same_endpoint_beyond_hints<'a>(a: impl DesiredEndpoint<'a>, b: &Endpoint) -> bool {
+    let (mut a, mut b) = (a.fields(), EndpointFields::of(b));
+    (a.hints, b.hints) = (None, None);
     a == b
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::ObjectReference;
 
     fn endpoint(addresses: &[&str], pod: &str) -> Endpoint {
         Endpoint {

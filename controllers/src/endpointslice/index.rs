@@ -16,19 +16,22 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
+use k8s_openapi::api::discovery::v1::{
+    Endpoint, EndpointConditions, EndpointHints, EndpointPort, EndpointSlice,
+};
 use k8s_openapi::jiff::Timestamp;
+use smallvec::SmallVec;
 
+use super::desired::node_zone;
 use super::desired::{DesiredEndpointSlices, EndpointGroup, PodOnMissingNode, endpoint_ports};
-use super::desired::{node_zone, pod_endpoint};
-use super::identity::{EndpointKey, PortsKey, sort_by_key};
+use super::identity::{DesiredEndpoint, EndpointKey, PodEndpoint, PortsKey, sort_by_key};
 use super::reconcile::{GroupTarget, SliceParams, SlicePlan, Targets, plan_slices};
 use crate::fast_hash::FastHash;
 use crate::pod_changes::PodChanges;
-use crate::pods::{self, PodInfo, ResolvedPorts, addresses_of_family, resolved_ports};
+use crate::pods::{self, PodInfo, ResolvedPorts, resolved_ports};
 use crate::service::{self, IpFamily, is_being_deleted, publishes_not_ready, slice_families};
 use crate::topology::{
-    HintsPolicy, TopologyOutcome, TrafficDistribution, ZoneCapacity, apply_traffic_distribution,
+    HintsPolicy, TopologyOutcome, TrafficDistribution, ZoneCapacity, distribution_hints,
     plan_with_topology,
 };
 use crate::trigger_time::PodTrigger;
@@ -47,12 +50,37 @@ enum Contribution {
     Nothing,
     /// Nothing until its Node is known.
     MissingNode(String),
-    /// One endpoint per address type it has addresses of, all with the same ports (held
-    /// apart: an endpoint is 350 bytes, and most pods have one).
-    Endpoints {
-        ports: Arc<PortList>,
-        endpoints: Box<[(IpFamily, Endpoint)]>,
-    },
+    /// One endpoint per address type it has addresses of.
+    Endpoints(PodEndpoints),
+}
+
+/// A pod's endpoints, kept as what they are made of (the cached pod, shared) and written out
+/// only for the slices a sync writes: a Service's every endpoint is not made and freed again
+/// on every sync from scratch.
+#[derive(Debug, Clone)]
+struct PodEndpoints {
+    pod: Arc<PodInfo>,
+    ports: Arc<PortList>,
+    /// The address types it has addresses of, in the Service's order.
+    families: SmallVec<[IpFamily; 2]>,
+    conditions: EndpointConditions,
+    /// Whether the pod's hostname is published ([`pods::published_hostname`]).
+    hostname: bool,
+    zone: Option<Arc<str>>,
+    hints: Option<EndpointHints>,
+}
+
+impl PodEndpoints {
+    fn endpoint(&self, family: IpFamily) -> PodEndpoint<'_> {
+        PodEndpoint {
+            pod: &self.pod,
+            family,
+            conditions: &self.conditions,
+            hints: self.hints.as_ref(),
+            hostname: self.pod.hostname.as_deref().filter(|_| self.hostname),
+            zone: self.zone.as_deref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -63,16 +91,15 @@ struct IndexedPod {
 
 impl IndexedPod {
     fn endpoints(&self) -> impl Iterator<Item = EndpointRef<'_>> {
-        let (ports, endpoints) = match &self.contribution {
-            Contribution::Endpoints { ports, endpoints } => (Some(ports), &endpoints[..]),
-            Contribution::Nothing | Contribution::MissingNode(_) => (None, &[][..]),
+        let endpoints = match &self.contribution {
+            Contribution::Endpoints(endpoints) => Some(endpoints),
+            Contribution::Nothing | Contribution::MissingNode(_) => None,
         };
-        let endpoints = ports.map(|ports| {
-            endpoints
-                .iter()
-                .map(move |(family, e)| (*family, &ports.key, e))
-        });
-        endpoints.into_iter().flatten()
+        endpoints.into_iter().flat_map(|endpoints| {
+            let key = &endpoints.ports.key;
+            let families = endpoints.families.iter();
+            families.map(move |family| (*family, key, endpoints.endpoint(*family)))
+        })
     }
 }
 
@@ -191,20 +218,20 @@ impl SliceIndex {
     /// per Node and call.
     pub fn apply_pods<'p, F, N>(
         &mut self,
-        pods: impl IntoIterator<Item = (&'p str, Option<&'p PodInfo>)>,
+        pods: impl IntoIterator<Item = (&'p str, Option<&'p Arc<PodInfo>>)>,
         node: F,
     ) where
         F: Fn(&str) -> Option<N>,
         N: Borrow<Node>,
     {
-        let mut zones: HashMap<String, Option<Option<String>>, FastHash> = HashMap::default();
+        let mut zones: HashMap<String, Option<Option<Arc<str>>>, FastHash> = HashMap::default();
         let pods = pods.into_iter();
         self.pods.reserve(pods.size_hint().0);
         let mut zone_of = |name: &str| {
             if let Some(zone) = zones.get(name) {
                 return zone.clone();
             }
-            let zone = node(name).map(|n| node_zone(n.borrow()));
+            let zone = node(name).map(|n| node_zone(n.borrow()).map(Arc::from));
             zones.insert(name.to_string(), zone.clone());
             zone
         };
@@ -226,8 +253,8 @@ impl SliceIndex {
 
     fn index_pod(
         &mut self,
-        pod: &PodInfo,
-        zone_of: &mut impl FnMut(&str) -> Option<Option<String>>,
+        pod: &Arc<PodInfo>,
+        zone_of: &mut impl FnMut(&str) -> Option<Option<Arc<str>>>,
     ) -> IndexedPod {
         let contribution = if pods::counts_for_slices(pod) {
             let node_name = pod.node_name.as_deref().unwrap_or_default();
@@ -245,7 +272,7 @@ impl SliceIndex {
         }
     }
 
-    fn endpoints_of(&mut self, pod: &PodInfo, zone: Option<String>) -> Contribution {
+    fn endpoints_of(&mut self, pod: &Arc<PodInfo>, zone: Option<Arc<str>>) -> Contribution {
         let service_ports = self
             .service
             .spec
@@ -262,27 +289,38 @@ impl SliceIndex {
                 Arc::new(PortList { ports, key })
             })
             .clone();
-        let distribution = self.distribution;
-        let mut endpoints = Vec::with_capacity(self.address_types.len());
-        for &family in &self.address_types {
-            let addresses = addresses_of_family(pod, family);
-            if !addresses.is_empty() {
-                let mut endpoint = pod_endpoint(&self.service, pod, zone.clone(), addresses);
-                apply_traffic_distribution(distribution, std::iter::once(&mut endpoint));
-                endpoints.push((family, endpoint));
-            }
-        }
-        Contribution::Endpoints {
+        let families = self.address_types.iter().copied();
+        let families = families.filter(|family| pod.ips.iter().any(|ip| ip.family() == *family));
+        let ready = publishes_not_ready(&self.service) || (pod.ready && !pod.terminating);
+        let hints = distribution_hints(
+            self.distribution,
+            ready,
+            zone.as_deref(),
+            pod.node_name.as_deref(),
+        );
+        Contribution::Endpoints(PodEndpoints {
+            pod: pod.clone(),
             ports,
-            endpoints: endpoints.into_boxed_slice(),
-        }
+            families: families.collect(),
+            conditions: EndpointConditions {
+                ready: Some(ready),
+                serving: Some(pod.ready),
+                terminating: Some(pod.terminating),
+            },
+            hostname: pods::published_hostname(pod, &self.service).is_some(),
+            zone,
+            hints,
+        })
     }
 
     fn count(&mut self, contribution: &Contribution, delta: isize) {
-        let Contribution::Endpoints { ports, endpoints } = contribution else {
+        let Contribution::Endpoints(PodEndpoints {
+            ports, families, ..
+        }) = contribution
+        else {
             return;
         };
-        for (family, _) in endpoints {
+        for family in families {
             let groups = self.group_sizes.entry(*family).or_default();
             let size = match groups.get_mut(&ports.key) {
                 Some((_, size)) => size,
@@ -380,7 +418,7 @@ impl SliceIndex {
                     endpoints: Vec::new(),
                 })
                 .endpoints
-                .push(endpoint.clone());
+                .push(endpoint.to_endpoint());
         }
         let mut groups: Vec<EndpointGroup> = groups.into_values().collect();
         for group in &mut groups {
@@ -415,7 +453,9 @@ impl SliceIndex {
                 plan_with_topology(&self.service, capacity, &mut desired, existing, params);
             let after = desired.groups.iter().flat_map(|g| {
                 let family = g.address_type;
-                g.endpoints.iter().map(move |e| (family, e))
+                g.endpoints
+                    .iter()
+                    .map(move |e| endpoint_id(family.as_str(), e))
             });
             let (added, removed) = endpoint_changes(&live, after, |_| true);
             return SliceSync {
@@ -431,7 +471,7 @@ impl SliceIndex {
         let published = self.published.as_ref().filter(|p| p.matches(&live));
         let published = published.filter(|_| self.changed.names().is_some());
         let incremental = published.is_some();
-        let mut groups: BTreeMap<(IpFamily, &PortsKey), GroupTarget<'_>> = self
+        let mut groups: BTreeMap<(IpFamily, &PortsKey), GroupTarget<'_, PodEndpoint<'_>>> = self
             .group_sizes
             .iter()
             .flat_map(|(family, groups)| groups.iter().map(move |group| (*family, group)))
@@ -456,7 +496,7 @@ impl SliceIndex {
         }
         for (family, key, endpoint) in &pending {
             if let Some(group) = groups.get_mut(&(*family, *key)) {
-                group.pending.insert(EndpointKey::of(endpoint), endpoint);
+                group.pending.insert(endpoint.key(), *endpoint);
             }
         }
         let touched: HashSet<&str> = published
@@ -478,11 +518,13 @@ impl SliceIndex {
             if !incremental || self.changed.contains(name) {
                 return None;
             }
-            self.endpoints([name])
+            let mut endpoints = self
+                .pods
+                .get(name)
                 .into_iter()
-                .find(|(f, k, e)| {
-                    *f == family && *k == key && EndpointKey::of(e) == EndpointKey::of(endpoint)
-                })
+                .flat_map(IndexedPod::endpoints);
+            endpoints
+                .find(|(f, k, e)| *f == family && *k == key && e.key() == EndpointKey::of(endpoint))
                 .map(|(_, _, e)| e)
         };
         // An empty slice (a placeholder) is never left as it is: the reconciler deletes or reuses it.
@@ -501,7 +543,7 @@ impl SliceIndex {
         let plan = plan_slices(&self.service, existing, targets, params);
 
         // Only the changed pods' endpoints differ between the slices and the desired state.
-        let after = pending.iter().map(|(family, _, e)| (*family, *e));
+        let after = pending.iter().map(|(_, _, e)| pod_endpoint_id(*e));
         let (added, removed) = if incremental {
             let before: Vec<&EndpointSlice> = live
                 .iter()
@@ -578,14 +620,24 @@ impl SliceIndex {
 }
 
 /// An endpoint of the index: address type, port list, endpoint.
-type EndpointRef<'a> = (IpFamily, &'a PortsKey, &'a Endpoint);
+type EndpointRef<'a> = (IpFamily, &'a PortsKey, PodEndpoint<'a>);
 
 /// An endpoint as the added/removed metrics count it: address type, addresses and pod.
-type EndpointId<'a> = (&'a str, &'a [String], Option<&'a str>);
+type EndpointId<'a> = (&'a str, SmallVec<[&'a str; 1]>, Option<&'a str>);
 
 fn endpoint_id<'a>(address_type: &'a str, endpoint: &'a Endpoint) -> EndpointId<'a> {
     let uid = endpoint.target_ref.as_ref().and_then(|r| r.uid.as_deref());
-    (address_type, endpoint.addresses.as_slice(), uid)
+    let addresses = endpoint.addresses.iter().map(String::as_str).collect();
+    (address_type, addresses, uid)
+}
+
+fn pod_endpoint_id(endpoint: PodEndpoint<'_>) -> EndpointId<'_> {
+    let uid = endpoint.pod.uid.as_deref();
+    (
+        endpoint.family.as_str(),
+        endpoint.addresses().collect(),
+        uid,
+    )
 }
 
 /// Endpoints added and removed between the endpoints of `before` (those `counted`) and `after`,
@@ -593,13 +645,13 @@ fn endpoint_id<'a>(address_type: &'a str, endpoint: &'a Endpoint) -> EndpointId<
 /// `before` has beyond it is gathered apart (usually nothing).
 fn endpoint_changes<'a>(
     before: &[&'a EndpointSlice],
-    after: impl Iterator<Item = (IpFamily, &'a Endpoint)>,
+    after: impl Iterator<Item = EndpointId<'a>>,
     counted: impl Fn(&Endpoint) -> bool,
 ) -> (usize, usize) {
     let mut after_ids: HashMap<EndpointId<'a>, bool, FastHash> =
         HashMap::with_capacity_and_hasher(after.size_hint().0, FastHash::default());
-    for (family, endpoint) in after {
-        after_ids.insert(endpoint_id(family.as_str(), endpoint), false);
+    for id in after {
+        after_ids.insert(id, false);
     }
     let mut gone: HashSet<EndpointId<'a>, FastHash> = HashSet::default();
     for slice in before {

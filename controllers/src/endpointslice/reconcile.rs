@@ -18,7 +18,9 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::desired::{DesiredEndpointSlices, new_slice, owned_by, slice_labels};
-use super::identity::{EndpointKey, PortsKey, same_endpoint, same_endpoint_beyond_hints};
+use super::identity::{
+    DesiredEndpoint, EndpointKey, PortsKey, same_endpoint, same_endpoint_beyond_hints,
+};
 use crate::error::{Error, Result};
 use crate::fast_hash::FastHash;
 use crate::service::{IpFamily, is_being_deleted};
@@ -165,13 +167,17 @@ struct GroupPlan {
     delete: Vec<EndpointSlice>,
 }
 
-fn fill(slice: &mut EndpointSlice, pending: &mut BTreeMap<EndpointKey<'_>, &Endpoint>, max: usize) {
+fn fill<'a, W: DesiredEndpoint<'a>>(
+    slice: &mut EndpointSlice,
+    pending: &mut BTreeMap<EndpointKey<'_>, W>,
+    max: usize,
+) {
     let endpoints = slice.endpoints.get_or_insert_with(Vec::new);
     while endpoints.len() < max {
         let Some((_, endpoint)) = pending.pop_first() else {
             break;
         };
-        endpoints.push(endpoint.clone());
+        endpoints.push(endpoint.to_endpoint());
     }
 }
 
@@ -179,21 +185,21 @@ fn fill(slice: &mut EndpointSlice, pending: &mut BTreeMap<EndpointKey<'_>, &Endp
 /// endpoints it has to place: every desired endpoint, or after a sync only those of pods
 /// changed since. `settled` recognises, in an existing slice, a desired endpoint that is
 /// not pending (placed by an earlier sync and unchanged since).
-pub(crate) struct GroupTarget<'a> {
+pub(crate) struct GroupTarget<'a, W> {
     pub address_type: IpFamily,
     pub ports: &'a [EndpointPort],
     pub ports_key: PortsKey,
-    pub pending: HashMap<EndpointKey<'a>, &'a Endpoint, FastHash>,
+    pub pending: HashMap<EndpointKey<'a>, W, FastHash>,
 }
 
 /// A Service's desired slices as the reconciler takes them: the groups to place, and what an
 /// earlier sync established (see [`GroupTarget`]).
-pub(crate) struct Targets<'a> {
+pub(crate) struct Targets<'a, W> {
     pub address_types: &'a [IpFamily],
-    pub groups: Vec<GroupTarget<'a>>,
+    pub groups: Vec<GroupTarget<'a, W>>,
     /// The desired endpoint an existing one of the group (address type, ports) stands for, when
     /// it is not pending.
-    pub settled: &'a dyn Fn(IpFamily, &PortsKey, &Endpoint) -> Option<&'a Endpoint>,
+    pub settled: &'a dyn Fn(IpFamily, &PortsKey, &Endpoint) -> Option<W>,
     /// Whether an existing slice is known to hold exactly desired, non-pending endpoints with the
     /// right labels: it is then left as it is without reading its endpoints.
     pub clean: &'a dyn Fn(&EndpointSlice) -> bool,
@@ -208,7 +214,7 @@ pub(crate) struct Targets<'a> {
 pub(crate) type AutoHints<'a> =
     dyn Fn(IpFamily, &mut [EndpointSlice], &mut Vec<EndpointSlice>, &[&EndpointSlice]) + 'a;
 
-impl<'a> Targets<'a> {
+impl<'a> Targets<'a, &'a Endpoint> {
     /// Every desired endpoint pending, nothing settled: a sync from scratch.
     pub(crate) fn from_scratch(desired: &'a DesiredEndpointSlices) -> Self {
         Targets {
@@ -234,10 +240,10 @@ impl<'a> Targets<'a> {
     }
 }
 
-fn plan_group<'a>(
+fn plan_group<'a, W: DesiredEndpoint<'a>>(
     existing: Vec<&EndpointSlice>,
-    group: GroupTarget<'a>,
-    targets: &Targets<'a>,
+    group: GroupTarget<'a, W>,
+    targets: &Targets<'a, W>,
     new: impl Fn(&[EndpointPort]) -> EndpointSlice,
     labels: &BTreeMap<String, String>,
     max: usize,
@@ -279,7 +285,7 @@ fn plan_group<'a>(
             // Its endpoints are replaced: copied from the desired ones, not from the old slice.
             let mut updated = EndpointSlice {
                 address_type: slice.address_type.clone(),
-                endpoints: Some(kept.into_iter().cloned().collect()),
+                endpoints: Some(kept.into_iter().map(W::to_endpoint).collect()),
                 metadata: slice.metadata.clone(),
                 ports: slice.ports.clone(),
             };
@@ -291,7 +297,7 @@ fn plan_group<'a>(
     }
 
     // What is left is placed in key order: looked up by hash until now, sorted only here.
-    let mut pending: BTreeMap<EndpointKey<'_>, &Endpoint> = pending.into_iter().collect();
+    let mut pending: BTreeMap<EndpointKey<'_>, W> = pending.into_iter().collect();
 
     // 2. Fill the slices that are written anyway, fullest first.
     update.sort_by(|a, b| {
@@ -389,10 +395,10 @@ pub fn plan_endpoint_slices<S: Borrow<EndpointSlice>>(
 
 /// [`plan_endpoint_slices`] for targets that may say which slices and endpoints an earlier sync
 /// settled.
-pub(crate) fn plan_slices<S: Borrow<EndpointSlice>>(
+pub(crate) fn plan_slices<'a, S: Borrow<EndpointSlice>, W: DesiredEndpoint<'a>>(
     service: &Service,
     existing: &[S],
-    mut targets: Targets<'_>,
+    mut targets: Targets<'a, W>,
     params: &SliceParams<'_>,
 ) -> SlicePlan {
     let max = params.max_endpoints_per_slice.get();
@@ -409,7 +415,7 @@ pub(crate) fn plan_slices<S: Borrow<EndpointSlice>>(
         }
     }
 
-    let mut groups_by_type: BTreeMap<IpFamily, Vec<GroupTarget<'_>>> = BTreeMap::new();
+    let mut groups_by_type: BTreeMap<IpFamily, Vec<GroupTarget<'a, W>>> = BTreeMap::new();
     for group in std::mem::take(&mut targets.groups) {
         groups_by_type
             .entry(group.address_type)

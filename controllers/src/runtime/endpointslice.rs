@@ -320,12 +320,11 @@ mod tests {
         let service = fixtures::service("web").families(&["IPv4", "IPv6"]).build();
         let pods: Vec<_> = (0..250)
             .map(|i| {
-                fixtures::pod(
+                let pod = fixtures::pod(
                     &format!("web-{i}"),
                     &format!("10.0.{}.{}", i / 200, i % 200),
-                )
-                .label("app", "web")
-                .build()
+                );
+                Arc::new(pod.label("app", "web").build())
             })
             .collect();
         let mut index = SliceIndex::new(&service).unwrap();

@@ -51,8 +51,7 @@ impl ServiceIndex for SliceIndex {
 
     fn apply(&mut self, pods: &[(String, Option<Arc<PodInfo>>)], caches: &Caches) {
         self.apply_pods(
-            pods.iter()
-                .map(|(name, pod)| (name.as_str(), pod.as_deref())),
+            pods.iter().map(|(name, pod)| (name.as_str(), pod.as_ref())),
             |node| caches.nodes.get("", node),
         );
     }

@@ -27,6 +27,7 @@ pub use hints::{
     HintsDecision, HintsDisabled, OVERLOAD_THRESHOLD, ZoneAllocation, ZoneAssignment,
     add_zone_hints, zone_assignment,
 };
+pub(crate) use traffic::distribution_hints;
 pub use traffic::{TrafficDistribution, apply_traffic_distribution};
 
 use crate::endpointslice::{DesiredEndpointSlices, SliceParams, SlicePlan, Targets, plan_slices};

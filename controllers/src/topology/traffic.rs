@@ -46,8 +46,8 @@ impl TrafficDistribution {
     }
 }
 
-fn non_empty(value: Option<&String>) -> Option<&str> {
-    value.map(String::as_str).filter(|v| !v.is_empty())
+fn non_empty(value: Option<&str>) -> Option<&str> {
+    value.filter(|v| !v.is_empty())
 }
 
 /// Sets the hints `distribution` asks for on every endpoint: each ready endpoint gets
@@ -58,20 +58,32 @@ pub fn apply_traffic_distribution<'a>(
     endpoints: impl IntoIterator<Item = &'a mut Endpoint>,
 ) {
     for endpoint in endpoints {
-        endpoint.hints = distribution
-            .filter(|_| is_ready(endpoint))
-            .and_then(|distribution| {
-                let for_zones = non_empty(endpoint.zone.as_ref())
-                    .map(|zone| vec![ForZone { name: zone.into() }]);
-                let for_nodes = non_empty(endpoint.node_name.as_ref())
-                    .filter(|_| distribution == TrafficDistribution::PreferSameNode)
-                    .map(|node| vec![ForNode { name: node.into() }]);
-                (for_zones.is_some() || for_nodes.is_some()).then_some(EndpointHints {
-                    for_zones,
-                    for_nodes,
-                })
-            });
+        endpoint.hints = distribution_hints(
+            distribution,
+            is_ready(endpoint),
+            endpoint.zone.as_deref(),
+            endpoint.node_name.as_deref(),
+        );
     }
+}
+
+/// The hints [`apply_traffic_distribution`] gives an endpoint that is `ready` (or not) in
+/// `zone` on `node`.
+pub(crate) fn distribution_hints(
+    distribution: Option<TrafficDistribution>,
+    ready: bool,
+    zone: Option<&str>,
+    node: Option<&str>,
+) -> Option<EndpointHints> {
+    let distribution = distribution.filter(|_| ready)?;
+    let for_zones = non_empty(zone).map(|zone| vec![ForZone { name: zone.into() }]);
+    let for_nodes = non_empty(node)
+        .filter(|_| distribution == TrafficDistribution::PreferSameNode)
+        .map(|node| vec![ForNode { name: node.into() }]);
+    (for_zones.is_some() || for_nodes.is_some()).then_some(EndpointHints {
+        for_zones,
+        for_nodes,
+    })
 }
 
 #[cfg(test)]

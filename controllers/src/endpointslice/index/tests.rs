@@ -7,6 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::endpointslice::desired::desired_endpoint_slices;
+use crate::endpointslice::identity::EndpointFields;
 use crate::endpointslice::reconcile::{MaxEndpointsPerSlice, plan_endpoint_slices};
 use crate::fixtures::{
     Cluster, PodState, Round, node, pod, pod_state, round, service, service_port,
@@ -32,15 +33,21 @@ fn svc() -> Service {
         .build()
 }
 
-fn web_pod(i: usize, ready: bool) -> PodInfo {
-    pod(
-        &format!("pod{i:03}"),
-        &format!("10.1.{}.{}", i / 250, i % 250 + 1),
+fn web_pod(i: usize, ready: bool) -> Arc<PodInfo> {
+    shared(
+        pod(
+            &format!("pod{i:03}"),
+            &format!("10.1.{}.{}", i / 250, i % 250 + 1),
+        )
+        .label("app", "foo")
+        .container_port("http", 8080, "TCP")
+        .ready(ready)
+        .build(),
     )
-    .label("app", "foo")
-    .container_port("http", 8080, "TCP")
-    .ready(ready)
-    .build()
+}
+
+fn shared(pod: PodInfo) -> Arc<PodInfo> {
+    Arc::new(pod)
 }
 
 fn lookup<'n>(nodes: &'n [Node]) -> impl Fn(&str) -> Option<&'n Node> + 'n {
@@ -56,7 +63,12 @@ fn no_capacity() -> ZoneCapacity {
 }
 
 /// An index fed `pods`, synced once into `cluster`.
-fn synced_index(pods: &[PodInfo], nodes: &[Node], cluster: &mut Cluster, max: i64) -> SliceIndex {
+fn synced_index(
+    pods: &[Arc<PodInfo>],
+    nodes: &[Node],
+    cluster: &mut Cluster,
+    max: i64,
+) -> SliceIndex {
     let mut index = SliceIndex::new(&svc()).unwrap();
     index.apply_pods(
         pods.iter().map(|p| (p.name.as_str(), Some(p))),
@@ -77,7 +89,7 @@ fn sync(index: &mut SliceIndex, cluster: &mut Cluster, max: i64) -> SliceSync {
 #[test]
 fn one_pod_change_is_planned_from_that_pod_alone() {
     let nodes = [node("node-1", Some("a"))];
-    let mut pods: Vec<PodInfo> = (0..250).map(|i| web_pod(i, true)).collect();
+    let mut pods: Vec<Arc<PodInfo>> = (0..250).map(|i| web_pod(i, true)).collect();
     let mut cluster = Cluster::default();
     let mut index = synced_index(&pods, &nodes, &mut cluster, 100);
     assert_eq!(cluster.lengths(), vec![50, 100, 100]);
@@ -108,7 +120,7 @@ fn one_pod_change_is_planned_from_that_pod_alone() {
 #[test]
 fn a_slice_changed_by_someone_else_is_planned_from_scratch() {
     let nodes = [node("node-1", None)];
-    let pods: Vec<PodInfo> = (0..30).map(|i| web_pod(i, true)).collect();
+    let pods: Vec<Arc<PodInfo>> = (0..30).map(|i| web_pod(i, true)).collect();
     let mut cluster = Cluster::default();
     let index = synced_index(&pods, &nodes, &mut cluster, 10);
 
@@ -123,7 +135,7 @@ fn a_slice_changed_by_someone_else_is_planned_from_scratch() {
 #[test]
 fn after_a_failed_sync_the_next_plans_from_scratch_and_keeps_the_trigger() {
     let nodes = [node("node-1", None)];
-    let mut pods: Vec<PodInfo> = (0..30).map(|i| web_pod(i, true)).collect();
+    let mut pods: Vec<Arc<PodInfo>> = (0..30).map(|i| web_pod(i, true)).collect();
     let mut cluster = Cluster::default();
     let mut index = synced_index(&pods, &nodes, &mut cluster, 10);
     assert_eq!(index.changed_pods().0.len(), 0);
@@ -139,12 +151,14 @@ fn after_a_failed_sync_the_next_plans_from_scratch_and_keeps_the_trigger() {
 
 #[test]
 fn pods_on_missing_nodes_wait_for_their_node() {
-    let mut pods: Vec<PodInfo> = (0..3).map(|i| web_pod(i, true)).collect();
-    pods[1] = pod("pod001", "10.1.0.2")
-        .label("app", "foo")
-        .container_port("http", 8080, "TCP")
-        .node("node-2")
-        .build();
+    let mut pods: Vec<Arc<PodInfo>> = (0..3).map(|i| web_pod(i, true)).collect();
+    pods[1] = shared(
+        pod("pod001", "10.1.0.2")
+            .label("app", "foo")
+            .container_port("http", 8080, "TCP")
+            .node("node-2")
+            .build(),
+    );
     let mut nodes = vec![node("node-1", None)];
     let mut cluster = Cluster::default();
     let mut index = synced_index(&pods, &nodes, &mut cluster, 10);
@@ -171,11 +185,13 @@ fn auto_hints_are_planned_from_scratch() {
         .annotation("service.kubernetes.io/topology-mode", "Auto")
         .build();
     let mut index = SliceIndex::new(&auto).unwrap();
-    let pods: Vec<PodInfo> = (0..5)
+    let pods: Vec<Arc<PodInfo>> = (0..5)
         .map(|i| {
-            pod(&format!("p{i}"), &format!("10.0.0.{i}"))
-                .label("app", "foo")
-                .build()
+            shared(
+                pod(&format!("p{i}"), &format!("10.0.0.{i}"))
+                    .label("app", "foo")
+                    .build(),
+            )
         })
         .collect();
     let nodes = [node("node-1", Some("a"))];
@@ -195,7 +211,7 @@ fn unselected_and_gone_pods_leave_the_index() {
     let nodes = [node("node-1", None)];
     let mut index = SliceIndex::new(&svc()).unwrap();
     let member = web_pod(1, true);
-    let stranger = pod("other", "10.9.0.1").label("app", "bar").build();
+    let stranger = shared(pod("other", "10.9.0.1").label("app", "bar").build());
     index.apply_pods(
         [("pod001", Some(&member)), ("other", Some(&stranger))],
         lookup(&nodes),
@@ -239,12 +255,12 @@ fn event() -> impl Strategy<Value = Event> {
 
 /// The pod in that state. Pods sharing a UID and an IP would be one endpoint to the added and
 /// removed counts, which a sync from a few changed pods cannot tell.
-fn build(i: usize, state: &PodState) -> PodInfo {
+fn build(i: usize, state: &PodState) -> Arc<PodInfo> {
     let state = PodState {
         shared_uid: false,
         ..state.clone()
     };
-    state.build(i, "foo")
+    shared(state.build(i, "foo"))
 }
 
 fn variant(which: u8) -> Service {
@@ -314,7 +330,7 @@ proptest! {
                     }
                 }
             }
-            let built: BTreeMap<usize, PodInfo> =
+            let built: BTreeMap<usize, Arc<PodInfo>> =
                 pods.iter().map(|(i, s)| (*i, build(*i, s))).collect();
             let names: Vec<String> = changed.iter().map(|i| format!("pod{i:02}")).collect();
             index.apply_pods(
@@ -322,7 +338,21 @@ proptest! {
                 lookup(&nodes),
             );
 
-            let now: Vec<PodInfo> = built.into_values().collect();
+            // What a sync compares of each endpoint is what it writes out; the hints are what
+            // trafficDistribution gives that endpoint.
+            for (_, _, endpoint) in index.all_endpoints() {
+                let written = endpoint.to_endpoint();
+                prop_assert_eq!(endpoint.fields(), EndpointFields::of(&written));
+                prop_assert_eq!(endpoint.key(), EndpointKey::of(&written));
+                let mut hinted = written.clone();
+                crate::topology::apply_traffic_distribution(
+                    index.distribution,
+                    std::iter::once(&mut hinted),
+                );
+                prop_assert_eq!(&written, &hinted);
+            }
+
+            let now: Vec<Arc<PodInfo>> = built.into_values().collect();
             let from_scratch = desired_endpoint_slices(&svc, &now, lookup(&nodes)).unwrap();
             prop_assert_eq!(&index.desired(), &from_scratch);
 
@@ -393,17 +423,19 @@ fn endpoint_changes_count_distinct_endpoints_as_sets_do() {
     let first = slice(vec![a.clone(), b.clone()]);
     let second = slice(vec![a.clone(), b.clone()]);
     let before = [&first, &second];
-    let after = [a.clone(), c.clone(), c.clone()];
-    let after = after.iter().map(|e| (IpFamily::V4, e));
-    assert_eq!(endpoint_changes(&before, after, |_| true), (1, 1));
+    let after = [&a, &c, &c].map(|e| endpoint_id("IPv4", e));
+    assert_eq!(
+        endpoint_changes(&before, after.into_iter(), |_| true),
+        (1, 1)
+    );
     // The same addresses and pod under another address type are another endpoint.
-    let after = [(IpFamily::V6, &a)];
+    let after = [endpoint_id("IPv6", &a)];
     assert_eq!(
         endpoint_changes(&[&first], after.into_iter(), |_| true),
         (1, 2)
     );
     // Endpoints not counted are left out of `before`.
-    let after = [(IpFamily::V4, &a)];
+    let after = [endpoint_id("IPv4", &a)];
     let counted = |e: &Endpoint| e.addresses[0] != "10.0.0.2";
     assert_eq!(
         endpoint_changes(&[&first], after.into_iter(), counted),

@@ -753,7 +753,7 @@ fn check_result(slices: &[EndpointSlice], desired: &DesiredEndpointSlices, max: 
             let wanted = want
                 .get(&key)
                 .unwrap_or_else(|| panic!("unwanted endpoint {key:?}"));
-            assert!(same_endpoint(wanted, e), "stale endpoint {key:?}");
+            assert!(same_endpoint(*wanted, e), "stale endpoint {key:?}");
             assert!(
                 seen.insert(key.clone(), ()).is_none(),
                 "endpoint in two slices: {key:?}"
