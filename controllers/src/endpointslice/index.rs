@@ -22,8 +22,9 @@ use k8s_openapi::api::discovery::v1::{
 use k8s_openapi::jiff::Timestamp;
 use smallvec::SmallVec;
 
-use super::desired::node_zone;
-use super::desired::{DesiredEndpointSlices, EndpointGroup, PodOnMissingNode, endpoint_ports};
+use super::desired::{
+    DesiredEndpointSlices, EndpointGroup, PodOnMissingNode, endpoint_ports, node_zone,
+};
 use super::identity::{DesiredEndpoint, EndpointKey, PodEndpoint, PortsKey, sort_by_key};
 use super::reconcile::{GroupTarget, SliceParams, SlicePlan, Targets, plan_slices};
 use crate::fast_hash::FastHash;
