@@ -159,6 +159,15 @@ pub fn hostname_for(pod: &PodInfo, service: &Service) -> Option<String> {
     published_hostname(pod, service).map(str::to_string)
 }
 
+/// [`hostname_for`], borrowed from the pod.
+pub fn published_hostname<'p>(pod: &'p PodInfo, service: &Service) -> Option<&'p str> {
+    let hostname = pod.hostname.as_deref()?;
+    let same_namespace = service.metadata.namespace.as_deref().unwrap_or_default() == pod.namespace;
+    let subdomain_is_service =
+        pod.subdomain.is_some() && pod.subdomain.as_deref() == service.metadata.name.as_deref();
+    (same_namespace && subdomain_is_service).then_some(hostname)
+}
+
 /// The `targetRef` of the pod's endpoints and addresses.
 pub fn pod_reference(pod: &PodInfo) -> ObjectReference {
     ObjectReference {
@@ -168,15 +177,6 @@ pub fn pod_reference(pod: &PodInfo) -> ObjectReference {
         uid: pod.uid.clone(),
         ..Default::default()
     }
-}
-
-/// [`hostname_for`], borrowed from the pod.
-pub fn published_hostname<'p>(pod: &'p PodInfo, service: &Service) -> Option<&'p str> {
-    let hostname = pod.hostname.as_deref()?;
-    let same_namespace = service.metadata.namespace.as_deref().unwrap_or_default() == pod.namespace;
-    let subdomain_is_service =
-        pod.subdomain.is_some() && pod.subdomain.as_deref() == service.metadata.name.as_deref();
-    (same_namespace && subdomain_is_service).then_some(hostname)
 }
 
 #[cfg(test)]

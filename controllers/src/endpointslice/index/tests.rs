@@ -338,8 +338,8 @@ proptest! {
                 lookup(&nodes),
             );
 
-            // What a sync compares of each endpoint is what it writes out; the hints are what
-            // trafficDistribution gives that endpoint.
+            // What a sync compares of each endpoint is what it writes out, and the hints are
+            // those of the written endpoint's readiness, zone and node.
             for (_, _, endpoint) in index.all_endpoints() {
                 let written = endpoint.to_endpoint();
                 prop_assert_eq!(endpoint.fields(), EndpointFields::of(&written));
