@@ -100,12 +100,9 @@ impl From<Pod> for PodInfo {
 }
 
 /// The pod's addresses of one family, normalised (see [`PodIp`]).
-pub fn addresses_of_family(pod: &PodInfo, family: IpFamily) -> Vec<String> {
-    pod.ips
-        .iter()
-        .filter(|ip| ip.family() == family)
-        .map(|ip| ip.text.clone())
-        .collect()
+pub fn addresses_of_family(pod: &PodInfo, family: IpFamily) -> impl Iterator<Item = &str> {
+    let ips = pod.ips.iter().filter(move |ip| ip.family() == family);
+    ips.map(|ip| ip.text.as_str())
 }
 
 /// Whether the pod belongs in a core/v1 Endpoints object: it has an IP, has not finished, and
@@ -221,11 +218,9 @@ mod tests {
         let dual = pod("a", "010.0.0.1")
             .ip("1234::5678:0000:0000:9abc:def0")
             .build();
-        assert_eq!(addresses_of_family(&dual, IpFamily::V4), vec!["10.0.0.1"]);
-        assert_eq!(
-            addresses_of_family(&dual, IpFamily::V6),
-            vec!["1234::5678:0:0:9abc:def0"]
-        );
+        let of = |family| addresses_of_family(&dual, family).collect::<Vec<_>>();
+        assert_eq!(of(IpFamily::V4), vec!["10.0.0.1"]);
+        assert_eq!(of(IpFamily::V6), vec!["1234::5678:0:0:9abc:def0"]);
     }
 
     #[test]

@@ -129,7 +129,7 @@ fn endpoints_labels(service: &Service, managed_by: Option<&str>) -> BTreeMap<Str
 
 fn pod_address(service: &Service, pod: &PodInfo) -> Option<EndpointAddress> {
     let family = endpoints_family(service, pod);
-    let ip = addresses_of_family(pod, family).into_iter().next()?;
+    let ip = addresses_of_family(pod, family).next()?.to_string();
     Some(EndpointAddress {
         ip,
         hostname: hostname_for(pod, service),

@@ -8,7 +8,7 @@ use k8s_openapi::api::discovery::v1::{
     Endpoint, EndpointConditions, EndpointHints, EndpointPort, EndpointSlice,
 };
 
-use crate::pods::{PodInfo, pod_reference};
+use crate::pods::{PodInfo, addresses_of_family, pod_reference};
 use crate::service::IpFamily;
 
 /// A slice's port list, order and spelling normalised (no name is `""`, no protocol is TCP).
@@ -264,9 +264,7 @@ pub(crate) struct PodEndpoint<'a> {
 impl<'a> PodEndpoint<'a> {
     /// The pod's addresses of the endpoint's address type.
     pub(crate) fn addresses(self) -> impl Iterator<Item = &'a str> {
-        let family = self.family;
-        let ips = self.pod.ips.iter().filter(move |ip| ip.family() == family);
-        ips.map(|ip| ip.text.as_str())
+        addresses_of_family(self.pod, self.family)
     }
 }
 

@@ -29,7 +29,7 @@ use super::identity::{DesiredEndpoint, EndpointKey, PodEndpoint, PortsKey, sort_
 use super::reconcile::{GroupTarget, SliceParams, SlicePlan, Targets, plan_slices};
 use crate::fast_hash::FastHash;
 use crate::pod_changes::PodChanges;
-use crate::pods::{self, PodInfo, ResolvedPorts, resolved_ports};
+use crate::pods::{self, PodInfo, ResolvedPorts, addresses_of_family, resolved_ports};
 use crate::service::{self, IpFamily, is_being_deleted, publishes_not_ready, slice_families};
 use crate::topology::{
     HintsPolicy, TopologyOutcome, TrafficDistribution, ZoneCapacity, distribution_hints,
@@ -291,7 +291,7 @@ impl SliceIndex {
             })
             .clone();
         let families = self.address_types.iter().copied();
-        let families = families.filter(|family| pod.ips.iter().any(|ip| ip.family() == *family));
+        let families = families.filter(|family| addresses_of_family(pod, *family).next().is_some());
         let ready = publishes_not_ready(&self.service) || (pod.ready && !pod.terminating);
         let hints = distribution_hints(
             self.distribution,
