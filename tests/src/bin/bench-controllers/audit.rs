@@ -57,13 +57,28 @@ pub fn apiserver_args(policy: &Path, log: &Path) -> Vec<String> {
     ]
 }
 
+/// When a watcher of the namespace's pods received each pod's events, in order, by pod name.
+pub type Arrivals = HashMap<String, Vec<Timestamp>>;
+
 /// Reaction times, each sorted, and the pod writes no controller write followed.
+///
+/// With the pod events' [`Arrivals`] at a watcher of the same apiserver, each reaction is
+/// also split where that watcher received the pod write's change (the first event of the pod
+/// after the write was received): `delivery`, from the pod write's response to that arrival,
+/// is the apiserver's watch delivery, the same for every side; the reactions counted from the
+/// arrival are what the controller adds after it (its own watch's share of the delivery,
+/// decoding, queue, sync and client). Either is zero when its end came first.
 #[derive(Debug, Default)]
 pub struct Reactions {
     pub slices: Vec<Duration>,
     pub endpoints: Vec<Duration>,
     pub unanswered_slices: usize,
     pub unanswered_endpoints: usize,
+    pub delivery: Vec<Duration>,
+    pub slices_after_delivery: Vec<Duration>,
+    pub endpoints_after_delivery: Vec<Duration>,
+    /// Pod writes of which the watcher saw no event.
+    pub undelivered: usize,
 }
 
 #[derive(Deserialize)]
@@ -168,13 +183,14 @@ fn writes(log: &Path, namespace: &str, window: &impl RangeBounds<Timestamp>) -> 
 
 /// The reaction times to the pod status writes and deletes in `namespace` received within
 /// `window` (e.g. `since..`), the Service of a pod or a slice named by `service_of` (an
-/// Endpoints object is named after its Service). Controller writes outside the window are
-/// not answers.
+/// Endpoints object is named after its Service), split at the pod events' `arrivals` when
+/// given. Controller writes outside the window are not answers.
 pub fn reactions(
     log: &Path,
     namespace: &str,
     window: impl RangeBounds<Timestamp>,
     service_of: impl Fn(&str) -> Option<String>,
+    arrivals: Option<&Arrivals>,
 ) -> Result<Reactions> {
     let writes = writes(log, namespace, &window)?;
     // When each Service's slices, and its Endpoints, were written, in order.
@@ -203,6 +219,17 @@ pub fn reactions(
         // A second delete of a pod (its removal once it terminated) needs no Endpoints write:
         // the pod left its Endpoints when it began terminating. Only a slice answers it.
         let again = pod.kind == Kind::PodDelete && !deleted.insert(pod.name.as_str());
+        let arrival = arrivals.and_then(|arrivals| {
+            let times = arrivals.get(&pod.name)?;
+            times
+                .get(times.partition_point(|t| *t < pod.received))
+                .copied()
+        });
+        match arrival {
+            Some(arrival) => reactions.delivery.push(between(pod.answered, arrival)),
+            None if arrivals.is_some() => reactions.undelivered += 1,
+            None => {}
+        }
         let kinds: &[Kind] = if again {
             &[Kind::Slice]
         } else {
@@ -213,27 +240,43 @@ pub fn reactions(
                 let i = times.partition_point(|t| *t < pod.received);
                 times.get(i)
             });
-            let (times, unanswered) = match kind {
-                Kind::Slice => (&mut reactions.slices, &mut reactions.unanswered_slices),
+            let (times, after_delivery, unanswered) = match kind {
+                Kind::Slice => (
+                    &mut reactions.slices,
+                    &mut reactions.slices_after_delivery,
+                    &mut reactions.unanswered_slices,
+                ),
                 _ => (
                     &mut reactions.endpoints,
+                    &mut reactions.endpoints_after_delivery,
                     &mut reactions.unanswered_endpoints,
                 ),
             };
-            match next {
-                Some(next) => times.push(micros(
-                    next.as_microsecond() - pod.answered.as_microsecond(),
-                )),
-                None => *unanswered += 1,
+            let Some(&next) = next else {
+                *unanswered += 1;
+                continue;
+            };
+            times.push(between(pod.answered, next));
+            if let Some(arrival) = arrival {
+                after_delivery.push(between(arrival, next));
             }
         }
     }
-    reactions.slices.sort();
-    reactions.endpoints.sort();
+    for times in [
+        &mut reactions.slices,
+        &mut reactions.endpoints,
+        &mut reactions.delivery,
+        &mut reactions.slices_after_delivery,
+        &mut reactions.endpoints_after_delivery,
+    ] {
+        times.sort();
+    }
     Ok(reactions)
 }
 
-fn micros(us: i64) -> Duration {
+/// From `from` to `to`, zero when `to` came first.
+fn between(from: Timestamp, to: Timestamp) -> Duration {
+    let us = to.as_microsecond() - from.as_microsecond();
     Duration::from_micros(u64::try_from(us).unwrap_or_default())
 }
 
@@ -294,7 +337,7 @@ mod tests {
         ];
         std::fs::write(&log, lines.join("\n") + "\n").unwrap();
         let since: Timestamp = t(0).parse().unwrap();
-        let r = reactions(&log, "churn", since.., strip_last_part).unwrap();
+        let r = reactions(&log, "churn", since.., strip_last_part, None).unwrap();
         let ms = Duration::from_millis;
         assert_eq!(r.slices, [ms(0), ms(15), ms(20)]);
         assert_eq!(r.endpoints, [ms(35), ms(40)]);
@@ -310,7 +353,7 @@ mod tests {
             line("endpointslices", None, "svc-004-abcde", &t(520), &t(525)),
         ];
         std::fs::write(&log, deletes.join("\n") + "\n").unwrap();
-        let r = reactions(&log, "churn", since.., strip_last_part).unwrap();
+        let r = reactions(&log, "churn", since.., strip_last_part, None).unwrap();
         assert_eq!(r.slices, [ms(5), ms(15)]);
         assert_eq!(r.endpoints, [ms(7)]);
         assert_eq!((r.unanswered_slices, r.unanswered_endpoints), (0, 0));
@@ -328,13 +371,13 @@ mod tests {
             create.to_string(),
         ];
         std::fs::write(&log, created.join("\n") + "\n").unwrap();
-        let r = reactions(&log, "churn", since.., strip_last_part).unwrap();
+        let r = reactions(&log, "churn", since.., strip_last_part, None).unwrap();
         assert_eq!(r.slices, [ms(10)]);
         assert_eq!(r.unanswered_slices, 0);
         std::fs::write(&log, lines.join("\n") + "\n").unwrap();
 
         let later: Timestamp = t(150).parse().unwrap();
-        let r = reactions(&log, "churn", later.., strip_last_part).unwrap();
+        let r = reactions(&log, "churn", later.., strip_last_part, None).unwrap();
         assert_eq!(r.slices, [ms(0)]);
         assert_eq!(r.unanswered_slices, 1);
 
@@ -344,9 +387,50 @@ mod tests {
             "churn",
             since..t(120).parse().unwrap(),
             strip_last_part,
+            None,
         );
         let r = r.unwrap();
         assert!(r.slices.is_empty());
         assert_eq!(r.unanswered_slices, 2);
+    }
+
+    #[test]
+    fn a_reaction_splits_where_a_watcher_received_the_pod_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.log");
+        let t = |ms: u32| format!("2026-12-03T10:00:00.{ms:03}000Z");
+        let at = |ms: u32| t(ms).parse::<Timestamp>().unwrap();
+        let lines = [
+            line("pods", Some("status"), "svc-001-1", &t(100), &t(110)),
+            line("endpointslices", None, "svc-001-abcde", &t(130), &t(140)),
+            line("endpoints", None, "svc-001", &t(150), &t(160)),
+            // Its event reached the watcher before its response was logged; the slice
+            // write came before the event reached the watcher.
+            line("pods", Some("status"), "svc-002-1", &t(200), &t(220)),
+            line("endpointslices", None, "svc-002-abcde", &t(212), &t(230)),
+            line("endpoints", None, "svc-002", &t(240), &t(250)),
+            // No event of it reached the watcher.
+            line("pods", Some("status"), "svc-003-1", &t(300), &t(310)),
+            line("endpointslices", None, "svc-003-abcde", &t(320), &t(330)),
+        ];
+        std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+        let arrivals = Arrivals::from([
+            // An earlier event of the same pod (its scheduling) is not the write's.
+            ("svc-001-1".to_string(), vec![at(50), at(118)]),
+            ("svc-002-1".to_string(), vec![at(215)]),
+        ]);
+        let since = at(0);
+        let r = reactions(&log, "churn", since.., strip_last_part, Some(&arrivals)).unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(r.slices, [ms(0), ms(10), ms(20)]);
+        assert_eq!(r.endpoints, [ms(20), ms(40)]);
+        assert_eq!(r.delivery, [ms(0), ms(8)]);
+        assert_eq!(r.slices_after_delivery, [ms(0), ms(12)]);
+        assert_eq!(r.endpoints_after_delivery, [ms(25), ms(32)]);
+        assert_eq!(r.undelivered, 1);
+
+        let r = reactions(&log, "churn", since.., strip_last_part, None).unwrap();
+        assert!(r.delivery.is_empty() && r.slices_after_delivery.is_empty());
+        assert_eq!(r.undelivered, 0);
     }
 }

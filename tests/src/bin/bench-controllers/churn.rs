@@ -227,6 +227,7 @@ pub async fn churn(side: Side, options: &Options) -> Result<Churn> {
         NS,
         flips_started..,
         audit::strip_last_part,
+        None,
     )?;
     // The final state: every pod as last flipped; check_final expects all ready, so flip the
     // not-ready ones back first and let that settle (uncounted).

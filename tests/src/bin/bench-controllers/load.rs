@@ -8,6 +8,7 @@
 //! rolling update, scale down by half, delete.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -20,10 +21,13 @@ use k8s_openapi::api::core::v1::{Endpoints, Node, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::audit::{self, Reactions};
+use crate::audit::{self, Arrivals, Reactions};
 use crate::plane::{Run, create_service};
 use crate::published::is_mirrored;
 use crate::write_requests::WriteRequests;
@@ -173,6 +177,7 @@ pub async fn load(side: Side, options: &Options) -> Result<Load> {
     create_nodes(&run.client, options.load_nodes).await?;
     let mut workloads = Workloads::start(&run)?;
     let client = &run.client;
+    let arrivals = PodArrivals::start(client).await?;
     let mut desired = deployments(options.load_pods);
     eprintln!(
         "load, {side}: {} Deployments ({} pods), {} Services on {} KWOK Nodes",
@@ -184,7 +189,18 @@ pub async fn load(side: Side, options: &Options) -> Result<Load> {
     let mut phases = Vec::new();
 
     let create = create_all(client, &desired);
-    phases.push(phase(&run, &mut workloads, "create", &desired, options, create).await?);
+    phases.push(
+        phase(
+            &run,
+            &mut workloads,
+            &arrivals,
+            "create",
+            &desired,
+            options,
+            create,
+        )
+        .await?,
+    );
 
     let roll = patch_all(client, &desired, |_| {
         json!({ "spec": { "template": { "metadata": {
@@ -194,6 +210,7 @@ pub async fn load(side: Side, options: &Options) -> Result<Load> {
         phase(
             &run,
             &mut workloads,
+            &arrivals,
             "rolling update",
             &desired,
             options,
@@ -204,12 +221,34 @@ pub async fn load(side: Side, options: &Options) -> Result<Load> {
 
     let halved: BTreeMap<String, i32> = desired.iter().map(|(d, r)| (d.clone(), r / 2)).collect();
     let scale = patch_all(client, &halved, |r| json!({ "spec": { "replicas": r } }));
-    phases.push(phase(&run, &mut workloads, "scale down", &halved, options, scale).await?);
+    phases.push(
+        phase(
+            &run,
+            &mut workloads,
+            &arrivals,
+            "scale down",
+            &halved,
+            options,
+            scale,
+        )
+        .await?,
+    );
     desired = halved;
 
     let delete = delete_all(client, &desired);
     let none = BTreeMap::new();
-    phases.push(phase(&run, &mut workloads, "delete", &none, options, delete).await?);
+    phases.push(
+        phase(
+            &run,
+            &mut workloads,
+            &arrivals,
+            "delete",
+            &none,
+            options,
+            delete,
+        )
+        .await?,
+    );
     drop(workloads);
     Ok(Load { side, load, phases })
 }
@@ -221,6 +260,7 @@ pub async fn load(side: Side, options: &Options) -> Result<Load> {
 async fn phase(
     run: &Run,
     workloads: &mut Workloads,
+    arrivals: &PodArrivals,
     name: &'static str,
     desired: &BTreeMap<String, i32>,
     options: &Options,
@@ -251,7 +291,13 @@ async fn phase(
     let writes = counter.settled(QUIET, options.limit()).await;
     let requests = WriteRequests::read(client).await?.since(requests_before);
     let after = run.resources()?;
-    let reactions = audit::reactions(&run.audit_log(), NS, started..Timestamp::now(), service_of)?;
+    let reactions = audit::reactions(
+        &run.audit_log(),
+        NS,
+        started..Timestamp::now(),
+        service_of,
+        Some(&arrivals.read()),
+    )?;
     eprintln!(
         "load, {}: {name} converged in {}",
         run.side,
@@ -268,6 +314,71 @@ async fn phase(
             ..after
         },
     })
+}
+
+/// A watcher of the namespace's pods (their metadata) in this process, recording when each
+/// pod event reached it: where a reaction's watch delivery ends (see [`Reactions`]). Stopped
+/// when dropped.
+struct PodArrivals {
+    arrivals: Arc<Mutex<Arrivals>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PodArrivals {
+    /// Starts the watcher and returns once it watches.
+    async fn start(client: &Client) -> Result<Self> {
+        let api: Api<PartialObjectMeta<Pod>> = Api::namespaced(client.clone(), NS);
+        let arrivals = Arc::new(Mutex::new(Arrivals::new()));
+        let (watching, started) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn({
+            let arrivals = Arc::clone(&arrivals);
+            async move {
+                let mut watching = Some(watching);
+                let events = watcher(api, watcher::Config::default()).default_backoff();
+                let mut events = std::pin::pin!(events);
+                while let Some(event) = events.next().await {
+                    let at = Timestamp::now();
+                    let pod = match event {
+                        Ok(Event::Apply(pod) | Event::Delete(pod)) => pod,
+                        Ok(Event::InitDone) => {
+                            if let Some(watching) = watching.take() {
+                                let _ = watching.send(());
+                            }
+                            continue;
+                        }
+                        Ok(_) => continue,
+                        Err(e) => {
+                            eprintln!("load: the pod arrivals' watch: {e}");
+                            continue;
+                        }
+                    };
+                    if let Some(name) = pod.metadata.name {
+                        let mut arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner());
+                        arrivals.entry(name).or_default().push(at);
+                    }
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), started)
+            .await
+            .context("the pod arrivals' watch did not start within 30 s")?
+            .context("the pod arrivals' watch stopped")?;
+        Ok(Self { arrivals, task })
+    }
+
+    /// What it recorded so far.
+    fn read(&self) -> Arrivals {
+        self.arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for PodArrivals {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// KWOK's Nodes `kwok-node-0`.. in three zones, each with its own /24 podCIDR (KWOK gives

@@ -161,6 +161,9 @@ pub fn print_load(options: &Options, runs: &[Load]) {
         "per phase: converged: from the phase's first write to the first poll (every 500 ms) that saw every Deployment rolled out, its pods ready and each Service's slices and Endpoints listing exactly its ready pods; writes, reactions (to pod status writes and pod deletes) and CPU: from the phase's first write until {} s without an Endpoints or slice write; RSS, peak: at that end",
         QUIET.as_secs()
     );
+    println!(
+        "reactions split where a watcher of the pods in the bench process received the pod write's change: delivered: from the pod write's response to that arrival (the apiserver's watch delivery, the same for every side); from there: to the apiserver receiving the controller's write (what the controller adds)"
+    );
     let phases = runs.first().map_or(0, |r| r.phases.len());
     for i in 0..phases {
         println!(
@@ -196,6 +199,18 @@ pub fn print_load(options: &Options, runs: &[Load]) {
                     "{}/{}",
                     phase.reactions.unanswered_slices, phase.reactions.unanswered_endpoints
                 ),
+            );
+        }
+        for r in runs {
+            let reactions = &r.phases[i].reactions;
+            println!(
+                "{:<16} {:<16} delivered to a watcher p50/p99/max {} ({} not seen); from there to the controller's write: slices {}, Endpoints {}",
+                "",
+                r.side.to_string(),
+                p50_p99_max(&reactions.delivery),
+                reactions.undelivered,
+                p50_p99_max(&reactions.slices_after_delivery),
+                p50_p99_max(&reactions.endpoints_after_delivery),
             );
         }
     }
@@ -382,7 +397,7 @@ fn print_load_goals(ours: &Load, theirs: &Load) {
         let (or, tr) = (&o.reactions, &t.reactions);
         let (oq, tq) = (o.requests.total(), t.requests.total());
         println!(
-            "  load {} vs {}: CPU {}; reaction to slices p50 {}, p99 {}; to Endpoints p50 {}, p99 {}; write requests {} vs {} ({}); peak RSS {}; converged in {} vs {}",
+            "  load {} vs {}: CPU {}; reaction to slices p50 {}, p99 {}; to Endpoints p50 {}, p99 {}; from the delivery, to slices p50 {}, p99 {}; to Endpoints p50 {}, p99 {}; write requests {} vs {} ({}); peak RSS {}; converged in {} vs {}",
             o.name,
             theirs.side,
             ratio(o.resources.cpu_seconds, t.resources.cpu_seconds, 0.5),
@@ -390,6 +405,26 @@ fn print_load_goals(ours: &Load, theirs: &Load) {
             ratio(p(&or.slices, 99.0), p(&tr.slices, 99.0), 0.5),
             ratio(p(&or.endpoints, 50.0), p(&tr.endpoints, 50.0), 0.5),
             ratio(p(&or.endpoints, 99.0), p(&tr.endpoints, 99.0), 0.5),
+            ratio(
+                p(&or.slices_after_delivery, 50.0),
+                p(&tr.slices_after_delivery, 50.0),
+                0.5
+            ),
+            ratio(
+                p(&or.slices_after_delivery, 99.0),
+                p(&tr.slices_after_delivery, 99.0),
+                0.5
+            ),
+            ratio(
+                p(&or.endpoints_after_delivery, 50.0),
+                p(&tr.endpoints_after_delivery, 50.0),
+                0.5
+            ),
+            ratio(
+                p(&or.endpoints_after_delivery, 99.0),
+                p(&tr.endpoints_after_delivery, 99.0),
+                0.5
+            ),
             oq,
             tq,
             verdict(oq <= tq),

@@ -83,7 +83,13 @@ pub async fn scale_up(side: Side, options: &Options) -> Result<ScaleUp> {
         .map_or(Duration::ZERO, |t| t.saturating_duration_since(start));
     let resources = run.resources()?;
     // One Service: every write in the namespace is its.
-    let reactions = audit::reactions(&run.audit_log(), NS, started.., |_| Some("big".into()))?;
+    let reactions = audit::reactions(
+        &run.audit_log(),
+        NS,
+        started..,
+        |_| Some("big".into()),
+        None,
+    )?;
     let (correct, slices) = check_final(client, NS, &pods).await?;
     for watch in watches {
         watch.abort();
