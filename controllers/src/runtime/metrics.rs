@@ -51,6 +51,7 @@ pub(crate) struct Metrics {
     queue_adds: Family<Labels, Counter>,
     queue_depth: Family<Labels, Gauge>,
     queue_retries: Family<Labels, Counter>,
+    queue_queued: Family<Labels, Histogram>,
     queue_work: Family<Labels, Histogram>,
 }
 
@@ -87,7 +88,8 @@ impl Metrics {
             queue_adds: Family::default(),
             queue_depth: Family::default(),
             queue_retries: Family::default(),
-            queue_work: Family::new_with_constructor(QueueMetrics::work_histogram),
+            queue_queued: Family::new_with_constructor(QueueMetrics::duration_histogram),
+            queue_work: Family::new_with_constructor(QueueMetrics::duration_histogram),
         };
         if enabled.endpointslice {
             registry.register(
@@ -150,6 +152,11 @@ impl Metrics {
                 metrics.queue_retries.clone(),
             );
             registry.register(
+                "workqueue_queue_duration_seconds",
+                "How long in seconds an item stays in workqueue before being requested",
+                metrics.queue_queued.clone(),
+            );
+            registry.register(
                 "workqueue_work_duration_seconds",
                 "How long in seconds processing an item from workqueue takes",
                 metrics.queue_work.clone(),
@@ -197,6 +204,7 @@ impl Metrics {
             adds: self.queue_adds.get_or_create(&labels).clone(),
             depth: self.queue_depth.get_or_create(&labels).clone(),
             retries: self.queue_retries.get_or_create(&labels).clone(),
+            queued: self.queue_queued.get_or_create(&labels).clone(),
             work: self.queue_work.get_or_create(&labels).clone(),
         }
     }
@@ -330,7 +338,8 @@ mod tests {
     }
 
     /// A queue reports client-go's work-queue metrics under kube-controller-manager's queue
-    /// names: each add counted, the depth of what waits, each sync timed, each retry.
+    /// names: each add counted, the depth of what waits, each wait and each sync timed, each
+    /// retry.
     #[tokio::test(start_paused = true)]
     async fn a_queue_reports_adds_depth_work_and_retries() {
         use super::super::queue::{Backoff, WorkQueue};
@@ -357,14 +366,33 @@ mod tests {
         ] {
             assert!(seen.contains(line), "missing {line:?} in\n{seen}");
         }
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
         let first = queue.next().await.unwrap();
+        // Added again while being synced: it waits from this add, through the sync's end.
+        queue.add(first.clone());
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         queue.done(&first);
-        queue.retry(first);
+        let second = queue.next().await.unwrap();
+        let again = queue.next().await.unwrap();
+        assert_eq!((&second, &again), (&b, &first));
+        queue.done(&second);
+        queue.done(&again);
+        queue.retry(again);
         let seen = text();
+        // a waited 3 ms, b 5 ms, a again 2 ms.
+        let waited: f64 = seen
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("workqueue_queue_duration_seconds_sum{name=\"endpoint_slice\"} ")
+            })
+            .expect("the queue duration's sum")
+            .parse()
+            .unwrap();
+        assert!((waited - 0.010).abs() < 1e-9, "{waited}");
         for line in [
-            "workqueue_depth{name=\"endpoint_slice\"} 1",
-            "workqueue_work_duration_seconds_count{name=\"endpoint_slice\"} 1",
+            "workqueue_depth{name=\"endpoint_slice\"} 0",
+            "workqueue_queue_duration_seconds_count{name=\"endpoint_slice\"} 3",
+            "workqueue_work_duration_seconds_count{name=\"endpoint_slice\"} 3",
             "workqueue_retries_total{name=\"endpoint_slice\"} 1",
         ] {
             assert!(seen.contains(line), "missing {line:?} in\n{seen}");

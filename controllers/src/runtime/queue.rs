@@ -15,8 +15,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// One queue's share of client-go's work-queue metrics (`workqueue_adds_total`,
-/// `workqueue_depth`, `workqueue_retries_total`, `workqueue_work_duration_seconds`, labelled
-/// by the queue's in-tree name): what an operator watches to see a controller keeping up.
+/// `workqueue_depth`, `workqueue_retries_total`, `workqueue_queue_duration_seconds`,
+/// `workqueue_work_duration_seconds`, labelled by the queue's in-tree name): what an operator
+/// watches to see a controller keeping up.
 #[derive(Debug, Clone)]
 pub struct QueueMetrics {
     /// Adds, each counted (a key already waiting included), as client-go counts them.
@@ -25,13 +26,17 @@ pub struct QueueMetrics {
     pub depth: Gauge,
     /// Keys queued again after a failed sync.
     pub retries: Counter,
+    /// How long each key waited, from when it was queued (or became due, when delayed) to
+    /// when a worker took it, as client-go measures it: a key added while being synced waits
+    /// from that add, through the rest of that sync.
+    pub queued: Histogram,
     /// How long each sync took, from the key handed out to [`WorkQueue::done`].
     pub work: Histogram,
 }
 
 impl QueueMetrics {
-    /// Client-go's buckets for work durations: 1 µs to 10 s.
-    pub fn work_histogram() -> Histogram {
+    /// Buckets for queue and work durations: 1 µs to 10 s, by tens.
+    pub fn duration_histogram() -> Histogram {
         Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
             1e-6, 10.0, 8,
         ))
@@ -68,6 +73,8 @@ struct State<K> {
     delayed_by_time: BTreeMap<(Instant, u64), K>,
     next_id: u64,
     failures: HashMap<K, u32>,
+    /// When each key waiting was queued, for the queue-duration metric.
+    queued: HashMap<K, Instant>,
     /// When each key being synced was handed out, for the work-duration metric.
     started: HashMap<K, Instant>,
     shut_down: bool,
@@ -94,6 +101,7 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
                 delayed_by_time: BTreeMap::new(),
                 next_id: 0,
                 failures: HashMap::new(),
+                queued: HashMap::new(),
                 started: HashMap::new(),
                 shut_down: false,
             }),
@@ -122,7 +130,7 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
             metrics.adds.inc();
         }
         let mut state = self.state.lock().expect("queue lock");
-        let queued = Self::enqueue(&mut state, key);
+        let queued = self.enqueue(&mut state, key);
         self.report_depth(&state);
         if queued {
             drop(state);
@@ -130,9 +138,12 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
         }
     }
 
-    fn enqueue(state: &mut State<K>, key: K) -> bool {
+    fn enqueue(&self, state: &mut State<K>, key: K) -> bool {
         if state.shut_down || state.dirty.contains(&key) {
             return false;
+        }
+        if self.metrics.is_some() {
+            state.queued.insert(key.clone(), Instant::now());
         }
         state.dirty.insert(key.clone());
         if state.processing.contains(&key) {
@@ -199,14 +210,14 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
             .unwrap_or(0)
     }
 
-    fn promote_due(state: &mut State<K>, now: Instant) {
+    fn promote_due(&self, state: &mut State<K>, now: Instant) {
         while let Some(entry) = state.delayed_by_time.first_entry() {
             if entry.key().0 > now {
                 break;
             }
             let key = entry.remove();
             state.delayed.remove(&key);
-            Self::enqueue(state, key);
+            self.enqueue(state, key);
         }
     }
 
@@ -223,13 +234,18 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
                     return None;
                 }
                 let now = Instant::now();
-                Self::promote_due(&mut state, now);
+                self.promote_due(&mut state, now);
                 let next = state.ready.pop_front();
                 self.report_depth(&state);
                 if let Some(key) = next {
                     state.dirty.remove(&key);
                     state.processing.insert(key.clone());
-                    if self.metrics.is_some() {
+                    if let Some(metrics) = &self.metrics {
+                        if let Some(queued) = state.queued.remove(&key) {
+                            metrics
+                                .queued
+                                .observe(now.saturating_duration_since(queued).as_secs_f64());
+                        }
                         state.started.insert(key.clone(), now);
                     }
                     if !state.ready.is_empty() {
