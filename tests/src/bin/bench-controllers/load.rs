@@ -30,6 +30,7 @@ use serde_json::json;
 use crate::audit::{self, Arrivals, Reactions};
 use crate::plane::{Run, create_service};
 use crate::published::is_mirrored;
+use crate::restart::QueueTotals;
 use crate::write_requests::WriteRequests;
 use crate::{CLIENT_CONCURRENCY, Options, QUIET, Side};
 
@@ -63,6 +64,8 @@ pub struct Phase {
     pub writes: Writes,
     pub requests: WriteRequests,
     pub reactions: Reactions,
+    /// The `endpoint` and `endpoint_slice` work queues' totals over the phase, where served.
+    pub queues: [Option<QueueTotals>; 2],
     /// The controller process's RSS and peak RSS at the phase's end, and its CPU time
     /// during the phase.
     pub resources: Resources,
@@ -268,6 +271,7 @@ async fn phase(
 ) -> Result<Phase> {
     let client = &run.client;
     let before = run.resources()?;
+    let queues_before = queue_totals(run).await?;
     let requests_before = WriteRequests::read(client).await?;
     let counter = WriteCounter::start(client, NS).await?;
     let started = Timestamp::now();
@@ -291,6 +295,8 @@ async fn phase(
     let writes = counter.settled(QUIET, options.limit()).await;
     let requests = WriteRequests::read(client).await?.since(requests_before);
     let after = run.resources()?;
+    let queues_after = queue_totals(run).await?;
+    let queues = [0, 1].map(|i| Some(queues_after[i]?.since(queues_before[i]?)));
     let reactions = audit::reactions(
         &run.audit_log(),
         NS,
@@ -309,11 +315,18 @@ async fn phase(
         writes,
         requests,
         reactions,
+        queues,
         resources: Resources {
             cpu_seconds: after.cpu_seconds - before.cpu_seconds,
             ..after
         },
     })
+}
+
+/// The `endpoint` and `endpoint_slice` work queues' totals the controller serves now.
+async fn queue_totals(run: &Run) -> Result<[Option<QueueTotals>; 2]> {
+    let metrics = run.controller_metrics().await?;
+    Ok(["endpoint", "endpoint_slice"].map(|queue| QueueTotals::parse(&metrics, queue)))
 }
 
 /// A watcher of the namespace's pods (their metadata) in this process, recording when each

@@ -9,6 +9,7 @@ use e2e::writes::Writes;
 use crate::audit::Reactions;
 use crate::churn::Churn;
 use crate::load::Load;
+use crate::restart::QueueTotals;
 use crate::restart::Restart;
 use crate::scale_up::ScaleUp;
 use crate::write_requests::WriteRequests;
@@ -211,6 +212,16 @@ pub fn print_load(options: &Options, runs: &[Load]) {
                 reactions.undelivered,
                 p50_p99_max(&reactions.slices_after_delivery),
                 p50_p99_max(&reactions.endpoints_after_delivery),
+            );
+        }
+        for r in runs {
+            let [endpoints, slices] = r.phases[i].queues;
+            println!(
+                "{:<16} {:<16} work queues, mean wait / mean sync per key taken (keys): Endpoints {}, slices {}",
+                "",
+                r.side.to_string(),
+                queue_means(endpoints),
+                queue_means(slices),
             );
         }
     }
@@ -432,6 +443,20 @@ fn print_load_goals(ours: &Load, theirs: &Load) {
             seconds(o.converged),
             seconds(t.converged),
         );
+    }
+}
+
+/// A queue's mean wait and mean sync per key taken, and the keys taken.
+fn queue_means(totals: Option<QueueTotals>) -> String {
+    match totals {
+        Some(t) if t.taken > 0.0 => format!(
+            "{:.1}ms / {:.1}ms ({})",
+            t.waited / t.taken * 1e3,
+            t.worked / t.taken * 1e3,
+            t.taken
+        ),
+        Some(_) => "no key taken".to_string(),
+        None => "not served".to_string(),
     }
 }
 

@@ -103,6 +103,37 @@ impl Progress {
     }
 }
 
+/// A work queue's totals from client-go's metrics: keys taken, seconds they waited in the
+/// queue, seconds their syncs took.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct QueueTotals {
+    pub taken: f64,
+    pub waited: f64,
+    pub worked: f64,
+}
+
+impl QueueTotals {
+    /// The totals of the queue `queue` (`endpoint`, `endpoint_slice`) in `metrics`.
+    pub fn parse(metrics: &str, queue: &str) -> Option<Self> {
+        let label = format!("name=\"{queue}\"");
+        let sum = |metric: &str| sample_sum(metrics, metric, Some(&label));
+        Some(Self {
+            taken: sum("workqueue_queue_duration_seconds_count")?,
+            waited: sum("workqueue_queue_duration_seconds_sum")?,
+            worked: sum("workqueue_work_duration_seconds_sum")?,
+        })
+    }
+
+    /// What was added since `before`.
+    pub fn since(self, before: Self) -> Self {
+        Self {
+            taken: self.taken - before.taken,
+            waited: self.waited - before.waited,
+            worked: self.worked - before.worked,
+        }
+    }
+}
+
 /// The sum of the samples of metric `name` (Prometheus text), of those whose labels include
 /// `label` (`key="value"`) if given; `None` if there is none.
 fn sample_sum(metrics: &str, name: &str, label: Option<&str>) -> Option<f64> {
@@ -240,5 +271,30 @@ workqueue_work_duration_seconds_sum{name="endpoint"} 3.5
             "a Service's endpoints not synced yet"
         );
         assert!(progress.verified(501, 5000));
+    }
+
+    #[test]
+    fn a_queues_totals_and_their_difference() {
+        let before = "workqueue_queue_duration_seconds_sum{name=\"endpoint\"} 0.5\n\
+                      workqueue_queue_duration_seconds_count{name=\"endpoint\"} 10\n\
+                      workqueue_work_duration_seconds_sum{name=\"endpoint\"} 0.25\n\
+                      workqueue_queue_duration_seconds_count{name=\"endpoint_slice\"} 99\n";
+        let after = before
+            .replace(
+                "seconds_sum{name=\"endpoint\"} 0.5",
+                "seconds_sum{name=\"endpoint\"} 1.5",
+            )
+            .replace("count{name=\"endpoint\"} 10", "count{name=\"endpoint\"} 30");
+        let totals = |text: &str| QueueTotals::parse(text, "endpoint").unwrap();
+        assert_eq!(
+            totals(&after).since(totals(before)),
+            QueueTotals {
+                taken: 20.0,
+                waited: 1.0,
+                worked: 0.0,
+            }
+        );
+        // The slice queue serves no durations here.
+        assert_eq!(QueueTotals::parse(before, "endpoint_slice"), None);
     }
 }
