@@ -8,10 +8,12 @@
 //! rolling update, scale down by half, delete.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use e2e::control_plane::client_from_kubeconfig;
 use e2e::kubelet::ZONE_LABEL;
 use e2e::process::{Process, Resources};
 use e2e::writes::{WriteCounter, Writes};
@@ -180,7 +182,7 @@ pub async fn load(side: Side, options: &Options) -> Result<Load> {
     create_nodes(&run.client, options.load_nodes).await?;
     let mut workloads = Workloads::start(&run)?;
     let client = &run.client;
-    let arrivals = PodArrivals::start(client).await?;
+    let arrivals = PodArrivals::start(run.plane().kubeconfig()).await?;
     let mut desired = deployments(options.load_pods);
     eprintln!(
         "load, {side}: {} Deployments ({} pods), {} Services on {} KWOK Nodes",
@@ -329,54 +331,55 @@ async fn queue_totals(run: &Run) -> Result<[Option<QueueTotals>; 2]> {
     Ok(["endpoint", "endpoint_slice"].map(|queue| QueueTotals::parse(&metrics, queue)))
 }
 
-/// A watcher of the namespace's pods (their metadata) in this process, recording when each
-/// pod event reached it: where a reaction's watch delivery ends (see [`Reactions`]). Stopped
-/// when dropped.
+/// A watcher of the namespace's pods (their metadata), recording when each pod event reached
+/// it: where a reaction's watch delivery ends (see [`Reactions`]). It runs on a thread and
+/// a runtime of its own, with its own client, so that the bench's other work (its polls
+/// decode every pod, slice and Endpoints object twice a second) does not delay what it
+/// records. Stopped when dropped.
 struct PodArrivals {
     arrivals: Arc<Mutex<Arrivals>>,
-    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl PodArrivals {
     /// Starts the watcher and returns once it watches.
-    async fn start(client: &Client) -> Result<Self> {
-        let api: Api<PartialObjectMeta<Pod>> = Api::namespaced(client.clone(), NS);
+    async fn start(kubeconfig: &Path) -> Result<Self> {
         let arrivals = Arc::new(Mutex::new(Arrivals::new()));
         let (watching, started) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn({
-            let arrivals = Arc::clone(&arrivals);
-            async move {
-                let mut watching = Some(watching);
-                let events = watcher(api, watcher::Config::default()).default_backoff();
-                let mut events = std::pin::pin!(events);
-                while let Some(event) = events.next().await {
-                    let at = Timestamp::now();
-                    let pod = match event {
-                        Ok(Event::Apply(pod) | Event::Delete(pod)) => pod,
-                        Ok(Event::InitDone) => {
-                            if let Some(watching) = watching.take() {
-                                let _ = watching.send(());
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("pod-arrivals".into())
+            .spawn({
+                let arrivals = Arc::clone(&arrivals);
+                let kubeconfig = kubeconfig.to_path_buf();
+                move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a runtime for the pod arrivals' watch");
+                    runtime.block_on(async move {
+                        tokio::select! {
+                            result = record(&kubeconfig, &arrivals, watching) => {
+                                if let Err(e) = result {
+                                    eprintln!("load: the pod arrivals' watch: {e:#}");
+                                }
                             }
-                            continue;
+                            _ = stopped => {}
                         }
-                        Ok(_) => continue,
-                        Err(e) => {
-                            eprintln!("load: the pod arrivals' watch: {e}");
-                            continue;
-                        }
-                    };
-                    if let Some(name) = pod.metadata.name {
-                        let mut arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner());
-                        arrivals.entry(name).or_default().push(at);
-                    }
+                    });
                 }
-            }
-        });
+            })?;
+        let this = Self {
+            arrivals,
+            stop: Some(stop),
+            thread: Some(thread),
+        };
         tokio::time::timeout(Duration::from_secs(30), started)
             .await
             .context("the pod arrivals' watch did not start within 30 s")?
             .context("the pod arrivals' watch stopped")?;
-        Ok(Self { arrivals, task })
+        Ok(this)
     }
 
     /// What it recorded so far.
@@ -388,9 +391,49 @@ impl PodArrivals {
     }
 }
 
+/// Watches the namespace's pods, recording each event's arrival; says when it watches.
+async fn record(
+    kubeconfig: &Path,
+    arrivals: &Mutex<Arrivals>,
+    watching: tokio::sync::oneshot::Sender<()>,
+) -> Result<()> {
+    let client = client_from_kubeconfig(kubeconfig).await?;
+    let api: Api<PartialObjectMeta<Pod>> = Api::namespaced(client, NS);
+    let mut watching = Some(watching);
+    let events = watcher(api, watcher::Config::default()).default_backoff();
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        let at = Timestamp::now();
+        let pod = match event {
+            Ok(Event::Apply(pod) | Event::Delete(pod)) => pod,
+            Ok(Event::InitDone) => {
+                if let Some(watching) = watching.take() {
+                    let _ = watching.send(());
+                }
+                continue;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                eprintln!("load: the pod arrivals' watch: {e}");
+                continue;
+            }
+        };
+        if let Some(name) = pod.metadata.name {
+            let mut arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner());
+            arrivals.entry(name).or_default().push(at);
+        }
+    }
+    Ok(())
+}
+
 impl Drop for PodArrivals {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
