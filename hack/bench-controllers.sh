@@ -19,8 +19,10 @@
 # at once); both are built on first use (hack/kube-bins.sh with SVCPLANE_LOAD_TOOLS=1).
 # Phases: create, rolling update (a pod template annotation), scale down by half, delete;
 # each prints, per side, the time until the Deployments, pods, slices and Endpoints
-# converged, the controller's CPU time and RSS, its write requests, and its reaction times to
-# KWOK's pod status writes and the pod deletes (audit log), with the goals: CPU and
+# converged, the controller's CPU time and RSS, its write requests, its reaction times to
+# KWOK's pod status writes and the pod deletes (audit log), split where a watcher of the pods
+# in the bench received the change (the apiserver's delivery, then what the controller adds),
+# and its work queues' mean wait and sync per key (client-go's metrics), with the goals: CPU and
 # reaction p50/p99 at most 0.5x in-tree's, write requests at most in-tree's, peak RSS at
 # most 0.33x. Release build; svcplane runs as the real
 # `svcplane controllers --leader-elect=false` process. Figures depend on what else the

@@ -54,7 +54,9 @@
 //!   write until a poll (every 500 ms) sees every Deployment rolled out, its pods ready and
 //!   each Service's slices and Endpoints listing exactly its ready pods; its writes, CPU
 //!   time and reactions (pod status writes and pod deletes) are counted until the writes
-//!   stop; RSS and peak RSS are the controller process's at the phase's end.
+//!   stop, each reaction also split where a watcher of the pods in the bench received the
+//!   pod's change, with both sides' work-queue waits and syncs from their metrics; RSS and
+//!   peak RSS are the controller process's at the phase's end.
 //!
 //! At the end of each run: the controller process's VmRSS and VmHWM (peak) from
 //! `/proc/<pid>/status` and its CPU time (user + system) from `/proc/<pid>/stat`, then the
