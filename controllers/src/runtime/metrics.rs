@@ -341,7 +341,7 @@ mod tests {
     /// names: each add counted, the depth of what waits, each wait and each sync timed, each
     /// retry.
     #[tokio::test(start_paused = true)]
-    async fn a_queue_reports_adds_depth_work_and_retries() {
+    async fn a_queue_reports_adds_depth_waits_work_and_retries() {
         use super::super::queue::{Backoff, WorkQueue};
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry, EnabledControllers::default());

@@ -327,6 +327,7 @@ impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
         state.dirty.clear();
         state.delayed.clear();
         state.delayed_by_time.clear();
+        state.queued.clear();
     }
 }
 
