@@ -403,39 +403,18 @@ pub fn print_goals(
 
 /// Each load phase's goals, svcplane's run against an in-tree one.
 fn print_load_goals(ours: &Load, theirs: &Load) {
-    let p = |d: &[Duration], q: f64| percentile(d, q).as_secs_f64();
     for (o, t) in ours.phases.iter().zip(&theirs.phases) {
         let (or, tr) = (&o.reactions, &t.reactions);
         let (oq, tq) = (o.requests.total(), t.requests.total());
         println!(
-            "  load {} vs {}: CPU {}; reaction to slices p50 {}, p99 {}; to Endpoints p50 {}, p99 {}; from the delivery, to slices p50 {}, p99 {}; to Endpoints p50 {}, p99 {}; write requests {} vs {} ({}); peak RSS {}; converged in {} vs {}",
+            "  load {} vs {}: CPU {}; reaction to slices {}; to Endpoints {}; from the delivery, to slices {}; to Endpoints {}; write requests {} vs {} ({}); peak RSS {}; converged in {} vs {}",
             o.name,
             theirs.side,
             ratio(o.resources.cpu_seconds, t.resources.cpu_seconds, 0.5),
-            ratio(p(&or.slices, 50.0), p(&tr.slices, 50.0), 0.5),
-            ratio(p(&or.slices, 99.0), p(&tr.slices, 99.0), 0.5),
-            ratio(p(&or.endpoints, 50.0), p(&tr.endpoints, 50.0), 0.5),
-            ratio(p(&or.endpoints, 99.0), p(&tr.endpoints, 99.0), 0.5),
-            ratio(
-                p(&or.slices_after_delivery, 50.0),
-                p(&tr.slices_after_delivery, 50.0),
-                0.5
-            ),
-            ratio(
-                p(&or.slices_after_delivery, 99.0),
-                p(&tr.slices_after_delivery, 99.0),
-                0.5
-            ),
-            ratio(
-                p(&or.endpoints_after_delivery, 50.0),
-                p(&tr.endpoints_after_delivery, 50.0),
-                0.5
-            ),
-            ratio(
-                p(&or.endpoints_after_delivery, 99.0),
-                p(&tr.endpoints_after_delivery, 99.0),
-                0.5
-            ),
+            half_p50_p99(&or.slices, &tr.slices),
+            half_p50_p99(&or.endpoints, &tr.endpoints),
+            half_p50_p99(&or.slices_after_delivery, &tr.slices_after_delivery),
+            half_p50_p99(&or.endpoints_after_delivery, &tr.endpoints_after_delivery),
             oq,
             tq,
             verdict(oq <= tq),
@@ -458,6 +437,16 @@ fn queue_means(totals: Option<QueueTotals>) -> String {
         Some(_) => "no key taken".to_string(),
         None => "not served".to_string(),
     }
+}
+
+/// `p50 <ratio>, p99 <ratio>` of two sides' sorted times, each against the goal of 0.5x.
+fn half_p50_p99(ours: &[Duration], theirs: &[Duration]) -> String {
+    let p = |d: &[Duration], q: f64| percentile(d, q).as_secs_f64();
+    format!(
+        "p50 {}, p99 {}",
+        ratio(p(ours, 50.0), p(theirs, 50.0), 0.5),
+        ratio(p(ours, 99.0), p(theirs, 99.0), 0.5)
+    )
 }
 
 fn verdict(ok: bool) -> &'static str {
