@@ -25,12 +25,12 @@
 //! pod changed; the results are those of [`desired_endpoints`] / [`desired_endpoint_slices`]
 //! and [`plan_endpoints_write`] / [`plan_endpoint_slices`] on every pod.
 //!
-//! Endpoints sync of a Service: skip it when the cached Endpoints is a version
-//! [`EndpointsTracker::is_stale`] knows was replaced; take the trigger time from
-//! [`TriggerTimeTracker::trigger_time`] with the index's changed pods;
-//! [`EndpointsIndex::plan`] against the cached object; write; then [`EndpointsIndex::synced`]
-//! (or [`EndpointsIndex::failed`]), [`EndpointsTracker::record_update`] and
-//! [`TriggerTimeTracker::commit`].
+//! Endpoints sync of a Service: plan from [`EndpointsTracker::current`] (the cached object, or
+//! what this controller last wrote while the cache has not shown it yet); take the trigger
+//! time from [`TriggerTimeTracker::trigger_time`] with the index's changed pods;
+//! [`EndpointsIndex::plan`]; write; then [`EndpointsIndex::synced`] and
+//! [`EndpointsTracker::record_update`] (or [`EndpointsIndex::failed`] and
+//! [`EndpointsTracker::forget`]), and [`TriggerTimeTracker::commit`].
 //!
 //! EndpointSlice sync of a Service: list the cached slices labelled with its name and managed
 //! by this controller; if [`SliceTracker::is_stale`], retry later; [`SliceIndex::plan`] (with

@@ -263,11 +263,28 @@ pub fn plan_endpoints_write(
     Some(EndpointsWrite::Update(updated))
 }
 
-/// Remembers which Endpoints versions this controller has replaced, so that a cache still
-/// showing one of them is recognised as stale and the sync retried instead of acting on it.
+/// What this controller last wrote to each Endpoints object it updated, kept until the cache
+/// shows it.
+///
+/// A sync that finds the cache still showing a version this controller replaced plans from
+/// what it wrote instead of waiting for the watch to bring its own write back: a Service's
+/// next write follows the last one's answer, not its echo. A version the tracker does not
+/// know, or no object at all, is someone else's later doing: the cache is used, and the entry
+/// dropped. Creates are not kept: "no object" after a create cannot be told from a deletion
+/// since (a create planned from a cache behind fails as already existing, and is retried). A
+/// write planned from a written object that someone else has since replaced fails on its
+/// resourceVersion, as any write from a stale cache does; [`EndpointsTracker::forget`] on that
+/// failure makes the next sync plan from the cache again.
 #[derive(Debug, Default, Clone)]
 pub struct EndpointsTracker {
-    replaced: HashMap<(String, String), String>,
+    written: HashMap<(String, String), Written>,
+}
+
+#[derive(Debug, Clone)]
+struct Written {
+    object: Arc<Endpoints>,
+    /// The versions replaced since the cache last showed a written object.
+    replaced: Vec<String>,
 }
 
 fn namespaced_name(endpoints: &Endpoints) -> (String, String) {
@@ -278,30 +295,60 @@ fn namespaced_name(endpoints: &Endpoints) -> (String, String) {
 }
 
 impl EndpointsTracker {
-    /// Records an update: `previous` is the object the update was computed from, `written` the
-    /// metadata the apiserver returned.
-    pub fn record_update(&mut self, previous: &Endpoints, written: &ObjectMeta) {
-        let (Some(old), Some(new)) = (
-            &previous.metadata.resource_version,
-            &written.resource_version,
-        ) else {
+    /// The object a sync of the Service `namespace/name` should plan from, given the cached
+    /// one: what this controller wrote while the cache still shows a version it replaced, the
+    /// cached object otherwise.
+    pub fn current(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        cached: Option<Arc<Endpoints>>,
+    ) -> Option<Arc<Endpoints>> {
+        let key = (namespace.to_string(), name.to_string());
+        let Some(written) = self.written.get(&key) else {
+            return cached;
+        };
+        let version = cached
+            .as_ref()
+            .and_then(|c| c.metadata.resource_version.as_ref());
+        if let Some(version) = version
+            && written.replaced.contains(version)
+            && Some(version) != written.object.metadata.resource_version.as_ref()
+        {
+            return Some(written.object.clone());
+        }
+        self.written.remove(&key);
+        cached
+    }
+
+    /// Records a successful update: `previous` is the object it was planned from, `sent` the
+    /// object sent and `stored` the metadata the apiserver answered with.
+    pub fn record_update(&mut self, previous: &Endpoints, sent: Endpoints, stored: ObjectMeta) {
+        let Some(replaced) = previous.metadata.resource_version.clone() else {
             return;
         };
-        if old != new {
-            self.replaced.insert(namespaced_name(previous), old.clone());
-        }
+        let object = Arc::new(Endpoints {
+            metadata: ObjectMeta {
+                managed_fields: None,
+                ..stored
+            },
+            subsets: sent.subsets,
+        });
+        let entry = self
+            .written
+            .entry(namespaced_name(&object))
+            .or_insert_with(|| Written {
+                object: object.clone(),
+                replaced: Vec::new(),
+            });
+        entry.object = object;
+        entry.replaced.push(replaced);
     }
 
-    /// Whether the cached object is a version this controller already replaced.
-    pub fn is_stale(&self, cached: &Endpoints) -> bool {
-        cached.metadata.resource_version.is_some()
-            && self.replaced.get(&namespaced_name(cached))
-                == cached.metadata.resource_version.as_ref()
-    }
-
-    /// Forgets a deleted Service's Endpoints.
+    /// Forgets what was written to a Service's Endpoints: after a failed write (the next sync
+    /// plans from the cache) or when the Service is gone.
     pub fn forget(&mut self, namespace: &str, name: &str) {
-        self.replaced
+        self.written
             .remove(&(namespace.to_string(), name.to_string()));
     }
 }

@@ -861,25 +861,89 @@ fn truncated_endpoints_are_not_rewritten_on_every_sync() {
 }
 
 #[test]
-fn tracker_flags_replaced_versions_as_stale() {
+fn tracker_plans_from_what_was_written_until_the_cache_shows_it() {
     let svc = service("web").build();
-    let old = stored(
-        desired_endpoints::<PodInfo>(&svc, &[], &no_params()).unwrap(),
-        "5",
-    );
-    let new = stored(old.clone(), "6");
+    let current = |tracker: &mut EndpointsTracker, cached: Option<&Endpoints>| {
+        tracker
+            .current(NS, "web", cached.cloned().map(Arc::new))
+            .and_then(|e| e.metadata.resource_version.clone())
+    };
+    let desired = desired_endpoints::<PodInfo>(&svc, &[], &no_params()).unwrap();
+    let version = |v: &str| stored(desired.clone(), v);
     let mut tracker = EndpointsTracker::default();
-    assert!(!tracker.is_stale(&old));
-    tracker.record_update(&old, &new.metadata);
-    assert!(tracker.is_stale(&old));
-    assert!(!tracker.is_stale(&new));
-    tracker.forget(NS, "web");
-    assert!(!tracker.is_stale(&old));
-
-    let no_op = stored(old.clone(), "5");
-    tracker.record_update(&old, &no_op.metadata);
-    assert!(
-        !tracker.is_stale(&old),
-        "a write that kept the version leaves the cache current"
+    assert_eq!(current(&mut tracker, None), None);
+    assert_eq!(
+        current(&mut tracker, Some(&version("5"))).as_deref(),
+        Some("5")
     );
+
+    // Two updates before any echo: the cache may show either replaced version.
+    tracker.record_update(&version("5"), desired.clone(), version("6").metadata);
+    tracker.record_update(&version("6"), desired.clone(), version("7").metadata);
+    for behind in ["5", "6"] {
+        assert_eq!(
+            current(&mut tracker, Some(&version(behind))).as_deref(),
+            Some("7")
+        );
+    }
+    // The cache shows the last write: it is used, and the entry dropped.
+    assert_eq!(
+        current(&mut tracker, Some(&version("7"))).as_deref(),
+        Some("7")
+    );
+    assert_eq!(
+        current(&mut tracker, Some(&version("6"))).as_deref(),
+        Some("6")
+    );
+
+    // Someone else's later version, or a deletion, is taken as it is.
+    tracker.record_update(&version("7"), desired.clone(), version("8").metadata);
+    assert_eq!(
+        current(&mut tracker, Some(&version("9"))).as_deref(),
+        Some("9")
+    );
+    assert_eq!(
+        current(&mut tracker, Some(&version("7"))).as_deref(),
+        Some("7")
+    );
+    tracker.record_update(&version("7"), desired.clone(), version("8").metadata);
+    assert_eq!(current(&mut tracker, None), None);
+    assert_eq!(
+        current(&mut tracker, Some(&version("7"))).as_deref(),
+        Some("7")
+    );
+
+    // After a failed write, the cache.
+    tracker.record_update(&version("7"), desired.clone(), version("8").metadata);
+    tracker.forget(NS, "web");
+    assert_eq!(
+        current(&mut tracker, Some(&version("7"))).as_deref(),
+        Some("7")
+    );
+    // An update the apiserver found changed nothing leaves the cache current.
+    tracker.record_update(&version("7"), desired.clone(), version("7").metadata);
+    assert_eq!(
+        current(&mut tracker, Some(&version("7"))).as_deref(),
+        Some("7")
+    );
+}
+
+#[test]
+fn tracker_keeps_what_was_sent_with_the_stored_metadata() {
+    let svc = nginx_basic().build();
+    let pods = [nginx_pod("nginx-a", "192.168.185.14", true)];
+    let sent = desired_endpoints(&svc, &pods, &no_params()).unwrap();
+    assert!(sent.subsets.is_some());
+    let mut answer = stored(sent.clone(), "12").metadata;
+    answer.managed_fields = Some(vec![Default::default()]);
+    let mut tracker = EndpointsTracker::default();
+    let previous = stored(sent.clone(), "11");
+    tracker.record_update(&previous, sent.clone(), answer);
+    let name = svc.metadata.name.as_deref().unwrap();
+    let written = tracker.current(NS, name, Some(Arc::new(previous))).unwrap();
+    assert_eq!(written.subsets, sent.subsets);
+    assert_eq!(written.metadata.resource_version.as_deref(), Some("12"));
+    assert_eq!(written.metadata.uid.as_deref(), Some("ep-uid"));
+    assert_eq!(written.metadata.managed_fields, None);
+    assert_eq!(plan_endpoints_write(Some(&written), &sent), None);
 }

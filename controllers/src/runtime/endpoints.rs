@@ -14,7 +14,7 @@ use super::error::{SyncError, namespace_terminating, not_found};
 use super::events::{self, endpoints_reference};
 use super::indexes::Indexes;
 use super::metrics::Metrics;
-use super::shared::{CacheWaiters, Caches, ChangedPods};
+use super::shared::{Caches, ChangedPods};
 use super::write;
 use crate::service::manages_endpoints;
 use crate::well_known::SVCPLANE_ENDPOINTS_MANAGER;
@@ -29,25 +29,18 @@ pub(crate) struct EndpointsController {
     caches: Arc<Caches>,
     metrics: Arc<Metrics>,
     recorder: Recorder,
-    waiters: Arc<CacheWaiters>,
     tracker: Mutex<EndpointsTracker>,
     triggers: Mutex<TriggerTimeTracker>,
     indexes: Indexes<EndpointsIndex>,
 }
 
 impl EndpointsController {
-    pub fn new(
-        shared: Shared,
-        recorder: Recorder,
-        changes: Arc<ChangedPods>,
-        waiters: Arc<CacheWaiters>,
-    ) -> Self {
+    pub fn new(shared: Shared, recorder: Recorder, changes: Arc<ChangedPods>) -> Self {
         EndpointsController {
             client: shared.client,
             caches: shared.caches,
             metrics: shared.metrics,
             recorder,
-            waiters,
             tracker: Mutex::default(),
             triggers: Mutex::default(),
             indexes: Indexes::new(changes),
@@ -82,14 +75,12 @@ impl EndpointsController {
             return Ok(());
         }
 
-        self.waiters.wait(key);
         let cached = self.caches.endpoints.get(&key.namespace, &key.name);
-        if let Some(cached) = &cached
-            && self.tracker.lock().expect("tracker lock").is_stale(cached)
-        {
-            return Err(SyncError::StaleCache("Endpoints"));
-        }
-        self.waiters.cancel(key);
+        let current =
+            self.tracker
+                .lock()
+                .expect("tracker lock")
+                .current(&key.namespace, &key.name, cached);
         let Some(mut index) = self.indexes.take(key, &service, &self.caches) else {
             return Ok(());
         };
@@ -103,11 +94,17 @@ impl EndpointsController {
             trigger_time: trigger_time.as_ref(),
             managed_by: Some(SVCPLANE_ENDPOINTS_MANAGER),
         };
-        let sync = index.plan(cached.as_deref(), &params);
-        let result = self.write(key, cached.as_deref(), &sync.write).await;
+        let mut sync = index.plan(current.as_deref(), &params);
+        let result = self.write(key, current.as_deref(), sync.write.take()).await;
         match &result {
             Ok(resource_version) => index.synced(&sync, resource_version.as_deref()),
-            Err(_) => index.failed(),
+            Err(_) => {
+                index.failed();
+                self.tracker
+                    .lock()
+                    .expect("tracker lock")
+                    .forget(&key.namespace, &key.name);
+            }
         }
         self.indexes.put(key, index);
         result?;
@@ -118,21 +115,22 @@ impl EndpointsController {
         Ok(())
     }
 
-    /// Makes the write; returns the resourceVersion of the object it leaves in place.
+    /// Makes the write planned from `current`; returns the resourceVersion of the object it
+    /// leaves in place.
     async fn write(
         &self,
         key: &ObjectKey,
-        cached: Option<&Endpoints>,
-        write: &Option<EndpointsWrite>,
+        current: Option<&Endpoints>,
+        write: Option<EndpointsWrite>,
     ) -> Result<Option<String>, SyncError> {
         let namespace = &key.namespace;
         match write {
-            None => Ok(cached.and_then(|cached| cached.metadata.resource_version.clone())),
+            None => Ok(current.and_then(|c| c.metadata.resource_version.clone())),
             Some(EndpointsWrite::Create(endpoints)) => {
-                match write::create(&self.client, namespace, endpoints).await {
-                    Ok(written) => {
+                match write::create(&self.client, namespace, &endpoints).await {
+                    Ok(stored) => {
                         self.metrics.api_write("Endpoints", "create");
-                        Ok(written.resource_version)
+                        Ok(stored.resource_version)
                     }
                     Err(error) if namespace_terminating(&error) => Ok(None),
                     Err(error) => {
@@ -140,29 +138,30 @@ impl EndpointsController {
                             "Failed to create endpoint for service {}/{}: {error}",
                             key.namespace, key.name
                         );
-                        self.warn(endpoints, "FailedToCreateEndpoint", note).await;
+                        self.warn(&endpoints, "FailedToCreateEndpoint", note).await;
                         Err(SyncError::api("create", "Endpoints", key, error))
                     }
                 }
             }
             Some(EndpointsWrite::Update(endpoints)) => {
-                match write::replace(&self.client, namespace, &key.name, endpoints).await {
-                    Ok(written) => {
+                match write::replace(&self.client, namespace, &key.name, &endpoints).await {
+                    Ok(stored) => {
                         self.metrics.api_write("Endpoints", "update");
-                        if let Some(previous) = cached {
+                        let version = stored.resource_version.clone();
+                        if let Some(previous) = current {
                             self.tracker
                                 .lock()
                                 .expect("tracker lock")
-                                .record_update(previous, &written);
+                                .record_update(previous, endpoints, stored);
                         }
-                        Ok(written.resource_version)
+                        Ok(version)
                     }
                     Err(error) => {
                         let note = format!(
                             "Failed to update endpoint {}/{}: {error}",
                             key.namespace, key.name
                         );
-                        self.warn(endpoints, "FailedToUpdateEndpoint", note).await;
+                        self.warn(&endpoints, "FailedToUpdateEndpoint", note).await;
                         Err(SyncError::api("update", "Endpoints", key, error))
                     }
                 }

@@ -302,12 +302,10 @@ async fn run_controllers(
         endpoints_batch: config.endpoint_updates_batch_period,
         slices_batch: config.endpointslice_updates_batch_period,
         mirroring_batch: config.mirroring_endpoint_updates_batch_period,
-        endpoints_waiters: Arc::default(),
         slice_waiters: Arc::default(),
         mirroring_waiters: Arc::default(),
     };
-    let (endpoints_waiters, slice_waiters, mirroring_waiters) = (
-        queues.endpoints_waiters.clone(),
+    let (slice_waiters, mirroring_waiters) = (
         queues.slice_waiters.clone(),
         queues.mirroring_waiters.clone(),
     );
@@ -372,7 +370,6 @@ async fn run_controllers(
         shared.clone(),
         Recorder::new(client.clone(), reporter(SVCPLANE_ENDPOINTS_MANAGER, config)),
         state.endpoints_changes.clone(),
-        endpoints_waiters,
     ));
     let slice_controller = Arc::new(SliceController::new(
         shared.clone(),
@@ -641,7 +638,7 @@ mod tests {
                 let calls = calls.clone();
                 async move {
                     if calls.fetch_add(1, Ordering::SeqCst) <= MAX_RETRIES {
-                        Err(SyncError::StaleCache("Endpoints"))
+                        Err(SyncError::StaleCache("EndpointSlice"))
                     } else {
                         Ok(())
                     }

@@ -21,7 +21,7 @@
 //!   controller's own write ([`SliceTracker::is_news`]), after at least a second, to batch
 //!   changes to several slices.
 //! - A sync that found the cache behind the controller's own writes registers with
-//!   [`CacheWaiters`]; the next event of that Service's slices (or Endpoints) queues it again
+//!   [`CacheWaiters`]; the next event of that Service's slices queues it again
 //!   at once, instead of waiting for the retry backoff.
 
 use std::collections::{BTreeSet, HashMap};
@@ -210,7 +210,7 @@ impl Router {
                     if mirroring || self.queues.mirroring_waiters.take(&key) {
                         self.queues.mirroring.add(key.clone());
                     }
-                    if deleted || self.queues.endpoints_waiters.take(&key) {
+                    if deleted {
                         self.queues.endpoints.add(key);
                     }
                 }

@@ -136,7 +136,6 @@ pub(crate) struct Queues {
     pub endpoints: Arc<WorkQueue<ObjectKey>>,
     pub slices: Arc<WorkQueue<ObjectKey>>,
     pub mirroring: Arc<WorkQueue<ObjectKey>>,
-    pub endpoints_waiters: Arc<CacheWaiters>,
     pub slice_waiters: Arc<CacheWaiters>,
     pub mirroring_waiters: Arc<CacheWaiters>,
     /// `--endpoint-updates-batch-period`.

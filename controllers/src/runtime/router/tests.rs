@@ -43,7 +43,6 @@ fn fixture(batch: Duration) -> Fixture {
             endpoints_batch: batch,
             slices_batch: batch,
             mirroring_batch: batch,
-            endpoints_waiters: Arc::default(),
             slice_waiters: Arc::default(),
             mirroring_waiters: Arc::default(),
         },
@@ -382,20 +381,6 @@ async fn a_service_waiting_for_the_cache_is_queued_by_its_next_slice_event() {
     f.router
         .handle(Update::Slice(Box::new(WatchEvent::Apply(ours))));
     assert!(waiting(&f.slices).is_empty(), "no longer waiting");
-
-    let endpoints_waiters = f.router.queues.endpoints_waiters.clone();
-    endpoints_waiters.wait(&ObjectKey::new(NS, "web"));
-    let endpoints = Endpoints {
-        metadata: kube::api::ObjectMeta {
-            name: Some("web".into()),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        },
-        subsets: None,
-    };
-    f.router
-        .handle(Update::Endpoints(Box::new(WatchEvent::Apply(endpoints))));
-    assert_eq!(waiting(&f.endpoints), vec![("web".into(), 0)]);
 }
 
 fn apply_endpoints(f: &mut Fixture, endpoints: Endpoints) {
