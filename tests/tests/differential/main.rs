@@ -40,6 +40,7 @@ fn cases() -> Vec<(String, Case<Planes>)> {
         lifecycle::node_missing,
         scale::over_capacity,
         tampering::endpoints_deleted_by_user,
+        tampering::endpoints_edited_by_user,
         tampering::slice_deleted_by_user,
         tampering::slice_edited_by_user,
         shapes::empty_selector_and_external_name,

@@ -88,6 +88,29 @@ pub async fn endpoints_deleted_by_user(planes: Arc<Planes>) -> Result<()> {
     s.finish(&["t"]).await
 }
 
+/// A user empties the Endpoints object of a Service with a selector: neither controller
+/// watches for that, but the next pod change writes the whole object again (svcplane plans
+/// from the user's version, not from what it wrote before).
+pub async fn endpoints_edited_by_user(planes: Arc<Planes>) -> Result<()> {
+    const NODE: &str = "tamper-ep-edit-node";
+    let s = Scenario::start(&planes, "endpoints-edited").await?;
+    setup(&s, NODE, "10.44.0").await?;
+    let want = expected(NODE, "10.44.0");
+    s.converge("t", Some(&want)).await?;
+    s.each(|side| async move {
+        side.merge_patch::<Endpoints>("t", json!({ "subsets": null }))
+            .await
+    })
+    .await?;
+    s.user_wrote(1);
+    for ready in [false, true] {
+        s.each(|side| async move { side.set_pod("b", &running("10.44.0.2", ready)).await })
+            .await?;
+    }
+    s.converge("t", Some(&want)).await?;
+    s.finish(&["t"]).await
+}
+
 /// A user deletes the Service's only slice: a new one replaces it.
 pub async fn slice_deleted_by_user(planes: Arc<Planes>) -> Result<()> {
     const NODE: &str = "tamper-del-node";

@@ -77,6 +77,15 @@ pub struct Reactions {
     pub delivery: Vec<Duration>,
     pub slices_after_delivery: Vec<Duration>,
     pub endpoints_after_delivery: Vec<Duration>,
+    /// The Endpoints reactions counted from the later of the arrival and the response to the
+    /// Service's previous Endpoints write: a Service's Endpoints object is written one update
+    /// after another on every side (each needs the last one's resourceVersion), so a change
+    /// arriving while one is in flight cannot be written before that one is answered, which
+    /// is the apiserver's time.
+    pub endpoints_after_turn: Vec<Duration>,
+    /// Endpoints reactions whose pod change arrived while the Service's previous Endpoints
+    /// write was in flight.
+    pub arrived_during_write: usize,
     /// Pod writes of which the watcher saw no event.
     pub undelivered: usize,
 }
@@ -193,8 +202,8 @@ pub fn reactions(
     arrivals: Option<&Arrivals>,
 ) -> Result<Reactions> {
     let writes = writes(log, namespace, &window)?;
-    // When each Service's slices, and its Endpoints, were written, in order.
-    let mut controller: HashMap<(Kind, String), Vec<Timestamp>> = HashMap::new();
+    // When each Service's slices, and its Endpoints, were written (received, answered), in order.
+    let mut controller: HashMap<(Kind, String), Vec<(Timestamp, Timestamp)>> = HashMap::new();
     for write in writes.iter().filter(|w| !w.kind.is_pod()) {
         let service = match write.kind {
             Kind::Endpoints => Some(write.name.clone()),
@@ -204,7 +213,7 @@ pub fn reactions(
             controller
                 .entry((write.kind, service))
                 .or_default()
-                .push(write.received);
+                .push((write.received, write.answered));
         }
     }
     for times in controller.values_mut() {
@@ -236,10 +245,13 @@ pub fn reactions(
             &[Kind::Slice, Kind::Endpoints]
         };
         for &kind in kinds {
-            let next = controller.get(&(kind, service.clone())).and_then(|times| {
-                let i = times.partition_point(|t| *t < pod.received);
-                times.get(i)
-            });
+            let (previous, next) = controller
+                .get(&(kind, service.clone()))
+                .map(|times| {
+                    let i = times.partition_point(|(received, _)| *received < pod.received);
+                    (i.checked_sub(1).map(|i| times[i]), times.get(i).copied())
+                })
+                .unwrap_or_default();
             let (times, after_delivery, unanswered) = match kind {
                 Kind::Slice => (
                     &mut reactions.slices,
@@ -252,13 +264,24 @@ pub fn reactions(
                     &mut reactions.unanswered_endpoints,
                 ),
             };
-            let Some(&next) = next else {
+            let Some((next, _)) = next else {
                 *unanswered += 1;
                 continue;
             };
             times.push(between(pod.answered, next));
-            if let Some(arrival) = arrival {
-                after_delivery.push(between(arrival, next));
+            let Some(arrival) = arrival else {
+                continue;
+            };
+            after_delivery.push(between(arrival, next));
+            if kind == Kind::Endpoints {
+                let turn = match previous {
+                    Some((_, answered)) if answered > arrival => {
+                        reactions.arrived_during_write += 1;
+                        answered
+                    }
+                    _ => arrival,
+                };
+                reactions.endpoints_after_turn.push(between(turn, next));
             }
         }
     }
@@ -268,6 +291,7 @@ pub fn reactions(
         &mut reactions.delivery,
         &mut reactions.slices_after_delivery,
         &mut reactions.endpoints_after_delivery,
+        &mut reactions.endpoints_after_turn,
     ] {
         times.sort();
     }
@@ -412,21 +436,30 @@ mod tests {
             // No event of it reached the watcher.
             line("pods", Some("status"), "svc-003-1", &t(300), &t(310)),
             line("endpointslices", None, "svc-003-abcde", &t(320), &t(330)),
+            // Its change arrived while the Service's previous Endpoints write was in flight.
+            line("endpoints", None, "svc-004", &t(390), &t(430)),
+            line("pods", Some("status"), "svc-004-1", &t(400), &t(410)),
+            line("endpoints", None, "svc-004", &t(440), &t(450)),
         ];
         std::fs::write(&log, lines.join("\n") + "\n").unwrap();
         let arrivals = Arrivals::from([
             // An earlier event of the same pod (its scheduling) is not the write's.
             ("svc-001-1".to_string(), vec![at(50), at(118)]),
             ("svc-002-1".to_string(), vec![at(215)]),
+            ("svc-004-1".to_string(), vec![at(412)]),
         ]);
         let since = at(0);
         let r = reactions(&log, "churn", since.., strip_last_part, Some(&arrivals)).unwrap();
         let ms = Duration::from_millis;
         assert_eq!(r.slices, [ms(0), ms(10), ms(20)]);
-        assert_eq!(r.endpoints, [ms(20), ms(40)]);
-        assert_eq!(r.delivery, [ms(0), ms(8)]);
+        assert_eq!(r.unanswered_slices, 1);
+        assert_eq!(r.endpoints, [ms(20), ms(30), ms(40)]);
+        assert_eq!(r.delivery, [ms(0), ms(2), ms(8)]);
         assert_eq!(r.slices_after_delivery, [ms(0), ms(12)]);
-        assert_eq!(r.endpoints_after_delivery, [ms(25), ms(32)]);
+        assert_eq!(r.endpoints_after_delivery, [ms(25), ms(28), ms(32)]);
+        // svc-004's from the answer at 430; svc-001's previous write is not the Service's.
+        assert_eq!(r.endpoints_after_turn, [ms(10), ms(25), ms(32)]);
+        assert_eq!(r.arrived_during_write, 1);
         assert_eq!(r.undelivered, 1);
 
         let r = reactions(&log, "churn", since.., strip_last_part, None).unwrap();

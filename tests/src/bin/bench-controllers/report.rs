@@ -205,13 +205,15 @@ pub fn print_load(options: &Options, runs: &[Load]) {
         for r in runs {
             let reactions = &r.phases[i].reactions;
             println!(
-                "{:<16} {:<16} delivered to a watcher p50/p99/max {} ({} not seen); from there to the controller's write: slices {}, Endpoints {}",
+                "{:<16} {:<16} delivered to a watcher p50/p99/max {} ({} not seen); from there to the controller's write: slices {}, Endpoints {}; Endpoints from the later of that and the answer to the Service's previous Endpoints write {} ({} arrived while it was in flight)",
                 "",
                 r.side.to_string(),
                 p50_p99_max(&reactions.delivery),
                 reactions.undelivered,
                 p50_p99_max(&reactions.slices_after_delivery),
                 p50_p99_max(&reactions.endpoints_after_delivery),
+                p50_p99_max(&reactions.endpoints_after_turn),
+                reactions.arrived_during_write,
             );
         }
         for r in runs {
@@ -407,7 +409,7 @@ fn print_load_goals(ours: &Load, theirs: &Load) {
         let (or, tr) = (&o.reactions, &t.reactions);
         let (oq, tq) = (o.requests.total(), t.requests.total());
         println!(
-            "  load {} vs {}: CPU {}; reaction to slices {}; to Endpoints {}; from the delivery, to slices {}; to Endpoints {}; write requests {} vs {} ({}); peak RSS {}; converged in {} vs {}",
+            "  load {} vs {}: CPU {}; reaction to slices {}; to Endpoints {}; from the delivery, to slices {}; to Endpoints {}; to Endpoints from the Service's turn {}; write requests {} vs {} ({}); peak RSS {}; converged in {} vs {}",
             o.name,
             theirs.side,
             ratio(o.resources.cpu_seconds, t.resources.cpu_seconds, 0.5),
@@ -415,6 +417,7 @@ fn print_load_goals(ours: &Load, theirs: &Load) {
             half_p50_p99(&or.endpoints, &tr.endpoints),
             half_p50_p99(&or.slices_after_delivery, &tr.slices_after_delivery),
             half_p50_p99(&or.endpoints_after_delivery, &tr.endpoints_after_delivery),
+            half_p50_p99(&or.endpoints_after_turn, &tr.endpoints_after_turn),
             oq,
             tq,
             verdict(oq <= tq),
