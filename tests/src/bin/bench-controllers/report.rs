@@ -205,7 +205,7 @@ pub fn print_load(options: &Options, runs: &[Load]) {
         for r in runs {
             let reactions = &r.phases[i].reactions;
             println!(
-                "{:<16} {:<16} delivered to a watcher p50/p99/max {} ({} not seen); from there to the controller's write: slices {}, Endpoints {}; Endpoints from the later of that and the answer to the Service's previous Endpoints write {} ({} arrived while it was in flight)",
+                "{:<16} {:<16} delivered to a watcher p50/p99/max {} ({} not seen); from there to the controller's write: slices {}, Endpoints {}; Endpoints from the later of that and the answer to the Service's previous Endpoints write {} ({} of {} arrived while it was in flight)",
                 "",
                 r.side.to_string(),
                 p50_p99_max(&reactions.delivery),
@@ -214,6 +214,7 @@ pub fn print_load(options: &Options, runs: &[Load]) {
                 p50_p99_max(&reactions.endpoints_after_delivery),
                 p50_p99_max(&reactions.endpoints_after_turn),
                 reactions.arrived_during_write,
+                reactions.endpoints_after_turn.len(),
             );
         }
         for r in runs {
