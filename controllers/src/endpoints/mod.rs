@@ -274,7 +274,9 @@ pub fn plan_endpoints_write(
 /// since (a create planned from a cache behind fails as already existing, and is retried). A
 /// write planned from a written object that someone else has since replaced fails on its
 /// resourceVersion, as any write from a stale cache does; [`EndpointsTracker::forget`] on that
-/// failure makes the next sync plan from the cache again.
+/// failure makes the next sync plan from the cache again. An entry is dropped by the first
+/// sync that finds the cache caught up, so it may outlive the echo until the Service's next
+/// sync: at most one written object per Service, beside the cache's copy.
 #[derive(Debug, Default, Clone)]
 pub struct EndpointsTracker {
     written: HashMap<(String, String), Written>,

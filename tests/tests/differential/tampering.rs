@@ -89,8 +89,7 @@ pub async fn endpoints_deleted_by_user(planes: Arc<Planes>) -> Result<()> {
 }
 
 /// A user empties the Endpoints object of a Service with a selector: neither controller
-/// watches for that, but the next pod change writes the whole object again (svcplane plans
-/// from the user's version, not from what it wrote before).
+/// watches for that, but the next pod change writes the whole object again.
 pub async fn endpoints_edited_by_user(planes: Arc<Planes>) -> Result<()> {
     const NODE: &str = "tamper-ep-edit-node";
     let s = Scenario::start(&planes, "endpoints-edited").await?;
