@@ -21,7 +21,8 @@
 # each prints, per side, the time until the Deployments, pods, slices and Endpoints
 # converged, the controller's CPU time and RSS, its write requests, its reaction times to
 # KWOK's pod status writes and the pod deletes (audit log), split where a watcher of the pods
-# in the bench received the change (the apiserver's delivery, then what the controller adds),
+# in the bench received the change (the apiserver's delivery, then what the controller adds;
+# Endpoints also from the answer to the Service's previous Endpoints write when that is later),
 # and its work queues' mean wait and sync per key (client-go's metrics), with the goals: CPU and
 # reaction p50/p99 at most 0.5x in-tree's, write requests at most in-tree's, peak RSS at
 # most 0.33x. Release build; svcplane runs as the real

@@ -55,7 +55,9 @@
 //!   each Service's slices and Endpoints listing exactly its ready pods; its writes, CPU
 //!   time and reactions (pod status writes and pod deletes) are counted until the writes
 //!   stop, each reaction also split where a watcher of the pods in the bench received the
-//!   pod's change, with both sides' work-queue waits and syncs from their metrics; RSS and
+//!   pod's change (and each Endpoints reaction counted from the later of that and the answer
+//!   to the Service's previous Endpoints write), with both sides' work-queue waits and syncs
+//!   from their metrics; RSS and
 //!   peak RSS are the controller process's at the phase's end.
 //!
 //! At the end of each run: the controller process's VmRSS and VmHWM (peak) from
