@@ -863,69 +863,47 @@ fn truncated_endpoints_are_not_rewritten_on_every_sync() {
 #[test]
 fn tracker_plans_from_what_was_written_until_the_cache_shows_it() {
     let svc = service("web").build();
-    let current = |tracker: &mut EndpointsTracker, cached: Option<&Endpoints>| {
-        tracker
-            .current(NS, "web", cached.cloned().map(Arc::new))
-            .and_then(|e| e.metadata.resource_version.clone())
-    };
     let desired = desired_endpoints::<PodInfo>(&svc, &[], &no_params()).unwrap();
     let version = |v: &str| stored(desired.clone(), v);
+    // The version a sync plans from when the cache shows `cached` ("" for no object).
+    let plans_from = |tracker: &mut EndpointsTracker, cached: Option<&str>| {
+        tracker
+            .current(NS, "web", cached.map(|v| Arc::new(version(v))))
+            .and_then(|e| e.metadata.resource_version.clone())
+            .unwrap_or_default()
+    };
+    let update = |tracker: &mut EndpointsTracker, from: &str, to: &str| {
+        tracker.record_update(&version(from), desired.clone(), version(to).metadata);
+    };
     let mut tracker = EndpointsTracker::default();
-    assert_eq!(current(&mut tracker, None), None);
-    assert_eq!(
-        current(&mut tracker, Some(&version("5"))).as_deref(),
-        Some("5")
-    );
+    assert_eq!(plans_from(&mut tracker, None), "");
+    assert_eq!(plans_from(&mut tracker, Some("5")), "5");
 
     // Two updates before any echo: the cache may show either replaced version.
-    tracker.record_update(&version("5"), desired.clone(), version("6").metadata);
-    tracker.record_update(&version("6"), desired.clone(), version("7").metadata);
+    update(&mut tracker, "5", "6");
+    update(&mut tracker, "6", "7");
     for behind in ["5", "6"] {
-        assert_eq!(
-            current(&mut tracker, Some(&version(behind))).as_deref(),
-            Some("7")
-        );
+        assert_eq!(plans_from(&mut tracker, Some(behind)), "7");
     }
     // The cache shows the last write: it is used, and the entry dropped.
-    assert_eq!(
-        current(&mut tracker, Some(&version("7"))).as_deref(),
-        Some("7")
-    );
-    assert_eq!(
-        current(&mut tracker, Some(&version("6"))).as_deref(),
-        Some("6")
-    );
+    assert_eq!(plans_from(&mut tracker, Some("7")), "7");
+    assert_eq!(plans_from(&mut tracker, Some("6")), "6");
 
     // Someone else's later version, or a deletion, is taken as it is.
-    tracker.record_update(&version("7"), desired.clone(), version("8").metadata);
-    assert_eq!(
-        current(&mut tracker, Some(&version("9"))).as_deref(),
-        Some("9")
-    );
-    assert_eq!(
-        current(&mut tracker, Some(&version("7"))).as_deref(),
-        Some("7")
-    );
-    tracker.record_update(&version("7"), desired.clone(), version("8").metadata);
-    assert_eq!(current(&mut tracker, None), None);
-    assert_eq!(
-        current(&mut tracker, Some(&version("7"))).as_deref(),
-        Some("7")
-    );
+    update(&mut tracker, "7", "8");
+    assert_eq!(plans_from(&mut tracker, Some("9")), "9");
+    assert_eq!(plans_from(&mut tracker, Some("7")), "7");
+    update(&mut tracker, "7", "8");
+    assert_eq!(plans_from(&mut tracker, None), "");
+    assert_eq!(plans_from(&mut tracker, Some("7")), "7");
 
     // After a failed write, the cache.
-    tracker.record_update(&version("7"), desired.clone(), version("8").metadata);
+    update(&mut tracker, "7", "8");
     tracker.forget(NS, "web");
-    assert_eq!(
-        current(&mut tracker, Some(&version("7"))).as_deref(),
-        Some("7")
-    );
+    assert_eq!(plans_from(&mut tracker, Some("7")), "7");
     // An update the apiserver found changed nothing leaves the cache current.
-    tracker.record_update(&version("7"), desired.clone(), version("7").metadata);
-    assert_eq!(
-        current(&mut tracker, Some(&version("7"))).as_deref(),
-        Some("7")
-    );
+    update(&mut tracker, "7", "7");
+    assert_eq!(plans_from(&mut tracker, Some("7")), "7");
 }
 
 #[test]
