@@ -9,6 +9,7 @@ use allocator::{ClusterIpAllocator, IpRange};
 use anyhow::{Context, Result};
 use e2e::{ControlPlaneConfig, wait};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::{IPAddress, ServiceCIDR};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -250,7 +251,8 @@ pub async fn a_service_cidr_grows_a_full_range_and_its_deletion_stops_it(
 
 /// An IPAddress object kube-apiserver holds for no Service svcplane sees (written by hand
 /// here; a Service being created, elsewhere) keeps its address: repair marks it, and the
-/// range fills without it. Pools are off so that none holds the address beforehand.
+/// range fills without it, and an event regarding the IPAddress says so. Pools are off so
+/// that none holds the address beforehand.
 pub async fn an_ip_address_object_keeps_its_address_from_being_given(
     _: std::sync::Arc<()>,
 ) -> Result<()> {
@@ -272,6 +274,22 @@ pub async fn an_ip_address_object_keeps_its_address_from_being_given(
             Ok(())
         } else {
             Err(format!("{taken} not stored as allocated"))
+        })
+    })
+    .await?;
+    // The event regards the IPAddress (cluster-scoped: its events live in `default`).
+    let events: Api<Event> = Api::namespaced(setup.client.clone(), "default");
+    wait::until("the repair event about the IPAddress", || async {
+        let listed = events.list(&Default::default()).await?;
+        let about = |event: &Event| {
+            let regarding = event.regarding.as_ref();
+            regarding.and_then(|r| r.kind.as_deref()) == Some("IPAddress")
+                && regarding.and_then(|r| r.name.as_deref()) == Some(&taken.to_string())
+        };
+        Ok(match listed.items.iter().find(|event| about(event)) {
+            Some(event) if event.reason.as_deref() == Some("ClusterIPNotAllocated") => Ok(()),
+            Some(event) => Err(format!("reason {:?}", event.reason)),
+            None => Err(format!("no event regards IPAddress {taken}")),
         })
     })
     .await?;

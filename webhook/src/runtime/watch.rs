@@ -21,7 +21,7 @@ use super::pods::{PodAddresses, PodIpIndex};
 use super::{Releaser, WebhookConfig};
 use crate::services::spec::to_spec;
 use crate::state::held::{HeldIndex, describe, held_values};
-use crate::state::repair::{Finding, IpAddresses, Repairer};
+use crate::state::repair::{Finding, IpAddresses, Regarding, Repairer};
 use crate::state::store::{WANTED_ANNOTATION, wanted_in};
 use crate::state::{AllocationStore, DeadEntry, RangeAllocation, RangeKind};
 
@@ -474,38 +474,10 @@ impl RepairLoop {
     }
 
     async fn report(&self, finding: &Finding) {
-        let service = match finding {
-            Finding::NotAllocated { service, .. }
-            | Finding::OutOfRange { service, .. }
-            | Finding::NoIpAddress { service, .. } => service,
-            Finding::AlreadyAllocated { services, .. } => &services[0],
-            Finding::HeldByIpAddress { value, .. } => {
-                // About the IPAddress object: its parent may not exist.
-                let name = match value {
-                    allocator::Value::ClusterIp(ip) => ip.to_string(),
-                    allocator::Value::NodePort(port) => port.to_string(),
-                };
-                let reference = ObjectReference {
-                    api_version: Some("networking.k8s.io/v1".to_string()),
-                    kind: Some("IPAddress".to_string()),
-                    name: Some(name),
-                    ..ObjectReference::default()
-                };
-                return self.publish(finding, &reference).await;
-            }
+        let Some((regarding, related)) = finding.regarding() else {
+            tracing::info!(reason = finding.reason(), message = %finding.message(), "repair finding without an event");
+            return;
         };
-        let (namespace, name) = service.split_once('/').unwrap_or(("", service));
-        let reference = ObjectReference {
-            api_version: Some("v1".to_string()),
-            kind: Some("Service".to_string()),
-            namespace: Some(namespace.to_string()),
-            name: Some(name.to_string()),
-            ..ObjectReference::default()
-        };
-        self.publish(finding, &reference).await
-    }
-
-    async fn publish(&self, finding: &Finding, reference: &ObjectReference) {
         let event = KubeEvent {
             type_: match finding {
                 Finding::NotAllocated { .. } | Finding::HeldByIpAddress { .. } => EventType::Normal,
@@ -514,10 +486,32 @@ impl RepairLoop {
             reason: finding.reason().to_string(),
             note: Some(finding.message()),
             action: "Repair".to_string(),
-            secondary: None,
+            secondary: related.map(reference),
         };
-        if let Err(error) = self.recorder.publish(&event, reference).await {
+        if let Err(error) = self.recorder.publish(&event, &reference(regarding)).await {
             tracing::warn!(%error, reason = finding.reason(), "repair event not recorded");
         }
+    }
+}
+
+/// The reference an event carries to `object`.
+fn reference(object: Regarding) -> ObjectReference {
+    match object {
+        Regarding::Service(key) => {
+            let (namespace, name) = key.split_once('/').unwrap_or(("", &key));
+            ObjectReference {
+                api_version: Some("v1".to_string()),
+                kind: Some("Service".to_string()),
+                namespace: Some(namespace.to_string()),
+                name: Some(name.to_string()),
+                ..ObjectReference::default()
+            }
+        }
+        Regarding::IpAddress(name) => ObjectReference {
+            api_version: Some("networking.k8s.io/v1".to_string()),
+            kind: Some("IPAddress".to_string()),
+            name: Some(name),
+            ..ObjectReference::default()
+        },
     }
 }

@@ -113,6 +113,45 @@ impl Finding {
     }
 }
 
+/// An object a repair event is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Regarding {
+    /// A Service, `namespace/name`.
+    Service(String),
+    /// kube-apiserver's IPAddress object of that name.
+    IpAddress(String),
+}
+
+impl Finding {
+    /// What the finding's event regards, and the object it relates where that is another.
+    ///
+    /// An event's name begins with the regarded object's name and must be a DNS subdomain:
+    /// an IPv6 IPAddress's name (its colons) cannot begin one. Such an address is related
+    /// to an event about its parent Service instead, and has no event without a parent
+    /// (the sweep's log still counts it).
+    pub fn regarding(&self) -> Option<(Regarding, Option<Regarding>)> {
+        let service = match self {
+            Finding::NotAllocated { service, .. }
+            | Finding::OutOfRange { service, .. }
+            | Finding::NoIpAddress { service, .. } => service,
+            Finding::AlreadyAllocated { services, .. } => &services[0],
+            Finding::HeldByIpAddress { parent, value } => {
+                let address = Regarding::IpAddress(match value {
+                    Value::ClusterIp(ip) => ip.to_string(),
+                    Value::NodePort(port) => port.to_string(),
+                });
+                let nameable = !matches!(value, Value::ClusterIp(IpAddr::V6(_)));
+                return match parent {
+                    _ if nameable => Some((address, None)),
+                    Some(parent) => Some((Regarding::Service(parent.clone()), Some(address))),
+                    None => None,
+                };
+            }
+        };
+        Some((Regarding::Service(service.clone()), None))
+    }
+}
+
 /// What one sweep decided.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sweep {
@@ -399,5 +438,29 @@ mod tests {
         for _ in 0..LEAK_SWEEPS + 1 {
             assert_eq!(sweep_once(&state).pending_leaks, 0);
         }
+    }
+
+    #[test]
+    fn an_ipv6_ip_address_is_related_to_its_parents_event_not_regarded() {
+        let held = |address: &str, parent: Option<&str>| Finding::HeldByIpAddress {
+            parent: parent.map(str::to_string),
+            value: ip(address),
+        };
+        let address = |name: &str| Regarding::IpAddress(name.to_string());
+        let service = |key: &str| Regarding::Service(key.to_string());
+        assert_eq!(
+            held("10.96.0.20", Some("a/web")).regarding(),
+            Some((address("10.96.0.20"), None))
+        );
+        assert_eq!(
+            held("fd00::14", Some("a/web")).regarding(),
+            Some((service("a/web"), Some(address("fd00::14"))))
+        );
+        assert_eq!(held("fd00::14", None).regarding(), None);
+        let duplicate = Finding::AlreadyAllocated {
+            services: vec!["a/web".into(), "b/db".into()],
+            value: ip("fd00::14"),
+        };
+        assert_eq!(duplicate.regarding(), Some((service("a/web"), None)));
     }
 }
