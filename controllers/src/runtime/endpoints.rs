@@ -1,6 +1,7 @@
 //! The Endpoints controller: one core/v1 Endpoints object per Service with a selector.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Endpoints;
 use kube::api::DeleteParams;
@@ -53,8 +54,11 @@ impl EndpointsController {
         let api: Api<Endpoints> = Api::namespaced(self.client.clone(), &key.namespace);
         let Some(service) = self.caches.services.get(&key.namespace, &key.name) else {
             // The Service is gone, and so goes its Endpoints object (as in-tree, whoever wrote it).
+            let started = Instant::now();
             match api.delete(&key.name, &DeleteParams::default()).await {
-                Ok(_) => self.metrics.api_write("Endpoints", "delete"),
+                Ok(_) => self
+                    .metrics
+                    .api_write("Endpoints", "delete", started.elapsed()),
                 Err(error) if not_found(&error) => {}
                 Err(error) => return Err(SyncError::api("delete", "Endpoints", key, error)),
             }
@@ -124,12 +128,14 @@ impl EndpointsController {
         write: Option<EndpointsWrite>,
     ) -> Result<Option<String>, SyncError> {
         let namespace = &key.namespace;
+        let started = Instant::now();
         match write {
             None => Ok(current.and_then(|c| c.metadata.resource_version.clone())),
             Some(EndpointsWrite::Create(endpoints)) => {
                 match write::create(&self.client, namespace, &endpoints).await {
                     Ok(stored) => {
-                        self.metrics.api_write("Endpoints", "create");
+                        self.metrics
+                            .api_write("Endpoints", "create", started.elapsed());
                         Ok(stored.resource_version)
                     }
                     Err(error) if namespace_terminating(&error) => Ok(None),
@@ -146,7 +152,8 @@ impl EndpointsController {
             Some(EndpointsWrite::Update(endpoints)) => {
                 match write::replace(&self.client, namespace, &key.name, &endpoints).await {
                     Ok(stored) => {
-                        self.metrics.api_write("Endpoints", "update");
+                        self.metrics
+                            .api_write("Endpoints", "update", started.elapsed());
                         let version = stored.resource_version.clone();
                         if let Some(previous) = current {
                             self.tracker

@@ -3,6 +3,7 @@
 //! Service asks for.
 
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -169,7 +170,7 @@ impl SliceController {
         let writes = sync.plan.writes();
         let slices_after = slices.len() + sync.plan.create.len() - sync.plan.delete.len();
 
-        let written = |operation| self.metrics.api_write("EndpointSlice", operation);
+        let written = |operation, took| self.metrics.api_write("EndpointSlice", operation, took);
         let result = apply_plan(&self.client, &self.tracker, key, &sync.plan, written).await;
         match &result {
             Ok(written) => index.synced(&slices, &sync, written),
@@ -258,7 +259,7 @@ pub(super) async fn apply_plan(
     tracker: &Mutex<SliceTracker>,
     key: &ObjectKey,
     plan: &SlicePlan,
-    written: impl Fn(&'static str),
+    written: impl Fn(&'static str, Duration),
 ) -> Result<Vec<EndpointSlice>, SyncError> {
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &key.namespace);
     // What the apiserver stored: the slice sent, with the metadata it answered with.
@@ -268,9 +269,10 @@ pub(super) async fn apply_plan(
     };
     let mut objects = Vec::new();
     for slice in &plan.create {
+        let started = Instant::now();
         match write::create(client, &key.namespace, slice).await {
             Ok(metadata) => {
-                written("create");
+                written("create", started.elapsed());
                 let object = stored(slice, metadata);
                 tracker.lock().expect("tracker lock").record_write(&object);
                 objects.push(object);
@@ -282,9 +284,10 @@ pub(super) async fn apply_plan(
     }
     for slice in &plan.update {
         let name = slice.metadata.name.as_deref().unwrap_or_default();
+        let started = Instant::now();
         match write::replace(client, &key.namespace, name, slice).await {
             Ok(metadata) => {
-                written("update");
+                written("update", started.elapsed());
                 let object = stored(slice, metadata);
                 tracker.lock().expect("tracker lock").record_write(&object);
                 objects.push(object);
@@ -297,8 +300,9 @@ pub(super) async fn apply_plan(
     }
     for slice in &plan.delete {
         let name = slice.metadata.name.as_deref().unwrap_or_default();
+        let started = Instant::now();
         match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => written("delete"),
+            Ok(_) => written("delete", started.elapsed()),
             Err(error) if not_found(&error) => {}
             Err(error) => {
                 let object = format!("{}/{name}", key.namespace);

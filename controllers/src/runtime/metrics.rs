@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -42,6 +43,7 @@ pub(crate) struct Metrics {
     desired_endpoint_slices: Gauge,
     endpoints_desired: Gauge,
     api_writes: Family<Labels, Counter>,
+    api_write_durations: Family<Labels, Histogram>,
     per_service: Mutex<HashMap<ObjectKey, ServiceSliceCounts>>,
     mirroring_changes: Family<Labels, Counter>,
     mirroring_endpoints_added_per_sync: Histogram,
@@ -57,6 +59,11 @@ pub(crate) struct Metrics {
 
 fn per_sync_histogram() -> Histogram {
     Histogram::new(exponential_buckets(2.0, 2.0, 15))
+}
+
+/// 1 ms to 8 s, doubling.
+fn write_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
 }
 
 fn default_buckets_histogram() -> Histogram {
@@ -79,6 +86,7 @@ impl Metrics {
             desired_endpoint_slices: Gauge::default(),
             endpoints_desired: Gauge::default(),
             api_writes: Family::default(),
+            api_write_durations: Family::new_with_constructor(write_duration_histogram),
             per_service: Mutex::new(HashMap::new()),
             mirroring_changes: Family::default(),
             mirroring_endpoints_added_per_sync: per_sync_histogram(),
@@ -166,6 +174,11 @@ impl Metrics {
                 "API writes made by svcplane's endpoint controllers, by kind and operation",
                 metrics.api_writes.clone(),
             );
+            registry.register(
+                "svcplane_controller_api_write_duration_seconds",
+                "Time of each successful API write of svcplane's endpoint controllers, from its serialization to its answer read (the client's side of the write), by kind and operation",
+                metrics.api_write_durations.clone(),
+            );
         }
         if enabled.mirroring {
             registry.register(
@@ -209,14 +222,20 @@ impl Metrics {
         }
     }
 
-    /// Counts one successful mirrored slice write: `create`, `update` or `delete`.
-    pub fn mirroring_write(&self, operation: &'static str) {
-        self.api_writes
-            .get_or_create(&vec![("kind", "EndpointSlice"), ("operation", operation)])
-            .inc();
+    /// Counts and times one successful mirrored slice write: `create`, `update` or `delete`.
+    pub fn mirroring_write(&self, operation: &'static str, took: Duration) {
+        self.written("EndpointSlice", operation, took);
         self.mirroring_changes
             .get_or_create(&vec![("operation", operation)])
             .inc();
+    }
+
+    fn written(&self, kind: &'static str, operation: &'static str, took: Duration) {
+        let labels = vec![("kind", kind), ("operation", operation)];
+        self.api_writes.get_or_create(&labels).inc();
+        self.api_write_durations
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 
     /// Records the outcome of a mirroring sync: `success`, `stale` or `error`.
@@ -236,12 +255,10 @@ impl Metrics {
             .observe(skipped as f64);
     }
 
-    /// Counts one successful write; `kind` is `Endpoints` or `EndpointSlice`, `operation`
-    /// `create`, `update` or `delete`.
-    pub fn api_write(&self, kind: &'static str, operation: &'static str) {
-        self.api_writes
-            .get_or_create(&vec![("kind", kind), ("operation", operation)])
-            .inc();
+    /// Counts and times one successful write; `kind` is `Endpoints` or `EndpointSlice`,
+    /// `operation` `create`, `update` or `delete`.
+    pub fn api_write(&self, kind: &'static str, operation: &'static str, took: Duration) {
+        self.written(kind, operation, took);
         if kind == "EndpointSlice" {
             self.slice_changes
                 .get_or_create(&vec![("operation", operation)])
@@ -303,11 +320,11 @@ mod tests {
     fn exposes_the_in_tree_names() {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry, EnabledControllers::default());
-        metrics.api_write("EndpointSlice", "create");
-        metrics.api_write("Endpoints", "update");
+        metrics.api_write("EndpointSlice", "create", Duration::from_millis(3));
+        metrics.api_write("Endpoints", "update", Duration::from_millis(5));
         metrics.slice_sync("success");
         metrics.slice_sync_changes(3, 1, 1, "Disabled", "");
-        metrics.mirroring_write("create");
+        metrics.mirroring_write("create", Duration::from_millis(4));
         metrics.mirroring_sync_changes(1, 0, 2);
         let key = ObjectKey::new("ns", "web");
         let counts = ServiceSliceCounts {
@@ -330,6 +347,9 @@ mod tests {
             "endpoint_slice_controller_endpoints_desired 30",
             "svcplane_controller_api_writes_total{kind=\"Endpoints\",operation=\"update\"} 1",
             "svcplane_controller_api_writes_total{kind=\"EndpointSlice\",operation=\"create\"} 2",
+            "svcplane_controller_api_write_duration_seconds_sum{kind=\"EndpointSlice\",operation=\"create\"} 0.007",
+            "svcplane_controller_api_write_duration_seconds_bucket{le=\"0.002\",kind=\"EndpointSlice\",operation=\"create\"} 0",
+            "svcplane_controller_api_write_duration_seconds_bucket{le=\"0.004\",kind=\"EndpointSlice\",operation=\"create\"} 2",
             "endpoint_slice_mirroring_controller_changes_total{operation=\"create\"} 1",
             "endpoint_slice_mirroring_controller_addresses_skipped_per_sync_sum 2.0",
         ] {
@@ -404,9 +424,9 @@ mod tests {
         let shown = |enabled: EnabledControllers| {
             let mut registry = Registry::default();
             let metrics = Metrics::register(&mut registry, enabled);
-            metrics.api_write("EndpointSlice", "create");
+            metrics.api_write("EndpointSlice", "create", Duration::ZERO);
             metrics.slice_sync("success");
-            metrics.mirroring_write("create");
+            metrics.mirroring_write("create", Duration::ZERO);
             let mut text = String::new();
             encode(&mut text, &registry).unwrap();
             [

@@ -138,7 +138,7 @@ impl MirroringController {
 
         let plan = plan_mirrored_slices(&slices, desired.as_ref());
         let (added, removed) = endpoint_changes(&slices, desired.as_ref());
-        let written = |operation| self.metrics.mirroring_write(operation);
+        let written = |operation, took| self.metrics.mirroring_write(operation, took);
         apply_plan(&self.client, &self.tracker, key, &plan, written).await?;
         let skipped = desired.as_ref().map_or(0, |d| d.addresses_skipped);
         self.metrics.mirroring_sync_changes(added, removed, skipped);

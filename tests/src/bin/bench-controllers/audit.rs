@@ -88,6 +88,11 @@ pub struct Reactions {
     pub arrived_during_write: usize,
     /// Pod writes of which the watcher saw no event.
     pub undelivered: usize,
+    /// The apiserver's time of each controller write in the window, from receiving it to
+    /// answering (audit stage timestamps), Endpoints and slices: the server's part of what
+    /// a client times for the same write.
+    pub endpoints_in_apiserver: Vec<Duration>,
+    pub slices_in_apiserver: Vec<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -220,6 +225,14 @@ pub fn reactions(
         times.sort();
     }
     let mut reactions = Reactions::default();
+    for write in &writes {
+        let in_apiserver = between(write.received, write.answered);
+        match write.kind {
+            Kind::Endpoints => reactions.endpoints_in_apiserver.push(in_apiserver),
+            Kind::Slice => reactions.slices_in_apiserver.push(in_apiserver),
+            _ => {}
+        }
+    }
     let mut deleted = HashSet::new();
     for pod in writes.iter().filter(|w| w.kind.is_pod()) {
         let Some(service) = service_of(&pod.name) else {
@@ -366,6 +379,9 @@ mod tests {
         assert_eq!(r.slices, [ms(0), ms(15), ms(20)]);
         assert_eq!(r.endpoints, [ms(35), ms(40)]);
         assert_eq!((r.unanswered_slices, r.unanswered_endpoints), (1, 2));
+        // The apiserver's time of every controller write, whichever Service's.
+        assert_eq!(r.endpoints_in_apiserver, [ms(10)]);
+        assert_eq!(r.slices_in_apiserver, [ms(5), ms(10), ms(15)]);
 
         // A pod deleted twice (terminating, then removed): the second delete is answered by
         // a slice write only.

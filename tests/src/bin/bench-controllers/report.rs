@@ -218,13 +218,23 @@ pub fn print_load(options: &Options, runs: &[Load]) {
             );
         }
         for r in runs {
-            let [endpoints, slices] = r.phases[i].queues;
+            let phase = &r.phases[i];
+            let [endpoints, slices] = phase.queues;
             println!(
                 "{:<16} {:<16} work queues, mean wait / mean sync per key taken (keys): Endpoints {}, slices {}",
                 "",
                 r.side.to_string(),
                 queue_means(endpoints),
                 queue_means(slices),
+            );
+            println!(
+                "{:<16} {:<16} writes, mean time in the apiserver (writes) / in the client where timed (writes): Endpoints {} / {}, slices {} / {}",
+                "",
+                r.side.to_string(),
+                mean_of(&phase.reactions.endpoints_in_apiserver),
+                client_write_mean(endpoints),
+                mean_of(&phase.reactions.slices_in_apiserver),
+                client_write_mean(slices),
             );
         }
     }
@@ -440,6 +450,28 @@ fn queue_means(totals: Option<QueueTotals>) -> String {
         ),
         Some(_) => "no key taken".to_string(),
         None => "not served".to_string(),
+    }
+}
+
+/// The mean of `times` in ms, and their count.
+fn mean_of(times: &[Duration]) -> String {
+    match times.len() {
+        0 => "none".to_string(),
+        n => format!(
+            "{:.1}ms ({n})",
+            times.iter().sum::<Duration>().as_secs_f64() / n as f64 * 1e3
+        ),
+    }
+}
+
+/// The mean time a controller's client took per write of a queue's kind, and the writes.
+fn client_write_mean(totals: Option<QueueTotals>) -> String {
+    match totals.and_then(|t| t.writes) {
+        Some((writes, seconds)) if writes > 0.0 => {
+            format!("{:.1}ms ({writes})", seconds / writes * 1e3)
+        }
+        Some(_) => "none".to_string(),
+        None => "not timed".to_string(),
     }
 }
 
