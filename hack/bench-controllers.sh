@@ -23,7 +23,9 @@
 # KWOK's pod status writes and the pod deletes (audit log), split where a watcher of the pods
 # in the bench received the change (the apiserver's delivery, then what the controller adds;
 # Endpoints also from the answer to the Service's previous Endpoints write when that is later),
-# and its work queues' mean wait and sync per key (client-go's metrics), with the goals: CPU and
+# its work queues' mean wait and sync per key (client-go's metrics), and its Endpoints and
+# slice updates' mean time in the apiserver (audit log) and in its own client (client-go's
+# rest_client_request_duration_seconds, svcplane's own write timing), with the goals: CPU and
 # reaction p50/p99 at most 0.5x in-tree's, write requests at most in-tree's, peak RSS at
 # most 0.33x. Release build; svcplane runs as the real
 # `svcplane controllers --leader-elect=false` process. Figures depend on what else the

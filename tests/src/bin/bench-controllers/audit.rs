@@ -88,17 +88,17 @@ pub struct Reactions {
     pub arrived_during_write: usize,
     /// Pod writes of which the watcher saw no event.
     pub undelivered: usize,
-    /// The apiserver's time of each controller write in the window, from receiving it to
-    /// answering (audit stage timestamps), Endpoints and slices: the server's part of what
-    /// a client times for the same write.
-    pub endpoints_in_apiserver: Vec<Duration>,
-    pub slices_in_apiserver: Vec<Duration>,
+    /// The apiserver's time of each controller update (PUT) of Endpoints and slices in the
+    /// window, from receiving it to answering (audit stage timestamps): the server's part of
+    /// what the controller's client times for the same requests.
+    pub updates_in_apiserver: Vec<Duration>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Event {
     stage: String,
+    verb: String,
     object_ref: Option<ObjectRef>,
     response_status: Option<ResponseStatus>,
     request_received_timestamp: MicroTime,
@@ -138,6 +138,8 @@ struct Write {
     name: String,
     received: Timestamp,
     answered: Timestamp,
+    /// A PUT.
+    update: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -190,6 +192,7 @@ fn writes(log: &Path, namespace: &str, window: &impl RangeBounds<Timestamp>) -> 
             name: object.name.or(generate_name).unwrap_or_default(),
             received: event.request_received_timestamp.0,
             answered: event.stage_timestamp.0,
+            update: event.verb == "update",
         });
     }
     Ok(writes)
@@ -224,15 +227,14 @@ pub fn reactions(
     for times in controller.values_mut() {
         times.sort();
     }
-    let mut reactions = Reactions::default();
-    for write in &writes {
-        let in_apiserver = between(write.received, write.answered);
-        match write.kind {
-            Kind::Endpoints => reactions.endpoints_in_apiserver.push(in_apiserver),
-            Kind::Slice => reactions.slices_in_apiserver.push(in_apiserver),
-            _ => {}
-        }
-    }
+    let mut reactions = Reactions {
+        updates_in_apiserver: writes
+            .iter()
+            .filter(|w| w.update && !w.kind.is_pod())
+            .map(|w| between(w.received, w.answered))
+            .collect(),
+        ..Reactions::default()
+    };
     let mut deleted = HashSet::new();
     for pod in writes.iter().filter(|w| w.kind.is_pod()) {
         let Some(service) = service_of(&pod.name) else {
@@ -335,8 +337,14 @@ mod tests {
         received: &str,
         answered: &str,
     ) -> String {
+        // KWOK patches pods' status; the controllers update their objects.
+        let verb = if resource == "pods" {
+            "patch"
+        } else {
+            "update"
+        };
         serde_json::json!({
-            "kind": "Event", "stage": "ResponseComplete", "verb": "patch",
+            "kind": "Event", "stage": "ResponseComplete", "verb": verb,
             "objectRef": { "resource": resource, "subresource": sub, "namespace": "churn", "name": name },
             "responseStatus": { "code": 200 },
             "requestReceivedTimestamp": received, "stageTimestamp": answered,
@@ -379,9 +387,9 @@ mod tests {
         assert_eq!(r.slices, [ms(0), ms(15), ms(20)]);
         assert_eq!(r.endpoints, [ms(35), ms(40)]);
         assert_eq!((r.unanswered_slices, r.unanswered_endpoints), (1, 2));
-        // The apiserver's time of every controller write, whichever Service's.
-        assert_eq!(r.endpoints_in_apiserver, [ms(10)]);
-        assert_eq!(r.slices_in_apiserver, [ms(5), ms(10), ms(15)]);
+        // The apiserver's time of every controller update, whichever Service's (the pod
+        // writes are patches, the slice create is not one).
+        assert_eq!(r.updates_in_apiserver, [ms(5), ms(10), ms(10), ms(15)]);
 
         // A pod deleted twice (terminating, then removed): the second delete is answered by
         // a slice write only.

@@ -32,7 +32,7 @@ use serde_json::json;
 use crate::audit::{self, Arrivals, Reactions};
 use crate::plane::{Run, create_service};
 use crate::published::is_mirrored;
-use crate::restart::QueueTotals;
+use crate::restart::{ClientUpdates, QueueTotals};
 use crate::write_requests::WriteRequests;
 use crate::{CLIENT_CONCURRENCY, Options, QUIET, Side};
 
@@ -68,6 +68,8 @@ pub struct Phase {
     pub reactions: Reactions,
     /// The `endpoint` and `endpoint_slice` work queues' totals over the phase, where served.
     pub queues: [Option<QueueTotals>; 2],
+    /// The controller's updates as its client timed them over the phase.
+    pub client_updates: Option<ClientUpdates>,
     /// The controller process's RSS and peak RSS at the phase's end, and its CPU time
     /// during the phase.
     pub resources: Resources,
@@ -273,7 +275,7 @@ async fn phase(
 ) -> Result<Phase> {
     let client = &run.client;
     let before = run.resources()?;
-    let queues_before = queue_totals(run).await?;
+    let (queues_before, updates_before) = queue_totals(run).await?;
     let requests_before = WriteRequests::read(client).await?;
     let counter = WriteCounter::start(client, NS).await?;
     let started = Timestamp::now();
@@ -297,8 +299,9 @@ async fn phase(
     let writes = counter.settled(QUIET, options.limit()).await;
     let requests = WriteRequests::read(client).await?.since(requests_before);
     let after = run.resources()?;
-    let queues_after = queue_totals(run).await?;
+    let (queues_after, updates_after) = queue_totals(run).await?;
     let queues = [0, 1].map(|i| Some(queues_after[i]?.since(queues_before[i]?)));
+    let client_updates = updates_after.zip(updates_before).map(|(a, b)| a.since(b));
     let reactions = audit::reactions(
         &run.audit_log(),
         NS,
@@ -318,6 +321,7 @@ async fn phase(
         requests,
         reactions,
         queues,
+        client_updates,
         resources: Resources {
             cpu_seconds: after.cpu_seconds - before.cpu_seconds,
             ..after
@@ -325,10 +329,12 @@ async fn phase(
     })
 }
 
-/// The `endpoint` and `endpoint_slice` work queues' totals the controller serves now.
-async fn queue_totals(run: &Run) -> Result<[Option<QueueTotals>; 2]> {
+/// The `endpoint` and `endpoint_slice` work queues' totals and the client's timed updates
+/// the controller serves now.
+async fn queue_totals(run: &Run) -> Result<([Option<QueueTotals>; 2], Option<ClientUpdates>)> {
     let metrics = run.controller_metrics().await?;
-    Ok(["endpoint", "endpoint_slice"].map(|queue| QueueTotals::parse(&metrics, queue)))
+    let queues = ["endpoint", "endpoint_slice"].map(|queue| QueueTotals::parse(&metrics, queue));
+    Ok((queues, ClientUpdates::parse(&metrics)))
 }
 
 /// A watcher of the namespace's pods (their metadata), recording when each pod event reached

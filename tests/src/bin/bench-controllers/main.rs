@@ -57,8 +57,9 @@
 //!   stop, each reaction also split where a watcher of the pods in the bench received the
 //!   pod's change (and each Endpoints reaction counted from the later of that and the answer
 //!   to the Service's previous Endpoints write), with both sides' work-queue waits and syncs
-//!   from their metrics; RSS and
-//!   peak RSS are the controller process's at the phase's end.
+//!   from their metrics, and their Endpoints and slice updates' mean time in the apiserver
+//!   (audit log) beside the mean their own client timed; RSS and peak RSS are the controller
+//!   process's at the phase's end.
 //!
 //! At the end of each run: the controller process's VmRSS and VmHWM (peak) from
 //! `/proc/<pid>/status` and its CPU time (user + system) from `/proc/<pid>/stat`, then the

@@ -9,8 +9,8 @@ use e2e::writes::Writes;
 use crate::audit::Reactions;
 use crate::churn::Churn;
 use crate::load::Load;
-use crate::restart::QueueTotals;
 use crate::restart::Restart;
+use crate::restart::{ClientUpdates, QueueTotals};
 use crate::scale_up::ScaleUp;
 use crate::write_requests::WriteRequests;
 use crate::{Options, QUIET, Side};
@@ -228,13 +228,11 @@ pub fn print_load(options: &Options, runs: &[Load]) {
                 queue_means(slices),
             );
             println!(
-                "{:<16} {:<16} writes, mean time in the apiserver (writes) / in the client where timed (writes): Endpoints {} / {}, slices {} / {}",
+                "{:<16} {:<16} updates (PUT) of Endpoints and slices, mean time in the apiserver / in the controller's client (each count): {} / {}",
                 "",
                 r.side.to_string(),
-                mean_of(&phase.reactions.endpoints_in_apiserver),
-                client_write_mean(endpoints),
-                mean_of(&phase.reactions.slices_in_apiserver),
-                client_write_mean(slices),
+                mean_of(&phase.reactions.updates_in_apiserver),
+                client_mean(phase.client_updates),
             );
         }
     }
@@ -464,14 +462,12 @@ fn mean_of(times: &[Duration]) -> String {
     }
 }
 
-/// The mean time a controller's client took per write of a queue's kind, and the writes.
-fn client_write_mean(totals: Option<QueueTotals>) -> String {
-    match totals.and_then(|t| t.writes) {
-        Some((writes, seconds)) if writes > 0.0 => {
-            format!("{:.1}ms ({writes})", seconds / writes * 1e3)
-        }
+/// The mean time a controller's client took per update, and the updates.
+fn client_mean(updates: Option<ClientUpdates>) -> String {
+    match updates {
+        Some(u) if u.count > 0.0 => format!("{:.1}ms ({})", u.seconds / u.count * 1e3, u.count),
         Some(_) => "none".to_string(),
-        None => "not timed".to_string(),
+        None => "not served".to_string(),
     }
 }
 

@@ -104,15 +104,12 @@ impl Progress {
 }
 
 /// A work queue's totals from client-go's metrics: keys taken, seconds they waited in the
-/// queue, seconds their syncs took; and where served (svcplane), the syncs' successful
-/// writes of the queue's kind and the seconds the client spent on them, from serializing
-/// each to reading its answer (`svcplane_controller_api_write_duration_seconds`).
+/// queue, seconds their syncs took.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct QueueTotals {
     pub taken: f64,
     pub waited: f64,
     pub worked: f64,
-    pub writes: Option<(f64, f64)>,
 }
 
 impl QueueTotals {
@@ -120,19 +117,10 @@ impl QueueTotals {
     pub fn parse(metrics: &str, queue: &str) -> Option<Self> {
         let label = format!("name=\"{queue}\"");
         let sum = |metric: &str| sample_sum(metrics, metric, Some(&label));
-        let kind = if queue == "endpoint" {
-            "kind=\"Endpoints\""
-        } else {
-            "kind=\"EndpointSlice\""
-        };
-        let written = |metric: &str| sample_sum(metrics, metric, Some(kind));
         Some(Self {
             taken: sum("workqueue_queue_duration_seconds_count")?,
             waited: sum("workqueue_queue_duration_seconds_sum")?,
             worked: sum("workqueue_work_duration_seconds_sum")?,
-            writes: written("svcplane_controller_api_write_duration_seconds_count").zip(written(
-                "svcplane_controller_api_write_duration_seconds_sum",
-            )),
         })
     }
 
@@ -142,10 +130,42 @@ impl QueueTotals {
             taken: self.taken - before.taken,
             waited: self.waited - before.waited,
             worked: self.worked - before.worked,
-            writes: self
-                .writes
-                .zip(before.writes)
-                .map(|((n, s), (n0, s0))| (n - n0, s - s0)),
+        }
+    }
+}
+
+/// A controller's updates (PUTs) of Endpoints and EndpointSlices as its own client timed
+/// them: how many, and their seconds in all. svcplane serves
+/// `svcplane_controller_api_write_duration_seconds` (operation `update`; from serializing
+/// the object to reading the answer), kube-controller-manager client-go's
+/// `rest_client_request_duration_seconds` (verb `PUT`: its endpoint controllers PUT nothing
+/// else; the time includes the wait for the client's rate limiter).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ClientUpdates {
+    pub count: f64,
+    pub seconds: f64,
+}
+
+impl ClientUpdates {
+    pub fn parse(metrics: &str) -> Option<Self> {
+        let read = |name: &str, label: &str| {
+            Some(Self {
+                count: sample_sum(metrics, &format!("{name}_count"), Some(label))?,
+                seconds: sample_sum(metrics, &format!("{name}_sum"), Some(label))?,
+            })
+        };
+        read(
+            "svcplane_controller_api_write_duration_seconds",
+            "operation=\"update\"",
+        )
+        .or_else(|| read("rest_client_request_duration_seconds", "verb=\"PUT\""))
+    }
+
+    /// What was added since `before`.
+    pub fn since(self, before: Self) -> Self {
+        Self {
+            count: self.count - before.count,
+            seconds: self.seconds - before.seconds,
         }
     }
 }
@@ -308,28 +328,45 @@ workqueue_work_duration_seconds_sum{name="endpoint"} 3.5
                 taken: 20.0,
                 waited: 1.0,
                 worked: 0.0,
-                writes: None,
             }
         );
         // The slice queue serves no durations here.
         assert_eq!(QueueTotals::parse(before, "endpoint_slice"), None);
-        // svcplane also times its writes, by kind (operations summed).
-        let timed = |update: &str| {
-            format!(
-                "{before}svcplane_controller_api_write_duration_seconds_sum{{kind=\"Endpoints\",operation=\"create\"}} 0.1\n\
-                 svcplane_controller_api_write_duration_seconds_count{{kind=\"Endpoints\",operation=\"create\"}} 4\n\
-                 svcplane_controller_api_write_duration_seconds_sum{{kind=\"Endpoints\",operation=\"update\"}} {update}\n\
-                 svcplane_controller_api_write_duration_seconds_count{{kind=\"Endpoints\",operation=\"update\"}} 6\n\
-                 svcplane_controller_api_write_duration_seconds_count{{kind=\"EndpointSlice\",operation=\"update\"}} 50\n"
-            )
-        };
-        let writes = |text: &str| totals(text).writes.unwrap();
-        let (count, seconds) = writes(&timed("0.2"));
-        assert_eq!(count, 10.0);
-        assert!((seconds - 0.3).abs() < 1e-9, "{seconds}");
-        let later = timed("0.5").replace("update\"} 6", "update\"} 9");
-        let since = totals(&later).since(totals(&timed("0.2"))).writes.unwrap();
-        assert_eq!(since.0, 3.0);
-        assert!((since.1 - 0.3).abs() < 1e-9, "{since:?}");
+    }
+
+    #[test]
+    fn updates_as_either_client_timed_them() {
+        let svcplane = "svcplane_controller_api_write_duration_seconds_sum{kind=\"Endpoints\",operation=\"create\"} 0.1\n\
+             svcplane_controller_api_write_duration_seconds_count{kind=\"Endpoints\",operation=\"create\"} 4\n\
+             svcplane_controller_api_write_duration_seconds_sum{kind=\"Endpoints\",operation=\"update\"} 0.25\n\
+             svcplane_controller_api_write_duration_seconds_count{kind=\"Endpoints\",operation=\"update\"} 6\n\
+             svcplane_controller_api_write_duration_seconds_sum{kind=\"EndpointSlice\",operation=\"update\"} 0.5\n\
+             svcplane_controller_api_write_duration_seconds_count{kind=\"EndpointSlice\",operation=\"update\"} 10\n";
+        let updates = ClientUpdates::parse(svcplane).unwrap();
+        assert_eq!(
+            updates,
+            ClientUpdates {
+                count: 16.0,
+                seconds: 0.75
+            }
+        );
+        let in_tree = "rest_client_request_duration_seconds_sum{host=\"127.0.0.1:6443\",verb=\"POST\"} 9\n\
+             rest_client_request_duration_seconds_count{host=\"127.0.0.1:6443\",verb=\"POST\"} 9\n\
+             rest_client_request_duration_seconds_sum{host=\"127.0.0.1:6443\",verb=\"PUT\"} 0.5\n\
+             rest_client_request_duration_seconds_count{host=\"127.0.0.1:6443\",verb=\"PUT\"} 20\n";
+        let before = ClientUpdates::parse(in_tree).unwrap();
+        let after =
+            ClientUpdates::parse(&in_tree.replace("} 20", "} 30").replace("} 0.5", "} 1.5"));
+        assert_eq!(
+            after.unwrap().since(before),
+            ClientUpdates {
+                count: 10.0,
+                seconds: 1.0
+            }
+        );
+        assert_eq!(
+            ClientUpdates::parse("workqueue_depth{name=\"endpoint\"} 0\n"),
+            None
+        );
     }
 }
