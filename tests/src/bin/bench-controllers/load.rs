@@ -301,7 +301,8 @@ async fn phase(
     let after = run.resources()?;
     let (queues_after, updates_after) = queue_totals(run).await?;
     let queues = [0, 1].map(|i| Some(queues_after[i]?.since(queues_before[i]?)));
-    let client_updates = updates_after.zip(updates_before).map(|(a, b)| a.since(b));
+    // Before a controller's first update neither client serves the histogram's samples.
+    let client_updates = updates_after.map(|a| a.since(updates_before.unwrap_or_default()));
     let reactions = audit::reactions(
         &run.audit_log(),
         NS,
