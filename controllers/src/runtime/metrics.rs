@@ -176,7 +176,7 @@ impl Metrics {
             );
             registry.register(
                 "svcplane_controller_api_write_duration_seconds",
-                "Time of each successful API write of svcplane's endpoint controllers, from its serialization to its answer read (the client's side of the write), by kind and operation",
+                "Time of each successful API write of svcplane's endpoint controllers, from its serialization to its answer read (the apiserver's time included), by kind and operation",
                 metrics.api_write_durations.clone(),
             );
         }

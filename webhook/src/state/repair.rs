@@ -58,6 +58,15 @@ pub enum Finding {
     },
 }
 
+/// An object a repair event is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Regarding {
+    /// A Service, `namespace/name`.
+    Service(String),
+    /// kube-apiserver's IPAddress object of that name.
+    IpAddress(String),
+}
+
 impl Finding {
     /// The in-tree event reason.
     pub fn reason(&self) -> &'static str {
@@ -111,18 +120,7 @@ impl Finding {
             ),
         }
     }
-}
 
-/// An object a repair event is about.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Regarding {
-    /// A Service, `namespace/name`.
-    Service(String),
-    /// kube-apiserver's IPAddress object of that name.
-    IpAddress(String),
-}
-
-impl Finding {
     /// What the finding's event regards, and the object it relates where that is another.
     ///
     /// An event's name begins with the regarded object's name and must be a DNS subdomain:

@@ -228,7 +228,7 @@ pub fn print_load(options: &Options, runs: &[Load]) {
                 queue_means(slices),
             );
             println!(
-                "{:<16} {:<16} updates (PUT) of Endpoints and slices, mean time in the apiserver / in the controller's client (each count): {} / {}",
+                "{:<16} {:<16} updates (PUT) of Endpoints and slices, mean time in the apiserver / in the controller's client (updates): {} / {}",
                 "",
                 r.side.to_string(),
                 mean_of(&phase.reactions.updates_in_apiserver),
