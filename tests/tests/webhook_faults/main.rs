@@ -1,7 +1,8 @@
 //! svcplane's webhook under concurrency and faults, against a real kube-apiserver: two
 //! replicas behind a round-robin proxy take 1,000 concurrent creates; one replica is killed
 //! in the middle of a burst; the apiserver is restarted in the middle of a burst; a
-//! ServiceCIDR grows a full range, then is deleted. Each case
+//! ServiceCIDR grows a full range, then is deleted; an IPAddress object held for no Service
+//! svcplane sees keeps its address and is reported (IPv4 and IPv6). Each case
 //! starts its own local control plane, so the cases run one at a time unless
 //! `--test-threads` says otherwise. Takes libtest's arguments (`--list`, filters).
 
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
             cases::a_requested_value_of_the_other_replicas_pool_is_given,
             service_cidrs::a_service_cidr_grows_a_full_range_and_its_deletion_stops_it,
             service_cidrs::an_ip_address_object_keeps_its_address_from_being_given,
+            service_cidrs::an_ipv6_ip_address_objects_event_regards_its_parent_service,
         ],
     )
 }

@@ -261,13 +261,7 @@ pub async fn an_ip_address_object_keeps_its_address_from_being_given(
     })
     .await?;
     let taken: IpAddr = "10.96.0.9".parse()?;
-    let addresses: Api<IPAddress> = Api::all(setup.client.clone());
-    let object: IPAddress = serde_json::from_value(json!({
-        "metadata": { "name": taken.to_string() },
-        "spec": { "parentRef": { "group": "", "resource": "services",
-                                 "namespace": "elsewhere", "name": "reserved" } },
-    }))?;
-    addresses.create(&PostParams::default(), &object).await?;
+    ip_address(&setup.client, taken, "elsewhere", "reserved").await?;
     wait::until("repair marking the IPAddress's address", || async {
         let state = stored(&setup.client).await?;
         Ok(if state.has(taken) {
@@ -278,19 +272,10 @@ pub async fn an_ip_address_object_keeps_its_address_from_being_given(
     })
     .await?;
     // The event regards the IPAddress (cluster-scoped: its events live in `default`).
-    let events: Api<Event> = Api::namespaced(setup.client.clone(), "default");
-    wait::until("the repair event about the IPAddress", || async {
-        let listed = events.list(&Default::default()).await?;
-        let about = |event: &Event| {
-            let regarding = event.regarding.as_ref();
-            regarding.and_then(|r| r.kind.as_deref()) == Some("IPAddress")
-                && regarding.and_then(|r| r.name.as_deref()) == Some(&taken.to_string())
-        };
-        Ok(match listed.items.iter().find(|event| about(event)) {
-            Some(event) if event.reason.as_deref() == Some("ClusterIPNotAllocated") => Ok(()),
-            Some(event) => Err(format!("reason {:?}", event.reason)),
-            None => Err(format!("no event regards IPAddress {taken}")),
-        })
+    repair_event(&setup.client, "default", |event| {
+        let regarding = event.regarding.as_ref();
+        regarding.and_then(|r| r.kind.as_deref()) == Some("IPAddress")
+            && regarding.and_then(|r| r.name.as_deref()) == Some(&taken.to_string())
     })
     .await?;
     let namespace = setup.namespace("reserved").await?;
@@ -312,5 +297,68 @@ pub async fn an_ip_address_object_keeps_its_address_from_being_given(
     say(format!(
         "{taken} held by an IPAddress only: marked by repair, never given; 12 others given"
     ));
+    Ok(())
+}
+
+/// The same for an IPv6 address on a dual-stack plane: an IPAddress's name there (its
+/// colons) cannot begin an event's name, so the event regards the parent Service, in its
+/// namespace, with the IPAddress as the related object.
+pub async fn an_ipv6_ip_address_objects_event_regards_its_parent_service(
+    _: std::sync::Arc<()>,
+) -> Result<()> {
+    let setup = Setup::start_on(
+        ControlPlaneConfig::default(),
+        Duration::from_secs(2),
+        |config| {
+            config.pool.size = 0;
+        },
+    )
+    .await?;
+    let namespace = setup.namespace("reserved6").await?;
+    let taken: IpAddr = "fd00:10:96::99".parse()?;
+    ip_address(&setup.client, taken, &namespace, "held").await?;
+    repair_event(&setup.client, &namespace, |event| {
+        let regarding = event.regarding.as_ref();
+        let related = event.related.as_ref();
+        regarding.and_then(|r| r.kind.as_deref()) == Some("Service")
+            && regarding.and_then(|r| r.name.as_deref()) == Some("held")
+            && related.and_then(|r| r.kind.as_deref()) == Some("IPAddress")
+            && related.and_then(|r| r.name.as_deref()) == Some(&taken.to_string())
+    })
+    .await?;
+    say(format!(
+        "{taken} held by an IPAddress only: its event regards the parent Service {namespace}/held"
+    ));
+    Ok(())
+}
+
+/// Waits for the repair event in `namespace` that `about` picks, and checks its reason.
+async fn repair_event(
+    client: &Client,
+    namespace: &str,
+    about: impl Fn(&Event) -> bool,
+) -> Result<()> {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    wait::until(format!("the repair event in {namespace}"), || async {
+        let listed = events.list(&Default::default()).await?;
+        Ok(match listed.items.iter().find(|event| about(event)) {
+            Some(event) if event.reason.as_deref() == Some("ClusterIPNotAllocated") => Ok(()),
+            Some(event) => Err(format!("reason {:?}", event.reason)),
+            None => Err(format!("none of the {} events", listed.items.len())),
+        })
+    })
+    .await
+}
+
+/// Writes kube-apiserver's IPAddress object for `ip`, its parent the Service
+/// `namespace/name` (which need not exist).
+async fn ip_address(client: &Client, ip: IpAddr, namespace: &str, name: &str) -> Result<()> {
+    let object: IPAddress = serde_json::from_value(json!({
+        "metadata": { "name": ip.to_string() },
+        "spec": { "parentRef": { "group": "", "resource": "services",
+                                 "namespace": namespace, "name": name } },
+    }))?;
+    let addresses: Api<IPAddress> = Api::all(client.clone());
+    addresses.create(&PostParams::default(), &object).await?;
     Ok(())
 }
