@@ -45,8 +45,8 @@ pub enum Finding {
     HeldByIpAddress {
         /// The Service the IPAddress names as its parent (`namespace/name`), if any.
         parent: Option<String>,
-        /// The value.
-        value: Value,
+        /// The address.
+        ip: IpAddr,
     },
     /// A Service holds a ClusterIP that has no IPAddress object, on two sweeps in a row:
     /// kube-apiserver does not count it as allocated (its own repair recreates it).
@@ -91,8 +91,8 @@ impl Finding {
             Finding::NotAllocated { value, .. }
             | Finding::AlreadyAllocated { value, .. }
             | Finding::OutOfRange { value, .. }
-            | Finding::NoIpAddress { value, .. }
-            | Finding::HeldByIpAddress { value, .. } => *value,
+            | Finding::NoIpAddress { value, .. } => *value,
+            Finding::HeldByIpAddress { ip, .. } => Value::ClusterIp(*ip),
         }
     }
 
@@ -111,8 +111,9 @@ impl Finding {
             Finding::OutOfRange { service, value } => {
                 format!("{value} of Service {service} is outside the configured range")
             }
-            Finding::HeldByIpAddress { parent, value } => format!(
-                "{value} has an IPAddress object (parent {}) but was not recorded as allocated; repaired",
+            Finding::HeldByIpAddress { parent, .. } => format!(
+                "{} has an IPAddress object (parent {}) but was not recorded as allocated; repaired",
+                self.value(),
                 parent.as_deref().unwrap_or("not a Service")
             ),
             Finding::NoIpAddress { service, value } => format!(
@@ -133,14 +134,10 @@ impl Finding {
             | Finding::OutOfRange { service, .. }
             | Finding::NoIpAddress { service, .. } => service,
             Finding::AlreadyAllocated { services, .. } => &services[0],
-            Finding::HeldByIpAddress { parent, value } => {
-                let address = Regarding::IpAddress(match value {
-                    Value::ClusterIp(ip) => ip.to_string(),
-                    Value::NodePort(port) => port.to_string(),
-                });
-                let nameable = !matches!(value, Value::ClusterIp(IpAddr::V6(_)));
+            Finding::HeldByIpAddress { parent, ip } => {
+                let address = Regarding::IpAddress(ip.to_string());
                 return match parent {
-                    _ if nameable => Some((address, None)),
+                    _ if ip.is_ipv4() => Some((address, None)),
                     Some(parent) => Some((Regarding::Service(parent.clone()), Some(address))),
                     None => None,
                 };
@@ -235,7 +232,7 @@ impl Repairer {
             sweep.mark.push(value);
             sweep.findings.push(Finding::HeldByIpAddress {
                 parent: parent.clone(),
-                value,
+                ip,
             });
         }
 
@@ -421,7 +418,7 @@ mod tests {
             first.findings,
             vec![Finding::HeldByIpAddress {
                 parent: None,
-                value: ip("10.96.0.20")
+                ip: "10.96.0.20".parse().unwrap()
             }]
         );
         // b/db's address has had no IPAddress for two sweeps: reported.
@@ -442,7 +439,7 @@ mod tests {
     fn an_ipv6_ip_address_is_related_to_its_parents_event_not_regarded() {
         let held = |address: &str, parent: Option<&str>| Finding::HeldByIpAddress {
             parent: parent.map(str::to_string),
-            value: ip(address),
+            ip: address.parse().unwrap(),
         };
         let address = |name: &str| Regarding::IpAddress(name.to_string());
         let service = |key: &str| Regarding::Service(key.to_string());
