@@ -32,8 +32,9 @@
 # machine runs: the load average is printed with each run.
 #
 # Environment:
-#   SIDES              comma-separated: in-tree, in-tree-qps1000, svcplane
-#                      (default in-tree,in-tree-qps1000,svcplane)
+#   SIDES              comma-separated: in-tree, in-tree-qps1000, svcplane, svcplane-qps20
+#                      (svcplane at in-tree's default client rate, --kube-api-qps=20
+#                      --kube-api-burst=30) (default in-tree,in-tree-qps1000,svcplane)
 #   SCENARIOS          comma-separated: scale-up, churn, restart, load
 #                      (default scale-up,churn)
 #   PODS NODES BATCH   scale-up size (default 5000, 10, 100)

@@ -309,6 +309,15 @@ pub struct ControllerFlags {
     /// meanwhile share one sync.
     #[arg(long, env = "SVCPLANE_MIRRORING_ENDPOINTSLICE_UPDATES_BATCH_PERIOD", default_value = "0s", value_parser = humantime::parse_duration)]
     pub mirroring_endpointslice_updates_batch_period: Duration,
+    /// Each controller's client-side limit on its API requests, per second (each
+    /// controller has a client of its own, as in kube-controller-manager); 0: no client-side
+    /// limit, the apiserver's priority and fairness alone bounds them. Set it to
+    /// kube-controller-manager's default of 20 to make no more requests than it could.
+    #[arg(long, env = "SVCPLANE_KUBE_API_QPS", default_value_t = 0.0)]
+    pub kube_api_qps: f64,
+    /// Requests each controller may make at once above --kube-api-qps (with a limit set).
+    #[arg(long, env = "SVCPLANE_KUBE_API_BURST", default_value_t = 30)]
+    pub kube_api_burst: u32,
     /// Elect a leader on a Lease before running the controllers. Turn off only for a
     /// single instance.
     #[arg(long, env = "SVCPLANE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]

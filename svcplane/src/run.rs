@@ -20,7 +20,7 @@ use webhook::server::{ServerLimits, serve};
 use webhook::state::{PoolConfig, UnconfirmedConfig};
 
 use controllers::MaxEndpointsPerSlice;
-use controllers::runtime::ControllersConfig;
+use controllers::runtime::{ClientRate, ControllersConfig};
 use plumbing::lease::{LeaderElectionConfig, LeaseElector};
 
 use crate::cli::{
@@ -211,7 +211,9 @@ pub async fn webhook(args: WebhookArgs) -> Result<()> {
     Ok(())
 }
 
-fn controllers_config(flags: &ControllerFlags) -> Result<ControllersConfig> {
+/// The controllers' configuration the flags give (refused with a message when a value cannot
+/// be used).
+pub fn controllers_config(flags: &ControllerFlags) -> Result<ControllersConfig> {
     let list = &flags.selection.controllers;
     for entry in list.ignored() {
         tracing::info!(
@@ -229,6 +231,8 @@ fn controllers_config(flags: &ControllerFlags) -> Result<ControllersConfig> {
         mirroring_concurrent_service_endpoint_syncs: flags
             .mirroring_concurrent_service_endpoint_syncs,
         mirroring_endpoint_updates_batch_period: flags.mirroring_endpointslice_updates_batch_period,
+        client_rate: ClientRate::from_flags(flags.kube_api_qps, flags.kube_api_burst)
+            .map_err(anyhow::Error::msg)?,
         leader_election: LeaderElectionConfig {
             enabled: flags.leader_elect,
             lease_name: flags.leader_elect_resource_name.clone(),

@@ -44,6 +44,7 @@ pub(crate) struct Metrics {
     endpoints_desired: Gauge,
     api_writes: Family<Labels, Counter>,
     api_write_durations: Family<Labels, Histogram>,
+    rate_limiter_waits: Family<Labels, Histogram>,
     per_service: Mutex<HashMap<ObjectKey, ServiceSliceCounts>>,
     mirroring_changes: Family<Labels, Counter>,
     mirroring_endpoints_added_per_sync: Histogram,
@@ -87,6 +88,7 @@ impl Metrics {
             endpoints_desired: Gauge::default(),
             api_writes: Family::default(),
             api_write_durations: Family::new_with_constructor(write_duration_histogram),
+            rate_limiter_waits: Family::new_with_constructor(write_duration_histogram),
             per_service: Mutex::new(HashMap::new()),
             mirroring_changes: Family::default(),
             mirroring_endpoints_added_per_sync: per_sync_histogram(),
@@ -179,6 +181,11 @@ impl Metrics {
                 "Time of each successful API write of svcplane's endpoint controllers, from its serialization to its answer read (the apiserver's time included), by kind and operation",
                 metrics.api_write_durations.clone(),
             );
+            registry.register(
+                "svcplane_controller_client_rate_limiter_duration_seconds",
+                "Time each API request of svcplane's endpoint controllers waited for its controller's --kube-api-qps token, by controller (observed only with a limit set)",
+                metrics.rate_limiter_waits.clone(),
+            );
         }
         if enabled.mirroring {
             registry.register(
@@ -228,6 +235,13 @@ impl Metrics {
         self.mirroring_changes
             .get_or_create(&vec![("operation", operation)])
             .inc();
+    }
+
+    /// Records how long one of `controller`'s requests waited for its client-side token.
+    pub fn rate_limited(&self, controller: &'static str, waited: Duration) {
+        self.rate_limiter_waits
+            .get_or_create(&vec![("controller", controller)])
+            .observe(waited.as_secs_f64());
     }
 
     fn written(&self, kind: &'static str, operation: &'static str, took: Duration) {
@@ -326,6 +340,7 @@ mod tests {
         metrics.slice_sync_changes(3, 1, 1, "Disabled", "");
         metrics.mirroring_write("create", Duration::from_millis(4));
         metrics.mirroring_sync_changes(1, 0, 2);
+        metrics.rate_limited("endpoints", Duration::from_millis(50));
         let key = ObjectKey::new("ns", "web");
         let counts = ServiceSliceCounts {
             slices: 2,
@@ -351,6 +366,7 @@ mod tests {
             "svcplane_controller_api_write_duration_seconds_bucket{le=\"0.002\",kind=\"EndpointSlice\",operation=\"create\"} 0",
             "svcplane_controller_api_write_duration_seconds_bucket{le=\"0.004\",kind=\"EndpointSlice\",operation=\"create\"} 2",
             "endpoint_slice_mirroring_controller_changes_total{operation=\"create\"} 1",
+            "svcplane_controller_client_rate_limiter_duration_seconds_bucket{le=\"0.064\",controller=\"endpoints\"} 1",
             "endpoint_slice_mirroring_controller_addresses_skipped_per_sync_sum 2.0",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");

@@ -51,6 +51,7 @@ mod indexes;
 mod metrics;
 mod mirroring;
 mod queue;
+mod rate;
 mod router;
 mod shared;
 mod trim;
@@ -79,6 +80,7 @@ pub use error::{Error, Result};
 pub use plumbing::Readiness;
 use plumbing::ReadinessGate;
 use plumbing::lease::{LeaderElectionConfig, LeaseElector};
+pub use rate::ClientRate;
 
 use self::endpoints::EndpointsController;
 use self::endpointslice::SliceController;
@@ -127,6 +129,9 @@ pub struct ControllersConfig {
     pub leader_election: LeaderElectionConfig,
     /// `--controllers`: which controllers run (all three).
     pub enabled: EnabledControllers,
+    /// `--kube-api-qps` and `--kube-api-burst`: each controller's client-side request rate
+    /// (none: kube-controller-manager's 20 and 30 are not applied unless asked for).
+    pub client_rate: Option<ClientRate>,
 }
 
 impl Default for ControllersConfig {
@@ -141,6 +146,7 @@ impl Default for ControllersConfig {
             mirroring_endpoint_updates_batch_period: Duration::ZERO,
             leader_election: LeaderElectionConfig::default(),
             enabled: EnabledControllers::default(),
+            client_rate: None,
         }
     }
 }
@@ -361,27 +367,43 @@ async fn run_controllers(
     ready.set(true);
     queue_everything(&caches, &endpoints_queue, &slices_queue, &mirroring_queue);
 
-    let shared = Shared {
-        client: client.clone(),
+    // Each controller has a client of its own, as in kube-controller-manager, so that a
+    // client-side rate limits each one alone; its Events go through it too.
+    let shared_for = |controller: &'static str| Shared {
+        client: rate::limited(&client, config.client_rate, controller, &metrics),
         caches: caches.clone(),
-        metrics,
+        metrics: metrics.clone(),
     };
+    let (endpoints_shared, slices_shared, mirroring_shared) = (
+        shared_for("endpoints"),
+        shared_for("endpointslice"),
+        shared_for("endpointslice-mirroring"),
+    );
     let endpoints_controller = Arc::new(EndpointsController::new(
-        shared.clone(),
-        Recorder::new(client.clone(), reporter(SVCPLANE_ENDPOINTS_MANAGER, config)),
+        endpoints_shared.clone(),
+        Recorder::new(
+            endpoints_shared.client,
+            reporter(SVCPLANE_ENDPOINTS_MANAGER, config),
+        ),
         state.endpoints_changes.clone(),
     ));
     let slice_controller = Arc::new(SliceController::new(
-        shared.clone(),
-        Recorder::new(client.clone(), reporter(SVCPLANE_SLICE_MANAGER, config)),
+        slices_shared.clone(),
+        Recorder::new(
+            slices_shared.client,
+            reporter(SVCPLANE_SLICE_MANAGER, config),
+        ),
         SVCPLANE_SLICE_MANAGER,
         config.max_endpoints_per_slice,
         state.clone(),
         slice_waiters,
     ));
     let mirroring_controller = Arc::new(MirroringController::new(
-        shared,
-        Recorder::new(client.clone(), reporter(SVCPLANE_MIRRORING_MANAGER, config)),
+        mirroring_shared.clone(),
+        Recorder::new(
+            mirroring_shared.client,
+            reporter(SVCPLANE_MIRRORING_MANAGER, config),
+        ),
         MirroringParams::default(),
         state.mirroring_tracker,
         mirroring_waiters,

@@ -23,6 +23,7 @@ fn run_takes_the_control_plane_flag_names() {
         "--mirroring-concurrent-service-endpoint-syncs=3",
         "--mirroring-endpointslice-updates-batch-period=1s",
         "--leader-elect=false",
+        "--kube-api-qps=20",
         "--repair-interval=30s",
     ])
     .unwrap();
@@ -43,6 +44,10 @@ fn run_takes_the_control_plane_flag_names() {
         Duration::from_secs(1)
     );
     assert!(!run.controllers.leader_elect);
+    assert_eq!(
+        (run.controllers.kube_api_qps, run.controllers.kube_api_burst),
+        (20.0, 30)
+    );
     assert_eq!(run.webhook.repair_interval, Duration::from_secs(30));
     assert_eq!(
         run.webhook.trusted_endpoint_writers(),

@@ -3,7 +3,8 @@
 //! controllers publish while no Endpoints object is written; with only
 //! `endpointslice-mirroring-controller`, user-written Endpoints are mirrored while a Service
 //! with a selector gets neither slices nor Endpoints. The value goes through svcplane's own
-//! flag. Takes libtest's arguments.
+//! flag. With `--kube-api-qps`, each controller's requests wait on a client-side rate of its
+//! own. Takes libtest's arguments.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -34,7 +35,11 @@ const NODE: &str = "node-a";
 fn main() -> ExitCode {
     e2e::harness::run_fault_suite(
         "controllers_selection",
-        e2e::cases![only_the_slice_controllers, only_the_mirroring_controller],
+        e2e::cases![
+            only_the_slice_controllers,
+            only_the_mirroring_controller,
+            each_controller_has_a_client_rate_of_its_own
+        ],
     )
 }
 
@@ -129,13 +134,21 @@ impl Setup {
 
     /// Runs svcplane's controllers (no leader election) with `enabled` and waits until ready.
     async fn run(&self, enabled: EnabledControllers) -> Result<Running> {
-        let config = ControllersConfig {
+        self.run_with(ControllersConfig {
             enabled,
+            ..ControllersConfig::default()
+        })
+        .await
+    }
+
+    /// Runs svcplane's controllers as `config` says, without leader election.
+    async fn run_with(&self, config: ControllersConfig) -> Result<Running> {
+        let config = ControllersConfig {
             leader_election: LeaderElectionConfig {
                 enabled: false,
                 ..LeaderElectionConfig::default()
             },
-            ..ControllersConfig::default()
+            ..config
         };
         let mut registry = Registry::default();
         let controllers =
@@ -239,5 +252,50 @@ async fn only_the_mirroring_controller(_: Arc<()>) -> Result<()> {
         mirroring.iter().any(|line| line.contains("create")),
         "no mirrored slice create counted: {mirroring:?}"
     );
+    running.stop().await
+}
+
+/// `--kube-api-qps=2 --kube-api-burst=1`: every controller still publishes, and each one's
+/// requests went through a token bucket of its own (its waits are counted under its name).
+async fn each_controller_has_a_client_rate_of_its_own(_: Arc<()>) -> Result<()> {
+    let cli = Cli::try_parse_from([
+        "svcplane",
+        "controllers",
+        "--kube-api-qps=2",
+        "--kube-api-burst=1",
+    ])?;
+    let Command::Controllers(args) = cli.command else {
+        anyhow::bail!("not the controllers subcommand");
+    };
+    let config = svcplane::run::controllers_config(&args.controllers)?;
+    anyhow::ensure!(config.client_rate.is_some(), "--kube-api-qps=2 set no rate");
+    let setup = Setup::start().await?;
+    let running = setup.run_with(config).await?;
+    let pods: Vec<String> = (10..13).map(|i| format!("10.244.0.{i}")).collect();
+    wait::until_eq("the selected Service's slices", &pods, || {
+        setup.slice_addresses(SELECTED)
+    })
+    .await?;
+    wait::until_eq(
+        "the mirrored slice",
+        &vec!["192.0.2.10".to_string()],
+        || setup.slice_addresses(EXTERNAL),
+    )
+    .await?;
+    wait::until_eq("the selected Service's Endpoints", &true, || {
+        setup.endpoints_exist(SELECTED)
+    })
+    .await?;
+    let waits =
+        running.metrics("svcplane_controller_client_rate_limiter_duration_seconds_count")?;
+    for controller in ["endpoints", "endpointslice", "endpointslice-mirroring"] {
+        let label = format!("controller=\"{controller}\"");
+        anyhow::ensure!(
+            waits
+                .iter()
+                .any(|line| line.contains(&label) && !line.ends_with(" 0")),
+            "no request of the {controller} controller waited on its rate: {waits:?}"
+        );
+    }
     running.stop().await
 }

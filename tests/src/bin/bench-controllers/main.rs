@@ -14,7 +14,9 @@
 //! - `in-tree-qps1000`: the same with `--kube-api-qps=1000 --kube-api-burst=1000`, so that
 //!   its client's rate limit is not what is measured;
 //! - `svcplane`: the `svcplane controllers --leader-elect=false` process (no client rate
-//!   limit), started once its `/readyz` says its caches synced.
+//!   limit), started once its `/readyz` says its caches synced;
+//! - `svcplane-qps20`: the same with kube-controller-manager's default client rate,
+//!   `--kube-api-qps=20 --kube-api-burst=30` (each controller its own).
 //!
 //! Before measuring, a probe Service with one ready pod must be published on each side.
 //!
@@ -112,6 +114,17 @@ enum Side {
     /// `svcplane controllers --leader-elect=false`.
     #[value(name = "svcplane")]
     Svcplane,
+    /// The same with `--kube-api-qps=20 --kube-api-burst=30`, in-tree's default rate.
+    #[value(name = "svcplane-qps20")]
+    SvcplaneQps20,
+}
+
+impl Side {
+    /// Whether the side runs svcplane's controllers (against which the in-tree sides are
+    /// compared).
+    fn is_svcplane(self) -> bool {
+        matches!(self, Side::Svcplane | Side::SvcplaneQps20)
+    }
 }
 
 impl fmt::Display for Side {
@@ -120,6 +133,7 @@ impl fmt::Display for Side {
             Side::InTree => "in-tree",
             Side::InTreeQps1000 => "in-tree-qps1000",
             Side::Svcplane => "svcplane",
+            Side::SvcplaneQps20 => "svcplane-qps20",
         })
     }
 }
@@ -213,7 +227,7 @@ impl Options {
             "--nodes, --batch, --flips-per-second and --load-nodes must be positive"
         );
         anyhow::ensure!(
-            options.svcplane.is_some() || !options.sides.contains(&Side::Svcplane),
+            options.svcplane.is_some() || !options.sides.iter().any(|side| side.is_svcplane()),
             "--svcplane PATH is needed for the svcplane side"
         );
         Ok(options)

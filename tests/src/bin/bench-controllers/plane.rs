@@ -100,10 +100,10 @@ impl Run {
                     cert: cert_dir.join("kube-controller-manager.crt"),
                 }
             }
-            Side::Svcplane => {
+            Side::Svcplane | Side::SvcplaneQps20 => {
                 let binary = options.svcplane.clone().context("--svcplane PATH")?;
                 let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-                let args = vec![
+                let mut args = vec![
                     "controllers".to_string(),
                     format!("--kubeconfig={}", plane.kubeconfig().display()),
                     format!("--admin-address={admin}"),
@@ -118,6 +118,10 @@ impl Run {
                     format!("--max-endpoints-per-slice={MAX_ENDPOINTS_PER_SLICE}"),
                     "--log=warn".to_string(),
                 ];
+                if side == Side::SvcplaneQps20 {
+                    args.push("--kube-api-qps=20".into());
+                    args.push("--kube-api-burst=30".into());
+                }
                 Controllers::Svcplane {
                     process: None,
                     binary,

@@ -322,9 +322,7 @@ pub fn print_goals(
         "\ngoals (svcplane / in-tree; writes, as watch events and as write requests, at most 1x; times and RSS at most 0.5x; restart: zero writes when nothing changed, and verified in at most 0.5x in-tree's time; load, per phase: CPU and reaction p50/p99 at most 0.5x, write requests at most 1x, peak RSS at most 0.33x):"
     );
     let p = |d: &[Duration], q: f64| percentile(d, q).as_secs_f64();
-    let ours = scale_runs.iter().find(|r| r.side == Side::Svcplane);
-    for theirs in scale_runs.iter().filter(|r| r.side != Side::Svcplane) {
-        let Some(ours) = ours else { break };
+    for (ours, theirs) in pairs(scale_runs, |r| r.side) {
         let after_pods = |r: &ScaleUp| {
             r.slices_complete
                 .saturating_sub(r.pods_written)
@@ -332,13 +330,15 @@ pub fn print_goals(
         };
         let (o, t) = (&ours.reactions, &theirs.reactions);
         println!(
-            "  scale-up vs {}: reaction (audit log) to slices p50 {}, p99 {}",
+            "  scale-up, {} vs {}: reaction (audit log) to slices p50 {}, p99 {}",
+            ours.side,
             theirs.side,
             half(p(&o.slices, 50.0), p(&t.slices, 50.0)),
             half(p(&o.slices, 99.0), p(&t.slices, 99.0)),
         );
         println!(
-            "  scale-up vs {}: {}; slices complete {}; after the last pod write {}; Endpoints complete {}; {}",
+            "  scale-up, {} vs {}: {}; slices complete {}; after the last pod write {}; Endpoints complete {}; {}",
+            ours.side,
             theirs.side,
             writes(
                 (&ours.writes, ours.requests),
@@ -356,12 +356,11 @@ pub fn print_goals(
             memory(&ours.resources, &theirs.resources),
         );
     }
-    let ours = churn_runs.iter().find(|r| r.side == Side::Svcplane);
-    for theirs in churn_runs.iter().filter(|r| r.side != Side::Svcplane) {
-        let Some(ours) = ours else { break };
+    for (ours, theirs) in pairs(churn_runs, |r| r.side) {
         let (o, t) = (&ours.reactions, &theirs.reactions);
         println!(
-            "  churn vs {}: reaction (audit log) to slices p50 {}, p99 {}; to Endpoints p50 {}, p99 {}",
+            "  churn, {} vs {}: reaction (audit log) to slices p50 {}, p99 {}; to Endpoints p50 {}, p99 {}",
+            ours.side,
             theirs.side,
             half(p(&o.slices, 50.0), p(&t.slices, 50.0)),
             half(p(&o.slices, 99.0), p(&t.slices, 99.0)),
@@ -370,7 +369,8 @@ pub fn print_goals(
         );
         let (o, t) = (&ours.delays, &theirs.delays);
         println!(
-            "  churn vs {}: {}; slice delay p50 {}; p99 {}; pod->slice p50 {}; p99 {}; set-up {}; {}",
+            "  churn, {} vs {}: {}; slice delay p50 {}; p99 {}; pod->slice p50 {}; p99 {}; set-up {}; {}",
+            ours.side,
             theirs.side,
             writes(
                 (&ours.writes, ours.requests),
@@ -384,11 +384,10 @@ pub fn print_goals(
             memory(&ours.resources, &theirs.resources),
         );
     }
-    let ours = restart_runs.iter().find(|r| r.side == Side::Svcplane);
-    for theirs in restart_runs.iter().filter(|r| r.side != Side::Svcplane) {
-        let Some(ours) = ours else { break };
+    for (ours, theirs) in pairs(restart_runs, |r| r.side) {
         println!(
-            "  restart vs {}: zero writes when nothing changed: write requests {} vs {} ({}), watch events {} vs {}; verified {}; peak RSS {}; CPU {:.1}s vs {:.1}s",
+            "  restart, {} vs {}: zero writes when nothing changed: write requests {} vs {} ({}), watch events {} vs {}; verified {}; peak RSS {}; CPU {:.1}s vs {:.1}s",
+            ours.side,
             theirs.side,
             ours.requests.total(),
             theirs.requests.total(),
@@ -404,11 +403,16 @@ pub fn print_goals(
             theirs.resources.cpu_seconds,
         );
     }
-    let ours = load_runs.iter().find(|r| r.side == Side::Svcplane);
-    for theirs in load_runs.iter().filter(|r| r.side != Side::Svcplane) {
-        let Some(ours) = ours else { break };
+    for (ours, theirs) in pairs(load_runs, |r| r.side) {
         print_load_goals(ours, theirs);
     }
+}
+
+/// Each svcplane run with each in-tree run of the same scenario, in the order run.
+fn pairs<R>(runs: &[R], side: impl Fn(&R) -> Side) -> impl Iterator<Item = (&R, &R)> {
+    let (ours, theirs): (Vec<&R>, Vec<&R>) = runs.iter().partition(|r| side(r).is_svcplane());
+    ours.into_iter()
+        .flat_map(move |o| theirs.clone().into_iter().map(move |t| (o, t)))
 }
 
 /// Each load phase's goals, svcplane's run against an in-tree one.
@@ -417,8 +421,9 @@ fn print_load_goals(ours: &Load, theirs: &Load) {
         let (or, tr) = (&o.reactions, &t.reactions);
         let (oq, tq) = (o.requests.total(), t.requests.total());
         println!(
-            "  load {} vs {}: CPU {}; reaction to slices {}; to Endpoints {}; from the delivery, to slices {}; to Endpoints {}; to Endpoints from the Service's turn {}; write requests {} vs {} ({}); peak RSS {}; converged in {} vs {}",
+            "  load {}, {} vs {}: CPU {}; reaction to slices {}; to Endpoints {}; from the delivery, to slices {}; to Endpoints {}; to Endpoints from the Service's turn {}; write requests {} vs {} ({}); peak RSS {}; converged in {} vs {}",
             o.name,
+            ours.side,
             theirs.side,
             ratio(o.resources.cpu_seconds, t.resources.cpu_seconds, 0.5),
             half_p50_p99(&or.slices, &tr.slices),
