@@ -127,6 +127,22 @@ impl Setup {
         Ok(addresses)
     }
 
+    /// Waits for the selected Service's slices (its three pods) and the mirrored slice.
+    async fn slices_published(&self) -> Result<()> {
+        let pods: Vec<String> = (10..13).map(|i| format!("10.244.0.{i}")).collect();
+        wait::until_eq("the selected Service's slices", &pods, || {
+            self.slice_addresses(SELECTED)
+        })
+        .await?;
+        wait::until_eq(
+            "the mirrored slice",
+            &vec!["192.0.2.10".to_string()],
+            || self.slice_addresses(EXTERNAL),
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn endpoints_exist(&self, name: &str) -> Result<bool> {
         let api: Api<Endpoints> = Api::namespaced(self.client.clone(), NAMESPACE);
         Ok(api.get_opt(name).await?.is_some())
@@ -192,17 +208,7 @@ async fn only_the_slice_controllers(_: Arc<()>) -> Result<()> {
     anyhow::ensure!(!enabled.endpoints && enabled.endpointslice && enabled.mirroring);
     let setup = Setup::start().await?;
     let running = setup.run(enabled).await?;
-    let pods: Vec<String> = (10..13).map(|i| format!("10.244.0.{i}")).collect();
-    wait::until_eq("the selected Service's slices", &pods, || {
-        setup.slice_addresses(SELECTED)
-    })
-    .await?;
-    wait::until_eq(
-        "the mirrored slice",
-        &vec!["192.0.2.10".to_string()],
-        || setup.slice_addresses(EXTERNAL),
-    )
-    .await?;
+    setup.slices_published().await?;
     anyhow::ensure!(
         !setup.endpoints_exist(SELECTED).await?,
         "an Endpoints object was written for {SELECTED}"
@@ -271,17 +277,7 @@ async fn each_controller_has_a_client_rate_of_its_own(_: Arc<()>) -> Result<()> 
     anyhow::ensure!(config.client_rate.is_some(), "--kube-api-qps=2 set no rate");
     let setup = Setup::start().await?;
     let running = setup.run_with(config).await?;
-    let pods: Vec<String> = (10..13).map(|i| format!("10.244.0.{i}")).collect();
-    wait::until_eq("the selected Service's slices", &pods, || {
-        setup.slice_addresses(SELECTED)
-    })
-    .await?;
-    wait::until_eq(
-        "the mirrored slice",
-        &vec!["192.0.2.10".to_string()],
-        || setup.slice_addresses(EXTERNAL),
-    )
-    .await?;
+    setup.slices_published().await?;
     wait::until_eq("the selected Service's Endpoints", &true, || {
         setup.endpoints_exist(SELECTED)
     })
