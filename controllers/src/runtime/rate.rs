@@ -39,10 +39,9 @@ impl ClientRate {
         if burst == 0 {
             return Err("--kube-api-burst must be at least 1 with a --kube-api-qps".into());
         }
-        Ok(Some(ClientRate {
-            interval: Duration::from_secs_f64(1.0 / qps),
-            burst,
-        }))
+        let interval = Duration::try_from_secs_f64(1.0 / qps)
+            .map_err(|_| format!("--kube-api-qps {qps} is too small to be a rate"))?;
+        Ok(Some(ClientRate { interval, burst }))
     }
 }
 
@@ -187,7 +186,7 @@ mod tests {
                 burst: 1
             }))
         );
-        for qps in [-1.0, f64::NAN, f64::INFINITY] {
+        for qps in [-1.0, f64::NAN, f64::INFINITY, 1e-300] {
             let error = ClientRate::from_flags(qps, 30).unwrap_err();
             assert!(error.contains("--kube-api-qps"), "{error}");
         }
@@ -214,7 +213,7 @@ mod tests {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::register(
             &mut registry,
-            super::super::EnabledControllers::default(),
+            crate::runtime::EnabledControllers::default(),
         ));
         let rate = ClientRate::from_flags(10.0, 2).unwrap();
         let client = limited(&base, rate, "endpoints", &metrics);
