@@ -13,6 +13,8 @@
 #   SVCPLANE_SKIP_KIND=1  skip the kind stage
 #   SVCPLANE_KIND_LATEST_START  in CI, the kind stage is skipped (and says so) when the run
 #                     has taken longer than this many seconds before it (default 3900)
+#   SVCPLANE_KIND_RUN_SECONDS  bound on each kind run (default 600; a run takes about 120 s):
+#                     one that hangs is stopped, prints its diagnostics and fails the stage
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh" test
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
@@ -108,8 +110,9 @@ else
   kind_started=$SECONDS
   # A name of this run's own: other checkouts on this machine may run kind clusters too.
   # Each run takes about two minutes; one that hangs ends at the bound with its diagnostics
-  # (cluster state, svcplane's and kube-apiserver's logs) instead of holding the run.
-  kind_bound=${SVCPLANE_KIND_RUN_SECONDS:-1200}
+  # (cluster state, svcplane's and kube-apiserver's logs) instead of holding the run, so
+  # that even a kind stage started at SVCPLANE_KIND_LATEST_START ends within CI's time.
+  kind_bound=${SVCPLANE_KIND_RUN_SECONDS:-600}
   KIND_CLUSTER="svcplane-test-$$" KIND_TAKEOVER=1 timeout "$kind_bound" bash hack/kind-e2e.sh
   KIND_CLUSTER="svcplane-test-$$" KIND_TAKEOVER=1 KIND_SIDECAR=1 timeout "$kind_bound" bash hack/kind-e2e.sh
   echo "kind stage: $((SECONDS - kind_started))s (and the image builds above)" >&2
