@@ -247,15 +247,13 @@ pub fn controllers_config(flags: &ControllerFlags) -> Result<ControllersConfig> 
 
 /// `svcplane controllers`.
 pub async fn controllers(args: ControllersArgs) -> Result<()> {
+    // The flags are checked before the cluster is reached, so that a bad value is what the
+    // error says.
+    let config = controllers_config(&args.controllers)?;
     let client = client(&args.cluster).await?;
     let shutdown = Shutdown::on_signals()?;
     let mut registry = Registry::default();
-    let controllers = controllers::runtime::run(
-        client,
-        controllers_config(&args.controllers)?,
-        &mut registry,
-        shutdown.wait(),
-    );
+    let controllers = controllers::runtime::run(client, config, &mut registry, shutdown.wait());
     serve_admin(
         args.admin.admin_address,
         args.limits.limits(),
@@ -272,12 +270,13 @@ pub async fn controllers(args: ControllersArgs) -> Result<()> {
 /// the process (a lost Lease included: the orchestrator restarts it, as for
 /// kube-controller-manager).
 pub async fn all(args: RunArgs) -> Result<()> {
+    let config = controllers_config(&args.controllers)?;
     let client = client(&args.cluster).await?;
     let shutdown = Shutdown::on_signals()?;
     let mut registry = Registry::default();
     let controllers = controllers::runtime::run(
         client.clone(),
-        controllers_config(&args.controllers)?,
+        config,
         &mut registry,
         shutdown.clone().wait(),
     );
