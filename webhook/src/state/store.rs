@@ -486,6 +486,30 @@ impl Actor {
         ranges
     }
 
+    /// Values a Service was seen holding leave this replica's pool, staying allocated.
+    /// kube-apiserver gives a value on its own when the webhook is not called (the
+    /// mutating webhook fails open, and svcplane's own namespace is not sent to it), and it
+    /// may be one this replica pools: handed out again, it would have another Service
+    /// refused as already allocated.
+    fn unpool_held(&mut self, values: &[Value]) {
+        let pooled = self.allocators.pooled();
+        if pooled.is_empty() {
+            return;
+        }
+        let held: Vec<Value> = values
+            .iter()
+            .copied()
+            .filter(|value| pooled.contains(value))
+            .collect();
+        for &value in &held {
+            // A pooled value is allocated already: marking it only takes it out of the pool.
+            let _ = self.allocators.mark(value);
+        }
+        if !held.is_empty() {
+            tracing::warn!(values = %describe(&held), "pooled values a Service holds (given by kube-apiserver without svcplane) left the pool");
+        }
+    }
+
     async fn process(&mut self, batch: Vec<Command>) {
         let mut admits = Vec::new();
         let mut releases = std::mem::take(&mut self.deferred_releases);
@@ -507,13 +531,17 @@ impl Actor {
                 }
                 Command::Mark(values) => {
                     self.unconfirmed.confirm(&values);
+                    self.unpool_held(&values);
                     for value in supersede(&mut releases, &values) {
                         self.reclaiming.remove(&value);
                         self.giving_back.remove(&value);
                     }
                     marks.extend(values);
                 }
-                Command::Confirm(values) => self.unconfirmed.confirm(&values),
+                Command::Confirm(values) => {
+                    self.unconfirmed.confirm(&values);
+                    self.unpool_held(&values);
+                }
                 Command::Snapshot { reply, fresh: true } => fresh_views.push(reply),
                 Command::Snapshot { reply, .. } => {
                     let _ = reply.send(self.view());

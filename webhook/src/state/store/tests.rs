@@ -486,23 +486,29 @@ fn assert_refused(
     );
 }
 
+/// A store whose pool holds `addresses`, oldest first, allocated in the stored range as
+/// its refiller would have written them.
+async fn pooling(addresses: &[&str]) -> (FakeRanges, AllocationStore) {
+    let fake = FakeRanges::default();
+    let store = start(&fake).await;
+    let mut object = fake.object(V4.name()).unwrap();
+    change_stored(&mut object, |ips| {
+        for address in addresses {
+            ips.allocate(address.parse().unwrap()).unwrap();
+        }
+    });
+    fake.put_object(object);
+    let values = addresses.iter().map(|address| ip(address)).collect();
+    store.pooled(V4, values, Instant::now()).await.unwrap();
+    (fake, store)
+}
+
 /// Another replica asked for two pooled values: the one still pooled is freed, the one an
 /// admission took from the pool before is kept (a Service may hold it).
 #[tokio::test]
 async fn a_wanted_value_is_given_up_only_while_pooled() {
-    let fake = FakeRanges::default();
-    let store = start(&fake).await;
     let (first, second) = ("10.96.0.9", "10.96.0.10");
-    let mut object = fake.object(V4.name()).unwrap();
-    change_stored(&mut object, |ips| {
-        ips.allocate(first.parse().unwrap()).unwrap();
-        ips.allocate(second.parse().unwrap()).unwrap();
-    });
-    fake.put_object(object);
-    store
-        .pooled(V4, vec![ip(first), ip(second)], Instant::now())
-        .await
-        .unwrap();
+    let (fake, store) = pooling(&[first, second]).await;
     let given = store.admit(AdmitRequest::test_create("a")).await.unwrap();
     assert_eq!(given.cluster_ips, [first], "the oldest pooled value");
 
@@ -614,4 +620,27 @@ async fn a_full_range_asks_for_what_another_replica_pools() {
 
     let refused = store.admit(AdmitRequest::test_create("full")).await;
     assert_refused(&fake, &refused, allocator::Error::Full, Some(pooled));
+}
+
+/// kube-apiserver gave a Service a value this replica pools (the webhook was not called):
+/// once the watch shows the Service holding it, the value leaves the pool, stays allocated,
+/// and the next admission gets another one, for the releasing replica (a mark) and the others
+/// (a confirmation) alike.
+#[tokio::test]
+async fn a_pooled_value_a_service_holds_leaves_the_pool() {
+    for releaser in [true, false] {
+        let (held, other) = ("10.96.0.9", "10.96.0.10");
+        let (fake, store) = pooling(&[held, other]).await;
+        if releaser {
+            store.mark(vec![ip(held)]).await.unwrap();
+        } else {
+            store.confirm(vec![ip(held)]).await.unwrap();
+        }
+        let given = store.admit(AdmitRequest::test_create("a")).await.unwrap();
+        assert_eq!(given.cluster_ips, [other], "releaser: {releaser}");
+        let view = store.snapshot().await.unwrap();
+        assert!(view.allocators.has(ip(held)), "releaser: {releaser}");
+        assert!(!view.pooled.contains(&ip(held)), "releaser: {releaser}");
+        assert!(stored_ips(&fake).has(held.parse().unwrap()));
+    }
 }
