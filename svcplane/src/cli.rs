@@ -372,8 +372,10 @@ pub struct ControllerSelection {
 /// The plain-HTTP admin port.
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// Address serving /metrics, /livez and /readyz (ready once state is loaded and caches
-    /// synced).
+    /// Address serving /metrics, /livez and /readyz. `webhook` and `run`: ready once the
+    /// webhook's state is loaded and its caches synced (in `run`, the controllers' Lease and
+    /// caches play no part: the webhook answers through a failover). `controllers`: ready
+    /// while standing by for the Lease, and once leading, when the caches synced.
     #[arg(long, env = "SVCPLANE_ADMIN_ADDRESS", default_value = "0.0.0.0:8080")]
     pub admin_address: SocketAddr,
 }

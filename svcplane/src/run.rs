@@ -281,8 +281,11 @@ pub async fn all(args: RunArgs) -> Result<()> {
         shutdown.clone().wait(),
     );
     let metrics = AdmissionMetrics::register(&mut registry);
-    // One readiness: the controllers' gate and the webhook's.
-    let readiness = controllers.readiness();
+    // The pod's readiness is the webhook's alone: it routes admission reviews. A standby
+    // that wins the controllers' Lease syncs their caches while its webhook keeps
+    // answering; with the controllers' gate in, a failover left no replica ready for that
+    // time, and the Endpoints check (failurePolicy Fail) refused every user's write.
+    let readiness = Readiness::default();
     let webhook_ready = readiness.gate("webhook");
     let liveness = serve_admin(
         args.admin.admin_address,
