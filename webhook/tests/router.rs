@@ -28,7 +28,7 @@ use webhook::server::{Admission, MAX_REVIEW_BYTES, paths, router};
 use webhook::services::mutate_service;
 use webhook::services::validate_service;
 use webhook::state::{InMemoryAllocation, UnconfirmedConfig};
-use webhook::validate::{EndpointPolicy, admit_endpoints};
+use webhook::validate::{EndpointPolicy, ServiceCidrs, admit_endpoints};
 
 /// Admission decisions for the router under test: the real pipeline, with in-memory
 /// allocators in place of the store that persists through an apiserver.
@@ -72,10 +72,10 @@ impl Fixture {
         Self {
             allocation: InMemoryAllocation::new(allocators, UnconfirmedConfig::default()),
             endpoint_policy: EndpointPolicy {
-                service_cidrs: vec![
+                service_cidrs: ServiceCidrs::fixed(vec![
                     "10.96.0.0/12".parse().unwrap(),
                     "fd00:10:96::/112".parse().unwrap(),
-                ],
+                ]),
                 deny_foreign_pod_ips: true,
                 trusted_writers: ["system:kube-controller-manager".to_string()].into(),
             },

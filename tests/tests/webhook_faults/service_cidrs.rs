@@ -1,6 +1,7 @@
 //! ServiceCIDRs as kube-apiserver v1.37.2 serves them, with two webhook replicas: one added
-//! when the range is full lets creates go on within seconds, without a restart; one being
-//! deleted gives out nothing new and keeps what Services hold.
+//! when the range is full lets creates go on within seconds, without a restart, and
+//! user-written endpoints may not point into it; one being deleted gives out nothing new and
+//! keeps what Services hold.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use allocator::{ClusterIpAllocator, IpRange};
 use anyhow::{Context, Result};
 use e2e::{ControlPlaneConfig, wait};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::{IPAddress, ServiceCIDR};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -172,6 +173,25 @@ pub async fn a_service_cidr_grows_a_full_range_and_its_deletion_stops_it(
         in_grown.iter().all(|&ip| state.has(ip)),
         "the stored state lacks addresses of {GROWN}"
     );
+
+    // A user's Endpoints may not point at a ClusterIP of the new range, through either
+    // replica (the endpoint check follows the ServiceCIDRs as allocation does).
+    let endpoints: Api<Endpoints> = Api::namespaced(setup.client.clone(), &namespace);
+    for replica in 0..2 {
+        setup.only_through(replica);
+        let object: Endpoints = serde_json::from_value(json!({
+            "metadata": { "name": format!("at-a-vip-{replica}") },
+            "subsets": [{ "addresses": [{ "ip": first.to_string() }], "ports": [{ "port": 80 }] }],
+        }))?;
+        let refused = endpoints.create(&PostParams::default(), &object).await;
+        anyhow::ensure!(
+            matches!(&refused, Err(e) if e.to_string().contains(&format!("may not be in the service IP range {GROWN}"))),
+            "replica {replica}: an Endpoints object pointing at {first} should be refused, got {refused:?}"
+        );
+    }
+    say(format!(
+        "Endpoints pointing at {first} refused by both replicas: it lies in {GROWN}"
+    ));
 
     // 3. The ServiceCIDR is deleted while Services hold addresses of it: nothing new comes
     // from it, a requested address of it is refused as kube-apiserver refuses it, and what

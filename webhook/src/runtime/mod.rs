@@ -27,7 +27,7 @@ use crate::services::{mutate_service, validate_service};
 use crate::state::Holder;
 use crate::state::pool::spawn_refiller;
 use crate::state::{AllocationStore, PoolConfig, StoreError, UnconfirmedConfig};
-use crate::validate::{EndpointPolicy, admit_endpoints};
+use crate::validate::{EndpointPolicy, ServiceCidrs, admit_endpoints};
 use plumbing::ReadinessGate;
 use pods::PodIpIndex;
 
@@ -230,8 +230,17 @@ pub async fn run(
         unconfirmed,
     )));
     let pod_ips = Arc::new(PodIpIndex::default());
-    let mut watches =
-        watch::start(client.clone(), store.clone(), Arc::clone(&pod_ips), &config).await;
+    // The endpoint check's Service CIDRs: the flags', then the ServiceCIDR objects' too.
+    let (virtual_ips, service_cidrs) =
+        ServiceCidrs::following(config.service_cluster_ip_ranges.clone());
+    let mut watches = watch::start(
+        client.clone(),
+        store.clone(),
+        Arc::clone(&pod_ips),
+        virtual_ips,
+        &config,
+    )
+    .await;
     // Ends once done: not one of the watches, which run as long as the process.
     let _earlier_lives = (config.pool.size > 0).then(|| {
         AbortOnDrop(tokio::spawn(watch::reclaim_previous_lives(
@@ -273,7 +282,7 @@ pub async fn run(
         store: store.clone(),
         state_check: liveness.check("allocation-state"),
         endpoint_policy: EndpointPolicy {
-            service_cidrs: config.service_cluster_ip_ranges.clone(),
+            service_cidrs,
             deny_foreign_pod_ips: config.deny_foreign_pod_ips,
             trusted_writers: config.trusted_endpoint_writers.clone(),
         },

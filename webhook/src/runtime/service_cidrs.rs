@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use allocator::{IpFamily, IpRange};
 use futures::StreamExt;
+use ipnet::IpNet;
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -56,6 +57,19 @@ pub fn ranges_of<'a>(cidrs: impl IntoIterator<Item = &'a ServiceCIDR>) -> Ranges
     ranges
 }
 
+/// What user-written endpoints may not point into: `flags` (the ranges svcplane was given)
+/// and every range of `ranges`, usable or not (a ServiceCIDR being deleted still holds its
+/// Services' addresses), each once.
+pub fn virtual_ip_cidrs(flags: &[IpNet], ranges: &Ranges) -> Vec<IpNet> {
+    let mut cidrs = flags.to_vec();
+    for (range, _) in ranges.by_family.values().flatten() {
+        if !cidrs.contains(&range.cidr()) {
+            cidrs.push(range.cidr());
+        }
+    }
+    cidrs
+}
+
 /// Ready is True, or there is no Ready condition yet (the apiserver allocates from a new
 /// ServiceCIDR before kube-controller-manager marks it).
 fn is_ready(object: &ServiceCIDR) -> bool {
@@ -67,9 +81,16 @@ fn is_ready(object: &ServiceCIDR) -> bool {
         .is_none_or(|condition| condition.status == "True")
 }
 
-/// Follows the ServiceCIDR objects and hands their ranges to `store` on every change;
-/// `listed` is told once the first ranges are set (or the API is found not served).
-pub async fn watch(client: Client, store: AllocationStore, listed: oneshot::Sender<()>) {
+/// Follows the ServiceCIDR objects and hands their ranges to `store` on every change, and
+/// with `flags` to `virtual_ips` (what the endpoint check refuses); `listed` is told once
+/// the first ranges are set (or the API is found not served).
+pub async fn watch(
+    client: Client,
+    store: AllocationStore,
+    flags: Vec<IpNet>,
+    virtual_ips: tokio::sync::watch::Sender<Vec<IpNet>>,
+    listed: oneshot::Sender<()>,
+) {
     let api: Api<ServiceCIDR> = Api::all(client);
     let mut listed = Some(listed);
     match api.list(&ListParams::default().limit(1)).await {
@@ -122,6 +143,7 @@ pub async fn watch(client: Client, store: AllocationStore, listed: oneshot::Send
             if store.set_ranges(ranges.by_family.clone()).await.is_err() {
                 return;
             }
+            virtual_ips.send_replace(virtual_ip_cidrs(&flags, &ranges));
             last = Some(ranges);
         }
         if let Some(listed) = listed.take() {
@@ -184,6 +206,21 @@ mod tests {
             [(range("fd00:10:96::/108"), true)]
         );
         assert!(ranges.unusable.is_empty());
+    }
+
+    #[test]
+    fn endpoints_may_not_point_into_any_range_usable_or_not_nor_the_flags() {
+        let objects = [
+            cidr("kubernetes", &["10.96.0.0/16"], Some("True"), false),
+            cidr("new", &["10.100.0.0/24"], None, false),
+            cidr("going", &["10.102.0.0/24"], Some("True"), true),
+        ];
+        let flags: Vec<IpNet> = vec!["10.96.0.0/16".parse().unwrap()];
+        let cidrs: Vec<String> = virtual_ip_cidrs(&flags, &ranges_of(&objects))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(cidrs, ["10.96.0.0/16", "10.100.0.0/24", "10.102.0.0/24"]);
     }
 
     #[test]

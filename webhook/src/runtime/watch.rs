@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
 use k8s_openapi::api::networking::v1::IPAddress;
 use kube::api::ListParams;
@@ -48,6 +49,7 @@ pub async fn start(
     client: Client,
     store: AllocationStore,
     pod_ips: Arc<PodIpIndex>,
+    virtual_ips: tokio::sync::watch::Sender<Vec<IpNet>>,
     config: &WebhookConfig,
 ) -> Watches {
     let mut tasks = JoinSet::new();
@@ -65,6 +67,8 @@ pub async fn start(
     tasks.spawn(super::service_cidrs::watch(
         client.clone(),
         store.clone(),
+        config.service_cluster_ip_ranges.clone(),
+        virtual_ips,
         ranges_set,
     ));
     if config.deny_foreign_pod_ips {

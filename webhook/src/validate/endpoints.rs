@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::admission::AdmissionResponse;
 use kube::core::response::StatusSummary;
+use tokio::sync::watch;
 
 use super::addresses::{containing_cidr, parse_ip, special_address};
 use crate::review::{FieldError, Request, deny_invalid, typed_object};
@@ -24,12 +25,42 @@ pub const KUBERNETES_SERVICE: (&str, &str) = ("default", "kubernetes");
 #[derive(Clone, Debug, Default)]
 pub struct EndpointPolicy {
     /// The cluster's Service CIDRs: an endpoint there would point a Service at a virtual IP.
-    pub service_cidrs: Vec<IpNet>,
+    pub service_cidrs: ServiceCidrs,
     /// Refuse pod IPs that belong to another namespace (CVE-2021-25740).
     pub deny_foreign_pod_ips: bool,
     /// Users whose writes are not checked: the endpoint controllers, which only write what
     /// they computed from pods.
     pub trusted_writers: BTreeSet<String>,
+}
+
+/// The cluster's Service CIDRs as the webhook knows them now: the flags' ranges and every
+/// range the ServiceCIDR objects list, which the ServiceCIDR watch keeps up to date through
+/// the sender [`ServiceCidrs::following`] returns.
+#[derive(Clone, Debug)]
+pub struct ServiceCidrs(watch::Receiver<Vec<IpNet>>);
+
+impl ServiceCidrs {
+    /// CIDRs that never change.
+    pub fn fixed(cidrs: Vec<IpNet>) -> Self {
+        ServiceCidrs(watch::channel(cidrs).1)
+    }
+
+    /// `initial` until the returned sender sends others.
+    pub fn following(initial: Vec<IpNet>) -> (watch::Sender<Vec<IpNet>>, Self) {
+        let (sender, receiver) = watch::channel(initial);
+        (sender, ServiceCidrs(receiver))
+    }
+
+    /// The CIDR that holds `ip`, if any.
+    fn containing(&self, ip: IpAddr) -> Option<IpNet> {
+        containing_cidr(&self.0.borrow(), ip).copied()
+    }
+}
+
+impl Default for ServiceCidrs {
+    fn default() -> Self {
+        ServiceCidrs::fixed(Vec::new())
+    }
 }
 
 /// Which namespaces' pods hold an IP, as far as the webhook's pod cache knows.
@@ -178,7 +209,7 @@ fn check_address(
     if let Some(reason) = special_address(ip) {
         return Verdict::Refused(FieldError::invalid(field, address, reason));
     }
-    if let Some(cidr) = containing_cidr(&policy.service_cidrs, ip) {
+    if let Some(cidr) = policy.service_cidrs.containing(ip) {
         return Verdict::Refused(FieldError::invalid(
             field,
             address,
@@ -273,7 +304,7 @@ mod tests {
 
     fn policy() -> EndpointPolicy {
         EndpointPolicy {
-            service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
+            service_cidrs: ServiceCidrs::fixed(vec!["10.96.0.0/12".parse().unwrap()]),
             deny_foreign_pod_ips: true,
             trusted_writers: BTreeSet::from(["system:kube-controller-manager".to_string()]),
         }
@@ -319,6 +350,41 @@ mod tests {
              subsets[0].addresses[0].ip: Invalid value: \"127.0.0.1\": may not be in the loopback range (127.0.0.0/8, ::1/128), \
              subsets[0].addresses[1].ip: Invalid value: \"10.96.0.10\": may not be in the service IP range 10.96.0.0/12: endpoints must point at pods or hosts, not at virtual IPs, \
              subsets[0].addresses[2].ip: Invalid value: \"192.168.1.20\": belongs to a pod in namespace \"team-b\": endpoints may only point at pods of their own namespace]"
+        );
+    }
+
+    #[test]
+    fn a_service_cidr_added_later_is_refused_too() {
+        let (sender, service_cidrs) =
+            ServiceCidrs::following(vec!["10.96.0.0/12".parse().unwrap()]);
+        let policy = EndpointPolicy {
+            service_cidrs,
+            deny_foreign_pod_ips: false,
+            ..policy()
+        };
+        let admit = || {
+            admit_endpoints(
+                &request("Endpoints", endpoints(&["10.200.0.3"]), "alice"),
+                &policy,
+                &pods(),
+            )
+        };
+        let before = admit();
+        assert!(
+            before.allowed,
+            "not a Service CIDR yet: {}",
+            before.result.message
+        );
+        sender.send_replace(vec![
+            "10.96.0.0/12".parse().unwrap(),
+            "10.200.0.0/24".parse().unwrap(),
+        ]);
+        let response = admit();
+        assert!(!response.allowed);
+        assert!(
+            response.result.message.contains("10.200.0.0/24"),
+            "{}",
+            response.result.message
         );
     }
 

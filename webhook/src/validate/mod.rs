@@ -3,4 +3,4 @@
 pub(crate) mod addresses;
 pub(crate) mod endpoints;
 
-pub use endpoints::{EndpointPolicy, PodIps, admit_endpoints};
+pub use endpoints::{EndpointPolicy, PodIps, ServiceCidrs, admit_endpoints};
