@@ -518,6 +518,11 @@ impl Actor {
         let mut fresh_views = Vec::new();
         for command in batch {
             match command {
+                // A caller that gave up (its request timed out while the batch before was
+                // written) is not planned: what it would be given nobody would hold.
+                Command::Admit(pending) if pending.1.is_closed() => {
+                    tracing::debug!(uid = %pending.0.uid, "admission dropped: its caller is gone");
+                }
                 Command::Admit(pending) => admits.push(*pending),
                 // A batch applies its releases before its marks, so a mark wins: a Service
                 // was seen holding the value. Except over the watch's own later release: a

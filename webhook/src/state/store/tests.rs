@@ -644,3 +644,24 @@ async fn a_pooled_value_a_service_holds_leaves_the_pool() {
         assert!(stored_ips(&fake).has(held.parse().unwrap()));
     }
 }
+
+/// An admission whose caller gave up before the actor took it (its request timed out behind
+/// a slow batch) is not planned: nothing is allocated or stored for it.
+#[tokio::test]
+async fn an_admission_whose_caller_is_gone_is_not_planned() {
+    let fake = FakeRanges::default();
+    let store = start(&fake).await;
+    settle(&store).await;
+    let before = stored_ips(&fake).used();
+    // Sent, then dropped before the actor runs (this test's runtime has one thread).
+    let mut gone = Box::pin(store.admit(AdmitRequest::test_create("gone")));
+    assert!(
+        futures::poll!(gone.as_mut()).is_pending(),
+        "sent, not answered"
+    );
+    drop(gone);
+    settle(&store).await;
+    assert_eq!(stored_ips(&fake).used(), before);
+    let view = store.snapshot().await.unwrap();
+    assert_eq!(view.allocators.cluster_ips()[0].used(), before);
+}
