@@ -1,6 +1,7 @@
 //! The webhook process: the allocation store, the Service and Pod watches, the repair loop,
 //! the HTTPS admission server and the admin port, wired together.
 
+mod bounded;
 pub mod pods;
 pub mod service_cidrs;
 mod unconfirmed;
@@ -216,7 +217,7 @@ pub async fn run(
     let (expired, unconfirmed) = tokio::sync::mpsc::unbounded_channel();
     let holder = Holder::new(config.pod_name.as_deref());
     let store = AllocationStore::start(
-        client.clone(),
+        bounded::bounded(&client, bounded::STORE_REQUEST_LIMIT),
         allocators(&config)?,
         config.pool,
         holder.clone(),
