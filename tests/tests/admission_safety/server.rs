@@ -165,15 +165,31 @@ async fn with_the_allocation_state_gone_service_creates_fail_open_and_livez_says
         ensure!(spec.cluster_ip.is_some_and(|ip| ip != "None"));
     }
 
-    let livez = wait::until("/livez failing on the allocation state", || async {
-        let body = svcplane::http_get(cluster.replica.admin, "/livez").await?;
-        Ok(if body.contains("allocation-state failed") {
-            Ok(body)
-        } else {
-            Err(body)
-        })
+    // /livez fails once admissions have kept failing for 30 s (one failure alone, as while
+    // an apiserver restarts, never restarts a replica): creates go on meanwhile.
+    let started = tokio::time::Instant::now();
+    let mut attempt = 0;
+    let livez = wait::until("/livez failing on the allocation state", || {
+        attempt += 1;
+        let (services, admin) = (services.clone(), cluster.replica.admin);
+        async move {
+            let service = e2e::load::cluster_ip_service(&format!("still-{attempt}"));
+            services.create(&PostParams::default(), &service).await?;
+            let body = svcplane::http_get(admin, "/livez").await?;
+            Ok(if body.contains("allocation-state failed") {
+                Ok(body)
+            } else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Err(body)
+            })
+        }
     })
     .await?;
+    ensure!(
+        started.elapsed() >= Duration::from_secs(25),
+        "/livez failed {:?} after the first failures: sooner than its 30 s",
+        started.elapsed()
+    );
     eprintln!("/livez with the allocation state gone:\n{livez}");
     // The process keeps answering meanwhile.
     tokio::time::sleep(Duration::from_millis(100)).await;

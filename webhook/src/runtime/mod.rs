@@ -10,8 +10,8 @@ mod watch;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use allocator::{Allocators, ClusterIpAllocator, IpRange, NodePortAllocator, PortRange};
 use ipnet::IpNet;
@@ -19,7 +19,7 @@ use kube::Client;
 use kube::core::admission::AdmissionResponse;
 
 use crate::review::{InternalError, Request, internal_error_of};
-use crate::server::admin::{Liveness, LivenessCheck};
+use crate::server::admin::Liveness;
 use crate::server::client_auth::{ClientAuth, ReloadingClientVerifier};
 use crate::server::metrics::AdmissionMetrics;
 use crate::server::tls::{ReloadingCertificate, TlsError, provider, server_config};
@@ -121,8 +121,9 @@ pub enum Error {
 /// The admission decisions of a running webhook.
 pub struct Webhook {
     store: AllocationStore,
-    /// Failing while admissions end in internal errors (the state cannot be written).
-    state_check: LivenessCheck,
+    /// Admissions ending in internal errors (the state cannot be written), which liveness
+    /// follows.
+    errors: Arc<Mutex<ErrorStreak>>,
     endpoint_policy: EndpointPolicy,
     pod_ips: Arc<PodIpIndex>,
     allowed_external_ip_cidrs: Option<Vec<IpNet>>,
@@ -133,11 +134,12 @@ impl Admission for Webhook {
         let response = mutate_service(request, &self.store).await;
         match internal_error_of(&response) {
             Some(error) => {
-                self.state_check.fail(error.to_string());
+                let now = Instant::now();
+                lock(&self.errors).failed(now, error.to_string());
                 Err(error)
             }
             None => {
-                self.state_check.ok();
+                lock(&self.errors).answered();
                 Ok(response)
             }
         }
@@ -150,6 +152,48 @@ impl Admission for Webhook {
     fn validate_endpoints(&self, request: &Request) -> AdmissionResponse {
         admit_endpoints(request, &self.endpoint_policy, self.pod_ips.as_ref())
     }
+}
+
+/// How long admissions must keep ending in internal errors before liveness fails.
+const FAILING_FOR: Duration = Duration::from_secs(30);
+
+/// Whether admissions keep ending in internal errors. Liveness fails only once they have
+/// for [`FAILING_FOR`] with no admission answered since, the latest within it: one error
+/// while kube-apiserver restarts, in a quiet cluster, must not get every replica that saw it
+/// restarted (and crash-looping while the apiserver is away), but a replica whose state
+/// cannot be written for long is restarted.
+#[derive(Debug, Default)]
+struct ErrorStreak {
+    /// The first internal error since the last admission answered.
+    first: Option<Instant>,
+    /// The latest one, and what it said.
+    last: Option<(Instant, String)>,
+}
+
+impl ErrorStreak {
+    fn failed(&mut self, now: Instant, error: String) {
+        self.first.get_or_insert(now);
+        self.last = Some((now, error));
+    }
+
+    fn answered(&mut self) {
+        *self = ErrorStreak::default();
+    }
+
+    /// Why liveness should fail at `now`, if it should.
+    fn failing(&self, now: Instant) -> Option<&str> {
+        let first = self.first?;
+        let (last, error) = self.last.as_ref()?;
+        let long = now.duration_since(first) >= FAILING_FOR;
+        let still = now.duration_since(*last) < FAILING_FOR;
+        (long && still).then_some(error.as_str())
+    }
+}
+
+fn lock(errors: &Mutex<ErrorStreak>) -> std::sync::MutexGuard<'_, ErrorStreak> {
+    errors
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A task aborted when this handle is dropped.
@@ -279,9 +323,10 @@ pub async fn run(
         None
     };
 
+    let errors = Arc::new(Mutex::new(ErrorStreak::default()));
     let webhook = Webhook {
         store: store.clone(),
-        state_check: liveness.check("allocation-state"),
+        errors: Arc::clone(&errors),
         endpoint_policy: EndpointPolicy {
             service_cidrs,
             deny_foreign_pod_ips: config.deny_foreign_pod_ips,
@@ -303,7 +348,7 @@ pub async fn run(
             shutdown,
             config.shutdown_grace,
         ) => served,
-        never = watch_health(&mut watches, &store, &liveness) => match never {},
+        never = watch_health(&mut watches, &store, &errors, &liveness) => match never {},
     };
     drop(ready_when_pods_listed);
     readiness.set(false);
@@ -324,15 +369,23 @@ pub async fn run(
 async fn watch_health(
     watches: &mut watch::Watches,
     store: &AllocationStore,
+    errors: &Mutex<ErrorStreak>,
     liveness: &Liveness,
 ) -> std::convert::Infallible {
     let store_check = liveness.check("allocation-store");
     let watch_check = liveness.check("service-watch");
+    let state_check = liveness.check("allocation-state");
     let mut every = tokio::time::interval(Duration::from_secs(1));
     loop {
         every.tick().await;
         if store.is_stopped() {
             store_check.fail("the allocation store stopped");
+        }
+        match lock(errors).failing(Instant::now()) {
+            Some(error) => state_check.fail(format!(
+                "admissions have ended in internal errors for {FAILING_FOR:?} or more: {error}"
+            )),
+            None => state_check.ok(),
         }
         if watches.any_ended() {
             watch_check.fail("a watch or the repair loop ended");
@@ -344,6 +397,43 @@ async fn watch_health(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn one_internal_error_in_a_quiet_cluster_never_fails_liveness() {
+        let start = Instant::now();
+        let mut errors = ErrorStreak::default();
+        errors.failed(start, "apiserver away".into());
+        for later in [0, 10, 29, 30, 31, 600] {
+            assert_eq!(errors.failing(start + s(later)), None, "at {later} s");
+        }
+    }
+
+    #[test]
+    fn internal_errors_for_the_whole_grace_fail_liveness_until_an_answer() {
+        let start = Instant::now();
+        let mut errors = ErrorStreak::default();
+        for at in (0..=30).step_by(5) {
+            errors.failed(start + s(at), format!("error at {at}"));
+            let expected = (at >= 30).then(|| format!("error at {at}"));
+            assert_eq!(
+                errors.failing(start + s(at)).map(str::to_string),
+                expected,
+                "at {at} s"
+            );
+        }
+        // Failing as long as errors keep coming, then no longer once they stop...
+        assert!(errors.failing(start + s(59)).is_some());
+        assert_eq!(errors.failing(start + s(60)), None);
+        // ... or at once on an answered admission.
+        errors.failed(start + s(61), "again".into());
+        assert!(errors.failing(start + s(61)).is_some());
+        errors.answered();
+        assert_eq!(errors.failing(start + s(61)), None);
+    }
 
     #[tokio::test]
     async fn a_task_behind_abort_on_drop_stops_with_its_owner() {
