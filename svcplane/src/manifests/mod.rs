@@ -17,7 +17,7 @@ use webhook::manifests::{Endpoint, Registration};
 
 use crate::cli::ManifestArgs;
 use deployment::{deployment, disruption_budget, network_policy, service, with_known_callers};
-use rbac::{binding, controllers_role, lease_binding, lease_role};
+use rbac::{binding, controllers_role, flow_schema, lease_binding, lease_role};
 use sidecar::{admission_config, sidecar_snippet};
 
 const NAME: &str = "svcplane";
@@ -111,6 +111,7 @@ pub fn render(args: &ManifestArgs) -> Result<String> {
     doc(&binding("svcplane-controllers", args))?;
     doc(&lease_role(namespace))?;
     doc(&lease_binding(args))?;
+    doc(&flow_schema(identity))?;
     if args.webhook_url.is_none() {
         doc(&with_known_callers(deployment(args)))?;
         doc(&disruption_budget(namespace))?;

@@ -1,6 +1,11 @@
 //! Who svcplane is and what it may do: the ClusterRoles, Role and their bindings.
 
 use controllers::runtime::EnabledControllers;
+use k8s_openapi::api::flowcontrol::v1::{
+    FlowDistinguisherMethod, FlowSchema, FlowSchemaSpec, PolicyRulesWithSubjects,
+    PriorityLevelConfigurationReference, ResourcePolicyRule, ServiceAccountSubject,
+    Subject as FlowSubject,
+};
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
@@ -110,5 +115,45 @@ pub(super) fn lease_binding(args: &ManifestArgs) -> RoleBinding {
             name: "svcplane-leader-election".into(),
         },
         subjects: Some(subjects(args)),
+    }
+}
+
+/// The FlowSchema that puts svcplane's ServiceAccount in API Priority and Fairness's
+/// `workload-high`, where kube-controller-manager's controllers are, ahead of the
+/// `service-accounts` schema (precedence 9000) that would leave it in `workload-low`. There,
+/// tenants' ServiceAccounts sharing the level could throttle the allocation store's writes,
+/// and with them every replica's admissions.
+pub(super) fn flow_schema(identity: &IdentityArgs) -> FlowSchema {
+    let all = |v: &str| vec![v.to_string()];
+    FlowSchema {
+        metadata: meta("svcplane", None),
+        spec: FlowSchemaSpec {
+            matching_precedence: Some(800),
+            priority_level_configuration: PriorityLevelConfigurationReference {
+                name: "workload-high".into(),
+            },
+            distinguisher_method: Some(FlowDistinguisherMethod {
+                type_: "ByUser".into(),
+            }),
+            rules: Some(vec![PolicyRulesWithSubjects {
+                subjects: vec![FlowSubject {
+                    kind: "ServiceAccount".into(),
+                    service_account: Some(ServiceAccountSubject {
+                        name: identity.service_account.clone(),
+                        namespace: identity.namespace.clone(),
+                    }),
+                    ..FlowSubject::default()
+                }],
+                resource_rules: Some(vec![ResourcePolicyRule {
+                    api_groups: all("*"),
+                    resources: all("*"),
+                    verbs: all("*"),
+                    cluster_scope: Some(true),
+                    namespaces: Some(all("*")),
+                }]),
+                non_resource_rules: None,
+            }]),
+        },
+        ..FlowSchema::default()
     }
 }

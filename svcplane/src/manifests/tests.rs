@@ -39,6 +39,7 @@ fn every_document_is_a_kubernetes_object() {
             "ClusterRoleBinding",
             "Role",
             "RoleBinding",
+            "FlowSchema",
             "Deployment",
             "PodDisruptionBudget",
             "NetworkPolicy",
@@ -487,4 +488,20 @@ fn the_url_mode_registers_loopback() {
         yaml.contains("url: https://127.0.0.1:9443/mutate/services"),
         "{yaml}"
     );
+}
+
+/// svcplane's ServiceAccount is routed to `workload-high`, ahead of the `service-accounts`
+/// FlowSchema (9000) that sends every other ServiceAccount to `workload-low`.
+#[test]
+fn a_flow_schema_puts_svcplanes_account_ahead_of_tenants() {
+    let docs = documents(&render(&args(&["--namespace=infra"])).unwrap());
+    let schema = document(&docs, "FlowSchema");
+    assert_eq!(schema["apiVersion"], "flowcontrol.apiserver.k8s.io/v1");
+    let spec = &schema["spec"];
+    assert_eq!(spec["priorityLevelConfiguration"]["name"], "workload-high");
+    assert!(spec["matchingPrecedence"].as_i64().unwrap() < 9000);
+    let subject = &spec["rules"][0]["subjects"][0];
+    assert_eq!(subject["kind"], "ServiceAccount");
+    assert_eq!(subject["serviceAccount"]["namespace"], "infra");
+    assert_eq!(subject["serviceAccount"]["name"], "svcplane");
 }

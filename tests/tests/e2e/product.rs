@@ -64,6 +64,6 @@ pub async fn manifests_apply_cleanly(env: Arc<TestEnv>) -> Result<()> {
             .with_context(|| format!("applying {} {name}", gvk.kind))?;
         applied.push(format!("{}/{name}", gvk.kind));
     }
-    anyhow::ensure!(applied.len() == 15, "applied {applied:?}");
+    anyhow::ensure!(applied.len() == 16, "applied {applied:?}");
     Ok(())
 }
