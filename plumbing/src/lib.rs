@@ -1,7 +1,7 @@
 //! The Kubernetes plumbing svcplane's controllers and webhook share: watches restarted with
 //! backoff that no single object can stop, the relist bookkeeping ([`Relist`]) of the indexes
-//! they feed with one key type ([`ObjectKey`]), Lease election ([`lease`]) and readiness
-//! ([`Readiness`]).
+//! they feed with one key type ([`ObjectKey`]), Lease election ([`lease`]), readiness
+//! ([`Readiness`]) and a step around a client's requests ([`client::around`]).
 //!
 //! A typed watch fails as a whole when one object in a list or an event does not deserialize,
 //! and then fails again on every retry. Here each object is read on its own: one that cannot be
@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, Deserializer};
 use serde_json::value::RawValue;
 
+pub mod client;
 pub mod lease;
 mod readiness;
 mod relist;

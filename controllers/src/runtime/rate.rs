@@ -5,13 +5,9 @@
 //! client.
 
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use http::{Request, Response};
 use kube::Client;
-use kube::client::Body;
 use tokio::time::Instant;
 
 use super::metrics::Metrics;
@@ -85,53 +81,28 @@ pub(crate) fn limited(
     let Some(rate) = rate else {
         return client.clone();
     };
-    let service = Limited {
-        client: client.clone(),
-        bucket: Arc::new(Mutex::new(TokenBucket::new(rate))),
-        controller,
-        metrics: metrics.clone(),
-    };
-    Client::new(service, client.default_namespace())
-}
-
-/// The service in front of a client that takes each request's token.
-#[derive(Clone)]
-struct Limited {
-    client: Client,
-    bucket: Arc<Mutex<TokenBucket>>,
-    controller: &'static str,
-    metrics: Arc<Metrics>,
-}
-
-impl tower::Service<Request<Body>> for Limited {
-    type Response = Response<Body>;
-    type Error = kube::Error;
-    type Future = BoxFuture<'static, kube::Result<Response<Body>>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let wait = self
-            .bucket
+    let bucket = Arc::new(Mutex::new(TokenBucket::new(rate)));
+    let metrics = metrics.clone();
+    plumbing::client::around(client, move |client, request| {
+        let wait = bucket
             .lock()
             .expect("the token bucket's lock is never poisoned")
             .reserve(Instant::now());
-        self.metrics.rate_limited(self.controller, wait);
-        let client = self.client.clone();
+        metrics.rate_limited(controller, wait);
         Box::pin(async move {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
             client.send(request).await
         })
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{Request, Response};
+    use kube::client::Body;
 
     fn bucket(qps: f64, burst: u32) -> TokenBucket {
         TokenBucket::new(ClientRate::from_flags(qps, burst).unwrap().unwrap())

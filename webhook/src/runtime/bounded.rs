@@ -4,14 +4,9 @@
 //! own retries of 429 answers, which honour Retry-After) would hold all of them. Bounded,
 //! the call fails, and the store's own retries and the admissions' failure policy take over.
 
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::{Request, Response};
-use futures::future::BoxFuture;
 use kube::Client;
-use kube::client::Body;
-use tower::BoxError;
 
 /// How long one request of the allocation store may take, retries included: a tenth of
 /// that is already slow for reading or writing a range object, and an admission waits 4 s.
@@ -19,42 +14,23 @@ pub const STORE_REQUEST_LIMIT: Duration = Duration::from_secs(3);
 
 /// `client` with each request failing when no answer came within `limit`.
 pub fn bounded(client: &Client, limit: Duration) -> Client {
-    let service = Bounded {
-        client: client.clone(),
-        limit,
-    };
-    Client::new(service, client.default_namespace())
-}
-
-#[derive(Clone)]
-struct Bounded {
-    client: Client,
-    limit: Duration,
-}
-
-impl tower::Service<Request<Body>> for Bounded {
-    type Response = Response<Body>;
-    type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let (client, limit) = (self.client.clone(), self.limit);
+    plumbing::client::around(client, move |client, request| {
         Box::pin(async move {
-            match tokio::time::timeout(limit, client.send(request)).await {
-                Ok(answer) => answer.map_err(BoxError::from),
-                Err(_) => Err(format!("kube-apiserver gave no answer within {limit:?}").into()),
-            }
+            tokio::time::timeout(limit, client.send(request))
+                .await
+                .unwrap_or_else(|_| {
+                    let error = format!("kube-apiserver gave no answer within {limit:?}");
+                    Err(kube::Error::Service(error.into()))
+                })
         })
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::{Request, Response};
+    use kube::client::Body;
 
     /// A request the server never answers fails at the bound (on tokio's paused clock);
     /// one answered in time goes through.

@@ -492,15 +492,7 @@ impl Actor {
     /// may be one this replica pools: handed out again, it would have another Service
     /// refused as already allocated.
     fn unpool_held(&mut self, values: &[Value]) {
-        let pooled = self.allocators.pooled();
-        if pooled.is_empty() {
-            return;
-        }
-        let held: Vec<Value> = values
-            .iter()
-            .copied()
-            .filter(|value| pooled.contains(value))
-            .collect();
+        let held = self.pooled_among(values);
         for &value in &held {
             // A pooled value is allocated already: marking it only takes it out of the pool.
             let _ = self.allocators.mark(value);
@@ -508,6 +500,16 @@ impl Actor {
         if !held.is_empty() {
             tracing::warn!(values = %describe(&held), "pooled values a Service holds (given by kube-apiserver without svcplane) left the pool");
         }
+    }
+
+    /// Those of `values` this replica's pools hold.
+    fn pooled_among(&self, values: &[Value]) -> Vec<Value> {
+        let pooled: HashSet<Value> = self.allocators.pooled().into_iter().collect();
+        values
+            .iter()
+            .copied()
+            .filter(|value| pooled.contains(value))
+            .collect()
     }
 
     async fn process(&mut self, batch: Vec<Command>) {
@@ -577,9 +579,7 @@ impl Actor {
                 // batch is no longer pooled and stays; one freed here leaves the pool before
                 // this batch's admissions are planned.
                 Command::Unpool(values) => {
-                    let pooled: HashSet<Value> = self.allocators.pooled().into_iter().collect();
-                    let given_up: Vec<Value> =
-                        values.into_iter().filter(|v| pooled.contains(v)).collect();
+                    let given_up = self.pooled_among(&values);
                     if !given_up.is_empty() {
                         tracing::info!(values = %describe(&given_up), "giving up pooled values another replica asked for");
                         releases.extend(given_up);
