@@ -25,11 +25,11 @@
 # Endpoints also from the answer to the Service's previous Endpoints write when that is later),
 # its work queues' mean wait and sync per key (client-go's metrics), and its Endpoints and
 # slice updates' mean time in the apiserver (audit log) and in its own client (client-go's
-# rest_client_request_duration_seconds, svcplane's own write timing), with the goals: CPU and
-# reaction p50/p99 at most 0.5x in-tree's, write requests at most in-tree's, peak RSS at
-# most 0.33x. Release build; svcplane runs as the real
-# `svcplane controllers --leader-elect=false` process. Figures depend on what else the
-# machine runs: the load average is printed with each run.
+# rest_client_request_duration_seconds, svcplane's own write timing), and its syncs' time
+# outside their writes, with the goals: CPU, reaction p50/p99 and that time at most 0.5x
+# in-tree's, write requests at most in-tree's, peak RSS at most 0.33x. Release build;
+# svcplane runs as the real `svcplane controllers --leader-elect=false` process. Figures
+# depend on what else the machine runs: the load average is printed with each run.
 #
 # Environment:
 #   SIDES              comma-separated: in-tree, in-tree-qps1000, svcplane, svcplane-qps20
@@ -44,6 +44,9 @@
 #   LOAD_PODS LOAD_NODES  load size (default 2000, 20)
 #   BATCH_PERIOD       every side's --endpoint-updates-batch-period and
 #                      --endpointslice-updates-batch-period (default 0s)
+#   CONTROLLER_CPU     pins the controller process measured to this CPU and everything
+#                      else to the others (taskset), as on a node of its own (default:
+#                      nothing pinned)
 #   CARGO_TARGET_DIR   where cargo builds (default: $SVCPLANE_CACHE/target, see hack/lib.sh)
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh" bench-controllers
@@ -81,4 +84,5 @@ echo "kube-controller-manager: $("$SVCPLANE_KUBE_BIN_DIR/kube-controller-manager
   --pods "$PODS" --nodes "$NODES" --batch "$BATCH" \
   --services "$SERVICES" --pods-per-service "$PODS_PER_SERVICE" \
   --flips-per-second "$FLIPS_PER_SECOND" --churn-seconds "$CHURN_SECONDS" \
-  --load-pods "$LOAD_PODS" --load-nodes "$LOAD_NODES" --batch-period "$BATCH_PERIOD"
+  --load-pods "$LOAD_PODS" --load-nodes "$LOAD_NODES" --batch-period "$BATCH_PERIOD" \
+  ${CONTROLLER_CPU:+--controller-cpu "$CONTROLLER_CPU"}

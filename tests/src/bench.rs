@@ -1,5 +1,5 @@
 //! What the benchmark drivers (`src/bin/bench-*`) share: their logging, the machine's load,
-//! and the apiserver's metrics.
+//! the apiserver's metrics, and pinning processes to CPUs.
 
 use anyhow::Result;
 use kube::Client;
@@ -26,4 +26,38 @@ pub fn load_average() -> String {
 pub async fn apiserver_metrics(client: &Client) -> Result<String> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
     Ok(client.request_text(request).await?)
+}
+
+/// Checks that `cpu` is one of this machine's CPUs and that at least one other is left.
+pub fn check_own_cpu(flag: &str, cpu: usize) -> Result<()> {
+    let cpus = std::thread::available_parallelism()?.get();
+    anyhow::ensure!(
+        cpus >= 2 && cpu < cpus,
+        "{flag} {cpu}: this machine has {cpus} CPUs; one must be left for the rest"
+    );
+    Ok(())
+}
+
+/// The CPUs other than `cpu`, as `taskset` lists them.
+pub fn other_cpus(cpu: usize) -> Result<String> {
+    let cpus = std::thread::available_parallelism()?.get();
+    Ok((0..cpus)
+        .filter(|&other| other != cpu)
+        .map(|other| other.to_string())
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
+/// Pins every thread of process `pid` to `cpus` (a `taskset` CPU list); threads and processes
+/// it starts later inherit it.
+pub fn pin(pid: u32, cpus: &str) -> Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["--all-tasks", "--pid", "--cpu-list", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "taskset could not pin process {pid} to CPUs {cpus}"
+    );
+    Ok(())
 }

@@ -68,8 +68,9 @@ pub struct Phase {
     pub reactions: Reactions,
     /// The `endpoint` and `endpoint_slice` work queues' totals over the phase, where served.
     pub queues: [Option<QueueTotals>; 2],
-    /// The controller's updates as its client timed them over the phase.
+    /// The controller's updates, and all its writes, as its client timed them over the phase.
     pub client_updates: Option<ClientUpdates>,
+    pub client_writes: Option<ClientUpdates>,
     /// The controller process's RSS and peak RSS at the phase's end, and its CPU time
     /// during the phase.
     pub resources: Resources,
@@ -275,7 +276,7 @@ async fn phase(
 ) -> Result<Phase> {
     let client = &run.client;
     let before = run.resources()?;
-    let (queues_before, updates_before) = queue_totals(run).await?;
+    let (queues_before, [updates_before, writes_before]) = queue_totals(run).await?;
     let requests_before = WriteRequests::read(client).await?;
     let counter = WriteCounter::start(client, NS).await?;
     let started = Timestamp::now();
@@ -299,10 +300,11 @@ async fn phase(
     let writes = counter.settled(QUIET, options.limit()).await;
     let requests = WriteRequests::read(client).await?.since(requests_before);
     let after = run.resources()?;
-    let (queues_after, updates_after) = queue_totals(run).await?;
+    let (queues_after, [updates_after, writes_after]) = queue_totals(run).await?;
     let queues = [0, 1].map(|i| Some(queues_after[i]?.since(queues_before[i]?)));
-    // Before a controller's first update neither client serves the histogram's samples.
+    // Before a controller's first write neither client serves the histogram's samples.
     let client_updates = updates_after.map(|a| a.since(updates_before.unwrap_or_default()));
+    let client_writes = writes_after.map(|a| a.since(writes_before.unwrap_or_default()));
     let reactions = audit::reactions(
         &run.audit_log(),
         NS,
@@ -323,6 +325,7 @@ async fn phase(
         reactions,
         queues,
         client_updates,
+        client_writes,
         resources: Resources {
             cpu_seconds: after.cpu_seconds - before.cpu_seconds,
             ..after
@@ -331,11 +334,15 @@ async fn phase(
 }
 
 /// The `endpoint` and `endpoint_slice` work queues' totals and the client's timed updates
-/// the controller serves now.
-async fn queue_totals(run: &Run) -> Result<([Option<QueueTotals>; 2], Option<ClientUpdates>)> {
+/// and writes the controller serves now.
+async fn queue_totals(run: &Run) -> Result<([Option<QueueTotals>; 2], [Option<ClientUpdates>; 2])> {
     let metrics = run.controller_metrics().await?;
     let queues = ["endpoint", "endpoint_slice"].map(|queue| QueueTotals::parse(&metrics, queue));
-    Ok((queues, ClientUpdates::parse(&metrics)))
+    let client = [
+        ClientUpdates::parse(&metrics),
+        ClientUpdates::parse_writes(&metrics),
+    ];
+    Ok((queues, client))
 }
 
 /// A watcher of the namespace's pods (their metadata), recording when each pod event reached

@@ -4,7 +4,7 @@
 //! `bench-controllers --svcplane PATH [--sides in-tree,svcplane] [--scenarios scale-up,churn]
 //! [--pods 5000] [--nodes 10] [--batch 100] [--services 500] [--pods-per-service 10]
 //! [--flips-per-second 20] [--churn-seconds 60] [--load-pods 2000] [--load-nodes 20]
-//! [--limit-seconds 900]` (`--help` says what each is).
+//! [--controller-cpu CPU] [--limit-seconds 900]` (`--help` says what each is).
 //!
 //! Every run (one scenario, one side) gets a fresh etcd + kube-apiserver and its controllers
 //! at equal settings (batch periods 0, 5 concurrent syncs for each controller, 100 endpoints
@@ -59,8 +59,9 @@
 //!   stop, each reaction also split where a watcher of the pods in the bench received the
 //!   pod's change (and each Endpoints reaction counted from the later of that and the answer
 //!   to the Service's previous Endpoints write), with both sides' work-queue waits and syncs
-//!   from their metrics, and their Endpoints and slice updates' mean time in the apiserver
-//!   (audit log) beside the mean their own client timed; RSS and peak RSS are the controller
+//!   from their metrics, their Endpoints and slice updates' mean time in the apiserver
+//!   (audit log) beside the mean their own client timed, and the syncs' time outside the
+//!   writes their client timed (what the controller's own work added to its syncs); RSS and peak RSS are the controller
 //!   process's at the phase's end.
 //!
 //! At the end of each run: the controller process's VmRSS and VmHWM (peak) from
@@ -92,7 +93,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
-use e2e::bench::{init_tracing, load_average};
+use e2e::bench::{check_own_cpu, init_tracing, load_average, other_cpus, pin};
 
 /// The settings both sides run with.
 const CONCURRENT_SYNCS: u16 = 5;
@@ -211,6 +212,13 @@ struct Options {
     /// load: KWOK Nodes.
     #[arg(long, default_value_t = 20)]
     load_nodes: usize,
+    /// Pins the controller process measured (svcplane's, or kube-controller-manager running
+    /// the endpoint controllers) to this CPU, and everything else the bench starts (etcd,
+    /// kube-apiserver, the load's tools, the bench itself) to the others, with `taskset`:
+    /// each side's controllers as on a node of their own, their reactions not waiting for a
+    /// core the apiserver holds. Unset: nothing is pinned.
+    #[arg(long, value_name = "CPU")]
+    controller_cpu: Option<usize>,
     /// The longest a run waits for the controllers to reach a state.
     #[arg(long, default_value_t = 900)]
     limit_seconds: u64,
@@ -230,6 +238,9 @@ impl Options {
             options.svcplane.is_some() || !options.sides.iter().any(|side| side.is_svcplane()),
             "--svcplane PATH is needed for the svcplane side"
         );
+        if let Some(cpu) = options.controller_cpu {
+            check_own_cpu("--controller-cpu", cpu)?;
+        }
         Ok(options)
     }
 
@@ -290,11 +301,20 @@ async fn stopped() -> &'static str {
 fn main() -> Result<()> {
     init_tracing("warn,kube_client::client::builder=off");
     let options = Options::parse_and_check()?;
+    if let Some(cpu) = options.controller_cpu {
+        // Before any thread or process starts: they inherit it.
+        pin(std::process::id(), &other_cpus(cpu)?)?;
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     println!(
         "settings on every side: --concurrent-endpoint-syncs={CONCURRENT_SYNCS} --concurrent-service-endpoint-syncs={CONCURRENT_SYNCS} --endpoint-updates-batch-period={period} --endpointslice-updates-batch-period={period} --max-endpoints-per-slice={MAX_ENDPOINTS_PER_SLICE}",
         period = options.batch_period
     );
+    if let Some(cpu) = options.controller_cpu {
+        println!(
+            "the controller process pinned to CPU {cpu}; etcd, kube-apiserver, the load's tools and this bench to the others"
+        );
+    }
     println!(
         "each run on a fresh etcd + kube-apiserver; load: 1-minute load average when the run started; RSS, peak: VmRSS, VmHWM of the controller process at the end of the run; CPU: its user + system time over the whole run"
     );

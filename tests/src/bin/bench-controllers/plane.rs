@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use e2e::bench::load_average;
+use e2e::bench::{load_average, pin};
 use e2e::control_plane::free_port;
 use e2e::create_namespace;
 use e2e::kubelet::{self, PodState, PodTemplate};
@@ -28,6 +28,8 @@ pub struct Run {
     // Declared before `plane`: it stops before the plane's directory (its log) goes.
     controllers: Controllers,
     pid: u32,
+    /// The CPU the controller process is pinned to, if any.
+    cpu: Option<usize>,
     pub client: Client,
     plane: ControlPlane,
     // After `plane`: the apiserver writes its audit log here until it stops.
@@ -130,7 +132,7 @@ impl Run {
                 }
             }
         };
-        let pid = controllers.spawn(&plane)?;
+        let pid = controllers.spawn(&plane, options.controller_cpu)?;
         if let Controllers::Svcplane {
             process: Some(process),
             admin,
@@ -143,6 +145,7 @@ impl Run {
             side,
             controllers,
             pid,
+            cpu: options.controller_cpu,
             client,
             plane,
             audit,
@@ -166,7 +169,7 @@ impl Run {
     /// (without waiting for it to be ready).
     pub fn start_controllers_again(&mut self) -> Result<Instant> {
         let started = Instant::now();
-        self.pid = self.controllers.spawn(&self.plane)?;
+        self.pid = self.controllers.spawn(&self.plane, self.cpu)?;
         Ok(started)
     }
 
@@ -261,8 +264,16 @@ impl Run {
 }
 
 impl Controllers {
-    /// Starts the controller process; returns its pid.
-    fn spawn(&mut self, plane: &ControlPlane) -> Result<u32> {
+    /// Starts the controller process, pinned to `cpu` when given; returns its pid.
+    fn spawn(&mut self, plane: &ControlPlane, cpu: Option<usize>) -> Result<u32> {
+        let pid = self.spawn_unpinned(plane)?;
+        if let Some(cpu) = cpu {
+            pin(pid, &cpu.to_string())?;
+        }
+        Ok(pid)
+    }
+
+    fn spawn_unpinned(&mut self, plane: &ControlPlane) -> Result<u32> {
         match self {
             Controllers::InTree { flags, .. } => {
                 plane.start_controller_manager_with(ENDPOINT_CONTROLLERS, flags)?;

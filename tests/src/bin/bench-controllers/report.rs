@@ -8,7 +8,7 @@ use e2e::writes::Writes;
 
 use crate::audit::Reactions;
 use crate::churn::Churn;
-use crate::load::Load;
+use crate::load::{Load, Phase};
 use crate::restart::{ClientUpdates, QueueTotals, Restart};
 use crate::scale_up::ScaleUp;
 use crate::write_requests::WriteRequests;
@@ -233,6 +233,12 @@ pub fn print_load(options: &Options, runs: &[Load]) {
                 mean_of(&phase.reactions.updates_in_apiserver),
                 client_mean(phase.client_updates),
             );
+            println!(
+                "{:<16} {:<16} syncs outside their writes: {}",
+                "",
+                r.side.to_string(),
+                outside_writes(phase),
+            );
         }
     }
 }
@@ -421,7 +427,7 @@ fn print_load_goals(ours: &Load, theirs: &Load) {
         let (or, tr) = (&o.reactions, &t.reactions);
         let (oq, tq) = (o.requests.total(), t.requests.total());
         println!(
-            "  load {}, {} vs {}: CPU {}; reaction to slices {}; to Endpoints {}; from the delivery, to slices {}; to Endpoints {}; to Endpoints from the Service's turn {}; write requests {} vs {} ({}); peak RSS {}; converged in {} vs {}",
+            "  load {}, {} vs {}: CPU {}; reaction to slices {}; to Endpoints {}; from the delivery, to slices {}; to Endpoints {}; to Endpoints from the Service's turn {}; sync time outside its writes {}; write requests {} vs {} ({}); peak RSS {}; converged in {} vs {}",
             o.name,
             ours.side,
             theirs.side,
@@ -431,6 +437,10 @@ fn print_load_goals(ours: &Load, theirs: &Load) {
             half_p50_p99(&or.slices_after_delivery, &tr.slices_after_delivery),
             half_p50_p99(&or.endpoints_after_delivery, &tr.endpoints_after_delivery),
             half_p50_p99(&or.endpoints_after_turn, &tr.endpoints_after_turn),
+            match (own_sync_time(o), own_sync_time(t)) {
+                (Some(ours), Some(theirs)) => ratio(ours, theirs, 0.5),
+                _ => "not served".to_string(),
+            },
             oq,
             tq,
             verdict(oq <= tq),
@@ -453,6 +463,40 @@ fn queue_means(totals: Option<QueueTotals>) -> String {
         Some(_) => "no key taken".to_string(),
         None => "not served".to_string(),
     }
+}
+
+/// A phase's keys taken from both work queues, the seconds their syncs took, and the seconds
+/// of those the client spent on writes.
+fn sync_totals(phase: &Phase) -> Option<(f64, f64, f64)> {
+    let [Some(endpoints), Some(slices)] = phase.queues else {
+        return None;
+    };
+    let taken = endpoints.taken + slices.taken;
+    let worked = endpoints.worked + slices.worked;
+    let written = phase.client_writes.map_or(0.0, |w| w.seconds);
+    (taken > 0.0 && worked > 0.0).then_some((taken, worked, written))
+}
+
+/// The syncs' seconds outside the writes their client timed (both queues): what the
+/// controller's own work added to its syncs over the phase, the rest being the apiserver's
+/// answers and the way to and from it. In all, not per key: a side that takes a key more
+/// often for the same changes (a sync finding its cache behind) is not credited for it.
+fn own_sync_time(phase: &Phase) -> Option<f64> {
+    let (_, worked, written) = sync_totals(phase)?;
+    Some((worked - written).max(0.0))
+}
+
+/// [`own_sync_time`], in all and per key taken, and the writes' share of the syncs' time.
+fn outside_writes(phase: &Phase) -> String {
+    let Some((taken, worked, written)) = sync_totals(phase) else {
+        return "no key taken, or the work queues not served".to_string();
+    };
+    let own = (worked - written).max(0.0);
+    format!(
+        "{own:.2}s of {worked:.2}s over {taken} keys taken ({:.2}ms per key), writes {:.0}% of the syncs' time",
+        own / taken * 1e3,
+        written / worked * 1e2
+    )
 }
 
 /// The mean of `times` in ms, and their count.

@@ -134,12 +134,13 @@ impl QueueTotals {
     }
 }
 
-/// A controller's updates (PUTs) of Endpoints and EndpointSlices as its own client timed
-/// them: how many, and their seconds in all. svcplane serves
-/// `svcplane_controller_api_write_duration_seconds` (operation `update`; from serializing
-/// the object to reading the answer), kube-controller-manager client-go's
-/// `rest_client_request_duration_seconds` (verb `PUT`: its endpoint controllers PUT nothing
-/// else; the time includes the wait for the client's rate limiter).
+/// A controller's writes of Endpoints and EndpointSlices as its own client timed them: how
+/// many, and their seconds in all. svcplane serves
+/// `svcplane_controller_api_write_duration_seconds` (by operation; from serializing the
+/// object to reading the answer), kube-controller-manager client-go's
+/// `rest_client_request_duration_seconds` (by verb; its endpoint controllers write nothing
+/// else but Events, which its recorder sends outside the syncs; the time includes the wait
+/// for the client's rate limiter).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ClientUpdates {
     pub count: f64,
@@ -147,18 +148,48 @@ pub struct ClientUpdates {
 }
 
 impl ClientUpdates {
+    /// The updates (PUT).
     pub fn parse(metrics: &str) -> Option<Self> {
-        let read = |name: &str, label: &str| {
-            Some(Self {
-                count: sample_sum(metrics, &format!("{name}_count"), Some(label))?,
-                seconds: sample_sum(metrics, &format!("{name}_sum"), Some(label))?,
-            })
-        };
-        read(
-            "svcplane_controller_api_write_duration_seconds",
-            "operation=\"update\"",
+        Self::read(metrics, &[("operation", "update")], &[("verb", "PUT")])
+    }
+
+    /// Every write: creates, updates and deletes (POST, PUT, PATCH, DELETE).
+    pub fn parse_writes(metrics: &str) -> Option<Self> {
+        Self::read(
+            metrics,
+            &[
+                ("operation", "create"),
+                ("operation", "update"),
+                ("operation", "delete"),
+            ],
+            &[
+                ("verb", "POST"),
+                ("verb", "PUT"),
+                ("verb", "PATCH"),
+                ("verb", "DELETE"),
+            ],
         )
-        .or_else(|| read("rest_client_request_duration_seconds", "verb=\"PUT\""))
+    }
+
+    /// svcplane's samples with any of `ours` labels, or else kube-controller-manager's with
+    /// any of `theirs`.
+    fn read(metrics: &str, ours: &[(&str, &str)], theirs: &[(&str, &str)]) -> Option<Self> {
+        let read = |name: &str, labels: &[(&str, &str)]| {
+            let mut total: Option<Self> = None;
+            for (key, value) in labels {
+                let label = format!("{key}=\"{value}\"");
+                let sum =
+                    |suffix: &str| sample_sum(metrics, &format!("{name}_{suffix}"), Some(&label));
+                if let (Some(count), Some(seconds)) = (sum("count"), sum("sum")) {
+                    let total = total.get_or_insert_default();
+                    total.count += count;
+                    total.seconds += seconds;
+                }
+            }
+            total
+        };
+        read("svcplane_controller_api_write_duration_seconds", ours)
+            .or_else(|| read("rest_client_request_duration_seconds", theirs))
     }
 
     /// What was added since `before`.
@@ -367,6 +398,20 @@ workqueue_work_duration_seconds_sum{name="endpoint"} 3.5
         assert_eq!(
             ClientUpdates::parse("workqueue_depth{name=\"endpoint\"} 0\n"),
             None
+        );
+        assert_eq!(
+            ClientUpdates::parse_writes(svcplane),
+            Some(ClientUpdates {
+                count: 20.0,
+                seconds: 0.85
+            })
+        );
+        assert_eq!(
+            ClientUpdates::parse_writes(in_tree),
+            Some(ClientUpdates {
+                count: 29.0,
+                seconds: 9.5
+            })
         );
     }
 }

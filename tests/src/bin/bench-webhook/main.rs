@@ -84,11 +84,7 @@ impl Options {
         anyhow::ensure!(options.clients > 0, "--clients must be at least 1");
         anyhow::ensure!(options.rounds > 0, "--rounds must be at least 1");
         if let Some(cpu) = options.webhook_cpu {
-            let cpus = std::thread::available_parallelism()?.get();
-            anyhow::ensure!(
-                cpus >= 2 && cpu < cpus,
-                "--webhook-cpu {cpu}: this machine has {cpus} CPUs; one must be left for the rest"
-            );
+            e2e::bench::check_own_cpu("--webhook-cpu", cpu)?;
         }
         NODE_PORT_EVERY.store(options.node_port_every, Ordering::Relaxed);
         Ok(options)

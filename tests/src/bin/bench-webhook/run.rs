@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use e2e::bench::{apiserver_metrics, load_average};
+use e2e::bench::{apiserver_metrics, load_average, other_cpus, pin};
 use e2e::load::{self, Burst, BurstReport};
 use e2e::process::resources;
 use e2e::svcplane::{self, BinaryReplica};
@@ -122,29 +122,6 @@ pub async fn run(options: &Options, with_webhook: bool) -> Result<RunResult> {
         cpu,
         load,
     })
-}
-
-/// The CPUs other than `cpu`, as `taskset` lists them.
-fn other_cpus(cpu: usize) -> Result<String> {
-    let cpus = std::thread::available_parallelism()?.get();
-    Ok((0..cpus)
-        .filter(|&other| other != cpu)
-        .map(|other| other.to_string())
-        .collect::<Vec<_>>()
-        .join(","))
-}
-
-/// Pins every thread of process `pid` to `cpus`; threads it starts later inherit it.
-fn pin(pid: u32, cpus: &str) -> Result<()> {
-    let status = std::process::Command::new("taskset")
-        .args(["--all-tasks", "--pid", "--cpu-list", cpus, &pid.to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    anyhow::ensure!(
-        status.success(),
-        "taskset could not pin process {pid} to CPUs {cpus}"
-    );
-    Ok(())
 }
 
 /// User + system seconds each process has used so far (0 for pid 0, or one gone).
