@@ -68,8 +68,9 @@ pub struct Phase {
     pub reactions: Reactions,
     /// The `endpoint` and `endpoint_slice` work queues' totals over the phase, where served.
     pub queues: [Option<QueueTotals>; 2],
-    /// The controller's updates, and all its writes, as its client timed them over the phase.
+    /// The controller's updates as its client timed them over the phase.
     pub client_updates: Option<ClientUpdates>,
+    /// All its writes (creates, updates, deletes) as its client timed them over the phase.
     pub client_writes: Option<ClientUpdates>,
     /// The controller process's RSS and peak RSS at the phase's end, and its CPU time
     /// during the phase.

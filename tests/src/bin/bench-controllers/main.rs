@@ -61,8 +61,8 @@
 //!   to the Service's previous Endpoints write), with both sides' work-queue waits and syncs
 //!   from their metrics, their Endpoints and slice updates' mean time in the apiserver
 //!   (audit log) beside the mean their own client timed, and the syncs' time outside the
-//!   writes their client timed (what the controller's own work added to its syncs); RSS and peak RSS are the controller
-//!   process's at the phase's end.
+//!   writes their client timed (what the controller's own work added to its syncs); RSS and
+//!   peak RSS are the controller process's at the phase's end.
 //!
 //! At the end of each run: the controller process's VmRSS and VmHWM (peak) from
 //! `/proc/<pid>/status` and its CPU time (user + system) from `/proc/<pid>/stat`, then the
