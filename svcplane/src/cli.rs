@@ -207,18 +207,22 @@ pub struct WebhookFlags {
     pub allocation_pool_size: usize,
     /// How long a replica's pool entry lives without renewal. Give every replica the same
     /// value. A replica renews every quarter of it and stops handing out its pool half of it
-    /// after the last renewal; what the entry of a replica gone for this long lists (its
-    /// pool, its unconfirmed values) is freed by the releasing replica, unless a Service
-    /// holds it. Replicas' clocks must differ by less than half of it.
+    /// after the last renewal; what the entry of a replica gone for this long (and for at
+    /// least half of it plus --unconfirmed-allocation-timeout, so that what it handed out is
+    /// stored or never will be) lists (its pool, its unconfirmed values) is freed by the
+    /// releasing replica, unless a Service holds it. Replicas' clocks must differ by less
+    /// than half of it.
     #[arg(long, env = "SVCPLANE_ALLOCATION_POOL_LIFETIME", default_value = "60s", value_parser = humantime::parse_duration)]
     pub allocation_pool_lifetime: Duration,
     /// How long values given at admission wait for the watch to show a Service holding
     /// them. kube-apiserver may still refuse a Service after the webhook answered
     /// (validation, other admission plugins, quota, a taken name); after this time the
     /// replica asks kube-apiserver whether a Service holds them and frees those none holds.
-    /// Keep it above the time kube-apiserver takes from admission to storage (the webhook
-    /// timeout plus the write).
-    #[arg(long, env = "SVCPLANE_UNCONFIRMED_ALLOCATION_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// Keep it above the longest a create may take from admission to storage: admission
+    /// webhooks called after svcplane's (each up to its timeout) and the write, all bounded
+    /// by kube-apiserver's --request-timeout (60 s by default). Values freed sooner could
+    /// be given twice.
+    #[arg(long, env = "SVCPLANE_UNCONFIRMED_ALLOCATION_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
     pub unconfirmed_allocation_timeout: Duration,
     /// How many values one namespace may hold, per replica, before its Services are seen
     /// created; further creates in that namespace get HTTP 429 until earlier ones complete

@@ -102,7 +102,13 @@ pub fn webhook_config(plane: &ControlPlane) -> Result<WebhookConfig> {
             size: 128,
             lifetime: Duration::from_secs(60),
         },
-        unconfirmed: UnconfirmedConfig::default(),
+        // Shorter than the default (75 s, above kube-apiserver's request timeout): the
+        // suites' local control planes run no admission webhook but svcplane's, and the
+        // allocation differences wait for refused requests' values to be given back.
+        unconfirmed: UnconfirmedConfig {
+            timeout: Duration::from_secs(30),
+            ..UnconfirmedConfig::default()
+        },
         pod_name: None,
     })
 }

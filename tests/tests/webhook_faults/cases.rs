@@ -12,7 +12,7 @@ use e2e::wait;
 use k8s_openapi::api::core::v1::Service;
 
 use crate::checks;
-use crate::setup::{POOL_LIFETIME, RELEASER, Setup};
+use crate::setup::{POOL_LIFETIME, RELEASER, Setup, UNCONFIRMED_TIMEOUT, entry_life};
 
 const SERVICES: usize = 1000;
 const CLIENTS: usize = 50;
@@ -87,7 +87,7 @@ async fn until_state_matches_services(setup: &Setup) -> Result<()> {
     wait::until(
         "svcplane's stored state equal to the values the Services hold",
         || async {
-            let drift = checks::drift(&setup.client, POOL_LIFETIME).await?;
+            let drift = checks::drift(&setup.client, entry_life()).await?;
             Ok(if drift.is_empty() { Ok(()) } else { Err(drift) })
         },
     )
@@ -209,16 +209,16 @@ pub async fn a_replica_killed_mid_burst_leaks_only_what_repair_frees(
         CASE,
         format!(
             "right after the burst: {}",
-            checks::drift(&setup.client, POOL_LIFETIME).await?
+            checks::drift(&setup.client, entry_life()).await?
         ),
     );
     // Until then the killed replica's pool entry is live and its values are not leaks.
-    tokio::time::sleep_until(killed_at + POOL_LIFETIME).await;
+    tokio::time::sleep_until(killed_at + entry_life()).await;
     say(
         CASE,
         format!(
             "once the killed replica's pool entry is dead: {}",
-            checks::drift(&setup.client, POOL_LIFETIME).await?
+            checks::drift(&setup.client, entry_life()).await?
         ),
     );
     until_state_matches_services(&setup).await?;
@@ -277,7 +277,7 @@ pub async fn an_apiserver_restart_mid_burst_gives_clean_errors_then_recovers(
         CASE,
         format!(
             "right after the burst: {}",
-            checks::drift(&setup.client, POOL_LIFETIME).await?
+            checks::drift(&setup.client, entry_life()).await?
         ),
     );
 
@@ -355,7 +355,7 @@ pub async fn a_value_released_by_one_replica_is_given_by_the_other(
             .delete("fixed-port", &kube::api::DeleteParams::default())
             .await?;
         wait::until("the releasing replica freeing the port", || async {
-            let (stored, _) = checks::stored(&setup.client, POOL_LIFETIME).await?;
+            let (stored, _) = checks::stored(&setup.client, entry_life()).await?;
             Ok(if stored.contains(&port) {
                 Err(format!("{port} still stored as allocated"))
             } else {
@@ -372,8 +372,9 @@ pub async fn a_value_released_by_one_replica_is_given_by_the_other(
 }
 
 /// Replica 1 answers creates that kube-apiserver then refuses (the name is taken), so the
-/// values it gave are unconfirmed, and is killed: within about a pool lifetime the releasing
-/// replica frees its pool and those values (its entry listed them) and drops its entry. Repair
+/// values it gave are unconfirmed, and is killed: within about a pool lifetime (half of one
+/// plus the unconfirmed-allocation timeout after its last renewal) the releasing replica
+/// frees its pool and those values (its entry listed them) and drops its entry. Repair
 /// runs every 180 s and frees a leak only on its third sweep, so it has no part in this.
 pub async fn a_dead_replicas_pool_and_unconfirmed_values_are_freed_within_a_lifetime(
     _: std::sync::Arc<()>,
@@ -395,7 +396,7 @@ pub async fn a_dead_replicas_pool_and_unconfirmed_values_are_freed_within_a_life
             "the second create of taken-{i} should be refused as AlreadyExists: {again:?}"
         );
     }
-    let (stored, pooled) = checks::stored(&setup.client, POOL_LIFETIME).await?;
+    let (stored, pooled) = checks::stored(&setup.client, entry_life()).await?;
     say(
         CASE,
         format!(
@@ -424,7 +425,7 @@ pub async fn a_dead_replicas_pool_and_unconfirmed_values_are_freed_within_a_life
     wait::until(
         "the dead replica's entries reclaimed and nothing leaked",
         || async {
-            let drift = checks::drift(&setup.client, POOL_LIFETIME).await?;
+            let drift = checks::drift(&setup.client, entry_life()).await?;
             let entries = entries(setup.client.clone()).await?;
             Ok(if drift.is_empty() && entries <= 1 {
                 Ok(())
@@ -437,9 +438,10 @@ pub async fn a_dead_replicas_pool_and_unconfirmed_values_are_freed_within_a_life
     say(
         CASE,
         format!(
-            "replica {other} killed; its entries reclaimed and nothing leaked {:.1} s later (pool lifetime {:?}, repair every {:?})",
+            "replica {other} killed; its entries reclaimed and nothing leaked {:.1} s later (pool lifetime {:?}, unconfirmed timeout {:?}, repair every {:?})",
             killed_at.elapsed().as_secs_f64(),
             POOL_LIFETIME,
+            UNCONFIRMED_TIMEOUT,
             DEFAULT_REPAIR
         ),
     );

@@ -42,10 +42,10 @@ pub fn duplicates(holders: &BTreeMap<Value, Vec<String>>) -> Vec<(Value, Vec<Str
 }
 
 /// The values svcplane's `RangeAllocation` objects hold, and those of them listed in
-/// reservation entries renewed less than `pool_lifetime` ago.
+/// reservation entries renewed less than `entry_life` ago (see `setup::entry_life`).
 pub async fn stored(
     client: &Client,
-    pool_lifetime: Duration,
+    entry_life: Duration,
 ) -> Result<(BTreeSet<Value>, BTreeSet<Value>)> {
     let api: Api<RangeAllocation> = Api::all(client.clone());
     let mut values = BTreeSet::new();
@@ -56,7 +56,7 @@ pub async fn stored(
             .kind()
             .ok_or_else(|| anyhow::anyhow!("unknown range object {}", object.name_any()))?;
         for entry in object.spec.reservations.values() {
-            if entry.is_live(now, pool_lifetime) {
+            if entry.is_live(now, entry_life) {
                 pooled.extend(entry.values(kind));
             }
         }
@@ -122,9 +122,9 @@ impl std::fmt::Display for Drift {
 }
 
 /// The stored state against the Services and the live pools.
-pub async fn drift(client: &Client, pool_lifetime: Duration) -> Result<Drift> {
+pub async fn drift(client: &Client, entry_life: Duration) -> Result<Drift> {
     let held: BTreeSet<Value> = holders(client).await?.into_keys().collect();
-    let (stored, pooled) = stored(client, pool_lifetime).await?;
+    let (stored, pooled) = stored(client, entry_life).await?;
     let unheld: BTreeSet<Value> = stored.difference(&held).copied().collect();
     Ok(Drift {
         leaked: unheld.difference(&pooled).copied().collect(),

@@ -18,6 +18,18 @@ pub const RELEASER: usize = 0;
 /// The replicas' pool lifetime: short, so that the pool of a killed replica is left to
 /// repair within the test (after this, then three repair sweeps).
 pub const POOL_LIFETIME: Duration = Duration::from_secs(10);
+/// The replicas' unconfirmed-allocation timeout: short for the same reason.
+pub const UNCONFIRMED_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long after its last renewal a replica's entry lives for the others (15 s here): what
+/// it lists is pooled until then, and reclaimed after.
+pub fn entry_life() -> Duration {
+    webhook::state::PoolConfig {
+        size: 0,
+        lifetime: POOL_LIFETIME,
+    }
+    .dead_after(UNCONFIRMED_TIMEOUT)
+}
 const MUTATIONS: &str = "svcplane_admission_reviews_total{webhook=\"mutate-services\"";
 
 pub struct Setup {
@@ -61,6 +73,9 @@ impl Setup {
             let mut config = svcplane::webhook_config(&plane)?;
             config.repair_interval = repair_interval;
             config.pool.lifetime = POOL_LIFETIME;
+            // A dead replica's entry is reclaimed half a lifetime plus this after its last
+            // renewal (when whatever it handed out is stored or never will be): 15 s here.
+            config.unconfirmed.timeout = UNCONFIRMED_TIMEOUT;
             // Replica 0 is the one that releases values and frees leaks, as the holder of
             // the releaser Lease would be; the cases kill and restart replica 1.
             if index != RELEASER {

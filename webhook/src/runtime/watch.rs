@@ -279,11 +279,13 @@ async fn watch_pods(client: Client, index: Arc<PodIpIndex>) {
     }
 }
 
-/// On the releasing replica, every `every`: the entries of replicas gone for a pool
-/// lifetime are dropped and what they list that no Service holds is freed, so that the pool
-/// and the unconfirmed values of a replica that died are free again within about a lifetime
-/// instead of three repair sweeps. The Services are read from kube-apiserver (a list, not
-/// the watch's copy): a Service admitted by that replica just before it died is seen.
+/// On the releasing replica, every `every`: the entries of dead replicas (not renewed for a
+/// pool lifetime, and for at least half of one plus the unconfirmed-allocation timeout,
+/// `PoolConfig::dead_after`) are dropped and what they list that no Service holds is freed,
+/// so that the pool and the unconfirmed values of a replica that died are free again within
+/// that time instead of three repair sweeps. The Services are read from kube-apiserver (a
+/// list, not the watch's copy): a Service admitted by that replica just before it died is
+/// seen.
 async fn reclaim_dead_entries(
     client: Client,
     store: AllocationStore,
@@ -305,7 +307,7 @@ async fn reclaim_dead_entries(
             &store,
             state.dead,
             &state.pooled,
-            "reclaiming the entry of a replica gone for a pool lifetime",
+            "reclaiming the entry of a dead replica",
         );
         if reclaimed.await.is_err() {
             return;
@@ -318,7 +320,7 @@ async fn reclaim_dead_entries(
 /// unconfirmed-allocation timeout has passed since this life started, whatever those lives
 /// handed out has reached kube-apiserver's storage or never will, so what no Service holds
 /// is free. This replica does it itself, whether it releases or not; the releasing replica
-/// would only take them for dead a pool lifetime after their last renewal.
+/// would only take them for dead `PoolConfig::dead_after` their last renewal.
 pub(super) async fn reclaim_previous_lives(client: Client, store: AllocationStore, wait: Duration) {
     tokio::time::sleep(wait).await;
     let services: Api<Service> = Api::all(client);

@@ -5,12 +5,15 @@
 //! and that size. It takes free values of the dynamic band from the stored object, marks
 //! them allocated there and lists them in the replica's reservation entry, in one
 //! compare-and-swap write; only then does the replica hand them out. While the entry is
-//! renewed (every quarter of [`PoolConfig::lifetime`](super::PoolConfig::lifetime)), repair leaves its values alone; a
-//! replica stops handing out its pool half a lifetime after the last renewal. The entry
-//! also lists the replica's unconfirmed values (given out, no Service seen yet): once it is
-//! a lifetime old, the releasing replica frees what it lists that no Service holds and
-//! drops it, in one write, so the pool and the half-done admissions of a replica that died
-//! are free again within about a lifetime.
+//! renewed (every quarter of [`PoolConfig::lifetime`](super::PoolConfig::lifetime)),
+//! repair leaves its values alone; a replica stops handing out its pool half a lifetime
+//! after the last renewal. The entry also lists the replica's unconfirmed values (given
+//! out, no Service seen yet): once it is dead
+//! ([`PoolConfig::dead_after`](super::PoolConfig::dead_after): a lifetime old, and half a
+//! lifetime plus the unconfirmed-allocation timeout, when whatever the replica handed out is
+//! stored or never will be), the releasing replica frees what it lists that no Service
+//! holds and drops it, in one write, so the pool and the half-done admissions of a replica
+//! that died are free again within that time.
 //!
 //! A pool never takes more than an eighth of the free values of a range's dynamic band, so
 //! that pools do not hold what a nearly full range has left.

@@ -65,6 +65,15 @@ impl PoolConfig {
         lifetime: Duration::from_secs(60),
     };
 
+    /// How long after its last renewal another replica's entry is dead: a pool lifetime, and
+    /// at least half of one (when its replica stopped handing its pool out) plus the
+    /// unconfirmed-allocation timeout `unconfirmed` (when whatever it handed out has
+    /// reached kube-apiserver's storage or never will). Freeing what it lists sooner could
+    /// give a value a Service on its way to storage still holds.
+    pub fn dead_after(&self, unconfirmed: Duration) -> Duration {
+        self.lifetime.max(self.lifetime / 2 + unconfirmed)
+    }
+
     /// How many values the pool of `kind` holds when full. Node ports are fewer and
     /// requested by number more often than cluster IPs: their pools are a quarter as large.
     pub fn size_of(&self, kind: RangeKind) -> usize {
@@ -112,8 +121,8 @@ enum Command {
         kind: RangeKind,
         version: String,
     },
-    /// Drops the reservation entries of replicas gone for a pool lifetime and frees what
-    /// they list that no Service holds (each entry's `values`), in the same write.
+    /// Drops the reservation entries of dead replicas ([`PoolConfig::dead_after`]) and frees
+    /// what they list that no Service holds (each entry's `values`), in the same write.
     Reclaim(Vec<DeadEntry>),
     /// This replica's unconfirmed values that no Service holds, given back.
     GiveBack(Vec<Value>),
@@ -132,15 +141,16 @@ pub struct StateView {
     /// Values in the pools of live replicas (this one's included) and this replica's
     /// unconfirmed values: allocated, held by no Service, yet no leak.
     pub pooled: BTreeSet<Value>,
-    /// The reservation entries of other replicas not renewed for a pool lifetime: those
-    /// replicas are gone, and what they listed is theirs no more.
+    /// The reservation entries of other replicas not renewed for
+    /// [`PoolConfig::dead_after`]: those replicas are gone, what they handed out is stored
+    /// or never will be, and what they listed is theirs no more.
     pub dead: Vec<DeadEntry>,
     /// The entries of earlier lives of this replica's pod (see [`Holder`]), however
     /// recently renewed: those processes have stopped.
     pub previous_lives: Vec<DeadEntry>,
 }
 
-/// The reservation entry of a replica gone for a pool lifetime.
+/// The reservation entry of a dead replica ([`PoolConfig::dead_after`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadEntry {
     /// The range.
@@ -201,6 +211,7 @@ impl AllocationStore {
             versions: BTreeMap::new(),
             reservations: BTreeMap::new(),
             pool,
+            dead_after: pool.dead_after(unconfirmed.timeout),
             holder,
             pool_usable_until: BTreeMap::new(),
             refill: Arc::clone(&refill),
@@ -240,7 +251,7 @@ impl AllocationStore {
     /// cluster's Services go, and kube-apiserver would give it: this replica marks it wanted
     /// on its range's object, the replica that pools it gives it up (if it has not handed it
     /// out meanwhile), and the admission is planned again once a watch shows the range
-    /// written, for up to [`WANTED_WAIT`] in all; then it is refused as taken.
+    /// written, for up to `WANTED_WAIT` (1.5 s) in all; then it is refused as taken.
     pub async fn admit(&self, request: AdmitRequest) -> Result<ServiceSpec, StoreError> {
         let started = tokio::time::Instant::now();
         let mut asked = false;
@@ -413,6 +424,9 @@ struct Actor {
     /// The reservation entries of that same object, written back unchanged.
     reservations: BTreeMap<RangeKind, BTreeMap<String, Reservation>>,
     pool: PoolConfig,
+    /// How long after its last renewal another replica's entry is dead
+    /// ([`PoolConfig::dead_after`]).
+    dead_after: Duration,
     /// The name of this replica's reservation entries.
     holder: Holder,
     /// Per range, until when its pool may be handed out: half the entry's lifetime after

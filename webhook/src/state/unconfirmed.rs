@@ -18,7 +18,11 @@ use allocator::Value;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnconfirmedConfig {
     /// How long a value waits for its Service to be seen before the apiserver is asked
-    /// whether a Service holds it.
+    /// whether a Service holds it. It must be longer than a create can take from this
+    /// webhook's answer to its storage: later admission webhooks (each up to its own
+    /// timeout) and the write, all within kube-apiserver's `--request-timeout` (60 s by
+    /// default). A value freed sooner could be given to another Service and then stored
+    /// with the first one too.
     pub timeout: Duration,
     /// How many unconfirmed values one namespace may hold in one replica.
     pub per_namespace: usize,
@@ -27,7 +31,7 @@ pub struct UnconfirmedConfig {
 impl Default for UnconfirmedConfig {
     fn default() -> Self {
         Self {
-            timeout: Duration::from_secs(30),
+            timeout: Duration::from_secs(75),
             per_namespace: 256,
         }
     }

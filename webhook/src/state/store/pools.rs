@@ -28,7 +28,7 @@ impl Actor {
                 };
                 if self.holder.is_previous_life(holder) {
                     previous_lives.push(gone());
-                } else if entry.is_live(now, self.pool.lifetime) {
+                } else if entry.is_live(now, self.dead_after) {
                     pooled.extend(entry.values(kind));
                 } else if holder != self.holder.name() {
                     dead.push(gone());
@@ -44,10 +44,10 @@ impl Actor {
     }
 
     /// Whether `holder`'s entry is dead on this copy: another replica's, of an earlier
-    /// life of this pod or not renewed for a pool lifetime.
+    /// life of this pod or not renewed for [`PoolConfig::dead_after`](super::PoolConfig::dead_after).
     pub(super) fn is_dead(&self, holder: &str, entry: &Reservation, now: SystemTime) -> bool {
         holder != self.holder.name()
-            && (self.holder.is_previous_life(holder) || !entry.is_live(now, self.pool.lifetime))
+            && (self.holder.is_previous_life(holder) || !entry.is_live(now, self.dead_after))
     }
 
     /// Whether a range's pool holds half its size or less: checked after every batch, so

@@ -25,11 +25,15 @@ async fn start(fake: &FakeRanges) -> AllocationStore {
 }
 
 async fn start_as(fake: &FakeRanges, holder: Holder) -> AllocationStore {
-    let (expired, _) = mpsc::unbounded_channel();
     let pool = PoolConfig {
         size: 4,
         lifetime: Duration::from_secs(600),
     };
+    start_with(fake, holder, pool).await
+}
+
+async fn start_with(fake: &FakeRanges, holder: Holder, pool: PoolConfig) -> AllocationStore {
+    let (expired, _) = mpsc::unbounded_channel();
     AllocationStore::start(
         fake.client(),
         allocators(),
@@ -254,6 +258,63 @@ async fn with_entry(
 
 fn ip(text: &str) -> Value {
     Value::ClusterIp(text.parse().unwrap())
+}
+
+/// Another replica's entry dies a pool lifetime after its last renewal, unless its replica
+/// may have handed out a value since that kube-apiserver has not stored yet: it stops
+/// handing out half a lifetime after renewing, and a create reaches storage within the
+/// unconfirmed-allocation timeout of its admission or never.
+#[test]
+fn an_entry_dies_once_what_its_replica_handed_out_is_stored_or_never_will_be() {
+    let pool = PoolConfig {
+        size: 128,
+        lifetime: Duration::from_secs(60),
+    };
+    assert_eq!(
+        pool.dead_after(Duration::from_secs(75)),
+        Duration::from_secs(105)
+    );
+    assert_eq!(
+        pool.dead_after(Duration::from_secs(30)),
+        Duration::from_secs(60)
+    );
+}
+
+/// An entry renewed a pool lifetime ago, whose replica stopped handing its pool out less
+/// than an unconfirmed-allocation timeout ago, is not dead yet: what it lists counts as
+/// pooled, neither reclaimed nor a leak for repair.
+#[tokio::test]
+async fn an_entry_a_lifetime_old_is_live_until_its_admissions_are_stored() {
+    let fake = FakeRanges::default();
+    let _first = start(&fake).await;
+    let seventy_seconds_ago = SystemTime::now() - Duration::from_secs(70);
+    put_entry(
+        &fake,
+        "replica-b",
+        &["10.96.0.10"],
+        &[],
+        seventy_seconds_ago,
+    );
+    let pool = PoolConfig {
+        size: 4,
+        lifetime: Duration::from_secs(60),
+    };
+    // Unconfirmed values wait 75 s (the default): replica-b's entry dies 105 s after its
+    // renewal.
+    let store = start_with(&fake, Holder::named("replica-a"), pool).await;
+    let state = store.snapshot().await.unwrap();
+    assert!(state.dead.is_empty(), "{:?}", state.dead);
+    assert!(state.pooled.contains(&ip("10.96.0.10")));
+
+    put_entry(&fake, "replica-c", &["10.96.0.11"], &[], an_hour_ago());
+    let store = start_with(&fake, Holder::named("replica-a"), pool).await;
+    let dead = store.snapshot().await.unwrap().dead;
+    assert_eq!(
+        dead.iter()
+            .map(|entry| entry.holder.as_str())
+            .collect::<Vec<_>>(),
+        ["replica-c"]
+    );
 }
 
 /// The entry of a replica gone for a pool lifetime is dropped and what it lists that no

@@ -83,7 +83,7 @@ impl Actor {
             .filter(move |(holder, entry)| {
                 *holder != self.holder.name()
                     && !self.holder.is_previous_life(holder)
-                    && entry.is_live(now, self.pool.lifetime)
+                    && entry.is_live(now, self.dead_after)
             })
             .flat_map(move |(_, entry)| entry.values(kind))
     }
