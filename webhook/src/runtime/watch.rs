@@ -320,7 +320,7 @@ async fn reclaim_dead_entries(
 /// unconfirmed-allocation timeout has passed since this life started, whatever those lives
 /// handed out has reached kube-apiserver's storage or never will, so what no Service holds
 /// is free. This replica does it itself, whether it releases or not; the releasing replica
-/// would only take them for dead `PoolConfig::dead_after` their last renewal.
+/// would only take them for dead `PoolConfig::dead_after` after their last renewal.
 pub(super) async fn reclaim_previous_lives(client: Client, store: AllocationStore, wait: Duration) {
     tokio::time::sleep(wait).await;
     let services: Api<Service> = Api::all(client);

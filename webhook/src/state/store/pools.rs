@@ -44,7 +44,8 @@ impl Actor {
     }
 
     /// Whether `holder`'s entry is dead on this copy: another replica's, of an earlier
-    /// life of this pod or not renewed for [`PoolConfig::dead_after`](super::PoolConfig::dead_after).
+    /// life of this pod or not renewed for
+    /// [`PoolConfig::dead_after`](super::PoolConfig::dead_after).
     pub(super) fn is_dead(&self, holder: &str, entry: &Reservation, now: SystemTime) -> bool {
         holder != self.holder.name()
             && (self.holder.is_previous_life(holder) || !entry.is_live(now, self.dead_after))
