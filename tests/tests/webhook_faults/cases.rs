@@ -330,7 +330,7 @@ pub async fn a_value_released_by_one_replica_is_given_by_the_other(
     const PORT: i32 = 30040;
     let setup = Setup::start(DEFAULT_REPAIR).await?;
     let other = 1 - RELEASER;
-    setup.only_through(other);
+    setup.only_through(other).await;
     let namespace = setup.namespace("released").await?;
     let services: kube::Api<Service> = kube::Api::namespaced(setup.client.clone(), &namespace);
     let service: Service = serde_json::from_value(serde_json::json!({
@@ -383,7 +383,7 @@ pub async fn a_dead_replicas_pool_and_unconfirmed_values_are_freed_within_a_life
     const REFUSED: usize = 5;
     let mut setup = Setup::start(DEFAULT_REPAIR).await?;
     let other = 1 - RELEASER;
-    setup.only_through(other);
+    setup.only_through(other).await;
     let namespace = setup.namespace("dead").await?;
     let services: kube::Api<Service> = kube::Api::namespaced(setup.client.clone(), &namespace);
     let post = kube::api::PostParams::default();
@@ -464,7 +464,7 @@ pub async fn a_replica_restarted_in_its_pod_frees_its_earlier_lifes_pool(
     })
     .await?;
     let other = 1 - RELEASER;
-    setup.only_through(other);
+    setup.only_through(other).await;
     let namespace = setup.namespace("restart").await?;
     let services: kube::Api<Service> = kube::Api::namespaced(setup.client.clone(), &namespace);
     for i in 0..8 {
@@ -543,7 +543,7 @@ pub async fn a_requested_value_of_the_other_replicas_pool_is_given(
     const CASE: &str = "wanted";
     let setup = Setup::start(DEFAULT_REPAIR).await?;
     let (pooling, asking) = (1 - RELEASER, RELEASER);
-    setup.only_through(pooling);
+    setup.only_through(pooling).await;
     let namespace = setup.namespace("wanted").await?;
     let services: kube::Api<Service> = kube::Api::namespaced(setup.client.clone(), &namespace);
     // Through the pooling replica first, so that it pools node ports and cluster IPs.
@@ -581,7 +581,7 @@ pub async fn a_requested_value_of_the_other_replicas_pool_is_given(
     let (Value::NodePort(port), Value::ClusterIp(ip)) = pooled else {
         unreachable!("matched above")
     };
-    setup.only_through(asking);
+    setup.only_through(asking).await;
     let mut wanted = load::node_port_service("wanted", false);
     let spec = wanted.spec.as_mut().expect("a spec");
     spec.cluster_ip = Some(ip.to_string());

@@ -92,7 +92,7 @@ pub async fn a_service_cidr_grows_a_full_range_and_its_deletion_stops_it(
     }
     anyhow::ensure!(given.iter().all(|&ip| primary.contains(ip)), "{given:?}");
     for replica in 0..2 {
-        setup.only_through(replica);
+        setup.only_through(replica).await;
         let refused = create(&services, &format!("full-{replica}"), None).await;
         anyhow::ensure!(
             matches!(&refused, Err(e) if e.contains("range is full")),
@@ -131,7 +131,7 @@ pub async fn a_service_cidr_grows_a_full_range_and_its_deletion_stops_it(
     // Each replica in turn (the apiserver keeps its connection to one).
     let mut in_grown = vec![first];
     for replica in 0..2 {
-        setup.only_through(replica);
+        setup.only_through(replica).await;
         let before = setup.answered().await?;
         for index in 0..2 {
             let name = format!("more-{replica}-{index}");
@@ -178,7 +178,7 @@ pub async fn a_service_cidr_grows_a_full_range_and_its_deletion_stops_it(
     // replica (the endpoint check follows the ServiceCIDRs as allocation does).
     let endpoints: Api<Endpoints> = Api::namespaced(setup.client.clone(), &namespace);
     for replica in 0..2 {
-        setup.only_through(replica);
+        setup.only_through(replica).await;
         let object: Endpoints = serde_json::from_value(json!({
             "metadata": { "name": format!("at-a-vip-{replica}") },
             "subsets": [{ "addresses": [{ "ip": first.to_string() }], "ports": [{ "port": 80 }] }],
@@ -202,7 +202,7 @@ pub async fn a_service_cidr_grows_a_full_range_and_its_deletion_stops_it(
         .find(|ip| !in_grown.contains(ip))
         .expect("a free address in the new range");
     for replica in 0..2 {
-        setup.only_through(replica);
+        setup.only_through(replica).await;
         let mut attempt = 0;
         wait::until(
             format!("replica {replica} refusing addresses of the deleted ServiceCIDR"),

@@ -180,13 +180,16 @@ impl Setup {
     }
 
     /// Sends every new connection of the proxy to replica `index`: the apiserver then calls
-    /// only that one (connections already open are cut).
-    pub fn only_through(&self, index: usize) {
+    /// only that one (connections already open are cut). Returns after a moment, so that
+    /// kube-apiserver has seen the cut connections close: a review it sends on one it still
+    /// takes for open fails ("write: broken pipe") and is not retried.
+    pub async fn only_through(&self, index: usize) {
         for other in 0..self.configs.len() {
             self.proxy
                 .set_backend(other, self.configs[index].bind_address);
             self.proxy.cut(other);
         }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
     /// What replica `index`'s `/livez` reports failing (nothing for a stopped one).
