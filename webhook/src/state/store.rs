@@ -211,7 +211,6 @@ impl AllocationStore {
             versions: BTreeMap::new(),
             reservations: BTreeMap::new(),
             pool,
-            dead_after: pool.dead_after(unconfirmed.timeout),
             holder,
             pool_usable_until: BTreeMap::new(),
             refill: Arc::clone(&refill),
@@ -424,9 +423,6 @@ struct Actor {
     /// The reservation entries of that same object, written back unchanged.
     reservations: BTreeMap<RangeKind, BTreeMap<String, Reservation>>,
     pool: PoolConfig,
-    /// How long after its last renewal another replica's entry is dead
-    /// ([`PoolConfig::dead_after`]).
-    dead_after: Duration,
     /// The name of this replica's reservation entries.
     holder: Holder,
     /// Per range, until when its pool may be handed out: half the entry's lifetime after
@@ -516,14 +512,24 @@ impl Actor {
         }
     }
 
-    /// Those of `values` this replica's pools hold.
+    /// Those of `values` this replica's pools hold. Called for every Service the watch shows:
+    /// a few values against a few hundred pooled, a scan costs less than hashing the pools.
     fn pooled_among(&self, values: &[Value]) -> Vec<Value> {
-        let pooled: HashSet<Value> = self.allocators.pooled().into_iter().collect();
+        if values.is_empty() {
+            return Vec::new();
+        }
+        let pooled = self.allocators.pooled();
         values
             .iter()
             .copied()
             .filter(|value| pooled.contains(value))
             .collect()
+    }
+
+    /// How long after its last renewal another replica's entry is dead
+    /// ([`PoolConfig::dead_after`]).
+    fn dead_after(&self) -> Duration {
+        self.pool.dead_after(self.unconfirmed.timeout())
     }
 
     async fn process(&mut self, batch: Vec<Command>) {

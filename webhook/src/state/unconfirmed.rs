@@ -96,6 +96,11 @@ impl Unconfirmed {
         self.config.per_namespace
     }
 
+    /// How long a value waits for its Service to be seen.
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
     /// `values` were given at `now` to an admission of `service` in `namespace`.
     pub fn add(&mut self, namespace: &str, service: &ServiceName, values: &[Value], now: Instant) {
         let deadline = now + self.config.timeout;

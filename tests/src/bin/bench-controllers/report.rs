@@ -488,10 +488,10 @@ fn own_sync_time(phase: &Phase) -> Option<f64> {
 
 /// [`own_sync_time`], in all and per key taken, and the writes' share of the syncs' time.
 fn outside_writes(phase: &Phase) -> String {
-    let Some((taken, worked, written)) = sync_totals(phase) else {
+    let (Some((taken, worked, written)), Some(own)) = (sync_totals(phase), own_sync_time(phase))
+    else {
         return "no key taken, or the work queues not served".to_string();
     };
-    let own = (worked - written).max(0.0);
     format!(
         "{own:.2}s of {worked:.2}s over {taken} keys taken ({:.2}ms per key), writes {:.0}% of the syncs' time",
         own / taken * 1e3,

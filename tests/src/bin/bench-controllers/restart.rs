@@ -150,33 +150,24 @@ pub struct ClientUpdates {
 impl ClientUpdates {
     /// The updates (PUT).
     pub fn parse(metrics: &str) -> Option<Self> {
-        Self::read(metrics, &[("operation", "update")], &[("verb", "PUT")])
+        Self::read(metrics, &["update"], &["PUT"])
     }
 
     /// Every write: creates, updates and deletes (POST, PUT, PATCH, DELETE).
     pub fn parse_writes(metrics: &str) -> Option<Self> {
         Self::read(
             metrics,
-            &[
-                ("operation", "create"),
-                ("operation", "update"),
-                ("operation", "delete"),
-            ],
-            &[
-                ("verb", "POST"),
-                ("verb", "PUT"),
-                ("verb", "PATCH"),
-                ("verb", "DELETE"),
-            ],
+            &["create", "update", "delete"],
+            &["POST", "PUT", "PATCH", "DELETE"],
         )
     }
 
-    /// svcplane's samples with any of `ours` labels, or else kube-controller-manager's with
-    /// any of `theirs`.
-    fn read(metrics: &str, ours: &[(&str, &str)], theirs: &[(&str, &str)]) -> Option<Self> {
-        let read = |name: &str, labels: &[(&str, &str)]| {
+    /// svcplane's samples of any of the operations `ours`, or else kube-controller-manager's
+    /// of any of the verbs `theirs`.
+    fn read(metrics: &str, ours: &[&str], theirs: &[&str]) -> Option<Self> {
+        let read = |name: &str, key: &str, values: &[&str]| {
             let mut total: Option<Self> = None;
-            for (key, value) in labels {
+            for value in values {
                 let label = format!("{key}=\"{value}\"");
                 let sum =
                     |suffix: &str| sample_sum(metrics, &format!("{name}_{suffix}"), Some(&label));
@@ -188,8 +179,12 @@ impl ClientUpdates {
             }
             total
         };
-        read("svcplane_controller_api_write_duration_seconds", ours)
-            .or_else(|| read("rest_client_request_duration_seconds", theirs))
+        read(
+            "svcplane_controller_api_write_duration_seconds",
+            "operation",
+            ours,
+        )
+        .or_else(|| read("rest_client_request_duration_seconds", "verb", theirs))
     }
 
     /// What was added since `before`.

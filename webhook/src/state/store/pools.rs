@@ -12,6 +12,7 @@ use crate::state::crd::{RangeKind, Reservation};
 impl Actor {
     pub(super) fn view(&self) -> StateView {
         let now = SystemTime::now();
+        let dead_after = self.dead_after();
         let mut pooled: BTreeSet<Value> = self.allocators.pooled().into_iter().collect();
         pooled.extend(self.unconfirmed.values());
         let mut dead = Vec::new();
@@ -28,7 +29,7 @@ impl Actor {
                 };
                 if self.holder.is_previous_life(holder) {
                     previous_lives.push(gone());
-                } else if entry.is_live(now, self.dead_after) {
+                } else if entry.is_live(now, dead_after) {
                     pooled.extend(entry.values(kind));
                 } else if holder != self.holder.name() {
                     dead.push(gone());
@@ -48,7 +49,7 @@ impl Actor {
     /// [`PoolConfig::dead_after`](super::PoolConfig::dead_after).
     pub(super) fn is_dead(&self, holder: &str, entry: &Reservation, now: SystemTime) -> bool {
         holder != self.holder.name()
-            && (self.holder.is_previous_life(holder) || !entry.is_live(now, self.dead_after))
+            && (self.holder.is_previous_life(holder) || !entry.is_live(now, self.dead_after()))
     }
 
     /// Whether a range's pool holds half its size or less: checked after every batch, so

@@ -76,6 +76,7 @@ impl Actor {
     /// earlier life of this pod owns no pool any more: nobody would answer a mark of its
     /// values (they are freed by `reclaim_previous_lives`).
     fn listed_elsewhere(&self, kind: RangeKind, now: SystemTime) -> impl Iterator<Item = Value> {
+        let dead_after = self.dead_after();
         self.reservations
             .get(&kind)
             .into_iter()
@@ -83,7 +84,7 @@ impl Actor {
             .filter(move |(holder, entry)| {
                 *holder != self.holder.name()
                     && !self.holder.is_previous_life(holder)
-                    && entry.is_live(now, self.dead_after)
+                    && entry.is_live(now, dead_after)
             })
             .flat_map(move |(_, entry)| entry.values(kind))
     }
